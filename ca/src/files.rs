@@ -1,0 +1,273 @@
+//! Atomic, permission-checked files for keys and certificates.
+//!
+//! Writes go to a temporary file in the destination's directory, created with the final
+//! mode from the start, flushed to disk, renamed over the destination, and the directory
+//! is flushed too, so a crash leaves either the old file or the new one, never a torn or
+//! briefly world-readable one.
+
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use crate::error::CaError;
+
+/// Mode of files holding private keys.
+pub const SECRET_FILE_MODE: u32 = 0o600;
+/// Mode of files holding certificates.
+pub const PUBLIC_FILE_MODE: u32 = 0o644;
+/// Mode of the directory holding the CA.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// No file this crate writes comes close; larger files are refused before reading.
+pub const MAX_FILE_LEN: u64 = 64 * 1024;
+
+/// Writes `bytes` to `path` atomically with mode `0600`.
+///
+/// # Errors
+/// [`CaError::Io`] if the temporary file cannot be created, written, flushed or renamed.
+pub fn write_secret_atomic(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
+    write_atomic(path, bytes, SECRET_FILE_MODE)
+}
+
+/// Writes `bytes` to `path` atomically with mode `0644`.
+///
+/// # Errors
+/// [`CaError::Io`] if the temporary file cannot be created, written, flushed or renamed.
+pub fn write_public_atomic(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
+    write_atomic(path, bytes, PUBLIC_FILE_MODE)
+}
+
+/// Reads a secret file, refusing it if group or others have any access to it.
+///
+/// The mode is checked on the opened file, so the file checked is the file read.
+///
+/// # Errors
+/// [`CaError::KeyFileTooOpen`] if `mode & 0o077 != 0`; [`CaError::NotARegularFile`];
+/// [`CaError::FileTooLarge`] above [`MAX_FILE_LEN`]; [`CaError::Io`].
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CaError> {
+    let file = File::open(path).map_err(|e| CaError::io("open", path, e))?;
+    let metadata = checked_metadata(&file, path)?;
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(CaError::KeyFileTooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    // Sized up front so reading never reallocates and leaves an unzeroized copy behind.
+    let mut buffer = Zeroizing::new(Vec::with_capacity(capacity_for(metadata.len())));
+    read_limited(file, path, &mut buffer)?;
+    Ok(buffer)
+}
+
+/// Reads a public file (a certificate), refusing anything larger than [`MAX_FILE_LEN`].
+///
+/// # Errors
+/// [`CaError::NotARegularFile`]; [`CaError::FileTooLarge`]; [`CaError::Io`].
+pub fn read_public_file(path: &Path) -> Result<Vec<u8>, CaError> {
+    let file = File::open(path).map_err(|e| CaError::io("open", path, e))?;
+    let metadata = checked_metadata(&file, path)?;
+    let mut buffer = Vec::with_capacity(capacity_for(metadata.len()));
+    read_limited(file, path, &mut buffer)?;
+    Ok(buffer)
+}
+
+/// Creates `path` and its missing parents with mode `0700`.
+///
+/// An existing directory is left as it is.
+///
+/// # Errors
+/// [`CaError::Io`] if the directory cannot be created or `path` exists and is not one.
+pub fn ensure_private_dir(path: &Path) -> Result<(), CaError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(path)
+        .map_err(|e| CaError::io("create directory", path, e))
+}
+
+/// Whether `path` exists; a dangling symlink counts as existing so that it is not overwritten
+/// silently.
+pub(crate) fn exists(path: &Path) -> Result<bool, CaError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(CaError::io("stat", path, e)),
+    }
+}
+
+/// The opened file's metadata, after checking it is a regular file within the size limit.
+fn checked_metadata(file: &File, path: &Path) -> Result<fs::Metadata, CaError> {
+    let metadata = file.metadata().map_err(|e| CaError::io("stat", path, e))?;
+    if !metadata.is_file() {
+        return Err(CaError::NotARegularFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if metadata.len() > MAX_FILE_LEN {
+        return Err(CaError::FileTooLarge {
+            path: path.to_path_buf(),
+            len: metadata.len(),
+            max: MAX_FILE_LEN,
+        });
+    }
+    Ok(metadata)
+}
+
+fn capacity_for(len: u64) -> usize {
+    // `len` is at most MAX_FILE_LEN (64 KiB), so it fits any usize; one spare byte lets
+    // read_to_end see end-of-file without growing the buffer.
+    usize::try_from(len).unwrap_or(0).saturating_add(1)
+}
+
+fn read_limited(file: File, path: &Path, buffer: &mut Vec<u8>) -> Result<(), CaError> {
+    // The file may grow between stat and read; never read more than the limit.
+    file.take(MAX_FILE_LEN + 1)
+        .read_to_end(buffer)
+        .map_err(|e| CaError::io("read", path, e))?;
+    let len = buffer.len() as u64;
+    if len > MAX_FILE_LEN {
+        return Err(CaError::FileTooLarge {
+            path: path.to_path_buf(),
+            len,
+            max: MAX_FILE_LEN,
+        });
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
+    let directory = parent_dir(path);
+    let temporary = temporary_path(path, &directory)?;
+    let result = write_new_file(&temporary, bytes, mode)
+        .and_then(|()| fs::rename(&temporary, path).map_err(|e| CaError::io("rename", path, e)));
+    if result.is_err() {
+        // Best effort: the temporary file is useless once the write failed.
+        let _ = fs::remove_file(&temporary);
+        return result;
+    }
+    // The rename is durable only once the directory entry is on disk.
+    File::open(&directory)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| CaError::io("sync directory", &directory, e))
+}
+
+fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
+    // create_new (O_EXCL) refuses an existing file or symlink at the temporary name.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| CaError::io("create", path, e))?;
+    // The umask may have taken bits away from `mode`; set exactly what was asked.
+    file.set_permissions(Permissions::from_mode(mode))
+        .map_err(|e| CaError::io("chmod", path, e))?;
+    file.write_all(bytes)
+        .map_err(|e| CaError::io("write", path, e))?;
+    file.sync_all().map_err(|e| CaError::io("sync", path, e))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn temporary_path(path: &Path, directory: &Path) -> Result<PathBuf, CaError> {
+    let Some(name) = path.file_name() else {
+        return Err(CaError::io(
+            "write",
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
+        ));
+    };
+    let mut suffix = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut suffix).map_err(|_| CaError::Crypto {
+        operation: "generating a temporary file name",
+    })?;
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(format!(".{}.tmp", hex::encode(suffix)));
+    Ok(directory.join(temporary_name))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn secret_files_are_0600_and_public_files_0644() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("a.key");
+        let public = dir.path().join("a.crt");
+        write_secret_atomic(&secret, b"secret").unwrap();
+        write_public_atomic(&public, b"public").unwrap();
+        assert_eq!(mode_of(&secret), 0o600);
+        assert_eq!(mode_of(&public), 0o644);
+        assert_eq!(&*read_secret_file(&secret).unwrap(), b"secret");
+        assert_eq!(read_public_file(&public).unwrap(), b"public");
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.key");
+        write_secret_atomic(&path, b"one").unwrap();
+        write_secret_atomic(&path, b"two").unwrap();
+        assert_eq!(&*read_secret_file(&path).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("x.key")]);
+    }
+
+    #[test]
+    fn open_secret_files_are_refused_next_to_a_closed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        write_secret_atomic(&path, b"k").unwrap();
+        assert!(read_secret_file(&path).is_ok());
+        for mode in [0o640, 0o604, 0o644, 0o660] {
+            fs::set_permissions(&path, Permissions::from_mode(mode)).unwrap();
+            match read_secret_file(&path) {
+                Err(CaError::KeyFileTooOpen { mode: found, .. }) => assert_eq!(found, mode),
+                other => panic!("mode {mode:o}: expected KeyFileTooOpen, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_and_non_regular_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        write_secret_atomic(&big, &vec![b'a'; MAX_FILE_LEN as usize + 1]).unwrap();
+        assert!(matches!(
+            read_secret_file(&big),
+            Err(CaError::FileTooLarge { .. })
+        ));
+        assert!(matches!(
+            read_public_file(dir.path()),
+            Err(CaError::NotARegularFile { .. })
+        ));
+    }
+
+    #[test]
+    fn private_dir_is_created_0700() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("data").join("ca");
+        ensure_private_dir(&nested).unwrap();
+        assert_eq!(mode_of(&nested), 0o700);
+        // Idempotent.
+        ensure_private_dir(&nested).unwrap();
+    }
+}

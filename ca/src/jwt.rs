@@ -1,0 +1,222 @@
+//! JWT-SVID signing: ES256, one audience, nothing else in the header.
+
+use std::fmt;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mayfly_sdk::SpiffeId;
+use mayfly_sdk::bundle::{JwtAuthority, JwtPublicKey};
+use mayfly_sdk::jwt::Audience;
+use serde::Serialize;
+
+use crate::error::CaError;
+use crate::keys::SigningKey;
+
+/// Signs JWT-SVIDs with one P-256 key.
+///
+/// The key is parsed once, at construction, as are the key ID and the encoded header, so
+/// signing costs one ECDSA signature and some base64.
+pub struct JwtSigner {
+    key_pair: EcdsaKeyPair,
+    key_id: String,
+    x: [u8; 32],
+    y: [u8; 32],
+    /// `base64url({"alg":"ES256","kid":...,"typ":"JWT"})`, fixed for the life of the key.
+    encoded_header: String,
+    rng: SystemRandom,
+}
+
+/// A freshly signed JWT-SVID.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedJwt {
+    /// The compact serialization, `header.claims.signature`. A bearer credential: never log it.
+    pub token: String,
+    /// The token's `jti` claim (base64url of 16 random bytes), for audit and revocation.
+    pub jti: String,
+}
+
+impl fmt::Debug for SignedJwt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedJwt")
+            .field("token", &"[redacted]")
+            .field("jti", &self.jti)
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'static str,
+    kid: &'a str,
+    typ: &'static str,
+}
+
+/// Field order is the serialization order; exactly these claims and no others.
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    aud: &'a str,
+    exp: i64,
+    iat: i64,
+    jti: &'a str,
+}
+
+impl JwtSigner {
+    /// Builds a signer from a P-256 key.
+    ///
+    /// # Errors
+    /// [`CaError::InvalidKey`] if the key cannot be used for ES256 (it always can when it is a
+    /// [`SigningKey`]); [`CaError::Internal`] if the header cannot be encoded.
+    pub fn new(key: &SigningKey) -> Result<Self, CaError> {
+        let key_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, key.pkcs8_der())
+            .map_err(|rejected| CaError::InvalidKey {
+                context: "JWT signing key".to_string(),
+                reason: rejected.to_string(),
+            })?;
+        let (x, y) = split_point(key_pair.public_key().as_ref())?;
+        let key_id = thumbprint(&x, &y);
+        let header = serde_json::to_vec(&Header {
+            alg: "ES256",
+            kid: &key_id,
+            typ: "JWT",
+        })
+        .map_err(|e| CaError::internal("encoding the JWT header", e))?;
+        Ok(Self {
+            key_pair,
+            encoded_header: URL_SAFE_NO_PAD.encode(header),
+            key_id,
+            x,
+            y,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// The key ID: the RFC 7638 JWK thumbprint (base64url SHA-256) of the public key.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The public half, as published in the SPIFFE bundle.
+    pub fn authority(&self) -> JwtAuthority {
+        JwtAuthority {
+            key_id: self.key_id.clone(),
+            public_key: JwtPublicKey::EcP256 {
+                x: self.x,
+                y: self.y,
+            },
+        }
+    }
+
+    /// Signs a JWT-SVID with claims exactly `sub`, `aud` (one string), `exp`, `iat` and a
+    /// random `jti`.
+    ///
+    /// The caller decides the lifetime; this only checks `expires_at > issued_at`.
+    ///
+    /// # Errors
+    /// [`CaError::InvalidTokenLifetime`] if `expires_at <= issued_at`; [`CaError::Crypto`] if
+    /// random generation or signing fails.
+    pub fn sign(
+        &self,
+        subject: &SpiffeId,
+        audience: &Audience,
+        issued_at: i64,
+        expires_at: i64,
+    ) -> Result<SignedJwt, CaError> {
+        if expires_at <= issued_at {
+            return Err(CaError::InvalidTokenLifetime {
+                issued_at,
+                expires_at,
+            });
+        }
+        let jti = random_jti()?;
+        let claims = serde_json::to_vec(&Claims {
+            sub: subject.as_str(),
+            aud: audience.as_str(),
+            exp: expires_at,
+            iat: issued_at,
+            jti: &jti,
+        })
+        .map_err(|e| CaError::internal("encoding JWT claims", e))?;
+        // header "." claims "." signature; a 64-byte signature takes 86 characters.
+        let capacity = self.encoded_header.len() + claims.len().div_ceil(3) * 4 + 88;
+        let mut token = String::with_capacity(capacity);
+        token.push_str(&self.encoded_header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+        let signature = self
+            .key_pair
+            .sign(&self.rng, token.as_bytes())
+            .map_err(|_| CaError::Crypto {
+                operation: "signing a JWT",
+            })?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(SignedJwt { token, jti })
+    }
+}
+
+impl fmt::Debug for JwtSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSigner")
+            .field("algorithm", &"ES256")
+            .field("key_id", &self.key_id)
+            .field("private_key", &"[redacted]")
+            .finish()
+    }
+}
+
+fn random_jti() -> Result<String, CaError> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| CaError::Crypto {
+        operation: "generating a jti",
+    })?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Splits an uncompressed P-256 point `04 || x || y` into its coordinates.
+fn split_point(point: &[u8]) -> Result<([u8; 32], [u8; 32]), CaError> {
+    let bad = || {
+        CaError::internal(
+            "reading the JWT public key",
+            "not an uncompressed P-256 point",
+        )
+    };
+    let coordinates = point.strip_prefix(&[0x04]).ok_or_else(bad)?;
+    if coordinates.len() != 64 {
+        return Err(bad());
+    }
+    let (x, y) = coordinates.split_at(32);
+    Ok((
+        x.try_into().map_err(|_| bad())?,
+        y.try_into().map_err(|_| bad())?,
+    ))
+}
+
+/// RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace.
+fn thumbprint(x: &[u8; 32], y: &[u8; 32]) -> String {
+    let canonical = format!(
+        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(x),
+        URL_SAFE_NO_PAD.encode(y)
+    );
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_point_rejects_compressed_points() {
+        let mut point = vec![0x04];
+        point.extend([7u8; 64]);
+        assert!(split_point(&point).is_ok());
+        point[0] = 0x02;
+        assert!(split_point(&point).is_err());
+        assert!(split_point(&point[..33]).is_err());
+    }
+}

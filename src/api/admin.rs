@@ -1,0 +1,344 @@
+//! The operator API (`mayfly.v1.Admin`), served only on the admin Unix
+//! socket. The socket is owner-only, and every call is also checked against
+//! the peer's uid: only the data directory's owner (or root) may administer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayfly_sdk::SpiffeId;
+use mayfly_sdk::proto::v1 as pb;
+use mayfly_sdk::proto::v1::admin_server::Admin;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use super::bundle::BundlePublisher;
+use crate::attest::join_token::{JoinTokenRecord, JoinTokenSecret};
+use crate::audit::{AuditEvent, AuditLog, Outcome};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::mint::UsageTracker;
+use crate::policy::{Entry, EntryId, EntryIndex, EntrySpec};
+use crate::store::Store;
+
+/// Implements `mayfly.v1.Admin`.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    inner: Arc<AdminState>,
+}
+
+/// What the admin service works on.
+#[derive(Debug)]
+pub struct AdminState {
+    /// Server configuration.
+    pub config: Config,
+    /// The durable store.
+    pub store: Arc<dyn Store>,
+    /// The in-process entry index the mint path reads.
+    pub entries: Arc<EntryIndex>,
+    /// Usage counters.
+    pub usage: Arc<UsageTracker>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The served bundle.
+    pub bundle: Arc<BundlePublisher>,
+    /// The bound gRPC address.
+    pub grpc_addr: String,
+    /// The bound HTTP address.
+    pub http_addr: String,
+    /// SHA-256 of the root certificate, hex.
+    pub root_fingerprint: String,
+}
+
+impl AdminService {
+    /// The service.
+    pub fn new(state: AdminState) -> Self {
+        AdminService {
+            inner: Arc::new(state),
+        }
+    }
+
+    fn actor<T>(request: &Request<T>) -> String {
+        request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .map_or_else(
+                || "admin".to_owned(),
+                |cred| format!("admin:uid={}", cred.uid()),
+            )
+    }
+
+    fn to_proto(&self, entry: &Entry) -> pb::Entry {
+        let (last_minted_at, mint_count) = self.inner.usage.usage(&entry.id);
+        entry_to_proto(entry, last_minted_at, mint_count)
+    }
+
+    fn find(&self, id_or_spiffe_id: &str) -> Result<Arc<Entry>, Status> {
+        let found = if id_or_spiffe_id.starts_with("spiffe://") {
+            let id = SpiffeId::parse(id_or_spiffe_id)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            self.inner.entries.by_spiffe_id(&id)
+        } else {
+            let id = EntryId::parse(id_or_spiffe_id)?;
+            self.inner.entries.by_id(&id)
+        };
+        found.ok_or_else(|| Status::not_found(format!("no entry {id_or_spiffe_id}")))
+    }
+
+    async fn audit(&self, event: AuditEvent) -> Result<(), Status> {
+        self.inner.audit.append(event).await.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "audit append failed");
+            Status::unavailable("audit log unavailable; the change was made but its audit record could not be written")
+        })
+    }
+}
+
+/// Only the data directory's owner (or root) may use the admin socket.
+/// The socket's own mode already says so; this holds even if someone loosens it.
+pub fn admin_peer_check(
+    allowed_uid: u32,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
+        let uid = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .map(|cred| cred.uid());
+        match uid {
+            Some(uid) if uid == allowed_uid || uid == 0 => Ok(request),
+            Some(uid) => Err(Status::permission_denied(format!(
+                "uid {uid} may not administer this broker (only uid {allowed_uid} or root)"
+            ))),
+            None => Err(Status::permission_denied(
+                "cannot identify the admin socket's peer",
+            )),
+        }
+    }
+}
+
+/// An entry on the wire, with its usage.
+pub fn entry_to_proto(entry: &Entry, last_minted_at: i64, mint_count: u64) -> pb::Entry {
+    pb::Entry {
+        id: entry.id.to_string(),
+        spiffe_id: entry.spiffe_id.to_string(),
+        selectors: entry.selectors.iter().map(ToString::to_string).collect(),
+        audiences: entry
+            .audiences
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .collect(),
+        kinds: entry.kinds.iter().map(|k| k.as_str().to_owned()).collect(),
+        jwt_ttl_seconds: entry.jwt_ttl_seconds,
+        x509_ttl_seconds: entry.x509_ttl_seconds,
+        dns_names: entry.dns_names.clone(),
+        owner: entry.owner.clone(),
+        purpose: entry.purpose.clone(),
+        environment: entry.environment.clone(),
+        data_class: entry.data_class.clone(),
+        expires_at: entry.expires_at,
+        created_at: entry.created_at,
+        updated_at: entry.updated_at,
+        revision: entry.revision,
+        last_minted_at,
+        mint_count,
+    }
+}
+
+fn spec_from_proto(spec: Option<pb::EntrySpec>) -> EntrySpec {
+    let spec = spec.unwrap_or_default();
+    EntrySpec {
+        spiffe_id: spec.spiffe_id,
+        selectors: spec.selectors.map(|l| l.values),
+        audiences: spec.audiences.map(|l| l.values),
+        kinds: spec.kinds.map(|l| l.values),
+        jwt_ttl_seconds: spec.jwt_ttl_seconds,
+        x509_ttl_seconds: spec.x509_ttl_seconds,
+        dns_names: spec.dns_names.map(|l| l.values),
+        owner: spec.owner,
+        purpose: spec.purpose,
+        environment: spec.environment,
+        data_class: spec.data_class,
+        expires_at: spec.expires_at,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_entry(
+        &self,
+        request: Request<pb::CreateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let actor = Self::actor(&request);
+        let state = &self.inner;
+        let entry = spec_from_proto(request.into_inner().spec).create(
+            &state.config.trust_domain,
+            &state.config.ttl,
+            state.clock.unix_now(),
+        )?;
+        state.store.create_entry(&entry).await?;
+        state.entries.upsert(entry.clone());
+        self.audit(AuditEvent {
+            action: "entry.create".into(),
+            actor,
+            entry_id: Some(entry.id.to_string()),
+            spiffe_id: Some(entry.spiffe_id.to_string()),
+            detail: serde_json::to_value(&entry).ok(),
+            ..AuditEvent::default()
+        })
+        .await?;
+        Ok(Response::new(self.to_proto(&entry)))
+    }
+
+    async fn list_entries(
+        &self,
+        _request: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let entries = self
+            .inner
+            .entries
+            .all()
+            .iter()
+            .map(|e| self.to_proto(e))
+            .collect();
+        Ok(Response::new(pb::ListEntriesResponse { entries }))
+    }
+
+    async fn get_entry(
+        &self,
+        request: Request<pb::GetEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let entry = self.find(&request.into_inner().id)?;
+        Ok(Response::new(self.to_proto(&entry)))
+    }
+
+    async fn update_entry(
+        &self,
+        request: Request<pb::UpdateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let actor = Self::actor(&request);
+        let request = request.into_inner();
+        let state = &self.inner;
+        let current = self.find(&request.id)?;
+        let updated = spec_from_proto(request.spec).update(
+            &current,
+            &state.config.trust_domain,
+            &state.config.ttl,
+            state.clock.unix_now(),
+        )?;
+        state.store.update_entry(&updated, current.revision).await?;
+        state.entries.upsert(updated.clone());
+        self.audit(AuditEvent {
+            action: "entry.update".into(),
+            actor,
+            entry_id: Some(updated.id.to_string()),
+            spiffe_id: Some(updated.spiffe_id.to_string()),
+            detail: Some(serde_json::json!({ "before": &*current, "after": &updated })),
+            ..AuditEvent::default()
+        })
+        .await?;
+        Ok(Response::new(self.to_proto(&updated)))
+    }
+
+    async fn delete_entry(
+        &self,
+        request: Request<pb::DeleteEntryRequest>,
+    ) -> Result<Response<pb::DeleteEntryResponse>, Status> {
+        let actor = Self::actor(&request);
+        let state = &self.inner;
+        let id = self.find(&request.into_inner().id)?.id.clone();
+        let removed = state.store.delete_entry(&id).await?;
+        state.entries.remove(&id);
+        let proto = self.to_proto(&removed);
+        state.usage.forget(&id);
+        self.audit(AuditEvent {
+            action: "entry.delete".into(),
+            actor,
+            entry_id: Some(removed.id.to_string()),
+            spiffe_id: Some(removed.spiffe_id.to_string()),
+            ..AuditEvent::default()
+        })
+        .await?;
+        Ok(Response::new(pb::DeleteEntryResponse {
+            entry: Some(proto),
+        }))
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        let actor = Self::actor(&request);
+        let request = request.into_inner();
+        let state = &self.inner;
+        let entry = self.find(&request.entry_id)?;
+        let ttl = match request.ttl_seconds {
+            0 => state.config.join_token_default_ttl,
+            seconds if u64::from(seconds) > 24 * 60 * 60 => {
+                return Err(Status::invalid_argument(
+                    "join token ttl must be at most 24h",
+                ));
+            }
+            seconds => Duration::from_secs(seconds.into()),
+        };
+        let now = state.clock.unix_now();
+        if entry.is_expired(now) {
+            return Err(Status::failed_precondition(format!(
+                "entry {} expired at {}; extend it with `mayfly entry update {} --expires ...` first",
+                entry.id,
+                crate::clock::rfc3339(entry.expires_at),
+                entry.id
+            )));
+        }
+        let secret = JoinTokenSecret::generate();
+        let hash = secret.hash();
+        let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        let record = JoinTokenRecord {
+            hash: hash.clone(),
+            entry_id: entry.id.clone(),
+            created_at: now,
+            expires_at,
+            created_by: actor.clone(),
+            used_at: None,
+        };
+        state.store.insert_join_token(&record).await?;
+        self.audit(AuditEvent {
+            action: "token.create".into(),
+            outcome: Outcome::Ok,
+            actor,
+            entry_id: Some(entry.id.to_string()),
+            spiffe_id: Some(entry.spiffe_id.to_string()),
+            evidence_sha256: Some(hash.as_str().to_owned()),
+            detail: Some(
+                serde_json::json!({ "token_id": hash.token_id(), "expires_at": expires_at }),
+            ),
+            ..AuditEvent::default()
+        })
+        .await?;
+        Ok(Response::new(pb::CreateJoinTokenResponse {
+            token: secret.expose().to_owned(),
+            token_id: hash.token_id(),
+            expires_at,
+            entry_id: entry.id.to_string(),
+            spiffe_id: entry.spiffe_id.to_string(),
+        }))
+    }
+
+    async fn server_status(
+        &self,
+        _request: Request<pb::ServerStatusRequest>,
+    ) -> Result<Response<pb::ServerStatusResponse>, Status> {
+        let state = &self.inner;
+        Ok(Response::new(pb::ServerStatusResponse {
+            trust_domain: state.config.trust_domain.to_string(),
+            grpc_address: state.grpc_addr.clone(),
+            http_address: state.http_addr.clone(),
+            data_dir: state.config.data_dir.display().to_string(),
+            root_fingerprint_sha256: state.root_fingerprint.clone(),
+            entries: u64::try_from(state.entries.len()).unwrap_or(u64::MAX),
+            bundle_sequence: state.bundle.current().proto.sequence,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+    }
+}

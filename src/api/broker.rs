@@ -1,0 +1,236 @@
+//! The broker gRPC service (`mayfly.v1.Broker`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayfly_sdk::proto::v1 as pb;
+use mayfly_sdk::proto::v1::broker_server::Broker;
+use mayfly_sdk::{SpiffeId, TrustDomain};
+use tokio_stream::Stream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::WatchStream;
+use tonic::{Request, Response, Status};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use super::bundle::BundlePublisher;
+use super::tls::PeerInfo;
+use crate::mint::{Caller, Minter, X509Issued};
+
+/// Largest JWT accepted by `ValidateJwtSvid` before any decoding.
+const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Implements `mayfly.v1.Broker` on top of the [`Minter`].
+#[derive(Debug, Clone)]
+pub struct BrokerService {
+    minter: Arc<Minter>,
+    bundle: Arc<BundlePublisher>,
+    trust_domain: TrustDomain,
+}
+
+impl BrokerService {
+    /// The service.
+    pub fn new(
+        minter: Arc<Minter>,
+        bundle: Arc<BundlePublisher>,
+        trust_domain: TrustDomain,
+    ) -> Self {
+        BrokerService {
+            minter,
+            bundle,
+            trust_domain,
+        }
+    }
+
+    fn x509_response(&self, issued: X509Issued) -> pb::X509SvidResponse {
+        let svid = issued.svid;
+        pb::X509SvidResponse {
+            svid: Some(pb::X509Svid {
+                spiffe_id: svid.spiffe_id.to_string(),
+                cert_chain: svid.cert_chain_der,
+                expires_at: crate::clock::unix_seconds(svid.not_after),
+                serial: svid.serial_hex,
+                entry_id: issued.entry.id.to_string(),
+            }),
+            bundle: Some(self.bundle.current().proto.clone()),
+        }
+    }
+
+    /// The caller's identity from the client certificate rustls verified.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let certificates = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|peer| peer.certificates.clone())
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "this call needs mTLS with an X509-SVID issued by this broker",
+                )
+            })?;
+        let leaf = certificates
+            .first()
+            .ok_or_else(|| Status::unauthenticated("no client certificate presented"))?;
+        caller_from_certificate(leaf.as_ref(), &self.trust_domain)
+    }
+}
+
+/// Extracts and checks the SPIFFE ID of a verified client certificate.
+pub fn caller_from_certificate(der: &[u8], trust_domain: &TrustDomain) -> Result<Caller, Status> {
+    let (_, certificate) = X509Certificate::from_der(der)
+        .map_err(|_| Status::unauthenticated("client certificate cannot be parsed"))?;
+    let san = certificate
+        .subject_alternative_name()
+        .map_err(|_| Status::unauthenticated("client certificate has a malformed SAN extension"))?
+        .ok_or_else(|| {
+            Status::unauthenticated("client certificate has no SPIFFE ID (no SAN extension)")
+        })?;
+    let uris: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        })
+        .collect();
+    let [uri] = uris.as_slice() else {
+        return Err(Status::unauthenticated(format!(
+            "client certificate must have exactly one URI SAN, found {}",
+            uris.len()
+        )));
+    };
+    let spiffe_id = SpiffeId::parse(uri).map_err(|e| {
+        Status::unauthenticated(format!(
+            "client certificate URI SAN is not a SPIFFE ID: {e}"
+        ))
+    })?;
+    if !spiffe_id.is_member_of(trust_domain) {
+        return Err(Status::permission_denied(format!(
+            "{spiffe_id} is not in trust domain {trust_domain}"
+        )));
+    }
+    let ca = certificate
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca);
+    if ca {
+        return Err(Status::unauthenticated(
+            "a CA certificate is not a workload identity",
+        ));
+    }
+    Ok(Caller {
+        spiffe_id,
+        serial: hex::encode(certificate.raw_serial()),
+    })
+}
+
+type BundleStream = Pin<Box<dyn Stream<Item = Result<pb::Bundle, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Broker for BrokerService {
+    async fn attest_and_issue(
+        &self,
+        request: Request<pb::AttestAndIssueRequest>,
+    ) -> Result<Response<pb::X509SvidResponse>, Status> {
+        let request = request.into_inner();
+        if request.csr.is_empty() {
+            return Err(Status::invalid_argument("csr is required (PKCS#10, DER)"));
+        }
+        let issued = match request.evidence {
+            Some(pb::attest_and_issue_request::Evidence::JoinToken(evidence)) => {
+                self.minter
+                    .attest_join_token(&evidence.token, &request.csr)
+                    .await?
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "evidence is required (join_token)",
+                ));
+            }
+        };
+        Ok(Response::new(self.x509_response(issued)))
+    }
+
+    async fn renew_x509_svid(
+        &self,
+        request: Request<pb::RenewX509SvidRequest>,
+    ) -> Result<Response<pb::X509SvidResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        if request.csr.is_empty() {
+            return Err(Status::invalid_argument("csr is required (PKCS#10, DER)"));
+        }
+        let issued = self.minter.renew_x509(&caller, &request.csr).await?;
+        Ok(Response::new(self.x509_response(issued)))
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        request: Request<pb::MintJwtSvidRequest>,
+    ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        if request.audience.is_empty() {
+            return Err(Status::invalid_argument("audience is required"));
+        }
+        let ttl =
+            (request.ttl_seconds != 0).then(|| Duration::from_secs(request.ttl_seconds.into()));
+        let minted = self
+            .minter
+            .mint_jwt(&caller, &request.audience, ttl)
+            .await?;
+        Ok(Response::new(pb::MintJwtSvidResponse {
+            token: minted.token,
+            spiffe_id: minted.spiffe_id.to_string(),
+            expires_at: minted.expires_at,
+            jti: minted.jti,
+        }))
+    }
+
+    async fn get_bundle(
+        &self,
+        _request: Request<pb::GetBundleRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
+        Ok(Response::new(self.bundle.current().proto.clone()))
+    }
+
+    type WatchBundleStream = BundleStream;
+
+    async fn watch_bundle(
+        &self,
+        _request: Request<pb::WatchBundleRequest>,
+    ) -> Result<Response<Self::WatchBundleStream>, Status> {
+        // WatchStream yields the current value at once, then every change.
+        let stream =
+            WatchStream::new(self.bundle.subscribe()).map(|bundle| Ok(bundle.proto.clone()));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn validate_jwt_svid(
+        &self,
+        request: Request<pb::ValidateJwtSvidRequest>,
+    ) -> Result<Response<pb::ValidateJwtSvidResponse>, Status> {
+        let request = request.into_inner();
+        if request.token.is_empty() {
+            return Err(Status::invalid_argument("token is required"));
+        }
+        if request.token.len() > MAX_TOKEN_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "token of {} bytes is larger than the limit of {MAX_TOKEN_BYTES}",
+                request.token.len()
+            )));
+        }
+        let valid = self
+            .minter
+            .validate_jwt(&request.token, &request.audience)?;
+        Ok(Response::new(pb::ValidateJwtSvidResponse {
+            spiffe_id: valid.spiffe_id.to_string(),
+            audience: request.audience,
+            expires_at: valid.expires_at,
+            issued_at: valid.issued_at.unwrap_or_default(),
+            jti: valid.jti.unwrap_or_default(),
+            key_id: valid.key_id,
+        }))
+    }
+}

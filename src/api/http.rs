@@ -1,0 +1,83 @@
+//! The plain HTTP endpoint: OIDC discovery and JWKS for relying parties
+//! that verify JWT-SVIDs as ordinary JWTs, the SPIFFE bundle, and health.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::bundle::BundlePublisher;
+
+/// What the HTTP handlers read.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    /// The served bundle.
+    pub bundle: Arc<BundlePublisher>,
+    /// The OIDC `issuer` (no trailing slash).
+    pub issuer: String,
+}
+
+/// The routes.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/keys", get(jwks))
+        .route("/bundle", get(spiffe_bundle))
+        .route("/bundle.pem", get(bundle_pem))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Arc::new(state))
+}
+
+fn json(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "max-age=60"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn discovery(State(state): State<Arc<HttpState>>) -> Response {
+    let document = serde_json::json!({
+        "issuer": state.issuer,
+        "jwks_uri": format!("{}/keys", state.issuer),
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "claims_supported": ["sub", "aud", "exp", "iat", "jti"],
+    });
+    json(document.to_string())
+}
+
+async fn jwks(State(state): State<Arc<HttpState>>) -> Response {
+    json(state.bundle.current().jwks_json.clone())
+}
+
+async fn spiffe_bundle(State(state): State<Arc<HttpState>>) -> Response {
+    json(state.bundle.current().spiffe_json.clone())
+}
+
+async fn bundle_pem(State(state): State<Arc<HttpState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        state.bundle.current().roots_pem.clone(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    if state.bundle.current().proto.x509_authorities.is_empty() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no trust bundle\n").into_response();
+    }
+    "ready\n".into_response()
+}

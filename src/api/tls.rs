@@ -1,0 +1,306 @@
+//! TLS for the broker port: rustls on aws-lc-rs, a server certificate from
+//! the broker's own CA that is re-issued before it expires, and optional
+//! client certificates (mTLS) verified against the trust bundle.
+//!
+//! Connections are accepted here rather than by tonic so that each one
+//! carries its peer certificates and a connection-limit permit, and a slow
+//! handshake cannot hold up the accept loop.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use mayfly_ca::CertificateAuthority;
+use mayfly_sdk::SpiffeId;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+
+use crate::clock::Clock;
+
+/// How long the broker's own TLS certificate lives; it is re-issued at half.
+pub const SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What a handler knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The client's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// The client's certificate chain, leaf first, when it sent one. It has
+    /// already been verified against the trust bundle by rustls.
+    pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// One accepted TLS connection.
+#[derive(Debug)]
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    info: PeerInfo,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Serves the current server certificate; swapped without a lock when it is
+/// re-issued.
+#[derive(Debug)]
+pub struct ServerCertResolver {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ResolvesServerCert for ServerCertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// Issues the broker's TLS certificates.
+#[derive(Debug)]
+pub struct ServerIdentity {
+    ca: Arc<CertificateAuthority>,
+    spiffe_id: SpiffeId,
+    dns_names: Vec<String>,
+    ip_addresses: Vec<IpAddr>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerIdentity {
+    /// The broker's identity is `spiffe://<td>/mayfly/server`, with
+    /// `localhost`, the loopback addresses and the configured names as SANs.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        extra_dns_names: &[String],
+        extra_ip_addresses: &[IpAddr],
+    ) -> Result<Self, String> {
+        let spiffe_id =
+            SpiffeId::new(ca.trust_domain(), "/mayfly/server").map_err(|e| e.to_string())?;
+        let mut dns_names = vec!["localhost".to_owned()];
+        dns_names.extend(extra_dns_names.iter().cloned());
+        dns_names.dedup();
+        let mut ip_addresses: Vec<IpAddr> =
+            vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
+        ip_addresses.extend(extra_ip_addresses.iter().copied());
+        ip_addresses.dedup();
+        Ok(ServerIdentity {
+            ca,
+            spiffe_id,
+            dns_names,
+            ip_addresses,
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        })
+    }
+
+    /// The broker's own SPIFFE ID.
+    pub fn spiffe_id(&self) -> &SpiffeId {
+        &self.spiffe_id
+    }
+
+    fn issue(&self, clock: &dyn Clock) -> Result<Arc<CertifiedKey>, String> {
+        let issued = self
+            .ca
+            .issue_server_certificate(
+                &self.spiffe_id,
+                &self.dns_names,
+                &self.ip_addresses,
+                SERVER_CERT_TTL,
+                clock.now(),
+            )
+            .map_err(|e| e.to_string())?;
+        let chain = issued
+            .cert_chain_der
+            .iter()
+            .map(|der| CertificateDer::from(der.clone()))
+            .collect();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            issued.private_key_pkcs8_der.to_vec(),
+        ));
+        let signing_key = self
+            .provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+    }
+
+    /// The rustls config of the broker port, and the resolver that the
+    /// renewal task updates.
+    pub fn server_config(
+        &self,
+        clock: &dyn Clock,
+    ) -> Result<(Arc<ServerConfig>, Arc<ServerCertResolver>), String> {
+        let resolver = Arc::new(ServerCertResolver {
+            current: ArcSwap::new(self.issue(clock)?),
+        });
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(
+                self.ca.root_certificate_der().to_vec(),
+            ))
+            .map_err(|e| e.to_string())?;
+        // Client certificates are optional at the TLS layer: attestation and
+        // validation need none; the handlers that need one insist on it.
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| e.to_string())?;
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok((Arc::new(config), resolver))
+    }
+
+    /// Re-issues the server certificate at half its life until cancelled.
+    /// A failed re-issue keeps the last good certificate and retries soon.
+    pub async fn keep_fresh(
+        self: Arc<Self>,
+        resolver: Arc<ServerCertResolver>,
+        clock: Arc<dyn Clock>,
+        cancel: CancellationToken,
+    ) {
+        let mut wait = SERVER_CERT_TTL / 2;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            match self.issue(clock.as_ref()) {
+                Ok(key) => {
+                    resolver.current.store(key);
+                    wait = SERVER_CERT_TTL / 2;
+                    tracing::info!("re-issued the broker's TLS certificate");
+                }
+                Err(error) => {
+                    wait = Duration::from_secs(60);
+                    tracing::error!(%error, "cannot re-issue the broker's TLS certificate; retrying in 60s");
+                }
+            }
+        }
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently, with
+/// at most `max_connections` open and `handshake_timeout` per handshake.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    max_connections: usize,
+    handshake_timeout: Duration,
+    cancel: CancellationToken,
+) -> ReceiverStream<Result<TlsConnection, io::Error>> {
+    let (sender, receiver) = mpsc::channel(128);
+    let acceptor = TlsAcceptor::from(config);
+    let permits = Arc::new(Semaphore::new(max_connections));
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                () = cancel.cancelled() => return,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            let (tcp, remote_addr) = tokio::select! {
+                () = cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Usually EMFILE; pausing keeps the loop from spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let certificates = stream.get_ref().1.peer_certificates().map(|certs| {
+                            Arc::new(certs.iter().map(|c| c.clone().into_owned()).collect())
+                        });
+                        let info = PeerInfo {
+                            remote_addr: Some(remote_addr),
+                            certificates,
+                        };
+                        let _ = sender
+                            .send(Ok(TlsConnection {
+                                stream,
+                                info,
+                                _permit: permit,
+                            }))
+                            .await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%remote_addr, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%remote_addr, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(receiver)
+}

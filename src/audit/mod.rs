@@ -1,0 +1,61 @@
+//! The audit log: every attestation, issuance, renewal, refusal and administrative change,
+//! in an append-only, hash-chained file that is durable before the broker answers.
+//!
+//! # Files
+//! `<data>/audit/audit.log` holds one JSON record per line. Each record carries a `seq`
+//! (1, 2, 3, …), the commit `time`, the `prev` hash of the record before it (64 zeros for the
+//! first), the [`AuditEvent`], and its own `hash`: hex SHA-256 of the line's bytes without the
+//! `hash` field. Editing a record breaks its hash; removing or reordering records breaks the
+//! seqs and the `prev` links. Cutting records off the end leaves a valid shorter chain, so
+//! `<data>/audit/checkpoint.json` records the head (last seq and hash) for [`verify`] to
+//! compare against.
+//!
+//! # Durability
+//! One writer thread owns the file. It takes every record that is waiting, writes them with
+//! one `write_all`, makes them durable with one `fdatasync`, and only then answers their
+//! [`AuditLog::append`] calls (group commit): one sync covers a whole burst. If the write or
+//! the sync fails, every append of the batch fails and the file is cut back to the last
+//! durable record: the broker refuses what it could not record.
+//!
+//! # Quick start
+//! ```no_run
+//! # async fn demo() -> Result<(), mayfly::audit::AuditError> {
+//! use mayfly::audit::{AuditEvent, AuditLog, Outcome};
+//!
+//! let log = AuditLog::open("mayfly-data/audit".as_ref())?;
+//! let receipt = log
+//!     .append(AuditEvent {
+//!         action: "jwt.mint".into(),
+//!         outcome: Outcome::Granted,
+//!         actor: "spiffe://example.org/billing".into(),
+//!         audience: Some("payments".into()),
+//!         ..Default::default()
+//!     })
+//!     .await?; // durable now; safe to hand out the credential
+//! println!("recorded as seq {}", receipt.seq);
+//! log.close().await?;
+//!
+//! let report = mayfly::audit::verify("mayfly-data/audit".as_ref())?;
+//! if let Some(problem) = report.problem {
+//!     eprintln!("audit log broken: {problem}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod checkpoint;
+mod error;
+mod log;
+mod record;
+mod tail;
+mod verify;
+mod writer;
+
+pub use error::AuditError;
+pub use log::AuditLog;
+pub use record::{AuditEvent, AuditReceipt, AuditRecord, GENESIS_HASH, Outcome};
+pub use tail::tail;
+pub use verify::{BreakKind, ChainBreak, VerifyReport, verify};
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,63 @@
+//! Helpers shared by the audit tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use super::{AuditEvent, AuditLog, AuditReceipt, Outcome};
+
+/// A distinct event for record number `n`.
+pub(super) fn event(n: u64) -> AuditEvent {
+    AuditEvent {
+        action: "jwt.mint".into(),
+        outcome: if n.is_multiple_of(3) {
+            Outcome::Refused
+        } else {
+            Outcome::Granted
+        },
+        actor: format!("spiffe://example.org/workload-{n}"),
+        audience: Some(format!("audience-{n}")),
+        jti: Some(format!("jti-{n}")),
+        detail: Some(serde_json::json!({"n": n, "z": [n, "x"], "a": {"y": 1, "b": true}})),
+        ..Default::default()
+    }
+}
+
+/// A closed log in `dir` with records 1..=n, appended one after the other.
+pub(super) async fn write_log(dir: &Path, n: u64) -> Vec<AuditReceipt> {
+    let log = AuditLog::open(dir).unwrap();
+    let mut receipts = Vec::new();
+    for i in 1..=n {
+        receipts.push(log.append(event(i)).await.unwrap());
+    }
+    log.close().await.unwrap();
+    receipts
+}
+
+/// The lines of the log in `dir`, without newlines.
+pub(super) fn log_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("audit.log"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Replaces the log in `dir` with `lines`, each newline-terminated.
+pub(super) fn write_lines(dir: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    if !lines.is_empty() {
+        text.push('\n');
+    }
+    std::fs::write(dir.join("audit.log"), text).unwrap();
+}
+
+/// A copy of the audit directory `from`, for tampering next to an untouched control.
+pub(super) fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.path().join(entry.file_name())).unwrap();
+    }
+    to
+}

@@ -1,0 +1,308 @@
+//! The writer thread: group commit of every record that is waiting, one fdatasync per batch.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::AuditError;
+use super::checkpoint::{self, Checkpoint};
+use super::record::{AuditEvent, AuditReceipt, canonical_bytes, line_bytes, normalize, sha256_hex};
+
+/// Most records one fdatasync covers. Large enough that a burst rarely needs two syncs, small
+/// enough that the first waiter of a batch is not held up writing megabytes.
+pub(super) const MAX_BATCH: usize = 1024;
+
+/// RFC 3339, UTC, milliseconds.
+const TIME_FORMAT: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// Where the writer sends one append's outcome.
+pub(super) type Reply = oneshot::Sender<Result<AuditReceipt, AuditError>>;
+
+/// What the writer thread is asked to do.
+// `Close` is sent once per log; boxing every append to make it smaller would cost an
+// allocation per record for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(super) enum Command {
+    /// Append one record; the receipt goes back once it is durable.
+    Append { event: AuditEvent, reply: Reply },
+    /// Write what is queued, then stop.
+    Close,
+}
+
+/// Owns the log file: only this thread ever writes it, so seq and prev need no lock.
+#[derive(Debug)]
+pub(super) struct Writer {
+    pub(super) dir: PathBuf,
+    pub(super) path: PathBuf,
+    /// Opened for append, so a write after a rollback lands at the new end.
+    pub(super) file: File,
+    /// Length of the file up to the last durable record.
+    pub(super) len: u64,
+    /// The last durable record, which the next one links to.
+    pub(super) head: Checkpoint,
+    /// Set when a failed write could not be rolled back.
+    pub(super) halted: bool,
+}
+
+/// One append that is waiting for its batch to be durable.
+struct Waiter {
+    reply: Reply,
+    receipt: AuditReceipt,
+}
+
+/// The writer thread's body. Runs until `Close` arrives or every sender is gone, then drains
+/// what is queued. `stopped` is set to true once the file (and its lock) is released; a
+/// panic drops it unset, which `AuditLog::close` reports.
+pub(super) fn run(
+    stopped: watch::Sender<bool>,
+    mut writer: Writer,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    let mut received = Vec::with_capacity(MAX_BATCH);
+    // Blocks for the first command, then takes whatever else is waiting: that is the group.
+    while commands.blocking_recv_many(&mut received, MAX_BATCH) > 0 {
+        let mut batch = Vec::with_capacity(received.len());
+        for command in received.drain(..) {
+            match command {
+                Command::Append { event, reply } => batch.push((event, reply)),
+                // Refuse new sends; what is already queued is still received and written.
+                Command::Close => commands.close(),
+            }
+        }
+        writer.commit(batch);
+    }
+    drop(writer);
+    stopped.send_replace(true);
+}
+
+impl Writer {
+    /// Appends a batch with one write and one fdatasync, then answers every waiter.
+    pub(super) fn commit(&mut self, batch: Vec<(AuditEvent, Reply)>) {
+        if batch.is_empty() {
+            return;
+        }
+        if self.halted {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(self.halted_error()));
+            }
+            return;
+        }
+        let Some((buf, waiters, head)) = self.encode(batch) else {
+            return;
+        };
+        if let Err(e) = self.persist(&buf) {
+            tracing::error!(path = %self.path.display(), error = %e, records = waiters.len(),
+                "audit log write failed; refusing the requests it was recording");
+            let source = Arc::new(e);
+            for waiter in waiters {
+                let _ = waiter.reply.send(Err(AuditError::Write {
+                    path: self.path.clone(),
+                    source: Arc::clone(&source),
+                }));
+            }
+            return;
+        }
+        self.len += buf.len() as u64;
+        self.head = head;
+        // A waiter that gave up (its future was dropped) is no reason to stop.
+        for waiter in waiters {
+            let _ = waiter.reply.send(Ok(waiter.receipt));
+        }
+        if let Err(e) = checkpoint::write(&self.dir, &self.head) {
+            // The records are durable; only the truncation anchor is stale.
+            tracing::warn!(dir = %self.dir.display(), error = %e, "audit checkpoint not updated");
+        }
+    }
+
+    /// Assigns seq, time and prev in arrival order and encodes the lines. Returns the bytes,
+    /// the waiters, and the head the log will have once the bytes are durable; `None` if no
+    /// record of the batch could be encoded (each waiter has been answered).
+    fn encode(
+        &self,
+        batch: Vec<(AuditEvent, Reply)>,
+    ) -> Option<(Vec<u8>, Vec<Waiter>, Checkpoint)> {
+        // One clock read per batch: the batch commits at one instant.
+        let time = match OffsetDateTime::now_utc().format(TIME_FORMAT) {
+            Ok(time) => time,
+            Err(e) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(AuditError::Encode {
+                        reason: format!("time stamp: {e}"),
+                    }));
+                }
+                return None;
+            }
+        };
+        let mut head = self.head.clone();
+        let mut buf = Vec::with_capacity(batch.len() * 512);
+        let mut waiters = Vec::with_capacity(batch.len());
+        for (event, reply) in batch {
+            let seq = head.seq + 1;
+            match canonical_bytes(seq, &time, &head.hash, &normalize(event)) {
+                Ok(canonical) => {
+                    let hash = sha256_hex(&canonical);
+                    buf.extend_from_slice(&line_bytes(&canonical, &hash));
+                    buf.push(b'\n');
+                    waiters.push(Waiter {
+                        reply,
+                        receipt: AuditReceipt {
+                            seq,
+                            hash: hash.clone(),
+                        },
+                    });
+                    head = Checkpoint { seq, hash };
+                }
+                // Only this record fails; it takes no seq, so the chain stays contiguous.
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        (!waiters.is_empty()).then_some((buf, waiters, head))
+    }
+
+    /// Writes and syncs `buf`. On failure, cuts the file back to its last durable length so
+    /// the log never holds a record whose requester was told it failed; if even that fails,
+    /// the end of the file is unknown and the writer halts.
+    fn persist(&mut self, buf: &[u8]) -> io::Result<()> {
+        let result = self
+            .file
+            .write_all(buf)
+            .and_then(|()| self.file.sync_data());
+        if result.is_err() {
+            let rollback = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data());
+            if let Err(e) = rollback {
+                self.halted = true;
+                tracing::error!(path = %self.path.display(), error = %e,
+                    "audit log could not be rolled back after a failed write; halting");
+            }
+        }
+        result
+    }
+
+    fn halted_error(&self) -> AuditError {
+        AuditError::Halted {
+            path: self.path.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn event(n: u32) -> AuditEvent {
+        AuditEvent {
+            action: "test".into(),
+            actor: format!("actor-{n}"),
+            ..Default::default()
+        }
+    }
+
+    fn writer_on(file: File, dir: &std::path::Path) -> Writer {
+        Writer {
+            dir: dir.to_owned(),
+            path: dir.join("audit.log"),
+            file,
+            len: 0,
+            head: Checkpoint {
+                seq: 0,
+                hash: super::super::record::GENESIS_HASH.into(),
+            },
+            halted: false,
+        }
+    }
+
+    fn submit(writer: &mut Writer, n: u32) -> Vec<Result<AuditReceipt, AuditError>> {
+        let mut receivers = Vec::new();
+        let batch = (0..n)
+            .map(|i| {
+                let (tx, rx) = oneshot::channel();
+                receivers.push(rx);
+                (event(i), tx)
+            })
+            .collect();
+        writer.commit(batch);
+        receivers
+            .into_iter()
+            .map(|mut rx| rx.try_recv().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn one_batch_gets_contiguous_seqs_and_one_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut writer = writer_on(file, dir.path());
+        let receipts: Vec<_> = submit(&mut writer, 5)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            receipts.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(writer.head.seq, 5);
+        assert_eq!(writer.head.hash, receipts[4].hash);
+        assert_eq!(writer.len, std::fs::metadata(&path).unwrap().len());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let times: std::collections::BTreeSet<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["time"].to_string())
+            .collect();
+        assert_eq!(times.len(), 1, "one batch, one commit time");
+        let time = times.into_iter().next().unwrap();
+        let time = time.trim_matches('"');
+        assert!(
+            time.ends_with('Z') && time.len() == "2025-01-01T00:00:00.000Z".len(),
+            "{time}"
+        );
+    }
+
+    #[test]
+    fn failed_write_fails_every_waiter_and_keeps_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, b"").unwrap();
+        // A read-only handle: the write fails, and so does the rollback, so the writer
+        // also halts.
+        let file = File::open(&path).unwrap();
+        let mut writer = writer_on(file, dir.path());
+        let results = submit(&mut writer, 3);
+        assert_eq!(results.len(), 3);
+        for result in results {
+            assert!(
+                matches!(result, Err(AuditError::Write { .. })),
+                "{result:?}"
+            );
+        }
+        assert_eq!(writer.head.seq, 0, "no record pretends to exist");
+        assert!(writer.halted);
+        let again = submit(&mut writer, 1);
+        assert!(
+            matches!(again[0], Err(AuditError::Halted { .. })),
+            "{:?}",
+            again[0]
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert!(!dir.path().join("checkpoint.json").exists());
+    }
+}

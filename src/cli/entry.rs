@@ -1,0 +1,677 @@
+//! `mayfly entry …`: registration entries over the admin socket.
+
+use clap::{Args, Subcommand, ValueEnum};
+use mayfly_sdk::proto::v1::{
+    CreateEntryRequest, DeleteEntryRequest, Entry, EntrySpec, GetEntryRequest, ListEntriesRequest,
+    StringList, UpdateEntryRequest,
+};
+use serde::Serialize;
+
+use super::Context;
+use super::error::CliError;
+use super::output::{self, Table, key_values, optional_rfc3339, relative, time_and_relative};
+use super::values::{Expiry, now_unix, parse_expiry, parse_spiffe_id, parse_ttl};
+
+/// Register, inspect, change and remove identities.
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    /// Register a new identity: who it is, who owns it, what it may be used for.
+    #[command(after_help = CREATE_EXAMPLES)]
+    Create(CreateArgs),
+    /// List every registered identity.
+    #[command(
+        after_help = "Examples:\n  mayfly entry list\n  mayfly entry list --json | jq -r '.[].spiffe_id'"
+    )]
+    List(ListArgs),
+    /// Show every field of one entry.
+    #[command(
+        after_help = "Examples:\n  mayfly entry show 7aff5b4acb408a99\n  mayfly entry show spiffe://mayfly.internal/billing/api --json"
+    )]
+    Show(ShowArgs),
+    /// Change an entry. Only the flags given change; a list flag replaces the whole list.
+    #[command(after_help = UPDATE_EXAMPLES)]
+    Update(UpdateArgs),
+    /// Remove an entry. Credentials already issued stay valid until they expire.
+    #[command(after_help = "Examples:\n  mayfly entry delete 7aff5b4acb408a99")]
+    Delete(DeleteArgs),
+}
+
+const CREATE_EXAMPLES: &str = "\
+Examples:
+  # A billing API: JWTs for the billing database, X.509 for mTLS
+  mayfly entry create --spiffe-id spiffe://mayfly.internal/billing/api \\
+      --owner team-billing --purpose \"billing API reads invoices\" \\
+      --audience billing-db --kind jwt --kind x509 --jwt-ttl 5m \\
+      --environment prod --data-class phi --expires 90d
+
+  # A CI job, attested by its OIDC token, for one quarter
+  mayfly entry create --spiffe-id spiffe://mayfly.internal/ci/deploy \\
+      --owner platform --purpose \"deploys billing\" \\
+      --selector oidc:repository:org/billing --audience deployer \\
+      --expires 2027-01-31
+
+--expires takes a duration from now (90d), a date (midnight UTC) or an
+RFC 3339 time.";
+
+const UPDATE_EXAMPLES: &str = "\
+Examples:
+  mayfly entry update 7aff5b4acb408a99 --expires 30d
+  mayfly entry update 7aff5b4acb408a99 --clear-dns-names
+  # replaces the whole list of audiences:
+  mayfly entry update 7aff5b4acb408a99 --audience billing-db --audience reports";
+
+/// A credential kind an entry may be issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// JWT-SVIDs (bearer tokens with one audience).
+    Jwt,
+    /// X509-SVIDs (certificates for mTLS).
+    X509,
+}
+
+impl KindArg {
+    fn as_wire(self) -> &'static str {
+        match self {
+            KindArg::Jwt => "jwt",
+            KindArg::X509 => "x509",
+        }
+    }
+}
+
+/// The fields `create` and `update` share; all optional.
+#[derive(Debug, Args)]
+pub struct EntryFields {
+    /// A selector the workload must prove, e.g. k8s:ns:billing (repeat for several; all
+    /// must match).
+    #[arg(long = "selector", value_name = "SELECTOR")]
+    selectors: Vec<String>,
+    /// An audience (purpose) the workload may ask JWT-SVIDs for (repeat for several).
+    #[arg(long = "audience", value_name = "AUDIENCE")]
+    audiences: Vec<String>,
+    /// A credential kind it may get (repeat for both) [server default: both].
+    #[arg(long = "kind", value_enum, value_name = "KIND")]
+    kinds: Vec<KindArg>,
+    /// Lifetime of its JWT-SVIDs, e.g. 5m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    jwt_ttl: Option<u32>,
+    /// Lifetime of its X509-SVIDs, e.g. 15m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    x509_ttl: Option<u32>,
+    /// A DNS name to put in its X509-SVIDs (repeat for several).
+    #[arg(long = "dns-name", value_name = "NAME")]
+    dns_names: Vec<String>,
+    /// The environment it runs in, e.g. prod.
+    #[arg(long, value_name = "ENV")]
+    environment: Option<String>,
+    /// The most sensitive data it touches, e.g. phi.
+    #[arg(long, value_name = "CLASS")]
+    data_class: Option<String>,
+    /// When the entry stops minting: 90d, 2027-01-31 or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = parse_expiry)]
+    expires: Option<Expiry>,
+}
+
+/// Arguments of `mayfly entry create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The identity, e.g. spiffe://mayfly.internal/billing/api.
+    #[arg(long, value_name = "ID", value_parser = parse_spiffe_id)]
+    spiffe_id: String,
+    /// Who answers for this identity (a team or a person).
+    #[arg(long, value_name = "OWNER")]
+    owner: String,
+    /// Why it exists, in words an auditor understands.
+    #[arg(long, value_name = "TEXT")]
+    purpose: String,
+    #[command(flatten)]
+    fields: EntryFields,
+    /// Print the entry as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `mayfly entry update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The entry's id.
+    #[arg(value_name = "ID")]
+    id: String,
+    /// A new SPIFFE ID.
+    #[arg(long, value_name = "ID", value_parser = parse_spiffe_id)]
+    spiffe_id: Option<String>,
+    /// A new owner.
+    #[arg(long, value_name = "OWNER")]
+    owner: Option<String>,
+    /// A new purpose.
+    #[arg(long, value_name = "TEXT")]
+    purpose: Option<String>,
+    #[command(flatten)]
+    fields: EntryFields,
+    /// Remove every selector.
+    #[arg(long, conflicts_with = "selectors")]
+    clear_selectors: bool,
+    /// Remove every audience.
+    #[arg(long, conflicts_with = "audiences")]
+    clear_audiences: bool,
+    /// Remove every DNS name.
+    #[arg(long, conflicts_with = "dns_names")]
+    clear_dns_names: bool,
+    /// Print the entry as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `mayfly entry list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array of entries.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `mayfly entry show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The entry's id, or its SPIFFE ID.
+    #[arg(value_name = "ID|SPIFFE_ID")]
+    id: String,
+    /// Print the entry as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `mayfly entry delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The entry's id.
+    #[arg(value_name = "ID")]
+    id: String,
+    /// Print the deleted entry as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// An entry as `--json` prints it: the API's fields, times in RFC 3339 (`null` for never).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EntryView {
+    /// The entry's id.
+    pub id: String,
+    /// The identity.
+    pub spiffe_id: String,
+    /// Selectors a workload must prove.
+    pub selectors: Vec<String>,
+    /// Audiences it may ask JWT-SVIDs for.
+    pub audiences: Vec<String>,
+    /// "jwt" and/or "x509".
+    pub kinds: Vec<String>,
+    /// JWT-SVID lifetime, seconds.
+    pub jwt_ttl_seconds: u32,
+    /// X509-SVID lifetime, seconds.
+    pub x509_ttl_seconds: u32,
+    /// DNS names in its X509-SVIDs.
+    pub dns_names: Vec<String>,
+    /// Who answers for it.
+    pub owner: String,
+    /// Why it exists.
+    pub purpose: String,
+    /// Where it runs.
+    pub environment: String,
+    /// What data it touches.
+    pub data_class: String,
+    /// When it stops minting.
+    pub expires_at: Option<String>,
+    /// When it was created.
+    pub created_at: Option<String>,
+    /// When it last changed.
+    pub updated_at: Option<String>,
+    /// Bumped on every change.
+    pub revision: u64,
+    /// When it last minted a credential.
+    pub last_minted_at: Option<String>,
+    /// How many credentials it minted.
+    pub mint_count: u64,
+}
+
+impl From<&Entry> for EntryView {
+    fn from(e: &Entry) -> Self {
+        EntryView {
+            id: e.id.clone(),
+            spiffe_id: e.spiffe_id.clone(),
+            selectors: e.selectors.clone(),
+            audiences: e.audiences.clone(),
+            kinds: e.kinds.clone(),
+            jwt_ttl_seconds: e.jwt_ttl_seconds,
+            x509_ttl_seconds: e.x509_ttl_seconds,
+            dns_names: e.dns_names.clone(),
+            owner: e.owner.clone(),
+            purpose: e.purpose.clone(),
+            environment: e.environment.clone(),
+            data_class: e.data_class.clone(),
+            expires_at: optional_rfc3339(e.expires_at),
+            created_at: optional_rfc3339(e.created_at),
+            updated_at: optional_rfc3339(e.updated_at),
+            revision: e.revision,
+            last_minted_at: optional_rfc3339(e.last_minted_at),
+            mint_count: e.mint_count,
+        }
+    }
+}
+
+/// Runs one `mayfly entry` command.
+pub(super) async fn run(ctx: &Context, command: EntryCommand) -> Result<(), CliError> {
+    match command {
+        EntryCommand::Create(args) => create(ctx, args).await,
+        EntryCommand::List(args) => list(ctx, args).await,
+        EntryCommand::Show(args) => {
+            let mut admin = ctx.admin().await?;
+            let entry = admin.get_entry(GetEntryRequest { id: args.id }).await?;
+            print_entry(&entry.into_inner(), args.json, None)
+        }
+        EntryCommand::Update(args) => update(ctx, args).await,
+        EntryCommand::Delete(args) => delete(ctx, args).await,
+    }
+}
+
+async fn create(ctx: &Context, args: CreateArgs) -> Result<(), CliError> {
+    // Flags are checked before connecting, so a bad value is reported as such even when
+    // the server is down.
+    let spec = args.spec(now_unix())?;
+    let request = CreateEntryRequest { spec: Some(spec) };
+    let entry = ctx.admin().await?.create_entry(request).await?.into_inner();
+    print_entry(&entry, args.json, Some("created entry"))
+}
+
+async fn list(ctx: &Context, args: ListArgs) -> Result<(), CliError> {
+    let mut admin = ctx.admin().await?;
+    let response = admin
+        .list_entries(ListEntriesRequest {})
+        .await?
+        .into_inner();
+    if args.json {
+        let views: Vec<EntryView> = response.entries.iter().map(EntryView::from).collect();
+        output::json(&views)
+    } else if response.entries.is_empty() {
+        output::stderr_line("no entries yet; register one with `mayfly entry create --help`");
+        Ok(())
+    } else {
+        output::stdout(&entry_table(&response.entries, now_unix()))
+    }
+}
+
+async fn update(ctx: &Context, args: UpdateArgs) -> Result<(), CliError> {
+    let spec = args.spec(now_unix())?;
+    let request = UpdateEntryRequest {
+        id: args.id.clone(),
+        spec: Some(spec),
+    };
+    let entry = ctx.admin().await?.update_entry(request).await?.into_inner();
+    print_entry(&entry, args.json, Some("updated entry"))
+}
+
+async fn delete(ctx: &Context, args: DeleteArgs) -> Result<(), CliError> {
+    let request = DeleteEntryRequest {
+        id: args.id.clone(),
+    };
+    let deleted = ctx.admin().await?.delete_entry(request).await?.into_inner();
+    match (deleted.entry, args.json) {
+        (Some(entry), true) => output::json(&EntryView::from(&entry)),
+        (Some(entry), false) => output::stdout_line(&format!(
+            "deleted entry {} ({})",
+            output::clean(&entry.id),
+            output::clean(&entry.spiffe_id)
+        )),
+        (None, true) => output::json(&serde_json::json!({ "id": args.id })),
+        (None, false) => output::stdout_line(&format!("deleted entry {}", output::clean(&args.id))),
+    }
+}
+
+impl CreateArgs {
+    fn spec(&self, now: i64) -> Result<EntrySpec, CliError> {
+        let mut spec = self.fields.spec(now)?;
+        spec.spiffe_id = Some(self.spiffe_id.clone());
+        spec.owner = Some(self.owner.clone());
+        spec.purpose = Some(self.purpose.clone());
+        Ok(spec)
+    }
+}
+
+impl UpdateArgs {
+    fn spec(&self, now: i64) -> Result<EntrySpec, CliError> {
+        let mut spec = self.fields.spec(now)?;
+        spec.spiffe_id.clone_from(&self.spiffe_id);
+        spec.owner.clone_from(&self.owner);
+        spec.purpose.clone_from(&self.purpose);
+        if self.clear_selectors {
+            spec.selectors = Some(StringList::default());
+        }
+        if self.clear_audiences {
+            spec.audiences = Some(StringList::default());
+        }
+        if self.clear_dns_names {
+            spec.dns_names = Some(StringList::default());
+        }
+        if spec == EntrySpec::default() {
+            return Err(CliError::usage(
+                "nothing to change: give at least one flag, e.g. --expires 30d \
+                 (see `mayfly entry update --help`)",
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+impl EntryFields {
+    /// The spec these flags describe; a list flag not given stays unset.
+    fn spec(&self, now: i64) -> Result<EntrySpec, CliError> {
+        let list = |values: &[String]| {
+            (!values.is_empty()).then(|| StringList {
+                values: values.to_vec(),
+            })
+        };
+        let mut kinds: Vec<String> = Vec::new();
+        for kind in &self.kinds {
+            let wire = kind.as_wire().to_string();
+            if !kinds.contains(&wire) {
+                kinds.push(wire);
+            }
+        }
+        Ok(EntrySpec {
+            spiffe_id: None,
+            selectors: list(&self.selectors),
+            audiences: list(&self.audiences),
+            kinds: list(&kinds),
+            jwt_ttl_seconds: self.jwt_ttl,
+            x509_ttl_seconds: self.x509_ttl,
+            dns_names: list(&self.dns_names),
+            owner: None,
+            purpose: None,
+            environment: self.environment.clone(),
+            data_class: self.data_class.clone(),
+            expires_at: self.expires.map(|e| e.resolve(now)).transpose()?,
+        })
+    }
+}
+
+fn print_entry(entry: &Entry, json: bool, headline: Option<&str>) -> Result<(), CliError> {
+    if json {
+        return output::json(&EntryView::from(entry));
+    }
+    if let Some(headline) = headline {
+        output::stdout_line(&format!("{headline} {}", output::clean(&entry.id)))?;
+    }
+    output::stdout(&entry_details(entry, now_unix()))
+}
+
+/// The `entry list` table.
+pub(super) fn entry_table(entries: &[Entry], now: i64) -> String {
+    let mut table = Table::new(&[
+        "ID",
+        "SPIFFE ID",
+        "OWNER",
+        "ENV",
+        "DATA",
+        "AUDIENCES",
+        "EXPIRES",
+        "LAST MINTED",
+    ]);
+    for e in entries {
+        table.row([
+            e.id.clone(),
+            e.spiffe_id.clone(),
+            e.owner.clone(),
+            e.environment.clone(),
+            e.data_class.clone(),
+            e.audiences.join(","),
+            optional_rfc3339(e.expires_at).unwrap_or_else(|| "never".to_string()),
+            match e.last_minted_at {
+                0 => "never".to_string(),
+                at => relative(at, now),
+            },
+        ]);
+    }
+    table.render()
+}
+
+/// The `entry show` block: every field, one per line.
+pub(super) fn entry_details(e: &Entry, now: i64) -> String {
+    let when = |at: i64| match at {
+        0 => "never".to_string(),
+        at => time_and_relative(at, now),
+    };
+    let ttl = |secs: u32| match secs {
+        0 => "default".to_string(),
+        secs => output::compact_duration(u64::from(secs)),
+    };
+    key_values(&[
+        ("id", e.id.clone()),
+        ("spiffe id", e.spiffe_id.clone()),
+        ("owner", e.owner.clone()),
+        ("purpose", e.purpose.clone()),
+        ("environment", e.environment.clone()),
+        ("data class", e.data_class.clone()),
+        ("selectors", e.selectors.join(", ")),
+        ("audiences", e.audiences.join(", ")),
+        ("kinds", e.kinds.join(", ")),
+        ("jwt ttl", ttl(e.jwt_ttl_seconds)),
+        ("x509 ttl", ttl(e.x509_ttl_seconds)),
+        ("dns names", e.dns_names.join(", ")),
+        ("expires", when(e.expires_at)),
+        ("created", when(e.created_at)),
+        ("updated", when(e.updated_at)),
+        ("revision", e.revision.to_string()),
+        ("last minted", when(e.last_minted_at)),
+        ("mint count", e.mint_count.to_string()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn sample() -> Entry {
+        Entry {
+            id: "e1".into(),
+            spiffe_id: "spiffe://td/billing/api".into(),
+            audiences: vec!["billing-db".into(), "reports".into()],
+            owner: "team-billing".into(),
+            environment: "prod".into(),
+            data_class: "phi".into(),
+            expires_at: 1_801_353_600,
+            last_minted_at: 1_000 - 252,
+            jwt_ttl_seconds: 300,
+            ..Default::default()
+        }
+    }
+
+    fn entry_command(args: &[&str]) -> Result<EntryCommand, clap::Error> {
+        let cli = Cli::try_parse_from(["mayfly", "entry"].iter().chain(args))?;
+        match cli.command {
+            Command::Entry(command) => Ok(command),
+            _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
+        }
+    }
+
+    #[test]
+    fn list_table_has_the_promised_columns() {
+        let text = entry_table(&[sample()], 1_000);
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "ID  SPIFFE ID                OWNER         ENV   DATA  AUDIENCES           \
+                 EXPIRES               LAST MINTED"
+            )
+        );
+        assert_eq!(
+            lines.next(),
+            Some(
+                "e1  spiffe://td/billing/api  team-billing  prod  phi   billing-db,reports  \
+                 2027-01-31T00:00:00Z  4m12s ago"
+            )
+        );
+    }
+
+    #[test]
+    fn details_show_every_field() {
+        let text = entry_details(&sample(), 1_000);
+        assert!(text.contains("jwt ttl:     5m\n"), "{text}");
+        assert!(text.contains("x509 ttl:    default\n"), "{text}");
+        assert!(text.contains("selectors:   -\n"), "{text}");
+        assert!(text.contains("created:     never\n"), "{text}");
+        assert_eq!(text.lines().count(), 18);
+    }
+
+    #[test]
+    fn json_view_uses_rfc3339_and_null_for_never() -> Result<(), serde_json::Error> {
+        let json = serde_json::to_value(EntryView::from(&sample()))?;
+        assert_eq!(json["expires_at"], "2027-01-31T00:00:00Z");
+        assert_eq!(json["created_at"], serde_json::Value::Null);
+        assert_eq!(json["jwt_ttl_seconds"], 300);
+        Ok(())
+    }
+
+    #[test]
+    fn create_flags_become_a_spec() -> Result<(), Box<dyn std::error::Error>> {
+        let command = entry_command(&[
+            "create",
+            "--spiffe-id",
+            "spiffe://td/a",
+            "--owner",
+            "o",
+            "--purpose",
+            "p",
+            "--audience",
+            "x",
+            "--audience",
+            "y",
+            "--kind",
+            "jwt",
+            "--kind",
+            "jwt",
+            "--jwt-ttl",
+            "5m",
+            "--expires",
+            "1h",
+        ])?;
+        let EntryCommand::Create(args) = command else {
+            return Err("not create".into());
+        };
+        let spec = args.spec(1_000)?;
+        assert_eq!(spec.spiffe_id.as_deref(), Some("spiffe://td/a"));
+        assert_eq!(
+            spec.audiences.map(|l| l.values),
+            Some(vec!["x".into(), "y".into()])
+        );
+        assert_eq!(spec.kinds.map(|l| l.values), Some(vec!["jwt".into()]));
+        assert_eq!(spec.jwt_ttl_seconds, Some(300));
+        assert_eq!(spec.x509_ttl_seconds, None);
+        assert_eq!(spec.selectors, None);
+        assert_eq!(spec.expires_at, Some(4_600));
+        Ok(())
+    }
+
+    #[test]
+    fn create_requires_owner_and_purpose() {
+        let err = entry_command(&["create", "--spiffe-id", "spiffe://td/a"]).err();
+        assert_eq!(
+            err.map(|e| e.kind()),
+            Some(clap::error::ErrorKind::MissingRequiredArgument)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_the_parser() {
+        for args in [
+            &[
+                "create",
+                "--spiffe-id",
+                "spiffe://TD/a",
+                "--owner",
+                "o",
+                "--purpose",
+                "p",
+            ][..],
+            &[
+                "create",
+                "--spiffe-id",
+                "spiffe://td/a",
+                "--owner",
+                "o",
+                "--purpose",
+                "p",
+                "--jwt-ttl",
+                "5",
+            ],
+            &[
+                "create",
+                "--spiffe-id",
+                "spiffe://td/a",
+                "--owner",
+                "o",
+                "--purpose",
+                "p",
+                "--kind",
+                "pgp",
+            ],
+            &["update", "e1", "--expires", "someday"],
+        ] {
+            let kind = entry_command(args).err().map(|e| e.kind());
+            assert!(
+                matches!(
+                    kind,
+                    Some(
+                        clap::error::ErrorKind::ValueValidation
+                            | clap::error::ErrorKind::InvalidValue
+                    )
+                ),
+                "{args:?}: {kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn update_sends_only_what_was_given() -> Result<(), Box<dyn std::error::Error>> {
+        let EntryCommand::Update(args) =
+            entry_command(&["update", "e1", "--owner", "new", "--clear-dns-names"])?
+        else {
+            return Err("not update".into());
+        };
+        let spec = args.spec(1_000)?;
+        assert_eq!(spec.owner.as_deref(), Some("new"));
+        assert_eq!(spec.dns_names, Some(StringList::default()));
+        assert_eq!(spec.audiences, None);
+        assert_eq!(spec.purpose, None);
+        Ok(())
+    }
+
+    #[test]
+    fn empty_update_is_a_usage_error() -> Result<(), Box<dyn std::error::Error>> {
+        let EntryCommand::Update(args) = entry_command(&["update", "e1"])? else {
+            return Err("not update".into());
+        };
+        assert_eq!(args.spec(1_000).err().map(|e| e.exit_code()), Some(64));
+        Ok(())
+    }
+
+    #[test]
+    fn clear_conflicts_with_setting() {
+        let err = entry_command(&["update", "e1", "--selector", "a:b", "--clear-selectors"]).err();
+        assert_eq!(
+            err.map(|e| e.kind()),
+            Some(clap::error::ErrorKind::ArgumentConflict)
+        );
+    }
+
+    #[test]
+    fn expiry_in_the_past_is_a_usage_error() -> Result<(), Box<dyn std::error::Error>> {
+        let EntryCommand::Update(args) =
+            entry_command(&["update", "e1", "--expires", "2001-01-01"])?
+        else {
+            return Err("not update".into());
+        };
+        assert_eq!(args.spec(now_unix()).err().map(|e| e.exit_code()), Some(64));
+        Ok(())
+    }
+}

@@ -1,0 +1,406 @@
+//! The `mayfly` command line.
+//!
+//! One binary for every role: `mayfly server` runs the broker; `entry`, `token`, `status`
+//! and `audit` are the operator's commands (over the admin Unix socket in the data
+//! directory, or reading the data directory directly); `client` is what a workload runs to
+//! attest and use its credentials; `validate` is for relying parties.
+//!
+//! ```no_run
+//! use clap::Parser as _;
+//!
+//! # async fn demo() -> std::process::ExitCode {
+//! let cli = mayfly::cli::Cli::parse_from(["mayfly", "entry", "list", "--json"]);
+//! mayfly::cli::run(cli).await
+//! # }
+//! ```
+//!
+//! Exit codes ([`exit`]): 0 success; 1 refused or failed; 2 command-line syntax (clap);
+//! 64 a flag value that cannot be used (with [`parse_args`]); 69 the server or the admin
+//! socket cannot be reached.
+//!
+//! The pieces other code reuses: [`connect`] (clients for both APIs) and [`keygen`]
+//! (key pair and CSR).
+
+mod audit_log;
+mod client;
+pub mod connect;
+mod entry;
+mod error;
+pub mod keygen;
+mod output;
+mod status;
+mod svid_dir;
+mod token;
+mod validate;
+mod values;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use mayfly_sdk::proto::v1::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+pub use audit_log::{AuditCommand, TailArgs};
+pub use client::{AttestArgs, ClientCommand, JwtArgs, RenewArgs};
+pub use entry::{
+    CreateArgs, DeleteArgs, EntryCommand, EntryFields, EntryView, KindArg, ListArgs, ShowArgs,
+    UpdateArgs,
+};
+pub use error::{CliError, exit};
+pub use status::StatusArgs;
+pub use svid_dir::{BUNDLE_FILE, KEY_FILE, SVID_FILE};
+pub use token::{TokenCommand, TokenCreateArgs};
+pub use validate::ValidateArgs;
+pub use values::{Expiry, Secret};
+
+/// The data directory when neither `--data-dir` nor `MAYFLY_DATA_DIR` names one.
+pub const DEFAULT_DATA_DIR: &str = "./mayfly-data";
+/// The broker when neither `--server` nor `MAYFLY_SERVER` names one.
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:7443";
+/// File name of the admin socket in the data directory.
+pub const ADMIN_SOCKET: &str = "admin.sock";
+
+const QUICK_START: &str = "\
+Quick start (one machine):
+  mayfly server                  # in another terminal; creates ./mayfly-data
+  mayfly entry create --spiffe-id spiffe://mayfly.internal/billing/api \\
+      --owner team-billing --purpose \"billing API\" --audience billing-db
+  mayfly token create --entry <ID> --json | jq -r .token > token.txt
+  mayfly client attest --join-token-file token.txt       # writes ./svid/
+  mayfly client jwt --audience billing-db > token.jwt
+  mayfly validate --audience billing-db < token.jwt
+
+Every command has --help with examples.";
+
+/// Mayfly: short-lived SPIFFE credentials for attested workloads.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mayfly",
+    version,
+    about = "Mayfly: short-lived SPIFFE credentials (X509-SVIDs and JWT-SVIDs) for attested workloads",
+    long_about = "Mayfly: short-lived SPIFFE credentials (X509-SVIDs and JWT-SVIDs) for attested \
+                  workloads.\n\nEvery identity has an owner, a purpose and an expiry; every \
+                  credential lives minutes, names one identity and is good for one audience; \
+                  every decision lands in a hash-chained audit log.",
+    after_help = QUICK_START,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Flags every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes: where the server's files are and where the broker listens.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The server's data directory: admin socket, audit log, bundle.pem
+    /// [default: ./mayfly-data].
+    #[arg(long, global = true, env = "MAYFLY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The broker's URL (https only).
+    #[arg(
+        long,
+        global = true,
+        env = "MAYFLY_SERVER",
+        value_name = "URL",
+        default_value = DEFAULT_SERVER
+    )]
+    pub server: String,
+    /// The root CA(s) to trust for the broker, PEM; by default `<data-dir>/bundle.pem`, or
+    /// for `client renew` and `client jwt` the `bundle.pem` next to the SVID.
+    #[arg(
+        long,
+        global = true,
+        env = "MAYFLY_BUNDLE",
+        value_name = "FILE",
+        help = "The root CA(s) to trust for the broker, PEM [default: <data-dir>/bundle.pem; \
+                for `client renew` and `client jwt`: <dir>/bundle.pem]"
+    )]
+    pub bundle: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (creates the data directory, CA and keys on first start).
+    #[command(after_help = SERVER_EXAMPLES)]
+    Server(ServerArgs),
+    /// Register and manage identities (registration entries).
+    #[command(subcommand)]
+    Entry(EntryCommand),
+    /// Create one-time join tokens for workloads.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Workload side: attest, renew the X509-SVID, mint JWT-SVIDs.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Check a JWT-SVID for an audience (exit 0 valid, 1 rejected).
+    #[command(after_help = VALIDATE_EXAMPLES)]
+    Validate(ValidateArgs),
+    /// Verify or read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Show what the running server says about itself.
+    #[command(after_help = "Examples:\n  mayfly status\n  mayfly status --json")]
+    Status(StatusArgs),
+}
+
+const SERVER_EXAMPLES: &str = "\
+Examples:
+  mayfly server           # ./mayfly-data, 127.0.0.1:7443 and 127.0.0.1:7080
+  mayfly server --trust-domain example.org --grpc-listen 0.0.0.0:7443
+  mayfly server --config /etc/mayfly/mayfly.toml --data-dir /var/lib/mayfly
+
+Flags win over MAYFLY_* environment variables, which win over the config
+file.";
+
+const VALIDATE_EXAMPLES: &str = "\
+Examples:
+  mayfly validate --audience billing-db < token.jwt
+  mayfly client jwt --audience db -q | mayfly validate --audience db
+  mayfly validate --audience billing-db --json - < token.jwt
+
+The token is read from standard input unless given as an argument:
+arguments show in `ps`.";
+
+/// What `mayfly server` is given. `data_dir` comes from the global `--data-dir` (or
+/// `MAYFLY_DATA_DIR`) and is `None` when neither is set, so that a config file's
+/// `data_dir` can apply.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerArgs {
+    /// A TOML config file.
+    #[arg(long, value_name = "FILE", env = "MAYFLY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The global `--data-dir`, if given.
+    #[arg(skip)]
+    pub data_dir: Option<PathBuf>,
+    /// The trust domain of every identity, e.g. example.org (also MAYFLY_TRUST_DOMAIN)
+    /// [default: mayfly.internal].
+    #[arg(long, value_name = "TD")]
+    pub trust_domain: Option<String>,
+    /// Where the broker (gRPC over TLS) listens (also MAYFLY_GRPC_LISTEN)
+    /// [default: 127.0.0.1:7443].
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_listen: Option<String>,
+    /// Where plain HTTP (OIDC discovery, JWKS, bundle, health) listens (also
+    /// MAYFLY_HTTP_LISTEN) [default: 127.0.0.1:7080].
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<String>,
+}
+
+/// What every command handler needs from the global flags, with defaults applied.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    /// The data directory.
+    pub(crate) data_dir: PathBuf,
+    /// The broker URL.
+    pub(crate) server: String,
+    /// `--bundle` if given.
+    pub(crate) bundle: Option<PathBuf>,
+}
+
+impl Context {
+    fn new(global: &GlobalArgs) -> Self {
+        Context {
+            data_dir: global
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            server: global.server.clone(),
+            bundle: global.bundle.clone(),
+        }
+    }
+
+    /// `<data-dir>/admin.sock`.
+    pub(crate) fn admin_socket(&self) -> PathBuf {
+        self.data_dir.join(ADMIN_SOCKET)
+    }
+
+    /// `--bundle`, else `<data-dir>/bundle.pem`.
+    pub(crate) fn attest_bundle_path(&self) -> PathBuf {
+        self.bundle
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(BUNDLE_FILE))
+    }
+
+    /// A connected admin client.
+    pub(crate) async fn admin(&self) -> Result<AdminClient<Channel>, CliError> {
+        connect::admin(&self.admin_socket()).await
+    }
+}
+
+/// Parses the process's arguments like [`Cli::parse`], except that a flag value clap
+/// rejects (a bad duration, date, SPIFFE ID or kind) exits with 64 (`EX_USAGE`) instead of
+/// 2. `--help` and `--version` exit 0; other syntax errors keep clap's 2.
+pub fn parse_args() -> Cli {
+    let matches = Cli::command().try_get_matches();
+    match matches.and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let value_error = matches!(
+                e.kind(),
+                ErrorKind::ValueValidation | ErrorKind::InvalidValue
+            );
+            // Printing to a closed stderr is the only failure; there is nothing else to do.
+            let _ = e.print();
+            let code = if value_error {
+                i32::from(exit::USAGE)
+            } else {
+                e.exit_code()
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+/// Runs a parsed command line and returns the process exit code. Errors are printed to
+/// standard error as "error: …", with a "hint: …" line when there is something to try.
+pub async fn run(cli: Cli) -> ExitCode {
+    let ctx = Context::new(&cli.global);
+    let result = match cli.command {
+        Command::Server(mut args) => {
+            args.data_dir.clone_from(&cli.global.data_dir);
+            return crate::server::main(&args).await;
+        }
+        Command::Entry(command) => entry::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),
+        Command::Token(command) => token::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),
+        Command::Client(command) => client::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),
+        Command::Validate(args) => validate::run(&ctx, args).await,
+        Command::Audit(command) => audit_log::run(&ctx, command),
+        Command::Status(args) => status::run(&ctx, args).await.map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => report(&error),
+    }
+}
+
+/// Prints an error and its hint, and returns its exit code.
+fn report(error: &CliError) -> ExitCode {
+    if !error.is_silent() {
+        output::stderr_line(&format!("error: {}", output::clean(&error.to_string())));
+        if let Some(hint) = error.hint() {
+            output::stderr_line(&format!("hint: {hint}"));
+        }
+    }
+    ExitCode::from(error.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "mayfly",
+            "entry",
+            "list",
+            "--data-dir",
+            "/d",
+            "--server",
+            "https://h:1",
+        ])?;
+        let ctx = Context::new(&cli.global);
+        assert_eq!(ctx.admin_socket(), PathBuf::from("/d/admin.sock"));
+        assert_eq!(ctx.attest_bundle_path(), PathBuf::from("/d/bundle.pem"));
+        assert_eq!(ctx.server, "https://h:1");
+        Ok(())
+    }
+
+    #[test]
+    fn defaults() -> Result<(), clap::Error> {
+        // Only meaningful without the environment overrides.
+        if ["MAYFLY_DATA_DIR", "MAYFLY_SERVER", "MAYFLY_BUNDLE"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+        {
+            return Ok(());
+        }
+        let cli = Cli::try_parse_from(["mayfly", "status"])?;
+        let ctx = Context::new(&cli.global);
+        assert_eq!(
+            ctx.admin_socket(),
+            PathBuf::from("./mayfly-data/admin.sock")
+        );
+        assert_eq!(ctx.server, DEFAULT_SERVER);
+        assert_eq!(cli.global.data_dir, None);
+        Ok(())
+    }
+
+    #[test]
+    fn server_args_parse() -> Result<(), Box<dyn std::error::Error>> {
+        let cli = Cli::try_parse_from([
+            "mayfly",
+            "server",
+            "--trust-domain",
+            "example.org",
+            "--grpc-listen",
+            "0.0.0.0:7443",
+        ])?;
+        let Command::Server(args) = cli.command else {
+            return Err("not server".into());
+        };
+        assert_eq!(args.trust_domain.as_deref(), Some("example.org"));
+        assert_eq!(args.grpc_listen.as_deref(), Some("0.0.0.0:7443"));
+        assert_eq!(args.http_listen, None);
+        Ok(())
+    }
+
+    #[test]
+    fn every_command_teaches() {
+        fn walk(command: &clap::Command, path: &str) {
+            let name = format!("{path} {}", command.get_name());
+            assert!(command.get_about().is_some(), "{name} has no about text");
+            let has_children = command.get_subcommands().next().is_some();
+            if !has_children {
+                let after = command
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                assert!(after.contains("mayfly "), "{name} has no examples");
+            }
+            // Longer lines would be wrapped on an 80-column terminal, breaking the commands.
+            let after = command
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            for line in after.lines() {
+                assert!(line.chars().count() <= 80, "{name}: line too long: {line}");
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &name);
+            }
+        }
+        walk(&Cli::command(), "");
+    }
+
+    #[test]
+    fn validate_token_is_redacted_and_optional() -> Result<(), Box<dyn std::error::Error>> {
+        let cli = Cli::try_parse_from(["mayfly", "validate", "--audience", "a", "eyJ.secret.sig"])?;
+        assert!(!format!("{cli:?}").contains("eyJ.secret.sig"));
+        Cli::try_parse_from(["mayfly", "validate", "--audience", "a"])?;
+        Cli::try_parse_from(["mayfly", "validate", "--audience", "a", "-"])?;
+        Ok(())
+    }
+
+    #[test]
+    fn audit_tail_count() -> Result<(), Box<dyn std::error::Error>> {
+        let cli = Cli::try_parse_from(["mayfly", "audit", "tail", "-n", "5", "--json"])?;
+        assert!(matches!(cli.command, Command::Audit(AuditCommand::Tail(_))));
+        assert!(Cli::try_parse_from(["mayfly", "audit", "tail", "-n", "x"]).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! `mayfly status`: what the running server says about itself.
+
+use clap::Args;
+use mayfly_sdk::proto::v1::{ServerStatusRequest, ServerStatusResponse};
+use serde::Serialize;
+
+use super::Context;
+use super::error::CliError;
+use super::output::{self, key_values};
+
+/// Arguments of `mayfly status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The status as `--json` prints it (the API's fields).
+#[derive(Debug, Serialize)]
+struct StatusView<'a> {
+    trust_domain: &'a str,
+    grpc_address: &'a str,
+    http_address: &'a str,
+    data_dir: &'a str,
+    root_fingerprint_sha256: &'a str,
+    entries: u64,
+    bundle_sequence: u64,
+    version: &'a str,
+}
+
+/// Runs `mayfly status`.
+pub(super) async fn run(ctx: &Context, args: StatusArgs) -> Result<(), CliError> {
+    let mut admin = ctx.admin().await?;
+    let status = admin
+        .server_status(ServerStatusRequest {})
+        .await?
+        .into_inner();
+    if args.json {
+        return output::json(&StatusView {
+            trust_domain: &status.trust_domain,
+            grpc_address: &status.grpc_address,
+            http_address: &status.http_address,
+            data_dir: &status.data_dir,
+            root_fingerprint_sha256: &status.root_fingerprint_sha256,
+            entries: status.entries,
+            bundle_sequence: status.bundle_sequence,
+            version: &status.version,
+        });
+    }
+    output::stdout(&status_text(&status))
+}
+
+fn status_text(status: &ServerStatusResponse) -> String {
+    key_values(&[
+        ("trust domain", status.trust_domain.clone()),
+        ("broker (gRPC, TLS)", status.grpc_address.clone()),
+        ("http", status.http_address.clone()),
+        ("data dir", status.data_dir.clone()),
+        ("root CA sha256", status.root_fingerprint_sha256.clone()),
+        ("entries", status.entries.to_string()),
+        ("bundle sequence", status.bundle_sequence.to_string()),
+        ("version", status.version.clone()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        let status = ServerStatusResponse {
+            trust_domain: "mayfly.internal".into(),
+            entries: 3,
+            ..Default::default()
+        };
+        let text = status_text(&status);
+        assert!(
+            text.starts_with("trust domain:       mayfly.internal\n"),
+            "{text}"
+        );
+        assert!(text.contains("entries:            3\n"), "{text}");
+        assert!(text.contains("http:               -\n"), "{text}");
+    }
+}

@@ -1,0 +1,660 @@
+//! Server configuration: a TOML file, then `MAYFLY_*` environment overrides,
+//! then command-line flags, all validated before any port is bound.
+//!
+//! ```toml
+//! trust_domain = "example.org"
+//! data_dir = "./mayfly-data"
+//!
+//! [listen]
+//! grpc = "127.0.0.1:7443"
+//! http = "127.0.0.1:7080"
+//!
+//! [ttl]
+//! jwt_default = "5m"
+//! x509_default = "15m"
+//! jwt_max = "60m"
+//! x509_max = "60m"
+//! join_token_default = "10m"
+//!
+//! [limits]
+//! max_message_bytes = 65536
+//! max_concurrent_streams = 256
+//! max_connections = 10000
+//! request_timeout = "10s"
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mayfly_sdk::TrustDomain;
+use serde::Deserialize;
+
+use crate::policy::{HARD_TTL_CAP, TtlPolicy};
+
+/// The default trust domain when none is configured.
+pub const DEFAULT_TRUST_DOMAIN: &str = "mayfly.internal";
+/// The default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./mayfly-data";
+/// The default gRPC (TLS) listen address.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:7443";
+/// The default HTTP listen address (OIDC discovery, JWKS, bundle, health).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7080";
+
+/// A configuration that cannot be used. The message names the setting and
+/// where it came from.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("config file {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        reason: String,
+    },
+    /// A setting has a value that is not allowed.
+    #[error("{setting} (from {source_name}): {reason}")]
+    Invalid {
+        /// The setting, as spelled in the file.
+        setting: &'static str,
+        /// `config file`, `MAYFLY_...` or `--flag`.
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Resource limits that keep one client from exhausting the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest gRPC message accepted, bytes.
+    pub max_message_bytes: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Concurrent connections on the gRPC port.
+    pub max_connections: usize,
+    /// Deadline for one request, and for one TLS handshake.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 * 1024,
+            max_concurrent_streams: 256,
+            max_connections: 10_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The trust domain every identity lives in.
+    pub trust_domain: TrustDomain,
+    /// Where keys, the store, the audit log and the admin socket live.
+    pub data_dir: PathBuf,
+    /// gRPC over TLS (broker API).
+    pub grpc_listen: SocketAddr,
+    /// Plain HTTP: OIDC discovery, JWKS, SPIFFE bundle, health.
+    pub http_listen: SocketAddr,
+    /// DNS names in the server certificate besides `localhost`.
+    pub server_dns_names: Vec<String>,
+    /// IP addresses in the server certificate besides the loopbacks.
+    pub server_ip_addresses: Vec<IpAddr>,
+    /// The `issuer` of OIDC discovery; defaults to `http://<http_listen>`.
+    pub public_url: Option<String>,
+    /// SVID TTL defaults and caps.
+    pub ttl: TtlPolicy,
+    /// Default join token lifetime.
+    pub join_token_default_ttl: Duration,
+    /// Lifetime of a new root CA.
+    pub root_ttl: Duration,
+    /// Lifetime of a new intermediate CA.
+    pub intermediate_ttl: Duration,
+    /// `spiffe_refresh_hint` of the served bundle.
+    pub bundle_refresh_hint: Duration,
+    /// Clock leeway when validating JWT-SVIDs.
+    pub jwt_leeway: Duration,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            trust_domain: default_trust_domain(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 7080)),
+            server_dns_names: Vec::new(),
+            server_ip_addresses: Vec::new(),
+            public_url: None,
+            ttl: TtlPolicy::default(),
+            join_token_default_ttl: Duration::from_secs(10 * 60),
+            root_ttl: Duration::from_secs(10 * 365 * 86_400),
+            intermediate_ttl: Duration::from_secs(365 * 86_400),
+            bundle_refresh_hint: Duration::from_secs(5 * 60),
+            jwt_leeway: Duration::from_secs(30),
+            limits: Limits::default(),
+        }
+    }
+}
+
+fn default_trust_domain() -> TrustDomain {
+    // A constant that the unit tests parse; it cannot fail.
+    #[allow(clippy::expect_used)]
+    TrustDomain::new(DEFAULT_TRUST_DOMAIN).expect("default trust domain is valid")
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    trust_domain: Option<String>,
+    data_dir: Option<PathBuf>,
+    public_url: Option<String>,
+    server_dns_names: Option<Vec<String>>,
+    server_ip_addresses: Option<Vec<IpAddr>>,
+    #[serde(default)]
+    listen: FileListen,
+    #[serde(default)]
+    ttl: FileTtl,
+    #[serde(default)]
+    ca: FileCa,
+    #[serde(default)]
+    limits: FileLimits,
+    bundle_refresh_hint: Option<String>,
+    jwt_leeway: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListen {
+    grpc: Option<String>,
+    http: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTtl {
+    jwt_default: Option<String>,
+    x509_default: Option<String>,
+    jwt_max: Option<String>,
+    x509_max: Option<String>,
+    join_token_default: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCa {
+    root_ttl: Option<String>,
+    intermediate_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_message_bytes: Option<usize>,
+    max_concurrent_streams: Option<u32>,
+    max_connections: Option<usize>,
+    request_timeout: Option<String>,
+}
+
+/// Values given on the command line; they win over file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--trust-domain`
+    pub trust_domain: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--grpc-listen`
+    pub grpc_listen: Option<String>,
+    /// `--http-listen`
+    pub http_listen: Option<String>,
+}
+
+/// One raw value and where it came from, for error messages.
+struct Raw<'a> {
+    value: &'a str,
+    source_name: String,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then the file (if any), then the
+    /// environment (read through `env`), then `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let parsed = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    reason: e.to_string().replace('\n', " "),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let mut config = Config::default();
+        config.apply_file(parsed)?;
+        config.apply_env(&env)?;
+        config.apply_overrides(overrides)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, file: FileConfig) -> Result<(), ConfigError> {
+        let from = file_raw;
+        if let Some(td) = &file.trust_domain {
+            self.trust_domain = parse_trust_domain(&from(td))?;
+        }
+        if let Some(dir) = file.data_dir {
+            self.data_dir = dir;
+        }
+        self.public_url = file.public_url.or(self.public_url.take());
+        if let Some(names) = file.server_dns_names {
+            self.server_dns_names = names;
+        }
+        if let Some(ips) = file.server_ip_addresses {
+            self.server_ip_addresses = ips;
+        }
+        if let Some(addr) = &file.listen.grpc {
+            self.grpc_listen = parse_addr("listen.grpc", &from(addr))?;
+        }
+        if let Some(addr) = &file.listen.http {
+            self.http_listen = parse_addr("listen.http", &from(addr))?;
+        }
+        set_duration(
+            &mut self.ttl.jwt_default,
+            "ttl.jwt_default",
+            file.ttl.jwt_default.as_deref(),
+        )?;
+        set_duration(
+            &mut self.ttl.x509_default,
+            "ttl.x509_default",
+            file.ttl.x509_default.as_deref(),
+        )?;
+        set_duration(
+            &mut self.ttl.jwt_max,
+            "ttl.jwt_max",
+            file.ttl.jwt_max.as_deref(),
+        )?;
+        set_duration(
+            &mut self.ttl.x509_max,
+            "ttl.x509_max",
+            file.ttl.x509_max.as_deref(),
+        )?;
+        set_duration(
+            &mut self.join_token_default_ttl,
+            "ttl.join_token_default",
+            file.ttl.join_token_default.as_deref(),
+        )?;
+        set_duration(
+            &mut self.root_ttl,
+            "ca.root_ttl",
+            file.ca.root_ttl.as_deref(),
+        )?;
+        set_duration(
+            &mut self.intermediate_ttl,
+            "ca.intermediate_ttl",
+            file.ca.intermediate_ttl.as_deref(),
+        )?;
+        set_duration(
+            &mut self.bundle_refresh_hint,
+            "bundle_refresh_hint",
+            file.bundle_refresh_hint.as_deref(),
+        )?;
+        set_duration(
+            &mut self.jwt_leeway,
+            "jwt_leeway",
+            file.jwt_leeway.as_deref(),
+        )?;
+        set_duration(
+            &mut self.limits.request_timeout,
+            "limits.request_timeout",
+            file.limits.request_timeout.as_deref(),
+        )?;
+        if let Some(n) = file.limits.max_message_bytes {
+            self.limits.max_message_bytes = n;
+        }
+        if let Some(n) = file.limits.max_concurrent_streams {
+            self.limits.max_concurrent_streams = n;
+        }
+        if let Some(n) = file.limits.max_connections {
+            self.limits.max_connections = n;
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let raw = |name: &'static str| env(name).map(|value| (value, name.to_owned()));
+        if let Some((value, name)) = raw("MAYFLY_TRUST_DOMAIN") {
+            self.trust_domain = parse_trust_domain(&Raw {
+                value: &value,
+                source_name: name,
+            })?;
+        }
+        if let Some((value, _)) = raw("MAYFLY_DATA_DIR") {
+            self.data_dir = PathBuf::from(value);
+        }
+        if let Some((value, name)) = raw("MAYFLY_GRPC_LISTEN") {
+            self.grpc_listen = parse_addr(
+                "listen.grpc",
+                &Raw {
+                    value: &value,
+                    source_name: name,
+                },
+            )?;
+        }
+        if let Some((value, name)) = raw("MAYFLY_HTTP_LISTEN") {
+            self.http_listen = parse_addr(
+                "listen.http",
+                &Raw {
+                    value: &value,
+                    source_name: name,
+                },
+            )?;
+        }
+        if let Some((value, _)) = raw("MAYFLY_PUBLIC_URL") {
+            self.public_url = Some(value);
+        }
+        for (var, setting, target) in [
+            ("MAYFLY_JWT_TTL_MAX", "ttl.jwt_max", &mut self.ttl.jwt_max),
+            (
+                "MAYFLY_X509_TTL_MAX",
+                "ttl.x509_max",
+                &mut self.ttl.x509_max,
+            ),
+        ] {
+            if let Some(value) = env(var) {
+                *target = parse_duration(
+                    setting,
+                    &Raw {
+                        value: &value,
+                        source_name: var.to_owned(),
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_overrides(&mut self, overrides: &Overrides) -> Result<(), ConfigError> {
+        if let Some(td) = &overrides.trust_domain {
+            self.trust_domain = parse_trust_domain(&Raw {
+                value: td,
+                source_name: "--trust-domain".into(),
+            })?;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(addr) = &overrides.grpc_listen {
+            self.grpc_listen = parse_addr(
+                "listen.grpc",
+                &Raw {
+                    value: addr,
+                    source_name: "--grpc-listen".into(),
+                },
+            )?;
+        }
+        if let Some(addr) = &overrides.http_listen {
+            self.http_listen = parse_addr(
+                "listen.http",
+                &Raw {
+                    value: addr,
+                    source_name: "--http-listen".into(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |setting: &'static str, reason: String| ConfigError::Invalid {
+            setting,
+            source_name: "configuration".into(),
+            reason,
+        };
+        for (setting, value) in [
+            ("ttl.jwt_max", self.ttl.jwt_max),
+            ("ttl.x509_max", self.ttl.x509_max),
+        ] {
+            if value > HARD_TTL_CAP || value.is_zero() {
+                return Err(invalid(
+                    setting,
+                    format!("must be between 1s and {}s", HARD_TTL_CAP.as_secs()),
+                ));
+            }
+        }
+        if self.ttl.jwt_default > self.ttl.jwt_max || self.ttl.jwt_default.is_zero() {
+            return Err(invalid(
+                "ttl.jwt_default",
+                "must be between 1s and ttl.jwt_max".into(),
+            ));
+        }
+        if self.ttl.x509_default > self.ttl.x509_max || self.ttl.x509_default.is_zero() {
+            return Err(invalid(
+                "ttl.x509_default",
+                "must be between 1s and ttl.x509_max".into(),
+            ));
+        }
+        let day = Duration::from_secs(86_400);
+        if self.join_token_default_ttl.is_zero() || self.join_token_default_ttl > day {
+            return Err(invalid(
+                "ttl.join_token_default",
+                "must be between 1s and 24h".into(),
+            ));
+        }
+        if self.intermediate_ttl < day || self.intermediate_ttl >= self.root_ttl {
+            return Err(invalid(
+                "ca.intermediate_ttl",
+                "must be at least 1 day and shorter than ca.root_ttl".into(),
+            ));
+        }
+        if self.jwt_leeway > Duration::from_secs(300) {
+            return Err(invalid("jwt_leeway", "must be at most 5m".into()));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.limits.max_message_bytes) {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be between 1024 and 16777216".into(),
+            ));
+        }
+        if self.limits.max_concurrent_streams == 0 || self.limits.max_connections == 0 {
+            return Err(invalid(
+                "limits",
+                "max_concurrent_streams and max_connections must be positive".into(),
+            ));
+        }
+        if self.limits.request_timeout.is_zero() {
+            return Err(invalid("limits.request_timeout", "must be positive".into()));
+        }
+        if self.grpc_listen == self.http_listen && self.grpc_listen.port() != 0 {
+            return Err(invalid(
+                "listen",
+                "grpc and http must listen on different addresses".into(),
+            ));
+        }
+        if let Some(url) = &self.public_url
+            && (!(url.starts_with("https://") || url.starts_with("http://")) || url.ends_with('/'))
+        {
+            return Err(invalid(
+                "public_url",
+                "must be an http(s) URL without a trailing '/'".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The admin socket path inside the data directory.
+    pub fn admin_socket(&self) -> PathBuf {
+        admin_socket_path(&self.data_dir)
+    }
+}
+
+/// Where the admin socket of a server with data directory `data_dir` is.
+pub fn admin_socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.sock")
+}
+
+fn file_raw(value: &str) -> Raw<'_> {
+    Raw {
+        value,
+        source_name: "config file".to_owned(),
+    }
+}
+
+fn parse_trust_domain(raw: &Raw<'_>) -> Result<TrustDomain, ConfigError> {
+    TrustDomain::new(raw.value).map_err(|e| ConfigError::Invalid {
+        setting: "trust_domain",
+        source_name: raw.source_name.clone(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse_addr(setting: &'static str, raw: &Raw<'_>) -> Result<SocketAddr, ConfigError> {
+    raw.value.parse().map_err(|_| ConfigError::Invalid {
+        setting,
+        source_name: raw.source_name.clone(),
+        reason: format!(
+            "{:?} is not an IP:port address (e.g. 127.0.0.1:7443)",
+            raw.value
+        ),
+    })
+}
+
+fn parse_duration(setting: &'static str, raw: &Raw<'_>) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(raw.value).map_err(|e| ConfigError::Invalid {
+        setting,
+        source_name: raw.source_name.clone(),
+        reason: format!("{:?} is not a duration like 90s, 5m or 1h ({e})", raw.value),
+    })
+}
+
+fn set_duration(
+    target: &mut Duration,
+    setting: &'static str,
+    value: Option<&str>,
+) -> Result<(), ConfigError> {
+    if let Some(value) = value {
+        *target = parse_duration(
+            setting,
+            &Raw {
+                value,
+                source_name: "config file".into(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn load_text(text: &str, env: HashMap<&str, &str>) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mayfly.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(
+            Some(&path),
+            |k| env.get(k).map(|v| (*v).to_owned()),
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::load(None, no_env, &Overrides::default()).unwrap();
+        assert_eq!(config.trust_domain.as_str(), DEFAULT_TRUST_DOMAIN);
+        assert_eq!(config.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
+        assert_eq!(config.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
+        assert_eq!(config.ttl.jwt_default, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let text = "trust_domain = \"file.org\"\n[listen]\ngrpc = \"127.0.0.1:9000\"\n[ttl]\njwt_max = \"30m\"\n";
+        let config = load_text(text, HashMap::new()).unwrap();
+        assert_eq!(config.trust_domain.as_str(), "file.org");
+        assert_eq!(config.grpc_listen.port(), 9000);
+        assert_eq!(config.ttl.jwt_max, Duration::from_secs(1800));
+
+        let env = HashMap::from([("MAYFLY_TRUST_DOMAIN", "env.org")]);
+        let config = load_text(text, env).unwrap();
+        assert_eq!(config.trust_domain.as_str(), "env.org");
+
+        let overrides = Overrides {
+            trust_domain: Some("flag.org".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load(
+            None,
+            |k| (k == "MAYFLY_TRUST_DOMAIN").then(|| "env.org".into()),
+            &overrides,
+        )
+        .unwrap();
+        assert_eq!(config.trust_domain.as_str(), "flag.org");
+    }
+
+    #[test]
+    fn bad_values_are_one_line_errors_naming_the_setting() {
+        let err = load_text("trust_domain = \"Bad.Org\"", HashMap::new()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("trust_domain (from config file)"),
+            "{err}"
+        );
+        let err = load_text("[ttl]\njwt_max = \"2h\"", HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("ttl.jwt_max"), "{err}");
+        let err = load_text("[listen]\ngrpc = \"nowhere\"", HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("listen.grpc"), "{err}");
+        let err = load_text("unknown_key = 1", HashMap::new()).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        assert!(!err.to_string().contains('\n'));
+        let err = load_text("", HashMap::from([("MAYFLY_GRPC_LISTEN", "x")])).unwrap_err();
+        assert!(err.to_string().contains("MAYFLY_GRPC_LISTEN"), "{err}");
+        // positive control: the same shapes with good values load.
+        assert!(
+            load_text(
+                "trust_domain = \"good.org\"\n[ttl]\njwt_max = \"10m\"\njwt_default = \"1m\"",
+                HashMap::new()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn default_longer_than_max_is_refused() {
+        assert!(load_text("[ttl]\njwt_max = \"1m\"", HashMap::new()).is_err());
+        assert!(
+            load_text(
+                "[ttl]\njwt_max = \"1m\"\njwt_default = \"1m\"",
+                HashMap::new()
+            )
+            .is_ok()
+        );
+    }
+}

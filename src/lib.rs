@@ -1,0 +1,42 @@
+//! # mayfly
+//!
+//! The Mayfly broker: it attests workloads, mints short-lived SPIFFE
+//! credentials (X509-SVIDs and JWT-SVIDs) for exactly the identity and
+//! purpose an operator registered, records every decision in a hash-chained
+//! audit log, and serves the trust bundle.
+//!
+//! The binary (`src/main.rs`) only wires: parse the command line, install the
+//! crypto provider, and call [`cli::run`]. `mayfly server` ends up in
+//! [`server::start`], which tests call directly with `127.0.0.1:0` listeners:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = mayfly::config::Config::default();
+//! config.data_dir = "/tmp/mayfly-demo".into();
+//! config.grpc_listen = "127.0.0.1:0".parse()?;
+//! config.http_listen = "127.0.0.1:0".parse()?;
+//! let server = mayfly::server::start(config).await?;
+//! println!("broker on {}", server.grpc_addr());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod attest;
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod mint;
+pub mod policy;
+pub mod server;
+pub mod store;
+
+/// Installs aws-lc-rs as the process-wide rustls crypto provider. Safe to
+/// call more than once.
+pub fn install_crypto_provider() {
+    // Err only means another provider (ours, from an earlier call) is set.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

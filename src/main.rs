@@ -1,0 +1,27 @@
+//! The `mayfly` binary: parse the command line, set up logging and the
+//! crypto provider, and hand over to [`mayfly::cli::run`].
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = mayfly::cli::parse_args();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAYFLY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    mayfly::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mayfly: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(mayfly::cli::run(cli))
+}

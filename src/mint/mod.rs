@@ -1,0 +1,420 @@
+//! Minting: the decisions between an authenticated request and a signed
+//! credential.
+//!
+//! Every operation follows the same order: check the input (nothing is
+//! consumed by a bad request), find the entry in the in-process
+//! [`EntryIndex`](crate::policy::EntryIndex), check the entry allows it,
+//! sign, append the audit record and wait until it is durable, and only then
+//! hand the credential out. Refusals are audited too.
+
+mod usage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayfly_ca::{CaError, CertificateAuthority, IssuedX509Svid, X509SvidRequest};
+use mayfly_sdk::SpiffeId;
+use mayfly_sdk::jwt::{Audience, JwtSvidValidator, ValidatedJwtSvid};
+
+use crate::attest::join_token::{JoinTokenSecret, TokenHash};
+use crate::audit::{AuditEvent, AuditLog, Outcome};
+use crate::clock::{Clock, rfc3339};
+use crate::policy::{CredentialKind, Entry, EntryIndex};
+use crate::store::{RedeemError, Store};
+
+pub use usage::UsageTracker;
+
+/// Why a mint operation was refused or failed. The message is safe to return
+/// to the caller: it never contains a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MintError {
+    /// The request itself is malformed (bad CSR, bad audience, TTL).
+    #[error("{reason}")]
+    InvalidArgument {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The evidence or credential did not prove who the caller is.
+    #[error("{reason}")]
+    Unauthenticated {
+        /// Why.
+        reason: String,
+    },
+    /// The caller is known, but policy does not allow this.
+    #[error("{reason}")]
+    PermissionDenied {
+        /// Which rule said no.
+        reason: String,
+    },
+    /// A dependency (store, audit log) cannot answer; nothing was issued.
+    #[error("{reason}")]
+    Unavailable {
+        /// What is down.
+        reason: String,
+    },
+    /// Our own bug.
+    #[error("internal error: {reason}")]
+    Internal {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl MintError {
+    fn invalid(reason: impl Into<String>) -> Self {
+        MintError::InvalidArgument {
+            reason: reason.into(),
+        }
+    }
+    fn unauthenticated(reason: impl Into<String>) -> Self {
+        MintError::Unauthenticated {
+            reason: reason.into(),
+        }
+    }
+    fn denied(reason: impl Into<String>) -> Self {
+        MintError::PermissionDenied {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A caller authenticated by the X509-SVID it presented over mTLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The SPIFFE ID in the certificate's URI SAN.
+    pub spiffe_id: SpiffeId,
+    /// The certificate's serial, hex.
+    pub serial: String,
+}
+
+/// A freshly issued X509-SVID and the entry it was issued for.
+#[derive(Debug)]
+pub struct X509Issued {
+    /// The entry.
+    pub entry: Arc<Entry>,
+    /// The certificate chain and its facts.
+    pub svid: IssuedX509Svid,
+}
+
+/// A freshly minted JWT-SVID. Debug does not print the token.
+pub struct JwtIssued {
+    /// The compact JWS.
+    pub token: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `sub`.
+    pub spiffe_id: SpiffeId,
+    /// Its `exp`.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for JwtIssued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtIssued")
+            .field("token", &"[redacted]")
+            .field("jti", &self.jti)
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Everything the mint path needs, shared by the API handlers.
+#[derive(Debug)]
+pub struct Minter {
+    ca: Arc<CertificateAuthority>,
+    entries: Arc<EntryIndex>,
+    store: Arc<dyn Store>,
+    audit: AuditLog,
+    usage: Arc<UsageTracker>,
+    validator: JwtSvidValidator,
+    clock: Arc<dyn Clock>,
+}
+
+impl Minter {
+    /// Wires the mint path. `leeway` is the clock leeway for JWT validation.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        entries: Arc<EntryIndex>,
+        store: Arc<dyn Store>,
+        audit: AuditLog,
+        usage: Arc<UsageTracker>,
+        clock: Arc<dyn Clock>,
+        leeway: Duration,
+    ) -> Result<Self, MintError> {
+        let validator =
+            JwtSvidValidator::new(ca.trust_domain().clone(), &[ca.jwt_signer().authority()])
+                .map_err(|e| MintError::Internal {
+                    reason: format!("JWT validator: {e}"),
+                })?
+                .with_leeway(leeway);
+        Ok(Minter {
+            ca,
+            entries,
+            store,
+            audit,
+            usage,
+            validator,
+            clock,
+        })
+    }
+
+    /// Redeems a join token and issues the X509-SVID of its entry.
+    pub async fn attest_join_token(
+        &self,
+        token: &str,
+        csr_der: &[u8],
+    ) -> Result<X509Issued, MintError> {
+        let mut event = AuditEvent {
+            action: "attest".into(),
+            actor: "anonymous".into(),
+            detail: Some(serde_json::json!({ "attestor": "join_token" })),
+            ..AuditEvent::default()
+        };
+        let result = self
+            .attest_join_token_inner(token, csr_der, &mut event)
+            .await;
+        self.finish(event, result).await
+    }
+
+    async fn attest_join_token_inner(
+        &self,
+        token: &str,
+        csr_der: &[u8],
+        event: &mut AuditEvent,
+    ) -> Result<X509Issued, MintError> {
+        let secret = JoinTokenSecret::parse(token)
+            .map_err(|_| MintError::unauthenticated("join token is malformed"))?;
+        let hash: TokenHash = secret.hash();
+        event.actor = format!("join_token:{}", hash.token_id());
+        event.evidence_sha256 = Some(hash.as_str().to_owned());
+        // Check the CSR before redeeming, so a bad request does not burn the token.
+        mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+        let now = self.clock.unix_now();
+        let record = self
+            .store
+            .redeem_join_token(&hash, now)
+            .await
+            .map_err(|e| match e {
+                RedeemError::Unknown => MintError::unauthenticated("unknown join token"),
+                RedeemError::AlreadyUsed { used_at } => MintError::unauthenticated(format!(
+                    "join token was already used at {}; join tokens are single-use",
+                    rfc3339(used_at)
+                )),
+                RedeemError::Expired { expired_at } => MintError::unauthenticated(format!(
+                    "join token expired at {}",
+                    rfc3339(expired_at)
+                )),
+                RedeemError::Store(e) => MintError::Unavailable {
+                    reason: format!("cannot redeem join token: {e}"),
+                },
+            })?;
+        event.entry_id = Some(record.entry_id.to_string());
+        let entry = self.entries.by_id(&record.entry_id).ok_or_else(|| {
+            MintError::denied(format!(
+                "entry {} bound to this join token no longer exists",
+                record.entry_id
+            ))
+        })?;
+        event.spiffe_id = Some(entry.spiffe_id.to_string());
+        self.issue_x509(entry, csr_der, event).await
+    }
+
+    /// Issues a new X509-SVID for the identity the caller already holds.
+    pub async fn renew_x509(
+        &self,
+        caller: &Caller,
+        csr_der: &[u8],
+    ) -> Result<X509Issued, MintError> {
+        let mut event = AuditEvent {
+            action: "x509.renew".into(),
+            actor: caller.spiffe_id.to_string(),
+            spiffe_id: Some(caller.spiffe_id.to_string()),
+            detail: Some(serde_json::json!({ "presented_serial": caller.serial })),
+            ..AuditEvent::default()
+        };
+        let result = async {
+            mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+            let entry = self.entry_for(caller)?;
+            event.entry_id = Some(entry.id.to_string());
+            self.issue_x509(entry, csr_der, &mut event).await
+        }
+        .await;
+        self.finish(event, result).await
+    }
+
+    async fn issue_x509(
+        &self,
+        entry: Arc<Entry>,
+        csr_der: &[u8],
+        event: &mut AuditEvent,
+    ) -> Result<X509Issued, MintError> {
+        let now = self.clock.now();
+        self.check_entry(
+            &entry,
+            CredentialKind::X509,
+            crate::clock::unix_seconds(now),
+        )?;
+        let svid = self
+            .ca
+            .issue_x509_svid(&X509SvidRequest {
+                csr_der,
+                spiffe_id: &entry.spiffe_id,
+                dns_names: &entry.dns_names,
+                ttl: Duration::from_secs(entry.x509_ttl_seconds.into()),
+                now,
+            })
+            .map_err(ca_error)?;
+        event.serial = Some(svid.serial_hex.clone());
+        if svid.clamped_to_signer {
+            event.reason = Some("lifetime shortened to the signing CA's expiry".into());
+        }
+        self.usage
+            .record(&entry.id, crate::clock::unix_seconds(now));
+        Ok(X509Issued { entry, svid })
+    }
+
+    /// Mints a JWT-SVID for the caller's identity and one allowed audience.
+    /// `ttl` of `None` means the entry's TTL; a given TTL may only shorten it.
+    pub async fn mint_jwt(
+        &self,
+        caller: &Caller,
+        audience: &str,
+        ttl: Option<Duration>,
+    ) -> Result<JwtIssued, MintError> {
+        let mut event = AuditEvent {
+            action: "jwt.mint".into(),
+            actor: caller.spiffe_id.to_string(),
+            spiffe_id: Some(caller.spiffe_id.to_string()),
+            audience: Some(audience.chars().take(256).collect()),
+            ..AuditEvent::default()
+        };
+        let result = async {
+            let audience = Audience::new(audience)
+                .map_err(|e| MintError::invalid(format!("audience: {e}")))?;
+            let entry = self.entry_for(caller)?;
+            event.entry_id = Some(entry.id.to_string());
+            let now = self.clock.unix_now();
+            self.check_entry(&entry, CredentialKind::Jwt, now)?;
+            if !entry.allows_audience(&audience) {
+                return Err(MintError::denied(format!(
+                    "audience {:?} is not allowed for {} (allowed: {})",
+                    audience.as_str(),
+                    entry.spiffe_id,
+                    entry
+                        .audiences
+                        .iter()
+                        .map(Audience::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let max = u64::from(entry.jwt_ttl_seconds);
+            let seconds = match ttl {
+                None => max,
+                Some(ttl) if ttl.as_secs() == 0 => {
+                    return Err(MintError::invalid("ttl must be at least 1 second"));
+                }
+                Some(ttl) if ttl.as_secs() > max => {
+                    return Err(MintError::invalid(format!(
+                        "ttl of {}s is longer than the entry's JWT TTL of {max}s",
+                        ttl.as_secs()
+                    )));
+                }
+                Some(ttl) => ttl.as_secs(),
+            };
+            let expires_at = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
+            let signed = self
+                .ca
+                .jwt_signer()
+                .sign(&entry.spiffe_id, &audience, now, expires_at)
+                .map_err(ca_error)?;
+            event.jti = Some(signed.jti.clone());
+            self.usage.record(&entry.id, now);
+            Ok(JwtIssued {
+                token: signed.token,
+                jti: signed.jti,
+                spiffe_id: entry.spiffe_id.clone(),
+                expires_at,
+            })
+        }
+        .await;
+        self.finish(event, result).await
+    }
+
+    /// Validates a JWT-SVID for `audience`: says who it belongs to, or why
+    /// it is rejected.
+    pub fn validate_jwt(&self, token: &str, audience: &str) -> Result<ValidatedJwtSvid, MintError> {
+        if audience.is_empty() {
+            return Err(MintError::invalid("audience is required"));
+        }
+        let audience =
+            Audience::new(audience).map_err(|e| MintError::invalid(format!("audience: {e}")))?;
+        self.validator
+            .validate(token, &audience, self.clock.unix_now())
+            .map_err(|e| MintError::unauthenticated(format!("token rejected: {e}")))
+    }
+
+    fn entry_for(&self, caller: &Caller) -> Result<Arc<Entry>, MintError> {
+        self.entries.by_spiffe_id(&caller.spiffe_id).ok_or_else(|| {
+            MintError::denied(format!("no entry issues {} any more", caller.spiffe_id))
+        })
+    }
+
+    fn check_entry(&self, entry: &Entry, kind: CredentialKind, now: i64) -> Result<(), MintError> {
+        if entry.is_expired(now) {
+            return Err(MintError::denied(format!(
+                "entry {} ({}) expired at {}",
+                entry.id,
+                entry.spiffe_id,
+                rfc3339(entry.expires_at)
+            )));
+        }
+        if !entry.allows_kind(kind) {
+            return Err(MintError::denied(format!(
+                "entry {} does not allow {} credentials",
+                entry.id,
+                kind.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends the audit record for `result` and waits until it is durable;
+    /// a credential is only returned once its record is.
+    async fn finish<T>(
+        &self,
+        mut event: AuditEvent,
+        result: Result<T, MintError>,
+    ) -> Result<T, MintError> {
+        match &result {
+            Ok(_) => event.outcome = Outcome::Granted,
+            Err(e) => {
+                event.outcome = Outcome::Refused;
+                event.reason = Some(e.to_string());
+            }
+        }
+        match self.audit.append(event).await {
+            Ok(_) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "audit log append failed; refusing to issue");
+                Err(MintError::Unavailable {
+                    reason: "audit log unavailable; nothing was issued".into(),
+                })
+            }
+        }
+    }
+}
+
+fn ca_error(error: CaError) -> MintError {
+    match error {
+        CaError::CsrMalformed { .. }
+        | CaError::CsrBadSignature
+        | CaError::CsrUnsupportedKey { .. }
+        | CaError::CsrTooLarge { .. } => MintError::invalid(format!("CSR: {error}")),
+        other => MintError::Internal {
+            reason: other.to_string(),
+        },
+    }
+}

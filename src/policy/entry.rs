@@ -1,0 +1,697 @@
+use std::fmt;
+use std::time::Duration;
+
+use mayfly_sdk::jwt::Audience;
+use mayfly_sdk::{SpiffeId, TrustDomain};
+use serde::{Deserialize, Serialize};
+
+/// No credential lives longer than this, whatever the config says.
+pub const HARD_TTL_CAP: Duration = Duration::from_secs(60 * 60);
+
+const MAX_TEXT: usize = 1024;
+const MAX_LIST: usize = 64;
+const DEFAULT_ENTRY_LIFETIME: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+
+/// Why an operator's entry was refused. Every variant is the caller's fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryError {
+    /// A required field was not given.
+    #[error("{field} is required")]
+    Missing {
+        /// The field's name as the CLI spells it.
+        field: &'static str,
+    },
+    /// A field's value is malformed.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field's name as the CLI spells it.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A TTL above the configured cap.
+    #[error("{field} of {asked}s is longer than the maximum of {max}s")]
+    TtlTooLong {
+        /// Which TTL.
+        field: &'static str,
+        /// What was asked, in seconds.
+        asked: u64,
+        /// The cap, in seconds.
+        max: u64,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> EntryError {
+    EntryError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// An entry's identifier: 16 lowercase hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EntryId(String);
+
+impl EntryId {
+    /// A fresh random id.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 8];
+        // The system RNG failing is not something the broker can run without.
+        #[allow(clippy::expect_used)]
+        aws_lc_rs::rand::fill(&mut bytes).expect("system random number generator failed");
+        EntryId(hex::encode(bytes))
+    }
+
+    /// Parses an id as an operator typed it.
+    pub fn parse(value: &str) -> Result<Self, EntryError> {
+        if value.len() == 16
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(EntryId(value.to_owned()))
+        } else {
+            Err(invalid("entry id", "expected 16 lowercase hex characters"))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EntryId {
+    type Error = EntryError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        EntryId::parse(&value)
+    }
+}
+
+impl From<EntryId> for String {
+    fn from(id: EntryId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A property a workload must prove, `type:value` (`k8s:ns:billing`,
+/// `unix:uid:1000`). The type is lowercase `[a-z0-9_]+`; the value is
+/// printable ASCII without spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Selector(String);
+
+impl Selector {
+    /// Parses `type:value`.
+    pub fn parse(value: &str) -> Result<Self, EntryError> {
+        let Some((kind, rest)) = value.split_once(':') else {
+            return Err(invalid(
+                "selector",
+                format!("{value:?} is not of the form type:value"),
+            ));
+        };
+        if kind.is_empty()
+            || !kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(invalid(
+                "selector",
+                format!("type {kind:?} must be lowercase letters, digits or '_'"),
+            ));
+        }
+        if rest.is_empty() || value.len() > 256 || !rest.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "selector",
+                format!("value of {kind:?} must be 1-256 printable characters without spaces"),
+            ));
+        }
+        Ok(Selector(value.to_owned()))
+    }
+
+    /// The selector as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part before the first `:`.
+    pub fn kind(&self) -> &str {
+        self.0.split_once(':').map_or("", |(kind, _)| kind)
+    }
+}
+
+impl TryFrom<String> for Selector {
+    type Error = EntryError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Selector::parse(&value)
+    }
+}
+
+impl From<Selector> for String {
+    fn from(selector: Selector) -> Self {
+        selector.0
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What kind of credential an entry may be issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialKind {
+    /// JWT-SVIDs.
+    Jwt,
+    /// X509-SVIDs.
+    X509,
+}
+
+impl CredentialKind {
+    /// Parses `jwt` or `x509`.
+    pub fn parse(value: &str) -> Result<Self, EntryError> {
+        match value {
+            "jwt" => Ok(CredentialKind::Jwt),
+            "x509" => Ok(CredentialKind::X509),
+            other => Err(invalid(
+                "kind",
+                format!("{other:?} is not one of jwt, x509"),
+            )),
+        }
+    }
+
+    /// `jwt` or `x509`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Jwt => "jwt",
+            CredentialKind::X509 => "x509",
+        }
+    }
+}
+
+/// The TTL defaults and caps from the server config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlPolicy {
+    /// JWT-SVID TTL for entries that do not set one.
+    pub jwt_default: Duration,
+    /// X509-SVID TTL for entries that do not set one.
+    pub x509_default: Duration,
+    /// The longest JWT-SVID TTL an entry may set (at most [`HARD_TTL_CAP`]).
+    pub jwt_max: Duration,
+    /// The longest X509-SVID TTL an entry may set (at most [`HARD_TTL_CAP`]).
+    pub x509_max: Duration,
+}
+
+impl Default for TtlPolicy {
+    fn default() -> Self {
+        TtlPolicy {
+            jwt_default: Duration::from_secs(5 * 60),
+            x509_default: Duration::from_secs(15 * 60),
+            jwt_max: HARD_TTL_CAP,
+            x509_max: HARD_TTL_CAP,
+        }
+    }
+}
+
+/// A registered identity and its governance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Stable id.
+    pub id: EntryId,
+    /// The one identity this entry issues.
+    pub spiffe_id: SpiffeId,
+    /// What a workload must prove; all must match.
+    pub selectors: Vec<Selector>,
+    /// The only audiences JWT-SVIDs may be minted for.
+    pub audiences: Vec<Audience>,
+    /// Which credential kinds may be issued.
+    pub kinds: Vec<CredentialKind>,
+    /// JWT-SVID lifetime, seconds.
+    pub jwt_ttl_seconds: u32,
+    /// X509-SVID lifetime, seconds.
+    pub x509_ttl_seconds: u32,
+    /// DNS SANs added to X509-SVIDs.
+    pub dns_names: Vec<String>,
+    /// Who answers for this identity.
+    pub owner: String,
+    /// Why it exists.
+    pub purpose: String,
+    /// prod, staging, test, ...
+    pub environment: String,
+    /// phi, pii, none, ...
+    pub data_class: String,
+    /// Unix seconds after which the entry mints nothing.
+    pub expires_at: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// Incremented on every update.
+    pub revision: u64,
+}
+
+impl Entry {
+    /// Whether the entry may issue `kind`.
+    pub fn allows_kind(&self, kind: CredentialKind) -> bool {
+        self.kinds.contains(&kind)
+    }
+
+    /// Whether JWT-SVIDs may be minted for `audience`.
+    pub fn allows_audience(&self, audience: &Audience) -> bool {
+        self.audiences.iter().any(|allowed| allowed == audience)
+    }
+
+    /// Whether the entry's own expiry date has passed.
+    pub fn is_expired(&self, now: i64) -> bool {
+        now >= self.expires_at
+    }
+}
+
+/// An operator's create or update request, already decoded from the wire.
+/// `None` means "not given": a default on create, unchanged on update.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntrySpec {
+    /// SPIFFE ID text.
+    pub spiffe_id: Option<String>,
+    /// Selector texts.
+    pub selectors: Option<Vec<String>>,
+    /// Audience texts.
+    pub audiences: Option<Vec<String>>,
+    /// `jwt` / `x509`.
+    pub kinds: Option<Vec<String>>,
+    /// Seconds.
+    pub jwt_ttl_seconds: Option<u32>,
+    /// Seconds.
+    pub x509_ttl_seconds: Option<u32>,
+    /// DNS names.
+    pub dns_names: Option<Vec<String>>,
+    /// Owner (required on create).
+    pub owner: Option<String>,
+    /// Purpose (required on create).
+    pub purpose: Option<String>,
+    /// Environment.
+    pub environment: Option<String>,
+    /// Data class.
+    pub data_class: Option<String>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+impl EntrySpec {
+    /// Builds a new entry, applying defaults and checking every field.
+    pub fn create(
+        self,
+        trust_domain: &TrustDomain,
+        ttl: &TtlPolicy,
+        now: i64,
+    ) -> Result<Entry, EntryError> {
+        let spiffe_id = self
+            .spiffe_id
+            .clone()
+            .ok_or(EntryError::Missing { field: "spiffe-id" })?;
+        let draft = Entry {
+            id: EntryId::generate(),
+            spiffe_id: parse_spiffe_id(&spiffe_id, trust_domain)?,
+            selectors: Vec::new(),
+            audiences: Vec::new(),
+            kinds: vec![CredentialKind::Jwt, CredentialKind::X509],
+            jwt_ttl_seconds: secs(ttl.jwt_default),
+            x509_ttl_seconds: secs(ttl.x509_default),
+            dns_names: Vec::new(),
+            owner: String::new(),
+            purpose: String::new(),
+            environment: "prod".to_owned(),
+            data_class: "none".to_owned(),
+            expires_at: now.saturating_add(secs(DEFAULT_ENTRY_LIFETIME).into()),
+            created_at: now,
+            updated_at: now,
+            revision: 1,
+        };
+        let entry = self.apply_to(draft, trust_domain, ttl, now)?;
+        Ok(entry)
+    }
+
+    /// Applies the given fields to `current`, checking the result as a whole.
+    pub fn update(
+        self,
+        current: &Entry,
+        trust_domain: &TrustDomain,
+        ttl: &TtlPolicy,
+        now: i64,
+    ) -> Result<Entry, EntryError> {
+        let mut entry = self.apply_to(current.clone(), trust_domain, ttl, now)?;
+        entry.updated_at = now;
+        entry.revision = current.revision + 1;
+        Ok(entry)
+    }
+
+    fn apply_to(
+        self,
+        mut entry: Entry,
+        trust_domain: &TrustDomain,
+        ttl: &TtlPolicy,
+        now: i64,
+    ) -> Result<Entry, EntryError> {
+        if let Some(id) = self.spiffe_id {
+            entry.spiffe_id = parse_spiffe_id(&id, trust_domain)?;
+        }
+        if let Some(selectors) = self.selectors {
+            entry.selectors = parse_list("selector", &selectors, Selector::parse)?;
+        }
+        if let Some(audiences) = self.audiences {
+            entry.audiences = parse_list("audience", &audiences, |a| {
+                Audience::new(a).map_err(|e| invalid("audience", e.to_string()))
+            })?;
+        }
+        if let Some(kinds) = self.kinds {
+            entry.kinds = parse_list("kind", &kinds, CredentialKind::parse)?;
+        }
+        if let Some(seconds) = self.jwt_ttl_seconds {
+            entry.jwt_ttl_seconds = check_ttl("jwt-ttl", seconds, ttl.jwt_max)?;
+        }
+        if let Some(seconds) = self.x509_ttl_seconds {
+            entry.x509_ttl_seconds = check_ttl("x509-ttl", seconds, ttl.x509_max)?;
+        }
+        if let Some(names) = self.dns_names {
+            entry.dns_names = parse_list("dns-name", &names, parse_dns_name)?;
+        }
+        if let Some(owner) = self.owner {
+            entry.owner = parse_text("owner", &owner)?;
+        }
+        if let Some(purpose) = self.purpose {
+            entry.purpose = parse_text("purpose", &purpose)?;
+        }
+        if let Some(environment) = self.environment {
+            entry.environment = parse_label("environment", &environment)?;
+        }
+        if let Some(data_class) = self.data_class {
+            entry.data_class = parse_label("data-class", &data_class)?;
+        }
+        if let Some(expires_at) = self.expires_at {
+            if expires_at <= now {
+                return Err(invalid("expires", "must be in the future"));
+            }
+            entry.expires_at = expires_at;
+        }
+        check_whole(&entry)?;
+        Ok(entry)
+    }
+}
+
+fn check_whole(entry: &Entry) -> Result<(), EntryError> {
+    if entry.owner.is_empty() {
+        return Err(EntryError::Missing { field: "owner" });
+    }
+    if entry.purpose.is_empty() {
+        return Err(EntryError::Missing { field: "purpose" });
+    }
+    if entry.kinds.is_empty() {
+        return Err(invalid("kind", "at least one of jwt, x509 is required"));
+    }
+    if entry.allows_kind(CredentialKind::Jwt) && entry.audiences.is_empty() {
+        return Err(invalid(
+            "audience",
+            "an entry that issues JWT-SVIDs needs at least one allowed audience",
+        ));
+    }
+    if entry.spiffe_id.path().is_empty() {
+        return Err(invalid(
+            "spiffe-id",
+            "a workload identity needs a path (spiffe://<trust domain>/<path>)",
+        ));
+    }
+    if entry.spiffe_id.path().starts_with("/mayfly/") || entry.spiffe_id.path() == "/mayfly" {
+        return Err(invalid(
+            "spiffe-id",
+            "the /mayfly path is reserved for the broker itself",
+        ));
+    }
+    Ok(())
+}
+
+fn secs(duration: Duration) -> u32 {
+    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
+}
+
+fn parse_spiffe_id(text: &str, trust_domain: &TrustDomain) -> Result<SpiffeId, EntryError> {
+    let id = SpiffeId::parse(text).map_err(|e| invalid("spiffe-id", e.to_string()))?;
+    if !id.is_member_of(trust_domain) {
+        return Err(invalid(
+            "spiffe-id",
+            format!("{id} is not in this server's trust domain {trust_domain}"),
+        ));
+    }
+    Ok(id)
+}
+
+fn parse_list<T: Ord>(
+    field: &'static str,
+    values: &[String],
+    parse: impl Fn(&str) -> Result<T, EntryError>,
+) -> Result<Vec<T>, EntryError> {
+    if values.len() > MAX_LIST {
+        return Err(invalid(field, format!("at most {MAX_LIST} values")));
+    }
+    let mut parsed = values
+        .iter()
+        .map(|v| parse(v))
+        .collect::<Result<Vec<T>, _>>()?;
+    parsed.sort();
+    parsed.dedup();
+    Ok(parsed)
+}
+
+fn check_ttl(field: &'static str, seconds: u32, max: Duration) -> Result<u32, EntryError> {
+    let max = max.min(HARD_TTL_CAP);
+    if seconds == 0 {
+        return Err(invalid(field, "must be at least 1 second"));
+    }
+    if u64::from(seconds) > max.as_secs() {
+        return Err(EntryError::TtlTooLong {
+            field,
+            asked: seconds.into(),
+            max: max.as_secs(),
+        });
+    }
+    Ok(seconds)
+}
+
+fn parse_text(field: &'static str, value: &str) -> Result<String, EntryError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(EntryError::Missing { field });
+    }
+    if value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!("at most {MAX_TEXT} bytes of text without control characters"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_label(field: &'static str, value: &str) -> Result<String, EntryError> {
+    if value.is_empty()
+        || value.len() > 64
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            field,
+            "1-64 lowercase letters, digits, '-' or '_' (e.g. prod, staging, phi, none)",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_dns_name(value: &str) -> Result<String, EntryError> {
+    let valid = !value.is_empty()
+        && value.len() <= 253
+        && value.split('.').enumerate().all(|(i, label)| {
+            (label == "*" && i == 0)
+                || (!label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        });
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid(
+            "dns-name",
+            format!("{value:?} is not a lowercase DNS name"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("example.org").unwrap()
+    }
+
+    fn spec() -> EntrySpec {
+        EntrySpec {
+            spiffe_id: Some("spiffe://example.org/billing/api".into()),
+            audiences: Some(vec!["payments".into()]),
+            owner: Some("team-billing@example.org".into()),
+            purpose: Some("bills patients".into()),
+            ..EntrySpec::default()
+        }
+    }
+
+    #[test]
+    fn create_applies_defaults() {
+        let entry = spec().create(&td(), &TtlPolicy::default(), 1_000).unwrap();
+        assert_eq!(entry.jwt_ttl_seconds, 300);
+        assert_eq!(entry.x509_ttl_seconds, 900);
+        assert_eq!(entry.expires_at, 1_000 + 90 * 86_400);
+        assert_eq!(entry.kinds, vec![CredentialKind::Jwt, CredentialKind::X509]);
+        assert_eq!(entry.revision, 1);
+    }
+
+    #[test]
+    fn create_refuses_missing_governance_fields() {
+        let ok = spec().create(&td(), &TtlPolicy::default(), 0);
+        assert!(ok.is_ok());
+        let no_owner = EntrySpec {
+            owner: None,
+            ..spec()
+        };
+        assert_eq!(
+            no_owner.create(&td(), &TtlPolicy::default(), 0),
+            Err(EntryError::Missing { field: "owner" })
+        );
+        let no_purpose = EntrySpec {
+            purpose: Some("  ".into()),
+            ..spec()
+        };
+        assert_eq!(
+            no_purpose.create(&td(), &TtlPolicy::default(), 0),
+            Err(EntryError::Missing { field: "purpose" })
+        );
+    }
+
+    #[test]
+    fn ttl_cap_is_enforced() {
+        let ok = EntrySpec {
+            jwt_ttl_seconds: Some(3600),
+            ..spec()
+        };
+        assert!(ok.create(&td(), &TtlPolicy::default(), 0).is_ok());
+        let long = EntrySpec {
+            jwt_ttl_seconds: Some(3601),
+            ..spec()
+        };
+        assert!(matches!(
+            long.create(&td(), &TtlPolicy::default(), 0),
+            Err(EntryError::TtlTooLong {
+                asked: 3601,
+                max: 3600,
+                ..
+            })
+        ));
+        let lower = TtlPolicy {
+            x509_max: Duration::from_secs(600),
+            ..TtlPolicy::default()
+        };
+        let over = EntrySpec {
+            x509_ttl_seconds: Some(601),
+            ..spec()
+        };
+        assert!(matches!(
+            over.create(&td(), &lower, 0),
+            Err(EntryError::TtlTooLong {
+                asked: 601,
+                max: 600,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn foreign_trust_domain_and_reserved_path_refused() {
+        let foreign = EntrySpec {
+            spiffe_id: Some("spiffe://other.org/x".into()),
+            ..spec()
+        };
+        assert!(foreign.create(&td(), &TtlPolicy::default(), 0).is_err());
+        let reserved = EntrySpec {
+            spiffe_id: Some("spiffe://example.org/mayfly/server".into()),
+            ..spec()
+        };
+        assert!(reserved.create(&td(), &TtlPolicy::default(), 0).is_err());
+    }
+
+    #[test]
+    fn selectors_and_labels_parse_strictly() {
+        assert!(Selector::parse("k8s:ns:billing").is_ok());
+        assert_eq!(Selector::parse("k8s:ns:billing").unwrap().kind(), "k8s");
+        assert!(Selector::parse("K8s:ns").is_err());
+        assert!(Selector::parse("k8s:").is_err());
+        assert!(Selector::parse("nocolon").is_err());
+        assert!(Selector::parse("k8s:has space").is_err());
+        assert!(parse_label("environment", "prod").is_ok());
+        assert!(parse_label("environment", "Prod").is_err());
+        assert!(parse_dns_name("api.example.org").is_ok());
+        assert!(parse_dns_name("API.example.org").is_err());
+        assert!(parse_dns_name("a..b").is_err());
+    }
+
+    #[test]
+    fn update_keeps_unset_fields_and_bumps_revision() {
+        let entry = spec().create(&td(), &TtlPolicy::default(), 0).unwrap();
+        let patch = EntrySpec {
+            purpose: Some("new purpose".into()),
+            ..EntrySpec::default()
+        };
+        let updated = patch
+            .update(&entry, &td(), &TtlPolicy::default(), 50)
+            .unwrap();
+        assert_eq!(updated.purpose, "new purpose");
+        assert_eq!(updated.owner, entry.owner);
+        assert_eq!(updated.revision, 2);
+        assert_eq!(updated.updated_at, 50);
+        let drop_audiences = EntrySpec {
+            audiences: Some(vec![]),
+            ..EntrySpec::default()
+        };
+        assert!(
+            drop_audiences
+                .update(&entry, &td(), &TtlPolicy::default(), 50)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn expiry_must_be_in_the_future() {
+        let past = EntrySpec {
+            expires_at: Some(10),
+            ..spec()
+        };
+        assert!(past.create(&td(), &TtlPolicy::default(), 10).is_err());
+        let future = EntrySpec {
+            expires_at: Some(11),
+            ..spec()
+        };
+        let entry = future.create(&td(), &TtlPolicy::default(), 10).unwrap();
+        assert!(!entry.is_expired(10));
+        assert!(entry.is_expired(11));
+    }
+}

@@ -1,0 +1,15 @@
+//! Registration entries and the policy that decides what an attested
+//! workload may obtain.
+//!
+//! An [`Entry`] names one identity (a SPIFFE ID) together with its
+//! governance: owner, purpose, environment, data class, an expiry date, the
+//! audiences it may ask JWT-SVIDs for, the credential kinds and TTLs. The
+//! [`EntryIndex`] is the in-process, lock-free snapshot the mint path reads.
+
+mod entry;
+mod index;
+
+pub use entry::{
+    CredentialKind, Entry, EntryError, EntryId, EntrySpec, HARD_TTL_CAP, Selector, TtlPolicy,
+};
+pub use index::EntryIndex;

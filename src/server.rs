@@ -1,0 +1,544 @@
+//! Starting, running and stopping the broker.
+//!
+//! [`start`] does the whole bootstrap (data directory, CA, store, audit log,
+//! listeners) and returns a [`RunningServer`]; [`main`] is what
+//! `mayfly server` runs: load the config (exit 64 when it is bad), start,
+//! print what happened and how to go on, wait for a signal, drain.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayfly_ca::{CaConfig, CertificateAuthority, LoadReport};
+use mayfly_sdk::proto::v1::admin_server::AdminServer;
+use mayfly_sdk::proto::v1::broker_server::BrokerServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::admin::{AdminService, AdminState, admin_peer_check};
+use crate::api::broker::BrokerService;
+use crate::api::bundle::BundlePublisher;
+use crate::api::http::{HttpState, router};
+use crate::api::tls::{ServerIdentity, incoming};
+use crate::audit::{AuditEvent, AuditLog};
+use crate::cli::ServerArgs;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Overrides};
+use crate::mint::{Minter, UsageTracker};
+use crate::policy::EntryIndex;
+use crate::store::{EmbeddedStore, Store};
+
+/// How often usage counters are written to the store.
+const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long shutdown waits for in-flight requests before forcing.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {reason}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The CA could not be loaded or created.
+    #[error("certificate authority: {0}")]
+    Ca(String),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(String),
+    /// The audit log could not be opened.
+    #[error("audit log: {0}")]
+    Audit(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {reason}")]
+    Bind {
+        /// The address or socket path.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// What [`start`] did, for the banner.
+#[derive(Debug, Clone)]
+pub struct StartReport {
+    /// What the CA loader created.
+    pub created_root: bool,
+    /// Whether a new intermediate was made.
+    pub created_intermediate: bool,
+    /// Whether a JWT key was made.
+    pub created_jwt_key: bool,
+    /// SHA-256 of the root certificate.
+    pub root_fingerprint: String,
+    /// The JWT signing key id.
+    pub jwt_key_id: String,
+    /// Where the root CA bundle was written for clients.
+    pub bundle_path: PathBuf,
+    /// Entries loaded from the store.
+    pub entries: usize,
+}
+
+/// A running broker. Dropping it does not stop it; call [`shutdown`](Self::shutdown).
+#[derive(Debug)]
+pub struct RunningServer {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    admin_socket: PathBuf,
+    config: Config,
+    report: StartReport,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    audit: AuditLog,
+    store: Arc<dyn Store>,
+    usage: Arc<UsageTracker>,
+}
+
+impl RunningServer {
+    /// The bound broker (gRPC over TLS) address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The admin socket path.
+    pub fn admin_socket(&self) -> &Path {
+        &self.admin_socket
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What bootstrap did.
+    pub fn report(&self) -> &StartReport {
+        &self.report
+    }
+
+    /// Stops accepting, drains in-flight requests (at most 10 s), saves
+    /// usage and closes the audit log.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let drain = async {
+            for task in self.tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            tracing::warn!(
+                "in-flight requests did not finish within {DRAIN_TIMEOUT:?}; forcing shutdown"
+            );
+        }
+        flush_usage(self.store.as_ref(), &self.usage).await;
+        if let Err(error) = self.audit.close().await {
+            tracing::error!(%error, "closing the audit log");
+        }
+        let _ = std::fs::remove_file(&self.admin_socket);
+    }
+}
+
+/// Bootstraps and starts the broker on `config`, with the system clock.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// Like [`start`], with a given clock (tests).
+pub async fn start_with_clock(
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, ServerError> {
+    crate::install_crypto_provider();
+    let data_dir = config.data_dir.clone();
+    mayfly_ca::files::ensure_private_dir(&data_dir).map_err(|e| ServerError::DataDir {
+        path: data_dir.clone(),
+        reason: e.to_string(),
+    })?;
+    let (ca, ca_report) = load_ca(&config, clock.as_ref())?;
+    let ca = Arc::new(ca);
+    let bundle_path = data_dir.join("bundle.pem");
+    mayfly_ca::files::write_public_atomic(&bundle_path, ca.root_certificate_pem().as_bytes())
+        .map_err(|e| ServerError::DataDir {
+            path: bundle_path.clone(),
+            reason: e.to_string(),
+        })?;
+
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&data_dir.join("store.redb"))
+            .map_err(|e| ServerError::Store(e.to_string()))?,
+    );
+    let audit =
+        AuditLog::open(&data_dir.join("audit")).map_err(|e| ServerError::Audit(e.to_string()))?;
+    let entries = Arc::new(EntryIndex::new(
+        store
+            .list_entries()
+            .await
+            .map_err(|e| ServerError::Store(e.to_string()))?,
+    ));
+    let usage = Arc::new(UsageTracker::new(
+        store
+            .usage()
+            .await
+            .map_err(|e| ServerError::Store(e.to_string()))?,
+    ));
+    let bundle = Arc::new(
+        BundlePublisher::new(&ca, 1, config.bundle_refresh_hint).map_err(ServerError::Ca)?,
+    );
+    let minter = Arc::new(
+        Minter::new(
+            ca.clone(),
+            entries.clone(),
+            store.clone(),
+            audit.clone(),
+            usage.clone(),
+            clock.clone(),
+            config.jwt_leeway,
+        )
+        .map_err(|e| ServerError::Ca(e.to_string()))?,
+    );
+
+    let grpc_listener = bind_tcp(config.grpc_listen).await?;
+    let http_listener = bind_tcp(config.http_listen).await?;
+    let grpc_addr = local_addr(&grpc_listener, config.grpc_listen)?;
+    let http_addr = local_addr(&http_listener, config.http_listen)?;
+    let admin_socket = config.admin_socket();
+    let admin_listener = bind_admin_socket(&admin_socket)?;
+    let admin_uid =
+        std::fs::metadata(&data_dir)
+            .map(|m| m.uid())
+            .map_err(|e| ServerError::DataDir {
+                path: data_dir.clone(),
+                reason: e.to_string(),
+            })?;
+
+    let identity = Arc::new(
+        ServerIdentity::new(
+            ca.clone(),
+            &config.server_dns_names,
+            &config.server_ip_addresses,
+        )
+        .map_err(ServerError::Tls)?,
+    );
+    let (tls_config, resolver) = identity
+        .server_config(clock.as_ref())
+        .map_err(ServerError::Tls)?;
+
+    let cancel = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let limits = config.limits.clone();
+
+    let broker = BrokerServer::new(BrokerService::new(
+        minter,
+        bundle.clone(),
+        config.trust_domain.clone(),
+    ))
+    .max_decoding_message_size(limits.max_message_bytes);
+    let connections = incoming(
+        grpc_listener,
+        tls_config,
+        limits.max_connections,
+        limits.request_timeout,
+        cancel.child_token(),
+    );
+    let shutdown = cancel.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .timeout(limits.request_timeout)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(broker)
+            .serve_with_incoming_shutdown(connections, shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "broker gRPC server stopped");
+        }
+    }));
+
+    let admin_state = AdminState {
+        config: config.clone(),
+        store: store.clone(),
+        entries,
+        usage: usage.clone(),
+        audit: audit.clone(),
+        clock: clock.clone(),
+        bundle: bundle.clone(),
+        grpc_addr: grpc_addr.to_string(),
+        http_addr: http_addr.to_string(),
+        root_fingerprint: ca.root_fingerprint_sha256(),
+    };
+    let admin =
+        AdminServer::with_interceptor(AdminService::new(admin_state), admin_peer_check(admin_uid));
+    let shutdown = cancel.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(admin)
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(admin_listener),
+                shutdown.cancelled_owned(),
+            )
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "admin server stopped");
+        }
+    }));
+
+    let issuer = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_addr}"));
+    let app = router(HttpState { bundle, issuer });
+    let shutdown = cancel.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(http_listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "HTTP server stopped");
+        }
+    }));
+
+    tasks.push(tokio::spawn(identity.keep_fresh(
+        resolver,
+        clock.clone(),
+        cancel.child_token(),
+    )));
+    tasks.push(tokio::spawn(usage_flusher(
+        store.clone(),
+        usage.clone(),
+        cancel.child_token(),
+    )));
+
+    let report = StartReport {
+        created_root: ca_report.created_root,
+        created_intermediate: ca_report.created_intermediate,
+        created_jwt_key: ca_report.created_jwt_key,
+        root_fingerprint: ca.root_fingerprint_sha256(),
+        jwt_key_id: ca.jwt_signer().key_id().to_owned(),
+        bundle_path,
+        entries: admin_entries_len(store.as_ref()).await,
+    };
+    audit
+        .append(AuditEvent {
+            action: "server.start".into(),
+            actor: "server".into(),
+            detail: Some(serde_json::json!({
+                "trust_domain": config.trust_domain.as_str(),
+                "grpc": grpc_addr.to_string(),
+                "http": http_addr.to_string(),
+                "root_fingerprint": report.root_fingerprint,
+                "jwt_key_id": report.jwt_key_id,
+                "created_root": report.created_root,
+                "created_intermediate": report.created_intermediate,
+            })),
+            ..AuditEvent::default()
+        })
+        .await
+        .map_err(|e| ServerError::Audit(e.to_string()))?;
+
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        admin_socket,
+        config,
+        report,
+        cancel,
+        tasks,
+        audit,
+        store,
+        usage,
+    })
+}
+
+async fn admin_entries_len(store: &dyn Store) -> usize {
+    store
+        .list_entries()
+        .await
+        .map(|e| e.len())
+        .unwrap_or_default()
+}
+
+fn load_ca(
+    config: &Config,
+    clock: &dyn Clock,
+) -> Result<(CertificateAuthority, LoadReport), ServerError> {
+    let mut ca_config = CaConfig::new(config.trust_domain.clone());
+    ca_config.root_ttl = config.root_ttl;
+    ca_config.intermediate_ttl = config.intermediate_ttl;
+    CertificateAuthority::load_or_create(&config.data_dir.join("ca"), &ca_config, clock.now())
+        .map_err(|e| ServerError::Ca(e.to_string()))
+}
+
+async fn bind_tcp(address: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| ServerError::Bind {
+            address: address.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+fn local_addr(listener: &TcpListener, configured: SocketAddr) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|e| ServerError::Bind {
+        address: configured.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn bind_admin_socket(path: &Path) -> Result<UnixListener, ServerError> {
+    let bind_error = |reason: String| ServerError::Bind {
+        address: path.display().to_string(),
+        reason,
+    };
+    // A socket left by a crashed server. Another live server cannot be using
+    // it: it would hold the store's lock, and opening the store came first.
+    if path.exists() {
+        std::fs::remove_file(path).map_err(|e| bind_error(e.to_string()))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| bind_error(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| bind_error(e.to_string()))?;
+    Ok(listener)
+}
+
+async fn usage_flusher(store: Arc<dyn Store>, usage: Arc<UsageTracker>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(USAGE_FLUSH_INTERVAL) => flush_usage(store.as_ref(), &usage).await,
+        }
+    }
+}
+
+async fn flush_usage(store: &dyn Store, usage: &UsageTracker) {
+    let dirty = usage.take_dirty();
+    if dirty.is_empty() {
+        return;
+    }
+    if let Err(error) = store.record_usage(&dirty).await {
+        tracing::warn!(%error, "cannot save usage records; will retry");
+        usage.restore_dirty(&dirty);
+    }
+}
+
+/// `mayfly server`: load config, start, print the banner, run until SIGINT
+/// or SIGTERM, drain.
+pub async fn main(args: &ServerArgs) -> ExitCode {
+    let overrides = Overrides {
+        trust_domain: args.trust_domain.clone(),
+        data_dir: args.data_dir.clone(),
+        grpc_listen: args.grpc_listen.clone(),
+        http_listen: args.http_listen.clone(),
+    };
+    let config = match Config::load(
+        args.config.as_deref(),
+        |name| std::env::var(name).ok(),
+        &overrides,
+    ) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("mayfly: bad configuration: {error}");
+            return ExitCode::from(64);
+        }
+    };
+    let server = match start(config).await {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("mayfly: cannot start: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    print_banner(&server);
+    wait_for_signal().await;
+    eprintln!(
+        "mayfly: shutting down (draining for up to {}s)",
+        DRAIN_TIMEOUT.as_secs()
+    );
+    server.shutdown().await;
+    eprintln!("mayfly: stopped");
+    ExitCode::SUCCESS
+}
+
+fn print_banner(server: &RunningServer) {
+    let config = server.config();
+    let report = server.report();
+    let data = config.data_dir.display();
+    let created = |made: bool| if made { "created" } else { "loaded" };
+    println!("Mayfly {} broker is running.", env!("CARGO_PKG_VERSION"));
+    println!();
+    println!("  trust domain     {}", config.trust_domain);
+    println!(
+        "  broker (gRPC)    https://{}   (TLS; mTLS for renew and mint)",
+        server.grpc_addr()
+    );
+    println!(
+        "  HTTP             http://{}    (/.well-known/openid-configuration, /keys, /bundle, /healthz)",
+        server.http_addr()
+    );
+    println!("  admin socket     {}", server.admin_socket().display());
+    println!("  data directory   {data}");
+    println!(
+        "  root CA          {} (sha256 {})",
+        created(report.created_root),
+        report.root_fingerprint
+    );
+    println!(
+        "  intermediate CA  {}",
+        created(report.created_intermediate)
+    );
+    println!(
+        "  JWT signing key  {} (kid {})",
+        created(report.created_jwt_key),
+        report.jwt_key_id
+    );
+    println!("  trust bundle     {}", report.bundle_path.display());
+    println!("  audit log        {data}/audit/audit.log");
+    println!("  entries          {}", report.entries);
+    println!();
+    println!("Next steps (in another terminal, same directory):");
+    println!(
+        "  mayfly entry create --spiffe-id spiffe://{}/demo/api --owner you@example.org \\\n      --purpose \"demo workload\" --audience demo-api",
+        config.trust_domain
+    );
+    println!("  mayfly token create --entry <ENTRY ID>");
+    println!("  mayfly client attest --join-token <TOKEN>");
+    println!("  mayfly client jwt --audience demo-api");
+    println!();
+    println!("Stop with Ctrl-C.");
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,1095 @@
+//! [`EmbeddedStore`]: the single-replica store, one redb file in the data
+//! directory.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{RedeemError, Store, StoreError, UsageRecord};
+use crate::attest::join_token::{JoinTokenRecord, TokenHash};
+use crate::policy::{Entry, EntryId};
+
+/// A table of JSON documents keyed by text.
+type JsonTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// `schema_version` → version text.
+const META: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("meta");
+/// Entry id → [`Entry`] JSON.
+const ENTRIES: JsonTable = TableDefinition::new("entries");
+/// SPIFFE ID → entry id; keeps SPIFFE IDs unique.
+const SPIFFE_IDS: TableDefinition<'static, &'static str, &'static str> =
+    TableDefinition::new("spiffe_ids");
+/// Token hash (hex) → [`JoinTokenRecord`] JSON.
+const JOIN_TOKENS: JsonTable = TableDefinition::new("join_tokens");
+/// Entry id → [`UsageRecord`] JSON.
+const USAGE: JsonTable = TableDefinition::new("usage");
+
+const SCHEMA_VERSION_KEY: &str = "schema_version";
+const SCHEMA_VERSION: &str = "1";
+
+/// The store holds kilobytes per entry; redb's default cache (1 GiB) is
+/// sized for far larger databases.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The embedded, single-replica [`Store`]: one ACID redb file, written by one
+/// process at a time.
+///
+/// Every commit is durable (fsynced) before the call returns. redb is
+/// synchronous, so each operation runs on Tokio's blocking pool; cloning
+/// the store is cheap and shares the open database.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// The file name the broker uses inside its data directory.
+    pub const FILE_NAME: &'static str = "store.redb";
+
+    /// Opens the store file at `path` (normally `<data dir>/store.redb`,
+    /// see [`EmbeddedStore::FILE_NAME`]), creating it with mode 0600 if
+    /// missing and tightening a looser mode to 0600.
+    ///
+    /// Blocks while the file is opened and its integrity checked; call it at
+    /// startup or from a blocking task.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] naming the path if the file cannot be
+    /// created or opened, or if another process (or another store in this
+    /// one) has it open; [`StoreError::Corrupt`] if it is not a valid store
+    /// or was written by an unknown schema version.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private_file(path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            // Verify checksums on open, so a damaged file is reported as
+            // Corrupt instead of being trusted.
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|error| open_error(path, error))?;
+        initialize(&db, path)?;
+        tracing::debug!(path = %path.display(), "embedded store open");
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            path: Arc::new(path.to_owned()),
+        })
+    }
+
+    /// The store file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs a synchronous redb operation on the blocking pool.
+    async fn run<T, E>(
+        &self,
+        operation: impl FnOnce(&Database) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        match tokio::task::spawn_blocking(move || operation(&db)).await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => Err(StoreError::Internal {
+                reason: format!("store task panicked: {error}"),
+            }
+            .into()),
+            Err(error) => Err(StoreError::Unavailable {
+                reason: format!("store task cancelled: {error}"),
+            }
+            .into()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EmbeddedStore {
+    async fn list_entries(&self) -> Result<Vec<Entry>, StoreError> {
+        self.run(|db| read_all(db, ENTRIES, "entry")).await
+    }
+
+    async fn entry(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
+        let id = id.clone();
+        self.run(move |db| read_one(db, ENTRIES, "entry", id.as_str()))
+            .await
+    }
+
+    async fn create_entry(&self, entry: &Entry) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        self.run(move |db| write(db, |txn| create_entry(txn, &entry)))
+            .await
+    }
+
+    async fn update_entry(&self, entry: &Entry, expected_revision: u64) -> Result<(), StoreError> {
+        if entry.revision <= expected_revision {
+            return Err(StoreError::Internal {
+                reason: format!(
+                    "update of entry {} to revision {} does not raise expected revision {expected_revision}",
+                    entry.id, entry.revision
+                ),
+            });
+        }
+        let entry = entry.clone();
+        self.run(move |db| write(db, |txn| update_entry(txn, &entry, expected_revision)))
+            .await
+    }
+
+    async fn delete_entry(&self, id: &EntryId) -> Result<Entry, StoreError> {
+        let id = id.clone();
+        self.run(move |db| write(db, |txn| delete_entry(txn, &id)))
+            .await
+    }
+
+    async fn insert_join_token(&self, record: &JoinTokenRecord) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.run(move |db| write(db, |txn| insert_join_token(txn, &record)))
+            .await
+    }
+
+    async fn redeem_join_token(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<JoinTokenRecord, RedeemError> {
+        let hash = hash.clone();
+        self.run(move |db| write(db, |txn| redeem_join_token(txn, &hash, now)))
+            .await
+    }
+
+    async fn prune_join_tokens(&self, before: i64) -> Result<usize, StoreError> {
+        self.run(move |db| write(db, |txn| prune_join_tokens(txn, before)))
+            .await
+    }
+
+    async fn record_usage(&self, usage: &[UsageRecord]) -> Result<(), StoreError> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let usage = usage.to_vec();
+        self.run(move |db| write(db, |txn| record_usage(txn, &usage)))
+            .await
+    }
+
+    async fn usage(&self) -> Result<Vec<UsageRecord>, StoreError> {
+        self.run(|db| read_all(db, USAGE, "usage record")).await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Opening
+
+/// Creates the file with mode 0600 before redb opens it, so it is never
+/// readable by others, even for a moment.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let unavailable = |action: &str, error: std::io::Error| StoreError::Unavailable {
+        reason: format!("cannot {action} {}: {error}", path.display()),
+    };
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path).map_err(|e| unavailable("create", e))?;
+        let metadata = file.metadata().map_err(|e| unavailable("inspect", e))?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "store file was readable by others; setting mode 0600");
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| unavailable("restrict permissions of", e))?;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        options.open(path).map_err(|e| unavailable("create", e))?;
+    }
+    Ok(())
+}
+
+fn open_error(path: &Path, error: DatabaseError) -> StoreError {
+    let path = path.display();
+    match error {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            StoreError::Unavailable {
+                reason: format!(
+                    "{path} is in use by another process; is another mayfly server running on this data directory?"
+                ),
+            }
+        }
+        DatabaseError::UpgradeRequired(version) => StoreError::Corrupt {
+            reason: format!("{path} uses redb file format {version}, which this build cannot read"),
+        },
+        DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => StoreError::Corrupt {
+            reason: format!("{path}: {reason}"),
+        },
+        other => StoreError::Unavailable {
+            reason: format!("cannot open {path}: {other}"),
+        },
+    }
+}
+
+/// Creates every table and checks (or, in a new file, writes) the schema
+/// version, in one transaction.
+fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
+    write(db, |txn| {
+        {
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            let version = meta
+                .get(SCHEMA_VERSION_KEY)
+                .map_err(backend)?
+                .map(|guard| guard.value().to_owned());
+            match version.as_deref() {
+                None => {
+                    meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)
+                        .map_err(backend)?;
+                    tracing::info!(path = %path.display(), "created embedded store");
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(other) => {
+                    return Err(StoreError::Corrupt {
+                        reason: format!(
+                            "{} has store schema version {other:?}; this build knows {SCHEMA_VERSION:?}",
+                            path.display()
+                        ),
+                    });
+                }
+            }
+        }
+        for table in [ENTRIES, JOIN_TOKENS, USAGE] {
+            txn.open_table(table).map_err(backend)?;
+        }
+        txn.open_table(SPIFFE_IDS).map_err(backend)?;
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Transactions and encoding
+
+/// Runs `body` in one write transaction, committing only if it succeeds;
+/// on error the transaction is dropped, which rolls it back.
+fn write<T, E: From<StoreError>>(
+    db: &Database,
+    body: impl FnOnce(&WriteTransaction) -> Result<T, E>,
+) -> Result<T, E> {
+    let txn = db.begin_write().map_err(backend)?;
+    let value = body(&txn)?;
+    txn.commit().map_err(backend)?;
+    Ok(value)
+}
+
+fn read_all<T: DeserializeOwned>(
+    db: &Database,
+    table: JsonTable,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(table).map_err(backend)?;
+    let mut values =
+        Vec::with_capacity(usize::try_from(table.len().map_err(backend)?).unwrap_or(0));
+    for row in table.iter().map_err(backend)? {
+        let (key, value) = row.map_err(backend)?;
+        values.push(decode(what, key.value(), value.value())?);
+    }
+    Ok(values)
+}
+
+fn read_one<T: DeserializeOwned>(
+    db: &Database,
+    table: JsonTable,
+    what: &str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(table).map_err(backend)?;
+    let value = table.get(key).map_err(backend)?;
+    value
+        .map(|guard| decode(what, key, guard.value()))
+        .transpose()
+}
+
+/// Reads and decodes one JSON row inside a write transaction.
+fn get_json<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    what: &str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let value = table.get(key).map_err(backend)?;
+    value
+        .map(|guard| decode(what, key, guard.value()))
+        .transpose()
+}
+
+fn decode<T: DeserializeOwned>(what: &str, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        reason: format!("{what} {key}: {error}"),
+    })
+}
+
+fn encode(what: &str, key: &str, value: &impl Serialize) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|error| StoreError::Internal {
+        reason: format!("cannot encode {what} {key}: {error}"),
+    })
+}
+
+/// Maps a redb error; its type does not leave this module.
+fn backend(error: impl Into<redb::Error>) -> StoreError {
+    match error.into() {
+        redb::Error::Corrupted(reason) => StoreError::Corrupt { reason },
+        other => StoreError::Unavailable {
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn entry_not_found(id: &EntryId) -> StoreError {
+    StoreError::NotFound {
+        what: format!("entry {id}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Operations, each inside one write transaction
+
+fn create_entry(txn: &WriteTransaction, entry: &Entry) -> Result<(), StoreError> {
+    let id = entry.id.as_str();
+    let spiffe_id = entry.spiffe_id.as_str();
+    let mut entries = txn.open_table(ENTRIES).map_err(backend)?;
+    let mut spiffe_ids = txn.open_table(SPIFFE_IDS).map_err(backend)?;
+    if entries.get(id).map_err(backend)?.is_some() {
+        return Err(StoreError::Conflict {
+            reason: format!("entry {id} already exists"),
+        });
+    }
+    if let Some(owner) = spiffe_ids.get(spiffe_id).map_err(backend)? {
+        return Err(StoreError::Conflict {
+            reason: format!(
+                "{spiffe_id} is already registered as entry {}",
+                owner.value()
+            ),
+        });
+    }
+    entries
+        .insert(id, encode("entry", id, entry)?.as_slice())
+        .map_err(backend)?;
+    spiffe_ids.insert(spiffe_id, id).map_err(backend)?;
+    Ok(())
+}
+
+fn update_entry(
+    txn: &WriteTransaction,
+    entry: &Entry,
+    expected_revision: u64,
+) -> Result<(), StoreError> {
+    let id = entry.id.as_str();
+    let mut entries = txn.open_table(ENTRIES).map_err(backend)?;
+    let mut spiffe_ids = txn.open_table(SPIFFE_IDS).map_err(backend)?;
+    let stored: Entry =
+        get_json(&entries, "entry", id)?.ok_or_else(|| entry_not_found(&entry.id))?;
+    if stored.revision != expected_revision {
+        return Err(StoreError::Conflict {
+            reason: format!(
+                "entry {id} is at revision {}, not {expected_revision}; it changed since it was read",
+                stored.revision
+            ),
+        });
+    }
+    let old_spiffe_id = stored.spiffe_id.as_str();
+    let new_spiffe_id = entry.spiffe_id.as_str();
+    if old_spiffe_id != new_spiffe_id {
+        let owner = spiffe_ids
+            .get(new_spiffe_id)
+            .map_err(backend)?
+            .map(|guard| guard.value().to_owned());
+        if let Some(owner) = owner.filter(|owner| owner != id) {
+            return Err(StoreError::Conflict {
+                reason: format!("{new_spiffe_id} is already registered as entry {owner}"),
+            });
+        }
+        remove_spiffe_id_of(&mut spiffe_ids, old_spiffe_id, id)?;
+    }
+    spiffe_ids.insert(new_spiffe_id, id).map_err(backend)?;
+    entries
+        .insert(id, encode("entry", id, entry)?.as_slice())
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn delete_entry(txn: &WriteTransaction, id: &EntryId) -> Result<Entry, StoreError> {
+    let mut entries = txn.open_table(ENTRIES).map_err(backend)?;
+    let mut spiffe_ids = txn.open_table(SPIFFE_IDS).map_err(backend)?;
+    let mut usage = txn.open_table(USAGE).map_err(backend)?;
+    let removed: Entry = entries
+        .remove(id.as_str())
+        .map_err(backend)?
+        .map(|guard| decode("entry", id.as_str(), guard.value()))
+        .transpose()?
+        .ok_or_else(|| entry_not_found(id))?;
+    remove_spiffe_id_of(&mut spiffe_ids, removed.spiffe_id.as_str(), id.as_str())?;
+    usage.remove(id.as_str()).map_err(backend)?;
+    Ok(removed)
+}
+
+/// Removes `spiffe_id → id`, leaving a mapping to another entry alone.
+fn remove_spiffe_id_of(
+    spiffe_ids: &mut redb::Table<'_, &'static str, &'static str>,
+    spiffe_id: &str,
+    id: &str,
+) -> Result<(), StoreError> {
+    let owned_by_id = spiffe_ids
+        .get(spiffe_id)
+        .map_err(backend)?
+        .is_some_and(|owner| owner.value() == id);
+    if owned_by_id {
+        spiffe_ids.remove(spiffe_id).map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn insert_join_token(txn: &WriteTransaction, record: &JoinTokenRecord) -> Result<(), StoreError> {
+    let key = record.hash.as_str();
+    let entries = txn.open_table(ENTRIES).map_err(backend)?;
+    let mut tokens = txn.open_table(JOIN_TOKENS).map_err(backend)?;
+    if entries
+        .get(record.entry_id.as_str())
+        .map_err(backend)?
+        .is_none()
+    {
+        return Err(entry_not_found(&record.entry_id));
+    }
+    if tokens.get(key).map_err(backend)?.is_some() {
+        return Err(StoreError::Conflict {
+            reason: format!("join token {} already exists", record.hash.token_id()),
+        });
+    }
+    tokens
+        .insert(
+            key,
+            encode("join token", &record.hash.token_id(), record)?.as_slice(),
+        )
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn redeem_join_token(
+    txn: &WriteTransaction,
+    hash: &TokenHash,
+    now: i64,
+) -> Result<JoinTokenRecord, RedeemError> {
+    let mut tokens = txn.open_table(JOIN_TOKENS).map_err(backend)?;
+    let mut record: JoinTokenRecord =
+        get_json(&tokens, "join token", hash.as_str())?.ok_or(RedeemError::Unknown)?;
+    if let Some(used_at) = record.used_at {
+        return Err(RedeemError::AlreadyUsed { used_at });
+    }
+    if record.is_expired(now) {
+        return Err(RedeemError::Expired {
+            expired_at: record.expires_at,
+        });
+    }
+    record.used_at = Some(now);
+    tokens
+        .insert(
+            hash.as_str(),
+            encode("join token", &hash.token_id(), &record)?.as_slice(),
+        )
+        .map_err(backend)?;
+    Ok(record)
+}
+
+fn prune_join_tokens(txn: &WriteTransaction, before: i64) -> Result<usize, StoreError> {
+    let mut tokens = txn.open_table(JOIN_TOKENS).map_err(backend)?;
+    let mut expired = Vec::new();
+    for row in tokens.iter().map_err(backend)? {
+        let (key, value) = row.map_err(backend)?;
+        let record: JoinTokenRecord = decode("join token", key.value(), value.value())?;
+        if record.expires_at < before {
+            expired.push(key.value().to_owned());
+        }
+    }
+    for key in &expired {
+        tokens.remove(key.as_str()).map_err(backend)?;
+    }
+    Ok(expired.len())
+}
+
+fn record_usage(txn: &WriteTransaction, batch: &[UsageRecord]) -> Result<(), StoreError> {
+    let entries = txn.open_table(ENTRIES).map_err(backend)?;
+    let mut usage = txn.open_table(USAGE).map_err(backend)?;
+    for record in batch {
+        let id = record.entry_id.as_str();
+        if entries.get(id).map_err(backend)?.is_none() {
+            continue;
+        }
+        let stored: Option<UsageRecord> = get_json(&usage, "usage record", id)?;
+        let merged = UsageRecord {
+            entry_id: record.entry_id.clone(),
+            last_minted_at: stored.map_or(record.last_minted_at, |stored| {
+                stored.last_minted_at.max(record.last_minted_at)
+            }),
+            mint_count: record.mint_count,
+        };
+        usage
+            .insert(id, encode("usage record", id, &merged)?.as_slice())
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use mayfly_sdk::TrustDomain;
+
+    use super::*;
+    use crate::attest::join_token::JoinTokenSecret;
+    use crate::policy::{EntrySpec, TtlPolicy};
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn new_store() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join(EmbeddedStore::FILE_NAME)).unwrap();
+        (dir, store)
+    }
+
+    fn entry(path: &str) -> Entry {
+        EntrySpec {
+            spiffe_id: Some(format!("spiffe://example.org/{path}")),
+            audiences: Some(vec!["payments".into()]),
+            owner: Some("team@example.org".into()),
+            purpose: Some("tests".into()),
+            ..EntrySpec::default()
+        }
+        .create(
+            &TrustDomain::new("example.org").unwrap(),
+            &TtlPolicy::default(),
+            NOW,
+        )
+        .unwrap()
+    }
+
+    fn changed(entry: &Entry, path: &str) -> Entry {
+        let mut next = entry.clone();
+        next.spiffe_id = format!("spiffe://example.org/{path}").parse().unwrap();
+        next.revision = entry.revision + 1;
+        next
+    }
+
+    fn token_for(entry: &Entry, expires_at: i64) -> (JoinTokenSecret, JoinTokenRecord) {
+        let secret = JoinTokenSecret::generate();
+        let record = JoinTokenRecord {
+            hash: secret.hash(),
+            entry_id: entry.id.clone(),
+            created_at: NOW,
+            expires_at,
+            created_by: "operator".into(),
+            used_at: None,
+        };
+        (secret, record)
+    }
+
+    #[tokio::test]
+    async fn entry_crud_round_trip() {
+        let (_dir, store) = new_store();
+        let first = entry("billing/api");
+        let second = entry("billing/worker");
+        store.create_entry(&first).await.unwrap();
+        store.create_entry(&second).await.unwrap();
+        assert_eq!(store.entry(&first.id).await.unwrap(), Some(first.clone()));
+        let mut listed = store.list_entries().await.unwrap();
+        listed.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut expected = vec![first.clone(), second.clone()];
+        expected.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(listed, expected);
+
+        let mut updated = first.clone();
+        updated.purpose = "bills patients".into();
+        updated.revision = 2;
+        store.update_entry(&updated, 1).await.unwrap();
+        assert_eq!(store.entry(&first.id).await.unwrap(), Some(updated.clone()));
+
+        assert_eq!(store.delete_entry(&first.id).await.unwrap(), updated);
+        assert_eq!(store.entry(&first.id).await.unwrap(), None);
+        assert_eq!(store.list_entries().await.unwrap(), vec![second]);
+    }
+
+    #[tokio::test]
+    async fn duplicate_spiffe_id_or_id_is_a_conflict() {
+        let (_dir, store) = new_store();
+        let original = entry("billing/api");
+        store.create_entry(&original).await.unwrap();
+
+        let same_spiffe_id = entry("billing/api");
+        assert!(matches!(
+            store.create_entry(&same_spiffe_id).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let mut same_id = entry("billing/other");
+        same_id.id = original.id.clone();
+        assert!(matches!(
+            store.create_entry(&same_id).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(store.list_entries().await.unwrap(), vec![original]);
+
+        // Positive control: a distinct entry is accepted.
+        store.create_entry(&entry("billing/other")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn update_with_stale_revision_is_a_conflict() {
+        let (_dir, store) = new_store();
+        let original = entry("billing/api");
+        store.create_entry(&original).await.unwrap();
+        let mut first_writer = original.clone();
+        first_writer.purpose = "first".into();
+        first_writer.revision = 2;
+        let mut second_writer = original.clone();
+        second_writer.purpose = "second".into();
+        second_writer.revision = 2;
+
+        store.update_entry(&first_writer, 1).await.unwrap();
+        assert!(matches!(
+            store.update_entry(&second_writer, 1).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(
+            store.entry(&original.id).await.unwrap(),
+            Some(first_writer.clone())
+        );
+
+        // Positive control: re-read and retry against the current revision.
+        second_writer.revision = 3;
+        store.update_entry(&second_writer, 2).await.unwrap();
+        assert_eq!(
+            store.entry(&original.id).await.unwrap(),
+            Some(second_writer)
+        );
+    }
+
+    #[tokio::test]
+    async fn update_that_does_not_raise_the_revision_is_refused() {
+        let (_dir, store) = new_store();
+        let original = entry("billing/api");
+        store.create_entry(&original).await.unwrap();
+        assert!(matches!(
+            store.update_entry(&original, 1).await,
+            Err(StoreError::Internal { .. })
+        ));
+        let mut raised = original.clone();
+        raised.revision = 2;
+        store.update_entry(&raised, 1).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn update_keeps_spiffe_ids_unique() {
+        let (_dir, store) = new_store();
+        let api = entry("billing/api");
+        let worker = entry("billing/worker");
+        store.create_entry(&api).await.unwrap();
+        store.create_entry(&worker).await.unwrap();
+
+        assert!(matches!(
+            store
+                .update_entry(&changed(&api, "billing/worker"), 1)
+                .await,
+            Err(StoreError::Conflict { .. })
+        ));
+
+        // Moving to a free SPIFFE ID works and releases the old one.
+        let moved = changed(&api, "billing/api-v2");
+        store.update_entry(&moved, 1).await.unwrap();
+        assert_eq!(store.entry(&api.id).await.unwrap(), Some(moved));
+        store.create_entry(&entry("billing/api")).await.unwrap();
+        assert!(matches!(
+            store.create_entry(&entry("billing/api-v2")).await,
+            Err(StoreError::Conflict { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn update_or_delete_of_a_missing_entry_is_not_found() {
+        let (_dir, store) = new_store();
+        let present = entry("billing/api");
+        store.create_entry(&present).await.unwrap();
+        let absent = entry("billing/absent");
+
+        assert!(matches!(
+            store
+                .update_entry(&changed(&absent, "billing/absent"), 1)
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.delete_entry(&absent.id).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        // Positive control.
+        assert_eq!(store.delete_entry(&present.id).await.unwrap(), present);
+        assert!(matches!(
+            store.delete_entry(&present.id).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        // The SPIFFE ID is free again.
+        store.create_entry(&entry("billing/api")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn join_token_redeems_once_then_reports_reuse() {
+        let (_dir, store) = new_store();
+        let node = entry("node/1");
+        store.create_entry(&node).await.unwrap();
+        let (secret, record) = token_for(&node, NOW + 600);
+        store.insert_join_token(&record).await.unwrap();
+
+        let redeemed = store
+            .redeem_join_token(&secret.hash(), NOW + 10)
+            .await
+            .unwrap();
+        assert_eq!(redeemed.entry_id, node.id);
+        assert_eq!(redeemed.used_at, Some(NOW + 10));
+        assert_eq!(
+            store.redeem_join_token(&secret.hash(), NOW + 20).await,
+            Err(RedeemError::AlreadyUsed { used_at: NOW + 10 })
+        );
+        // Reuse is still reported as reuse after expiry.
+        assert_eq!(
+            store.redeem_join_token(&secret.hash(), NOW + 700).await,
+            Err(RedeemError::AlreadyUsed { used_at: NOW + 10 })
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_join_token_is_refused() {
+        let (_dir, store) = new_store();
+        let node = entry("node/1");
+        store.create_entry(&node).await.unwrap();
+        let (expired, expired_record) = token_for(&node, NOW + 600);
+        let (fresh, fresh_record) = token_for(&node, NOW + 600);
+        store.insert_join_token(&expired_record).await.unwrap();
+        store.insert_join_token(&fresh_record).await.unwrap();
+
+        assert_eq!(
+            store.redeem_join_token(&expired.hash(), NOW + 600).await,
+            Err(RedeemError::Expired {
+                expired_at: NOW + 600
+            })
+        );
+        // Refusal changed nothing: still expired, not used.
+        assert_eq!(
+            store.redeem_join_token(&expired.hash(), NOW + 601).await,
+            Err(RedeemError::Expired {
+                expired_at: NOW + 600
+            })
+        );
+        // Positive control: one second earlier it is valid.
+        assert!(
+            store
+                .redeem_join_token(&fresh.hash(), NOW + 599)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_join_token_is_refused() {
+        let (_dir, store) = new_store();
+        let node = entry("node/1");
+        store.create_entry(&node).await.unwrap();
+        let (known, record) = token_for(&node, NOW + 600);
+        store.insert_join_token(&record).await.unwrap();
+
+        let stranger = JoinTokenSecret::generate();
+        assert_eq!(
+            store.redeem_join_token(&stranger.hash(), NOW).await,
+            Err(RedeemError::Unknown)
+        );
+        assert!(store.redeem_join_token(&known.hash(), NOW).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn join_token_needs_a_registered_entry_and_a_fresh_hash() {
+        let (_dir, store) = new_store();
+        let node = entry("node/1");
+        let (_, record) = token_for(&node, NOW + 600);
+        assert!(matches!(
+            store.insert_join_token(&record).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        store.create_entry(&node).await.unwrap();
+        store.insert_join_token(&record).await.unwrap();
+        assert!(matches!(
+            store.insert_join_token(&record).await,
+            Err(StoreError::Conflict { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_redemptions_yield_exactly_one_success() {
+        let (_dir, store) = new_store();
+        let node = entry("node/1");
+        store.create_entry(&node).await.unwrap();
+        let (secret, record) = token_for(&node, NOW + 600);
+        store.insert_join_token(&record).await.unwrap();
+
+        let store = Arc::new(store);
+        let start = Arc::new(tokio::sync::Barrier::new(16));
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                let start = Arc::clone(&start);
+                let hash = secret.hash();
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store.redeem_join_token(&hash, NOW + i).await
+                })
+            })
+            .collect();
+        let mut successes = 0;
+        let mut reuses = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => successes += 1,
+                Err(RedeemError::AlreadyUsed { .. }) => reuses += 1,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!((successes, reuses), (1, 15));
+    }
+
+    #[tokio::test]
+    async fn data_survives_close_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EmbeddedStore::FILE_NAME);
+        let node = entry("node/1");
+        let (secret, record) = token_for(&node, NOW + 600);
+        let usage = UsageRecord {
+            entry_id: node.id.clone(),
+            last_minted_at: NOW,
+            mint_count: 7,
+        };
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.create_entry(&node).await.unwrap();
+            store.insert_join_token(&record).await.unwrap();
+            store
+                .redeem_join_token(&secret.hash(), NOW + 1)
+                .await
+                .unwrap();
+            store
+                .record_usage(std::slice::from_ref(&usage))
+                .await
+                .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.list_entries().await.unwrap(), vec![node]);
+        assert_eq!(
+            store.redeem_join_token(&secret.hash(), NOW + 2).await,
+            Err(RedeemError::AlreadyUsed { used_at: NOW + 1 })
+        );
+        assert_eq!(store.usage().await.unwrap(), vec![usage]);
+    }
+
+    #[tokio::test]
+    async fn second_open_is_refused_naming_the_path() {
+        let (dir, store) = new_store();
+        let path = dir.path().join(EmbeddedStore::FILE_NAME);
+        match EmbeddedStore::open(&path) {
+            Err(StoreError::Unavailable { reason }) => {
+                assert!(reason.contains(&path.display().to_string()), "{reason}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        // Positive control: once the first is closed, it opens.
+        drop(store);
+        EmbeddedStore::open(&path).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn store_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EmbeddedStore::FILE_NAME);
+        drop(EmbeddedStore::open(&path).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(EmbeddedStore::open(&path).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn unknown_schema_version_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EmbeddedStore::FILE_NAME);
+        let store = EmbeddedStore::open(&path).unwrap();
+        write(&store.db, |txn| {
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            meta.insert(SCHEMA_VERSION_KEY, "2").map_err(backend)?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        drop(store);
+        assert!(matches!(
+            EmbeddedStore::open(&path),
+            Err(StoreError::Corrupt { .. })
+        ));
+
+        let db = Database::create(&path).unwrap();
+        write(&db, |txn| {
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)
+                .map_err(backend)?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        drop(db);
+        // Positive control: with our version back, the same file opens.
+        EmbeddedStore::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EmbeddedStore::FILE_NAME);
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let error = EmbeddedStore::open(&path).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Corrupt { .. } | StoreError::Unavailable { .. }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains(&path.display().to_string()),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn stored_garbage_is_reported_as_corrupt() {
+        let (_dir, store) = new_store();
+        let good = entry("billing/api");
+        store.create_entry(&good).await.unwrap();
+        assert!(store.list_entries().await.is_ok());
+        write(&store.db, |txn| {
+            let mut entries = txn.open_table(ENTRIES).map_err(backend)?;
+            entries
+                .insert("0123456789abcdef", b"{not json".as_slice())
+                .map_err(backend)?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        assert!(matches!(
+            store.list_entries().await,
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn prune_removes_only_expired_tokens() {
+        let (_dir, store) = new_store();
+        let node = entry("node/1");
+        store.create_entry(&node).await.unwrap();
+        let (old_unused, record) = token_for(&node, NOW + 100);
+        store.insert_join_token(&record).await.unwrap();
+        let (old_used, record) = token_for(&node, NOW + 100);
+        store.insert_join_token(&record).await.unwrap();
+        store
+            .redeem_join_token(&old_used.hash(), NOW)
+            .await
+            .unwrap();
+        let (at_boundary, record) = token_for(&node, NOW + 200);
+        store.insert_join_token(&record).await.unwrap();
+        let (live, record) = token_for(&node, NOW + 300);
+        store.insert_join_token(&record).await.unwrap();
+
+        assert_eq!(store.prune_join_tokens(NOW + 200).await.unwrap(), 2);
+        assert_eq!(
+            store.redeem_join_token(&old_unused.hash(), NOW).await,
+            Err(RedeemError::Unknown)
+        );
+        assert_eq!(
+            store.redeem_join_token(&old_used.hash(), NOW).await,
+            Err(RedeemError::Unknown)
+        );
+        assert!(
+            store
+                .redeem_join_token(&at_boundary.hash(), NOW)
+                .await
+                .is_ok()
+        );
+        assert!(store.redeem_join_token(&live.hash(), NOW).await.is_ok());
+        assert_eq!(store.prune_join_tokens(NOW + 200).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn usage_round_trip() {
+        let (_dir, store) = new_store();
+        let api = entry("billing/api");
+        let worker = entry("billing/worker");
+        store.create_entry(&api).await.unwrap();
+        store.create_entry(&worker).await.unwrap();
+        assert_eq!(store.usage().await.unwrap(), vec![]);
+
+        let record = |entry: &Entry, last_minted_at, mint_count| UsageRecord {
+            entry_id: entry.id.clone(),
+            last_minted_at,
+            mint_count,
+        };
+        store
+            .record_usage(&[record(&api, NOW + 10, 3), record(&worker, NOW + 5, 1)])
+            .await
+            .unwrap();
+        // Absolute count; the later time wins even if a batch arrives late.
+        store
+            .record_usage(&[record(&api, NOW + 8, 5)])
+            .await
+            .unwrap();
+        store.record_usage(&[]).await.unwrap();
+
+        let mut usage = store.usage().await.unwrap();
+        usage.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
+        let mut expected = vec![record(&api, NOW + 10, 5), record(&worker, NOW + 5, 1)];
+        expected.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
+        assert_eq!(usage, expected);
+
+        // Deleting an entry drops its usage, and a late batch does not bring
+        // it back.
+        store.delete_entry(&api.id).await.unwrap();
+        store
+            .record_usage(&[record(&api, NOW + 20, 6)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.usage().await.unwrap(),
+            vec![record(&worker, NOW + 5, 1)]
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Durable state: registration entries, join tokens and usage.
+//!
+//! [`Store`] is the backend-neutral interface the broker talks to.
+//! [`EmbeddedStore`] keeps everything in one ACID file in the data directory
+//! (the single-replica default); a Redis backend serves several replicas.
+//!
+//! The hot path never waits on the store: the broker loads entries into an
+//! in-process index and batches usage writes. What must be atomic is atomic
+//! in the store itself: entry create/update/delete (with SPIFFE ID
+//! uniqueness and optimistic concurrency) and join token redemption.
+//!
+//! ```no_run
+//! # async fn example(data_dir: &std::path::Path) -> Result<(), mayfly::store::StoreError> {
+//! use mayfly::store::{EmbeddedStore, Store};
+//!
+//! let store = EmbeddedStore::open(&data_dir.join(EmbeddedStore::FILE_NAME))?;
+//! for entry in store.list_entries().await? {
+//!     println!("{} {}", entry.id, entry.spiffe_id);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod embedded;
+
+use serde::{Deserialize, Serialize};
+
+use crate::attest::join_token::{JoinTokenRecord, TokenHash};
+use crate::policy::{Entry, EntryId};
+
+pub use embedded::EmbeddedStore;
+
+/// Where the broker keeps entries, join tokens and usage.
+///
+/// Every method is atomic: it either happens completely or not at all.
+/// Times are Unix seconds, passed in by the caller so that tests and every
+/// replica agree on one clock.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Every registered entry, in id order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`], or [`StoreError::Corrupt`] if a stored
+    /// entry cannot be decoded.
+    async fn list_entries(&self) -> Result<Vec<Entry>, StoreError>;
+
+    /// The entry with this id, if registered.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn entry(&self, id: &EntryId) -> Result<Option<Entry>, StoreError>;
+
+    /// Registers a new entry.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] if the id or the SPIFFE ID is already
+    /// registered; [`StoreError::Unavailable`].
+    async fn create_entry(&self, entry: &Entry) -> Result<(), StoreError>;
+
+    /// Replaces the entry with `entry.id` if its stored revision is
+    /// `expected_revision` (optimistic concurrency). `entry.revision` must be
+    /// greater than `expected_revision`, so that a second writer holding the
+    /// same old revision is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] if the entry is absent;
+    /// [`StoreError::Conflict`] if the stored revision differs or the new
+    /// SPIFFE ID belongs to another entry; [`StoreError::Internal`] if
+    /// `entry.revision` is not greater than `expected_revision`;
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`].
+    async fn update_entry(&self, entry: &Entry, expected_revision: u64) -> Result<(), StoreError>;
+
+    /// Removes and returns the entry, together with its usage record. Join
+    /// tokens minted for it stay until pruned; redeeming one yields an entry
+    /// id that no longer resolves.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] if absent; [`StoreError::Unavailable`];
+    /// [`StoreError::Corrupt`].
+    async fn delete_entry(&self, id: &EntryId) -> Result<Entry, StoreError>;
+
+    /// Records a freshly minted join token.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] if `record.entry_id` is not registered;
+    /// [`StoreError::Conflict`] if a token with this hash exists;
+    /// [`StoreError::Unavailable`].
+    async fn insert_join_token(&self, record: &JoinTokenRecord) -> Result<(), StoreError>;
+
+    /// Checks that the token is known, unused and unexpired at `now`, and
+    /// marks it used, in one write transaction: of any number of concurrent
+    /// redemptions of one token, exactly one succeeds. Returns the record as
+    /// updated (`used_at == Some(now)`).
+    ///
+    /// A used or expired token stays recorded until
+    /// [`Store::prune_join_tokens`] removes it, so reuse is reported as reuse.
+    ///
+    /// # Errors
+    ///
+    /// [`RedeemError::Unknown`], [`RedeemError::AlreadyUsed`] (checked
+    /// before expiry: a replayed token is the louder event),
+    /// [`RedeemError::Expired`], or [`RedeemError::Store`]. Any error leaves
+    /// the record unchanged.
+    async fn redeem_join_token(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<JoinTokenRecord, RedeemError>;
+
+    /// Deletes the token records whose `expires_at` is before `before`,
+    /// whether used or not; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn prune_join_tokens(&self, before: i64) -> Result<usize, StoreError>;
+
+    /// Saves usage for many entries in one transaction. The broker keeps
+    /// running totals in memory and writes them in batches every few
+    /// seconds, never per request.
+    ///
+    /// Values are absolute: the stored `mint_count` becomes the given one, and
+    /// `last_minted_at` becomes the later of the stored and the given time.
+    /// Records for entries that are no longer registered are skipped, so a
+    /// late batch cannot bring back a deleted entry's usage.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn record_usage(&self, usage: &[UsageRecord]) -> Result<(), StoreError>;
+
+    /// Every saved usage record, in entry id order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn usage(&self) -> Result<Vec<UsageRecord>, StoreError>;
+}
+
+/// How much an entry has been used: the inventory's answer to "is anything
+/// still using this identity?".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// The entry.
+    pub entry_id: EntryId,
+    /// Unix seconds of the last credential minted for it.
+    pub last_minted_at: i64,
+    /// Credentials minted for it in total.
+    pub mint_count: u64,
+}
+
+/// Why a store operation failed.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend cannot be reached or failed to read or write (I/O, a
+    /// locked file, a lost connection). Retrying later may help.
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        /// What failed, naming the file or server.
+        reason: String,
+    },
+    /// The write contradicts what is stored: a duplicate id or SPIFFE ID, or
+    /// a stale revision. Re-read and decide again.
+    #[error("conflict: {reason}")]
+    Conflict {
+        /// What collided.
+        reason: String,
+    },
+    /// The thing to change does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for, e.g. `entry 0123456789abcdef`.
+        what: String,
+    },
+    /// Stored data cannot be decoded, or the store was written by an
+    /// unknown schema version. Needs an operator.
+    #[error("store corrupt: {reason}")]
+    Corrupt {
+        /// What could not be read, and where.
+        reason: String,
+    },
+    /// A bug on our side: a store task panicked, or a caller broke a
+    /// documented precondition.
+    #[error("internal store error: {reason}")]
+    Internal {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Why a join token could not be redeemed.
+///
+/// None of these carries the token; use [`TokenHash::token_id`] to name it
+/// in logs.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedeemError {
+    /// No such token was ever minted, or it was pruned.
+    #[error("unknown join token")]
+    Unknown,
+    /// The token was already redeemed: a replay, or a second node with the
+    /// same token.
+    #[error("join token already used at {used_at}")]
+    AlreadyUsed {
+        /// Unix seconds of the first redemption.
+        used_at: i64,
+    },
+    /// The token expired before it was redeemed.
+    #[error("join token expired at {expired_at}")]
+    Expired {
+        /// Unix seconds of its expiry.
+        expired_at: i64,
+    },
+    /// The store failed; the token was not redeemed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

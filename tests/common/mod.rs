@@ -1,0 +1,418 @@
+//! Shared helpers for the end-to-end tests: a real broker on 127.0.0.1:0
+//! with a temporary data directory and a controllable clock, clients for
+//! both APIs, and the independent verifiers (openssl, rustls-webpki,
+//! x509-parser, jwt-simple).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mayfly::clock::ManualClock;
+use mayfly::config::Config;
+use mayfly::server::RunningServer;
+use mayfly_sdk::proto::v1 as pb;
+use mayfly_sdk::proto::v1::admin_client::AdminClient;
+use mayfly_sdk::proto::v1::broker_client::BrokerClient;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub const TRUST_DOMAIN: &str = "example.org";
+
+pub struct TestBroker {
+    pub server: Option<RunningServer>,
+    pub dir: TempDir,
+    pub clock: Arc<ManualClock>,
+}
+
+#[derive(Debug)]
+pub struct Svid {
+    pub chain_der: Vec<Vec<u8>>,
+    pub chain_pem: String,
+    pub key_pem: String,
+    pub spiffe_id: String,
+    pub serial: String,
+    pub bundle: pb::Bundle,
+}
+
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// A config for a test broker in `data_dir`, on ephemeral loopback ports.
+pub fn test_config(data_dir: std::path::PathBuf) -> Config {
+    Config {
+        trust_domain: mayfly_sdk::TrustDomain::new(TRUST_DOMAIN).unwrap(),
+        data_dir,
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let mut broker = TestBroker {
+            server: None,
+            dir,
+            clock,
+        };
+        broker.boot().await;
+        broker
+    }
+
+    async fn boot(&mut self) {
+        let config = test_config(self.dir.path().join("data"));
+        let server = mayfly::server::start_with_clock(config, self.clock.clone())
+            .await
+            .unwrap();
+        self.server = Some(server);
+    }
+
+    /// Stops the server and starts a new one on the same data directory.
+    pub async fn restart(&mut self) {
+        self.server.take().unwrap().shutdown().await;
+        self.boot().await;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.server().grpc_addr().port())
+    }
+
+    pub fn bundle_pem(&self) -> Vec<u8> {
+        std::fs::read(self.data_dir().join("bundle.pem")).unwrap()
+    }
+
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        mayfly::cli::connect::admin(self.server().admin_socket())
+            .await
+            .unwrap()
+    }
+
+    pub async fn broker(&self) -> BrokerClient<Channel> {
+        mayfly::cli::connect::broker(&self.url(), &self.bundle_pem(), None)
+            .await
+            .unwrap()
+    }
+
+    pub async fn broker_as(&self, svid: &Svid) -> BrokerClient<Channel> {
+        mayfly::cli::connect::broker(
+            &self.url(),
+            &self.bundle_pem(),
+            Some((svid.chain_pem.as_bytes(), svid.key_pem.as_bytes())),
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn create_entry(&self, path: &str, audiences: &[&str]) -> pb::Entry {
+        let spec = pb::EntrySpec {
+            spiffe_id: Some(format!("spiffe://{TRUST_DOMAIN}{path}")),
+            audiences: Some(pb::StringList {
+                values: audiences.iter().map(|a| a.to_string()).collect(),
+            }),
+            dns_names: Some(pb::StringList {
+                values: vec!["api.example.org".into()],
+            }),
+            owner: Some("team@example.org".into()),
+            purpose: Some("end-to-end test".into()),
+            environment: Some("test".into()),
+            data_class: Some("phi".into()),
+            ..pb::EntrySpec::default()
+        };
+        self.admin()
+            .await
+            .create_entry(pb::CreateEntryRequest { spec: Some(spec) })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn join_token(&self, entry_id: &str, ttl_seconds: u32) -> String {
+        self.admin()
+            .await
+            .create_join_token(pb::CreateJoinTokenRequest {
+                entry_id: entry_id.into(),
+                ttl_seconds,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    }
+
+    pub async fn attest(&self, token: &str) -> Result<Svid, tonic::Status> {
+        let (key, csr) = mayfly::cli::keygen::new_key_and_csr().unwrap();
+        let response = self
+            .broker()
+            .await
+            .attest_and_issue(pb::AttestAndIssueRequest {
+                evidence: Some(pb::attest_and_issue_request::Evidence::JoinToken(
+                    pb::JoinTokenEvidence {
+                        token: token.into(),
+                    },
+                )),
+                csr,
+            })
+            .await?
+            .into_inner();
+        Ok(svid_from(response, &key))
+    }
+
+    pub async fn renew(&self, svid: &Svid) -> Result<Svid, tonic::Status> {
+        let (key, csr) = mayfly::cli::keygen::new_key_and_csr().unwrap();
+        let response = self
+            .broker_as(svid)
+            .await
+            .renew_x509_svid(pb::RenewX509SvidRequest { csr })
+            .await?
+            .into_inner();
+        Ok(svid_from(response, &key))
+    }
+
+    pub async fn mint(
+        &self,
+        svid: &Svid,
+        audience: &str,
+        ttl_seconds: u32,
+    ) -> Result<pb::MintJwtSvidResponse, tonic::Status> {
+        self.broker_as(svid)
+            .await
+            .mint_jwt_svid(pb::MintJwtSvidRequest {
+                audience: audience.into(),
+                ttl_seconds,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn validate(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<pb::ValidateJwtSvidResponse, tonic::Status> {
+        self.broker()
+            .await
+            .validate_jwt_svid(pb::ValidateJwtSvidRequest {
+                token: token.into(),
+                audience: audience.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// A fresh entry, a token, and the SVID it yields.
+    pub async fn enrolled(&self, path: &str, audiences: &[&str]) -> (pb::Entry, Svid) {
+        let entry = self.create_entry(path, audiences).await;
+        let token = self.join_token(&entry.id, 0).await;
+        let svid = self.attest(&token).await.unwrap();
+        (entry, svid)
+    }
+
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.server().http_addr(), path).await
+    }
+}
+
+fn svid_from(response: pb::X509SvidResponse, key: &rcgen::KeyPair) -> Svid {
+    let svid = response.svid.unwrap();
+    let chain_pem = svid
+        .cert_chain
+        .iter()
+        .map(|der| pem("CERTIFICATE", der))
+        .collect();
+    Svid {
+        chain_der: svid.cert_chain,
+        chain_pem,
+        key_pem: key.serialize_pem(),
+        spiffe_id: svid.spiffe_id,
+        serial: svid.serial,
+        bundle: response.bundle.unwrap(),
+    }
+}
+
+/// A minimal HTTP/1.1 GET, so the tests need no HTTP client dependency.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `openssl verify` of a leaf against the root, with the intermediates as
+/// untrusted, for one purpose. Returns (passed, output).
+pub fn openssl_verify(root_der: &[u8], chain_der: &[Vec<u8>], purpose: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root.pem");
+    let untrusted = dir.path().join("untrusted.pem");
+    let leaf = dir.path().join("leaf.pem");
+    std::fs::write(&root, pem("CERTIFICATE", root_der)).unwrap();
+    std::fs::write(&leaf, pem("CERTIFICATE", &chain_der[0])).unwrap();
+    let intermediates: String = chain_der[1..]
+        .iter()
+        .map(|der| pem("CERTIFICATE", der))
+        .collect();
+    std::fs::write(&untrusted, intermediates).unwrap();
+    let output = Command::new("openssl")
+        .arg("verify")
+        .arg("-purpose")
+        .arg(purpose)
+        .arg("-CAfile")
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&untrusted)
+        .arg(&leaf)
+        .output()
+        .expect("the openssl command is needed for these tests");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success() && text.contains(": OK"), text)
+}
+
+/// rustls-webpki path validation for client auth at `now`.
+pub fn webpki_verify(
+    root_der: &[u8],
+    chain_der: &[Vec<u8>],
+    now: SystemTime,
+) -> Result<(), String> {
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    let root = CertificateDer::from(root_der.to_vec());
+    let anchor = webpki::anchor_from_trusted_cert(&root).map_err(|e| e.to_string())?;
+    let leaf = CertificateDer::from(chain_der[0].clone());
+    let leaf = webpki::EndEntityCert::try_from(&leaf).map_err(|e| e.to_string())?;
+    let intermediates: Vec<CertificateDer<'static>> = chain_der[1..]
+        .iter()
+        .map(|d| CertificateDer::from(d.clone()))
+        .collect();
+    let time = UnixTime::since_unix_epoch(now.duration_since(SystemTime::UNIX_EPOCH).unwrap());
+    leaf.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &intermediates,
+        time,
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// Checks a leaf against X509-SVID.md §4 with x509-parser.
+pub fn assert_x509_svid_profile(leaf_der: &[u8], spiffe_id: &str) {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(leaf_der).unwrap();
+    let san = cert
+        .subject_alternative_name()
+        .unwrap()
+        .expect("SAN present");
+    let uris: Vec<_> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| {
+            if let GeneralName::URI(u) = n {
+                Some(*u)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(uris, vec![spiffe_id], "exactly one URI SAN, the SPIFFE ID");
+    let bc = cert
+        .basic_constraints()
+        .unwrap()
+        .expect("basicConstraints present");
+    assert!(!bc.value.ca, "leaf must not be a CA");
+    let ku = cert.key_usage().unwrap().expect("keyUsage present");
+    assert!(ku.critical, "keyUsage must be critical");
+    assert!(ku.value.digital_signature());
+    assert!(!ku.value.key_cert_sign() && !ku.value.crl_sign());
+    let eku = cert.extended_key_usage().unwrap().expect("EKU present");
+    assert!(eku.value.server_auth && eku.value.client_auth);
+}
+
+/// Verifies a JWT with jwt-simple (an independent JOSE implementation)
+/// against the JWKS the broker serves over HTTP; returns the subject.
+pub fn jwt_simple_verify(jwks_json: &str, token: &str, audience: &str) -> Result<String, String> {
+    use base64::Engine;
+    use jwt_simple::prelude::*;
+    let metadata = Token::decode_metadata(token).map_err(|e| e.to_string())?;
+    let kid = metadata.key_id().ok_or("no kid")?.to_owned();
+    let jwks: serde_json::Value = serde_json::from_str(jwks_json).map_err(|e| e.to_string())?;
+    let jwk = jwks["keys"]
+        .as_array()
+        .ok_or("no keys")?
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .ok_or("kid not in JWKS")?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut point = vec![4u8];
+    point.extend(
+        b64.decode(jwk["x"].as_str().ok_or("no x")?)
+            .map_err(|e| e.to_string())?,
+    );
+    point.extend(
+        b64.decode(jwk["y"].as_str().ok_or("no y")?)
+            .map_err(|e| e.to_string())?,
+    );
+    let key = ES256PublicKey::from_bytes(&point)
+        .map_err(|e| e.to_string())?
+        .with_key_id(&kid);
+    let options = VerificationOptions {
+        allowed_audiences: Some(HashSet::from_strings(&[audience])),
+        ..VerificationOptions::default()
+    };
+    let claims = key
+        .verify_token::<NoCustomClaims>(token, Some(options))
+        .map_err(|e| e.to_string())?;
+    claims.subject.ok_or_else(|| "no sub".to_owned())
+}
+
+pub fn read_audit(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("audit").join("audit.log")).unwrap()
+}
