@@ -30,6 +30,7 @@ use std::time::Duration;
 use mayfly_sdk::TrustDomain;
 use serde::Deserialize;
 
+use crate::attest::AttestorsConfig;
 use crate::policy::{HARD_TTL_CAP, TtlPolicy};
 
 /// The default trust domain when none is configured.
@@ -129,6 +130,8 @@ pub struct Config {
     pub jwt_leeway: Duration,
     /// Resource limits.
     pub limits: Limits,
+    /// Platform attestors (Kubernetes, OIDC, x509pop).
+    pub attestors: AttestorsConfig,
 }
 
 impl Default for Config {
@@ -148,6 +151,7 @@ impl Default for Config {
             bundle_refresh_hint: Duration::from_secs(5 * 60),
             jwt_leeway: Duration::from_secs(30),
             limits: Limits::default(),
+            attestors: AttestorsConfig::default(),
         }
     }
 }
@@ -176,6 +180,8 @@ struct FileConfig {
     limits: FileLimits,
     bundle_refresh_hint: Option<String>,
     jwt_leeway: Option<String>,
+    #[serde(default)]
+    attestors: AttestorsConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -339,6 +345,7 @@ impl Config {
         if let Some(n) = file.limits.max_connections {
             self.limits.max_connections = n;
         }
+        self.attestors = file.attestors;
         Ok(())
     }
 
@@ -492,6 +499,13 @@ impl Config {
                 "grpc and http must listen on different addresses".into(),
             ));
         }
+        // Building the attestors reads their JWKS files and CA bundles, so a
+        // missing or bad file stops the server before it binds anything.
+        crate::attest::Attestors::new(&self.attestors).map_err(|reason| ConfigError::Invalid {
+            setting: "attestors",
+            source_name: "config file".into(),
+            reason,
+        })?;
         if let Some(url) = &self.public_url
             && (!(url.starts_with("https://") || url.starts_with("http://")) || url.ends_with('/'))
         {

@@ -25,6 +25,7 @@ use crate::api::broker::BrokerService;
 use crate::api::bundle::BundlePublisher;
 use crate::api::http::{HttpState, router};
 use crate::api::tls::{ServerIdentity, incoming};
+use crate::attest::Attestors;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::cli::ServerArgs;
 use crate::clock::{Clock, SystemClock};
@@ -67,6 +68,9 @@ pub enum ServerError {
         /// Why.
         reason: String,
     },
+    /// An attestor could not be built from its config.
+    #[error("{0}")]
+    Attestors(String),
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(String),
@@ -89,6 +93,8 @@ pub struct StartReport {
     pub bundle_path: PathBuf,
     /// Entries loaded from the store.
     pub entries: usize,
+    /// The configured attestors.
+    pub attestors: Vec<&'static str>,
 }
 
 /// A running broker. Dropping it does not stop it; call [`shutdown`](Self::shutdown).
@@ -200,6 +206,7 @@ pub async fn start_with_clock(
     let bundle = Arc::new(
         BundlePublisher::new(&ca, 1, config.bundle_refresh_hint).map_err(ServerError::Ca)?,
     );
+    let attestors = Arc::new(Attestors::new(&config.attestors).map_err(ServerError::Attestors)?);
     let minter = Arc::new(
         Minter::new(
             ca.clone(),
@@ -208,6 +215,7 @@ pub async fn start_with_clock(
             audit.clone(),
             usage.clone(),
             clock.clone(),
+            attestors.clone(),
             config.jwt_leeway,
         )
         .map_err(|e| ServerError::Ca(e.to_string()))?,
@@ -281,6 +289,7 @@ pub async fn start_with_clock(
         grpc_addr: grpc_addr.to_string(),
         http_addr: http_addr.to_string(),
         root_fingerprint: ca.root_fingerprint_sha256(),
+        attestors: attestors.clone(),
     };
     let admin =
         AdminServer::with_interceptor(AdminService::new(admin_state), admin_peer_check(admin_uid));
@@ -332,6 +341,7 @@ pub async fn start_with_clock(
         jwt_key_id: ca.jwt_signer().key_id().to_owned(),
         bundle_path,
         entries: admin_entries_len(store.as_ref()).await,
+        attestors: attestors.names(),
     };
     audit
         .append(AuditEvent {
@@ -345,6 +355,7 @@ pub async fn start_with_clock(
                 "jwt_key_id": report.jwt_key_id,
                 "created_root": report.created_root,
                 "created_intermediate": report.created_intermediate,
+                "attestors": attestors.names(),
             })),
             ..AuditEvent::default()
         })
@@ -508,6 +519,7 @@ fn print_banner(server: &RunningServer) {
     );
     println!("  trust bundle     {}", report.bundle_path.display());
     println!("  audit log        {data}/audit/audit.log");
+    println!("  attestors        {}", report.attestors.join(", "));
     println!("  entries          {}", report.entries);
     println!();
     println!("Next steps (in another terminal, same directory):");

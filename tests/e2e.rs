@@ -164,6 +164,7 @@ async fn csr_extensions_and_subject_are_ignored() {
                 pb::JoinTokenEvidence { token },
             )),
             csr,
+            spiffe_id: String::new(),
         })
         .await
         .unwrap()
@@ -240,6 +241,7 @@ async fn join_token_refusals_each_have_their_own_status() {
                 },
             )),
             csr: vec![0x30, 0x03, 0x02, 0x01, 0x00],
+            spiffe_id: String::new(),
         })
         .await;
     assert_refused(bad_csr, Code::InvalidArgument, "csr");

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod client;
 pub mod jwt;
 pub mod proto;
 pub mod spiffe_id;

@@ -12,6 +12,7 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use super::bundle::BundlePublisher;
+use crate::attest::Attestors;
 use crate::attest::join_token::{JoinTokenRecord, JoinTokenSecret};
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::clock::Clock;
@@ -49,6 +50,8 @@ pub struct AdminState {
     pub http_addr: String,
     /// SHA-256 of the root certificate, hex.
     pub root_fingerprint: String,
+    /// The configured attestors (for entry checks).
+    pub attestors: Arc<Attestors>,
 }
 
 impl AdminService {
@@ -177,6 +180,7 @@ impl Admin for AdminService {
             &state.config.ttl,
             state.clock.unix_now(),
         )?;
+        state.attestors.check_entry_selectors(&entry.selectors).map_err(Status::invalid_argument)?;
         state.store.create_entry(&entry).await?;
         state.entries.upsert(entry.clone());
         self.audit(AuditEvent {
@@ -227,6 +231,7 @@ impl Admin for AdminService {
             &state.config.ttl,
             state.clock.unix_now(),
         )?;
+        state.attestors.check_entry_selectors(&updated.selectors).map_err(Status::invalid_argument)?;
         state.store.update_entry(&updated, current.revision).await?;
         state.entries.upsert(updated.clone());
         self.audit(AuditEvent {

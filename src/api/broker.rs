@@ -15,6 +15,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::bundle::BundlePublisher;
 use super::tls::PeerInfo;
+use crate::attest::Evidence;
 use crate::mint::{Caller, Minter, X509Issued};
 
 /// Largest JWT accepted by `ValidateJwtSvid` before any decoding.
@@ -125,6 +126,16 @@ pub fn caller_from_certificate(der: &[u8], trust_domain: &TrustDomain) -> Result
     })
 }
 
+const EVIDENCE_REQUIRED: &str = "evidence is required (join_token, k8s_psat, oidc or x509pop)";
+
+fn x509pop_evidence(evidence: pb::X509PopEvidence) -> Evidence {
+    Evidence::X509Pop {
+        challenge_id: evidence.challenge_id,
+        chain: evidence.cert_chain,
+        signature: evidence.signature,
+    }
+}
+
 type BundleStream = Pin<Box<dyn Stream<Item = Result<pb::Bundle, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -137,18 +148,19 @@ impl Broker for BrokerService {
         if request.csr.is_empty() {
             return Err(Status::invalid_argument("csr is required (PKCS#10, DER)"));
         }
-        let issued = match request.evidence {
-            Some(pb::attest_and_issue_request::Evidence::JoinToken(evidence)) => {
-                self.minter
-                    .attest_join_token(&evidence.token, &request.csr)
-                    .await?
+        use pb::attest_and_issue_request::Evidence as Wire;
+        let requested = (!request.spiffe_id.is_empty()).then_some(request.spiffe_id.as_str());
+        let evidence = match request.evidence {
+            Some(Wire::JoinToken(evidence)) => {
+                let issued = self.minter.attest_join_token(&evidence.token, &request.csr).await?;
+                return Ok(Response::new(self.x509_response(issued)));
             }
-            None => {
-                return Err(Status::invalid_argument(
-                    "evidence is required (join_token)",
-                ));
-            }
+            Some(Wire::K8sPsat(evidence)) => Evidence::K8sPsat(evidence.token),
+            Some(Wire::Oidc(evidence)) => Evidence::Oidc(evidence.token),
+            Some(Wire::X509pop(evidence)) => x509pop_evidence(evidence),
+            None => return Err(Status::invalid_argument(EVIDENCE_REQUIRED)),
         };
+        let issued = self.minter.attest_and_issue(&evidence, &request.csr, requested).await?;
         Ok(Response::new(self.x509_response(issued)))
     }
 
@@ -205,6 +217,44 @@ impl Broker for BrokerService {
         let stream =
             WatchStream::new(self.bundle.subscribe()).map(|bundle| Ok(bundle.proto.clone()));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn create_x509_pop_challenge(
+        &self,
+        _request: Request<pb::CreateX509PopChallengeRequest>,
+    ) -> Result<Response<pb::X509PopChallenge>, Status> {
+        let challenge = self.minter.new_x509pop_challenge().await?;
+        Ok(Response::new(pb::X509PopChallenge {
+            challenge_id: challenge.id,
+            nonce: challenge.nonce,
+            expires_at: challenge.expires_at,
+        }))
+    }
+
+    async fn mint_jwt_svid_with_evidence(
+        &self,
+        request: Request<pb::MintJwtSvidWithEvidenceRequest>,
+    ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
+        use pb::mint_jwt_svid_with_evidence_request::Evidence as Wire;
+        let request = request.into_inner();
+        if request.audience.is_empty() {
+            return Err(Status::invalid_argument("audience is required"));
+        }
+        let evidence = match request.evidence {
+            Some(Wire::K8sPsat(evidence)) => Evidence::K8sPsat(evidence.token),
+            Some(Wire::Oidc(evidence)) => Evidence::Oidc(evidence.token),
+            Some(Wire::X509pop(evidence)) => x509pop_evidence(evidence),
+            None => return Err(Status::invalid_argument("evidence is required (k8s_psat, oidc or x509pop)")),
+        };
+        let requested = (!request.spiffe_id.is_empty()).then_some(request.spiffe_id.as_str());
+        let ttl = (request.ttl_seconds != 0).then(|| Duration::from_secs(request.ttl_seconds.into()));
+        let minted = self.minter.mint_jwt_with_evidence(&evidence, &request.audience, ttl, requested).await?;
+        Ok(Response::new(pb::MintJwtSvidResponse {
+            token: minted.token,
+            spiffe_id: minted.spiffe_id.to_string(),
+            expires_at: minted.expires_at,
+            jti: minted.jti,
+        }))
     }
 
     async fn validate_jwt_svid(

@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgGroup, Args, Subcommand};
 use mayfly_sdk::proto::v1::attest_and_issue_request::Evidence;
+use mayfly_sdk::proto::v1::broker_client::BrokerClient;
 use mayfly_sdk::proto::v1::{
-    AttestAndIssueRequest, Bundle, JoinTokenEvidence, MintJwtSvidRequest, RenewX509SvidRequest,
-    X509Svid,
+    AttestAndIssueRequest, Bundle, CreateX509PopChallengeRequest, JoinTokenEvidence,
+    K8sPsatEvidence, MintJwtSvidRequest, MintJwtSvidResponse, MintJwtSvidWithEvidenceRequest,
+    OidcEvidence, RenewX509SvidRequest, X509PopEvidence, X509Svid,
 };
+use tonic::transport::Channel;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -38,6 +41,9 @@ pub enum ClientCommand {
 const ATTEST_EXAMPLES: &str = "\
 Examples:
   mayfly client attest --join-token-file token.txt
+  mayfly client attest --k8s-token-file /var/run/secrets/tokens/mayfly
+  mayfly client attest --oidc-token-file \"$CI_ID_TOKEN_FILE\"
+  mayfly client attest --x509pop-cert device.pem --x509pop-key device.key
   MAYFLY_JOIN_TOKEN=… mayfly client attest --out /run/svid \\
       --server https://mayfly.internal:7443 --bundle root.pem
 
@@ -56,6 +62,7 @@ authenticates with the current certificate.";
 const JWT_EXAMPLES: &str = "\
 Examples:
   TOKEN=$(mayfly client jwt --audience billing-db -q)
+  TOKEN=$(mayfly client jwt --oidc-token-file id-token.txt --audience deploy -q)
   curl -H \"Authorization: Bearer $TOKEN\" https://billing-db.internal/
   mayfly client jwt --audience billing-db --ttl 2m --json
 
@@ -64,7 +71,9 @@ Only the token goes to standard output; the details go to standard error
 
 /// Arguments of `mayfly client attest`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("token").required(true).args(["join_token", "join_token_file"])))]
+#[command(group(ArgGroup::new("token").required(true).args([
+    "join_token", "join_token_file", "k8s_token_file", "oidc_token_file", "x509pop_cert"
+])))]
 pub struct AttestArgs {
     /// The join token. On the command line it shows in `ps`; prefer --join-token-file or
     /// the environment variable.
@@ -79,6 +88,8 @@ pub struct AttestArgs {
     /// A file holding the join token ("-" for standard input).
     #[arg(long, value_name = "FILE")]
     join_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    platform: PlatformEvidenceArgs,
     /// Where to write the SVID, its key and the bundle.
     #[arg(long, value_name = "DIR", default_value = "svid")]
     out: PathBuf,
@@ -110,12 +121,102 @@ pub struct JwtArgs {
     /// The directory `mayfly client attest` wrote.
     #[arg(long, value_name = "DIR", default_value = "svid")]
     dir: PathBuf,
+    /// Attest with platform evidence instead of the SVID in --dir.
+    #[command(flatten)]
+    platform: PlatformEvidenceArgs,
     /// Print nothing but the token.
     #[arg(long, short)]
     quiet: bool,
     /// Print {token, spiffe_id, expires_at, jti} as JSON.
     #[arg(long, conflicts_with = "quiet")]
     json: bool,
+}
+
+/// Platform evidence: instead of a join token (attest) or an SVID (jwt).
+#[derive(Debug, Args)]
+pub struct PlatformEvidenceArgs {
+    /// A Kubernetes projected service-account token file.
+    #[arg(long, value_name = "FILE")]
+    k8s_token_file: Option<PathBuf>,
+    /// An OIDC ID token file ("-" for standard input), e.g. from the CI system.
+    #[arg(long, value_name = "FILE", conflicts_with = "k8s_token_file")]
+    oidc_token_file: Option<PathBuf>,
+    /// A device certificate chain (PEM, leaf first) for x509pop; needs --x509pop-key.
+    #[arg(long, value_name = "FILE", requires = "x509pop_key", conflicts_with_all = ["k8s_token_file", "oidc_token_file"])]
+    x509pop_cert: Option<PathBuf>,
+    /// The device certificate's private key (PKCS#8 PEM); it never leaves this machine:
+    /// only a signature over the broker's challenge is sent.
+    #[arg(long, value_name = "FILE", requires = "x509pop_cert")]
+    x509pop_key: Option<PathBuf>,
+    /// When the evidence matches several entries: the SPIFFE ID wanted.
+    #[arg(long, value_name = "SPIFFE_ID")]
+    spiffe_id: Option<String>,
+}
+
+/// Platform evidence ready for the wire.
+enum PlatformEvidence {
+    K8s(K8sPsatEvidence),
+    Oidc(OidcEvidence),
+    X509Pop(X509PopEvidence),
+}
+
+impl PlatformEvidenceArgs {
+    fn given(&self) -> bool {
+        self.k8s_token_file.is_some() || self.oidc_token_file.is_some() || self.x509pop_cert.is_some()
+    }
+
+    /// Reads the evidence; for x509pop, asks the broker for a challenge and
+    /// signs it with the device key.
+    async fn collect(
+        &self,
+        broker: &mut BrokerClient<Channel>,
+    ) -> Result<PlatformEvidence, CliError> {
+        if let Some(path) = &self.k8s_token_file {
+            let token = read_token_file(path)?.expose().to_string();
+            return Ok(PlatformEvidence::K8s(K8sPsatEvidence { token }));
+        }
+        if let Some(path) = &self.oidc_token_file {
+            let token = read_token_file(path)?.expose().to_string();
+            return Ok(PlatformEvidence::Oidc(OidcEvidence { token }));
+        }
+        let (Some(cert), Some(key)) = (&self.x509pop_cert, &self.x509pop_key) else {
+            return Err(CliError::usage(
+                "give --k8s-token-file, --oidc-token-file or --x509pop-cert with --x509pop-key",
+            ));
+        };
+        let cert_chain = read_pem_chain(cert)?;
+        let key_pem = Zeroizing::new(std::fs::read(key).map_err(|e| CliError::file("read", key, e))?);
+        let challenge = broker
+            .create_x509_pop_challenge(CreateX509PopChallengeRequest {})
+            .await?
+            .into_inner();
+        let signature = crate::attest::x509pop::sign_challenge(&key_pem, &challenge.nonce)
+            .map_err(|reason| CliError::usage(format!("--x509pop-key {}: {reason}", key.display())))?;
+        Ok(PlatformEvidence::X509Pop(X509PopEvidence {
+            challenge_id: challenge.challenge_id,
+            cert_chain,
+            signature,
+        }))
+    }
+
+    fn spiffe_id(&self) -> String {
+        self.spiffe_id.clone().unwrap_or_default()
+    }
+}
+
+/// DER certificates from a PEM file, in file order.
+fn read_pem_chain(path: &Path) -> Result<Vec<Vec<u8>>, CliError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let bytes = std::fs::read(path).map_err(|e| CliError::file("read", path, e))?;
+    let chain = CertificateDer::pem_slice_iter(&bytes)
+        .map(|cert| cert.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::usage(format!("{}: not a PEM certificate chain: {e}", path.display())))?;
+    if chain.is_empty() {
+        return Err(CliError::usage(format!("{}: holds no certificate", path.display())));
+    }
+    Ok(chain)
 }
 
 /// An issued X509-SVID as `--json` prints it.
@@ -147,15 +248,25 @@ pub(super) async fn run(ctx: &Context, command: ClientCommand) -> Result<(), Cli
 }
 
 async fn attest(ctx: &Context, args: AttestArgs) -> Result<(), CliError> {
-    let token = join_token(&args)?;
     let bundle_pem = read_bundle(&ctx.attest_bundle_path())?;
     let (key, csr) = keygen::new_key_and_csr()?;
     let mut broker = connect::broker(&ctx.server, &bundle_pem, None).await?;
-    let request = AttestAndIssueRequest {
-        evidence: Some(Evidence::JoinToken(JoinTokenEvidence {
+    let evidence = if args.platform.given() {
+        match args.platform.collect(&mut broker).await? {
+            PlatformEvidence::K8s(evidence) => Evidence::K8sPsat(evidence),
+            PlatformEvidence::Oidc(evidence) => Evidence::Oidc(evidence),
+            PlatformEvidence::X509Pop(evidence) => Evidence::X509pop(evidence),
+        }
+    } else {
+        let token = join_token(&args)?;
+        Evidence::JoinToken(JoinTokenEvidence {
             token: token.expose().to_string(),
-        })),
+        })
+    };
+    let request = AttestAndIssueRequest {
+        evidence: Some(evidence),
         csr,
+        spiffe_id: args.platform.spiffe_id(),
     };
     let response = broker.attest_and_issue(request).await?.into_inner();
     let (svid, bundle) = check_issued(response)?;
@@ -182,13 +293,17 @@ async fn renew(ctx: &Context, args: RenewArgs) -> Result<(), CliError> {
 }
 
 async fn jwt(ctx: &Context, args: JwtArgs) -> Result<(), CliError> {
-    let dir = SvidDir::new(&args.dir);
-    let mut broker = mtls_broker(ctx, &dir, &args.dir).await?;
-    let request = MintJwtSvidRequest {
-        audience: args.audience.clone(),
-        ttl_seconds: args.ttl.unwrap_or(0),
+    let minted = if args.platform.given() {
+        jwt_with_evidence(ctx, &args).await?
+    } else {
+        let dir = SvidDir::new(&args.dir);
+        let mut broker = mtls_broker(ctx, &dir, &args.dir).await?;
+        let request = MintJwtSvidRequest {
+            audience: args.audience.clone(),
+            ttl_seconds: args.ttl.unwrap_or(0),
+        };
+        broker.mint_jwt_svid(request).await?.into_inner()
     };
-    let minted = broker.mint_jwt_svid(request).await?.into_inner();
     let token = Zeroizing::new(minted.token);
     if token.is_empty() {
         return Err(CliError::bad_response("the JWT-SVID is empty"));
@@ -212,6 +327,25 @@ async fn jwt(ctx: &Context, args: JwtArgs) -> Result<(), CliError> {
         ));
     }
     Ok(())
+}
+
+/// Attests with platform evidence and mints in one call (no SVID needed).
+async fn jwt_with_evidence(ctx: &Context, args: &JwtArgs) -> Result<MintJwtSvidResponse, CliError> {
+    use mayfly_sdk::proto::v1::mint_jwt_svid_with_evidence_request::Evidence as Wire;
+    let bundle_pem = read_bundle(&ctx.attest_bundle_path())?;
+    let mut broker = connect::broker(&ctx.server, &bundle_pem, None).await?;
+    let evidence = match args.platform.collect(&mut broker).await? {
+        PlatformEvidence::K8s(evidence) => Wire::K8sPsat(evidence),
+        PlatformEvidence::Oidc(evidence) => Wire::Oidc(evidence),
+        PlatformEvidence::X509Pop(evidence) => Wire::X509pop(evidence),
+    };
+    let request = MintJwtSvidWithEvidenceRequest {
+        evidence: Some(evidence),
+        audience: args.audience.clone(),
+        ttl_seconds: args.ttl.unwrap_or(0),
+        spiffe_id: args.platform.spiffe_id(),
+    };
+    Ok(broker.mint_jwt_svid_with_evidence(request).await?.into_inner())
 }
 
 /// A broker client that authenticates with the SVID in `dir`, trusting `--bundle` if given,

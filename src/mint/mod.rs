@@ -17,6 +17,7 @@ use mayfly_sdk::SpiffeId;
 use mayfly_sdk::jwt::{Audience, JwtSvidValidator, ValidatedJwtSvid};
 
 use crate::attest::join_token::{JoinTokenSecret, TokenHash};
+use crate::attest::{AttestError, Attestation, Attestors, Evidence};
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::clock::{Clock, rfc3339};
 use crate::policy::{CredentialKind, Entry, EntryIndex};
@@ -130,10 +131,12 @@ pub struct Minter {
     usage: Arc<UsageTracker>,
     validator: JwtSvidValidator,
     clock: Arc<dyn Clock>,
+    attestors: Arc<Attestors>,
 }
 
 impl Minter {
     /// Wires the mint path. `leeway` is the clock leeway for JWT validation.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ca: Arc<CertificateAuthority>,
         entries: Arc<EntryIndex>,
@@ -141,6 +144,7 @@ impl Minter {
         audit: AuditLog,
         usage: Arc<UsageTracker>,
         clock: Arc<dyn Clock>,
+        attestors: Arc<Attestors>,
         leeway: Duration,
     ) -> Result<Self, MintError> {
         let validator =
@@ -157,6 +161,7 @@ impl Minter {
             usage,
             validator,
             clock,
+            attestors,
         })
     }
 
@@ -219,6 +224,114 @@ impl Minter {
         })?;
         event.spiffe_id = Some(entry.spiffe_id.to_string());
         self.issue_x509(entry, csr_der, event).await
+    }
+
+    /// Verifies platform evidence (Kubernetes, OIDC, x509pop) and issues the
+    /// X509-SVID of the one entry it matches (or of `requested`, when it
+    /// matches several).
+    pub async fn attest_and_issue(
+        &self,
+        evidence: &Evidence,
+        csr_der: &[u8],
+        requested: Option<&str>,
+    ) -> Result<X509Issued, MintError> {
+        let mut event = AuditEvent {
+            action: "attest".into(),
+            actor: "anonymous".into(),
+            detail: Some(serde_json::json!({ "attestor": evidence.attestor() })),
+            ..AuditEvent::default()
+        };
+        let result = async {
+            mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+            let entry = self.attested_entry(evidence, requested, &mut event).await?;
+            self.issue_x509(entry, csr_der, &mut event).await
+        }
+        .await;
+        self.finish(event, result).await
+    }
+
+    /// Verifies platform evidence and mints a JWT-SVID for one allowed
+    /// audience, in one call (a CI job's path).
+    pub async fn mint_jwt_with_evidence(
+        &self,
+        evidence: &Evidence,
+        audience: &str,
+        ttl: Option<Duration>,
+        requested: Option<&str>,
+    ) -> Result<JwtIssued, MintError> {
+        let mut event = AuditEvent {
+            action: "jwt.mint".into(),
+            actor: "anonymous".into(),
+            audience: Some(audience.chars().take(256).collect()),
+            detail: Some(serde_json::json!({ "attestor": evidence.attestor() })),
+            ..AuditEvent::default()
+        };
+        let result = async {
+            let audience = Audience::new(audience)
+                .map_err(|e| MintError::invalid(format!("audience: {e}")))?;
+            let entry = self.attested_entry(evidence, requested, &mut event).await?;
+            self.sign_jwt(&entry, &audience, ttl, &mut event)
+        }
+        .await;
+        self.finish(event, result).await
+    }
+
+    /// Attests `evidence` and picks the entry it proves, recording both in
+    /// the audit event.
+    async fn attested_entry(
+        &self,
+        evidence: &Evidence,
+        requested: Option<&str>,
+        event: &mut AuditEvent,
+    ) -> Result<Arc<Entry>, MintError> {
+        let attestation = self
+            .attestors
+            .attest(evidence, self.store.as_ref(), self.clock.now())
+            .await
+            .map_err(|e| {
+                if let Some(sha) = evidence_hash(evidence) {
+                    event.evidence_sha256 = Some(sha);
+                }
+                attest_error(e)
+            })?;
+        event.actor = attestation.subject.clone();
+        event.evidence_sha256 = Some(attestation.evidence_sha256.clone());
+        event.detail = Some(serde_json::json!({
+            "attestor": attestation.attestor,
+            "selectors": attestation.selectors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }));
+        let entry = self.select_entry(&attestation, requested)?;
+        event.entry_id = Some(entry.id.to_string());
+        event.spiffe_id = Some(entry.spiffe_id.to_string());
+        Ok(entry)
+    }
+
+    fn select_entry(&self, attestation: &Attestation, requested: Option<&str>) -> Result<Arc<Entry>, MintError> {
+        let matches = self.entries.matching(&attestation.selectors);
+        let proven = || {
+            attestation.selectors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        };
+        if let Some(wanted) = requested {
+            return matches.into_iter().find(|e| e.spiffe_id.as_str() == wanted).ok_or_else(|| {
+                MintError::denied(format!("the evidence does not match the entry for {wanted} (proven: {})", proven()))
+            });
+        }
+        match matches.len() {
+            0 => Err(MintError::denied(format!("no entry matches the attested selectors ({})", proven()))),
+            1 => Ok(matches.into_iter().next().ok_or_else(|| MintError::Internal { reason: "match vanished".into() })?),
+            n => Err(MintError::invalid(format!(
+                "the evidence matches {n} entries ({}); say which with spiffe_id",
+                matches.iter().map(|e| e.spiffe_id.to_string()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// A fresh x509pop challenge.
+    pub async fn new_x509pop_challenge(&self) -> Result<crate::attest::x509pop::Challenge, MintError> {
+        self.attestors
+            .new_challenge(self.store.as_ref(), self.clock.unix_now())
+            .await
+            .map_err(attest_error)
     }
 
     /// Issues a new X509-SVID for the identity the caller already holds.
@@ -295,52 +408,57 @@ impl Minter {
                 .map_err(|e| MintError::invalid(format!("audience: {e}")))?;
             let entry = self.entry_for(caller)?;
             event.entry_id = Some(entry.id.to_string());
-            let now = self.clock.unix_now();
-            self.check_entry(&entry, CredentialKind::Jwt, now)?;
-            if !entry.allows_audience(&audience) {
-                return Err(MintError::denied(format!(
-                    "audience {:?} is not allowed for {} (allowed: {})",
-                    audience.as_str(),
-                    entry.spiffe_id,
-                    entry
-                        .audiences
-                        .iter()
-                        .map(Audience::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            let max = u64::from(entry.jwt_ttl_seconds);
-            let seconds = match ttl {
-                None => max,
-                Some(ttl) if ttl.as_secs() == 0 => {
-                    return Err(MintError::invalid("ttl must be at least 1 second"));
-                }
-                Some(ttl) if ttl.as_secs() > max => {
-                    return Err(MintError::invalid(format!(
-                        "ttl of {}s is longer than the entry's JWT TTL of {max}s",
-                        ttl.as_secs()
-                    )));
-                }
-                Some(ttl) => ttl.as_secs(),
-            };
-            let expires_at = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
-            let signed = self
-                .ca
-                .jwt_signer()
-                .sign(&entry.spiffe_id, &audience, now, expires_at)
-                .map_err(ca_error)?;
-            event.jti = Some(signed.jti.clone());
-            self.usage.record(&entry.id, now);
-            Ok(JwtIssued {
-                token: signed.token,
-                jti: signed.jti,
-                spiffe_id: entry.spiffe_id.clone(),
-                expires_at,
-            })
+            self.sign_jwt(&entry, &audience, ttl, &mut event)
         }
         .await;
         self.finish(event, result).await
+    }
+
+    fn sign_jwt(
+        &self,
+        entry: &Entry,
+        audience: &Audience,
+        ttl: Option<Duration>,
+        event: &mut AuditEvent,
+    ) -> Result<JwtIssued, MintError> {
+        let now = self.clock.unix_now();
+        self.check_entry(entry, CredentialKind::Jwt, now)?;
+        if !entry.allows_audience(audience) {
+            return Err(MintError::denied(format!(
+                "audience {:?} is not allowed for {} (allowed: {})",
+                audience.as_str(),
+                entry.spiffe_id,
+                entry.audiences.iter().map(Audience::as_str).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let max = u64::from(entry.jwt_ttl_seconds);
+        let seconds = match ttl {
+            None => max,
+            Some(ttl) if ttl.as_secs() == 0 => {
+                return Err(MintError::invalid("ttl must be at least 1 second"));
+            }
+            Some(ttl) if ttl.as_secs() > max => {
+                return Err(MintError::invalid(format!(
+                    "ttl of {}s is longer than the entry's JWT TTL of {max}s",
+                    ttl.as_secs()
+                )));
+            }
+            Some(ttl) => ttl.as_secs(),
+        };
+        let expires_at = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
+        let signed = self
+            .ca
+            .jwt_signer()
+            .sign(&entry.spiffe_id, audience, now, expires_at)
+            .map_err(ca_error)?;
+        event.jti = Some(signed.jti.clone());
+        self.usage.record(&entry.id, now);
+        Ok(JwtIssued {
+            token: signed.token,
+            jti: signed.jti,
+            spiffe_id: entry.spiffe_id.clone(),
+            expires_at,
+        })
     }
 
     /// Validates a JWT-SVID for `audience`: says who it belongs to, or why
@@ -403,6 +521,29 @@ impl Minter {
                     reason: "audit log unavailable; nothing was issued".into(),
                 })
             }
+        }
+    }
+}
+
+fn attest_error(error: AttestError) -> MintError {
+    match error {
+        AttestError::Unavailable { .. } => MintError::Unavailable { reason: error.to_string() },
+        AttestError::NotConfigured { .. } => MintError::invalid(error.to_string()),
+        other => MintError::unauthenticated(format!("attestation failed: {other}")),
+    }
+}
+
+/// The evidence's hash for the audit record of a refusal.
+fn evidence_hash(evidence: &Evidence) -> Option<String> {
+    match evidence {
+        Evidence::K8sPsat(token) | Evidence::Oidc(token) => Some(crate::attest::sha256_hex(token.as_bytes())),
+        Evidence::X509Pop { chain, signature, .. } => {
+            let mut bytes = Vec::new();
+            for der in chain {
+                bytes.extend_from_slice(der);
+            }
+            bytes.extend_from_slice(signature);
+            Some(crate::attest::sha256_hex(&bytes))
         }
     }
 }

@@ -30,6 +30,11 @@ const SPIFFE_IDS: TableDefinition<'static, &'static str, &'static str> =
 const JOIN_TOKENS: JsonTable = TableDefinition::new("join_tokens");
 /// Entry id → [`UsageRecord`] JSON.
 const USAGE: JsonTable = TableDefinition::new("usage");
+/// One-time keys (attestation replay guards) → expiry, unix seconds.
+const ONE_TIME: TableDefinition<'static, &'static str, i64> = TableDefinition::new("one_time");
+/// Challenge id → expiry (8 bytes, big-endian) followed by the nonce.
+const CHALLENGES: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("challenges");
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const SCHEMA_VERSION: &str = "1";
@@ -192,6 +197,93 @@ impl Store for EmbeddedStore {
     async fn usage(&self) -> Result<Vec<UsageRecord>, StoreError> {
         self.run(|db| read_all(db, USAGE, "usage record")).await
     }
+
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(ONE_TIME).map_err(backend)?;
+                let live = table
+                    .get(key.as_str())
+                    .map_err(backend)?
+                    .is_some_and(|until| until.value() >= now);
+                if live {
+                    return Ok(false);
+                }
+                table.insert(key.as_str(), expires_at).map_err(backend)?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn insert_challenge(
+        &self,
+        id: &str,
+        nonce: &[u8],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        let mut value = expires_at.to_be_bytes().to_vec();
+        value.extend_from_slice(nonce);
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(CHALLENGES).map_err(backend)?;
+                if table.get(id.as_str()).map_err(backend)?.is_some() {
+                    return Err(StoreError::Conflict {
+                        reason: format!("challenge {id} already exists"),
+                    });
+                }
+                table.insert(id.as_str(), value.as_slice()).map_err(backend)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn take_challenge(&self, id: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(CHALLENGES).map_err(backend)?;
+                let Some(value) = table.remove(id.as_str()).map_err(backend)? else {
+                    return Ok(None);
+                };
+                let bytes = value.value();
+                let Some((expiry, nonce)) = bytes.split_first_chunk::<8>() else {
+                    return Err(StoreError::Corrupt {
+                        reason: format!("challenge {id} is too short"),
+                    });
+                };
+                Ok(Some((nonce.to_vec(), i64::from_be_bytes(*expiry))))
+            })
+        })
+        .await
+    }
+
+    async fn prune_one_time(&self, now: i64) -> Result<usize, StoreError> {
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut keys = txn.open_table(ONE_TIME).map_err(backend)?;
+                let before = keys.len().map_err(backend)?;
+                keys.retain(|_, until| until >= now).map_err(backend)?;
+                let after = keys.len().map_err(backend)?;
+                let mut challenges = txn.open_table(CHALLENGES).map_err(backend)?;
+                let before_challenges = challenges.len().map_err(backend)?;
+                challenges
+                    .retain(|_, value| {
+                        value
+                            .first_chunk::<8>()
+                            .is_some_and(|expiry| i64::from_be_bytes(*expiry) >= now)
+                    })
+                    .map_err(backend)?;
+                let after_challenges = challenges.len().map_err(backend)?;
+                let removed = (before - after) + (before_challenges - after_challenges);
+                Ok(usize::try_from(removed).unwrap_or(usize::MAX))
+            })
+        })
+        .await
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -278,6 +370,8 @@ fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
             txn.open_table(table).map_err(backend)?;
         }
         txn.open_table(SPIFFE_IDS).map_err(backend)?;
+        txn.open_table(ONE_TIME).map_err(backend)?;
+        txn.open_table(CHALLENGES).map_err(backend)?;
         Ok(())
     })
 }
@@ -1047,6 +1141,48 @@ mod tests {
         );
         assert!(store.redeem_join_token(&live.hash(), NOW).await.is_ok());
         assert_eq!(store.prune_join_tokens(NOW + 200).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_time_keys_are_accepted_once_until_they_expire() {
+        let (_dir, store) = new_store();
+        assert!(store.use_once("oidc:gh:jti:1", 100, 10).await.unwrap());
+        assert!(!store.use_once("oidc:gh:jti:1", 100, 50).await.unwrap(), "replay");
+        assert!(store.use_once("oidc:gh:jti:2", 100, 50).await.unwrap(), "another key");
+        // After expiry the key may be forgotten and reused.
+        assert!(store.use_once("oidc:gh:jti:1", 300, 101).await.unwrap());
+        assert_eq!(store.prune_one_time(400).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_use_once_yields_exactly_one_success() {
+        let (_dir, store) = new_store();
+        let store = std::sync::Arc::new(store);
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.use_once("k8s:c:jti:x", 100, 1).await.unwrap() })
+            })
+            .collect();
+        let mut wins = 0;
+        for task in tasks {
+            wins += usize::from(task.await.unwrap());
+        }
+        assert_eq!(wins, 1);
+    }
+
+    #[tokio::test]
+    async fn challenges_are_taken_once() {
+        let (_dir, store) = new_store();
+        store.insert_challenge("c1", b"nonce", 100).await.unwrap();
+        assert!(store.insert_challenge("c1", b"other", 100).await.is_err());
+        assert_eq!(store.take_challenge("c1").await.unwrap(), Some((b"nonce".to_vec(), 100)));
+        assert_eq!(store.take_challenge("c1").await.unwrap(), None, "single use");
+        assert_eq!(store.take_challenge("unknown").await.unwrap(), None);
+        store.insert_challenge("c2", b"n", 5).await.unwrap();
+        store.insert_challenge("c3", b"n", 500).await.unwrap();
+        assert_eq!(store.prune_one_time(10).await.unwrap(), 1);
+        assert!(store.take_challenge("c3").await.unwrap().is_some());
     }
 
     #[tokio::test]

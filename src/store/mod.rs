@@ -141,6 +141,43 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
     async fn usage(&self) -> Result<Vec<UsageRecord>, StoreError>;
+
+    /// Records a one-time key (an attestation token's `jti` or hash) until
+    /// `expires_at`, atomically: `Ok(true)` when it was not recorded yet (or
+    /// its earlier record has expired), `Ok(false)` when this is a replay.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the store cannot answer: the caller
+    /// must fail closed.
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError>;
+
+    /// Saves a challenge nonce (x509pop) for a single use.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] if the id exists, or [`StoreError::Unavailable`].
+    async fn insert_challenge(
+        &self,
+        id: &str,
+        nonce: &[u8],
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Removes and returns a challenge `(nonce, expires_at)`, atomically, so
+    /// a nonce is answered at most once; `None` when unknown or already taken.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn take_challenge(&self, id: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError>;
+
+    /// Forgets one-time keys and challenges that expired before `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`].
+    async fn prune_one_time(&self, now: i64) -> Result<usize, StoreError>;
 }
 
 /// How much an entry has been used: the inventory's answer to "is anything

@@ -25,6 +25,7 @@ pub struct TestBroker {
     pub server: Option<RunningServer>,
     pub dir: TempDir,
     pub clock: Arc<ManualClock>,
+    pub attestors: mayfly::attest::AttestorsConfig,
 }
 
 #[derive(Debug)]
@@ -62,19 +63,28 @@ pub fn test_config(data_dir: std::path::PathBuf) -> Config {
 
 impl TestBroker {
     pub async fn start() -> Self {
+        Self::start_with_attestors("").await
+    }
+
+    /// A broker whose `[attestors]` section is `attestors_toml` (TOML, with
+    /// `[[k8s_psat]]`-style tables relative to `[attestors]`).
+    pub async fn start_with_attestors(attestors_toml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let attestors = toml::from_str(attestors_toml).expect("attestors config");
         let mut broker = TestBroker {
             server: None,
             dir,
             clock,
+            attestors,
         };
         broker.boot().await;
         broker
     }
 
     async fn boot(&mut self) {
-        let config = test_config(self.dir.path().join("data"));
+        let mut config = test_config(self.dir.path().join("data"));
+        config.attestors = self.attestors.clone();
         let server = mayfly::server::start_with_clock(config, self.clock.clone())
             .await
             .unwrap();
@@ -132,8 +142,18 @@ impl TestBroker {
     }
 
     pub async fn create_entry(&self, path: &str, audiences: &[&str]) -> pb::Entry {
+        self.create_entry_with_selectors(path, audiences, &[]).await.unwrap()
+    }
+
+    pub async fn create_entry_with_selectors(
+        &self,
+        path: &str,
+        audiences: &[&str],
+        selectors: &[&str],
+    ) -> Result<pb::Entry, tonic::Status> {
         let spec = pb::EntrySpec {
             spiffe_id: Some(format!("spiffe://{TRUST_DOMAIN}{path}")),
+            selectors: Some(pb::StringList { values: selectors.iter().map(|s| s.to_string()).collect() }),
             audiences: Some(pb::StringList {
                 values: audiences.iter().map(|a| a.to_string()).collect(),
             }),
@@ -150,8 +170,7 @@ impl TestBroker {
             .await
             .create_entry(pb::CreateEntryRequest { spec: Some(spec) })
             .await
-            .unwrap()
-            .into_inner()
+            .map(|r| r.into_inner())
     }
 
     pub async fn join_token(&self, entry_id: &str, ttl_seconds: u32) -> String {
@@ -179,6 +198,7 @@ impl TestBroker {
                     },
                 )),
                 csr,
+                spiffe_id: String::new(),
             })
             .await?
             .into_inner();
@@ -240,7 +260,13 @@ impl TestBroker {
     }
 }
 
-fn svid_from(response: pb::X509SvidResponse, key: &rcgen::KeyPair) -> Svid {
+/// The last record of the audit log, parsed.
+pub fn last_audit_record(data_dir: &Path) -> serde_json::Value {
+    let log = read_audit(data_dir);
+    serde_json::from_str(log.lines().last().unwrap()).unwrap()
+}
+
+pub fn svid_from(response: pb::X509SvidResponse, key: &rcgen::KeyPair) -> Svid {
     let svid = response.svid.unwrap();
     let chain_pem = svid
         .cert_chain

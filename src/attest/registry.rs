@@ -1,0 +1,184 @@
+//! The configured attestors, and the one entry point the mint path calls.
+
+use std::time::SystemTime;
+
+use serde::Deserialize;
+
+use super::k8s_psat::{K8sClusterConfig, K8sPsatAttestor};
+use super::oidc::{OidcAttestor, OidcIssuerConfig};
+use super::x509pop::{Challenge, X509PopAttestor, X509PopConfig};
+use super::{AttestError, Attestation};
+use crate::clock::{rfc3339, unix_seconds};
+use crate::policy::Selector;
+use crate::store::Store;
+
+/// The `[attestors]` section of the server config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestorsConfig {
+    /// `[[attestors.k8s_psat]]`, one per cluster.
+    #[serde(default)]
+    pub k8s_psat: Vec<K8sClusterConfig>,
+    /// `[[attestors.oidc]]`, one per issuer.
+    #[serde(default)]
+    pub oidc: Vec<OidcIssuerConfig>,
+    /// `[attestors.x509pop]`.
+    pub x509pop: Option<X509PopConfig>,
+}
+
+/// Evidence as it arrives from a workload. Debug never shows a token.
+pub enum Evidence {
+    /// A Kubernetes projected service-account token.
+    K8sPsat(String),
+    /// An OIDC ID token.
+    Oidc(String),
+    /// A signature over a challenge's nonce, and the certificate chain.
+    X509Pop {
+        /// From `CreateX509PopChallenge`.
+        challenge_id: String,
+        /// DER, leaf first.
+        chain: Vec<Vec<u8>>,
+        /// Over `X509PopAttestor::signed_message(nonce)`.
+        signature: Vec<u8>,
+    },
+}
+
+impl Evidence {
+    /// The attestor this evidence is for.
+    pub fn attestor(&self) -> &'static str {
+        match self {
+            Evidence::K8sPsat(_) => "k8s_psat",
+            Evidence::Oidc(_) => "oidc",
+            Evidence::X509Pop { .. } => "x509pop",
+        }
+    }
+}
+
+impl std::fmt::Debug for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Evidence::X509Pop { challenge_id, chain, .. } => f
+                .debug_struct("X509Pop")
+                .field("challenge_id", challenge_id)
+                .field("certificates", &chain.len())
+                .finish_non_exhaustive(),
+            other => write!(f, "{}([redacted])", other.attestor()),
+        }
+    }
+}
+
+/// Every configured attestor.
+#[derive(Debug, Default)]
+pub struct Attestors {
+    k8s_psat: Option<K8sPsatAttestor>,
+    oidc: Option<OidcAttestor>,
+    x509pop: Option<X509PopAttestor>,
+}
+
+impl Attestors {
+    /// Builds the attestors (reads JWKS files and CA bundles). Errors name
+    /// the config section.
+    pub fn new(config: &AttestorsConfig) -> Result<Self, String> {
+        let k8s_psat = (!config.k8s_psat.is_empty())
+            .then(|| K8sPsatAttestor::new(&config.k8s_psat))
+            .transpose()
+            .map_err(|e| format!("attestors.k8s_psat: {e}"))?;
+        let oidc = (!config.oidc.is_empty())
+            .then(|| OidcAttestor::new(&config.oidc))
+            .transpose()
+            .map_err(|e| format!("attestors.oidc: {e}"))?;
+        let x509pop = config
+            .x509pop
+            .as_ref()
+            .map(X509PopAttestor::new)
+            .transpose()
+            .map_err(|e| format!("attestors.x509pop: {e}"))?;
+        Ok(Attestors { k8s_psat, oidc, x509pop })
+    }
+
+    /// The names of the configured attestors (always including join_token).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = vec!["join_token"];
+        if self.k8s_psat.is_some() {
+            names.push("k8s_psat");
+        }
+        if self.oidc.is_some() {
+            names.push("oidc");
+        }
+        if self.x509pop.is_some() {
+            names.push("x509pop");
+        }
+        names
+    }
+
+    /// Refuses entry selectors that would trust too much (an OIDC issuer
+    /// with no identifying claim constrained).
+    pub fn check_entry_selectors(&self, selectors: &[Selector]) -> Result<(), String> {
+        let uses_oidc = selectors.iter().any(|s| s.kind() == "oidc");
+        match &self.oidc {
+            Some(oidc) => oidc.check_entry_selectors(selectors),
+            None if uses_oidc => Err("oidc selectors need an [[attestors.oidc]] issuer configured on this server".into()),
+            None => Ok(()),
+        }
+    }
+
+    /// A fresh x509pop challenge, saved in the store for a single use.
+    pub async fn new_challenge(&self, store: &dyn Store, now: i64) -> Result<Challenge, AttestError> {
+        let x509pop = self.x509pop.as_ref().ok_or(AttestError::NotConfigured { attestor: "x509pop" })?;
+        let challenge = x509pop.new_challenge(now);
+        store
+            .insert_challenge(&challenge.id, &challenge.nonce, challenge.expires_at)
+            .await
+            .map_err(|e| AttestError::Unavailable { reason: format!("cannot save the challenge: {e}") })?;
+        Ok(challenge)
+    }
+
+    /// Verifies `evidence` and, for bearer evidence, records it so it is
+    /// accepted only once. Fails closed when the store cannot answer.
+    pub async fn attest(
+        &self,
+        evidence: &Evidence,
+        store: &dyn Store,
+        now: SystemTime,
+    ) -> Result<Attestation, AttestError> {
+        let unix_now = unix_seconds(now);
+        let attestation = match evidence {
+            Evidence::K8sPsat(token) => {
+                let attestor = self.k8s_psat.as_ref().ok_or(AttestError::NotConfigured { attestor: "k8s_psat" })?;
+                attestor.attest(token, unix_now).await?
+            }
+            Evidence::Oidc(token) => {
+                let attestor = self.oidc.as_ref().ok_or(AttestError::NotConfigured { attestor: "oidc" })?;
+                attestor.attest(token, unix_now).await?
+            }
+            Evidence::X509Pop { challenge_id, chain, signature } => {
+                let attestor = self.x509pop.as_ref().ok_or(AttestError::NotConfigured { attestor: "x509pop" })?;
+                // Taking the challenge consumes it, whatever the outcome: a
+                // nonce is answered at most once.
+                let taken = store
+                    .take_challenge(challenge_id)
+                    .await
+                    .map_err(|e| AttestError::Unavailable { reason: format!("cannot read the challenge: {e}") })?;
+                let (nonce, expires_at) = taken.ok_or_else(|| AttestError::BadChallenge {
+                    reason: "is unknown or was already used".into(),
+                })?;
+                if unix_now > expires_at {
+                    return Err(AttestError::BadChallenge { reason: format!("expired at {}", rfc3339(expires_at)) });
+                }
+                attestor.verify(chain, &nonce, signature, now)?
+            }
+        };
+        if let Some(guard) = &attestation.replay {
+            let fresh = store
+                .use_once(&guard.key, guard.expires_at, unix_now)
+                .await
+                .map_err(|e| AttestError::Unavailable {
+                    reason: format!("replay protection unavailable, refusing: {e}"),
+                })?;
+            if !fresh {
+                return Err(AttestError::Replayed { attestor: attestation.attestor });
+            }
+        }
+        Ok(attestation)
+    }
+}

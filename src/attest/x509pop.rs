@@ -1,0 +1,1561 @@
+//! `x509pop`: proof of possession of a device or host certificate.
+//!
+//! A device holds a certificate issued by a CA the operator trusts
+//! (`ca_bundle`) and that certificate's private key, which never leaves the
+//! device. To attest, it asks the broker for a [`Challenge`], signs
+//! [`X509PopAttestor::signed_message`] of the challenge's nonce with its key
+//! ([`sign_challenge`]) and sends the signature with its certificate chain.
+//! [`X509PopAttestor::verify`] validates the chain to a configured CA with
+//! rustls-webpki (RFC 5280 path validation, client-authentication usage),
+//! then the signature with the leaf's key, and yields selectors read from the
+//! leaf.
+//!
+//! A certificate is public, so the chain alone proves nothing; the signature
+//! over a fresh nonce proves the key is present. Each nonce is answered at
+//! most once: the broker stores the challenge and takes it out when it is
+//! answered ([`Attestors`](super::Attestors)), so a captured answer cannot be
+//! replayed.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use mayfly::attest::x509pop::{X509PopAttestor, sign_challenge};
+//!
+//! // A device CA and a device certificate (made with rcgen here).
+//! let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+//! let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+//! ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+//! let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+//! let device_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+//! let device = rcgen::CertificateParams::new(vec!["dev-42.example.org".to_owned()])?
+//!     .signed_by(&device_key, &ca)?;
+//!
+//! // The broker: trusts the CA, hands out a challenge.
+//! let attestor = X509PopAttestor::from_ca_pem(ca.pem().as_bytes(), Duration::from_secs(30))?;
+//! let now = SystemTime::now();
+//! let challenge = attestor.new_challenge(mayfly::clock::unix_seconds(now));
+//! // The device: signs the nonce.
+//! let signature = sign_challenge(device_key.serialize_pem().as_bytes(), &challenge.nonce)?;
+//! // The broker: verifies the chain and the signature.
+//! let chain = vec![device.der().to_vec()];
+//! let attestation = attestor.verify(&chain, &challenge.nonce, &signature, now)?;
+//! assert!(attestation.selectors.iter().any(|s| s.as_str() == "x509pop:san:dns:dev-42.example.org"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use rustls_pki_types::pem::{PemObject, SectionKind};
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use serde::{Deserialize, Deserializer};
+use webpki::{EndEntityCert, KeyUsage};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+use zeroize::Zeroizing;
+
+use super::{AttestError, Attestation, selector, sha256_hex, truncated};
+use crate::clock::rfc3339;
+use crate::policy::Selector;
+
+/// How long a challenge may be answered when the config does not say.
+pub const DEFAULT_CHALLENGE_TTL: Duration = Duration::from_secs(30);
+/// The longest `challenge_ttl` accepted: a nonce is meant to be answered at
+/// once, and every outstanding one is state the broker keeps.
+pub const MAX_CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
+/// Expiry is kept in whole seconds, so a shorter TTL would round to nothing.
+const MIN_CHALLENGE_TTL: Duration = Duration::from_secs(1);
+
+/// Prepended to the nonce before signing, so that a signature the device key
+/// made for anything else (a TLS handshake, a CSR, another protocol's
+/// challenge) can never pass as an answer here. The version lets a future
+/// format be told apart; the NUL ends the label.
+const SIGNING_LABEL: &[u8] = b"mayfly x509pop v1\0";
+const NONCE_BYTES: usize = 32;
+const CHALLENGE_ID_BYTES: usize = 16;
+
+/// Limits checked before any parsing, so hostile evidence costs little.
+const MAX_CHAIN_CERTIFICATES: usize = 8;
+const MAX_CERTIFICATE_BYTES: usize = 16 * 1024;
+/// An RSA-8192 signature; every accepted algorithm's signatures fit.
+const MAX_SIGNATURE_BYTES: usize = 1024;
+
+/// The algorithms accepted for certificate signatures in the chain and for
+/// the proof itself: ECDSA P-256/P-384 (ASN.1 DER signatures) with SHA-256/384,
+/// Ed25519, RSA 2048–8192 bits PKCS#1 v1.5 and PSS with SHA-256/384/512.
+static SIGNATURE_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
+    webpki::aws_lc_rs::ECDSA_P256_SHA256,
+    webpki::aws_lc_rs::ECDSA_P256_SHA384,
+    webpki::aws_lc_rs::ECDSA_P384_SHA256,
+    webpki::aws_lc_rs::ECDSA_P384_SHA384,
+    webpki::aws_lc_rs::ED25519,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA384,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA512,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+];
+
+/// `[attestors.x509pop]` in the server config.
+///
+/// ```toml
+/// [attestors.x509pop]
+/// ca_bundle = "/etc/mayfly/device-ca.pem"
+/// challenge_ttl = "30s"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509PopConfig {
+    /// A PEM file with one or more CA certificates (basicConstraints
+    /// `CA:TRUE`): the CAs that issue device certificates. A device's chain
+    /// must verify to one of them.
+    pub ca_bundle: PathBuf,
+    /// How long a challenge may be answered, as a duration (`"30s"`);
+    /// default 30 s, at most 5 min.
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub challenge_ttl: Option<Duration>,
+}
+
+/// Reads a humantime duration (`"30s"`, `"2m"`); only called when the field
+/// is present, `#[serde(default)]` covers its absence.
+fn deserialize_duration<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {:?}: {e} (expected e.g. \"30s\")",
+            truncated(&text)
+        ))
+    })
+}
+
+/// A challenge for one device: answer it by signing
+/// [`X509PopAttestor::signed_message`]`(nonce)` before `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// Names the challenge when it is answered: 16 random bytes, lowercase hex.
+    pub id: String,
+    /// 32 random bytes to sign. Not secret: the signature, not the nonce,
+    /// proves possession of the key.
+    pub nonce: Vec<u8>,
+    /// Unix seconds after which the challenge may no longer be answered.
+    pub expires_at: i64,
+}
+
+/// Verifies x509pop evidence against the configured device CAs.
+pub struct X509PopAttestor {
+    /// The configured CAs as webpki trust anchors, in bundle order.
+    anchors: Vec<TrustAnchor<'static>>,
+    /// Hex SHA-256 of each configured CA certificate's DER, same order as
+    /// `anchors`: what the `x509pop:ca:` selector names.
+    anchor_sha256: Vec<String>,
+    challenge_ttl: Duration,
+}
+
+impl fmt::Debug for X509PopAttestor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("X509PopAttestor")
+            .field("ca_sha256", &self.anchor_sha256)
+            .field("challenge_ttl", &self.challenge_ttl)
+            .finish()
+    }
+}
+
+impl X509PopAttestor {
+    /// Reads and parses the CA bundle the config names.
+    ///
+    /// # Errors
+    ///
+    /// The bundle cannot be read, is not PEM, holds something other than
+    /// CA certificates, or holds none; or `challenge_ttl` is outside
+    /// 1 s..=5 min. Messages name the file or the setting.
+    pub fn new(config: &X509PopConfig) -> Result<Self, String> {
+        let challenge_ttl = config.challenge_ttl.unwrap_or(DEFAULT_CHALLENGE_TTL);
+        check_challenge_ttl(challenge_ttl)?;
+        let path = config.ca_bundle.display();
+        let pem = std::fs::read(&config.ca_bundle)
+            .map_err(|e| format!("cannot read ca_bundle {path}: {e}"))?;
+        let cas = parse_ca_bundle(&pem).map_err(|e| format!("ca_bundle {path}: {e}"))?;
+        Ok(Self::from_parts(cas, challenge_ttl))
+    }
+
+    /// Builds the attestor from PEM CA certificates already in memory.
+    ///
+    /// # Errors
+    ///
+    /// As [`X509PopAttestor::new`], without the file name.
+    pub fn from_ca_pem(ca_pem: &[u8], challenge_ttl: Duration) -> Result<Self, String> {
+        check_challenge_ttl(challenge_ttl)?;
+        let cas = parse_ca_bundle(ca_pem)?;
+        Ok(Self::from_parts(cas, challenge_ttl))
+    }
+
+    fn from_parts(cas: Vec<(TrustAnchor<'static>, String)>, challenge_ttl: Duration) -> Self {
+        let (anchors, anchor_sha256) = cas.into_iter().unzip();
+        X509PopAttestor {
+            anchors,
+            anchor_sha256,
+            challenge_ttl,
+        }
+    }
+
+    /// How long a challenge may be answered.
+    pub fn challenge_ttl(&self) -> Duration {
+        self.challenge_ttl
+    }
+
+    /// A fresh challenge expiring `challenge_ttl` after `now` (unix seconds).
+    /// Storing it for a single use is the caller's job.
+    pub fn new_challenge(&self, now: i64) -> Challenge {
+        let id: [u8; CHALLENGE_ID_BYTES] = random_bytes();
+        let nonce: [u8; NONCE_BYTES] = random_bytes();
+        // Bounded by MAX_CHALLENGE_TTL, so the conversion cannot fail.
+        let ttl = i64::try_from(self.challenge_ttl.as_secs()).unwrap_or(i64::MAX);
+        Challenge {
+            id: hex::encode(id),
+            nonce: nonce.to_vec(),
+            expires_at: now.saturating_add(ttl),
+        }
+    }
+
+    /// The exact bytes the client signs: a domain-separation label, then the
+    /// nonce (`"mayfly x509pop v1\0" || nonce`), so a signature made for
+    /// anything else cannot be replayed here.
+    pub fn signed_message(nonce: &[u8]) -> Vec<u8> {
+        let mut message = Vec::with_capacity(SIGNING_LABEL.len() + nonce.len());
+        message.extend_from_slice(SIGNING_LABEL);
+        message.extend_from_slice(nonce);
+        message
+    }
+
+    /// Verifies `chain_der` (leaf first, DER; at most 8 certificates of at
+    /// most 16 KiB each) to a configured CA at `now` for client
+    /// authentication (a leaf without an extended key usage is accepted),
+    /// then `signature` over [`signed_message`](Self::signed_message)`(nonce)`
+    /// with the leaf's key (ECDSA P-256/P-384 with ASN.1 DER signatures,
+    /// Ed25519, RSA PKCS#1 v1.5 or PSS), and yields the leaf's selectors,
+    /// sorted and deduplicated:
+    ///
+    /// - `x509pop:subject:cn:<common name>`, when the subject has exactly one;
+    /// - `x509pop:san:dns:<name>` (lowercased) and `x509pop:san:uri:<uri>`
+    ///   for each DNS and URI subject alternative name;
+    /// - `x509pop:ca:<hex SHA-256 of the configured CA certificate the chain
+    ///   verified to>`;
+    /// - `x509pop:serial:<lowercase hex serial>`.
+    ///
+    /// A name that cannot be a selector (a space, too long) is left out:
+    /// no entry can name it. The audit subject is `x509pop:cn=<common name>`,
+    /// or `x509pop:serial=<hex>` without one.
+    ///
+    /// # Errors
+    ///
+    /// - [`AttestError::Malformed`]: an empty or oversized chain or
+    ///   signature, a certificate that is not strict DER X.509, or a leaf
+    ///   key type that is not supported.
+    /// - [`AttestError::BadChallenge`]: `nonce` is not 32 bytes (it did not
+    ///   come from [`new_challenge`](Self::new_challenge)).
+    /// - [`AttestError::UntrustedCertificate`]: path validation failed
+    ///   (expired, unknown issuer, not for client authentication, ...), or
+    ///   the leaf's key usage leaves out digitalSignature.
+    /// - [`AttestError::BadProofSignature`]: the signature does not verify
+    ///   with the leaf's key over this nonce.
+    pub fn verify(
+        &self,
+        chain_der: &[Vec<u8>],
+        nonce: &[u8],
+        signature: &[u8],
+        now: SystemTime,
+    ) -> Result<Attestation, AttestError> {
+        check_evidence_size(chain_der, signature)?;
+        if nonce.len() != NONCE_BYTES {
+            return Err(AttestError::BadChallenge {
+                reason: format!("has a {}-byte nonce, not {NONCE_BYTES}", nonce.len()),
+            });
+        }
+        let certificates: Vec<CertificateDer<'_>> = chain_der
+            .iter()
+            .map(|der| CertificateDer::from(der.as_slice()))
+            .collect();
+        let Some((leaf_der, intermediates)) = certificates.split_first() else {
+            return Err(malformed("the certificate chain is empty"));
+        };
+        // Every certificate is parsed up front, so garbage is reported as
+        // malformed rather than as an untrusted chain.
+        let leaf_fields = parse_leaf(leaf_der)?;
+        let leaf = EndEntityCert::try_from(leaf_der)
+            .map_err(|e| malformed(format!("certificate 1 (the leaf): {}", der_error(&e))))?;
+        for (index, der) in certificates.iter().enumerate().skip(1) {
+            EndEntityCert::try_from(der)
+                .map_err(|e| malformed(format!("certificate {}: {}", index + 1, der_error(&e))))?;
+        }
+
+        let path = leaf
+            .verify_for_usage(
+                SIGNATURE_ALGORITHMS,
+                &self.anchors,
+                intermediates,
+                unix_time(now),
+                KeyUsage::client_auth(),
+                None,
+                None,
+            )
+            .map_err(|e| chain_error(&e, &leaf_fields))?;
+        let ca_sha256 = self.configured_ca_sha256(path.anchor())?;
+        check_signing_key_usage(&leaf_fields)?;
+        verify_proof(&leaf, nonce, signature)?;
+
+        let (subject, selectors) = leaf_identity(&leaf_fields, ca_sha256)?;
+        Ok(Attestation {
+            attestor: "x509pop",
+            subject,
+            selectors,
+            evidence_sha256: evidence_sha256(chain_der, signature),
+            // The nonce's single use is enforced by the broker's challenge store.
+            replay: None,
+        })
+    }
+
+    /// Maps the trust anchor webpki verified to back to the configured CA.
+    /// webpki returns a reference into `self.anchors`, so identity is exact.
+    fn configured_ca_sha256(&self, anchor: &TrustAnchor<'_>) -> Result<&str, AttestError> {
+        self.anchors
+            .iter()
+            .position(|configured| std::ptr::eq(configured, anchor))
+            .and_then(|index| self.anchor_sha256.get(index))
+            .map(String::as_str)
+            // Unreachable unless webpki changes how it reports the anchor;
+            // refusing is the safe answer then.
+            .ok_or_else(|| AttestError::UntrustedCertificate {
+                reason: "the chain verified to a trust anchor that is not configured".into(),
+            })
+    }
+}
+
+/// Client side (the CLI uses it): signs
+/// [`X509PopAttestor::signed_message`]`(nonce)` with an unencrypted PKCS#8
+/// PEM private key (`-----BEGIN PRIVATE KEY-----`): P-256 or P-384 (ECDSA
+/// with SHA-256 / SHA-384, ASN.1 DER signature), Ed25519, or RSA 2048–8192
+/// bits (PKCS#1 v1.5 with SHA-256).
+///
+/// # Errors
+///
+/// The PEM holds no PKCS#8 private key, more than one, or a key of another
+/// type. Messages never contain key material.
+pub fn sign_challenge(private_key_pem: &[u8], nonce: &[u8]) -> Result<Vec<u8>, String> {
+    let pkcs8 = pkcs8_from_pem(private_key_pem)?;
+    let message = X509PopAttestor::signed_message(nonce);
+    let rng = SystemRandom::new();
+    let signing_failed = |_| "signing failed".to_owned();
+
+    if let Ok(key) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8) {
+        return key
+            .sign(&rng, &message)
+            .map(|signature| signature.as_ref().to_vec())
+            .map_err(signing_failed);
+    }
+    if let Ok(key) = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &pkcs8) {
+        return key
+            .sign(&rng, &message)
+            .map(|signature| signature.as_ref().to_vec())
+            .map_err(signing_failed);
+    }
+    if let Ok(key) = Ed25519KeyPair::from_pkcs8(&pkcs8) {
+        return Ok(key.sign(&message).as_ref().to_vec());
+    }
+    if let Ok(key) = RsaKeyPair::from_pkcs8(&pkcs8) {
+        // aws-lc-rs requires the buffer to be exactly the modulus length.
+        let mut signature = vec![0u8; key.public_modulus_len()];
+        key.sign(&RSA_PKCS1_SHA256, &rng, &message, &mut signature)
+            .map_err(signing_failed)?;
+        return Ok(signature);
+    }
+    Err(
+        "unsupported private key: expected a PKCS#8 P-256, P-384, Ed25519 or RSA (2048-8192 bit) key"
+            .into(),
+    )
+}
+
+/// The one unencrypted PKCS#8 key in `pem`, zeroized on drop.
+fn pkcs8_from_pem(pem: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+    let mut pkcs8 = None;
+    let mut other_key_kind = None;
+    for section in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(pem) {
+        // The PEM error could quote a line of the key file: say nothing more.
+        let (kind, der) =
+            section.map_err(|_| "the private key file is not valid PEM".to_owned())?;
+        let der = Zeroizing::new(der);
+        match kind {
+            SectionKind::PrivateKey if pkcs8.is_some() => {
+                return Err("the PEM holds more than one private key".into());
+            }
+            SectionKind::PrivateKey => pkcs8 = Some(der),
+            SectionKind::EcPrivateKey => other_key_kind = Some("SEC1 (EC PRIVATE KEY)"),
+            SectionKind::RsaPrivateKey => other_key_kind = Some("PKCS#1 (RSA PRIVATE KEY)"),
+            _ => {}
+        }
+    }
+    match (pkcs8, other_key_kind) {
+        (Some(pkcs8), _) => Ok(pkcs8),
+        (None, Some(kind)) => Err(format!(
+            "the key is in {kind} form; convert it to PKCS#8 with \
+             `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`"
+        )),
+        (None, None) => {
+            Err("no unencrypted PKCS#8 private key (-----BEGIN PRIVATE KEY-----) found".into())
+        }
+    }
+}
+
+fn check_challenge_ttl(ttl: Duration) -> Result<(), String> {
+    if (MIN_CHALLENGE_TTL..=MAX_CHALLENGE_TTL).contains(&ttl) {
+        Ok(())
+    } else {
+        Err(format!(
+            "challenge_ttl must be between {} and {}, not {}",
+            humantime::format_duration(MIN_CHALLENGE_TTL),
+            humantime::format_duration(MAX_CHALLENGE_TTL),
+            humantime::format_duration(ttl)
+        ))
+    }
+}
+
+/// Parses a CA bundle: only `CERTIFICATE` sections, each a CA certificate.
+/// Returns each CA as a trust anchor with the hex SHA-256 of its DER;
+/// duplicates are dropped.
+fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<(TrustAnchor<'static>, String)>, String> {
+    let mut cas: Vec<(TrustAnchor<'static>, String)> = Vec::new();
+    for (index, section) in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(pem).enumerate() {
+        let (kind, der) = section.map_err(|e| format!("not valid PEM: {e}"))?;
+        // A private key pasted into the bundle must not linger in memory.
+        let der = Zeroizing::new(der);
+        let number = index + 1;
+        if kind != SectionKind::Certificate {
+            // Anything else (above all a private key) means the wrong file
+            // was given; refusing beats silently skipping it.
+            return Err(format!(
+                "PEM section {number} is {kind:?}, not CERTIFICATE; a CA bundle holds only CA \
+                 certificates"
+            ));
+        }
+        let sha256 = sha256_hex(&der);
+        if cas.iter().any(|(_, known)| *known == sha256) {
+            continue;
+        }
+        check_ca_certificate(&der).map_err(|e| format!("certificate {number}: {e}"))?;
+        let anchor = webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
+            .map_err(|e| format!("certificate {number}: {}", der_error(&e)))?
+            .to_owned();
+        cas.push((anchor, sha256));
+    }
+    if cas.is_empty() {
+        return Err("holds no CERTIFICATE; expected PEM with one or more CA certificates".into());
+    }
+    Ok(cas)
+}
+
+/// A trust anchor must be a CA: a leaf in the bundle is a configuration
+/// mistake webpki would not catch (it would trust anything that leaf signed).
+fn check_ca_certificate(der: &[u8]) -> Result<(), String> {
+    let certificate = parse_x509(der)?;
+    match certificate.basic_constraints() {
+        Ok(Some(constraints)) if constraints.value.ca => Ok(()),
+        Ok(_) => Err(format!(
+            "{} is not a CA certificate (no basicConstraints CA:TRUE)",
+            certificate.subject()
+        )),
+        Err(e) => Err(format!("malformed basicConstraints: {e}")),
+    }
+}
+
+/// Strict DER X.509: no trailing bytes.
+fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+    let (rest, certificate) =
+        X509Certificate::from_der(der).map_err(|e| format!("not a DER X.509 certificate: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} bytes of trailing data after the certificate",
+            rest.len()
+        ));
+    }
+    Ok(certificate)
+}
+
+fn parse_leaf<'a>(der: &'a CertificateDer<'a>) -> Result<X509Certificate<'a>, AttestError> {
+    parse_x509(der).map_err(|e| malformed(format!("certificate 1 (the leaf): {e}")))
+}
+
+fn check_evidence_size(chain_der: &[Vec<u8>], signature: &[u8]) -> Result<(), AttestError> {
+    if chain_der.is_empty() {
+        return Err(malformed("the certificate chain is empty"));
+    }
+    if chain_der.len() > MAX_CHAIN_CERTIFICATES {
+        return Err(malformed(format!(
+            "the certificate chain has {} certificates; at most {MAX_CHAIN_CERTIFICATES} are accepted",
+            chain_der.len()
+        )));
+    }
+    if let Some(index) = chain_der
+        .iter()
+        .position(|der| der.len() > MAX_CERTIFICATE_BYTES)
+    {
+        return Err(malformed(format!(
+            "certificate {} is larger than {MAX_CERTIFICATE_BYTES} bytes",
+            index + 1
+        )));
+    }
+    if signature.is_empty() || signature.len() > MAX_SIGNATURE_BYTES {
+        return Err(malformed(format!(
+            "the signature is {} bytes; expected 1 to {MAX_SIGNATURE_BYTES}",
+            signature.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The proof is a signature, so a leaf whose key usage extension leaves out
+/// digitalSignature (RFC 5280 4.2.1.3) is refused; webpki checks the extended
+/// key usage but not this bit. A leaf without the extension may sign.
+fn check_signing_key_usage(leaf: &X509Certificate<'_>) -> Result<(), AttestError> {
+    match leaf.key_usage() {
+        Ok(None) => Ok(()),
+        Ok(Some(usage)) if usage.value.digital_signature() => Ok(()),
+        Ok(Some(_)) => Err(AttestError::UntrustedCertificate {
+            reason: "the device certificate's key usage does not allow digital signatures".into(),
+        }),
+        Err(e) => Err(malformed(format!("leaf keyUsage: {e}"))),
+    }
+}
+
+/// Checks the proof with every accepted algorithm that fits the leaf's key:
+/// webpki refuses a mismatched algorithm before any cryptography, so only
+/// the candidates for this key type cost a verification.
+fn verify_proof(
+    leaf: &EndEntityCert<'_>,
+    nonce: &[u8],
+    signature: &[u8],
+) -> Result<(), AttestError> {
+    let message = X509PopAttestor::signed_message(nonce);
+    let mut key_supported = false;
+    for algorithm in SIGNATURE_ALGORITHMS {
+        match leaf.verify_signature(*algorithm, &message, signature) {
+            Ok(()) => return Ok(()),
+            // The algorithm fits the key; the signature does not verify with it.
+            Err(webpki::Error::InvalidSignatureForPublicKey) => key_supported = true,
+            // The algorithm is for another key type: try the next one.
+            Err(_) => {}
+        }
+    }
+    if key_supported {
+        Err(AttestError::BadProofSignature)
+    } else {
+        Err(malformed(
+            "the leaf certificate's key type is not supported (P-256, P-384, Ed25519 or RSA \
+             2048-8192 bits)",
+        ))
+    }
+}
+
+/// The audit subject and the sorted, deduplicated selectors of a verified leaf.
+///
+/// A name that cannot be a selector (a space or a control character, too
+/// long, a common name that is not a text string) is left out rather than
+/// refused: no entry can name such a value, so leaving it out never lets a
+/// device match an entry it should not, while refusing would lock a device
+/// out over a name nobody asked about. Malformed encodings are still refused.
+fn leaf_identity(
+    leaf: &X509Certificate<'_>,
+    ca_sha256: &str,
+) -> Result<(String, Vec<Selector>), AttestError> {
+    let serial = serial_hex(leaf.raw_serial());
+    // Hex digits only: these are always valid selectors.
+    let mut selectors = vec![
+        selector("x509pop:ca:", "issuing CA", ca_sha256)?,
+        selector("x509pop:serial:", "serial number", &serial)?,
+    ];
+    // Only a common name that became a selector names the device in the audit log.
+    let common_name = common_name(leaf).filter(|common_name| {
+        push_representable(
+            &mut selectors,
+            "x509pop:subject:cn:",
+            "subject common name",
+            common_name,
+        )
+    });
+    let alternative_names = leaf
+        .subject_alternative_name()
+        .map_err(|e| malformed(format!("leaf subjectAltName: {e}")))?;
+    for name in alternative_names
+        .iter()
+        .flat_map(|san| &san.value.general_names)
+    {
+        match name {
+            // DNS names are case-insensitive; one spelling keeps selectors comparable.
+            GeneralName::DNSName(dns) => {
+                push_representable(
+                    &mut selectors,
+                    "x509pop:san:dns:",
+                    "DNS subject alternative name",
+                    &dns.to_ascii_lowercase(),
+                );
+            }
+            GeneralName::URI(uri) => {
+                push_representable(
+                    &mut selectors,
+                    "x509pop:san:uri:",
+                    "URI subject alternative name",
+                    uri,
+                );
+            }
+            // x509-parser's word for a name whose encoding is wrong (a DNS
+            // name that is not IA5): a broken certificate, refused.
+            GeneralName::Invalid(..) => {
+                return Err(malformed("leaf subjectAltName holds a malformed name"));
+            }
+            _ => {}
+        }
+    }
+    selectors.sort();
+    selectors.dedup();
+    let subject = match common_name {
+        Some(common_name) => format!("x509pop:cn={common_name}"),
+        // "cn=" followed by a serial would read as a common name.
+        None => format!("x509pop:serial={serial}"),
+    };
+    Ok((subject, selectors))
+}
+
+/// Pushes `prefix + value` if it is a valid selector; says whether it did.
+fn push_representable(
+    selectors: &mut Vec<Selector>,
+    prefix: &str,
+    name: &str,
+    value: &str,
+) -> bool {
+    match selector(prefix, name, value) {
+        Ok(selector) => {
+            selectors.push(selector);
+            true
+        }
+        Err(_) => {
+            // The value itself stays out of the log: it can hold anything.
+            tracing::debug!(
+                name,
+                "x509pop: a certificate name cannot be a selector; left out"
+            );
+            false
+        }
+    }
+}
+
+/// The leaf's one subject common name as text. None when there is none,
+/// when there are several (which one an entry meant would be ambiguous), or
+/// when it is not a text string x509-parser reads (BMPString, ...).
+fn common_name<'a>(leaf: &'a X509Certificate<'_>) -> Option<&'a str> {
+    let mut names = leaf.subject().iter_common_name();
+    let first = names.next()?;
+    if names.next().is_some() {
+        tracing::debug!("x509pop: the leaf has several common names; none is used");
+        return None;
+    }
+    first.as_str().ok()
+}
+
+/// Lowercase hex of the serial's magnitude: the DER sign-padding zero is
+/// dropped, so the form matches `openssl x509 -serial` (lowercased) and the
+/// serials Mayfly issues.
+fn serial_hex(raw: &[u8]) -> String {
+    let start = raw
+        .iter()
+        .position(|byte| *byte != 0)
+        .unwrap_or(raw.len().saturating_sub(1));
+    hex::encode(&raw[start..])
+}
+
+/// Hex SHA-256 over the chain DERs in order, then the signature; the same
+/// hash the mint path records for refused evidence.
+fn evidence_sha256(chain_der: &[Vec<u8>], signature: &[u8]) -> String {
+    let mut evidence =
+        Vec::with_capacity(chain_der.iter().map(Vec::len).sum::<usize>() + signature.len());
+    for der in chain_der {
+        evidence.extend_from_slice(der);
+    }
+    evidence.extend_from_slice(signature);
+    sha256_hex(&evidence)
+}
+
+/// webpki's reason, readable; for expiry, which certificate and when.
+fn chain_error(error: &webpki::Error, leaf: &X509Certificate<'_>) -> AttestError {
+    use webpki::Error as E;
+    let reason = match error {
+        E::CertExpired { time, not_after } => {
+            let whose = if leaf.validity().not_after.timestamp() == unix(*not_after) {
+                "the device certificate"
+            } else {
+                "a CA certificate in the chain"
+            };
+            format!(
+                "certificate expired: {whose} was valid until {} (now {})",
+                rfc3339(unix(*not_after)),
+                rfc3339(unix(*time))
+            )
+        }
+        E::CertNotValidYet { time, not_before } => format!(
+            "certificate not yet valid: valid from {} (now {})",
+            rfc3339(unix(*not_before)),
+            rfc3339(unix(*time))
+        ),
+        E::UnknownIssuer => "issuer not trusted: the chain does not lead to a configured CA".into(),
+        E::InvalidSignatureForPublicKey => {
+            "a certificate's signature does not verify with its issuer's key".into()
+        }
+        E::CaUsedAsEndEntity => "the leaf is a CA certificate, not a device certificate".into(),
+        E::EndEntityUsedAsCa => "a certificate that is not a CA issued another".into(),
+        E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => {
+            "the device certificate's extended key usage does not allow client authentication"
+                .into()
+        }
+        E::PathLenConstraintViolated => "the chain violates a CA's path length limit".into(),
+        E::NameConstraintViolation => "the chain violates a CA's name constraints".into(),
+        E::CertDistrusted => "a certificate in the chain is distrusted".into(),
+        E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            "a certificate is signed with an unsupported algorithm".into()
+        }
+        E::UnsupportedCriticalExtension => {
+            "a certificate has an unsupported critical extension".into()
+        }
+        E::MaximumPathDepthExceeded
+        | E::MaximumPathBuildCallsExceeded
+        | E::MaximumSignatureChecksExceeded
+        | E::MaximumNameConstraintComparisonsExceeded => "the chain is too long or complex".into(),
+        other => format!("certificate rejected ({other:?})"),
+    };
+    AttestError::UntrustedCertificate { reason }
+}
+
+/// webpki's parse errors, readable.
+fn der_error(error: &webpki::Error) -> String {
+    match error {
+        webpki::Error::BadDer | webpki::Error::BadDerTime => "not a DER X.509 certificate".into(),
+        webpki::Error::TrailingData(_) => "trailing data after the certificate".into(),
+        webpki::Error::UnsupportedCertVersion => "not an X.509 v3 certificate".into(),
+        other => format!("not a usable certificate ({other:?})"),
+    }
+}
+
+fn malformed(reason: impl Into<String>) -> AttestError {
+    AttestError::Malformed {
+        reason: reason.into(),
+    }
+}
+
+fn unix_time(now: SystemTime) -> UnixTime {
+    // A clock before 1970 validates as at the epoch: every certificate is
+    // then not yet valid, which fails closed.
+    UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+fn unix(time: UnixTime) -> i64 {
+    i64::try_from(time.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // The system RNG failing is not something the broker can run without
+    // (as `EntryId::generate`).
+    #[allow(clippy::expect_used)]
+    aws_lc_rs::rand::fill(&mut bytes).expect("system random number generator failed");
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::signature::RSA_PSS_SHA256;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+        ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+        SignatureAlgorithm,
+    };
+
+    use super::*;
+    use crate::clock::unix_seconds;
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    /// 2030-03-17: inside every test certificate's validity (rcgen's
+    /// default is 1975–4096) unless a test sets another.
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_900_000_000)
+    }
+
+    type Ca = CertifiedIssuer<'static, KeyPair>;
+
+    fn named(cn: &str) -> CertificateParams {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params
+    }
+
+    fn ca_params(cn: &str) -> CertificateParams {
+        let mut params = named(cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+    }
+
+    fn p256() -> KeyPair {
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
+    }
+
+    fn root(cn: &str) -> Ca {
+        CertifiedIssuer::self_signed(ca_params(cn), p256()).unwrap()
+    }
+
+    fn intermediate(cn: &str, parent: &Ca) -> Ca {
+        CertifiedIssuer::signed_by(ca_params(cn), p256(), parent).unwrap()
+    }
+
+    struct Device {
+        der: Vec<u8>,
+        key: KeyPair,
+    }
+
+    impl Device {
+        fn key_pem(&self) -> String {
+            self.key.serialize_pem()
+        }
+
+        /// The device certificate alone, as a chain.
+        fn chain(&self) -> Vec<Vec<u8>> {
+            vec![self.der.clone()]
+        }
+    }
+
+    /// CN `cn`, a DNS SAN in mixed case, a URI SAN, serial 01abcd.
+    fn device_params(cn: &str) -> CertificateParams {
+        let mut params = named(cn);
+        params.subject_alt_names = vec![
+            SanType::DnsName(format!("{cn}.Devices.Example.org").try_into().unwrap()),
+            SanType::URI(format!("urn:mayfly:device:{cn}").try_into().unwrap()),
+        ];
+        params.serial_number = Some(SerialNumber::from_slice(&[0x01, 0xab, 0xcd]));
+        params
+    }
+
+    fn issue(params: CertificateParams, alg: &'static SignatureAlgorithm, issuer: &Ca) -> Device {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let der = params.signed_by(&key, issuer).unwrap().der().to_vec();
+        Device { der, key }
+    }
+
+    fn device(cn: &str, issuer: &Ca) -> Device {
+        issue(device_params(cn), &rcgen::PKCS_ECDSA_P256_SHA256, issuer)
+    }
+
+    fn attestor(cas: &[&Ca]) -> X509PopAttestor {
+        let pem: String = cas.iter().map(|ca| ca.pem()).collect();
+        X509PopAttestor::from_ca_pem(pem.as_bytes(), TTL).unwrap()
+    }
+
+    /// Answers a fresh challenge with `key_pem` the way the CLI does.
+    fn answer(
+        attestor: &X509PopAttestor,
+        chain: &[Vec<u8>],
+        key_pem: &str,
+        at: SystemTime,
+    ) -> Result<Attestation, AttestError> {
+        let challenge = attestor.new_challenge(unix_seconds(at));
+        let signature = sign_challenge(key_pem.as_bytes(), &challenge.nonce).unwrap();
+        attestor.verify(chain, &challenge.nonce, &signature, at)
+    }
+
+    fn selectors(attestation: &Attestation) -> Vec<&str> {
+        attestation.selectors.iter().map(Selector::as_str).collect()
+    }
+
+    fn ca_selector(ca: &Ca) -> String {
+        format!("x509pop:ca:{}", sha256_hex(ca.der()))
+    }
+
+    fn untrusted_reason(result: Result<Attestation, AttestError>) -> String {
+        match result {
+            Err(AttestError::UntrustedCertificate { reason }) => reason,
+            other => panic!("expected UntrustedCertificate, got {other:?}"),
+        }
+    }
+
+    fn assert_malformed(result: Result<Attestation, AttestError>, needle: &str) {
+        match result {
+            Err(AttestError::Malformed { reason }) => {
+                assert!(reason.contains(needle), "{reason:?} lacks {needle:?}");
+            }
+            other => panic!("expected Malformed ({needle}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn device_directly_under_the_ca_yields_exact_selectors() {
+        let ca = root("Device Root CA");
+        let device = device("dev-42", &ca);
+        let attestor = attestor(&[&ca]);
+        let challenge = attestor.new_challenge(unix_seconds(now()));
+        let signature = sign_challenge(device.key_pem().as_bytes(), &challenge.nonce).unwrap();
+        let chain = vec![device.der.clone()];
+
+        let attestation = attestor
+            .verify(&chain, &challenge.nonce, &signature, now())
+            .unwrap();
+
+        let mut expected = vec![
+            ca_selector(&ca),
+            "x509pop:san:dns:dev-42.devices.example.org".to_owned(),
+            "x509pop:san:uri:urn:mayfly:device:dev-42".to_owned(),
+            "x509pop:serial:01abcd".to_owned(),
+            "x509pop:subject:cn:dev-42".to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(selectors(&attestation), expected);
+        assert_eq!(attestation.attestor, "x509pop");
+        assert_eq!(attestation.subject, "x509pop:cn=dev-42");
+        assert_eq!(attestation.replay, None);
+        let mut evidence = device.der.clone();
+        evidence.extend_from_slice(&signature);
+        assert_eq!(attestation.evidence_sha256, sha256_hex(&evidence));
+    }
+
+    #[test]
+    fn device_under_an_intermediate_verifies_to_the_configured_root() {
+        let ca = root("Device Root CA");
+        let issuing = intermediate("Device Issuing CA", &ca);
+        let device = device("dev-7", &issuing);
+        let attestor = attestor(&[&ca]);
+
+        let chain = vec![device.der.clone(), issuing.der().to_vec()];
+        let attestation = answer(&attestor, &chain, &device.key_pem(), now()).unwrap();
+        let mut expected = vec![
+            ca_selector(&ca),
+            "x509pop:san:dns:dev-7.devices.example.org".to_owned(),
+            "x509pop:san:uri:urn:mayfly:device:dev-7".to_owned(),
+            "x509pop:serial:01abcd".to_owned(),
+            "x509pop:subject:cn:dev-7".to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(selectors(&attestation), expected);
+        assert_eq!(attestation.subject, "x509pop:cn=dev-7");
+
+        // Without the intermediate the path cannot be built.
+        let reason = untrusted_reason(answer(&attestor, &device.chain(), &device.key_pem(), now()));
+        assert!(reason.contains("issuer not trusted"), "{reason}");
+    }
+
+    #[test]
+    fn ca_selector_names_the_root_the_chain_verified_to() {
+        let first = root("Fleet A CA");
+        let second = root("Fleet B CA");
+        let attestor = attestor(&[&first, &second]);
+        let a = device("dev-a", &first);
+        let b = device("dev-b", &second);
+
+        let from_a = answer(&attestor, &a.chain(), &a.key_pem(), now()).unwrap();
+        let from_b = answer(&attestor, &b.chain(), &b.key_pem(), now()).unwrap();
+        assert!(selectors(&from_a).contains(&ca_selector(&first).as_str()));
+        assert!(!selectors(&from_a).contains(&ca_selector(&second).as_str()));
+        assert!(selectors(&from_b).contains(&ca_selector(&second).as_str()));
+    }
+
+    #[test]
+    fn chain_to_an_untrusted_root_is_refused() {
+        let ca = root("Device Root CA");
+        let attestor = attestor(&[&ca]);
+        let trusted = device("dev-42", &ca);
+        assert!(answer(&attestor, &trusted.chain(), &trusted.key_pem(), now()).is_ok());
+
+        let rogue = root("Rogue CA");
+        let rogue_device = device("dev-42", &rogue);
+        let reason = untrusted_reason(answer(
+            &attestor,
+            &rogue_device.chain(),
+            &rogue_device.key_pem(),
+            now(),
+        ));
+        assert!(reason.contains("issuer not trusted"), "{reason}");
+
+        // Sending the rogue root along does not make it trusted.
+        let with_root = vec![rogue_device.der.clone(), rogue.der().to_vec()];
+        assert!(matches!(
+            answer(&attestor, &with_root, &rogue_device.key_pem(), now()),
+            Err(AttestError::UntrustedCertificate { .. })
+        ));
+
+        // Same name as the trusted CA, different key: the name alone is not trust.
+        let impostor = root("Device Root CA");
+        let impostor_device = device("dev-42", &impostor);
+        let reason = untrusted_reason(answer(
+            &attestor,
+            &impostor_device.chain(),
+            &impostor_device.key_pem(),
+            now(),
+        ));
+        assert!(reason.contains("signature"), "{reason}");
+    }
+
+    #[test]
+    fn expired_device_certificate_is_refused() {
+        let ca = root("Device Root CA");
+        let attestor = attestor(&[&ca]);
+        let mut params = device_params("dev-42");
+        params.not_before = rcgen::date_time_ymd(2028, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2029, 1, 1);
+        let device = issue(params, &rcgen::PKCS_ECDSA_P256_SHA256, &ca);
+        let chain = vec![device.der.clone()];
+
+        let within = UNIX_EPOCH + Duration::from_secs(1_850_000_000); // 2028-08
+        assert!(answer(&attestor, &chain, &device.key_pem(), within).is_ok());
+
+        let reason = untrusted_reason(answer(&attestor, &chain, &device.key_pem(), now()));
+        assert!(reason.contains("expired"), "{reason}");
+        assert!(reason.contains("the device certificate"), "{reason}");
+        assert!(reason.contains("2029-01-01T00:00:00Z"), "{reason}");
+
+        let before = UNIX_EPOCH + Duration::from_secs(1_800_000_000); // 2027-01
+        let reason = untrusted_reason(answer(&attestor, &chain, &device.key_pem(), before));
+        assert!(reason.contains("not yet valid"), "{reason}");
+    }
+
+    #[test]
+    fn expired_intermediate_is_refused() {
+        let ca = root("Device Root CA");
+        let mut params = ca_params("Old Issuing CA");
+        params.not_after = rcgen::date_time_ymd(2029, 1, 1);
+        let issuing: Ca = CertifiedIssuer::signed_by(params, p256(), &ca).unwrap();
+        let device = device("dev-42", &issuing);
+        let attestor = attestor(&[&ca]);
+        let chain = vec![device.der.clone(), issuing.der().to_vec()];
+
+        let within = UNIX_EPOCH + Duration::from_secs(1_850_000_000);
+        assert!(answer(&attestor, &chain, &device.key_pem(), within).is_ok());
+        let reason = untrusted_reason(answer(&attestor, &chain, &device.key_pem(), now()));
+        assert!(
+            reason.contains("expired") && reason.contains("CA certificate"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn signature_over_a_different_nonce_is_refused() {
+        let ca = root("Device Root CA");
+        let device = device("dev-42", &ca);
+        let attestor = attestor(&[&ca]);
+        let chain = vec![device.der.clone()];
+        let challenge = attestor.new_challenge(unix_seconds(now()));
+        let other = attestor.new_challenge(unix_seconds(now()));
+
+        let right = sign_challenge(device.key_pem().as_bytes(), &challenge.nonce).unwrap();
+        assert!(
+            attestor
+                .verify(&chain, &challenge.nonce, &right, now())
+                .is_ok()
+        );
+
+        let wrong = sign_challenge(device.key_pem().as_bytes(), &other.nonce).unwrap();
+        assert_eq!(
+            attestor.verify(&chain, &challenge.nonce, &wrong, now()),
+            Err(AttestError::BadProofSignature)
+        );
+    }
+
+    #[test]
+    fn signature_by_a_key_other_than_the_certificates_is_refused() {
+        let ca = root("Device Root CA");
+        let device = device("dev-42", &ca);
+        let attestor = attestor(&[&ca]);
+        let chain = vec![device.der.clone()];
+        assert!(answer(&attestor, &chain, &device.key_pem(), now()).is_ok());
+
+        let thief = p256();
+        assert_eq!(
+            answer(&attestor, &chain, &thief.serialize_pem(), now()),
+            Err(AttestError::BadProofSignature)
+        );
+        // Another device's key, with a certificate of its own from the same CA.
+        let neighbour = self::device("dev-43", &ca);
+        assert_eq!(
+            answer(&attestor, &chain, &neighbour.key_pem(), now()),
+            Err(AttestError::BadProofSignature)
+        );
+    }
+
+    #[test]
+    fn signature_over_the_raw_nonce_without_the_label_is_refused() {
+        let ca = root("Device Root CA");
+        let device = device("dev-42", &ca);
+        let attestor = attestor(&[&ca]);
+        let chain = vec![device.der.clone()];
+        let challenge = attestor.new_challenge(unix_seconds(now()));
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &device.key.serialize_der())
+                .unwrap();
+        let rng = SystemRandom::new();
+
+        // The same signer over the labelled message is accepted.
+        let labelled = X509PopAttestor::signed_message(&challenge.nonce);
+        assert!(labelled.starts_with(b"mayfly x509pop v1\0"));
+        let good = key.sign(&rng, &labelled).unwrap();
+        assert!(
+            attestor
+                .verify(&chain, &challenge.nonce, good.as_ref(), now())
+                .is_ok()
+        );
+
+        let raw = key.sign(&rng, &challenge.nonce).unwrap();
+        assert_eq!(
+            attestor.verify(&chain, &challenge.nonce, raw.as_ref(), now()),
+            Err(AttestError::BadProofSignature)
+        );
+    }
+
+    #[test]
+    fn p384_ed25519_and_rsa_device_keys_verify() {
+        let ca = root("Device Root CA");
+        let attestor = attestor(&[&ca]);
+        for alg in [
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ED25519,
+            &rcgen::PKCS_RSA_SHA256,
+        ] {
+            let device = issue(device_params("dev-42"), alg, &ca);
+            let chain = vec![device.der.clone()];
+            let attestation = answer(&attestor, &chain, &device.key_pem(), now())
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            assert!(selectors(&attestation).contains(&"x509pop:subject:cn:dev-42"));
+
+            let challenge = attestor.new_challenge(unix_seconds(now()));
+            let other = attestor.new_challenge(unix_seconds(now()));
+            let wrong = sign_challenge(device.key_pem().as_bytes(), &other.nonce).unwrap();
+            assert_eq!(
+                attestor.verify(&chain, &challenge.nonce, &wrong, now()),
+                Err(AttestError::BadProofSignature),
+                "{alg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rsa_pss_proofs_are_accepted() {
+        let ca = root("Device Root CA");
+        let attestor = attestor(&[&ca]);
+        let device = issue(device_params("dev-42"), &rcgen::PKCS_RSA_SHA256, &ca);
+        let chain = vec![device.der.clone()];
+        let challenge = attestor.new_challenge(unix_seconds(now()));
+        let key = RsaKeyPair::from_pkcs8(&device.key.serialize_der()).unwrap();
+        let mut signature = vec![0u8; key.public_modulus_len()];
+        let message = X509PopAttestor::signed_message(&challenge.nonce);
+        key.sign(
+            &RSA_PSS_SHA256,
+            &SystemRandom::new(),
+            &message,
+            &mut signature,
+        )
+        .unwrap();
+
+        assert!(
+            attestor
+                .verify(&chain, &challenge.nonce, &signature, now())
+                .is_ok()
+        );
+        let mut tampered = signature.clone();
+        tampered[10] ^= 1;
+        assert_eq!(
+            attestor.verify(&chain, &challenge.nonce, &tampered, now()),
+            Err(AttestError::BadProofSignature)
+        );
+    }
+
+    #[test]
+    fn unsupported_device_key_type_is_malformed() {
+        let ca = root("Device Root CA");
+        let attestor = attestor(&[&ca]);
+        let supported = device("dev-42", &ca);
+        assert!(answer(&attestor, &supported.chain(), &supported.key_pem(), now()).is_ok());
+
+        let p521 = issue(device_params("dev-42"), &rcgen::PKCS_ECDSA_P521_SHA512, &ca);
+        let challenge = attestor.new_challenge(unix_seconds(now()));
+        let message = X509PopAttestor::signed_message(&challenge.nonce);
+        let signature = rcgen::SigningKey::sign(&p521.key, &message).unwrap();
+        assert_malformed(
+            attestor.verify(&p521.chain(), &challenge.nonce, &signature, now()),
+            "key type is not supported",
+        );
+        // The client refuses the key too, rather than sign with it.
+        assert!(
+            sign_challenge(p521.key_pem().as_bytes(), &challenge.nonce)
+                .unwrap_err()
+                .contains("unsupported private key")
+        );
+    }
+
+    #[test]
+    fn malformed_evidence_is_refused() {
+        let ca = root("Device Root CA");
+        let device = device("dev-42", &ca);
+        let attestor = attestor(&[&ca]);
+        let challenge = attestor.new_challenge(unix_seconds(now()));
+        let signature = sign_challenge(device.key_pem().as_bytes(), &challenge.nonce).unwrap();
+        let verify = |chain: &[Vec<u8>], signature: &[u8]| {
+            attestor.verify(chain, &challenge.nonce, signature, now())
+        };
+        assert!(verify(&device.chain(), &signature).is_ok());
+
+        assert_malformed(verify(&[], &signature), "empty");
+        assert_malformed(
+            verify(&[b"not a certificate".to_vec()], &signature),
+            "certificate 1",
+        );
+        assert_malformed(
+            verify(&[vec![0x30, 0x03, 1, 2, 3]], &signature),
+            "certificate 1",
+        );
+        let mut trailing = device.der.clone();
+        trailing.push(0);
+        assert_malformed(verify(&[trailing], &signature), "trailing");
+        assert_malformed(
+            verify(&[device.der.clone(), b"garbage".to_vec()], &signature),
+            "certificate 2",
+        );
+        let too_many = vec![device.der.clone(); MAX_CHAIN_CERTIFICATES + 1];
+        assert_malformed(verify(&too_many, &signature), "at most 8");
+        let exactly_enough = vec![device.der.clone(); MAX_CHAIN_CERTIFICATES];
+        assert!(verify(&exactly_enough, &signature).is_ok());
+        let huge = vec![0x30; MAX_CERTIFICATE_BYTES + 1];
+        assert_malformed(
+            verify(&[device.der.clone(), huge], &signature),
+            "certificate 2",
+        );
+        assert_malformed(verify(&device.chain(), &[]), "signature");
+        let oversized = vec![0u8; MAX_SIGNATURE_BYTES + 1];
+        assert_malformed(verify(&device.chain(), &oversized), "signature");
+    }
+
+    #[test]
+    fn a_nonce_that_is_not_from_a_challenge_is_refused() {
+        let ca = root("Device Root CA");
+        let device = device("dev-42", &ca);
+        let attestor = attestor(&[&ca]);
+        assert!(answer(&attestor, &device.chain(), &device.key_pem(), now()).is_ok());
+        let short_nonce = [7u8; 16];
+        let signature = sign_challenge(device.key_pem().as_bytes(), &short_nonce).unwrap();
+        assert!(matches!(
+            attestor.verify(&device.chain(), &short_nonce, &signature, now()),
+            Err(AttestError::BadChallenge { .. })
+        ));
+    }
+
+    #[test]
+    fn extended_key_usage_must_allow_client_auth_when_present() {
+        let ca = root("Device Root CA");
+        let attestor = attestor(&[&ca]);
+        let mut client = device_params("dev-42");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client = issue(client, &rcgen::PKCS_ECDSA_P256_SHA256, &ca);
+        assert!(answer(&attestor, &client.chain(), &client.key_pem(), now()).is_ok());
+
+        let mut server = device_params("dev-42");
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server = issue(server, &rcgen::PKCS_ECDSA_P256_SHA256, &ca);
+        let reason = untrusted_reason(answer(&attestor, &server.chain(), &server.key_pem(), now()));
+        assert!(reason.contains("client authentication"), "{reason}");
+    }
+
+    #[test]
+    fn key_usage_must_allow_digital_signatures_when_present() {
+        let ca = root("Device Root CA");
+        let attestor = attestor(&[&ca]);
+        let mut signing = device_params("dev-42");
+        signing.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let signing = issue(signing, &rcgen::PKCS_ECDSA_P256_SHA256, &ca);
+        assert!(answer(&attestor, &signing.chain(), &signing.key_pem(), now()).is_ok());
+
+        let mut encrypting = device_params("dev-42");
+        encrypting.key_usages = vec![KeyUsagePurpose::KeyAgreement];
+        let encrypting = issue(encrypting, &rcgen::PKCS_ECDSA_P256_SHA256, &ca);
+        let reason = untrusted_reason(answer(
+            &attestor,
+            &encrypting.chain(),
+            &encrypting.key_pem(),
+            now(),
+        ));
+        assert!(reason.contains("digital signatures"), "{reason}");
+    }
+
+    #[test]
+    fn a_ca_certificate_cannot_act_as_the_device() {
+        let ca = root("Device Root CA");
+        let issuing = intermediate("Device Issuing CA", &ca);
+        let attestor = attestor(&[&ca]);
+        let device = device("dev-42", &issuing);
+        let chain = vec![device.der.clone(), issuing.der().to_vec()];
+        assert!(answer(&attestor, &chain, &device.key_pem(), now()).is_ok());
+
+        let reason = untrusted_reason(answer(
+            &attestor,
+            &[issuing.der().to_vec()],
+            &issuing.key().serialize_pem(),
+            now(),
+        ));
+        assert!(reason.contains("CA certificate"), "{reason}");
+    }
+
+    #[test]
+    fn device_without_common_name_is_named_by_serial() {
+        let ca = root("Device Root CA");
+        let attestor = attestor(&[&ca]);
+        let mut params = device_params("dev-42");
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Acme");
+        // High bit set: DER pads it with a zero byte, which the selector drops.
+        params.serial_number = Some(SerialNumber::from_slice(&[0x80, 0x01]));
+        let device = issue(params, &rcgen::PKCS_ECDSA_P256_SHA256, &ca);
+
+        let attestation = answer(&attestor, &device.chain(), &device.key_pem(), now()).unwrap();
+        assert_eq!(attestation.subject, "x509pop:serial=8001");
+        let found = selectors(&attestation);
+        assert!(found.contains(&"x509pop:serial:8001"), "{found:?}");
+        assert!(
+            !found.iter().any(|s| s.starts_with("x509pop:subject:")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn names_that_cannot_be_selectors_are_left_out() {
+        let ca = root("Device Root CA");
+        let attestor = attestor(&[&ca]);
+        let plain = device("dev-42", &ca);
+        let attestation = answer(&attestor, &plain.chain(), &plain.key_pem(), now()).unwrap();
+        assert!(selectors(&attestation).contains(&"x509pop:subject:cn:dev-42"));
+
+        // A space: no entry can name it, so it is left out and the rest stands.
+        let mut params = device_params("Acme Sensor 42");
+        params.subject_alt_names = vec![
+            SanType::DnsName("sensor-42.example.org".try_into().unwrap()),
+            SanType::URI("urn:has space".try_into().unwrap()),
+        ];
+        let spaced = issue(params, &rcgen::PKCS_ECDSA_P256_SHA256, &ca);
+        let attestation = answer(&attestor, &spaced.chain(), &spaced.key_pem(), now()).unwrap();
+        let mut expected = vec![
+            ca_selector(&ca),
+            "x509pop:san:dns:sensor-42.example.org".to_owned(),
+            "x509pop:serial:01abcd".to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(selectors(&attestation), expected);
+        assert_eq!(attestation.subject, "x509pop:serial=01abcd");
+
+        // Two common names: which one an entry meant would be ambiguous.
+        let mut params = device_params("dev-42");
+        params
+            .distinguished_name
+            .push(DnType::CustomDnType(vec![2, 5, 4, 3]), "dev-43");
+        let twice = issue(params, &rcgen::PKCS_ECDSA_P256_SHA256, &ca);
+        let attestation = answer(&attestor, &twice.chain(), &twice.key_pem(), now()).unwrap();
+        let found = selectors(&attestation);
+        assert!(
+            !found.iter().any(|s| s.starts_with("x509pop:subject:")),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&"x509pop:san:dns:dev-42.devices.example.org"),
+            "{found:?}"
+        );
+        assert_eq!(attestation.subject, "x509pop:serial=01abcd");
+    }
+
+    #[test]
+    fn serial_hex_drops_only_the_sign_padding() {
+        assert_eq!(serial_hex(&[0x01, 0xab, 0xcd]), "01abcd");
+        assert_eq!(serial_hex(&[0x00, 0x80, 0x01]), "8001");
+        assert_eq!(serial_hex(&[0x00]), "00");
+        assert_eq!(serial_hex(&[0x40, 0x00]), "4000");
+    }
+
+    #[test]
+    fn challenges_are_fresh_and_expire_after_the_ttl() {
+        let ca = root("Device Root CA");
+        let pem = ca.pem();
+        let attestor =
+            X509PopAttestor::from_ca_pem(pem.as_bytes(), Duration::from_secs(45)).unwrap();
+        assert_eq!(attestor.challenge_ttl(), Duration::from_secs(45));
+
+        let first = attestor.new_challenge(1_900_000_000);
+        let second = attestor.new_challenge(1_900_000_000);
+        assert_ne!(first.id, second.id);
+        assert_ne!(first.nonce, second.nonce);
+        assert_eq!(first.id.len(), 32);
+        assert!(
+            first
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(first.nonce.len(), 32);
+        assert_eq!(first.expires_at, 1_900_000_045);
+        assert_eq!(second.expires_at, 1_900_000_045);
+    }
+
+    #[test]
+    fn ca_bundle_is_parsed_strictly() {
+        let first = root("Fleet A CA");
+        let second = root("Fleet B CA");
+        let both = format!("{}{}{}", first.pem(), second.pem(), first.pem());
+        let attestor = X509PopAttestor::from_ca_pem(both.as_bytes(), TTL).unwrap();
+        assert_eq!(attestor.anchors.len(), 2, "the duplicate is dropped");
+        assert!(format!("{attestor:?}").contains(&sha256_hex(first.der())));
+
+        let refused = |pem: &str, needle: &str| {
+            let error = X509PopAttestor::from_ca_pem(pem.as_bytes(), TTL).unwrap_err();
+            assert!(error.contains(needle), "{error:?} lacks {needle:?}");
+        };
+        refused("", "no CERTIFICATE");
+        refused("not pem at all", "no CERTIFICATE");
+        refused(
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "certificate 1",
+        );
+        refused("-----BEGIN CERTIFICATE-----\nMIIB\n", "not valid PEM");
+        let with_key = format!("{}{}", first.pem(), first.key().serialize_pem());
+        refused(&with_key, "PEM section 2 is PrivateKey");
+        let leaf = device("dev-42", &first);
+        let leaf_pem = pem_of(&leaf.der);
+        refused(&leaf_pem, "not a CA certificate");
+    }
+
+    fn pem_of(der: &[u8]) -> String {
+        use base64::Engine as _;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|chunk| std::str::from_utf8(chunk).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    }
+
+    #[test]
+    fn challenge_ttl_is_bounded() {
+        let pem = root("Device Root CA").pem();
+        for ok in [Duration::from_secs(1), TTL, MAX_CHALLENGE_TTL] {
+            assert!(
+                X509PopAttestor::from_ca_pem(pem.as_bytes(), ok).is_ok(),
+                "{ok:?}"
+            );
+        }
+        for bad in [
+            Duration::ZERO,
+            Duration::from_millis(500),
+            MAX_CHALLENGE_TTL + Duration::from_secs(1),
+        ] {
+            let error = X509PopAttestor::from_ca_pem(pem.as_bytes(), bad).unwrap_err();
+            assert!(error.contains("challenge_ttl"), "{error}");
+        }
+    }
+
+    #[test]
+    fn config_reads_durations_and_names_the_bundle_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("device-ca.pem");
+        std::fs::write(&bundle, root("Device Root CA").pem()).unwrap();
+        let toml_path = toml::Value::String(bundle.display().to_string());
+
+        let config: X509PopConfig = toml::from_str(&format!(
+            "ca_bundle = {toml_path}\nchallenge_ttl = \"2m\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.challenge_ttl, Some(Duration::from_secs(120)));
+        assert_eq!(
+            X509PopAttestor::new(&config).unwrap().challenge_ttl(),
+            Duration::from_secs(120)
+        );
+        let config: X509PopConfig = toml::from_str(&format!("ca_bundle = {toml_path}\n")).unwrap();
+        assert_eq!(config.challenge_ttl, None);
+        assert_eq!(
+            X509PopAttestor::new(&config).unwrap().challenge_ttl(),
+            DEFAULT_CHALLENGE_TTL
+        );
+
+        for bad in [
+            format!("ca_bundle = {toml_path}\nchallenge_ttl = \"soon\"\n"),
+            format!("ca_bundle = {toml_path}\nchallenge_ttl = 30\n"),
+            format!("ca_bundle = {toml_path}\nca_path = \"x\"\n"),
+            "challenge_ttl = \"30s\"\n".to_owned(),
+        ] {
+            assert!(toml::from_str::<X509PopConfig>(&bad).is_err(), "{bad}");
+        }
+
+        let config: X509PopConfig = toml::from_str(&format!(
+            "ca_bundle = {toml_path}\nchallenge_ttl = \"10m\"\n"
+        ))
+        .unwrap();
+        assert!(
+            X509PopAttestor::new(&config)
+                .unwrap_err()
+                .contains("challenge_ttl")
+        );
+
+        let missing = X509PopConfig {
+            ca_bundle: dir.path().join("absent.pem"),
+            challenge_ttl: None,
+        };
+        let error = X509PopAttestor::new(&missing).unwrap_err();
+        assert!(error.contains("absent.pem"), "{error}");
+        std::fs::write(&bundle, "").unwrap();
+        let empty = X509PopConfig {
+            ca_bundle: bundle.clone(),
+            challenge_ttl: None,
+        };
+        let error = X509PopAttestor::new(&empty).unwrap_err();
+        assert!(
+            error.contains("device-ca.pem") && error.contains("no CERTIFICATE"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn sign_challenge_refuses_unusable_keys() {
+        let nonce = [1u8; 32];
+        let key = p256();
+        assert!(sign_challenge(key.serialize_pem().as_bytes(), &nonce).is_ok());
+
+        let no_key = sign_challenge(root("CA").pem().as_bytes(), &nonce).unwrap_err();
+        assert!(no_key.contains("no unencrypted PKCS#8"), "{no_key}");
+        let two = format!("{}{}", key.serialize_pem(), p256().serialize_pem());
+        assert!(
+            sign_challenge(two.as_bytes(), &nonce)
+                .unwrap_err()
+                .contains("more than one")
+        );
+        let sec1 = key.serialize_pem().replace("PRIVATE KEY", "EC PRIVATE KEY");
+        assert!(
+            sign_challenge(sec1.as_bytes(), &nonce)
+                .unwrap_err()
+                .contains("openssl pkcs8")
+        );
+        let broken = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        let error = sign_challenge(broken.as_bytes(), &nonce).unwrap_err();
+        assert!(error.contains("unsupported private key"), "{error}");
+        assert!(!error.contains("AAAA"));
+    }
+}
