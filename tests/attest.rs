@@ -16,7 +16,10 @@ use tonic::Code;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// An RS256 issuer key (what Kubernetes uses), signing with rcgen's RSA key.
@@ -27,7 +30,10 @@ struct RsaIssuer {
 
 impl RsaIssuer {
     fn new(kid: &str) -> Self {
-        RsaIssuer { key: rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap(), kid: kid.into() }
+        RsaIssuer {
+            key: rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap(),
+            kid: kid.into(),
+        }
     }
 
     fn jwk(&self) -> serde_json::Value {
@@ -35,21 +41,35 @@ impl RsaIssuer {
         use x509_parser::public_key::PublicKey;
         let spki_der = rcgen::PublicKeyData::subject_public_key_info(&self.key);
         let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki_der).unwrap();
-        let PublicKey::RSA(rsa) = spki.parsed().unwrap() else { panic!("not RSA") };
-        let trim = |b: &[u8]| b.iter().skip_while(|x| **x == 0).copied().collect::<Vec<u8>>();
+        let PublicKey::RSA(rsa) = spki.parsed().unwrap() else {
+            panic!("not RSA")
+        };
+        let trim = |b: &[u8]| {
+            b.iter()
+                .skip_while(|x| **x == 0)
+                .copied()
+                .collect::<Vec<u8>>()
+        };
         serde_json::json!({"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256",
             "n": B64.encode(trim(rsa.modulus)), "e": B64.encode(trim(rsa.exponent))})
     }
 
     fn sign(&self, header: serde_json::Value, claims: &serde_json::Value) -> String {
         use rcgen::SigningKey;
-        let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
         let signature = self.key.sign(input.as_bytes()).unwrap();
         format!("{input}.{}", B64.encode(signature))
     }
 
     fn token(&self, claims: &serde_json::Value) -> String {
-        self.sign(serde_json::json!({"alg": "RS256", "kid": self.kid, "typ": "JWT"}), claims)
+        self.sign(
+            serde_json::json!({"alg": "RS256", "kid": self.kid, "typ": "JWT"}),
+            claims,
+        )
     }
 }
 
@@ -82,7 +102,11 @@ async fn attest_psat(broker: &TestBroker, token: &str) -> Result<common::Svid, t
         .broker()
         .await
         .attest_and_issue(pb::AttestAndIssueRequest {
-            evidence: Some(pb::attest_and_issue_request::Evidence::K8sPsat(pb::K8sPsatEvidence { token: token.into() })),
+            evidence: Some(pb::attest_and_issue_request::Evidence::K8sPsat(
+                pb::K8sPsatEvidence {
+                    token: token.into(),
+                },
+            )),
             csr,
             spiffe_id: String::new(),
         })
@@ -99,11 +123,28 @@ fn assert_refused_and_audited<T: std::fmt::Debug>(
 ) {
     let status = result.expect_err("expected a refusal");
     assert_eq!(status.code(), code, "{status:?}");
-    assert!(status.message().to_lowercase().contains(&needle.to_lowercase()), "{:?} lacks {needle:?}", status.message());
+    assert!(
+        status
+            .message()
+            .to_lowercase()
+            .contains(&needle.to_lowercase()),
+        "{:?} lacks {needle:?}",
+        status.message()
+    );
     let record = common::last_audit_record(&broker.data_dir());
     assert_eq!(record["outcome"], "refused", "{record}");
-    assert!(record["reason"].as_str().unwrap().to_lowercase().contains(&needle.to_lowercase()), "{record}");
-    assert!(record["evidence_sha256"].is_string(), "evidence recorded by hash: {record}");
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains(&needle.to_lowercase()),
+        "{record}"
+    );
+    assert!(
+        record["evidence_sha256"].is_string(),
+        "evidence recorded by hash: {record}"
+    );
 }
 
 #[tokio::test]
@@ -115,21 +156,44 @@ async fn kubernetes_psat_attestation() {
     );
     let broker = TestBroker::start_with_attestors(&config).await;
     broker
-        .create_entry_with_selectors("/billing/api", &["payments"], &["k8s:cluster:prod", "k8s:ns:billing", "k8s:sa:api"])
+        .create_entry_with_selectors(
+            "/billing/api",
+            &["payments"],
+            &["k8s:cluster:prod", "k8s:ns:billing", "k8s:sa:api"],
+        )
         .await
         .unwrap();
 
     // Positive control: the SVID, independently verified.
-    let svid = attest_psat(&broker, &issuer.token(&psat_claims("billing", "api"))).await.unwrap();
-    assert_eq!(svid.spiffe_id, format!("spiffe://{TRUST_DOMAIN}/billing/api"));
-    let (ok, output) = common::openssl_verify(&svid.bundle.x509_authorities[0], &svid.chain_der, "sslclient");
+    let svid = attest_psat(&broker, &issuer.token(&psat_claims("billing", "api")))
+        .await
+        .unwrap();
+    assert_eq!(
+        svid.spiffe_id,
+        format!("spiffe://{TRUST_DOMAIN}/billing/api")
+    );
+    let (ok, output) = common::openssl_verify(
+        &svid.bundle.x509_authorities[0],
+        &svid.chain_der,
+        "sslclient",
+    );
     assert!(ok, "{output}");
     let record = common::last_audit_record(&broker.data_dir());
     assert_eq!(record["outcome"], "granted");
     assert_eq!(record["detail"]["attestor"], "k8s_psat");
-    let selectors: Vec<String> = serde_json::from_value(record["detail"]["selectors"].clone()).unwrap();
-    for expected in ["k8s:cluster:prod", "k8s:ns:billing", "k8s:sa:api", "k8s:pod-name:api-7d9f", "k8s:node-name:node-1"] {
-        assert!(selectors.contains(&expected.to_owned()), "{selectors:?} lacks {expected}");
+    let selectors: Vec<String> =
+        serde_json::from_value(record["detail"]["selectors"].clone()).unwrap();
+    for expected in [
+        "k8s:cluster:prod",
+        "k8s:ns:billing",
+        "k8s:sa:api",
+        "k8s:pod-name:api-7d9f",
+        "k8s:node-name:node-1",
+    ] {
+        assert!(
+            selectors.contains(&expected.to_owned()),
+            "{selectors:?} lacks {expected}"
+        );
     }
 
     // Replay of an accepted token (a different one: RS256 is deterministic,
@@ -138,45 +202,106 @@ async fn kubernetes_psat_attestation() {
     claims["iat"] = (now() - 7).into();
     let token = issuer.token(&claims);
     assert!(attest_psat(&broker, &token).await.is_ok());
-    assert_refused_and_audited(&broker, attest_psat(&broker, &token).await, Code::Unauthenticated, "already used");
+    assert_refused_and_audited(
+        &broker,
+        attest_psat(&broker, &token).await,
+        Code::Unauthenticated,
+        "already used",
+    );
 
     let mut claims = psat_claims("billing", "api");
     claims["exp"] = (now() - 120).into();
-    assert_refused_and_audited(&broker, attest_psat(&broker, &issuer.token(&claims)).await, Code::Unauthenticated, "expired");
+    assert_refused_and_audited(
+        &broker,
+        attest_psat(&broker, &issuer.token(&claims)).await,
+        Code::Unauthenticated,
+        "expired",
+    );
 
     let mut claims = psat_claims("billing", "api");
     claims["nbf"] = (now() + 600).into();
-    assert_refused_and_audited(&broker, attest_psat(&broker, &issuer.token(&claims)).await, Code::Unauthenticated, "not valid before");
+    assert_refused_and_audited(
+        &broker,
+        attest_psat(&broker, &issuer.token(&claims)).await,
+        Code::Unauthenticated,
+        "not valid before",
+    );
 
     let mut claims = psat_claims("billing", "api");
     claims["aud"] = serde_json::json!(["vault"]);
-    assert_refused_and_audited(&broker, attest_psat(&broker, &issuer.token(&claims)).await, Code::Unauthenticated, "audience");
+    assert_refused_and_audited(
+        &broker,
+        attest_psat(&broker, &issuer.token(&claims)).await,
+        Code::Unauthenticated,
+        "audience",
+    );
 
     let mut claims = psat_claims("billing", "api");
     claims["iss"] = "https://evil.example".into();
-    assert_refused_and_audited(&broker, attest_psat(&broker, &issuer.token(&claims)).await, Code::Unauthenticated, "issuer");
+    assert_refused_and_audited(
+        &broker,
+        attest_psat(&broker, &issuer.token(&claims)).await,
+        Code::Unauthenticated,
+        "issuer",
+    );
 
     let stranger = RsaIssuer::new("k8s-2");
-    assert_refused_and_audited(&broker, attest_psat(&broker, &stranger.token(&psat_claims("billing", "api"))).await, Code::Unauthenticated, "k8s-2");
+    assert_refused_and_audited(
+        &broker,
+        attest_psat(&broker, &stranger.token(&psat_claims("billing", "api"))).await,
+        Code::Unauthenticated,
+        "k8s-2",
+    );
 
     let impostor = RsaIssuer::new("k8s-1");
-    assert_refused_and_audited(&broker, attest_psat(&broker, &impostor.token(&psat_claims("billing", "api"))).await, Code::Unauthenticated, "signature");
+    assert_refused_and_audited(
+        &broker,
+        attest_psat(&broker, &impostor.token(&psat_claims("billing", "api"))).await,
+        Code::Unauthenticated,
+        "signature",
+    );
 
     let claims = psat_claims("billing", "api");
-    let none = format!("{}.{}.", B64.encode(r#"{"alg":"none","kid":"k8s-1"}"#), B64.encode(claims.to_string()));
-    assert_refused_and_audited(&broker, attest_psat(&broker, &none).await, Code::Unauthenticated, "algorithm");
+    let none = format!(
+        "{}.{}.",
+        B64.encode(r#"{"alg":"none","kid":"k8s-1"}"#),
+        B64.encode(claims.to_string())
+    );
+    assert_refused_and_audited(
+        &broker,
+        attest_psat(&broker, &none).await,
+        Code::Unauthenticated,
+        "algorithm",
+    );
 
     // HS256, HMAC-keyed with the issuer's public key (algorithm confusion).
     let header = serde_json::json!({"alg": "HS256", "kid": "k8s-1", "typ": "JWT"});
-    let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
-    let hmac_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, issuer.key.public_key_pem().as_bytes());
+    let input = format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(claims.to_string())
+    );
+    let hmac_key = aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA256,
+        issuer.key.public_key_pem().as_bytes(),
+    );
     let tag = aws_lc_rs::hmac::sign(&hmac_key, input.as_bytes());
     let hs256 = format!("{input}.{}", B64.encode(tag.as_ref()));
-    assert_refused_and_audited(&broker, attest_psat(&broker, &hs256).await, Code::Unauthenticated, "algorithm");
+    assert_refused_and_audited(
+        &broker,
+        attest_psat(&broker, &hs256).await,
+        Code::Unauthenticated,
+        "algorithm",
+    );
 
     let mut claims = psat_claims("billing", "api");
     claims.as_object_mut().unwrap().remove("kubernetes.io");
-    assert_refused_and_audited(&broker, attest_psat(&broker, &issuer.token(&claims)).await, Code::Unauthenticated, "claim");
+    assert_refused_and_audited(
+        &broker,
+        attest_psat(&broker, &issuer.token(&claims)).await,
+        Code::Unauthenticated,
+        "claim",
+    );
 
     assert_refused_and_audited(
         &broker,
@@ -199,8 +324,12 @@ impl EcIssuer {
         use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-        EcIssuer { key, kid: kid.into() }
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        EcIssuer {
+            key,
+            kid: kid.into(),
+        }
     }
 
     fn jwk(&self) -> serde_json::Value {
@@ -212,8 +341,15 @@ impl EcIssuer {
 
     fn token(&self, claims: &serde_json::Value) -> String {
         let header = serde_json::json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
-        let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
-        let signature = self.key.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let signature = self
+            .key
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+            .unwrap();
         format!("{input}.{}", B64.encode(signature.as_ref()))
     }
 }
@@ -227,7 +363,10 @@ fn github_claims(repository: &str, git_ref: &str) -> serde_json::Value {
 }
 
 fn now_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 #[tokio::test]
@@ -240,13 +379,22 @@ async fn oidc_ci_token_mints_a_jwt_in_one_call() {
     let broker = TestBroker::start_with_attestors(&config).await;
 
     // Over-broad trust is refused at creation: a branch alone names no repository.
-    let broad = broker.create_entry_with_selectors("/ci/any-main", &["deploy"], &["oidc:github:ref:refs/heads/main"]).await;
+    let broad = broker
+        .create_entry_with_selectors(
+            "/ci/any-main",
+            &["deploy"],
+            &["oidc:github:ref:refs/heads/main"],
+        )
+        .await;
     assert_eq!(broad.unwrap_err().code(), Code::InvalidArgument);
     broker
         .create_entry_with_selectors(
             "/ci/deployer",
             &["deploy"],
-            &["oidc:github:repository:acme/app", "oidc:github:ref:refs/heads/main"],
+            &[
+                "oidc:github:repository:acme/app",
+                "oidc:github:ref:refs/heads/main",
+            ],
         )
         .await
         .unwrap();
@@ -254,35 +402,130 @@ async fn oidc_ci_token_mints_a_jwt_in_one_call() {
     let mut client = broker.broker().await;
     let token = issuer.token(&github_claims("acme/app", "refs/heads/main"));
     // The SDK's one-call path.
-    let minted = mayfly_sdk::client::mint_jwt_svid_with_oidc_token(&mut client, &token, "deploy", None).await.unwrap();
-    assert_eq!(minted.spiffe_id, format!("spiffe://{TRUST_DOMAIN}/ci/deployer"));
+    let minted =
+        mayfly_sdk::client::mint_jwt_svid_with_oidc_token(&mut client, &token, "deploy", None)
+            .await
+            .unwrap();
+    assert_eq!(
+        minted.spiffe_id,
+        format!("spiffe://{TRUST_DOMAIN}/ci/deployer")
+    );
     let (_, served_jwks) = broker.http_get("/keys").await;
-    assert_eq!(common::jwt_simple_verify(&served_jwks, &minted.token, "deploy").unwrap(), minted.spiffe_id);
+    assert_eq!(
+        common::jwt_simple_verify(&served_jwks, &minted.token, "deploy").unwrap(),
+        minted.spiffe_id
+    );
     let record = common::last_audit_record(&broker.data_dir());
     assert_eq!(record["outcome"], "granted");
     assert_eq!(record["action"], "jwt.mint");
-    assert_eq!(record["evidence_sha256"], mayfly::attest::sha256_hex(token.as_bytes()));
+    assert_eq!(
+        record["evidence_sha256"],
+        mayfly::attest::sha256_hex(token.as_bytes())
+    );
 
     let mint = |token: String| {
         let mut client = client.clone();
         async move {
-            mayfly_sdk::client::mint_jwt_svid_with_oidc_token(&mut client, &token, "deploy", None).await
+            mayfly_sdk::client::mint_jwt_svid_with_oidc_token(&mut client, &token, "deploy", None)
+                .await
         }
     };
-    assert_refused_and_audited(&broker, mint(token.clone()).await, Code::Unauthenticated, "already used");
+    assert_refused_and_audited(
+        &broker,
+        mint(token.clone()).await,
+        Code::Unauthenticated,
+        "already used",
+    );
     // Another branch of the same repository matches no entry.
-    assert_refused_and_audited(&broker, mint(issuer.token(&github_claims("acme/app", "refs/heads/dev"))).await, Code::PermissionDenied, "no entry matches");
+    assert_refused_and_audited(
+        &broker,
+        mint(issuer.token(&github_claims("acme/app", "refs/heads/dev"))).await,
+        Code::PermissionDenied,
+        "no entry matches",
+    );
     let mut claims = github_claims("acme/app", "refs/heads/main");
     claims["exp"] = (now() - 120).into();
-    assert_refused_and_audited(&broker, mint(issuer.token(&claims)).await, Code::Unauthenticated, "expired");
+    assert_refused_and_audited(
+        &broker,
+        mint(issuer.token(&claims)).await,
+        Code::Unauthenticated,
+        "expired",
+    );
     let mut claims = github_claims("acme/app", "refs/heads/main");
     claims["aud"] = "sts.amazonaws.com".into();
-    assert_refused_and_audited(&broker, mint(issuer.token(&claims)).await, Code::Unauthenticated, "audience");
+    assert_refused_and_audited(
+        &broker,
+        mint(issuer.token(&claims)).await,
+        Code::Unauthenticated,
+        "audience",
+    );
     let mut claims = github_claims("acme/app", "refs/heads/main");
     claims.as_object_mut().unwrap().remove("sub");
-    assert_refused_and_audited(&broker, mint(issuer.token(&claims)).await, Code::Unauthenticated, "sub");
+    assert_refused_and_audited(
+        &broker,
+        mint(issuer.token(&claims)).await,
+        Code::Unauthenticated,
+        "sub",
+    );
+    let mut claims = github_claims("acme/app", "refs/heads/main");
+    claims["nbf"] = (now() + 600).into();
+    assert_refused_and_audited(
+        &broker,
+        mint(issuer.token(&claims)).await,
+        Code::Unauthenticated,
+        "not valid before",
+    );
+    let mut claims = github_claims("acme/app", "refs/heads/main");
+    claims["iss"] = "https://gitlab.example.com".into();
+    assert_refused_and_audited(
+        &broker,
+        mint(issuer.token(&claims)).await,
+        Code::Unauthenticated,
+        "issuer",
+    );
+    let stranger = EcIssuer::new("gh-unknown");
+    assert_refused_and_audited(
+        &broker,
+        mint(stranger.token(&github_claims("acme/app", "refs/heads/main"))).await,
+        Code::Unauthenticated,
+        "gh-unknown",
+    );
+    let claims = github_claims("acme/app", "refs/heads/main");
+    let none = format!(
+        "{}.{}.",
+        B64.encode(r#"{"alg":"none","kid":"gh-1"}"#),
+        B64.encode(claims.to_string())
+    );
+    assert_refused_and_audited(
+        &broker,
+        mint(none).await,
+        Code::Unauthenticated,
+        "algorithm",
+    );
+    let header = serde_json::json!({"alg": "HS256", "kid": "gh-1", "typ": "JWT"});
+    let input = format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(claims.to_string())
+    );
+    let hmac_key = aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA256,
+        issuer.jwk().to_string().as_bytes(),
+    );
+    let tag = aws_lc_rs::hmac::sign(&hmac_key, input.as_bytes());
+    assert_refused_and_audited(
+        &broker,
+        mint(format!("{input}.{}", B64.encode(tag.as_ref()))).await,
+        Code::Unauthenticated,
+        "algorithm",
+    );
     let impostor = EcIssuer::new("gh-1");
-    assert_refused_and_audited(&broker, mint(impostor.token(&github_claims("acme/app", "refs/heads/main"))).await, Code::Unauthenticated, "signature");
+    assert_refused_and_audited(
+        &broker,
+        mint(impostor.token(&github_claims("acme/app", "refs/heads/main"))).await,
+        Code::Unauthenticated,
+        "signature",
+    );
     // A disallowed audience for a matching entry.
     let result = mayfly_sdk::client::mint_jwt_svid_with_oidc_token(
         &mut client,
@@ -300,49 +543,73 @@ async fn x509pop_device_attestation() {
     let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Device CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Device CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let ca_issuer = rcgen::Issuer::new(ca_params, &ca_key);
-    let device = |cn: &str, not_after: time::OffsetDateTime, issuer: &rcgen::Issuer<'_, &rcgen::KeyPair>| {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![format!("{cn}.devices.example.org")]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(2);
-        params.not_after = not_after;
-        let cert = params.signed_by(&key, issuer).unwrap();
-        (cert.der().to_vec(), key)
-    };
+    let device =
+        |cn: &str, not_after: time::OffsetDateTime, issuer: &rcgen::Issuer<'_, &rcgen::KeyPair>| {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut params =
+                rcgen::CertificateParams::new(vec![format!("{cn}.devices.example.org")]).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(2);
+            params.not_after = not_after;
+            let cert = params.signed_by(&key, issuer).unwrap();
+            (cert.der().to_vec(), key)
+        };
     let next_year = time::OffsetDateTime::now_utc() + time::Duration::days(365);
     let (device_der, device_key) = device("dev-42", next_year, &ca_issuer);
 
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("device-ca.pem");
     std::fs::write(&bundle, ca_cert.pem()).unwrap();
-    let config = format!("[x509pop]\nca_bundle = {}\n", toml_string(bundle.to_str().unwrap()));
+    let config = format!(
+        "[x509pop]\nca_bundle = {}\n",
+        toml_string(bundle.to_str().unwrap())
+    );
     let broker = TestBroker::start_with_attestors(&config).await;
     broker
-        .create_entry_with_selectors("/devices/dev-42", &["telemetry"], &["x509pop:subject:cn:dev-42"])
+        .create_entry_with_selectors(
+            "/devices/dev-42",
+            &["telemetry"],
+            &["x509pop:subject:cn:dev-42"],
+        )
         .await
         .unwrap();
 
-    let attest = |chain: Vec<Vec<u8>>, key_pem: String, tamper: Option<&'static [u8]>, reuse: Option<pb::X509PopChallenge>| {
+    let attest = |chain: Vec<Vec<u8>>,
+                  key_pem: String,
+                  tamper: Option<&'static [u8]>,
+                  reuse: Option<pb::X509PopChallenge>| {
         let broker = &broker;
         async move {
             let mut client = broker.broker().await;
             let challenge = match reuse {
                 Some(challenge) => challenge,
-                None => client.create_x509_pop_challenge(pb::CreateX509PopChallengeRequest {}).await?.into_inner(),
+                None => client
+                    .create_x509_pop_challenge(pb::CreateX509PopChallengeRequest {})
+                    .await?
+                    .into_inner(),
             };
-            let nonce = tamper.map(<[u8]>::to_vec).unwrap_or(challenge.nonce.clone());
-            let signature = mayfly::attest::x509pop::sign_challenge(key_pem.as_bytes(), &nonce).unwrap();
+            let nonce = tamper
+                .map(<[u8]>::to_vec)
+                .unwrap_or(challenge.nonce.clone());
+            let signature =
+                mayfly::attest::x509pop::sign_challenge(key_pem.as_bytes(), &nonce).unwrap();
             let (key, csr) = mayfly::cli::keygen::new_key_and_csr().unwrap();
             let response = client
                 .attest_and_issue(pb::AttestAndIssueRequest {
-                    evidence: Some(pb::attest_and_issue_request::Evidence::X509pop(pb::X509PopEvidence {
-                        challenge_id: challenge.challenge_id.clone(),
-                        cert_chain: chain,
-                        signature,
-                    })),
+                    evidence: Some(pb::attest_and_issue_request::Evidence::X509pop(
+                        pb::X509PopEvidence {
+                            challenge_id: challenge.challenge_id.clone(),
+                            cert_chain: chain,
+                            signature,
+                        },
+                    )),
                     csr,
                     spiffe_id: String::new(),
                 })
@@ -353,18 +620,47 @@ async fn x509pop_device_attestation() {
     };
 
     // Positive control.
-    let (svid, used) = attest(vec![device_der.clone()], device_key.serialize_pem(), None, None).await.unwrap();
-    assert_eq!(svid.spiffe_id, format!("spiffe://{TRUST_DOMAIN}/devices/dev-42"));
+    let (svid, used) = attest(
+        vec![device_der.clone()],
+        device_key.serialize_pem(),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        svid.spiffe_id,
+        format!("spiffe://{TRUST_DOMAIN}/devices/dev-42")
+    );
     let record = common::last_audit_record(&broker.data_dir());
-    let selectors: Vec<String> = serde_json::from_value(record["detail"]["selectors"].clone()).unwrap();
-    assert!(selectors.contains(&"x509pop:san:dns:dev-42.devices.example.org".to_owned()), "{selectors:?}");
-    assert!(selectors.iter().any(|s| s.starts_with("x509pop:ca:")) && selectors.iter().any(|s| s.starts_with("x509pop:serial:")));
+    let selectors: Vec<String> =
+        serde_json::from_value(record["detail"]["selectors"].clone()).unwrap();
+    assert!(
+        selectors.contains(&"x509pop:san:dns:dev-42.devices.example.org".to_owned()),
+        "{selectors:?}"
+    );
+    assert!(
+        selectors.iter().any(|s| s.starts_with("x509pop:ca:"))
+            && selectors.iter().any(|s| s.starts_with("x509pop:serial:"))
+    );
 
     // Reuse of a nonce.
-    let reuse = attest(vec![device_der.clone()], device_key.serialize_pem(), None, Some(used)).await;
+    let reuse = attest(
+        vec![device_der.clone()],
+        device_key.serialize_pem(),
+        None,
+        Some(used),
+    )
+    .await;
     assert_refused_and_audited(&broker, reuse, Code::Unauthenticated, "challenge");
     // Signature over a different nonce.
-    let other = attest(vec![device_der.clone()], device_key.serialize_pem(), Some(b"another nonce"), None).await;
+    let other = attest(
+        vec![device_der.clone()],
+        device_key.serialize_pem(),
+        Some(b"another nonce"),
+        None,
+    )
+    .await;
     assert_refused_and_audited(&broker, other, Code::Unauthenticated, "signature");
     // A chain to an untrusted CA.
     let rogue_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -372,14 +668,28 @@ async fn x509pop_device_attestation() {
     rogue_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let rogue = rcgen::Issuer::new(rogue_params, &rogue_key);
     let (rogue_der, rogue_device_key) = device("dev-42", next_year, &rogue);
-    let untrusted = attest(vec![rogue_der], rogue_device_key.serialize_pem(), None, None).await;
+    let untrusted = attest(
+        vec![rogue_der],
+        rogue_device_key.serialize_pem(),
+        None,
+        None,
+    )
+    .await;
     assert_refused_and_audited(&broker, untrusted, Code::Unauthenticated, "not trusted");
     // An expired device certificate.
-    let (expired_der, expired_key) = device("dev-42", time::OffsetDateTime::now_utc() - time::Duration::days(1), &ca_issuer);
+    let (expired_der, expired_key) = device(
+        "dev-42",
+        time::OffsetDateTime::now_utc() - time::Duration::days(1),
+        &ca_issuer,
+    );
     let expired = attest(vec![expired_der], expired_key.serialize_pem(), None, None).await;
     assert_refused_and_audited(&broker, expired, Code::Unauthenticated, "expired");
     // Positive control again: the device still attests with a fresh challenge.
-    assert!(attest(vec![device_der], device_key.serialize_pem(), None, None).await.is_ok());
+    assert!(
+        attest(vec![device_der], device_key.serialize_pem(), None, None)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -390,9 +700,16 @@ async fn unconfigured_attestors_are_refused_clearly() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("not configured"), "{status:?}");
     // An oidc selector needs an oidc issuer configured.
-    let refused = broker.create_entry_with_selectors("/ci/x", &["a"], &["oidc:github:repository:acme/app"]).await;
+    let refused = broker
+        .create_entry_with_selectors("/ci/x", &["a"], &["oidc:github:repository:acme/app"])
+        .await;
     assert_eq!(refused.unwrap_err().code(), Code::InvalidArgument);
     // Positive control: a plain entry is fine.
-    assert!(broker.create_entry_with_selectors("/ci/y", &["a"], &["k8s:ns:x"]).await.is_ok());
+    assert!(
+        broker
+            .create_entry_with_selectors("/ci/y", &["a"], &["k8s:ns:x"])
+            .await
+            .is_ok()
+    );
     let _ = Duration::from_secs(0);
 }

@@ -21,6 +21,10 @@ struct ServerProcess {
 impl ServerProcess {
     /// `mayfly server` in `dir`, on ephemeral ports, waiting for its banner.
     fn start(dir: &Path) -> ServerProcess {
+        Self::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> ServerProcess {
         let mut child = Command::new(MAYFLY)
             .args([
                 "server",
@@ -29,6 +33,7 @@ impl ServerProcess {
                 "--http-listen",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .current_dir(dir)
             .env_remove("MAYFLY_DATA_DIR")
             .env("MAYFLY_LOG", "warn")
@@ -378,4 +383,98 @@ fn help_teaches_every_command() {
     let unreachable = mayfly(dir.path(), &["entry", "list"], None);
     assert_eq!(unreachable.status.code(), Some(69));
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("mayfly server"));
+}
+
+#[test]
+fn ci_job_gets_a_jwt_from_its_oidc_token_in_one_command() {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let point = key.public_key().as_ref();
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "ci-1",
+        "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65])}]});
+    let issuer = "https://ci.example.org";
+
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let config = cwd.join("mayfly.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[attestors.oidc]]\nalias = \"ci\"\nissuer = \"{issuer}\"\naudience = \"mayfly\"\nclaims = [\"sub\", \"repository\"]\njwks = {}\n",
+            serde_json::Value::String(jwks.to_string())
+        ),
+    )
+    .unwrap();
+    let server = ServerProcess::start_with(cwd, &["--config", config.to_str().unwrap()]);
+    assert!(server.banner.contains("oidc"), "{}", server.banner);
+    let url = server.url.clone();
+    ok(&mayfly(
+        cwd,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://mayfly.internal/ci/deploy",
+            "--owner",
+            "platform@example.org",
+            "--purpose",
+            "deploys acme/app",
+            "--audience",
+            "deploy",
+            "--selector",
+            "oidc:ci:repository:acme/app",
+        ],
+        None,
+    ));
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = serde_json::json!({"iss": issuer, "aud": "mayfly", "sub": "repo:acme/app:ref:main",
+        "repository": "acme/app", "jti": "run-77", "exp": now + 300, "iat": now - 1});
+    let header = serde_json::json!({"alg": "ES256", "kid": "ci-1", "typ": "JWT"});
+    let input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let signature = key.sign(&rng, input.as_bytes()).unwrap();
+    let token_file = cwd.join("id-token");
+    std::fs::write(
+        &token_file,
+        format!("{input}.{}\n", b64.encode(signature.as_ref())),
+    )
+    .unwrap();
+
+    let args = [
+        "--server",
+        &url,
+        "client",
+        "jwt",
+        "--oidc-token-file",
+        token_file.to_str().unwrap(),
+        "--audience",
+        "deploy",
+        "-q",
+    ];
+    let jwt = ok(&mayfly(cwd, &args, None));
+    let valid = ok(&mayfly(
+        cwd,
+        &["--server", &url, "validate", "--audience", "deploy"],
+        Some(jwt.trim()),
+    ));
+    assert!(
+        valid.contains("spiffe://mayfly.internal/ci/deploy"),
+        "{valid}"
+    );
+    // The same ID token again is a replay.
+    let replay = mayfly(cwd, &args, None);
+    assert_eq!(replay.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&replay.stderr).contains("already used"));
+    assert!(server.stop().success());
 }

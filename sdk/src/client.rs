@@ -73,7 +73,10 @@ pub async fn mint_jwt_svid_with_oidc_token(
         ttl_seconds,
         spiffe_id: String::new(),
     };
-    let minted = broker.mint_jwt_svid_with_evidence(request).await?.into_inner();
+    let minted = broker
+        .mint_jwt_svid_with_evidence(request)
+        .await?
+        .into_inner();
     Ok(MintedJwtSvid {
         token: minted.token,
         spiffe_id: minted.spiffe_id,

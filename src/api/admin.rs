@@ -180,7 +180,10 @@ impl Admin for AdminService {
             &state.config.ttl,
             state.clock.unix_now(),
         )?;
-        state.attestors.check_entry_selectors(&entry.selectors).map_err(Status::invalid_argument)?;
+        state
+            .attestors
+            .check_entry_selectors(&entry.selectors)
+            .map_err(Status::invalid_argument)?;
         state.store.create_entry(&entry).await?;
         state.entries.upsert(entry.clone());
         self.audit(AuditEvent {
@@ -231,7 +234,10 @@ impl Admin for AdminService {
             &state.config.ttl,
             state.clock.unix_now(),
         )?;
-        state.attestors.check_entry_selectors(&updated.selectors).map_err(Status::invalid_argument)?;
+        state
+            .attestors
+            .check_entry_selectors(&updated.selectors)
+            .map_err(Status::invalid_argument)?;
         state.store.update_entry(&updated, current.revision).await?;
         state.entries.upsert(updated.clone());
         self.audit(AuditEvent {

@@ -152,7 +152,10 @@ impl Broker for BrokerService {
         let requested = (!request.spiffe_id.is_empty()).then_some(request.spiffe_id.as_str());
         let evidence = match request.evidence {
             Some(Wire::JoinToken(evidence)) => {
-                let issued = self.minter.attest_join_token(&evidence.token, &request.csr).await?;
+                let issued = self
+                    .minter
+                    .attest_join_token(&evidence.token, &request.csr)
+                    .await?;
                 return Ok(Response::new(self.x509_response(issued)));
             }
             Some(Wire::K8sPsat(evidence)) => Evidence::K8sPsat(evidence.token),
@@ -160,7 +163,10 @@ impl Broker for BrokerService {
             Some(Wire::X509pop(evidence)) => x509pop_evidence(evidence),
             None => return Err(Status::invalid_argument(EVIDENCE_REQUIRED)),
         };
-        let issued = self.minter.attest_and_issue(&evidence, &request.csr, requested).await?;
+        let issued = self
+            .minter
+            .attest_and_issue(&evidence, &request.csr, requested)
+            .await?;
         Ok(Response::new(self.x509_response(issued)))
     }
 
@@ -244,11 +250,19 @@ impl Broker for BrokerService {
             Some(Wire::K8sPsat(evidence)) => Evidence::K8sPsat(evidence.token),
             Some(Wire::Oidc(evidence)) => Evidence::Oidc(evidence.token),
             Some(Wire::X509pop(evidence)) => x509pop_evidence(evidence),
-            None => return Err(Status::invalid_argument("evidence is required (k8s_psat, oidc or x509pop)")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "evidence is required (k8s_psat, oidc or x509pop)",
+                ));
+            }
         };
         let requested = (!request.spiffe_id.is_empty()).then_some(request.spiffe_id.as_str());
-        let ttl = (request.ttl_seconds != 0).then(|| Duration::from_secs(request.ttl_seconds.into()));
-        let minted = self.minter.mint_jwt_with_evidence(&evidence, &request.audience, ttl, requested).await?;
+        let ttl =
+            (request.ttl_seconds != 0).then(|| Duration::from_secs(request.ttl_seconds.into()));
+        let minted = self
+            .minter
+            .mint_jwt_with_evidence(&evidence, &request.audience, ttl, requested)
+            .await?;
         Ok(Response::new(pb::MintJwtSvidResponse {
             token: minted.token,
             spiffe_id: minted.spiffe_id.to_string(),

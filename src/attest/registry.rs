@@ -57,7 +57,11 @@ impl Evidence {
 impl std::fmt::Debug for Evidence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Evidence::X509Pop { challenge_id, chain, .. } => f
+            Evidence::X509Pop {
+                challenge_id,
+                chain,
+                ..
+            } => f
                 .debug_struct("X509Pop")
                 .field("challenge_id", challenge_id)
                 .field("certificates", &chain.len())
@@ -93,7 +97,11 @@ impl Attestors {
             .map(X509PopAttestor::new)
             .transpose()
             .map_err(|e| format!("attestors.x509pop: {e}"))?;
-        Ok(Attestors { k8s_psat, oidc, x509pop })
+        Ok(Attestors {
+            k8s_psat,
+            oidc,
+            x509pop,
+        })
     }
 
     /// The names of the configured attestors (always including join_token).
@@ -117,19 +125,29 @@ impl Attestors {
         let uses_oidc = selectors.iter().any(|s| s.kind() == "oidc");
         match &self.oidc {
             Some(oidc) => oidc.check_entry_selectors(selectors),
-            None if uses_oidc => Err("oidc selectors need an [[attestors.oidc]] issuer configured on this server".into()),
+            None if uses_oidc => Err(
+                "oidc selectors need an [[attestors.oidc]] issuer configured on this server".into(),
+            ),
             None => Ok(()),
         }
     }
 
     /// A fresh x509pop challenge, saved in the store for a single use.
-    pub async fn new_challenge(&self, store: &dyn Store, now: i64) -> Result<Challenge, AttestError> {
-        let x509pop = self.x509pop.as_ref().ok_or(AttestError::NotConfigured { attestor: "x509pop" })?;
+    pub async fn new_challenge(
+        &self,
+        store: &dyn Store,
+        now: i64,
+    ) -> Result<Challenge, AttestError> {
+        let x509pop = self.x509pop.as_ref().ok_or(AttestError::NotConfigured {
+            attestor: "x509pop",
+        })?;
         let challenge = x509pop.new_challenge(now);
         store
             .insert_challenge(&challenge.id, &challenge.nonce, challenge.expires_at)
             .await
-            .map_err(|e| AttestError::Unavailable { reason: format!("cannot save the challenge: {e}") })?;
+            .map_err(|e| AttestError::Unavailable {
+                reason: format!("cannot save the challenge: {e}"),
+            })?;
         Ok(challenge)
     }
 
@@ -144,26 +162,40 @@ impl Attestors {
         let unix_now = unix_seconds(now);
         let attestation = match evidence {
             Evidence::K8sPsat(token) => {
-                let attestor = self.k8s_psat.as_ref().ok_or(AttestError::NotConfigured { attestor: "k8s_psat" })?;
+                let attestor = self.k8s_psat.as_ref().ok_or(AttestError::NotConfigured {
+                    attestor: "k8s_psat",
+                })?;
                 attestor.attest(token, unix_now).await?
             }
             Evidence::Oidc(token) => {
-                let attestor = self.oidc.as_ref().ok_or(AttestError::NotConfigured { attestor: "oidc" })?;
+                let attestor = self
+                    .oidc
+                    .as_ref()
+                    .ok_or(AttestError::NotConfigured { attestor: "oidc" })?;
                 attestor.attest(token, unix_now).await?
             }
-            Evidence::X509Pop { challenge_id, chain, signature } => {
-                let attestor = self.x509pop.as_ref().ok_or(AttestError::NotConfigured { attestor: "x509pop" })?;
+            Evidence::X509Pop {
+                challenge_id,
+                chain,
+                signature,
+            } => {
+                let attestor = self.x509pop.as_ref().ok_or(AttestError::NotConfigured {
+                    attestor: "x509pop",
+                })?;
                 // Taking the challenge consumes it, whatever the outcome: a
                 // nonce is answered at most once.
-                let taken = store
-                    .take_challenge(challenge_id)
-                    .await
-                    .map_err(|e| AttestError::Unavailable { reason: format!("cannot read the challenge: {e}") })?;
+                let taken = store.take_challenge(challenge_id).await.map_err(|e| {
+                    AttestError::Unavailable {
+                        reason: format!("cannot read the challenge: {e}"),
+                    }
+                })?;
                 let (nonce, expires_at) = taken.ok_or_else(|| AttestError::BadChallenge {
                     reason: "is unknown or was already used".into(),
                 })?;
                 if unix_now > expires_at {
-                    return Err(AttestError::BadChallenge { reason: format!("expired at {}", rfc3339(expires_at)) });
+                    return Err(AttestError::BadChallenge {
+                        reason: format!("expired at {}", rfc3339(expires_at)),
+                    });
                 }
                 attestor.verify(chain, &nonce, signature, now)?
             }
@@ -176,9 +208,169 @@ impl Attestors {
                     reason: format!("replay protection unavailable, refusing: {e}"),
                 })?;
             if !fresh {
-                return Err(AttestError::Replayed { attestor: attestation.attestor });
+                return Err(AttestError::Replayed {
+                    attestor: attestation.attestor,
+                });
             }
         }
         Ok(attestation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attest::join_token::{JoinTokenRecord, TokenHash};
+    use crate::attest::jwks::testing::{TestKey, jwks_of};
+    use crate::policy::{Entry, EntryId};
+    use crate::store::{EmbeddedStore, RedeemError, StoreError, UsageRecord};
+
+    /// A store that cannot answer anything (Redis down, disk gone).
+    #[derive(Debug)]
+    struct DownStore;
+
+    fn down() -> StoreError {
+        StoreError::Unavailable {
+            reason: "store is down".into(),
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for DownStore {
+        async fn list_entries(&self) -> Result<Vec<Entry>, StoreError> {
+            Err(down())
+        }
+        async fn entry(&self, _: &EntryId) -> Result<Option<Entry>, StoreError> {
+            Err(down())
+        }
+        async fn create_entry(&self, _: &Entry) -> Result<(), StoreError> {
+            Err(down())
+        }
+        async fn update_entry(&self, _: &Entry, _: u64) -> Result<(), StoreError> {
+            Err(down())
+        }
+        async fn delete_entry(&self, _: &EntryId) -> Result<Entry, StoreError> {
+            Err(down())
+        }
+        async fn insert_join_token(&self, _: &JoinTokenRecord) -> Result<(), StoreError> {
+            Err(down())
+        }
+        async fn redeem_join_token(
+            &self,
+            _: &TokenHash,
+            _: i64,
+        ) -> Result<JoinTokenRecord, RedeemError> {
+            Err(RedeemError::Store(down()))
+        }
+        async fn prune_join_tokens(&self, _: i64) -> Result<usize, StoreError> {
+            Err(down())
+        }
+        async fn record_usage(&self, _: &[UsageRecord]) -> Result<(), StoreError> {
+            Err(down())
+        }
+        async fn usage(&self) -> Result<Vec<UsageRecord>, StoreError> {
+            Err(down())
+        }
+        async fn use_once(&self, _: &str, _: i64, _: i64) -> Result<bool, StoreError> {
+            Err(down())
+        }
+        async fn insert_challenge(&self, _: &str, _: &[u8], _: i64) -> Result<(), StoreError> {
+            Err(down())
+        }
+        async fn take_challenge(&self, _: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+            Err(down())
+        }
+        async fn prune_one_time(&self, _: i64) -> Result<usize, StoreError> {
+            Err(down())
+        }
+    }
+
+    const ISSUER: &str = "https://ci.example.org";
+
+    fn oidc_attestors(key: &TestKey) -> Attestors {
+        let config: AttestorsConfig = toml::from_str(&format!(
+            "[[oidc]]\nalias = \"ci\"\nissuer = \"{ISSUER}\"\naudience = \"mayfly\"\njwks = {}\n",
+            serde_json::Value::String(jwks_of(&[key]))
+        ))
+        .unwrap();
+        Attestors::new(&config).unwrap()
+    }
+
+    fn token(key: &TestKey) -> String {
+        let now = crate::clock::unix_seconds(SystemTime::now());
+        key.token(&serde_json::json!({
+            "iss": ISSUER, "aud": "mayfly", "sub": "repo:acme/app", "jti": "run-1",
+            "exp": now + 300, "iat": now - 1,
+        }))
+    }
+
+    #[tokio::test]
+    async fn replay_protection_fails_closed_when_the_store_is_down() {
+        let key = TestKey::p256("k1");
+        let attestors = oidc_attestors(&key);
+        let evidence = Evidence::Oidc(token(&key));
+        // Positive control: with a working store the token is accepted once.
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+        assert!(
+            attestors
+                .attest(&evidence, &store, SystemTime::now())
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            attestors.attest(&evidence, &store, SystemTime::now()).await,
+            Err(AttestError::Replayed { .. })
+        ));
+        // The same (valid) evidence with the store down: refused, Unavailable.
+        let fresh = Evidence::Oidc(token(&key));
+        let result = attestors
+            .attest(&fresh, &DownStore, SystemTime::now())
+            .await;
+        assert!(
+            matches!(result, Err(AttestError::Unavailable { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn challenges_fail_closed_when_the_store_is_down() {
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("ca.pem");
+        std::fs::write(&bundle, ca.pem()).unwrap();
+        let config = AttestorsConfig {
+            x509pop: Some(X509PopConfig {
+                ca_bundle: bundle,
+                challenge_ttl: None,
+            }),
+            ..AttestorsConfig::default()
+        };
+        let attestors = Attestors::new(&config).unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+        assert!(attestors.new_challenge(&store, 0).await.is_ok());
+        assert!(matches!(
+            attestors.new_challenge(&DownStore, 0).await,
+            Err(AttestError::Unavailable { .. })
+        ));
+        let evidence = Evidence::X509Pop {
+            challenge_id: "x".into(),
+            chain: vec![],
+            signature: vec![],
+        };
+        assert!(matches!(
+            attestors
+                .attest(&evidence, &DownStore, SystemTime::now())
+                .await,
+            Err(AttestError::Unavailable { .. })
+        ));
+        // Debug of evidence never shows a token.
+        assert_eq!(
+            format!("{:?}", Evidence::Oidc("secret.token.here".into())),
+            "oidc([redacted])"
+        );
     }
 }

@@ -11,8 +11,8 @@ use mayfly_sdk::proto::v1::{
     K8sPsatEvidence, MintJwtSvidRequest, MintJwtSvidResponse, MintJwtSvidWithEvidenceRequest,
     OidcEvidence, RenewX509SvidRequest, X509PopEvidence, X509Svid,
 };
-use tonic::transport::Channel;
 use serde::Serialize;
+use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 use super::error::CliError;
@@ -162,7 +162,9 @@ enum PlatformEvidence {
 
 impl PlatformEvidenceArgs {
     fn given(&self) -> bool {
-        self.k8s_token_file.is_some() || self.oidc_token_file.is_some() || self.x509pop_cert.is_some()
+        self.k8s_token_file.is_some()
+            || self.oidc_token_file.is_some()
+            || self.x509pop_cert.is_some()
     }
 
     /// Reads the evidence; for x509pop, asks the broker for a challenge and
@@ -185,13 +187,16 @@ impl PlatformEvidenceArgs {
             ));
         };
         let cert_chain = read_pem_chain(cert)?;
-        let key_pem = Zeroizing::new(std::fs::read(key).map_err(|e| CliError::file("read", key, e))?);
+        let key_pem =
+            Zeroizing::new(std::fs::read(key).map_err(|e| CliError::file("read", key, e))?);
         let challenge = broker
             .create_x509_pop_challenge(CreateX509PopChallengeRequest {})
             .await?
             .into_inner();
         let signature = crate::attest::x509pop::sign_challenge(&key_pem, &challenge.nonce)
-            .map_err(|reason| CliError::usage(format!("--x509pop-key {}: {reason}", key.display())))?;
+            .map_err(|reason| {
+                CliError::usage(format!("--x509pop-key {}: {reason}", key.display()))
+            })?;
         Ok(PlatformEvidence::X509Pop(X509PopEvidence {
             challenge_id: challenge.challenge_id,
             cert_chain,
@@ -212,9 +217,17 @@ fn read_pem_chain(path: &Path) -> Result<Vec<Vec<u8>>, CliError> {
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .map(|cert| cert.map(|c| c.to_vec()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CliError::usage(format!("{}: not a PEM certificate chain: {e}", path.display())))?;
+        .map_err(|e| {
+            CliError::usage(format!(
+                "{}: not a PEM certificate chain: {e}",
+                path.display()
+            ))
+        })?;
     if chain.is_empty() {
-        return Err(CliError::usage(format!("{}: holds no certificate", path.display())));
+        return Err(CliError::usage(format!(
+            "{}: holds no certificate",
+            path.display()
+        )));
     }
     Ok(chain)
 }
@@ -345,7 +358,10 @@ async fn jwt_with_evidence(ctx: &Context, args: &JwtArgs) -> Result<MintJwtSvidR
         ttl_seconds: args.ttl.unwrap_or(0),
         spiffe_id: args.platform.spiffe_id(),
     };
-    Ok(broker.mint_jwt_svid_with_evidence(request).await?.into_inner())
+    Ok(broker
+        .mint_jwt_svid_with_evidence(request)
+        .await?
+        .into_inner())
 }
 
 /// A broker client that authenticates with the SVID in `dir`, trusting `--bundle` if given,

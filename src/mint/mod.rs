@@ -306,28 +306,57 @@ impl Minter {
         Ok(entry)
     }
 
-    fn select_entry(&self, attestation: &Attestation, requested: Option<&str>) -> Result<Arc<Entry>, MintError> {
+    fn select_entry(
+        &self,
+        attestation: &Attestation,
+        requested: Option<&str>,
+    ) -> Result<Arc<Entry>, MintError> {
         let matches = self.entries.matching(&attestation.selectors);
         let proven = || {
-            attestation.selectors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            attestation
+                .selectors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         if let Some(wanted) = requested {
-            return matches.into_iter().find(|e| e.spiffe_id.as_str() == wanted).ok_or_else(|| {
-                MintError::denied(format!("the evidence does not match the entry for {wanted} (proven: {})", proven()))
-            });
+            return matches
+                .into_iter()
+                .find(|e| e.spiffe_id.as_str() == wanted)
+                .ok_or_else(|| {
+                    MintError::denied(format!(
+                        "the evidence does not match the entry for {wanted} (proven: {})",
+                        proven()
+                    ))
+                });
         }
         match matches.len() {
-            0 => Err(MintError::denied(format!("no entry matches the attested selectors ({})", proven()))),
-            1 => Ok(matches.into_iter().next().ok_or_else(|| MintError::Internal { reason: "match vanished".into() })?),
+            0 => Err(MintError::denied(format!(
+                "no entry matches the attested selectors ({})",
+                proven()
+            ))),
+            1 => Ok(matches
+                .into_iter()
+                .next()
+                .ok_or_else(|| MintError::Internal {
+                    reason: "match vanished".into(),
+                })?),
             n => Err(MintError::invalid(format!(
                 "the evidence matches {n} entries ({}); say which with spiffe_id",
-                matches.iter().map(|e| e.spiffe_id.to_string()).collect::<Vec<_>>().join(", ")
+                matches
+                    .iter()
+                    .map(|e| e.spiffe_id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
 
     /// A fresh x509pop challenge.
-    pub async fn new_x509pop_challenge(&self) -> Result<crate::attest::x509pop::Challenge, MintError> {
+    pub async fn new_x509pop_challenge(
+        &self,
+    ) -> Result<crate::attest::x509pop::Challenge, MintError> {
         self.attestors
             .new_challenge(self.store.as_ref(), self.clock.unix_now())
             .await
@@ -428,7 +457,12 @@ impl Minter {
                 "audience {:?} is not allowed for {} (allowed: {})",
                 audience.as_str(),
                 entry.spiffe_id,
-                entry.audiences.iter().map(Audience::as_str).collect::<Vec<_>>().join(", ")
+                entry
+                    .audiences
+                    .iter()
+                    .map(Audience::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let max = u64::from(entry.jwt_ttl_seconds);
@@ -527,7 +561,9 @@ impl Minter {
 
 fn attest_error(error: AttestError) -> MintError {
     match error {
-        AttestError::Unavailable { .. } => MintError::Unavailable { reason: error.to_string() },
+        AttestError::Unavailable { .. } => MintError::Unavailable {
+            reason: error.to_string(),
+        },
         AttestError::NotConfigured { .. } => MintError::invalid(error.to_string()),
         other => MintError::unauthenticated(format!("attestation failed: {other}")),
     }
@@ -536,8 +572,12 @@ fn attest_error(error: AttestError) -> MintError {
 /// The evidence's hash for the audit record of a refusal.
 fn evidence_hash(evidence: &Evidence) -> Option<String> {
     match evidence {
-        Evidence::K8sPsat(token) | Evidence::Oidc(token) => Some(crate::attest::sha256_hex(token.as_bytes())),
-        Evidence::X509Pop { chain, signature, .. } => {
+        Evidence::K8sPsat(token) | Evidence::Oidc(token) => {
+            Some(crate::attest::sha256_hex(token.as_bytes()))
+        }
+        Evidence::X509Pop {
+            chain, signature, ..
+        } => {
             let mut bytes = Vec::new();
             for der in chain {
                 bytes.extend_from_slice(der);

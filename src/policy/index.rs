@@ -20,7 +20,10 @@ impl Snapshot {
         self.by_selector.clear();
         for entry in self.by_id.values() {
             for selector in &entry.selectors {
-                self.by_selector.entry(selector.clone()).or_default().push(entry.clone());
+                self.by_selector
+                    .entry(selector.clone())
+                    .or_default()
+                    .push(entry.clone());
             }
         }
     }
@@ -112,7 +115,9 @@ impl EntryIndex {
         let mut matches = Vec::new();
         for selector in attested {
             for entry in snapshot.by_selector.get(selector).into_iter().flatten() {
-                if seen.insert(entry.id.clone()) && entry.selectors.iter().all(|s| proven.contains(s)) {
+                if seen.insert(entry.id.clone())
+                    && entry.selectors.iter().all(|s| proven.contains(s))
+                {
                     matches.push(entry.clone());
                 }
             }
@@ -154,7 +159,11 @@ mod tests {
             purpose: Some("p".into()),
             ..EntrySpec::default()
         }
-        .create(&TrustDomain::new("example.org").unwrap(), &TtlPolicy::default(), 0)
+        .create(
+            &TrustDomain::new("example.org").unwrap(),
+            &TtlPolicy::default(),
+            0,
+        )
         .unwrap()
     }
 
@@ -169,13 +178,20 @@ mod tests {
             entry("/any-billing", &["k8s:ns:billing"]),
             entry("/join-only", &[]),
         ]);
-        let both = index.matching(&selectors(&["k8s:ns:billing", "k8s:sa:api", "k8s:cluster:c"]));
+        let both = index.matching(&selectors(&[
+            "k8s:ns:billing",
+            "k8s:sa:api",
+            "k8s:cluster:c",
+        ]));
         let paths: Vec<_> = both.iter().map(|e| e.spiffe_id.path().to_owned()).collect();
         assert_eq!(paths, ["/any-billing", "/billing"]);
         let ns_only = index.matching(&selectors(&["k8s:ns:billing"]));
         assert_eq!(ns_only.len(), 1, "the two-selector entry needs both");
         assert!(index.matching(&selectors(&["k8s:ns:other"])).is_empty());
-        assert!(index.matching(&[]).is_empty(), "entries without selectors never match");
+        assert!(
+            index.matching(&[]).is_empty(),
+            "entries without selectors never match"
+        );
     }
 
     #[test]

@@ -234,7 +234,9 @@ impl Store for EmbeddedStore {
                         reason: format!("challenge {id} already exists"),
                     });
                 }
-                table.insert(id.as_str(), value.as_slice()).map_err(backend)?;
+                table
+                    .insert(id.as_str(), value.as_slice())
+                    .map_err(backend)?;
                 Ok(())
             })
         })
@@ -1147,8 +1149,14 @@ mod tests {
     async fn one_time_keys_are_accepted_once_until_they_expire() {
         let (_dir, store) = new_store();
         assert!(store.use_once("oidc:gh:jti:1", 100, 10).await.unwrap());
-        assert!(!store.use_once("oidc:gh:jti:1", 100, 50).await.unwrap(), "replay");
-        assert!(store.use_once("oidc:gh:jti:2", 100, 50).await.unwrap(), "another key");
+        assert!(
+            !store.use_once("oidc:gh:jti:1", 100, 50).await.unwrap(),
+            "replay"
+        );
+        assert!(
+            store.use_once("oidc:gh:jti:2", 100, 50).await.unwrap(),
+            "another key"
+        );
         // After expiry the key may be forgotten and reused.
         assert!(store.use_once("oidc:gh:jti:1", 300, 101).await.unwrap());
         assert_eq!(store.prune_one_time(400).await.unwrap(), 2);
@@ -1176,8 +1184,15 @@ mod tests {
         let (_dir, store) = new_store();
         store.insert_challenge("c1", b"nonce", 100).await.unwrap();
         assert!(store.insert_challenge("c1", b"other", 100).await.is_err());
-        assert_eq!(store.take_challenge("c1").await.unwrap(), Some((b"nonce".to_vec(), 100)));
-        assert_eq!(store.take_challenge("c1").await.unwrap(), None, "single use");
+        assert_eq!(
+            store.take_challenge("c1").await.unwrap(),
+            Some((b"nonce".to_vec(), 100))
+        );
+        assert_eq!(
+            store.take_challenge("c1").await.unwrap(),
+            None,
+            "single use"
+        );
         assert_eq!(store.take_challenge("unknown").await.unwrap(), None);
         store.insert_challenge("c2", b"n", 5).await.unwrap();
         store.insert_challenge("c3", b"n", 500).await.unwrap();

@@ -142,7 +142,9 @@ impl TestBroker {
     }
 
     pub async fn create_entry(&self, path: &str, audiences: &[&str]) -> pb::Entry {
-        self.create_entry_with_selectors(path, audiences, &[]).await.unwrap()
+        self.create_entry_with_selectors(path, audiences, &[])
+            .await
+            .unwrap()
     }
 
     pub async fn create_entry_with_selectors(
@@ -153,7 +155,9 @@ impl TestBroker {
     ) -> Result<pb::Entry, tonic::Status> {
         let spec = pb::EntrySpec {
             spiffe_id: Some(format!("spiffe://{TRUST_DOMAIN}{path}")),
-            selectors: Some(pb::StringList { values: selectors.iter().map(|s| s.to_string()).collect() }),
+            selectors: Some(pb::StringList {
+                values: selectors.iter().map(|s| s.to_string()).collect(),
+            }),
             audiences: Some(pb::StringList {
                 values: audiences.iter().map(|a| a.to_string()).collect(),
             }),
