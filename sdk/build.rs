@@ -8,7 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // compiled the build script, and a second checkout sharing the target
     // directory would then compile the first one's protos.
     let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
-    let files = ["mayfly/v1/broker.proto", "mayfly/v1/admin.proto"];
+    let files = [
+        "mayfly/v1/broker.proto",
+        "mayfly/v1/admin.proto",
+        "spiffe/workloadapi.proto",
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
     }

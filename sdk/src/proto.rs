@@ -7,3 +7,9 @@
 pub mod v1 {
     tonic::include_proto!("mayfly.v1");
 }
+
+/// The SPIFFE Workload API (`proto/spiffe/workloadapi.proto`): no package,
+/// service `SpiffeWorkloadAPI`, exactly as every SPIFFE client expects.
+pub mod workload {
+    tonic::include_proto!("_");
+}

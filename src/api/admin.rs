@@ -146,6 +146,11 @@ pub fn entry_to_proto(entry: &Entry, last_minted_at: i64, mint_count: u64) -> pb
         revision: entry.revision,
         last_minted_at,
         mint_count,
+        parent_id: entry
+            .parent_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
     }
 }
 
@@ -164,6 +169,7 @@ fn spec_from_proto(spec: Option<pb::EntrySpec>) -> EntrySpec {
         environment: spec.environment,
         data_class: spec.data_class,
         expires_at: spec.expires_at,
+        parent_id: spec.parent_id,
     }
 }
 

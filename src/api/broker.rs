@@ -16,7 +16,8 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use super::bundle::BundlePublisher;
 use super::tls::PeerInfo;
 use crate::attest::Evidence;
-use crate::mint::{Caller, Minter, X509Issued};
+use crate::mint::{Caller, MintError, Minter, X509Issued};
+use crate::policy::CredentialKind;
 
 /// Largest JWT accepted by `ValidateJwtSvid` before any decoding.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -124,6 +125,30 @@ pub fn caller_from_certificate(der: &[u8], trust_domain: &TrustDomain) -> Result
         spiffe_id,
         serial: hex::encode(certificate.raw_serial()),
     })
+}
+
+/// Most items one batch call may carry.
+const MAX_BATCH: usize = 256;
+
+fn check_batch_size(len: usize) -> Result<(), Status> {
+    if len == 0 {
+        return Err(Status::invalid_argument("params is empty"));
+    }
+    if len > MAX_BATCH {
+        return Err(Status::invalid_argument(format!(
+            "{len} items is more than the limit of {MAX_BATCH} per call"
+        )));
+    }
+    Ok(())
+}
+
+/// One failed batch item, with the status it would have had on its own.
+fn batch_error(error: MintError) -> pb::BatchError {
+    let status = Status::from(error);
+    pb::BatchError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+    }
 }
 
 const EVIDENCE_REQUIRED: &str = "evidence is required (join_token, k8s_psat, oidc or x509pop)";
@@ -269,6 +294,105 @@ impl Broker for BrokerService {
             expires_at: minted.expires_at,
             jti: minted.jti,
         }))
+    }
+
+    async fn list_agent_entries(
+        &self,
+        request: Request<pb::ListAgentEntriesRequest>,
+    ) -> Result<Response<pb::ListAgentEntriesResponse>, Status> {
+        let agent = self.caller(&request)?;
+        let entries = self
+            .minter
+            .agent_entries(&agent)?
+            .iter()
+            .map(|entry| pb::AgentEntry {
+                entry_id: entry.id.to_string(),
+                spiffe_id: entry.spiffe_id.to_string(),
+                selectors: entry.selectors.iter().map(ToString::to_string).collect(),
+                audiences: entry
+                    .audiences
+                    .iter()
+                    .map(|a| a.as_str().to_owned())
+                    .collect(),
+                x509: entry.allows_kind(CredentialKind::X509),
+                jwt: entry.allows_kind(CredentialKind::Jwt),
+                x509_ttl_seconds: entry.x509_ttl_seconds,
+                jwt_ttl_seconds: entry.jwt_ttl_seconds,
+                expires_at: entry.expires_at,
+                revision: entry.revision,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentEntriesResponse {
+            entries,
+            bundle: Some(self.bundle.current().proto.clone()),
+        }))
+    }
+
+    async fn batch_mint_x509_svids(
+        &self,
+        request: Request<pb::BatchMintX509SvidsRequest>,
+    ) -> Result<Response<pb::BatchMintX509SvidsResponse>, Status> {
+        let agent = self.caller(&request)?;
+        let params = request.into_inner().params;
+        check_batch_size(params.len())?;
+        let mut results = Vec::with_capacity(params.len());
+        for item in params {
+            let outcome = self
+                .minter
+                .agent_mint_x509(&agent, &item.entry_id, &item.csr)
+                .await;
+            results.push(match outcome {
+                Ok(issued) => pb::BatchX509Result {
+                    entry_id: item.entry_id,
+                    svid: self.x509_response(issued).svid,
+                    error: None,
+                },
+                Err(error) => pb::BatchX509Result {
+                    entry_id: item.entry_id,
+                    svid: None,
+                    error: Some(batch_error(error)),
+                },
+            });
+        }
+        Ok(Response::new(pb::BatchMintX509SvidsResponse {
+            results,
+            bundle: Some(self.bundle.current().proto.clone()),
+        }))
+    }
+
+    async fn batch_mint_jwt_svids(
+        &self,
+        request: Request<pb::BatchMintJwtSvidsRequest>,
+    ) -> Result<Response<pb::BatchMintJwtSvidsResponse>, Status> {
+        let agent = self.caller(&request)?;
+        let params = request.into_inner().params;
+        check_batch_size(params.len())?;
+        let mut results = Vec::with_capacity(params.len());
+        for item in params {
+            let ttl = (item.ttl_seconds != 0).then(|| Duration::from_secs(item.ttl_seconds.into()));
+            let outcome = self
+                .minter
+                .agent_mint_jwt(&agent, &item.entry_id, &item.audience, ttl)
+                .await;
+            results.push(match outcome {
+                Ok(minted) => pb::BatchJwtResult {
+                    entry_id: item.entry_id,
+                    svid: Some(pb::MintJwtSvidResponse {
+                        token: minted.token,
+                        spiffe_id: minted.spiffe_id.to_string(),
+                        expires_at: minted.expires_at,
+                        jti: minted.jti,
+                    }),
+                    error: None,
+                },
+                Err(error) => pb::BatchJwtResult {
+                    entry_id: item.entry_id,
+                    svid: None,
+                    error: Some(batch_error(error)),
+                },
+            });
+        }
+        Ok(Response::new(pb::BatchMintJwtSvidsResponse { results }))
     }
 
     async fn validate_jwt_svid(

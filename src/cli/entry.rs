@@ -109,6 +109,11 @@ pub struct EntryFields {
     /// When the entry stops minting: 90d, 2027-01-31 or an RFC 3339 time.
     #[arg(long, value_name = "WHEN", value_parser = parse_expiry)]
     expires: Option<Expiry>,
+    /// The SPIFFE ID of the agent that may obtain this identity for local
+    /// workloads (selectors are then unix:uid:…, unix:path:… as the agent
+    /// attests them). "" removes it.
+    #[arg(long, value_name = "AGENT_SPIFFE_ID")]
+    parent: Option<String>,
 }
 
 /// Arguments of `mayfly entry create`.
@@ -230,6 +235,8 @@ pub struct EntryView {
     pub last_minted_at: Option<String>,
     /// How many credentials it minted.
     pub mint_count: u64,
+    /// The agent it is registered under, if any.
+    pub parent_id: Option<String>,
 }
 
 impl From<&Entry> for EntryView {
@@ -253,6 +260,7 @@ impl From<&Entry> for EntryView {
             revision: e.revision,
             last_minted_at: optional_rfc3339(e.last_minted_at),
             mint_count: e.mint_count,
+            parent_id: (!e.parent_id.is_empty()).then(|| e.parent_id.clone()),
         }
     }
 }
@@ -388,6 +396,7 @@ impl EntryFields {
             environment: self.environment.clone(),
             data_class: self.data_class.clone(),
             expires_at: self.expires.map(|e| e.resolve(now)).transpose()?,
+            parent_id: self.parent.clone(),
         })
     }
 }
@@ -455,6 +464,7 @@ pub(super) fn entry_details(e: &Entry, now: i64) -> String {
         ("jwt ttl", ttl(e.jwt_ttl_seconds)),
         ("x509 ttl", ttl(e.x509_ttl_seconds)),
         ("dns names", e.dns_names.join(", ")),
+        ("parent agent", e.parent_id.clone()),
         ("expires", when(e.expires_at)),
         ("created", when(e.created_at)),
         ("updated", when(e.updated_at)),

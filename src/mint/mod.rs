@@ -363,6 +363,96 @@ impl Minter {
             .map_err(attest_error)
     }
 
+    /// The entries registered under the calling agent. The agent's own
+    /// entry must still exist and be unexpired.
+    pub fn agent_entries(&self, agent: &Caller) -> Result<Vec<Arc<Entry>>, MintError> {
+        self.check_agent(agent)?;
+        Ok(self.entries.children_of(&agent.spiffe_id))
+    }
+
+    fn check_agent(&self, agent: &Caller) -> Result<Arc<Entry>, MintError> {
+        let own = self.entry_for(agent)?;
+        if own.is_expired(self.clock.unix_now()) {
+            return Err(MintError::denied(format!(
+                "the agent's own entry {} expired at {}",
+                own.id,
+                rfc3339(own.expires_at)
+            )));
+        }
+        Ok(own)
+    }
+
+    /// The entry `entry_id`, if it is registered under `agent`.
+    fn child_entry(&self, agent: &Caller, entry_id: &str) -> Result<Arc<Entry>, MintError> {
+        let id = crate::policy::EntryId::parse(entry_id)
+            .map_err(|e| MintError::invalid(e.to_string()))?;
+        let entry = self
+            .entries
+            .by_id(&id)
+            .ok_or_else(|| MintError::denied(format!("no entry {entry_id}")))?;
+        if entry.parent_id.as_ref() != Some(&agent.spiffe_id) {
+            return Err(MintError::denied(format!(
+                "entry {entry_id} ({}) is not registered under agent {}",
+                entry.spiffe_id, agent.spiffe_id
+            )));
+        }
+        Ok(entry)
+    }
+
+    /// An agent obtains the X509-SVID of an entry registered under it, for
+    /// a local workload (the agent made the key).
+    pub async fn agent_mint_x509(
+        &self,
+        agent: &Caller,
+        entry_id: &str,
+        csr_der: &[u8],
+    ) -> Result<X509Issued, MintError> {
+        let mut event = AuditEvent {
+            action: "x509.issue".into(),
+            actor: agent.spiffe_id.to_string(),
+            entry_id: Some(entry_id.chars().take(64).collect()),
+            detail: Some(serde_json::json!({ "via_agent": agent.spiffe_id.as_str() })),
+            ..AuditEvent::default()
+        };
+        let result = async {
+            self.check_agent(agent)?;
+            let entry = self.child_entry(agent, entry_id)?;
+            event.spiffe_id = Some(entry.spiffe_id.to_string());
+            mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+            self.issue_x509(entry, csr_der, &mut event).await
+        }
+        .await;
+        self.finish(event, result).await
+    }
+
+    /// An agent obtains a JWT-SVID of an entry registered under it.
+    pub async fn agent_mint_jwt(
+        &self,
+        agent: &Caller,
+        entry_id: &str,
+        audience: &str,
+        ttl: Option<Duration>,
+    ) -> Result<JwtIssued, MintError> {
+        let mut event = AuditEvent {
+            action: "jwt.mint".into(),
+            actor: agent.spiffe_id.to_string(),
+            entry_id: Some(entry_id.chars().take(64).collect()),
+            audience: Some(audience.chars().take(256).collect()),
+            detail: Some(serde_json::json!({ "via_agent": agent.spiffe_id.as_str() })),
+            ..AuditEvent::default()
+        };
+        let result = async {
+            let audience = Audience::new(audience)
+                .map_err(|e| MintError::invalid(format!("audience: {e}")))?;
+            self.check_agent(agent)?;
+            let entry = self.child_entry(agent, entry_id)?;
+            event.spiffe_id = Some(entry.spiffe_id.to_string());
+            self.sign_jwt(&entry, &audience, ttl, &mut event)
+        }
+        .await;
+        self.finish(event, result).await
+    }
+
     /// Issues a new X509-SVID for the identity the caller already holds.
     pub async fn renew_x509(
         &self,

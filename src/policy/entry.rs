@@ -258,6 +258,11 @@ pub struct Entry {
     pub updated_at: i64,
     /// Incremented on every update.
     pub revision: u64,
+    /// The agent this entry is registered under (its SPIFFE ID): only that
+    /// agent may obtain this identity on behalf of local workloads. `None`
+    /// for identities workloads obtain from the broker directly.
+    #[serde(default)]
+    pub parent_id: Option<SpiffeId>,
 }
 
 impl Entry {
@@ -305,6 +310,8 @@ pub struct EntrySpec {
     pub data_class: Option<String>,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// The parent agent's SPIFFE ID; `Some("")` clears it.
+    pub parent_id: Option<String>,
 }
 
 impl EntrySpec {
@@ -336,6 +343,7 @@ impl EntrySpec {
             created_at: now,
             updated_at: now,
             revision: 1,
+            parent_id: None,
         };
         let entry = self.apply_to(draft, trust_domain, ttl, now)?;
         Ok(entry)
@@ -397,6 +405,16 @@ impl EntrySpec {
         if let Some(data_class) = self.data_class {
             entry.data_class = parse_label("data-class", &data_class)?;
         }
+        if let Some(parent) = self.parent_id {
+            entry.parent_id = if parent.is_empty() {
+                None
+            } else {
+                Some(parse_spiffe_id(&parent, trust_domain).map_err(|e| match e {
+                    EntryError::Invalid { reason, .. } => invalid("parent", reason),
+                    other => other,
+                })?)
+            };
+        }
         if let Some(expires_at) = self.expires_at {
             if expires_at <= now {
                 return Err(invalid("expires", "must be in the future"));
@@ -429,6 +447,9 @@ fn check_whole(entry: &Entry) -> Result<(), EntryError> {
             "spiffe-id",
             "a workload identity needs a path (spiffe://<trust domain>/<path>)",
         ));
+    }
+    if entry.parent_id.as_ref() == Some(&entry.spiffe_id) {
+        return Err(invalid("parent", "an entry cannot be its own parent"));
     }
     if entry.spiffe_id.path().starts_with("/mayfly/") || entry.spiffe_id.path() == "/mayfly" {
         return Err(invalid(
@@ -676,6 +697,40 @@ mod tests {
             drop_audiences
                 .update(&entry, &td(), &TtlPolicy::default(), 50)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn parent_is_parsed_checked_and_clearable() {
+        let child = EntrySpec {
+            parent_id: Some("spiffe://example.org/agent/node-1".into()),
+            ..spec()
+        };
+        let entry = child.create(&td(), &TtlPolicy::default(), 0).unwrap();
+        assert_eq!(
+            entry.parent_id.as_ref().unwrap().as_str(),
+            "spiffe://example.org/agent/node-1"
+        );
+        let foreign = EntrySpec {
+            parent_id: Some("spiffe://other.org/agent".into()),
+            ..spec()
+        };
+        assert!(foreign.create(&td(), &TtlPolicy::default(), 0).is_err());
+        let own = EntrySpec {
+            parent_id: Some("spiffe://example.org/billing/api".into()),
+            ..spec()
+        };
+        assert!(own.create(&td(), &TtlPolicy::default(), 0).is_err());
+        let clear = EntrySpec {
+            parent_id: Some(String::new()),
+            ..EntrySpec::default()
+        };
+        assert_eq!(
+            clear
+                .update(&entry, &td(), &TtlPolicy::default(), 1)
+                .unwrap()
+                .parent_id,
+            None
         );
     }
 

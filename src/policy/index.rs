@@ -13,12 +13,21 @@ struct Snapshot {
     /// Each selector to the entries that require it, so matching attested
     /// selectors looks at candidates only, never at every entry.
     by_selector: HashMap<Selector, Vec<Arc<Entry>>>,
+    /// Each agent to the entries registered under it.
+    by_parent: HashMap<SpiffeId, Vec<Arc<Entry>>>,
 }
 
 impl Snapshot {
     fn index_selectors(&mut self) {
         self.by_selector.clear();
+        self.by_parent.clear();
         for entry in self.by_id.values() {
+            if let Some(parent) = &entry.parent_id {
+                self.by_parent
+                    .entry(parent.clone())
+                    .or_default()
+                    .push(entry.clone());
+            }
             for selector in &entry.selectors {
                 self.by_selector
                     .entry(selector.clone())
@@ -66,6 +75,7 @@ impl EntryIndex {
                 by_id: old.by_id.clone(),
                 by_spiffe_id: old.by_spiffe_id.clone(),
                 by_selector: HashMap::new(),
+                by_parent: HashMap::new(),
             };
             if let Some(previous) = next.by_id.insert(entry.id.clone(), entry.clone())
                 && previous.spiffe_id != entry.spiffe_id
@@ -86,6 +96,7 @@ impl EntryIndex {
                 by_id: old.by_id.clone(),
                 by_spiffe_id: old.by_spiffe_id.clone(),
                 by_selector: HashMap::new(),
+                by_parent: HashMap::new(),
             };
             if let Some(previous) = next.by_id.remove(id) {
                 next.by_spiffe_id.remove(&previous.spiffe_id);
@@ -124,6 +135,19 @@ impl EntryIndex {
         }
         matches.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id));
         matches
+    }
+
+    /// The entries registered under the agent `parent`, in SPIFFE ID order.
+    pub fn children_of(&self, parent: &SpiffeId) -> Vec<Arc<Entry>> {
+        let mut children = self
+            .current
+            .load()
+            .by_parent
+            .get(parent)
+            .cloned()
+            .unwrap_or_default();
+        children.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id));
+        children
     }
 
     /// Every entry, in id order.
