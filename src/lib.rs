@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod api;
 pub mod attest;
 pub mod audit;

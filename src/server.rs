@@ -332,6 +332,11 @@ pub async fn start_with_clock(
         usage.clone(),
         cancel.child_token(),
     )));
+    tasks.push(tokio::spawn(prune_expired(
+        store.clone(),
+        clock.clone(),
+        cancel.child_token(),
+    )));
 
     let report = StartReport {
         created_root: ca_report.created_root,
@@ -432,6 +437,28 @@ async fn usage_flusher(store: Arc<dyn Store>, usage: Arc<UsageTracker>, cancel: 
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(USAGE_FLUSH_INTERVAL) => flush_usage(store.as_ref(), &usage).await,
+        }
+    }
+}
+
+/// How often expired join tokens, replay keys and challenges are dropped.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// Used or expired join tokens stay this long, so a late reuse is reported
+/// as reuse rather than as an unknown token.
+const JOIN_TOKEN_RETENTION: i64 = 24 * 60 * 60;
+
+async fn prune_expired(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+        }
+        let now = clock.unix_now();
+        if let Err(error) = store.prune_join_tokens(now - JOIN_TOKEN_RETENTION).await {
+            tracing::warn!(%error, "cannot prune expired join tokens; will retry");
+        }
+        if let Err(error) = store.prune_one_time(now).await {
+            tracing::warn!(%error, "cannot prune expired replay records; will retry");
         }
     }
 }

@@ -464,7 +464,7 @@ pub(super) fn entry_details(e: &Entry, now: i64) -> String {
         ("jwt ttl", ttl(e.jwt_ttl_seconds)),
         ("x509 ttl", ttl(e.x509_ttl_seconds)),
         ("dns names", e.dns_names.join(", ")),
-        ("parent agent", e.parent_id.clone()),
+        ("parent", e.parent_id.clone()),
         ("expires", when(e.expires_at)),
         ("created", when(e.created_at)),
         ("updated", when(e.updated_at)),
@@ -530,7 +530,7 @@ mod tests {
         assert!(text.contains("x509 ttl:    default\n"), "{text}");
         assert!(text.contains("selectors:   -\n"), "{text}");
         assert!(text.contains("created:     never\n"), "{text}");
-        assert_eq!(text.lines().count(), 18);
+        assert_eq!(text.lines().count(), 19);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! The pieces other code reuses: [`connect`] (clients for both APIs) and [`keygen`]
 //! (key pair and CSR).
 
+mod agent;
 mod audit_log;
 mod client;
 pub mod connect;
@@ -41,6 +42,7 @@ use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use mayfly_sdk::proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
+pub use agent::AgentArgs;
 pub use audit_log::{AuditCommand, TailArgs};
 pub use client::{AttestArgs, ClientCommand, JwtArgs, RenewArgs};
 pub use entry::{
@@ -149,6 +151,9 @@ pub enum Command {
     /// Show what the running server says about itself.
     #[command(after_help = "Examples:\n  mayfly status\n  mayfly status --json")]
     Status(StatusArgs),
+    /// Run the node agent: serve the SPIFFE Workload API to local workloads.
+    #[command(after_help = agent::AGENT_EXAMPLES)]
+    Agent(AgentArgs),
 }
 
 const SERVER_EXAMPLES: &str = "\
@@ -275,6 +280,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => validate::run(&ctx, args).await,
         Command::Audit(command) => audit_log::run(&ctx, command),
         Command::Status(args) => status::run(&ctx, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Agent(args) => return agent::run(&cli.global, args).await,
     };
     match result {
         Ok(code) => code,

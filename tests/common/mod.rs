@@ -446,3 +446,85 @@ pub fn jwt_simple_verify(jwks_json: &str, token: &str, audience: &str) -> Result
 pub fn read_audit(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("audit").join("audit.log")).unwrap()
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the agent tests (tests/agent.rs).
+
+impl TestBroker {
+    /// The spec `create_entry_with_selectors` sends, to adjust (parent,
+    /// TTLs, kinds) before [`create_entry_from`](Self::create_entry_from).
+    pub fn entry_spec(path: &str, audiences: &[&str], selectors: &[&str]) -> pb::EntrySpec {
+        pb::EntrySpec {
+            spiffe_id: Some(format!("spiffe://{TRUST_DOMAIN}{path}")),
+            selectors: Some(pb::StringList {
+                values: selectors.iter().map(|s| s.to_string()).collect(),
+            }),
+            audiences: Some(pb::StringList {
+                values: audiences.iter().map(|a| a.to_string()).collect(),
+            }),
+            owner: Some("team@example.org".into()),
+            purpose: Some("agent test".into()),
+            environment: Some("test".into()),
+            data_class: Some("phi".into()),
+            ..pb::EntrySpec::default()
+        }
+    }
+
+    /// Creates an entry from a full spec.
+    pub async fn create_entry_from(&self, spec: pb::EntrySpec) -> Result<pb::Entry, tonic::Status> {
+        self.admin()
+            .await
+            .create_entry(pb::CreateEntryRequest { spec: Some(spec) })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Updates an entry; unset fields of `spec` keep their value.
+    pub async fn update_entry(
+        &self,
+        id: &str,
+        spec: pb::EntrySpec,
+    ) -> Result<pb::Entry, tonic::Status> {
+        self.admin()
+            .await
+            .update_entry(pb::UpdateEntryRequest {
+                id: id.into(),
+                spec: Some(spec),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Stops the server and starts a new one on the same data directory and
+    /// the same broker address, as a restarted production broker would be.
+    pub async fn restart_on_same_address(&mut self) {
+        let address = self.server().grpc_addr();
+        self.stop().await;
+        self.start_again_at(address).await;
+    }
+
+    /// Starts a stopped broker again on its data directory, with the broker
+    /// (gRPC) API at `address` (the address it had before).
+    pub async fn start_again_at(&mut self, address: std::net::SocketAddr) {
+        assert!(self.server.is_none(), "the broker is still running");
+        let mut attempts = 0;
+        loop {
+            let mut config = test_config(self.data_dir());
+            config.attestors = self.attestors.clone();
+            config.grpc_listen = address;
+            match mayfly::server::start_with_clock(config, self.clock.clone()).await {
+                Ok(server) => {
+                    self.server = Some(server);
+                    return;
+                }
+                // The port may linger for a moment after the old listener closed.
+                Err(error) if attempts < 50 => {
+                    attempts += 1;
+                    eprintln!("restarting on {address}: {error}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("cannot restart the broker on {address}: {error}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The node agent: `mayfly agent`.
+//!
+//! The agent attests itself to the broker once, with a join token, and
+//! from then on holds its own X509-SVID (saved in its data directory, key
+//! mode 0600, renewed over mTLS at about half its life). It serves the
+//! standard SPIFFE Workload API on a Unix socket, so every SPIFFE client
+//! library works against it unchanged:
+//!
+//! - a **sync loop** lists the entries registered under the
+//!   agent (`parent_id` = the agent's SPIFFE ID) every few seconds, mints
+//!   an X509-SVID for each (keys made here, CSRs sent in batches), renews
+//!   them at half their lifetime and drops those of entries that went away.
+//!   While the broker is unreachable it keeps serving what is still valid
+//!   and retries with backoff and jitter; [`RunningAgent::health`] says how
+//!   it is going;
+//! - the **Workload API** attests every caller from the
+//!   socket's peer credentials ([`workload_attest`]: `unix:uid:`,
+//!   `unix:gid:`, `unix:path:`, `unix:sha256:` …) and serves the entries
+//!   whose selectors it proved: X509-SVIDs and bundles as streams that
+//!   update on every rotation, JWT-SVIDs (cached per SPIFFE ID and audience
+//!   until half their life), JWT bundles, and local JWT-SVID validation.
+//!
+//! The broker's address is fixed for the agent's life: after a broker
+//! restart the agent reconnects to the same URL (run the broker on a fixed
+//! address or a DNS name), serving its cached SVIDs meanwhile.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use mayfly::agent::{AgentConfig, start};
+//!
+//! let bundle = std::fs::read("/etc/mayfly/bundle.pem")?;
+//! let mut config = AgentConfig::new("https://mayfly.internal:7443", bundle, "/run/mayfly/agent.sock");
+//! config.join_token = Some(std::fs::read_to_string("/etc/mayfly/join-token")?.trim().to_owned().into());
+//! config.data_dir = "/var/lib/mayfly-agent".into();
+//! let agent = start(config).await?;
+//! println!("serving the Workload API on {}", agent.socket_path().display());
+//! // SPIFFE_ENDPOINT_SOCKET=unix:///run/mayfly/agent.sock for the workloads.
+//! agent.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod claims;
+mod endpoint;
+mod error;
+mod identity;
+mod jwt_cache;
+mod jwt_issue;
+mod snapshot;
+mod state;
+mod status;
+mod sync;
+mod upstream;
+mod workload_api;
+pub mod workload_attest;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mayfly_sdk::SpiffeId;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use error::AgentError;
+pub use state::AgentHealth;
+pub use workload_api::{SECURITY_HEADER, require_security_header};
+
+use crate::cli::Secret;
+use crate::clock::{Clock, SystemClock};
+use identity::IdentityFiles;
+use jwt_issue::JwtIssuer;
+use state::AgentState;
+use upstream::Upstream;
+use workload_api::WorkloadApi;
+use workload_attest::WorkloadAttestor;
+
+/// The data directory when none is given.
+pub const DEFAULT_DATA_DIR: &str = "./mayfly-agent";
+/// How often the agent syncs with the broker when all is well.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+/// How long [`RunningAgent::shutdown`] waits for open requests to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the agent is given.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// The broker's URL (`https://…`).
+    pub server: String,
+    /// The root CA(s) to trust for the broker, PEM. Roots the broker later
+    /// publishes (root rotation) are trusted as well.
+    pub bundle_pem: Vec<u8>,
+    /// Where to serve the Workload API.
+    pub socket_path: PathBuf,
+    /// The one-time join token; needed only when the data directory holds
+    /// no valid agent SVID.
+    pub join_token: Option<Secret>,
+    /// Where the agent keeps its own SVID, key and the trust bundle.
+    pub data_dir: PathBuf,
+    /// How often to sync with the broker when all is well.
+    pub sync_interval: Duration,
+    /// The clock renewal and expiry are judged by (tests use a manual one).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AgentConfig {
+    /// A config with the defaults: data directory [`DEFAULT_DATA_DIR`],
+    /// sync every [`DEFAULT_SYNC_INTERVAL`], the system clock, no join token.
+    pub fn new(
+        server: impl Into<String>,
+        bundle_pem: Vec<u8>,
+        socket_path: impl Into<PathBuf>,
+    ) -> Self {
+        AgentConfig {
+            server: server.into(),
+            bundle_pem,
+            socket_path: socket_path.into(),
+            join_token: None,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            sync_interval: DEFAULT_SYNC_INTERVAL,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("server", &self.server)
+            .field(
+                "bundle_pem",
+                &format_args!("[{} bytes]", self.bundle_pem.len()),
+            )
+            .field("socket_path", &self.socket_path)
+            .field("join_token", &self.join_token)
+            .field("data_dir", &self.data_dir)
+            .field("sync_interval", &self.sync_interval)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+/// A running agent. Dropping it stops its tasks; [`shutdown`](Self::shutdown)
+/// also waits for them and removes the socket.
+#[derive(Debug)]
+pub struct RunningAgent {
+    socket_path: PathBuf,
+    state: Arc<AgentState>,
+    upstream: Arc<Upstream>,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    /// The Workload API socket.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    /// The agent's own SPIFFE ID: the `parent_id` of the entries it serves.
+    pub fn spiffe_id(&self) -> SpiffeId {
+        self.upstream.identity().spiffe_id.clone()
+    }
+
+    /// How the sync with the broker is going.
+    pub fn health(&self) -> AgentHealth {
+        self.state.health()
+    }
+
+    /// Resolves when the agent cannot go on (its own SVID expired before it
+    /// could be renewed), with the reason. Pending otherwise.
+    pub async fn failed(&self) -> AgentError {
+        self.state.failed().await
+    }
+
+    /// Stops syncing, ends open streams, drains requests (at most 5 s) and
+    /// removes the socket.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let drain = async {
+            for task in &mut tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            tracing::warn!("the Workload API did not drain within {DRAIN_TIMEOUT:?}; forcing");
+            for task in &tasks {
+                task.abort();
+            }
+        }
+        if let Err(error) = std::fs::remove_file(&self.socket_path) {
+            tracing::debug!(%error, "removing the Workload API socket");
+        }
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Starts the agent: its own identity (saved, or attested with the join
+/// token), the socket, a first sync, then the sync loop and the Workload
+/// API in the background.
+///
+/// A first sync that fails is not an error: the agent serves as soon as
+/// the broker answers.
+///
+/// # Errors
+/// [`AgentError::Config`] for a zero sync interval;
+/// [`AgentError::DataDir`]; [`AgentError::NoIdentity`] without a saved SVID
+/// or join token; the broker's refusal of the token or
+/// [`AgentError::BrokerUnreachable`] while attesting;
+/// [`AgentError::Socket`] if the socket cannot be bound.
+pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
+    crate::install_crypto_provider();
+    if config.sync_interval.is_zero() {
+        return Err(AgentError::Config {
+            reason: "the sync interval must be positive".to_owned(),
+        });
+    }
+    let files = IdentityFiles::new(&config.data_dir);
+    files.prepare()?;
+    let upstream = Arc::new(
+        Upstream::bootstrap(
+            config.server.clone(),
+            config.bundle_pem.clone(),
+            config.join_token.as_ref().map(Secret::expose),
+            files,
+            config.clock.clone(),
+        )
+        .await?,
+    );
+    let listener = endpoint::bind(&config.socket_path)?;
+    let state = Arc::new(AgentState::new());
+
+    let mut syncer = sync::Syncer::new(
+        upstream.clone(),
+        state.clone(),
+        config.clock.clone(),
+        config.sync_interval,
+    );
+    if let Err(error) = syncer.sync_once().await {
+        tracing::warn!(%error, "first sync with the broker failed; will retry");
+    }
+
+    let cancel = CancellationToken::new();
+    let sync_task = tokio::spawn(syncer.run(cancel.child_token()));
+    let api = WorkloadApi::new(
+        state.clone(),
+        Arc::new(JwtIssuer::new(
+            upstream.clone(),
+            state.clone(),
+            config.clock.clone(),
+        )),
+        WorkloadAttestor::new(),
+        config.clock.clone(),
+    );
+    let shutdown = {
+        let cancel = cancel.clone();
+        let state = state.clone();
+        async move {
+            cancel.cancelled().await;
+            state.close();
+        }
+    };
+    let server_task = tokio::spawn(endpoint::serve(listener, api, shutdown));
+    tracing::info!(
+        spiffe_id = %upstream.identity().spiffe_id,
+        socket = %config.socket_path.display(),
+        "serving the SPIFFE Workload API"
+    );
+    Ok(RunningAgent {
+        socket_path: config.socket_path,
+        state,
+        upstream,
+        cancel,
+        tasks: vec![sync_task, server_task],
+    })
+}
+
+/// Runs the agent until `shutdown` resolves, then drains.
+///
+/// # Errors
+/// What [`start`] returns; and [`AgentError::IdentityExpired`] if the
+/// agent's own SVID expired before it could be renewed.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let agent = start(config).await?;
+    let result = tokio::select! {
+        () = shutdown => Ok(()),
+        error = agent.failed() => Err(error),
+    };
+    agent.shutdown().await;
+    result
+}

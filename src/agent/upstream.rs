@@ -1,0 +1,272 @@
+//! The agent's side of the broker API: its own identity, the mTLS
+//! connection made with it, and the calls the agent makes.
+//!
+//! The connection is built lazily and kept; it is rebuilt when the agent's
+//! SVID is renewed (the TLS client identity changes) and after a transport
+//! failure, so a restarted broker is picked up on the next call.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use mayfly_sdk::proto::v1 as pb;
+use mayfly_sdk::proto::v1::broker_client::BrokerClient;
+use tonic::transport::Channel;
+
+use super::error::AgentError;
+use super::identity::{AgentSvid, IdentityFiles};
+use crate::cli::connect;
+use crate::cli::connect::pem_certificates;
+use crate::clock::Clock;
+
+/// The broker, as the agent sees it.
+pub(crate) struct Upstream {
+    server: String,
+    /// The roots the operator gave (`--bundle`), always trusted for TLS.
+    configured_roots_pem: Vec<u8>,
+    /// The latest roots the broker published, trusted too (root rotation).
+    bundle_roots: ArcSwap<Vec<Vec<u8>>>,
+    identity: ArcSwap<AgentSvid>,
+    client: ArcSwapOption<BrokerClient<Channel>>,
+    files: IdentityFiles,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("server", &self.server)
+            .field("identity", &self.identity.load())
+            .field("connected", &self.client.load().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// The agent's identity: the saved SVID while it is valid, else a new
+    /// one from the join token.
+    ///
+    /// # Errors
+    /// [`AgentError::NoIdentity`] with neither; the broker's refusal of the
+    /// token; [`AgentError::BrokerUnreachable`]; [`AgentError::DataDir`].
+    pub(crate) async fn bootstrap(
+        server: String,
+        configured_roots_pem: Vec<u8>,
+        join_token: Option<&str>,
+        files: IdentityFiles,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AgentError> {
+        let now = clock.unix_now();
+        let saved = match files.load() {
+            Ok(saved) => saved.filter(|svid| !svid.is_expired(now)),
+            Err(error) if join_token.is_some() => {
+                tracing::warn!(%error, "ignoring the saved agent SVID; attesting with the join token");
+                None
+            }
+            Err(error) => return Err(error),
+        };
+        let identity = match (saved, join_token) {
+            (Some(svid), _) => {
+                tracing::info!(
+                    spiffe_id = %svid.spiffe_id,
+                    serial = %svid.serial,
+                    "re-using the saved agent SVID"
+                );
+                svid
+            }
+            (None, Some(token)) => {
+                attest(&server, &configured_roots_pem, token, &files, now).await?
+            }
+            (None, None) => {
+                return Err(AgentError::NoIdentity {
+                    data_dir: files.dir().to_owned(),
+                });
+            }
+        };
+        // Roots saved by an earlier run stay trusted: the broker may have
+        // rotated its root since the operator's --bundle file was written.
+        let mut configured_roots_pem = configured_roots_pem;
+        if let Some(saved) = files.saved_bundle() {
+            configured_roots_pem.push(b'\n');
+            configured_roots_pem.extend_from_slice(&saved);
+        }
+        Ok(Upstream {
+            server,
+            configured_roots_pem,
+            bundle_roots: ArcSwap::from_pointee(Vec::new()),
+            identity: ArcSwap::from_pointee(identity),
+            client: ArcSwapOption::empty(),
+            files,
+            clock,
+        })
+    }
+
+    /// The agent's current SVID.
+    pub(crate) fn identity(&self) -> Arc<AgentSvid> {
+        self.identity.load_full()
+    }
+
+    /// Renews the agent's SVID if it is past its renewal time.
+    ///
+    /// # Errors
+    /// [`AgentError::IdentityExpired`] if it expired first; the broker's
+    /// refusal or unreachability otherwise (the current SVID is kept).
+    pub(crate) async fn renew_if_due(&self) -> Result<(), AgentError> {
+        let now = self.clock.unix_now();
+        let current = self.identity();
+        if current.is_expired(now) {
+            return Err(AgentError::IdentityExpired {
+                expired_at: crate::clock::rfc3339(current.expires_at),
+            });
+        }
+        if now < current.refresh_at {
+            return Ok(());
+        }
+        let (key, csr) = crate::cli::keygen::new_key_and_csr()?;
+        let mut client = self.client().await?;
+        let response = client
+            .renew_x509_svid(pb::RenewX509SvidRequest { csr })
+            .await
+            .map_err(|status| self.failed(status.into()))?
+            .into_inner();
+        let (svid, bundle) = issued_parts(&response)?;
+        let renewed = AgentSvid::from_issued(svid, &key, self.clock.unix_now())?;
+        self.files.save(&renewed, &bundle.x509_authorities)?;
+        tracing::info!(
+            spiffe_id = %renewed.spiffe_id,
+            serial = %renewed.serial,
+            expires_at = %crate::clock::rfc3339(renewed.expires_at),
+            "renewed the agent SVID"
+        );
+        self.identity.store(Arc::new(renewed));
+        // The connection authenticates with the old certificate; rebuild it.
+        self.client.store(None);
+        Ok(())
+    }
+
+    /// Records the roots of the broker's current bundle, for TLS to it and
+    /// for the next start.
+    pub(crate) fn note_bundle_roots(&self, roots: &[Vec<u8>]) {
+        if roots.is_empty() || self.bundle_roots.load().as_slice() == roots {
+            return;
+        }
+        self.bundle_roots.store(Arc::new(roots.to_vec()));
+        if let Err(error) = self.files.save_bundle(roots) {
+            tracing::warn!(%error, "cannot save the trust bundle");
+        }
+    }
+
+    /// The entries registered under this agent, and the bundle.
+    pub(crate) async fn list_entries(&self) -> Result<pb::ListAgentEntriesResponse, AgentError> {
+        let mut client = self.client().await?;
+        client
+            .list_agent_entries(pb::ListAgentEntriesRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status.into()))
+    }
+
+    /// X509-SVIDs for entries under this agent.
+    pub(crate) async fn mint_x509(
+        &self,
+        params: Vec<pb::X509SvidParams>,
+    ) -> Result<pb::BatchMintX509SvidsResponse, AgentError> {
+        let mut client = self.client().await?;
+        client
+            .batch_mint_x509_svids(pb::BatchMintX509SvidsRequest { params })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status.into()))
+    }
+
+    /// JWT-SVIDs for (entry, audience) pairs under this agent.
+    pub(crate) async fn mint_jwt(
+        &self,
+        params: Vec<pb::JwtSvidParams>,
+    ) -> Result<pb::BatchMintJwtSvidsResponse, AgentError> {
+        let mut client = self.client().await?;
+        client
+            .batch_mint_jwt_svids(pb::BatchMintJwtSvidsRequest { params })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(status.into()))
+    }
+
+    /// The kept connection, or a new one.
+    async fn client(&self) -> Result<BrokerClient<Channel>, AgentError> {
+        if let Some(client) = self.client.load_full() {
+            return Ok((*client).clone());
+        }
+        let identity = self.identity();
+        let (chain, key) = identity.tls_identity();
+        let client = connect::broker(&self.server, &self.trusted_roots_pem(), Some((chain, key)))
+            .await
+            .map_err(AgentError::from)?;
+        self.client.store(Some(Arc::new(client.clone())));
+        Ok(client)
+    }
+
+    /// Drops the connection after a transport failure, so the next call
+    /// dials again (a restarted broker, a new address behind the name).
+    fn failed(&self, error: AgentError) -> AgentError {
+        if error.is_transient() {
+            self.client.store(None);
+        }
+        error
+    }
+
+    fn trusted_roots_pem(&self) -> Vec<u8> {
+        let mut pem = self.configured_roots_pem.clone();
+        pem.push(b'\n');
+        let roots = self.bundle_roots.load();
+        pem.extend_from_slice(pem_certificates(roots.iter().map(Vec::as_slice)).as_bytes());
+        pem
+    }
+}
+
+/// Trades the join token for the agent's SVID and saves it.
+async fn attest(
+    server: &str,
+    roots_pem: &[u8],
+    token: &str,
+    files: &IdentityFiles,
+    now: i64,
+) -> Result<AgentSvid, AgentError> {
+    let (key, csr) = crate::cli::keygen::new_key_and_csr()?;
+    let mut client = connect::broker(server, roots_pem, None).await?;
+    let request = pb::AttestAndIssueRequest {
+        evidence: Some(pb::attest_and_issue_request::Evidence::JoinToken(
+            pb::JoinTokenEvidence {
+                token: token.to_owned(),
+            },
+        )),
+        csr,
+        spiffe_id: String::new(),
+    };
+    let response = client.attest_and_issue(request).await?.into_inner();
+    let (svid, bundle) = issued_parts(&response)?;
+    let identity = AgentSvid::from_issued(svid, &key, now)?;
+    files.save(&identity, &bundle.x509_authorities)?;
+    tracing::info!(
+        spiffe_id = %identity.spiffe_id,
+        serial = %identity.serial,
+        expires_at = %crate::clock::rfc3339(identity.expires_at),
+        "attested with the join token"
+    );
+    Ok(identity)
+}
+
+/// The SVID and bundle of an issuance answer, both required.
+fn issued_parts(
+    response: &pb::X509SvidResponse,
+) -> Result<(&pb::X509Svid, &pb::Bundle), AgentError> {
+    let svid = response
+        .svid
+        .as_ref()
+        .ok_or_else(|| AgentError::bad_response("no SVID in the answer"))?;
+    let bundle = response
+        .bundle
+        .as_ref()
+        .ok_or_else(|| AgentError::bad_response("no trust bundle in the answer"))?;
+    Ok((svid, bundle))
+}

@@ -1,0 +1,271 @@
+//! `mayfly agent`: the node agent that serves the SPIFFE Workload API to local
+//! workloads on a Unix socket (see [`crate::agent`]).
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args};
+use zeroize::Zeroizing;
+
+use super::values::{Secret, parse_ttl};
+use super::{BUNDLE_FILE, GlobalArgs, exit, output};
+use crate::agent::{AgentConfig, AgentError, DEFAULT_DATA_DIR};
+
+/// Longest join token file read; real tokens are well under 1 KiB.
+const MAX_TOKEN_FILE: u64 = 16 * 1024;
+
+pub(super) const AGENT_EXAMPLES: &str = "\
+Examples:
+  mayfly agent --socket /run/mayfly/agent.sock --join-token-file token.txt \\
+      --server https://mayfly.internal:7443 --bundle root.pem
+  mayfly agent --socket /run/mayfly/agent.sock     # restart: re-uses its SVID
+
+Register the agent (its entry's SPIFFE ID is the parent of the workloads it
+serves), then the workloads under it:
+  mayfly entry create --spiffe-id spiffe://mayfly.internal/agent/node-1 \\
+      --owner ops --purpose \"node agent\"
+  mayfly token create --entry <AGENT ENTRY ID> --json | jq -r .token > token.txt
+  mayfly entry create --spiffe-id spiffe://mayfly.internal/billing/api \\
+      --parent spiffe://mayfly.internal/agent/node-1 --selector unix:uid:1000 \\
+      --owner team-billing --purpose \"billing API\" --audience billing-db
+Workloads then use SPIFFE_ENDPOINT_SOCKET=unix:///run/mayfly/agent.sock.
+
+--data-dir defaults to ./mayfly-agent; --bundle to <data-dir>/bundle.pem
+once the agent has run.";
+
+/// Arguments of `mayfly agent`. `--server`, `--bundle` and `--data-dir` are the
+/// global flags.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("token").args(["join_token", "join_token_file"])))]
+pub struct AgentArgs {
+    /// Where to serve the Workload API: a Unix socket path (mode 0666; every
+    /// caller is attested per request).
+    #[arg(long, value_name = "PATH", env = "MAYFLY_AGENT_SOCKET")]
+    socket: PathBuf,
+    /// The join token for the agent's own entry; needed only on the first start
+    /// (afterwards the saved SVID is used). On the command line it shows in `ps`;
+    /// prefer --join-token-file or the environment variable.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MAYFLY_JOIN_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    join_token: Option<Secret>,
+    /// A file holding the join token ("-" for standard input).
+    #[arg(long, value_name = "FILE")]
+    join_token_file: Option<PathBuf>,
+    /// How often to sync entries and SVIDs with the broker.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl, default_value = "5s")]
+    sync_interval: u32,
+}
+
+/// Runs `mayfly agent` until SIGINT or SIGTERM.
+pub(super) async fn run(global: &GlobalArgs, args: AgentArgs) -> ExitCode {
+    let config = match config(global, &args) {
+        Ok(config) => config,
+        Err(error) => return report(&error),
+    };
+    let agent = match crate::agent::start(config).await {
+        Ok(agent) => agent,
+        Err(error) => return report(&error),
+    };
+    output::stderr_line(&format!(
+        "mayfly agent {}: serving the SPIFFE Workload API on unix://{}",
+        output::clean(agent.spiffe_id().as_str()),
+        agent.socket_path().display()
+    ));
+    let failed = tokio::select! {
+        () = wait_for_signal() => None,
+        error = agent.failed() => Some(error),
+    };
+    agent.shutdown().await;
+    match failed {
+        Some(error) => report(&error),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+fn config(global: &GlobalArgs, args: &AgentArgs) -> Result<AgentConfig, AgentError> {
+    let data_dir = global
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let bundle_path = global
+        .bundle
+        .clone()
+        .unwrap_or_else(|| data_dir.join(BUNDLE_FILE));
+    let bundle_pem = std::fs::read(&bundle_path).map_err(|e| AgentError::Config {
+        reason: format!(
+            "--bundle {}: {e}; give the broker's root CA (`mayfly server` writes \
+             <its data-dir>/bundle.pem)",
+            bundle_path.display()
+        ),
+    })?;
+    let mut config = AgentConfig::new(global.server.clone(), bundle_pem, args.socket.clone());
+    config.data_dir = data_dir;
+    config.sync_interval = Duration::from_secs(args.sync_interval.into());
+    config.join_token = match (&args.join_token, &args.join_token_file) {
+        (Some(token), _) => Some(Secret::from(token.expose().trim().to_owned())),
+        (None, Some(path)) => Some(read_token_file(path)?),
+        (None, None) => None,
+    };
+    if config
+        .join_token
+        .as_ref()
+        .is_some_and(|t| t.expose().is_empty())
+    {
+        return Err(AgentError::Config {
+            reason: "the join token is empty".to_owned(),
+        });
+    }
+    Ok(config)
+}
+
+fn read_token_file(path: &Path) -> Result<Secret, AgentError> {
+    let mut text = Zeroizing::new(String::new());
+    let read = if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(MAX_TOKEN_FILE + 1)
+            .read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_TOKEN_FILE + 1).read_to_string(&mut text))
+    };
+    let bad = |reason: String| AgentError::Config {
+        reason: format!("--join-token-file {}: {reason}", path.display()),
+    };
+    read.map_err(|e| bad(e.to_string()))?;
+    if text.len() as u64 > MAX_TOKEN_FILE {
+        return Err(bad(format!(
+            "larger than {MAX_TOKEN_FILE} bytes, not a join token"
+        )));
+    }
+    Ok(Secret::from(text.trim().to_owned()))
+}
+
+/// Prints an error (and a hint) and returns its exit code.
+fn report(error: &AgentError) -> ExitCode {
+    output::stderr_line(&format!("error: {}", output::clean(&error.to_string())));
+    let (code, hint) = match error {
+        AgentError::Config { .. } => (exit::USAGE, None),
+        AgentError::BrokerUnreachable { .. } => (
+            exit::UNAVAILABLE,
+            Some(
+                "is `mayfly server` running at --server? If the TLS handshake failed, check \
+                 that --bundle holds the broker's root CA",
+            ),
+        ),
+        AgentError::NoIdentity { .. } | AgentError::IdentityExpired { .. } => (
+            exit::FAILED,
+            Some(
+                "create a join token for the agent's entry (`mayfly token create --entry \
+                 <AGENT ENTRY ID>`) and pass it with --join-token-file",
+            ),
+        ),
+        _ => (exit::FAILED, None),
+    };
+    if let Some(hint) = hint {
+        output::stderr_line(&format!("hint: {hint}"));
+    }
+    ExitCode::from(code)
+}
+
+async fn wait_for_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+
+    fn agent_args(args: &[&str]) -> Result<(GlobalArgs, AgentArgs), clap::Error> {
+        let cli = Cli::try_parse_from(["mayfly", "agent"].iter().chain(args))?;
+        match cli.command {
+            Command::Agent(agent) => Ok((cli.global, agent)),
+            _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
+        }
+    }
+
+    #[test]
+    fn socket_is_required_and_tokens_exclude_each_other() {
+        if std::env::var_os("MAYFLY_AGENT_SOCKET").is_some()
+            || std::env::var_os("MAYFLY_JOIN_TOKEN").is_some()
+        {
+            return;
+        }
+        assert!(agent_args(&[]).is_err());
+        assert!(agent_args(&["--socket", "/s"]).is_ok());
+        let both = agent_args(&[
+            "--socket",
+            "/s",
+            "--join-token",
+            "t",
+            "--join-token-file",
+            "f",
+        ]);
+        assert_eq!(
+            both.err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::ArgumentConflict)
+        );
+    }
+
+    #[test]
+    fn defaults_and_token_file() -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let bundle = tmp.path().join("root.pem");
+        std::fs::write(&bundle, "PEM")?;
+        let token = tmp.path().join("token.txt");
+        std::fs::write(&token, " jt_secret \n")?;
+        let (global, args) = agent_args(&[
+            "--socket",
+            "/run/agent.sock",
+            "--bundle",
+            &bundle.to_string_lossy(),
+            "--join-token-file",
+            &token.to_string_lossy(),
+            "--sync-interval",
+            "2s",
+        ])?;
+        let config = config(&global, &args)?;
+        assert_eq!(
+            config.join_token.as_ref().map(Secret::expose),
+            Some("jt_secret")
+        );
+        assert_eq!(config.sync_interval, Duration::from_secs(2));
+        assert_eq!(config.socket_path, PathBuf::from("/run/agent.sock"));
+        if std::env::var_os("MAYFLY_DATA_DIR").is_none() {
+            assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        }
+        assert!(!format!("{config:?}").contains("jt_secret"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_bundle_is_a_usage_error() -> Result<(), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let missing = tmp.path().join("nope.pem");
+        let (global, args) =
+            agent_args(&["--socket", "/s", "--bundle", &missing.to_string_lossy()])?;
+        let error = config(&global, &args).err();
+        assert!(matches!(error, Some(AgentError::Config { .. })));
+        Ok(())
+    }
+}
