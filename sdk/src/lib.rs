@@ -7,9 +7,18 @@
 //!   `spiffe_sequence` and `spiffe_refresh_hint`), parsed and produced;
 //! - [`jwt::JwtSvidValidator`], strict JWT-SVID validation (algorithm
 //!   allow-list first, size limit before decoding, required `exp` and `aud`);
+//! - [`workload`], the workload's client of the SPIFFE Workload API: an
+//!   [`X509Source`](workload::X509Source) with rustls mTLS configs that
+//!   authorize peers by SPIFFE ID, a [`JwtSource`](workload::JwtSource)
+//!   and a [`JwtVerifier`](workload::JwtVerifier), all kept fresh in the
+//!   background;
 //! - [`proto`], the generated gRPC API.
 //!
 //! Nothing in this crate knows how to issue a credential.
+//!
+//! ## Quick start
+//!
+//! SPIFFE IDs are parsed strictly:
 //!
 //! ```
 //! use mayfly_sdk::SpiffeId;
@@ -19,6 +28,26 @@
 //! assert_eq!(id.path(), "/billing/api");
 //! assert!("spiffe://Example.org/x".parse::<SpiffeId>().is_err());
 //! ```
+//!
+//! A workload gets its credentials from the local agent, named by
+//! `SPIFFE_ENDPOINT_SOCKET`, and keeps them fresh without thinking about it:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use mayfly_sdk::jwt::Audience;
+//! use mayfly_sdk::workload::{Authorizer, JwtSource, WorkloadClient, X509Source};
+//!
+//! let client = WorkloadClient::from_env().await?;
+//! let x509 = X509Source::new(client.clone()).await?;
+//! // mTLS to the database, which must be exactly this SPIFFE ID; the
+//! // config presents the current SVID at every handshake.
+//! let db = "spiffe://example.org/billing/db".parse()?;
+//! let tls = x509.client_config(Authorizer::exact(db))?;
+//! // A bearer token for an HTTP API, renewed at half its life.
+//! let jwt = JwtSource::new(client).jwt(&Audience::new("reports")?).await?;
+//! # let _ = (tls, jwt);
+//! # Ok(()) }
+//! ```
 
 #![forbid(unsafe_code)]
 
@@ -27,5 +56,6 @@ pub mod client;
 pub mod jwt;
 pub mod proto;
 pub mod spiffe_id;
+pub mod workload;
 
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};

@@ -48,6 +48,15 @@ pub enum AgentError {
         reason: String,
     },
 
+    /// The file sink's directory (`--write-dir`) cannot be created.
+    #[error("write directory {}: {reason}", path.display())]
+    WriteDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
     /// The Workload API socket cannot be created.
     #[error("Workload API socket {}: {reason}", path.display())]
     Socket {

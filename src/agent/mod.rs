@@ -20,6 +20,12 @@
 //!   update on every rotation, JWT-SVIDs (cached per SPIFFE ID and audience
 //!   until half their life), JWT bundles, and local JWT-SVID validation.
 //!
+//! - the optional **file sink** ([`sink`], `--write-dir`) keeps one
+//!   identity of the agent process itself in files (`svid.pem`,
+//!   `svid_key.pem`, `bundle.pem`, `jwt_<audience>.token`) for programs
+//!   that only read files, and runs a command or sends a signal after each
+//!   renewal.
+//!
 //! The broker's address is fixed for the agent's life: after a broker
 //! restart the agent reconnects to the same URL (run the broker on a fixed
 //! address or a DNS name), serving its cached SVIDs meanwhile.
@@ -45,6 +51,7 @@ mod error;
 mod identity;
 mod jwt_cache;
 mod jwt_issue;
+pub mod sink;
 mod snapshot;
 mod state;
 mod status;
@@ -70,6 +77,7 @@ use crate::cli::Secret;
 use crate::clock::{Clock, SystemClock};
 use identity::IdentityFiles;
 use jwt_issue::JwtIssuer;
+use sink::FileSinkConfig;
 use state::AgentState;
 use upstream::Upstream;
 use workload_api::WorkloadApi;
@@ -101,6 +109,8 @@ pub struct AgentConfig {
     pub sync_interval: Duration,
     /// The clock renewal and expiry are judged by (tests use a manual one).
     pub clock: Arc<dyn Clock>,
+    /// Also write one identity of the agent process to files ([`sink`]).
+    pub file_sink: Option<FileSinkConfig>,
 }
 
 impl AgentConfig {
@@ -119,6 +129,7 @@ impl AgentConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             sync_interval: DEFAULT_SYNC_INTERVAL,
             clock: Arc::new(SystemClock),
+            file_sink: None,
         }
     }
 }
@@ -136,6 +147,7 @@ impl fmt::Debug for AgentConfig {
             .field("data_dir", &self.data_dir)
             .field("sync_interval", &self.sync_interval)
             .field("clock", &self.clock)
+            .field("file_sink", &self.file_sink)
             .finish()
     }
 }
@@ -209,8 +221,10 @@ impl Drop for RunningAgent {
 /// the broker answers.
 ///
 /// # Errors
-/// [`AgentError::Config`] for a zero sync interval;
-/// [`AgentError::DataDir`]; [`AgentError::NoIdentity`] without a saved SVID
+/// [`AgentError::Config`] for a zero sync interval or a file sink that
+/// cannot work ([`FileSinkConfig::check`], another trust domain, the agent
+/// cannot attest itself); [`AgentError::DataDir`];
+/// [`AgentError::WriteDir`]; [`AgentError::NoIdentity`] without a saved SVID
 /// or join token; the broker's refusal of the token or
 /// [`AgentError::BrokerUnreachable`] while attesting;
 /// [`AgentError::Socket`] if the socket cannot be bound.
@@ -220,6 +234,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         return Err(AgentError::Config {
             reason: "the sync interval must be positive".to_owned(),
         });
+    }
+    // Before attesting: a mistake here must not spend the join token.
+    if let Some(sink) = &config.file_sink {
+        sink.check(&config.data_dir)?;
     }
     let files = IdentityFiles::new(&config.data_dir);
     files.prepare()?;
@@ -233,6 +251,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         )
         .await?,
     );
+    let sink = match &config.file_sink {
+        Some(sink) => Some(sink::prepare(sink, &upstream.identity().spiffe_id).await?),
+        None => None,
+    };
     let listener = endpoint::bind(&config.socket_path)?;
     let state = Arc::new(AgentState::new());
 
@@ -248,13 +270,23 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
 
     let cancel = CancellationToken::new();
     let sync_task = tokio::spawn(syncer.run(cancel.child_token()));
+    let issuer = Arc::new(JwtIssuer::new(
+        upstream.clone(),
+        state.clone(),
+        config.clock.clone(),
+    ));
+    let sink_task = sink.map(|sink| {
+        sink.spawn(
+            state.clone(),
+            issuer.clone(),
+            config.clock.clone(),
+            config.sync_interval,
+            cancel.child_token(),
+        )
+    });
     let api = WorkloadApi::new(
         state.clone(),
-        Arc::new(JwtIssuer::new(
-            upstream.clone(),
-            state.clone(),
-            config.clock.clone(),
-        )),
+        issuer,
         WorkloadAttestor::new(),
         config.clock.clone(),
     );
@@ -277,7 +309,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         state,
         upstream,
         cancel,
-        tasks: vec![sync_task, server_task],
+        tasks: [sync_task, server_task]
+            .into_iter()
+            .chain(sink_task)
+            .collect(),
     })
 }
 

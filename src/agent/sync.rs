@@ -355,7 +355,7 @@ fn backoff(interval: Duration, failures: u32) -> Duration {
 }
 
 /// `delay` scaled by a random factor in [0.8, 1.2].
-fn jittered(delay: Duration) -> Duration {
+pub(crate) fn jittered(delay: Duration) -> Duration {
     let mut bytes = [0u8; 2];
     // Without randomness, no jitter: the delay itself is still right.
     if aws_lc_rs::rand::fill(&mut bytes).is_err() {

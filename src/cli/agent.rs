@@ -9,8 +9,13 @@ use std::time::Duration;
 use clap::{ArgGroup, Args};
 use zeroize::Zeroizing;
 
+use mayfly_sdk::SpiffeId;
+
 use super::values::{Secret, parse_ttl};
 use super::{BUNDLE_FILE, GlobalArgs, exit, output};
+use crate::agent::sink::{
+    FileSinkConfig, ProcessId, RenewCommand, RenewSignal, Signal, SignalTarget, SinkAudience,
+};
 use crate::agent::{AgentConfig, AgentError, DEFAULT_DATA_DIR};
 
 /// Longest join token file read; real tokens are well under 1 KiB.
@@ -32,6 +37,16 @@ serves), then the workloads under it:
       --owner team-billing --purpose \"billing API\" --audience billing-db
 Workloads then use SPIFFE_ENDPOINT_SOCKET=unix:///run/mayfly/agent.sock.
 
+For a program that only reads files, register an entry the agent process
+itself matches (here: the agent runs as root) and let the agent write it:
+  mayfly entry create --spiffe-id spiffe://mayfly.internal/nginx \\
+      --parent spiffe://mayfly.internal/agent/node-1 --selector unix:uid:0 \\
+      --owner ops --purpose \"nginx TLS\" --audience billing-db
+  mayfly agent --socket /run/mayfly/agent.sock --write-dir /etc/nginx/svid \\
+      --write-spiffe-id spiffe://mayfly.internal/nginx \\
+      --jwt-audience billing-db \\
+      --on-renew-signal HUP --on-renew-pid-file /run/nginx.pid
+
 --data-dir defaults to ./mayfly-agent; --bundle to <data-dir>/bundle.pem
 once the agent has run.";
 
@@ -39,6 +54,7 @@ once the agent has run.";
 /// global flags.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("token").args(["join_token", "join_token_file"])))]
+#[command(group(ArgGroup::new("signal_target").args(["on_renew_pid", "on_renew_pid_file"])))]
 pub struct AgentArgs {
     /// Where to serve the Workload API: a Unix socket path (mode 0666; every
     /// caller is attested per request).
@@ -61,6 +77,48 @@ pub struct AgentArgs {
     /// How often to sync entries and SVIDs with the broker.
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl, default_value = "5s")]
     sync_interval: u32,
+    /// Also keep an SVID of the agent process itself in DIR, for programs that only
+    /// read files: svid.pem, svid_key.pem (0600), bundle.pem and a
+    /// jwt_AUDIENCE.token (0600) per --jwt-audience. DIR is created with mode 0700.
+    #[arg(long, value_name = "DIR", requires = "write_spiffe_id")]
+    write_dir: Option<PathBuf>,
+    /// The identity --write-dir holds: an entry registered under this agent whose
+    /// selectors the agent process itself proves (e.g. unix:uid:0 for an agent
+    /// running as root).
+    #[arg(long, value_name = "SPIFFE_ID", requires = "write_dir")]
+    write_spiffe_id: Option<SpiffeId>,
+    /// Keep a JWT-SVID for AUDIENCE in DIR/jwt_AUDIENCE.token, renewed at half its
+    /// life; characters other than letters, digits, '.', '-' and '_' become '_' in the
+    /// file name. Repeatable.
+    #[arg(long = "jwt-audience", value_name = "AUDIENCE", requires = "write_dir")]
+    jwt_audiences: Vec<SinkAudience>,
+    /// Run this after each new X509-SVID or bundle is written, without a shell:
+    /// "PROGRAM ARGS..." is split on whitespace. Given more than once, each
+    /// occurrence is one word, not split (for arguments with spaces).
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        requires = "write_dir",
+        allow_hyphen_values = true
+    )]
+    on_renew_command: Vec<String>,
+    /// How long the on-renew command may run before it is killed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl, default_value = "30s")]
+    on_renew_timeout: u32,
+    /// Send this signal after each new X509-SVID or bundle is written (after the
+    /// command): HUP, USR1, USR2, TERM or INT.
+    #[arg(
+        long,
+        value_name = "SIGNAL",
+        requires_all = ["write_dir", "signal_target"]
+    )]
+    on_renew_signal: Option<Signal>,
+    /// The process --on-renew-signal goes to.
+    #[arg(long, value_name = "PID", requires = "on_renew_signal")]
+    on_renew_pid: Option<ProcessId>,
+    /// A file holding the pid --on-renew-signal goes to, read before each signal.
+    #[arg(long, value_name = "FILE", requires = "on_renew_signal")]
+    on_renew_pid_file: Option<PathBuf>,
 }
 
 /// Runs `mayfly agent` until SIGINT or SIGTERM.
@@ -78,6 +136,13 @@ pub(super) async fn run(global: &GlobalArgs, args: AgentArgs) -> ExitCode {
         output::clean(agent.spiffe_id().as_str()),
         agent.socket_path().display()
     ));
+    if let (Some(dir), Some(id)) = (&args.write_dir, &args.write_spiffe_id) {
+        output::stderr_line(&format!(
+            "mayfly agent: writing {} to {}",
+            output::clean(id.as_str()),
+            output::clean(&dir.display().to_string())
+        ));
+    }
     let failed = tokio::select! {
         () = wait_for_signal() => None,
         error = agent.failed() => Some(error),
@@ -122,7 +187,37 @@ fn config(global: &GlobalArgs, args: &AgentArgs) -> Result<AgentConfig, AgentErr
             reason: "the join token is empty".to_owned(),
         });
     }
+    config.file_sink = file_sink(args)?;
     Ok(config)
+}
+
+/// The `--write-dir` flags, checked as far as they can be before starting.
+fn file_sink(args: &AgentArgs) -> Result<Option<FileSinkConfig>, AgentError> {
+    let (Some(dir), Some(spiffe_id)) = (&args.write_dir, &args.write_spiffe_id) else {
+        return Ok(None);
+    };
+    let mut sink = FileSinkConfig::new(dir.clone(), spiffe_id.clone());
+    sink.jwt_audiences = args.jwt_audiences.clone();
+    sink.on_renew_command = match args.on_renew_command.as_slice() {
+        [] => None,
+        [line] => Some(RenewCommand::split(line)?),
+        words => Some(RenewCommand::new(words.to_vec())?),
+    };
+    sink.command_timeout = Duration::from_secs(args.on_renew_timeout.into());
+    if let Some(signal) = args.on_renew_signal {
+        let target = match (&args.on_renew_pid, &args.on_renew_pid_file) {
+            (Some(pid), _) => SignalTarget::Pid(*pid),
+            (None, Some(file)) => SignalTarget::PidFile(file.clone()),
+            (None, None) => {
+                return Err(AgentError::Config {
+                    reason: "--on-renew-signal needs --on-renew-pid or --on-renew-pid-file"
+                        .to_owned(),
+                });
+            }
+        };
+        sink.on_renew_signal = Some(RenewSignal { signal, target });
+    }
+    Ok(Some(sink))
 }
 
 fn read_token_file(path: &Path) -> Result<Secret, AgentError> {
@@ -255,6 +350,104 @@ mod tests {
             assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         }
         assert!(!format!("{config:?}").contains("jt_secret"));
+        Ok(())
+    }
+
+    #[test]
+    fn write_flags_make_a_file_sink() -> Result<(), Box<dyn std::error::Error>> {
+        if std::env::var_os("MAYFLY_AGENT_SOCKET").is_some() {
+            return Ok(());
+        }
+        let tmp = tempfile::tempdir()?;
+        let bundle = tmp.path().join("root.pem");
+        std::fs::write(&bundle, "PEM")?;
+        let bundle = bundle.to_string_lossy().into_owned();
+        let with = |extra: &[&str]| {
+            let mut all = vec!["--socket", "/s", "--bundle", bundle.as_str()];
+            all.extend_from_slice(extra);
+            agent_args(&all)
+        };
+        let (global, args) = with(&[])?;
+        assert!(config(&global, &args)?.file_sink.is_none());
+
+        let (global, args) = with(&[
+            "--write-dir",
+            "/out",
+            "--write-spiffe-id",
+            "spiffe://example.org/web",
+            "--jwt-audience",
+            "db",
+            "--jwt-audience",
+            "https://x.example",
+            "--on-renew-command",
+            "nginx -s  reload",
+            "--on-renew-timeout",
+            "10s",
+            "--on-renew-signal",
+            "sighup",
+            "--on-renew-pid-file",
+            "/run/nginx.pid",
+        ])?;
+        let sink = config(&global, &args)?.file_sink.ok_or("no sink")?;
+        assert_eq!(sink.dir, PathBuf::from("/out"));
+        assert_eq!(sink.spiffe_id.as_str(), "spiffe://example.org/web");
+        let files: Vec<&str> = sink.jwt_audiences.iter().map(|a| a.file_name()).collect();
+        assert_eq!(files, ["jwt_db.token", "jwt_https___x.example.token"]);
+        let command = sink.on_renew_command.ok_or("no command")?;
+        assert_eq!(command.program(), "nginx");
+        assert_eq!(command.args(), ["-s", "reload"]);
+        assert_eq!(sink.command_timeout, Duration::from_secs(10));
+        assert_eq!(
+            sink.on_renew_signal,
+            Some(RenewSignal {
+                signal: Signal::Hup,
+                target: SignalTarget::PidFile("/run/nginx.pid".into()),
+            })
+        );
+
+        // Repeated, each occurrence is one word, spaces kept.
+        let (global, args) = with(&[
+            "--write-dir",
+            "/out",
+            "--write-spiffe-id",
+            "spiffe://example.org/web",
+            "--on-renew-command",
+            "cp",
+            "--on-renew-command",
+            "a b",
+            "--on-renew-command",
+            "-v",
+            "--on-renew-signal",
+            "USR2",
+            "--on-renew-pid",
+            "42",
+        ])?;
+        let sink = config(&global, &args)?.file_sink.ok_or("no sink")?;
+        let command = sink.on_renew_command.ok_or("no command")?;
+        assert_eq!(command.program(), "cp");
+        assert_eq!(command.args(), ["a b", "-v"]);
+        assert_eq!(
+            sink.on_renew_signal.map(|s| s.target),
+            Some(SignalTarget::Pid(ProcessId::new(42)?))
+        );
+
+        // A pid and a pid file exclude each other.
+        let both = with(&[
+            "--write-dir",
+            "/out",
+            "--write-spiffe-id",
+            "spiffe://example.org/web",
+            "--on-renew-signal",
+            "HUP",
+            "--on-renew-pid",
+            "42",
+            "--on-renew-pid-file",
+            "/p",
+        ]);
+        assert_eq!(
+            both.err().map(|e| e.kind()),
+            Some(clap::error::ErrorKind::ArgumentConflict)
+        );
         Ok(())
     }
 

@@ -1,0 +1,572 @@
+//! mayfly-sdk's workload side end to end: a real broker and agent
+//! in-process (as in tests/agent.rs), and the SDK's `X509Source`,
+//! `JwtSource` and `JwtVerifier` talking to the agent over its socket.
+//!
+//! Two entries share the selector `unix:uid:<this uid>` with different
+//! SPIFFE IDs, so this one process holds two identities and plays both
+//! ends of an mTLS connection. The broker and the agent share one manual
+//! clock, so rotation is driven by moving the clock, not by sleeping.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{TRUST_DOMAIN, TestBroker};
+use mayfly::agent::{AgentConfig, RunningAgent};
+use mayfly_sdk::jwt::{Audience, JwtSvidError};
+use mayfly_sdk::proto::v1 as pb;
+use mayfly_sdk::workload::{
+    Authorizer, JwtSource, JwtVerifier, WorkloadClient, WorkloadError, X509Source,
+    spiffe_id_from_certificate,
+};
+use mayfly_sdk::{SpiffeId, TrustDomain};
+use rustls::pki_types::ServerName;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const AGENT_PATH: &str = "/agent/node-1";
+/// The server end's identity; listed first by the agent (SPIFFE ID order).
+const API_PATH: &str = "/billing/api";
+/// The client end's identity.
+const WEB_PATH: &str = "/billing/web";
+const AUDIENCE: &str = "billing-db";
+/// How long a test waits for something the agent does in the background.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn id(path: &str) -> SpiffeId {
+    format!("spiffe://{TRUST_DOMAIN}{path}").parse().unwrap()
+}
+
+fn audience(name: &str) -> Audience {
+    Audience::new(name).unwrap()
+}
+
+/// The uid this test process runs as, read from a file it creates.
+fn my_uid(dir: &Path) -> u32 {
+    let probe = dir.join("uid-probe");
+    std::fs::write(&probe, b"").unwrap();
+    std::fs::metadata(&probe).unwrap().uid()
+}
+
+/// A broker, two workload entries for this process under one agent, and
+/// the running agent.
+struct Setup {
+    broker: TestBroker,
+    dir: TempDir,
+    agent: Option<RunningAgent>,
+}
+
+impl Setup {
+    /// Registers the agent and, under it, one entry per path of
+    /// `workloads` for `selector` (`None`: this process's uid) with
+    /// `x509_ttl`; starts the agent.
+    async fn start(workloads: &[&str], selector: Option<&str>, x509_ttl: Option<u32>) -> Setup {
+        let broker = TestBroker::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let own_selector = format!("unix:uid:{}", my_uid(dir.path()));
+        let mut agent_spec = TestBroker::entry_spec(AGENT_PATH, &[], &[]);
+        agent_spec.kinds = Some(pb::StringList {
+            values: vec!["x509".into()],
+        });
+        let agent_entry = broker.create_entry_from(agent_spec).await.unwrap();
+        let token = broker.join_token(&agent_entry.id, 0).await;
+        for path in workloads {
+            let mut spec =
+                TestBroker::entry_spec(path, &[AUDIENCE], &[selector.unwrap_or(&own_selector)]);
+            spec.parent_id = Some(id(AGENT_PATH).to_string());
+            spec.x509_ttl_seconds = x509_ttl;
+            broker.create_entry_from(spec).await.unwrap();
+        }
+        let mut setup = Setup {
+            broker,
+            dir,
+            agent: None,
+        };
+        setup.agent = Some(
+            mayfly::agent::start(setup.config(Some(&token)))
+                .await
+                .unwrap(),
+        );
+        setup
+    }
+
+    /// The agent's config; `token` is needed only for its first start.
+    fn config(&self, token: Option<&str>) -> AgentConfig {
+        let mut config =
+            AgentConfig::new(self.broker.url(), self.broker.bundle_pem(), self.socket());
+        config.join_token = token.map(|t| t.to_owned().into());
+        config.data_dir = self.dir.path().join("agent");
+        config.sync_interval = Duration::from_millis(200);
+        config.clock = self.broker.clock.clone();
+        config
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("run").join("agent.sock")
+    }
+
+    /// A client, connected as a workload would be, from the
+    /// `SPIFFE_ENDPOINT_SOCKET` form of the address.
+    async fn client(&self) -> WorkloadClient {
+        WorkloadClient::connect(&format!("unix://{}", self.socket().display()))
+            .await
+            .unwrap()
+    }
+
+    /// The broker's root CA, DER.
+    fn root_der(&self) -> Vec<u8> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        CertificateDer::pem_slice_iter(&self.broker.bundle_pem())
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.shutdown().await;
+        }
+        self.broker.stop().await;
+    }
+}
+
+/// The leaf's serial number, hex.
+fn serial(leaf_der: &[u8]) -> String {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(leaf_der).unwrap();
+    cert.raw_serial_as_string()
+}
+
+/// What each end of a connection saw of the other.
+#[derive(Debug)]
+struct Exchange {
+    /// The client's leaf, as the server received it.
+    client_leaf: Vec<u8>,
+    /// The server's leaf, as the client received it.
+    server_leaf: Vec<u8>,
+    /// The server's answer to the client's line.
+    reply: String,
+}
+
+/// One mTLS connection over loopback TCP: a TLS handshake with the two
+/// configs, a line from the client and the server's answer naming the
+/// SPIFFE ID it saw. `Err` with both ends' errors if either end failed.
+async fn exchange(
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+) -> Result<Exchange, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server_end = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsAcceptor::from(server)
+            .accept(tcp)
+            .await
+            .map_err(|e| format!("server handshake: {e}"))?;
+        let client_leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        let peer = spiffe_id_from_certificate(&client_leaf).map_err(|e| e.to_string())?;
+        let mut tls = BufReader::new(tls);
+        let mut line = String::new();
+        tls.read_line(&mut line)
+            .await
+            .map_err(|e| format!("server read: {e}"))?;
+        tls.write_all(format!("hello {peer}\n").as_bytes())
+            .await
+            .map_err(|e| format!("server write: {e}"))?;
+        tls.shutdown().await.ok();
+        Ok::<_, String>(client_leaf)
+    });
+    let client_end = async {
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Any name: SPIFFE checks the server's SPIFFE ID, not its name.
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(client)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("client handshake: {e}"))?;
+        let server_leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        let mut tls = BufReader::new(tls);
+        tls.write_all(b"ping\n")
+            .await
+            .map_err(|e| format!("client write: {e}"))?;
+        let mut reply = String::new();
+        tls.read_line(&mut reply)
+            .await
+            .map_err(|e| format!("client read: {e}"))?;
+        if reply.is_empty() {
+            return Err("client read: the server closed the connection".to_owned());
+        }
+        Ok::<_, String>((server_leaf, reply.trim_end().to_owned()))
+    };
+    let client_result = tokio::time::timeout(PATIENCE, client_end)
+        .await
+        .map_err(|_| "client timed out".to_owned())
+        .and_then(|r| r);
+    let server_result = tokio::time::timeout(PATIENCE, server_end)
+        .await
+        .map_err(|_| "server timed out".to_owned())
+        .and_then(|joined| joined.map_err(|e| e.to_string()))
+        .and_then(|r| r);
+    match (client_result, server_result) {
+        (Ok((server_leaf, reply)), Ok(client_leaf)) => Ok(Exchange {
+            client_leaf,
+            server_leaf,
+            reply,
+        }),
+        (client, server) => Err(format!("client: {client:?}; server: {server:?}")),
+    }
+}
+
+#[tokio::test]
+async fn x509_sources_do_mtls_and_authorize_the_peer_by_spiffe_id() {
+    let setup = Setup::start(&[API_PATH, WEB_PATH], None, None).await;
+    let client = setup.client().await;
+
+    // The default is the first SVID the agent lists; a source can follow
+    // another of the workload's identities by SPIFFE ID.
+    let default = X509Source::new(client.clone()).await.unwrap();
+    assert_eq!(default.svid().spiffe_id(), &id(API_PATH));
+    let api = X509Source::for_spiffe_id(client.clone(), id(API_PATH))
+        .await
+        .unwrap();
+    let web = X509Source::for_spiffe_id(client.clone(), id(WEB_PATH))
+        .await
+        .unwrap();
+    assert_eq!(web.svid().spiffe_id(), &id(WEB_PATH));
+    assert_eq!(web.context().svids().len(), 2);
+    let missing = X509Source::for_spiffe_id(client.clone(), id("/billing/nobody")).await;
+    assert!(
+        matches!(missing, Err(WorkloadError::NoSuitableSvid { .. })),
+        "{missing:?}"
+    );
+
+    // What the sources hold is a real X509-SVID, by an independent verifier;
+    // the bundle is the broker's root; the key never shows in Debug.
+    for (source, purpose) in [(&api, "sslserver"), (&web, "sslclient")] {
+        let svid = source.svid();
+        common::assert_x509_svid_profile(svid.leaf_der(), svid.spiffe_id().as_str());
+        let (verified, output) =
+            common::openssl_verify(&setup.root_der(), svid.cert_chain_der(), purpose);
+        assert!(verified, "openssl verify: {output}");
+        assert_eq!(source.bundle().authorities_der(), [setup.root_der()]);
+        let debug = format!("{svid:?}");
+        assert!(debug.contains("[redacted]"), "{debug}");
+        assert!(!debug.contains(&format!("{:?}", svid.private_key_pkcs8_der())));
+        assert!(!svid.private_key_pkcs8_der().is_empty());
+    }
+
+    // Positive control: each end authorizes exactly the other.
+    let server = Arc::new(api.server_config(Authorizer::exact(id(WEB_PATH))).unwrap());
+    let client_tls = Arc::new(web.client_config(Authorizer::exact(id(API_PATH))).unwrap());
+    let seen = exchange(server.clone(), client_tls.clone()).await.unwrap();
+    assert_eq!(seen.reply, format!("hello {}", id(WEB_PATH)));
+    assert_eq!(seen.server_leaf, api.svid().leaf_der());
+    assert_eq!(seen.client_leaf, web.svid().leaf_der());
+    // Any SPIFFE ID of the trust domain, or one of a list, works too.
+    let domain = Authorizer::any_in_trust_domain(TrustDomain::new(TRUST_DOMAIN).unwrap());
+    let either = Authorizer::one_of([id("/billing/nobody"), id(WEB_PATH)]);
+    let lenient_server = Arc::new(api.server_config(either).unwrap());
+    let lenient_client = Arc::new(web.client_config(domain).unwrap());
+    exchange(lenient_server, lenient_client).await.unwrap();
+
+    // The client expects another server: the handshake fails.
+    let wrong_server_expected = Arc::new(
+        web.client_config(Authorizer::exact(id("/billing/db")))
+            .unwrap(),
+    );
+    let refused = exchange(server.clone(), wrong_server_expected).await;
+    assert!(refused.is_err(), "a client accepted the wrong server");
+    assert!(
+        format!("{refused:?}").contains("PeerNotAuthorized"),
+        "{refused:?}"
+    );
+
+    // The server expects another client: the connection fails.
+    let wrong_client_expected = Arc::new(
+        api.server_config(Authorizer::exact(id("/billing/db")))
+            .unwrap(),
+    );
+    let refused = exchange(wrong_client_expected, client_tls.clone()).await;
+    assert!(refused.is_err(), "a server accepted the wrong client");
+    assert!(
+        format!("{refused:?}").contains("PeerNotAuthorized"),
+        "{refused:?}"
+    );
+
+    // Another trust domain is never authorized, whatever the chain.
+    let other_domain = Authorizer::any_in_trust_domain(TrustDomain::new("other.org").unwrap());
+    let refused = exchange(
+        server.clone(),
+        Arc::new(web.client_config(other_domain).unwrap()),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a peer of another trust domain was accepted"
+    );
+
+    // And the positive control still holds afterwards.
+    exchange(server, client_tls).await.unwrap();
+    setup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rotation_reaches_the_source_and_the_next_handshake_without_a_new_config() {
+    // 20 s X509-SVIDs, renewed by the agent at about half their life.
+    let setup = Setup::start(&[API_PATH, WEB_PATH], None, Some(20)).await;
+    let client = setup.client().await;
+    let api = X509Source::for_spiffe_id(client.clone(), id(API_PATH))
+        .await
+        .unwrap();
+    let web = X509Source::for_spiffe_id(client.clone(), id(WEB_PATH))
+        .await
+        .unwrap();
+    // The configs are built once, before the rotation.
+    let server = Arc::new(api.server_config(Authorizer::exact(id(WEB_PATH))).unwrap());
+    let client_tls = Arc::new(web.client_config(Authorizer::exact(id(API_PATH))).unwrap());
+
+    let before = exchange(server.clone(), client_tls.clone()).await.unwrap();
+    let old_server_serial = serial(&before.server_leaf);
+    let old_client_serial = serial(&before.client_leaf);
+    assert_eq!(old_server_serial, serial(api.svid().leaf_der()));
+
+    let mut api_updates = api.updated();
+    let mut web_updates = web.updated();
+    assert_eq!(*api_updates.borrow_and_update(), 0);
+
+    // Not yet at half life: nothing new.
+    setup.broker.clock.advance(Duration::from_secs(5));
+    let quiet = tokio::time::timeout(Duration::from_secs(1), api_updates.changed()).await;
+    assert!(quiet.is_err(), "an update before half life");
+
+    // Past half life: both sources see their new SVID.
+    setup.broker.clock.advance(Duration::from_secs(6));
+    for updates in [&mut api_updates, &mut web_updates] {
+        tokio::time::timeout(PATIENCE, updates.changed())
+            .await
+            .expect("a rotation observed by updated()")
+            .expect("the source is still following the agent");
+        assert!(*updates.borrow_and_update() >= 1);
+    }
+    let rotated = api.svid();
+    assert_eq!(rotated.spiffe_id(), &id(API_PATH));
+    assert_ne!(serial(rotated.leaf_der()), old_server_serial);
+    let (verified, output) =
+        common::openssl_verify(&setup.root_der(), rotated.cert_chain_der(), "sslserver");
+    assert!(verified, "openssl verify of the rotated SVID: {output}");
+
+    // The same configs now present the new certificates, both ways.
+    let after = exchange(server, client_tls).await.unwrap();
+    assert_eq!(after.server_leaf, rotated.leaf_der());
+    assert_ne!(serial(&after.server_leaf), old_server_serial);
+    assert_eq!(after.client_leaf, web.svid().leaf_der());
+    assert_ne!(serial(&after.client_leaf), old_client_serial);
+    assert!(api.is_following() && web.is_following());
+    setup.shutdown().await;
+}
+
+#[tokio::test]
+async fn jwt_source_tokens_pass_the_verifier_only_for_their_audience_and_untampered() {
+    let setup = Setup::start(&[API_PATH, WEB_PATH], None, None).await;
+    let client = setup.client().await;
+    let source = JwtSource::new(client.clone());
+    let verifier = JwtVerifier::new(client.clone()).await.unwrap();
+    let trust_domain = TrustDomain::new(TRUST_DOMAIN).unwrap();
+    assert!(
+        verifier
+            .bundles()
+            .get(&trust_domain)
+            .is_some_and(|keys| !keys.is_empty())
+    );
+
+    // A token for the audience, for the first identity; cached on reuse.
+    let token = source.jwt(&audience(AUDIENCE)).await.unwrap();
+    assert_eq!(source.jwt(&audience(AUDIENCE)).await.unwrap(), token);
+    let validated = verifier.verify(&token, &audience(AUDIENCE)).unwrap();
+    assert_eq!(validated.spiffe_id, id(API_PATH));
+    assert_eq!(validated.audience, [AUDIENCE]);
+    // The agent agrees (an independent path: its own validator).
+    let by_agent = client
+        .validate_jwt_svid(&token, &audience(AUDIENCE))
+        .await
+        .unwrap();
+    assert_eq!(by_agent.spiffe_id, id(API_PATH));
+    assert_eq!(by_agent.claims["aud"], AUDIENCE);
+
+    // The other identity, by SPIFFE ID.
+    let web = JwtSource::for_spiffe_id(client.clone(), id(WEB_PATH));
+    let web_token = web.jwt(&audience(AUDIENCE)).await.unwrap();
+    assert_eq!(
+        verifier
+            .verify(&web_token, &audience(AUDIENCE))
+            .unwrap()
+            .spiffe_id,
+        id(WEB_PATH)
+    );
+
+    // A wrong audience is refused.
+    let wrong = verifier.verify(&token, &audience("reports"));
+    assert!(
+        matches!(
+            wrong,
+            Err(WorkloadError::InvalidJwtSvid {
+                reason: JwtSvidError::WrongAudience { .. }
+            })
+        ),
+        "{wrong:?}"
+    );
+
+    // Tampered tokens are refused: a changed signature, and claims naming
+    // another subject under the original signature.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let mut signature = parts[2].clone().into_bytes();
+    signature[10] = if signature[10] == b'A' { b'B' } else { b'A' };
+    parts[2] = String::from_utf8(signature).unwrap();
+    let bad_signature = verifier.verify(&parts.join("."), &audience(AUDIENCE));
+    assert!(
+        matches!(
+            bad_signature,
+            Err(WorkloadError::InvalidJwtSvid {
+                reason: JwtSvidError::BadSignature { .. }
+            })
+        ),
+        "{bad_signature:?}"
+    );
+    let original: Vec<&str> = token.split('.').collect();
+    let forged_claims = {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&b64.decode(original[1]).unwrap()).unwrap();
+        claims["sub"] = id(WEB_PATH).to_string().into();
+        b64.encode(claims.to_string())
+    };
+    let forged = format!("{}.{forged_claims}.{}", original[0], original[2]);
+    let refused = verifier.verify(&forged, &audience(AUDIENCE));
+    assert!(
+        matches!(
+            refused,
+            Err(WorkloadError::InvalidJwtSvid {
+                reason: JwtSvidError::BadSignature { .. }
+            })
+        ),
+        "{refused:?}"
+    );
+    // Expired, judged at a later time.
+    let late = verifier.verify_at(&token, &audience(AUDIENCE), validated.expires_at + 3600);
+    assert!(
+        matches!(
+            late,
+            Err(WorkloadError::InvalidJwtSvid {
+                reason: JwtSvidError::Expired { .. }
+            })
+        ),
+        "{late:?}"
+    );
+    // And the positive control again, so nothing above broke the verifier.
+    assert!(verifier.verify(&token, &audience(AUDIENCE)).is_ok());
+
+    // An audience the entries do not allow: the agent refuses to mint.
+    let denied = source.jwt(&audience("not-allowed")).await;
+    assert!(
+        matches!(denied, Err(WorkloadError::PermissionDenied { .. })),
+        "{denied:?}"
+    );
+    setup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_workload_without_an_identity_is_told_at_once() {
+    // The only workload entry is for another uid.
+    let dir = tempfile::tempdir().unwrap();
+    let other = format!("unix:uid:{}", my_uid(dir.path()) + 1);
+    let setup = Setup::start(&[API_PATH], Some(&other), None).await;
+    let client = setup.client().await;
+    let refused = tokio::time::timeout(PATIENCE, X509Source::new(client.clone()))
+        .await
+        .expect("refused at once, not retried");
+    assert!(
+        matches!(refused, Err(WorkloadError::NoIdentityIssued)),
+        "{refused:?}"
+    );
+    let refused = tokio::time::timeout(PATIENCE, JwtVerifier::new(client.clone()))
+        .await
+        .expect("refused at once, not retried");
+    assert!(
+        matches!(refused, Err(WorkloadError::NoIdentityIssued)),
+        "{refused:?}"
+    );
+    let refused = JwtSource::new(client).jwt(&audience(AUDIENCE)).await;
+    assert!(
+        matches!(refused, Err(WorkloadError::NoIdentityIssued)),
+        "{refused:?}"
+    );
+
+    // Endpoints: a missing socket is Unavailable, a TCP address is refused.
+    let gone = WorkloadClient::connect(&format!(
+        "unix://{}",
+        dir.path().join("none.sock").display()
+    ))
+    .await;
+    assert!(
+        matches!(gone, Err(WorkloadError::Unavailable { .. })),
+        "{gone:?}"
+    );
+    let tcp = WorkloadClient::connect("tcp://127.0.0.1:8081").await;
+    assert!(
+        matches!(tcp, Err(WorkloadError::InvalidEndpoint { .. })),
+        "{tcp:?}"
+    );
+    setup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_source_reconnects_after_the_agent_restarts() {
+    let mut setup = Setup::start(&[API_PATH], None, Some(20)).await;
+    let client = setup.client().await;
+    let source = X509Source::new(client).await.unwrap();
+    let mut updates = source.updated();
+    let first = source.svid();
+
+    // The agent goes away: the source keeps serving what it has.
+    setup.agent.take().unwrap().shutdown().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(source.svid().leaf_der(), first.leaf_der());
+    assert!(
+        source.is_following(),
+        "the source gave up on a missing agent"
+    );
+
+    // It comes back on its saved identity; past half life it rotates, and
+    // the rotation reaches the source only over a new stream.
+    setup.agent = Some(mayfly::agent::start(setup.config(None)).await.unwrap());
+    setup.broker.clock.advance(Duration::from_secs(11));
+    let rotated = tokio::time::timeout(PATIENCE, async {
+        loop {
+            updates.changed().await.expect("still following");
+            let svid = source.svid();
+            if serial(svid.leaf_der()) != serial(first.leaf_der()) {
+                return svid;
+            }
+        }
+    })
+    .await
+    .expect("an SVID from the restarted agent");
+    assert_eq!(rotated.spiffe_id(), &id(API_PATH));
+
+    // Dropping the source (its last clone) stops its task: receivers hear so.
+    drop(source);
+    let closed = tokio::time::timeout(PATIENCE, updates.changed()).await;
+    assert!(matches!(closed, Ok(Err(_))), "{closed:?}");
+    setup.shutdown().await;
+}
