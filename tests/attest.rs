@@ -713,3 +713,59 @@ async fn unconfigured_attestors_are_refused_clearly() {
     );
     let _ = Duration::from_secs(0);
 }
+
+#[tokio::test]
+async fn an_agent_attests_its_node_with_a_kubernetes_token_file() {
+    let issuer = RsaIssuer::new("k8s-1");
+    let config = format!(
+        "[[k8s_psat]]\ncluster = \"prod\"\nissuer = \"{K8S_ISSUER}\"\naudience = \"mayfly\"\njwks = {}\n",
+        toml_string(&jwks(&[issuer.jwk()]))
+    );
+    let broker = TestBroker::start_with_attestors(&config).await;
+    broker
+        .create_entry_with_selectors(
+            "/agent/node-1",
+            &["unused"],
+            &["k8s:cluster:prod", "k8s:ns:mayfly", "k8s:sa:agent"],
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("psat");
+    std::fs::write(&token_file, issuer.token(&psat_claims("mayfly", "agent"))).unwrap();
+    let agent_config = |data: &str| {
+        let mut config = mayfly::agent::AgentConfig::new(
+            broker.url(),
+            broker.bundle_pem(),
+            dir.path().join(format!("{data}.sock")),
+        );
+        config.data_dir = dir.path().join(data);
+        config.clock = broker.clock.clone();
+        config.node_evidence = Some(mayfly::agent::NodeEvidence::K8sPsatTokenFile(
+            token_file.clone(),
+        ));
+        config
+    };
+    let agent = mayfly::agent::start(agent_config("a")).await.unwrap();
+    assert_eq!(
+        agent.spiffe_id().to_string(),
+        format!("spiffe://{TRUST_DOMAIN}/agent/node-1")
+    );
+    agent.shutdown().await;
+    let record = common::read_audit(&broker.data_dir());
+    assert!(record.contains("k8s_psat"));
+
+    // The same token again (a fresh agent dir, so it must attest): a replay.
+    let replay = mayfly::agent::start(agent_config("b")).await;
+    assert!(replay.is_err(), "a projected token is accepted once");
+    // The kubelet rotates the token file; the agent attests with the new one.
+    let mut claims = psat_claims("mayfly", "agent");
+    claims["iat"] = (now() - 9).into();
+    std::fs::write(&token_file, issuer.token(&claims)).unwrap();
+    let again = mayfly::agent::start(agent_config("c")).await.unwrap();
+    assert_eq!(
+        again.spiffe_id().to_string(),
+        format!("spiffe://{TRUST_DOMAIN}/agent/node-1")
+    );
+    again.shutdown().await;
+}

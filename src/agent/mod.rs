@@ -111,6 +111,29 @@ pub struct AgentConfig {
     pub clock: Arc<dyn Clock>,
     /// Also write one identity of the agent process to files ([`sink`]).
     pub file_sink: Option<FileSinkConfig>,
+    /// Node attestation with platform evidence instead of a join token. Read
+    /// afresh at every attestation, so a rotated token file (a Kubernetes
+    /// projected token) lets the agent re-attest after its SVID expired.
+    pub node_evidence: Option<NodeEvidence>,
+}
+
+/// Platform evidence the agent attests its node with (see the broker's
+/// `k8s_psat`, `oidc` and `x509pop` attestors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvidence {
+    /// A file holding a Kubernetes projected service-account token.
+    K8sPsatTokenFile(PathBuf),
+    /// A file holding an OIDC ID token.
+    OidcTokenFile(PathBuf),
+    /// A device or host certificate chain (PEM, leaf first) and its PKCS#8
+    /// key; only a signature over the broker's challenge leaves the node.
+    X509Pop {
+        /// The chain.
+        cert: PathBuf,
+        /// The private key.
+        key: PathBuf,
+    },
 }
 
 impl AgentConfig {
@@ -130,6 +153,7 @@ impl AgentConfig {
             sync_interval: DEFAULT_SYNC_INTERVAL,
             clock: Arc::new(SystemClock),
             file_sink: None,
+            node_evidence: None,
         }
     }
 }
@@ -245,7 +269,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         Upstream::bootstrap(
             config.server.clone(),
             config.bundle_pem.clone(),
-            config.join_token.as_ref().map(Secret::expose),
+            upstream::NodeAttestation::from_config(&config),
             files,
             config.clock.clone(),
         )

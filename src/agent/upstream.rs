@@ -52,20 +52,20 @@ impl Upstream {
     pub(crate) async fn bootstrap(
         server: String,
         configured_roots_pem: Vec<u8>,
-        join_token: Option<&str>,
+        attestation: Option<NodeAttestation<'_>>,
         files: IdentityFiles,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AgentError> {
         let now = clock.unix_now();
         let saved = match files.load() {
             Ok(saved) => saved.filter(|svid| !svid.is_expired(now)),
-            Err(error) if join_token.is_some() => {
-                tracing::warn!(%error, "ignoring the saved agent SVID; attesting with the join token");
+            Err(error) if attestation.is_some() => {
+                tracing::warn!(%error, "ignoring the saved agent SVID; attesting again");
                 None
             }
             Err(error) => return Err(error),
         };
-        let identity = match (saved, join_token) {
+        let identity = match (saved, attestation) {
             (Some(svid), _) => {
                 tracing::info!(
                     spiffe_id = %svid.spiffe_id,
@@ -74,8 +74,8 @@ impl Upstream {
                 );
                 svid
             }
-            (None, Some(token)) => {
-                attest(&server, &configured_roots_pem, token, &files, now).await?
+            (None, Some(attestation)) => {
+                attest(&server, &configured_roots_pem, attestation, &files, now).await?
             }
             (None, None) => {
                 return Err(AgentError::NoIdentity {
@@ -225,21 +225,115 @@ impl Upstream {
 }
 
 /// Trades the join token for the agent's SVID and saves it.
+/// How the agent proves its node when it has no valid SVID.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NodeAttestation<'a> {
+    /// A one-time join token.
+    JoinToken(&'a str),
+    /// Platform evidence, read when needed.
+    Platform(&'a super::NodeEvidence),
+}
+
+impl<'a> NodeAttestation<'a> {
+    /// Platform evidence wins over a join token when both are configured:
+    /// it can be presented again, a join token only once.
+    pub(crate) fn from_config(config: &'a super::AgentConfig) -> Option<Self> {
+        config
+            .node_evidence
+            .as_ref()
+            .map(NodeAttestation::Platform)
+            .or_else(|| {
+                config
+                    .join_token
+                    .as_ref()
+                    .map(|t| NodeAttestation::JoinToken(t.expose()))
+            })
+    }
+}
+
+/// Longest token file read for node attestation.
+const MAX_EVIDENCE_FILE: u64 = 64 * 1024;
+
+fn read_evidence_file(path: &std::path::Path) -> Result<String, AgentError> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_EVIDENCE_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| AgentError::Config {
+            reason: format!("node evidence {}: {e}", path.display()),
+        })?;
+    if text.len() as u64 > MAX_EVIDENCE_FILE || text.trim().is_empty() {
+        return Err(AgentError::Config {
+            reason: format!(
+                "node evidence {}: empty or larger than 64 KiB",
+                path.display()
+            ),
+        });
+    }
+    Ok(text.trim().to_owned())
+}
+
+async fn node_evidence(
+    client: &mut BrokerClient<Channel>,
+    attestation: NodeAttestation<'_>,
+) -> Result<pb::attest_and_issue_request::Evidence, AgentError> {
+    use super::NodeEvidence;
+    use pb::attest_and_issue_request::Evidence;
+    Ok(match attestation {
+        NodeAttestation::JoinToken(token) => Evidence::JoinToken(pb::JoinTokenEvidence {
+            token: token.to_owned(),
+        }),
+        NodeAttestation::Platform(NodeEvidence::K8sPsatTokenFile(path)) => {
+            Evidence::K8sPsat(pb::K8sPsatEvidence {
+                token: read_evidence_file(path)?,
+            })
+        }
+        NodeAttestation::Platform(NodeEvidence::OidcTokenFile(path)) => {
+            Evidence::Oidc(pb::OidcEvidence {
+                token: read_evidence_file(path)?,
+            })
+        }
+        NodeAttestation::Platform(NodeEvidence::X509Pop { cert, key }) => {
+            use rustls_pki_types::CertificateDer;
+            use rustls_pki_types::pem::PemObject;
+            let config_error = |what: &std::path::Path, e: String| AgentError::Config {
+                reason: format!("{}: {e}", what.display()),
+            };
+            let pem = std::fs::read(cert).map_err(|e| config_error(cert, e.to_string()))?;
+            let cert_chain = CertificateDer::pem_slice_iter(&pem)
+                .map(|c| c.map(|c| c.to_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| config_error(cert, e.to_string()))?;
+            let key_pem = zeroize::Zeroizing::new(
+                std::fs::read(key).map_err(|e| config_error(key, e.to_string()))?,
+            );
+            let challenge = client
+                .create_x509_pop_challenge(pb::CreateX509PopChallengeRequest {})
+                .await?
+                .into_inner();
+            let signature = crate::attest::x509pop::sign_challenge(&key_pem, &challenge.nonce)
+                .map_err(|e| config_error(key, e))?;
+            Evidence::X509pop(pb::X509PopEvidence {
+                challenge_id: challenge.challenge_id,
+                cert_chain,
+                signature,
+            })
+        }
+    })
+}
+
 async fn attest(
     server: &str,
     roots_pem: &[u8],
-    token: &str,
+    attestation: NodeAttestation<'_>,
     files: &IdentityFiles,
     now: i64,
 ) -> Result<AgentSvid, AgentError> {
     let (key, csr) = crate::cli::keygen::new_key_and_csr()?;
     let mut client = connect::broker(server, roots_pem, None).await?;
+    let evidence = node_evidence(&mut client, attestation).await?;
     let request = pb::AttestAndIssueRequest {
-        evidence: Some(pb::attest_and_issue_request::Evidence::JoinToken(
-            pb::JoinTokenEvidence {
-                token: token.to_owned(),
-            },
-        )),
+        evidence: Some(evidence),
         csr,
         spiffe_id: String::new(),
     };
@@ -251,7 +345,7 @@ async fn attest(
         spiffe_id = %identity.spiffe_id,
         serial = %identity.serial,
         expires_at = %crate::clock::rfc3339(identity.expires_at),
-        "attested with the join token"
+        "attested the node"
     );
     Ok(identity)
 }

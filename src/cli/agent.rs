@@ -16,7 +16,7 @@ use super::{BUNDLE_FILE, GlobalArgs, exit, output};
 use crate::agent::sink::{
     FileSinkConfig, ProcessId, RenewCommand, RenewSignal, Signal, SignalTarget, SinkAudience,
 };
-use crate::agent::{AgentConfig, AgentError, DEFAULT_DATA_DIR};
+use crate::agent::{AgentConfig, AgentError, DEFAULT_DATA_DIR, NodeEvidence};
 
 /// Longest join token file read; real tokens are well under 1 KiB.
 const MAX_TOKEN_FILE: u64 = 16 * 1024;
@@ -74,6 +74,22 @@ pub struct AgentArgs {
     /// A file holding the join token ("-" for standard input).
     #[arg(long, value_name = "FILE")]
     join_token_file: Option<PathBuf>,
+    /// Node attestation with a Kubernetes projected service-account token file
+    /// (re-read at every attestation, so the agent re-attests by itself after
+    /// its SVID expired).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["join_token", "join_token_file"])]
+    k8s_token_file: Option<PathBuf>,
+    /// Node attestation with an OIDC ID token file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["join_token", "join_token_file", "k8s_token_file"])]
+    oidc_token_file: Option<PathBuf>,
+    /// Node attestation by proof of possession of a host certificate (PEM
+    /// chain, leaf first); needs --x509pop-key.
+    #[arg(long, value_name = "FILE", requires = "x509pop_key",
+          conflicts_with_all = ["join_token", "join_token_file", "k8s_token_file", "oidc_token_file"])]
+    x509pop_cert: Option<PathBuf>,
+    /// The host certificate's PKCS#8 private key; it never leaves the node.
+    #[arg(long, value_name = "FILE", requires = "x509pop_cert")]
+    x509pop_key: Option<PathBuf>,
     /// How often to sync entries and SVIDs with the broker.
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl, default_value = "5s")]
     sync_interval: u32,
@@ -187,6 +203,20 @@ fn config(global: &GlobalArgs, args: &AgentArgs) -> Result<AgentConfig, AgentErr
             reason: "the join token is empty".to_owned(),
         });
     }
+    config.node_evidence = match (
+        &args.k8s_token_file,
+        &args.oidc_token_file,
+        &args.x509pop_cert,
+        &args.x509pop_key,
+    ) {
+        (Some(path), _, _, _) => Some(NodeEvidence::K8sPsatTokenFile(path.clone())),
+        (_, Some(path), _, _) => Some(NodeEvidence::OidcTokenFile(path.clone())),
+        (_, _, Some(cert), Some(key)) => Some(NodeEvidence::X509Pop {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     config.file_sink = file_sink(args)?;
     Ok(config)
 }
