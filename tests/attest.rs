@@ -399,7 +399,10 @@ async fn oidc_ci_token_mints_a_jwt_in_one_call() {
         .await
         .unwrap();
 
-    let mut client = broker.broker().await;
+    // The SDK's direct path to the broker (no agent), as a CI job uses it.
+    let mut client = mayfly_sdk::client::connect_broker(&broker.url(), &broker.bundle_pem(), None)
+        .await
+        .unwrap();
     let token = issuer.token(&github_claims("acme/app", "refs/heads/main"));
     // The SDK's one-call path.
     let minted =
