@@ -678,9 +678,12 @@ fn parse_jwt_entry(fields: &EntryFields<'_>, key_type: KeyType) -> Result<Entry,
             // know; the spec says to skip it rather than fail the bundle.
             _ => return Ok(Entry::Ignored),
         },
+        // Canonical form (no leading zero octets, as RFC 7518 §6.3.1 asks of
+        // producers), so that parse(to_json(bundle)) == bundle even for a
+        // publisher that pads: change detection must not see phantom changes.
         KeyType::Rsa => JwtPublicKey::Rsa {
-            n: fields.required_b64url("n")?,
-            e: fields.required_b64url("e")?,
+            n: strip_leading_zeros(&fields.required_b64url("n")?).to_vec(),
+            e: strip_leading_zeros(&fields.required_b64url("e")?).to_vec(),
         },
     };
     crate::jwt::VerificationKey::new(&public_key)
@@ -1221,5 +1224,31 @@ mod tests {
         let debug = format!("{:?}", sample_bundle());
         assert!(debug.contains("[3 certificates]"), "{debug}");
         assert!(debug.len() < 2000, "{debug}");
+    }
+
+    #[test]
+    fn padded_rsa_modulus_parses_to_the_canonical_form() {
+        use x509_parser::prelude::FromDer;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+        let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).unwrap();
+        let x509_parser::public_key::PublicKey::RSA(rsa) = info.parsed().unwrap() else {
+            panic!("not RSA");
+        };
+        let modulus = strip_leading_zeros(rsa.modulus);
+        let document = |n: &[u8]| {
+            format!(
+                r#"{{"keys":[{{"use":"jwt-svid","kid":"r","kty":"RSA","n":"{}","e":"AQAB"}}]}}"#,
+                URL_SAFE_NO_PAD.encode(n)
+            )
+        };
+        let td = TrustDomain::new("example.org").unwrap();
+        let plain = SpiffeBundle::parse(td.clone(), document(modulus).as_bytes()).unwrap();
+        let mut padded_n = vec![0u8];
+        padded_n.extend_from_slice(modulus);
+        let padded = SpiffeBundle::parse(td.clone(), document(&padded_n).as_bytes()).unwrap();
+        assert_eq!(padded, plain, "leading zero octets are not part of the key");
+        let again = SpiffeBundle::parse(td, padded.to_json().unwrap().as_bytes()).unwrap();
+        assert_eq!(again, padded, "round trip is stable");
     }
 }
