@@ -483,6 +483,40 @@ pub(crate) fn check_label(what: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// The settings every JWT issuer shares, whatever the attestor (a
+/// Kubernetes cluster, an OIDC provider).
+pub(crate) struct IssuerSettings<'a> {
+    pub(crate) issuer: &'a str,
+    pub(crate) audience: &'a str,
+    pub(crate) jwks_file: Option<&'a std::path::Path>,
+    pub(crate) discovery_url: Option<&'a str>,
+    pub(crate) jwks: Option<&'a str>,
+    pub(crate) max_token_age: Option<Duration>,
+}
+
+/// Checks an issuer's shared settings and loads its keys (files and inline
+/// documents now, discovery lazily): the verification rules and the cache.
+pub(crate) fn issuer_rules_and_keys(
+    settings: &IssuerSettings<'_>,
+) -> Result<(JwtRules, super::jwks::JwksCache), String> {
+    if settings.issuer.is_empty() || settings.audience.is_empty() {
+        return Err("issuer and audience must not be empty".to_owned());
+    }
+    let max_age = settings.max_token_age.unwrap_or(DEFAULT_MAX_TOKEN_AGE);
+    if max_age.is_zero() {
+        return Err("max_token_age must be more than zero".to_owned());
+    }
+    let source = super::jwks::JwksSource::from_options(
+        settings.jwks_file,
+        settings.discovery_url,
+        settings.jwks,
+    )?;
+    let keys = super::jwks::JwksCache::new(settings.issuer, source).map_err(|e| e.to_string())?;
+    let mut rules = JwtRules::new(settings.issuer, settings.audience);
+    rules.max_age = Some(max_age);
+    Ok((rules, keys))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -34,8 +34,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::jwks::{JwksCache, JwksSource};
-use super::jwt_evidence::{self, DEFAULT_MAX_TOKEN_AGE, JwtRules};
+use super::jwks::JwksCache;
+use super::jwt_evidence::{self, JwtRules};
 use super::{AttestError, Attestation, selector, sha256_hex, truncated};
 
 const ATTESTOR: &str = "k8s_psat";
@@ -103,29 +103,22 @@ impl K8sPsatAttestor {
             if !names.insert(name.as_str()) {
                 return Err(context("the name is used by another cluster".to_owned()));
             }
-            if config.issuer.is_empty() || config.audience.is_empty() {
-                return Err(context("issuer and audience must not be empty".to_owned()));
-            }
             if !issuers.insert(config.issuer.as_str()) {
                 return Err(context(format!(
                     "issuer {} is used by another cluster",
                     config.issuer
                 )));
             }
-            let max_age = config.max_token_age.unwrap_or(DEFAULT_MAX_TOKEN_AGE);
-            if max_age.is_zero() {
-                return Err(context("max_token_age must be more than zero".to_owned()));
-            }
-            let source = JwksSource::from_options(
-                config.jwks_file.as_deref(),
-                config.discovery_url.as_deref(),
-                config.jwks.as_deref(),
-            )
-            .map_err(context)?;
-            let keys =
-                JwksCache::new(&config.issuer, source).map_err(|e| context(e.to_string()))?;
-            let mut rules = JwtRules::new(&config.issuer, &config.audience);
-            rules.max_age = Some(max_age);
+            let (rules, keys) =
+                jwt_evidence::issuer_rules_and_keys(&jwt_evidence::IssuerSettings {
+                    issuer: &config.issuer,
+                    audience: &config.audience,
+                    jwks_file: config.jwks_file.as_deref(),
+                    discovery_url: config.discovery_url.as_deref(),
+                    jwks: config.jwks.as_deref(),
+                    max_token_age: config.max_token_age,
+                })
+                .map_err(context)?;
             built.push(Cluster {
                 name: name.clone(),
                 rules,
