@@ -37,13 +37,6 @@ fn workload_id() -> String {
     format!("spiffe://{TRUST_DOMAIN}{WORKLOAD_PATH}")
 }
 
-/// The uid this test process runs as, read from a file it creates.
-fn my_uid(dir: &Path) -> u32 {
-    let probe = dir.join("uid-probe");
-    std::fs::write(&probe, b"").unwrap();
-    std::fs::metadata(&probe).unwrap().uid()
-}
-
 /// A broker, an agent entry with a join token, and a running agent.
 struct Setup {
     broker: TestBroker,
@@ -59,7 +52,7 @@ impl Setup {
     async fn start(selector: Option<&str>, x509_ttl: Option<u32>) -> (Setup, pb::Entry) {
         let broker = TestBroker::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let uid = my_uid(dir.path());
+        let uid = common::my_uid(dir.path());
         // The agent's own entry: X.509 only, attested by its join token.
         let mut agent_spec = TestBroker::entry_spec(AGENT_PATH, &[], &[]);
         agent_spec.kinds = Some(pb::StringList {
@@ -93,13 +86,8 @@ impl Setup {
     }
 
     fn config(&self, token: Option<&str>) -> AgentConfig {
-        let mut config =
-            AgentConfig::new(self.broker.url(), self.broker.bundle_pem(), self.socket());
-        config.join_token = token.map(|t| t.to_owned().into());
-        config.data_dir = self.dir.path().join("agent");
-        config.sync_interval = Duration::from_millis(200);
-        config.clock = self.broker.clock.clone();
-        config
+        self.broker
+            .agent_config(self.socket(), self.dir.path().join("agent"), token)
     }
 
     fn socket(&self) -> PathBuf {
@@ -118,13 +106,7 @@ impl Setup {
 
     /// The broker's root CA, DER.
     fn root_der(&self) -> Vec<u8> {
-        use rustls_pki_types::CertificateDer;
-        use rustls_pki_types::pem::PemObject as _;
-        CertificateDer::pem_slice_iter(&self.broker.bundle_pem())
-            .next()
-            .unwrap()
-            .unwrap()
-            .to_vec()
+        self.broker.root_der()
     }
 
     async fn shutdown(mut self) {

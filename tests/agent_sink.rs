@@ -49,13 +49,6 @@ fn workload_id() -> String {
     format!("spiffe://{TRUST_DOMAIN}{WORKLOAD_PATH}")
 }
 
-/// The uid this test process runs as, read from a file it creates.
-fn my_uid(dir: &Path) -> u32 {
-    let probe = dir.join("uid-probe");
-    std::fs::write(&probe, b"").unwrap();
-    std::fs::metadata(&probe).unwrap().uid()
-}
-
 /// A broker, the agent's entry and join token, and the entry the sink
 /// writes, registered under the agent.
 struct Setup {
@@ -73,7 +66,7 @@ impl Setup {
     async fn new(selector: Option<&str>, x509_ttl: Option<u32>, jwt_ttl: Option<u32>) -> Setup {
         let broker = TestBroker::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let uid = my_uid(dir.path());
+        let uid = common::my_uid(dir.path());
         let mut agent_spec = TestBroker::entry_spec(AGENT_PATH, &[], &[]);
         agent_spec.kinds = Some(pb::StringList {
             values: vec!["x509".into()],
@@ -102,11 +95,9 @@ impl Setup {
 
     fn config(&self, sink: Option<FileSinkConfig>) -> AgentConfig {
         let socket = self.dir.path().join("run").join("agent.sock");
-        let mut config = AgentConfig::new(self.broker.url(), self.broker.bundle_pem(), socket);
-        config.join_token = Some(self.token.clone().into());
-        config.data_dir = self.data_dir();
-        config.sync_interval = Duration::from_millis(200);
-        config.clock = self.broker.clock.clone();
+        let mut config = self
+            .broker
+            .agent_config(socket, self.data_dir(), Some(&self.token));
         config.file_sink = sink;
         config
     }

@@ -11,8 +11,7 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,13 +46,6 @@ fn audience(name: &str) -> Audience {
     Audience::new(name).unwrap()
 }
 
-/// The uid this test process runs as, read from a file it creates.
-fn my_uid(dir: &Path) -> u32 {
-    let probe = dir.join("uid-probe");
-    std::fs::write(&probe, b"").unwrap();
-    std::fs::metadata(&probe).unwrap().uid()
-}
-
 /// A broker, two workload entries for this process under one agent, and
 /// the running agent.
 struct Setup {
@@ -69,7 +61,7 @@ impl Setup {
     async fn start(workloads: &[&str], selector: Option<&str>, x509_ttl: Option<u32>) -> Setup {
         let broker = TestBroker::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let own_selector = format!("unix:uid:{}", my_uid(dir.path()));
+        let own_selector = format!("unix:uid:{}", common::my_uid(dir.path()));
         let mut agent_spec = TestBroker::entry_spec(AGENT_PATH, &[], &[]);
         agent_spec.kinds = Some(pb::StringList {
             values: vec!["x509".into()],
@@ -98,13 +90,8 @@ impl Setup {
 
     /// The agent's config; `token` is needed only for its first start.
     fn config(&self, token: Option<&str>) -> AgentConfig {
-        let mut config =
-            AgentConfig::new(self.broker.url(), self.broker.bundle_pem(), self.socket());
-        config.join_token = token.map(|t| t.to_owned().into());
-        config.data_dir = self.dir.path().join("agent");
-        config.sync_interval = Duration::from_millis(200);
-        config.clock = self.broker.clock.clone();
-        config
+        self.broker
+            .agent_config(self.socket(), self.dir.path().join("agent"), token)
     }
 
     fn socket(&self) -> PathBuf {
@@ -121,13 +108,7 @@ impl Setup {
 
     /// The broker's root CA, DER.
     fn root_der(&self) -> Vec<u8> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject as _;
-        CertificateDer::pem_slice_iter(&self.broker.bundle_pem())
-            .next()
-            .unwrap()
-            .unwrap()
-            .to_vec()
+        self.broker.root_der()
     }
 
     async fn shutdown(mut self) {
@@ -489,7 +470,7 @@ async fn jwt_source_tokens_pass_the_verifier_only_for_their_audience_and_untampe
 async fn a_workload_without_an_identity_is_told_at_once() {
     // The only workload entry is for another uid.
     let dir = tempfile::tempdir().unwrap();
-    let other = format!("unix:uid:{}", my_uid(dir.path()) + 1);
+    let other = format!("unix:uid:{}", common::my_uid(dir.path()) + 1);
     let setup = Setup::start(&[API_PATH], Some(&other), None).await;
     let client = setup.client().await;
     let refused = tokio::time::timeout(PATIENCE, X509Source::new(client.clone()))

@@ -16,7 +16,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use super::bundle::BundlePublisher;
 use super::tls::PeerInfo;
 use crate::attest::Evidence;
-use crate::mint::{Caller, MintError, Minter, X509Issued};
+use crate::mint::{Caller, JwtIssued, MintError, Minter, X509Issued};
 use crate::policy::CredentialKind;
 
 /// Largest JWT accepted by `ValidateJwtSvid` before any decoding.
@@ -45,15 +45,8 @@ impl BrokerService {
     }
 
     fn x509_response(&self, issued: X509Issued) -> pb::X509SvidResponse {
-        let svid = issued.svid;
         pb::X509SvidResponse {
-            svid: Some(pb::X509Svid {
-                spiffe_id: svid.spiffe_id.to_string(),
-                cert_chain: svid.cert_chain_der,
-                expires_at: crate::clock::unix_seconds(svid.not_after),
-                serial: svid.serial_hex,
-                entry_id: issued.entry.id.to_string(),
-            }),
+            svid: Some(x509_svid(issued)),
             bundle: Some(self.bundle.current().proto.clone()),
         }
     }
@@ -125,6 +118,33 @@ pub fn caller_from_certificate(der: &[u8], trust_domain: &TrustDomain) -> Result
         spiffe_id,
         serial: hex::encode(certificate.raw_serial()),
     })
+}
+
+/// An issued X509-SVID on the wire.
+fn x509_svid(issued: X509Issued) -> pb::X509Svid {
+    let svid = issued.svid;
+    pb::X509Svid {
+        spiffe_id: svid.spiffe_id.to_string(),
+        cert_chain: svid.cert_chain_der,
+        expires_at: crate::clock::unix_seconds(svid.not_after),
+        serial: svid.serial_hex,
+        entry_id: issued.entry.id.to_string(),
+    }
+}
+
+/// A minted JWT-SVID on the wire.
+fn jwt_response(minted: JwtIssued) -> pb::MintJwtSvidResponse {
+    pb::MintJwtSvidResponse {
+        token: minted.token,
+        spiffe_id: minted.spiffe_id.to_string(),
+        expires_at: minted.expires_at,
+        jti: minted.jti,
+    }
+}
+
+/// The wire's `ttl_seconds`: 0 means the entry's TTL.
+fn requested_ttl(seconds: u32) -> Option<Duration> {
+    (seconds != 0).then(|| Duration::from_secs(seconds.into()))
 }
 
 /// Most items one batch call may carry.
@@ -217,18 +237,12 @@ impl Broker for BrokerService {
         if request.audience.is_empty() {
             return Err(Status::invalid_argument("audience is required"));
         }
-        let ttl =
-            (request.ttl_seconds != 0).then(|| Duration::from_secs(request.ttl_seconds.into()));
+        let ttl = requested_ttl(request.ttl_seconds);
         let minted = self
             .minter
             .mint_jwt(&caller, &request.audience, ttl)
             .await?;
-        Ok(Response::new(pb::MintJwtSvidResponse {
-            token: minted.token,
-            spiffe_id: minted.spiffe_id.to_string(),
-            expires_at: minted.expires_at,
-            jti: minted.jti,
-        }))
+        Ok(Response::new(jwt_response(minted)))
     }
 
     async fn get_bundle(
@@ -282,18 +296,12 @@ impl Broker for BrokerService {
             }
         };
         let requested = (!request.spiffe_id.is_empty()).then_some(request.spiffe_id.as_str());
-        let ttl =
-            (request.ttl_seconds != 0).then(|| Duration::from_secs(request.ttl_seconds.into()));
+        let ttl = requested_ttl(request.ttl_seconds);
         let minted = self
             .minter
             .mint_jwt_with_evidence(&evidence, &request.audience, ttl, requested)
             .await?;
-        Ok(Response::new(pb::MintJwtSvidResponse {
-            token: minted.token,
-            spiffe_id: minted.spiffe_id.to_string(),
-            expires_at: minted.expires_at,
-            jti: minted.jti,
-        }))
+        Ok(Response::new(jwt_response(minted)))
     }
 
     async fn list_agent_entries(
@@ -344,7 +352,7 @@ impl Broker for BrokerService {
             results.push(match outcome {
                 Ok(issued) => pb::BatchX509Result {
                     entry_id: item.entry_id,
-                    svid: self.x509_response(issued).svid,
+                    svid: Some(x509_svid(issued)),
                     error: None,
                 },
                 Err(error) => pb::BatchX509Result {
@@ -369,7 +377,7 @@ impl Broker for BrokerService {
         check_batch_size(params.len())?;
         let mut results = Vec::with_capacity(params.len());
         for item in params {
-            let ttl = (item.ttl_seconds != 0).then(|| Duration::from_secs(item.ttl_seconds.into()));
+            let ttl = requested_ttl(item.ttl_seconds);
             let outcome = self
                 .minter
                 .agent_mint_jwt(&agent, &item.entry_id, &item.audience, ttl)
@@ -377,12 +385,7 @@ impl Broker for BrokerService {
             results.push(match outcome {
                 Ok(minted) => pb::BatchJwtResult {
                     entry_id: item.entry_id,
-                    svid: Some(pb::MintJwtSvidResponse {
-                        token: minted.token,
-                        spiffe_id: minted.spiffe_id.to_string(),
-                        expires_at: minted.expires_at,
-                        jti: minted.jti,
-                    }),
+                    svid: Some(jwt_response(minted)),
                     error: None,
                 },
                 Err(error) => pb::BatchJwtResult {

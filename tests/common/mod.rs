@@ -528,3 +528,40 @@ impl TestBroker {
         }
     }
 }
+
+/// The uid this test process runs as: the owner of a file it creates.
+pub fn my_uid(dir: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    let probe = dir.join("uid-probe");
+    std::fs::write(&probe, b"").unwrap();
+    std::fs::metadata(&probe).unwrap().uid()
+}
+
+impl TestBroker {
+    /// An agent config against this broker: its URL and bundle, its clock,
+    /// a sync every 200 ms, the agent's data in `data_dir`.
+    pub fn agent_config(
+        &self,
+        socket: std::path::PathBuf,
+        data_dir: std::path::PathBuf,
+        token: Option<&str>,
+    ) -> mayfly::agent::AgentConfig {
+        let mut config = mayfly::agent::AgentConfig::new(self.url(), self.bundle_pem(), socket);
+        config.join_token = token.map(|t| t.to_owned().into());
+        config.data_dir = data_dir;
+        config.sync_interval = Duration::from_millis(200);
+        config.clock = self.clock.clone();
+        config
+    }
+
+    /// The broker's root CA, DER.
+    pub fn root_der(&self) -> Vec<u8> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject as _;
+        CertificateDer::pem_slice_iter(&self.bundle_pem())
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+}
