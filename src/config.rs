@@ -21,6 +21,15 @@
 //! max_concurrent_streams = 256
 //! max_connections = 10000
 //! request_timeout = "10s"
+//!
+//! # Several replicas share state in Redis; the default is the embedded store.
+//! [store]
+//! url = "redis://127.0.0.1:6379"
+//! prefix = "mayfly"
+//!
+//! # How long validation trusts the revocation index without hearing from
+//! # its source (Redis) before it fails closed.
+//! revocation_staleness = "15s"
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -132,7 +141,44 @@ pub struct Config {
     pub limits: Limits,
     /// Platform attestors (Kubernetes, OIDC, x509pop).
     pub attestors: AttestorsConfig,
+    /// Where shared state lives.
+    pub store: StoreLocation,
+    /// How long the revocation index may go without hearing from a shared
+    /// store before validation and minting fail closed.
+    pub revocation_staleness: Duration,
 }
+
+/// Where entries, join tokens, revocations and usage are kept.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum StoreLocation {
+    /// One redb file in the data directory: a single replica.
+    #[default]
+    Embedded,
+    /// A Redis server shared by several replicas.
+    Redis {
+        /// `redis://[user:password@]host:port[/db]`; may hold a password, so
+        /// it is never printed.
+        url: String,
+        /// Key prefix, so several deployments can share one Redis.
+        prefix: String,
+    },
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Embedded => f.write_str("Embedded"),
+            StoreLocation::Redis { prefix, .. } => f
+                .debug_struct("Redis")
+                .field("url", &"[redacted]")
+                .field("prefix", prefix)
+                .finish(),
+        }
+    }
+}
+
+/// The default key prefix in Redis.
+pub const DEFAULT_REDIS_PREFIX: &str = "mayfly";
 
 impl Default for Config {
     fn default() -> Self {
@@ -152,6 +198,8 @@ impl Default for Config {
             jwt_leeway: Duration::from_secs(30),
             limits: Limits::default(),
             attestors: AttestorsConfig::default(),
+            store: StoreLocation::Embedded,
+            revocation_staleness: Duration::from_secs(15),
         }
     }
 }
@@ -182,6 +230,16 @@ struct FileConfig {
     jwt_leeway: Option<String>,
     #[serde(default)]
     attestors: AttestorsConfig,
+    #[serde(default)]
+    store: FileStore,
+    revocation_staleness: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStore {
+    url: Option<String>,
+    prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +286,8 @@ pub struct Overrides {
     pub grpc_listen: Option<String>,
     /// `--http-listen`
     pub http_listen: Option<String>,
+    /// `--store`
+    pub store: Option<String>,
 }
 
 /// One raw value and where it came from, for error messages.
@@ -346,6 +406,20 @@ impl Config {
             self.limits.max_connections = n;
         }
         self.attestors = file.attestors;
+        set_duration(
+            &mut self.revocation_staleness,
+            "revocation_staleness",
+            file.revocation_staleness.as_deref(),
+        )?;
+        if let Some(url) = &file.store.url {
+            self.store = parse_store("store.url", url, file.store.prefix.as_deref())?;
+        } else if file.store.prefix.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "store.prefix",
+                source_name: "config file".into(),
+                reason: "needs store.url".into(),
+            });
+        }
         Ok(())
     }
 
@@ -380,6 +454,19 @@ impl Config {
         }
         if let Some((value, _)) = raw("MAYFLY_PUBLIC_URL") {
             self.public_url = Some(value);
+        }
+        if let Some((value, _)) = raw("MAYFLY_STORE") {
+            let prefix = env("MAYFLY_REDIS_PREFIX");
+            self.store = parse_store("MAYFLY_STORE", &value, prefix.as_deref())?;
+        }
+        if let Some((value, name)) = raw("MAYFLY_REVOCATION_STALENESS") {
+            self.revocation_staleness = parse_duration(
+                "revocation_staleness",
+                &Raw {
+                    value: &value,
+                    source_name: name,
+                },
+            )?;
         }
         for (var, setting, target) in [
             ("MAYFLY_JWT_TTL_MAX", "ttl.jwt_max", &mut self.ttl.jwt_max),
@@ -430,6 +517,13 @@ impl Config {
                 },
             )?;
         }
+        if let Some(url) = &overrides.store {
+            let prefix = match &self.store {
+                StoreLocation::Redis { prefix, .. } => Some(prefix.clone()),
+                StoreLocation::Embedded => None,
+            };
+            self.store = parse_store("--store", url, prefix.as_deref())?;
+        }
         Ok(())
     }
 
@@ -439,6 +533,14 @@ impl Config {
             source_name: "configuration".into(),
             reason,
         };
+        if self.revocation_staleness < Duration::from_secs(1)
+            || self.revocation_staleness > Duration::from_secs(300)
+        {
+            return Err(invalid(
+                "revocation_staleness",
+                "must be between 1s and 5m".into(),
+            ));
+        }
         for (setting, value) in [
             ("ttl.jwt_max", self.ttl.jwt_max),
             ("ttl.x509_max", self.ttl.x509_max),
@@ -579,6 +681,43 @@ fn set_duration(
     Ok(())
 }
 
+/// Reads a store location: `embedded`, or a `redis://` / `rediss://` URL.
+/// The error never repeats the URL, which may hold a password.
+fn parse_store(
+    setting: &'static str,
+    value: &str,
+    prefix: Option<&str>,
+) -> Result<StoreLocation, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        setting,
+        source_name: setting.into(),
+        reason: reason.into(),
+    };
+    if value == "embedded" {
+        return Ok(StoreLocation::Embedded);
+    }
+    if !(value.starts_with("redis://") || value.starts_with("rediss://")) {
+        return Err(invalid(
+            "expected `embedded` or a redis:// URL (redis://[user:password@]host:port[/db])",
+        ));
+    }
+    let prefix = prefix.unwrap_or(DEFAULT_REDIS_PREFIX);
+    if prefix.is_empty()
+        || prefix.len() > 64
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return Err(invalid(
+            "the Redis key prefix must be 1 to 64 letters, digits, '-', '_', '.' or ':'",
+        ));
+    }
+    Ok(StoreLocation::Redis {
+        url: value.to_owned(),
+        prefix: prefix.to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,5 +809,46 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn store_location_from_file_env_and_flag_without_leaking_the_password() {
+        let env = |name: &str| match name {
+            "MAYFLY_STORE" => Some("redis://:s3cret@10.0.0.5:6379/0".to_owned()),
+            "MAYFLY_REDIS_PREFIX" => Some("prod-a".to_owned()),
+            _ => None,
+        };
+        let config = Config::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(
+            config.store,
+            StoreLocation::Redis {
+                url: "redis://:s3cret@10.0.0.5:6379/0".into(),
+                prefix: "prod-a".into()
+            }
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let flag = Overrides {
+            store: Some("embedded".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::load(None, env, &flag).unwrap().store,
+            StoreLocation::Embedded
+        );
+        assert_eq!(
+            Config::load(None, |_| None, &Overrides::default())
+                .unwrap()
+                .store,
+            StoreLocation::Embedded
+        );
+        let bad = Overrides {
+            store: Some("postgres://:s3cret@db".into()),
+            ..Overrides::default()
+        };
+        let error = Config::load(None, |_| None, &bad).unwrap_err().to_string();
+        assert!(error.contains("redis://"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        let stale = |name: &str| (name == "MAYFLY_REVOCATION_STALENESS").then(|| "0s".to_owned());
+        assert!(Config::load(None, stale, &Overrides::default()).is_err());
     }
 }

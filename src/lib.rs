@@ -32,6 +32,8 @@ pub mod clock;
 pub mod config;
 pub mod mint;
 pub mod policy;
+pub mod replica;
+pub mod revoke;
 pub mod server;
 pub mod store;
 

@@ -24,20 +24,27 @@ use crate::api::admin::{AdminService, AdminState, admin_peer_check};
 use crate::api::broker::BrokerService;
 use crate::api::bundle::BundlePublisher;
 use crate::api::http::{HttpState, router};
+use crate::api::revocations::RevocationFeed;
 use crate::api::tls::{ServerIdentity, incoming};
 use crate::attest::Attestors;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::cli::ServerArgs;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, StoreLocation};
 use crate::mint::{Minter, UsageTracker};
 use crate::policy::EntryIndex;
-use crate::store::{EmbeddedStore, Store};
+use crate::replica::{KeyPublisher, Replicas};
+use crate::revoke::Revoker;
+use crate::store::{EmbeddedStore, RedisStore, Store, StoreEvent};
+use mayfly_sdk::revocation::RevocationSet;
+use tokio::sync::{Notify, mpsc};
 
 /// How often usage counters are written to the store.
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight requests before forcing.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long start waits for a shared store's first full state.
+const FIRST_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +102,12 @@ pub struct StartReport {
     pub entries: usize,
     /// The configured attestors.
     pub attestors: Vec<&'static str>,
+    /// The store, described without secrets.
+    pub store: String,
+    /// This replica's id.
+    pub replica_id: String,
+    /// Revocations in force at start.
+    pub revocations: usize,
 }
 
 /// A running broker. Dropping it does not stop it; call [`shutdown`](Self::shutdown).
@@ -110,9 +123,26 @@ pub struct RunningServer {
     audit: AuditLog,
     store: Arc<dyn Store>,
     usage: Arc<UsageTracker>,
+    revoker: Arc<Revoker>,
 }
 
 impl RunningServer {
+    /// Drops the revocations that cover nothing any more, now rather than
+    /// at the next periodic prune (tests and operators' tools); returns
+    /// their keys.
+    ///
+    /// # Errors
+    ///
+    /// A message if the store cannot be reached.
+    pub async fn prune_revocations(&self) -> Result<Vec<String>, String> {
+        self.revoker.prune().await.map_err(|e| e.to_string())
+    }
+
+    /// The revocation index this replica checks.
+    pub fn revocations(&self) -> &Arc<RevocationSet> {
+        self.revoker.set()
+    }
+
     /// The bound broker (gRPC over TLS) address.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
@@ -185,26 +215,52 @@ pub async fn start_with_clock(
             reason: e.to_string(),
         })?;
 
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&data_dir.join("store.redb"))
-            .map_err(|e| ServerError::Store(e.to_string()))?,
-    );
+    let replica_id =
+        crate::replica::load_or_create_id(&data_dir).map_err(|reason| ServerError::DataDir {
+            path: data_dir.clone(),
+            reason,
+        })?;
+    let replicas = Arc::new(Replicas::new(replica_id));
+    let store = open_store(&config).await?;
+    let store_error = |e: crate::store::StoreError| ServerError::Store(e.to_string());
     let audit =
         AuditLog::open(&data_dir.join("audit")).map_err(|e| ServerError::Audit(e.to_string()))?;
-    let entries = Arc::new(EntryIndex::new(
-        store
-            .list_entries()
-            .await
-            .map_err(|e| ServerError::Store(e.to_string()))?,
-    ));
-    let usage = Arc::new(UsageTracker::new(
-        store
-            .usage()
-            .await
-            .map_err(|e| ServerError::Store(e.to_string()))?,
+    let usage = Arc::new(UsageTracker::new(store.usage().await.map_err(store_error)?));
+    let entries = Arc::new(EntryIndex::new(Vec::new()));
+    let replicas_changed = Arc::new(Notify::new());
+    let (revocations, feed) = match store.subscribe() {
+        // A shared store: the index follows its feed and knows how fresh it is.
+        Some(mut feed) => {
+            let set = Arc::new(RevocationSet::following(config.revocation_staleness));
+            first_sync(
+                &mut feed,
+                &entries,
+                &set,
+                &usage,
+                &replicas_changed,
+                clock.as_ref(),
+            )
+            .await?;
+            (set, Some(feed))
+        }
+        // The embedded store: this process is the only writer.
+        None => {
+            entries.replace_all(store.list_entries().await.map_err(store_error)?);
+            let set = Arc::new(RevocationSet::authoritative());
+            set.replace_all(store.list_revocations().await.map_err(store_error)?);
+            (set, None)
+        }
+    };
+    let revoker = Arc::new(Revoker::new(
+        store.clone(),
+        revocations.clone(),
+        entries.clone(),
+        audit.clone(),
+        clock.clone(),
+        config.jwt_leeway,
     ));
     let bundle = Arc::new(
-        BundlePublisher::new(&ca, 1, config.bundle_refresh_hint).map_err(ServerError::Ca)?,
+        BundlePublisher::new(ca.clone(), 1, config.bundle_refresh_hint).map_err(ServerError::Ca)?,
     );
     let attestors = Arc::new(Attestors::new(&config.attestors).map_err(ServerError::Attestors)?);
     let minter = Arc::new(
@@ -216,10 +272,23 @@ pub async fn start_with_clock(
             usage.clone(),
             clock.clone(),
             attestors.clone(),
+            revocations.clone(),
             config.jwt_leeway,
         )
         .map_err(|e| ServerError::Ca(e.to_string()))?,
     );
+    let keys = KeyPublisher {
+        store: store.clone(),
+        ca: ca.clone(),
+        bundle: bundle.clone(),
+        minter: minter.clone(),
+        replicas: replicas.clone(),
+        clock: clock.clone(),
+        leeway: config.jwt_leeway,
+    };
+    // Publish this replica's key before serving, so that the others can
+    // validate the first token it mints.
+    keys.refresh().await.map_err(ServerError::Store)?;
 
     let grpc_listener = bind_tcp(config.grpc_listen).await?;
     let http_listener = bind_tcp(config.http_listen).await?;
@@ -248,6 +317,7 @@ pub async fn start_with_clock(
         .map_err(ServerError::Tls)?;
 
     let cancel = CancellationToken::new();
+    let crl = Arc::new(tokio::sync::watch::Sender::new(None::<Arc<Vec<u8>>>));
     let mut tasks = Vec::new();
     let limits = config.limits.clone();
 
@@ -255,6 +325,12 @@ pub async fn start_with_clock(
         minter,
         bundle.clone(),
         config.trust_domain.clone(),
+        RevocationFeed {
+            set: revocations.clone(),
+            crl: crl.subscribe(),
+            clock: clock.clone(),
+            shutdown: cancel.child_token(),
+        },
     ))
     .max_decoding_message_size(limits.max_message_bytes);
     let connections = incoming(
@@ -281,7 +357,7 @@ pub async fn start_with_clock(
     let admin_state = AdminState {
         config: config.clone(),
         store: store.clone(),
-        entries,
+        entries: entries.clone(),
         usage: usage.clone(),
         audit: audit.clone(),
         clock: clock.clone(),
@@ -290,6 +366,8 @@ pub async fn start_with_clock(
         http_addr: http_addr.to_string(),
         root_fingerprint: ca.root_fingerprint_sha256(),
         attestors: attestors.clone(),
+        revoker: revoker.clone(),
+        replicas: replicas.clone(),
     };
     let admin =
         AdminServer::with_interceptor(AdminService::new(admin_state), admin_peer_check(admin_uid));
@@ -311,7 +389,13 @@ pub async fn start_with_clock(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{http_addr}"));
-    let app = router(HttpState { bundle, issuer });
+    let app = router(HttpState {
+        bundle,
+        issuer,
+        crl: crl.subscribe(),
+        revocations: revocations.clone(),
+        clock: clock.clone(),
+    });
     let shutdown = cancel.clone();
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(http_listener, app)
@@ -334,6 +418,28 @@ pub async fn start_with_clock(
     )));
     tasks.push(tokio::spawn(prune_expired(
         store.clone(),
+        revoker.clone(),
+        clock.clone(),
+        cancel.child_token(),
+    )));
+    if let Some(feed) = feed {
+        tasks.push(tokio::spawn(crate::replica::follow(
+            feed,
+            entries.clone(),
+            revocations.clone(),
+            usage.clone(),
+            replicas_changed.clone(),
+            clock.clone(),
+            cancel.child_token(),
+        )));
+    }
+    tasks.push(tokio::spawn(
+        keys.run(replicas_changed, cancel.child_token()),
+    ));
+    tasks.push(tokio::spawn(crate::api::crl::publish(
+        ca.clone(),
+        revocations.clone(),
+        crl.clone(),
         clock.clone(),
         cancel.child_token(),
     )));
@@ -345,8 +451,11 @@ pub async fn start_with_clock(
         root_fingerprint: ca.root_fingerprint_sha256(),
         jwt_key_id: ca.jwt_signer().key_id().to_owned(),
         bundle_path,
-        entries: admin_entries_len(store.as_ref()).await,
+        entries: entries.len(),
         attestors: attestors.names(),
+        store: store.describe(),
+        replica_id: replicas.id().to_owned(),
+        revocations: revocations.len(),
     };
     audit
         .append(AuditEvent {
@@ -378,15 +487,64 @@ pub async fn start_with_clock(
         audit,
         store,
         usage,
+        revoker,
     })
 }
 
-async fn admin_entries_len(store: &dyn Store) -> usize {
-    store
-        .list_entries()
-        .await
-        .map(|e| e.len())
-        .unwrap_or_default()
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
+    Ok(match &config.store {
+        StoreLocation::Embedded => Arc::new(
+            EmbeddedStore::open(&config.data_dir.join(EmbeddedStore::FILE_NAME))
+                .map_err(|e| ServerError::Store(e.to_string()))?,
+        ),
+        StoreLocation::Redis { url, prefix } => Arc::new(
+            RedisStore::connect(url, prefix)
+                .await
+                .map_err(|e| ServerError::Store(e.to_string()))?,
+        ),
+    })
+}
+
+/// Waits for a shared store's first full state and heartbeat, so that the
+/// replica starts with complete, fresh indexes.
+async fn first_sync(
+    feed: &mut mpsc::Receiver<StoreEvent>,
+    entries: &EntryIndex,
+    revocations: &RevocationSet,
+    usage: &UsageTracker,
+    replicas_changed: &Notify,
+    clock: &dyn Clock,
+) -> Result<(), ServerError> {
+    let wait = async {
+        let (mut synced, mut heard) = (false, false);
+        while !(synced && heard) {
+            let Some(event) = feed.recv().await else {
+                return Err("the store's change feed ended".to_owned());
+            };
+            synced |= matches!(event, StoreEvent::Snapshot { .. });
+            heard |= synced && matches!(event, StoreEvent::Heard(_));
+            if let StoreEvent::Lost { reason } = &event {
+                tracing::warn!(%reason, "waiting for the shared store");
+            }
+            let now_ms = crate::clock::unix_millis(clock.now());
+            crate::replica::apply(
+                &event,
+                entries,
+                revocations,
+                usage,
+                replicas_changed,
+                now_ms,
+            );
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(FIRST_SYNC_TIMEOUT, wait).await {
+        Ok(result) => result.map_err(ServerError::Store),
+        Err(_) => Err(ServerError::Store(format!(
+            "no complete state from the shared store within {}s",
+            FIRST_SYNC_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 fn load_ca(
@@ -447,7 +605,12 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// as reuse rather than as an unknown token.
 const JOIN_TOKEN_RETENTION: i64 = 24 * 60 * 60;
 
-async fn prune_expired(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cancel: CancellationToken) {
+async fn prune_expired(
+    store: Arc<dyn Store>,
+    revoker: Arc<Revoker>,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -459,6 +622,9 @@ async fn prune_expired(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cancel: Can
         }
         if let Err(error) = store.prune_one_time(now).await {
             tracing::warn!(%error, "cannot prune expired replay records; will retry");
+        }
+        if let Err(error) = revoker.prune().await {
+            tracing::warn!(%error, "cannot prune expired revocations; will retry");
         }
     }
 }
@@ -482,6 +648,7 @@ pub async fn main(args: &ServerArgs) -> ExitCode {
         data_dir: args.data_dir.clone(),
         grpc_listen: args.grpc_listen.clone(),
         http_listen: args.http_listen.clone(),
+        store: args.store.clone(),
     };
     let config = match Config::load(
         args.config.as_deref(),
@@ -525,7 +692,7 @@ fn print_banner(server: &RunningServer) {
         server.grpc_addr()
     );
     println!(
-        "  HTTP             http://{}    (/.well-known/openid-configuration, /keys, /bundle, /healthz)",
+        "  HTTP             http://{}    (/.well-known/openid-configuration, /keys, /bundle, /crl, /healthz)",
         server.http_addr()
     );
     println!("  admin socket     {}", server.admin_socket().display());
@@ -547,7 +714,10 @@ fn print_banner(server: &RunningServer) {
     println!("  trust bundle     {}", report.bundle_path.display());
     println!("  audit log        {data}/audit/audit.log");
     println!("  attestors        {}", report.attestors.join(", "));
+    println!("  store            {}", report.store);
+    println!("  replica          {}", report.replica_id);
     println!("  entries          {}", report.entries);
+    println!("  revocations      {}", report.revocations);
     println!();
     println!("Next steps (in another terminal, same directory):");
     println!(

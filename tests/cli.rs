@@ -478,3 +478,108 @@ fn ci_job_gets_a_jwt_from_its_oidc_token_in_one_command() {
     assert!(String::from_utf8_lossy(&replay.stderr).contains("already used"));
     assert!(server.stop().success());
 }
+
+#[test]
+fn a_revocation_acknowledged_just_before_kill_9_is_in_force_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let mut server = ServerProcess::start(cwd);
+    let url = server.url.clone();
+    let entry = json(&mayfly(
+        cwd,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://mayfly.internal/api",
+            "--owner",
+            "team@example.org",
+            "--purpose",
+            "revocation test",
+            "--audience",
+            "db",
+            "--json",
+        ],
+        None,
+    ));
+    let entry_id = entry["id"].as_str().unwrap().to_owned();
+    let token = json(&mayfly(
+        cwd,
+        &["token", "create", "--entry", &entry_id, "--json"],
+        None,
+    ));
+    let token = token["token"].as_str().unwrap().to_owned();
+    ok(&mayfly(
+        cwd,
+        &["--server", &url, "client", "attest", "--join-token", &token],
+        None,
+    ));
+    let jwt = ok(&mayfly(
+        cwd,
+        &[
+            "--server",
+            &url,
+            "client",
+            "jwt",
+            "--audience",
+            "db",
+            "--quiet",
+        ],
+        None,
+    ));
+    let jwt = jwt.trim().to_owned();
+    // Positive control: valid before the revocation.
+    ok(&mayfly(
+        cwd,
+        &["--server", &url, "validate", "--audience", "db"],
+        Some(&jwt),
+    ));
+
+    let revoked = ok(&mayfly(
+        cwd,
+        &["revoke", "entry", &entry_id, "--reason", "host compromised"],
+        None,
+    ));
+    assert!(revoked.contains("revoked: entry"), "{revoked}");
+    // SIGKILL right after the command returned: no drain, no flush.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let server = ServerProcess::start(cwd);
+    let url = server.url.clone();
+    let listed = ok(&mayfly(cwd, &["revoke", "list", "--json"], None));
+    assert!(
+        listed.contains(&entry_id) && listed.contains("host compromised"),
+        "{listed}"
+    );
+    let rejected = mayfly(
+        cwd,
+        &["--server", &url, "validate", "--audience", "db"],
+        Some(&jwt),
+    );
+    assert_eq!(rejected.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&rejected.stderr);
+    assert!(stderr.contains("revoked"), "{stderr}");
+    let denied = mayfly(
+        cwd,
+        &["--server", &url, "client", "jwt", "--audience", "db"],
+        None,
+    );
+    assert_eq!(denied.status.code(), Some(1));
+    // Bad input: a clear error and nothing revoked.
+    let bad = mayfly(cwd, &["revoke", "serial", "not-hex", "--reason", "x"], None);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("hex"),
+        "{bad:?}"
+    );
+    let missing_reason = mayfly(cwd, &["revoke", "jti", "abc"], None);
+    assert_ne!(missing_reason.status.code(), Some(0));
+    assert_eq!(
+        ok(&mayfly(cwd, &["revoke", "list", "--json"], None))
+            .lines()
+            .count(),
+        1
+    );
+    server.stop();
+}

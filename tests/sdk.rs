@@ -551,3 +551,89 @@ async fn a_source_reconnects_after_the_agent_restarts() {
     assert!(matches!(closed, Ok(Err(_))), "{closed:?}");
     setup.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_verifier_and_the_agent_reject_a_revoked_token_within_a_second() {
+    use mayfly_sdk::revocation::RevocationWatch;
+    let setup = Setup::start(&[API_PATH, WEB_PATH], None, None).await;
+    let client = setup.client().await;
+    let watch = RevocationWatch::from_client(setup.broker.broker().await)
+        .await
+        .unwrap();
+    let verifier = JwtVerifier::new(client.clone())
+        .await
+        .unwrap()
+        .with_revocations(watch);
+    let token = JwtSource::new(client.clone())
+        .jwt(&audience(AUDIENCE))
+        .await
+        .unwrap();
+    let web_token = JwtSource::for_spiffe_id(client.clone(), id(WEB_PATH))
+        .jwt(&audience(AUDIENCE))
+        .await
+        .unwrap();
+    let jti = verifier
+        .verify(&token, &audience(AUDIENCE))
+        .unwrap()
+        .jti
+        .unwrap();
+    client
+        .validate_jwt_svid(&token, &audience(AUDIENCE))
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    setup
+        .broker
+        .admin()
+        .await
+        .revoke(pb::RevokeRequest {
+            kind: "jti".into(),
+            value: jti,
+            reason: "sdk test".into(),
+        })
+        .await
+        .unwrap();
+    let mut verifier_took = None;
+    let mut agent_took = None;
+    while started.elapsed() < Duration::from_secs(1)
+        && (verifier_took.is_none() || agent_took.is_none())
+    {
+        if verifier_took.is_none()
+            && matches!(
+                verifier.verify(&token, &audience(AUDIENCE)),
+                Err(WorkloadError::Revoked { .. })
+            )
+        {
+            verifier_took = Some(started.elapsed());
+        }
+        if agent_took.is_none()
+            && client
+                .validate_jwt_svid(&token, &audience(AUDIENCE))
+                .await
+                .is_err()
+        {
+            agent_took = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let verifier_took = verifier_took.expect("the SDK verifier rejects within one second");
+    let agent_took = agent_took.expect("the agent rejects within one second");
+    println!(
+        "revoke -> rejected: SDK JwtVerifier {:.1} ms, agent ValidateJWTSVID {:.1} ms",
+        verifier_took.as_secs_f64() * 1e3,
+        agent_took.as_secs_f64() * 1e3
+    );
+    let refused = client
+        .validate_jwt_svid(&token, &audience(AUDIENCE))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("revoked"), "{refused}");
+    // Positive control: the other workload's token passes both.
+    verifier.verify(&web_token, &audience(AUDIENCE)).unwrap();
+    client
+        .validate_jwt_svid(&web_token, &audience(AUDIENCE))
+        .await
+        .unwrap();
+    setup.shutdown().await;
+}

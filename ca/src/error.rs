@@ -216,6 +216,24 @@ pub enum CaError {
         algorithm: String,
     },
 
+    /// A certificate serial number to list in a CRL is not usable.
+    #[error("invalid certificate serial {serial:?}: {reason}")]
+    InvalidSerial {
+        /// The serial as given.
+        serial: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+
+    /// A CRL's `nextUpdate` is not after its `thisUpdate`.
+    #[error("CRL nextUpdate {next_update} is not after its thisUpdate {this_update}")]
+    InvalidCrlPeriod {
+        /// `thisUpdate`, seconds since the epoch.
+        this_update: i64,
+        /// `nextUpdate`, seconds since the epoch.
+        next_update: i64,
+    },
+
     /// A cryptographic primitive failed (random generation, signing, key generation).
     #[error("cryptographic operation failed: {operation}")]
     Crypto {
@@ -250,6 +268,8 @@ impl CaError {
                 | Self::CsrBadSignature
                 | Self::CsrUnsupportedKey { .. }
                 | Self::CsrUnsupportedSignature { .. }
+                | Self::InvalidSerial { .. }
+                | Self::InvalidCrlPeriod { .. }
         )
     }
 

@@ -8,6 +8,7 @@
 //!   (`spiffe/spiffe` `standards/X509-SVID.md`): only the CSR's public key is used; the
 //!   identity, names and lifetime come from the caller, and no leaf outlives its signer.
 //! - [`JwtSigner::sign`] mints JWT-SVIDs with exactly one audience.
+//! - [`CertificateAuthority::crl`] signs an X.509 CRL of revoked leaf serials.
 //! - [`CertificateAuthority::bundle`] is the SPIFFE trust bundle relying parties verify with.
 //!
 //! ## Quick start
@@ -54,7 +55,8 @@ pub mod keys;
 mod pem;
 
 pub use authority::{
-    CaConfig, CertificateAuthority, IssuedX509Svid, LoadReport, ServerCertificate, X509SvidRequest,
+    CaConfig, CertificateAuthority, IssuedX509Svid, LoadReport, RevokedSerial, ServerCertificate,
+    X509SvidRequest,
 };
 pub use error::CaError;
 pub use jwt::{JwtSigner, SignedJwt};

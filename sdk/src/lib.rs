@@ -12,6 +12,11 @@
 //!   authorize peers by SPIFFE ID, a [`JwtSource`](workload::JwtSource)
 //!   and a [`JwtVerifier`](workload::JwtVerifier), all kept fresh in the
 //!   background;
+//! - [`revocation`], the revocation set every verifier checks without a
+//!   lock: a [`RevocationWatch`](revocation::RevocationWatch) follows the
+//!   broker's stream and fails closed once stale, and
+//!   [`JwtVerifier::with_revocations`](workload::JwtVerifier::with_revocations)
+//!   puts it in front of local JWT-SVID validation;
 //! - [`proto`], the generated gRPC API.
 //!
 //! Nothing in this crate knows how to issue a credential.
@@ -55,6 +60,7 @@ pub mod bundle;
 pub mod client;
 pub mod jwt;
 pub mod proto;
+pub mod revocation;
 pub mod spiffe_id;
 pub mod workload;
 

@@ -51,6 +51,7 @@ mod error;
 mod identity;
 mod jwt_cache;
 mod jwt_issue;
+mod revocations;
 pub mod sink;
 mod snapshot;
 mod state;
@@ -308,10 +309,26 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             cancel.child_token(),
         )
     });
+    let revocations = Arc::new(revocations::Revocations::default());
+    // Serve ValidateJWTSVID with the revocation set from the start when the
+    // broker answers; otherwise keep trying in the background (and fail
+    // those calls closed meanwhile).
+    if let Err(error) = revocations
+        .start_once(&config.server, &config.bundle_pem, Duration::from_secs(3))
+        .await
+    {
+        tracing::warn!(%error, "cannot follow the broker's revocations yet; retrying in the background");
+    }
+    let revocation_task = tokio::spawn(revocations.clone().follow(
+        config.server.clone(),
+        config.bundle_pem.clone(),
+        cancel.child_token(),
+    ));
     let api = WorkloadApi::new(
         state.clone(),
         issuer,
         WorkloadAttestor::new(),
+        revocations,
         config.clock.clone(),
     );
     let shutdown = {
@@ -333,7 +350,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         state,
         upstream,
         cancel,
-        tasks: [sync_task, server_task]
+        tasks: [sync_task, server_task, revocation_task]
             .into_iter()
             .chain(sink_task)
             .collect(),

@@ -20,6 +20,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use mayfly_sdk::SpiffeId;
+
+use super::revocations::Revocations;
 use mayfly_sdk::jwt::{Audience, insecure_decode_unverified};
 use mayfly_sdk::proto::workload as wl;
 use mayfly_sdk::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
@@ -64,6 +66,7 @@ pub(crate) struct WorkloadApi {
     state: Arc<AgentState>,
     jwt: Arc<JwtIssuer>,
     attestor: Arc<WorkloadAttestor>,
+    revocations: Arc<Revocations>,
     clock: Arc<dyn Clock>,
 }
 
@@ -78,12 +81,14 @@ impl WorkloadApi {
         state: Arc<AgentState>,
         jwt: Arc<JwtIssuer>,
         attestor: WorkloadAttestor,
+        revocations: Arc<Revocations>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         WorkloadApi {
             state,
             jwt,
             attestor: Arc::new(attestor),
+            revocations,
             clock,
         }
     }
@@ -278,7 +283,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<wl::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let selectors = self.caller_selectors(&request).await?;
-        let stream = self.stream(move |snapshot, now| x509_answer(snapshot, &selectors, now))?;
+        let revocations = self.revocations.clone();
+        let stream = self.stream(move |snapshot, now| {
+            x509_answer(snapshot, &selectors, now).map(|mut answer| {
+                answer.crl = revocations.crl();
+                answer
+            })
+        })?;
         Ok(Response::new(stream))
     }
 
@@ -287,10 +298,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<wl::X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let selectors = self.caller_selectors(&request).await?;
+        let revocations = self.revocations.clone();
         let stream = self.stream(move |snapshot, now| {
             bundles_answer(snapshot, &selectors, now, Snapshot::x509_bundles).map(|bundles| {
                 wl::X509BundlesResponse {
-                    crl: Vec::new(),
+                    crl: revocations.crl(),
                     bundles,
                 }
             })
@@ -364,6 +376,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let validated = validator
             .validate(&token, &audience, self.clock.unix_now())
             .map_err(|e| WorkloadError::InvalidArgument(format!("invalid JWT-SVID: {e}")))?;
+        self.revocations
+            .check_jwt(&validated, crate::clock::unix_millis(self.clock.now()))?;
         // The signature and claims were just checked; this only reads them.
         let claims = match insecure_decode_unverified(&token) {
             Ok((_, Json::Object(claims))) => claims,

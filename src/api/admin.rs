@@ -19,6 +19,8 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::mint::UsageTracker;
 use crate::policy::{Entry, EntryId, EntryIndex, EntrySpec};
+use crate::replica::Replicas;
+use crate::revoke::{RevokeError, Revoker};
 use crate::store::Store;
 
 /// Implements `mayfly.v1.Admin`.
@@ -52,6 +54,10 @@ pub struct AdminState {
     pub root_fingerprint: String,
     /// The configured attestors (for entry checks).
     pub attestors: Arc<Attestors>,
+    /// Revokes and lists revocations.
+    pub revoker: Arc<Revoker>,
+    /// This replica and the others sharing the store.
+    pub replicas: Arc<Replicas>,
 }
 
 impl AdminService {
@@ -356,6 +362,68 @@ impl Admin for AdminService {
             entries: u64::try_from(state.entries.len()).unwrap_or(u64::MAX),
             bundle_sequence: state.bundle.current().proto.sequence,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            store: state.store.describe(),
+            revocations: u64::try_from(state.revoker.set().len()).unwrap_or(u64::MAX),
+            revocations_fresh_as_of: state
+                .revoker
+                .set()
+                .last_heard_ms()
+                .map_or(0, |ms| ms.div_euclid(1000)),
+            replica_id: state.replicas.id().to_owned(),
+            live_replicas: state.replicas.live(),
         }))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::Revocation>, Status> {
+        let actor = Self::actor(&request);
+        let request = request.into_inner();
+        let revocation = self
+            .inner
+            .revoker
+            .revoke(&request.kind, &request.value, &request.reason, &actor)
+            .await
+            .map_err(revoke_status)?;
+        Ok(Response::new(revocation.to_proto()))
+    }
+
+    async fn unrevoke(
+        &self,
+        request: Request<pb::UnrevokeRequest>,
+    ) -> Result<Response<pb::Revocation>, Status> {
+        let actor = Self::actor(&request);
+        let request = request.into_inner();
+        let revocation = self
+            .inner
+            .revoker
+            .unrevoke(&request.kind, &request.value, &request.reason, &actor)
+            .await
+            .map_err(revoke_status)?;
+        Ok(Response::new(revocation.to_proto()))
+    }
+
+    async fn list_revocations(
+        &self,
+        _request: Request<pb::ListRevocationsRequest>,
+    ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
+        Ok(Response::new(pb::ListRevocationsResponse {
+            revocations: self
+                .inner
+                .revoker
+                .list()
+                .iter()
+                .map(|r| r.to_proto())
+                .collect(),
+        }))
+    }
+}
+
+fn revoke_status(error: RevokeError) -> Status {
+    match error {
+        RevokeError::InvalidArgument(reason) => Status::invalid_argument(reason),
+        RevokeError::NotFound(reason) => Status::not_found(reason),
+        RevokeError::Unavailable(reason) => Status::unavailable(reason),
     }
 }

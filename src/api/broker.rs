@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::bundle::BundlePublisher;
+use super::revocations::{RevocationFeed, RevocationStream};
 use super::tls::PeerInfo;
 use crate::attest::Evidence;
 use crate::mint::{Caller, JwtIssued, MintError, Minter, X509Issued};
@@ -28,19 +29,22 @@ pub struct BrokerService {
     minter: Arc<Minter>,
     bundle: Arc<BundlePublisher>,
     trust_domain: TrustDomain,
+    revocations: RevocationFeed,
 }
 
 impl BrokerService {
-    /// The service.
+    /// The service. `revocations` feeds `WatchRevocations`.
     pub fn new(
         minter: Arc<Minter>,
         bundle: Arc<BundlePublisher>,
         trust_domain: TrustDomain,
+        revocations: RevocationFeed,
     ) -> Self {
         BrokerService {
             minter,
             bundle,
             trust_domain,
+            revocations,
         }
     }
 
@@ -116,7 +120,8 @@ pub fn caller_from_certificate(der: &[u8], trust_domain: &TrustDomain) -> Result
     }
     Ok(Caller {
         spiffe_id,
-        serial: hex::encode(certificate.raw_serial()),
+        serial: mayfly_sdk::revocation::serial_from_bytes(certificate.raw_serial()),
+        not_before: certificate.validity().not_before.timestamp(),
     })
 }
 
@@ -185,6 +190,15 @@ type BundleStream = Pin<Box<dyn Stream<Item = Result<pb::Bundle, Status>> + Send
 
 #[tonic::async_trait]
 impl Broker for BrokerService {
+    type WatchRevocationsStream = RevocationStream;
+
+    async fn watch_revocations(
+        &self,
+        _request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        Ok(Response::new(self.revocations.stream()))
+    }
+
     async fn attest_and_issue(
         &self,
         request: Request<pb::AttestAndIssueRequest>,

@@ -1,10 +1,15 @@
 //! The trust bundle as it is served: one immutable snapshot, replaced on
 //! every change and pushed to every `WatchBundle` stream.
+//!
+//! Every change increments `spiffe_sequence`. With several replicas the JWT
+//! authorities are the union of every live replica's keys, so a token
+//! minted by one replica validates on every other.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mayfly_ca::CertificateAuthority;
+use mayfly_sdk::bundle::JwtAuthority;
 use mayfly_sdk::proto::v1 as pb;
 use tokio::sync::watch;
 
@@ -24,19 +29,30 @@ pub struct PublishedBundle {
 /// Publishes bundle snapshots; readers hold a [`watch::Receiver`].
 #[derive(Debug)]
 pub struct BundlePublisher {
+    ca: Arc<CertificateAuthority>,
+    refresh_hint: Duration,
+    /// The current sequence and JWT authorities; held only to build the
+    /// next snapshot, never across an await.
+    state: Mutex<(u64, Vec<JwtAuthority>)>,
     sender: watch::Sender<Arc<PublishedBundle>>,
 }
 
 impl BundlePublisher {
     /// Publishes the CA's current bundle as `sequence`.
     pub fn new(
-        ca: &CertificateAuthority,
+        ca: Arc<CertificateAuthority>,
         sequence: u64,
         refresh_hint: Duration,
     ) -> Result<Self, String> {
-        let published = publish(ca, sequence, refresh_hint)?;
+        let authorities = vec![ca.jwt_signer().authority()];
+        let published = publish(&ca, sequence, refresh_hint, &authorities)?;
         let (sender, _) = watch::channel(Arc::new(published));
-        Ok(BundlePublisher { sender })
+        Ok(BundlePublisher {
+            ca,
+            refresh_hint,
+            state: Mutex::new((sequence, authorities)),
+            sender,
+        })
     }
 
     /// The current bundle.
@@ -49,19 +65,53 @@ impl BundlePublisher {
         self.sender.subscribe()
     }
 
-    /// Replaces the bundle and wakes every watcher.
-    pub fn publish(&self, bundle: PublishedBundle) {
-        self.sender.send_replace(Arc::new(bundle));
+    /// The JWT authorities served now.
+    pub fn jwt_authorities(&self) -> Vec<JwtAuthority> {
+        self.lock().1.clone()
+    }
+
+    /// Serves these JWT authorities (this replica's own is always kept),
+    /// sorted by key id. Publishes a new bundle with the next sequence if
+    /// the set changed; returns whether it did.
+    ///
+    /// # Errors
+    ///
+    /// A message if the bundle cannot be rendered; the old one stays.
+    pub fn set_jwt_authorities(&self, mut authorities: Vec<JwtAuthority>) -> Result<bool, String> {
+        let own = self.ca.jwt_signer().authority();
+        if !authorities.iter().any(|a| a.key_id == own.key_id) {
+            authorities.push(own);
+        }
+        authorities.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        authorities.dedup_by(|a, b| a.key_id == b.key_id);
+        let mut state = self.lock();
+        let mut current = state.1.clone();
+        current.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        if current == authorities {
+            return Ok(false);
+        }
+        let sequence = state.0.saturating_add(1);
+        let published = publish(&self.ca, sequence, self.refresh_hint, &authorities)?;
+        *state = (sequence, authorities);
+        self.sender.send_replace(Arc::new(published));
+        Ok(true)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Vec<JwtAuthority>)> {
+        // Only replaced whole under the lock: a panic cannot leave it torn.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Renders the CA's bundle in every served form.
-pub fn publish(
+/// Renders the CA's bundle, with these JWT authorities, in every served form.
+fn publish(
     ca: &CertificateAuthority,
     sequence: u64,
     refresh_hint: Duration,
+    jwt_authorities: &[JwtAuthority],
 ) -> Result<PublishedBundle, String> {
-    let bundle = ca.bundle(sequence, refresh_hint);
+    let mut bundle = ca.bundle(sequence, refresh_hint);
+    bundle.jwt_authorities = jwt_authorities.to_vec();
     let spiffe_json = bundle.to_json().map_err(|e| e.to_string())?;
     let jwks_json = bundle.to_jwks_json().map_err(|e| e.to_string())?;
     let roots_pem = bundle.x509_authorities_pem();

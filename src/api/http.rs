@@ -1,5 +1,6 @@
 //! The plain HTTP endpoint: OIDC discovery and JWKS for relying parties
-//! that verify JWT-SVIDs as ordinary JWTs, the SPIFFE bundle, and health.
+//! that verify JWT-SVIDs as ordinary JWTs, the SPIFFE bundle, the CRL, and
+//! health.
 
 use std::sync::Arc;
 
@@ -9,7 +10,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use mayfly_sdk::revocation::RevocationSet;
+use tokio::sync::watch;
+
 use super::bundle::BundlePublisher;
+use crate::clock::Clock;
 
 /// What the HTTP handlers read.
 #[derive(Debug, Clone)]
@@ -18,6 +23,12 @@ pub struct HttpState {
     pub bundle: Arc<BundlePublisher>,
     /// The OIDC `issuer` (no trailing slash).
     pub issuer: String,
+    /// The current CRL (DER).
+    pub crl: watch::Receiver<Option<Arc<Vec<u8>>>>,
+    /// The revocation index: a replica whose index is stale is not ready.
+    pub revocations: Arc<RevocationSet>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The routes.
@@ -27,6 +38,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/keys", get(jwks))
         .route("/bundle", get(spiffe_bundle))
         .route("/bundle.pem", get(bundle_pem))
+        .route("/crl", get(crl))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(Arc::new(state))
@@ -71,6 +83,21 @@ async fn bundle_pem(State(state): State<Arc<HttpState>>) -> Response {
         .into_response()
 }
 
+async fn crl(State(state): State<Arc<HttpState>>) -> Response {
+    let current = state.crl.borrow().clone();
+    match current {
+        Some(der) => (
+            [
+                (header::CONTENT_TYPE, "application/pkix-crl"),
+                (header::CACHE_CONTROL, "max-age=30"),
+            ],
+            der.as_ref().clone(),
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no CRL signed yet\n").into_response(),
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -78,6 +105,10 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     if state.bundle.current().proto.x509_authorities.is_empty() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no trust bundle\n").into_response();
+    }
+    let now_ms = crate::clock::unix_millis(state.clock.now());
+    if let Err(error) = state.revocations.check_fresh(now_ms) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")).into_response();
     }
     "ready\n".into_response()
 }

@@ -5,6 +5,8 @@
 pub mod admin;
 pub mod broker;
 pub mod bundle;
+pub mod crl;
 pub mod http;
+pub mod revocations;
 pub mod status;
 pub mod tls;

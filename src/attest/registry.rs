@@ -223,7 +223,8 @@ mod tests {
     use crate::attest::join_token::{JoinTokenRecord, TokenHash};
     use crate::attest::jwks::testing::{TestKey, jwks_of};
     use crate::policy::{Entry, EntryId};
-    use crate::store::{EmbeddedStore, RedeemError, StoreError, UsageRecord};
+    use crate::store::{EmbeddedStore, RedeemError, ReplicaRecord, StoreError, UsageRecord};
+    use mayfly_sdk::revocation::Revocation;
 
     /// A store that cannot answer anything (Redis down, disk gone).
     #[derive(Debug)]
@@ -282,6 +283,27 @@ mod tests {
         }
         async fn prune_one_time(&self, _: i64) -> Result<usize, StoreError> {
             Err(down())
+        }
+        async fn put_revocation(&self, _: &Revocation) -> Result<(), StoreError> {
+            Err(down())
+        }
+        async fn delete_revocation(&self, _: &str) -> Result<bool, StoreError> {
+            Err(down())
+        }
+        async fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+            Err(down())
+        }
+        async fn prune_revocations(&self, _: i64) -> Result<Vec<String>, StoreError> {
+            Err(down())
+        }
+        async fn publish_replica(&self, _: &ReplicaRecord) -> Result<(), StoreError> {
+            Err(down())
+        }
+        async fn live_replicas(&self, _: i64) -> Result<Vec<ReplicaRecord>, StoreError> {
+            Err(down())
+        }
+        fn describe(&self) -> String {
+            "down".into()
         }
     }
 

@@ -29,6 +29,7 @@ mod entry;
 mod error;
 pub mod keygen;
 mod output;
+mod revoke;
 mod status;
 mod svid_dir;
 mod token;
@@ -50,6 +51,7 @@ pub use entry::{
     UpdateArgs,
 };
 pub use error::{CliError, exit};
+pub use revoke::{ListRevocationsArgs, RevokeArgs, RevokeKind, RevokeSubcommand, UnrevokeArgs};
 pub use status::StatusArgs;
 pub use svid_dir::{BUNDLE_FILE, KEY_FILE, SVID_FILE};
 pub use token::{TokenCommand, TokenCreateArgs};
@@ -148,6 +150,12 @@ pub enum Command {
     /// Verify or read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Revoke credentials by entry, SPIFFE ID, jti, serial or agent; `revoke list` shows them.
+    #[command(after_help = revoke::REVOKE_EXAMPLES)]
+    Revoke(RevokeArgs),
+    /// Lift an entry, SPIFFE ID or agent revocation (minting resumes).
+    #[command(after_help = revoke::REVOKE_EXAMPLES)]
+    Unrevoke(UnrevokeArgs),
     /// Show what the running server says about itself.
     #[command(after_help = "Examples:\n  mayfly status\n  mayfly status --json")]
     Status(StatusArgs),
@@ -161,6 +169,11 @@ Examples:
   mayfly server           # ./mayfly-data, 127.0.0.1:7443 and 127.0.0.1:7080
   mayfly server --trust-domain example.org --grpc-listen 0.0.0.0:7443
   mayfly server --config /etc/mayfly/mayfly.toml --data-dir /var/lib/mayfly
+  mayfly server --store redis://10.0.0.5:6379   # one of several replicas
+
+Several replicas share one root CA: copy ca/root.crt and ca/root.key from
+the first replica's data directory into each new one's before its first
+start; each makes its own intermediate CA and JWT key.
 
 Flags win over MAYFLY_* environment variables, which win over the config
 file.";
@@ -197,6 +210,11 @@ pub struct ServerArgs {
     /// MAYFLY_HTTP_LISTEN) [default: 127.0.0.1:7080].
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<String>,
+    /// Where shared state lives: `embedded` (one replica, the default) or a
+    /// Redis URL shared by several replicas, e.g. redis://10.0.0.5:6379 (also
+    /// MAYFLY_STORE; key prefix from MAYFLY_REDIS_PREFIX or [store] prefix).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
 }
 
 /// What every command handler needs from the global flags, with defaults applied.
@@ -279,6 +297,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Client(command) => client::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),
         Command::Validate(args) => validate::run(&ctx, args).await,
         Command::Audit(command) => audit_log::run(&ctx, command),
+        Command::Revoke(args) => revoke::run_revoke(&ctx, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Unrevoke(args) => revoke::run_unrevoke(&ctx, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status::run(&ctx, args).await.map(|()| ExitCode::SUCCESS),
         Command::Agent(args) => return agent::run(&cli.global, args).await,
     };

@@ -12,9 +12,12 @@ mod usage;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use mayfly_ca::{CaError, CertificateAuthority, IssuedX509Svid, X509SvidRequest};
 use mayfly_sdk::SpiffeId;
+use mayfly_sdk::bundle::JwtAuthority;
 use mayfly_sdk::jwt::{Audience, JwtSvidValidator, ValidatedJwtSvid};
+use mayfly_sdk::revocation::{RevocationError, RevocationSet};
 
 use crate::attest::join_token::{JoinTokenSecret, TokenHash};
 use crate::attest::{AttestError, Attestation, Attestors, Evidence};
@@ -85,8 +88,10 @@ impl MintError {
 pub struct Caller {
     /// The SPIFFE ID in the certificate's URI SAN.
     pub spiffe_id: SpiffeId,
-    /// The certificate's serial, hex.
+    /// The certificate's serial: lowercase hex without leading zeros.
     pub serial: String,
+    /// The certificate's `notBefore`, Unix seconds.
+    pub not_before: i64,
 }
 
 /// A freshly issued X509-SVID and the entry it was issued for.
@@ -129,9 +134,11 @@ pub struct Minter {
     store: Arc<dyn Store>,
     audit: AuditLog,
     usage: Arc<UsageTracker>,
-    validator: JwtSvidValidator,
+    validator: ArcSwap<JwtSvidValidator>,
+    leeway: Duration,
     clock: Arc<dyn Clock>,
     attestors: Arc<Attestors>,
+    revocations: Arc<RevocationSet>,
 }
 
 impl Minter {
@@ -145,24 +152,83 @@ impl Minter {
         usage: Arc<UsageTracker>,
         clock: Arc<dyn Clock>,
         attestors: Arc<Attestors>,
+        revocations: Arc<RevocationSet>,
         leeway: Duration,
     ) -> Result<Self, MintError> {
-        let validator =
-            JwtSvidValidator::new(ca.trust_domain().clone(), &[ca.jwt_signer().authority()])
-                .map_err(|e| MintError::Internal {
-                    reason: format!("JWT validator: {e}"),
-                })?
-                .with_leeway(leeway);
+        let validator = build_validator(&ca, &[ca.jwt_signer().authority()], leeway)?;
         Ok(Minter {
             ca,
             entries,
             store,
             audit,
             usage,
-            validator,
+            validator: ArcSwap::from_pointee(validator),
+            leeway,
             clock,
             attestors,
+            revocations,
         })
+    }
+
+    /// Validates JWT-SVIDs against these keys from now on: this replica's
+    /// and every live replica's (several replicas share one trust domain).
+    ///
+    /// # Errors
+    ///
+    /// [`MintError::Internal`] if a key cannot be used; the old keys stay.
+    pub fn set_jwt_authorities(&self, authorities: &[JwtAuthority]) -> Result<(), MintError> {
+        let validator = build_validator(&self.ca, authorities, self.leeway)?;
+        self.validator.store(Arc::new(validator));
+        Ok(())
+    }
+
+    /// The revocation index every mint and validation checks.
+    pub fn revocations(&self) -> &Arc<RevocationSet> {
+        &self.revocations
+    }
+
+    /// Refuses a caller whose certificate is revoked, or when the
+    /// revocation index is too stale to say.
+    fn check_caller(&self, caller: &Caller) -> Result<(), MintError> {
+        let now = self.clock.unix_now();
+        self.revocations
+            .check_x509(&caller.spiffe_id, &caller.serial, caller.not_before, now)
+            .map_err(|e| match e {
+                RevocationError::Stale { .. } => MintError::Unavailable {
+                    reason: e.to_string(),
+                },
+                _ => MintError::unauthenticated(format!("the presented certificate is {e}")),
+            })
+    }
+
+    /// Refuses to mint for an identity (or an agent above it) whose
+    /// revocation is in force, or when the index is too stale to say.
+    fn check_not_revoked(&self, entry: &Entry) -> Result<(), MintError> {
+        self.revocations
+            .check_fresh(self.clock.unix_now().saturating_mul(1000))
+            .map_err(|e| MintError::Unavailable {
+                reason: e.to_string(),
+            })?;
+        let blocked = self
+            .revocations
+            .minting_blocked(&entry.spiffe_id)
+            .or_else(|| {
+                entry
+                    .parent_id
+                    .as_ref()
+                    .and_then(|parent| self.revocations.minting_blocked(parent))
+            });
+        match blocked {
+            Some(revocation) => Err(MintError::denied(format!(
+                "{} is revoked ({} {}) since {}: {}",
+                entry.spiffe_id,
+                revocation.kind,
+                revocation.value,
+                rfc3339(revocation.revoked_at),
+                revocation.reason
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Redeems a join token and issues the X509-SVID of its entry.
@@ -593,18 +659,37 @@ impl Minter {
         }
         let audience =
             Audience::new(audience).map_err(|e| MintError::invalid(format!("audience: {e}")))?;
-        self.validator
-            .validate(token, &audience, self.clock.unix_now())
-            .map_err(|e| MintError::unauthenticated(format!("token rejected: {e}")))
+        let now = self.clock.unix_now();
+        let validated = self
+            .validator
+            .load()
+            .validate(token, &audience, now)
+            .map_err(|e| MintError::unauthenticated(format!("token rejected: {e}")))?;
+        self.revocations
+            .check_jwt(
+                &validated.spiffe_id,
+                validated.jti.as_deref(),
+                validated.issued_at,
+                now,
+            )
+            .map_err(|e| match e {
+                RevocationError::Stale { .. } => MintError::Unavailable {
+                    reason: e.to_string(),
+                },
+                _ => MintError::unauthenticated(format!("token rejected: {e}")),
+            })?;
+        Ok(validated)
     }
 
     fn entry_for(&self, caller: &Caller) -> Result<Arc<Entry>, MintError> {
+        self.check_caller(caller)?;
         self.entries.by_spiffe_id(&caller.spiffe_id).ok_or_else(|| {
             MintError::denied(format!("no entry issues {} any more", caller.spiffe_id))
         })
     }
 
     fn check_entry(&self, entry: &Entry, kind: CredentialKind, now: i64) -> Result<(), MintError> {
+        self.check_not_revoked(entry)?;
         if entry.is_expired(now) {
             return Err(MintError::denied(format!(
                 "entry {} ({}) expired at {}",
@@ -647,6 +732,20 @@ impl Minter {
             }
         }
     }
+}
+
+fn build_validator(
+    ca: &CertificateAuthority,
+    authorities: &[JwtAuthority],
+    leeway: Duration,
+) -> Result<JwtSvidValidator, MintError> {
+    Ok(
+        JwtSvidValidator::new(ca.trust_domain().clone(), authorities)
+            .map_err(|e| MintError::Internal {
+                reason: format!("JWT validator: {e}"),
+            })?
+            .with_leeway(leeway),
+    )
 }
 
 fn attest_error(error: AttestError) -> MintError {

@@ -12,9 +12,10 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{RedeemError, Store, StoreError, UsageRecord};
+use super::{RedeemError, ReplicaRecord, Store, StoreError, UsageRecord};
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
 use crate::policy::{Entry, EntryId};
+use mayfly_sdk::revocation::Revocation;
 
 /// A table of JSON documents keyed by text.
 type JsonTable = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -35,6 +36,8 @@ const ONE_TIME: TableDefinition<'static, &'static str, i64> = TableDefinition::n
 /// Challenge id → expiry (8 bytes, big-endian) followed by the nonce.
 const CHALLENGES: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("challenges");
+/// Revocation key (`kind:value`) → [`Revocation`] JSON.
+const REVOCATIONS: JsonTable = TableDefinition::new("revocations");
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const SCHEMA_VERSION: &str = "1";
@@ -286,6 +289,72 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+
+    async fn put_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        let key = revocation.key();
+        let json = encode("revocation", &key, revocation)?;
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(REVOCATIONS).map_err(backend)?;
+                table
+                    .insert(key.as_str(), json.as_slice())
+                    .map_err(backend)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete_revocation(&self, key: &str) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(REVOCATIONS).map_err(backend)?;
+                let removed = table.remove(key.as_str()).map_err(backend)?.is_some();
+                Ok(removed)
+            })
+        })
+        .await
+    }
+
+    async fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        self.run(|db| read_all(db, REVOCATIONS, "revocation")).await
+    }
+
+    async fn prune_revocations(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(REVOCATIONS).map_err(backend)?;
+                let mut expired = Vec::new();
+                for row in table.iter().map_err(backend)? {
+                    let (key, value) = row.map_err(backend)?;
+                    let revocation: Revocation = decode("revocation", key.value(), value.value())?;
+                    if revocation.is_expired(now) {
+                        expired.push(key.value().to_owned());
+                    }
+                }
+                for key in &expired {
+                    table.remove(key.as_str()).map_err(backend)?;
+                }
+                Ok(expired)
+            })
+        })
+        .await
+    }
+
+    /// One replica: there is nobody to publish to.
+    async fn publish_replica(&self, _replica: &ReplicaRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// One replica: its own keys are served from memory.
+    async fn live_replicas(&self, _now: i64) -> Result<Vec<ReplicaRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded {}", self.path.display())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -368,7 +437,7 @@ fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
                 }
             }
         }
-        for table in [ENTRIES, JOIN_TOKENS, USAGE] {
+        for table in [ENTRIES, JOIN_TOKENS, USAGE, REVOCATIONS] {
             txn.open_table(table).map_err(backend)?;
         }
         txn.open_table(SPIFFE_IDS).map_err(backend)?;
@@ -1242,5 +1311,50 @@ mod tests {
             store.usage().await.unwrap(),
             vec![record(&worker, NOW + 5, 1)]
         );
+    }
+
+    #[tokio::test]
+    async fn revocations_are_kept_replaced_and_pruned_when_expired() {
+        use mayfly_sdk::revocation::RevocationKind;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EmbeddedStore::FILE_NAME);
+        let store = EmbeddedStore::open(&path).unwrap();
+        let token = Revocation::new(RevocationKind::Jti, "t1", NOW, Some(NOW + 60)).unwrap();
+        let serial = Revocation::new(RevocationKind::Serial, "ab", NOW, Some(NOW + 10)).unwrap();
+        let mut entry =
+            Revocation::new(RevocationKind::Entry, "0123456789abcdef", NOW, None).unwrap();
+        entry.subjects = vec!["spiffe://example.org/a".parse().unwrap()];
+        for revocation in [&token, &serial, &entry] {
+            store.put_revocation(revocation).await.unwrap();
+        }
+        // Replacing by key keeps one record.
+        let mut lifted = entry.clone();
+        lifted.expires_at = Some(NOW + 30);
+        store.put_revocation(&lifted).await.unwrap();
+        let keys = |all: Vec<Revocation>| all.iter().map(Revocation::key).collect::<Vec<_>>();
+        assert_eq!(
+            keys(store.list_revocations().await.unwrap()),
+            vec!["entry:0123456789abcdef", "jti:t1", "serial:ab"]
+        );
+        // Durable across reopening.
+        drop(store);
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert!(store.list_revocations().await.unwrap().contains(&lifted));
+
+        assert_eq!(
+            store.prune_revocations(NOW + 9).await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.prune_revocations(NOW + 30).await.unwrap(),
+            vec!["entry:0123456789abcdef".to_owned(), "serial:ab".to_owned()]
+        );
+        assert_eq!(
+            keys(store.list_revocations().await.unwrap()),
+            vec!["jti:t1"]
+        );
+        assert!(store.delete_revocation("jti:t1").await.unwrap());
+        assert!(!store.delete_revocation("jti:t1").await.unwrap());
+        assert!(store.list_revocations().await.unwrap().is_empty());
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! [`Store`] is the backend-neutral interface the broker talks to.
 //! [`EmbeddedStore`] keeps everything in one ACID file in the data directory
-//! (the single-replica default); a Redis backend serves several replicas.
+//! (the single-replica default); [`RedisStore`] keeps it on a Redis server
+//! that several replicas share, and tells each of them what the others
+//! change ([`Store::subscribe`]).
 //!
 //! The hot path never waits on the store: the broker loads entries into an
 //! in-process index and batches usage writes. What must be atomic is atomic
@@ -22,12 +24,15 @@
 //! ```
 
 mod embedded;
+mod redis;
 
 use serde::{Deserialize, Serialize};
 
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
 use crate::policy::{Entry, EntryId};
+use mayfly_sdk::revocation::Revocation;
 
+pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
 
 /// Where the broker keeps entries, join tokens and usage.
@@ -178,6 +183,110 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// [`StoreError::Unavailable`].
     async fn prune_one_time(&self, now: i64) -> Result<usize, StoreError>;
+
+    /// Saves a revocation, replacing the one with the same key
+    /// (`kind:value`). Durable when it returns.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`].
+    async fn put_revocation(&self, revocation: &Revocation) -> Result<(), StoreError>;
+
+    /// Deletes the revocation with this key; `false` if there was none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`].
+    async fn delete_revocation(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Every saved revocation, expired or not, in key order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Deletes the revocations that have expired at `now` (they cover no
+    /// live credential); returns their keys.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn prune_revocations(&self, now: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Publishes (or refreshes) this replica's public keys, so that every
+    /// replica serves the union. The record is live until `keep_until`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`].
+    async fn publish_replica(&self, replica: &ReplicaRecord) -> Result<(), StoreError>;
+
+    /// The replicas whose records are live at `now`, in id order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn live_replicas(&self, now: i64) -> Result<Vec<ReplicaRecord>, StoreError>;
+
+    /// What the store is, for status output, without secrets: `embedded
+    /// <path>` or `redis <host:port>`.
+    fn describe(&self) -> String;
+
+    /// The changes other writers make, for a store shared by several
+    /// replicas: the receiver gets a [`StoreEvent::Snapshot`] first, then
+    /// every change, heartbeats and resyncs. `None` when this process is the
+    /// only writer (the embedded store), so the local indexes are the truth.
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
+        None
+    }
+}
+
+/// A replica's public keys, as published to a shared store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    /// Stable id of the replica (kept in its data directory).
+    pub replica_id: String,
+    /// A JWKS document (JSON) of its JWT signing keys.
+    pub jwks: String,
+    /// Unix seconds of this publication.
+    pub published_at: i64,
+    /// Unix seconds until which its keys are served: past its last
+    /// heartbeat by the longest JWT lifetime, so tokens it signed keep
+    /// validating after it is gone.
+    pub keep_until: i64,
+}
+
+/// A change to shared state made by any replica (see [`Store::subscribe`]).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum StoreEvent {
+    /// The whole state: at the start, after a missed message or a
+    /// reconnect. Replaces what the subscriber holds.
+    Snapshot {
+        /// Every entry.
+        entries: Vec<Entry>,
+        /// Every revocation.
+        revocations: Vec<Revocation>,
+    },
+    /// An entry was created or updated.
+    EntryUpserted(Entry),
+    /// An entry was deleted.
+    EntryDeleted(EntryId),
+    /// A revocation was saved.
+    RevocationPut(Revocation),
+    /// A revocation was deleted (by key).
+    RevocationDeleted(String),
+    /// A replica published or refreshed its keys.
+    ReplicasChanged,
+    /// The store answered at this time (Unix milliseconds): the subscriber's
+    /// view is complete as of then.
+    Heard(i64),
+    /// The store cannot be reached; the subscriber keeps its view and ages.
+    Lost {
+        /// Why, without secrets.
+        reason: String,
+    },
 }
 
 /// How much an entry has been used: the inventory's answer to "is anything

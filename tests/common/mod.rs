@@ -565,3 +565,5 @@ impl TestBroker {
             .to_vec()
     }
 }
+
+pub mod redis;

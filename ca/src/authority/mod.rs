@@ -12,6 +12,7 @@
 //! [`CertificateAuthority::load_or_create`] parses every key once; issuing never touches the
 //! disk.
 
+mod crl;
 mod issue;
 mod load;
 mod profiles;
@@ -27,6 +28,7 @@ use crate::jwt::JwtSigner;
 use crate::keys::SigningKey;
 use crate::pem;
 
+pub use crl::{MAX_SERIAL_HEX_LEN, RevokedSerial};
 pub use issue::{IssuedX509Svid, ServerCertificate, X509SvidRequest};
 
 /// File name of the root key in the CA directory.

@@ -3,6 +3,7 @@
 
 use crate::TrustDomain;
 use crate::jwt::JwtSvidError;
+use crate::revocation::RevocationError;
 use crate::spiffe_id::{SpiffeId, SpiffeIdError};
 
 /// The text of the agent's refusal to a workload it grants nothing (the
@@ -119,6 +120,18 @@ pub enum WorkloadError {
         reason: JwtSvidError,
     },
 
+    /// A JWT-SVID with a valid signature and claims was refused by the
+    /// revocation check of a [`JwtVerifier`](super::JwtVerifier) built
+    /// [`with_revocations`](super::JwtVerifier::with_revocations): a
+    /// revocation covers it ([`RevocationError::Revoked`]), or the
+    /// revocation set is too stale to tell ([`RevocationError::Stale`]:
+    /// failing closed, worth retrying once the set is fresh again).
+    #[error("JWT-SVID refused by the revocation check: {reason}")]
+    Revoked {
+        /// Which. Part of this error's message, so not also its `source()`.
+        reason: RevocationError,
+    },
+
     /// A JWT-SVID's subject is in a trust domain the verifier has no JWT
     /// bundle for.
     #[error("no JWT bundle for trust domain {trust_domain}")]
@@ -149,9 +162,10 @@ pub enum WorkloadError {
 impl WorkloadError {
     /// Whether the same call may succeed later: `false` for the caller's
     /// bad input (InvalidArgument, an invalid endpoint, SPIFFE ID or
-    /// token) and for a closed source, `true` otherwise, including
-    /// [`NoIdentityIssued`](Self::NoIdentityIssued) (an operator may
-    /// register the workload in the meantime).
+    /// token, a revoked token) and for a closed source, `true` otherwise,
+    /// including [`NoIdentityIssued`](Self::NoIdentityIssued) (an operator
+    /// may register the workload in the meantime) and a stale revocation
+    /// set.
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
@@ -159,6 +173,9 @@ impl WorkloadError {
                 | Self::InvalidEndpoint { .. }
                 | Self::InvalidArgument { .. }
                 | Self::InvalidJwtSvid { .. }
+                | Self::Revoked {
+                    reason: RevocationError::Revoked { .. }
+                }
                 | Self::InvalidSpiffeId { .. }
                 | Self::NotAnX509Svid { .. }
                 | Self::PeerNotAuthorized { .. }
@@ -229,5 +246,30 @@ mod tests {
         );
         assert!(!WorkloadError::NoIdentityIssued.is_transient());
         assert!(WorkloadError::NoIdentityIssued.is_retryable());
+    }
+
+    #[test]
+    fn a_revoked_token_is_final_and_a_stale_set_is_not() {
+        let revoked = WorkloadError::Revoked {
+            reason: RevocationError::Revoked {
+                kind: crate::revocation::RevocationKind::Jti,
+                value: "t1".into(),
+                revoked_at: 100,
+                reason: "leaked".into(),
+            },
+        };
+        assert!(!revoked.is_retryable());
+        assert!(
+            revoked.to_string().contains("revoked (jti t1)"),
+            "{revoked}"
+        );
+        let stale = WorkloadError::Revoked {
+            reason: RevocationError::Stale {
+                age_secs: 20,
+                bound_secs: 15,
+            },
+        };
+        assert!(stale.is_retryable());
+        assert!(stale.to_string().contains("failing closed"), "{stale}");
     }
 }

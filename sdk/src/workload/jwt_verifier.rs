@@ -15,6 +15,7 @@ use super::{JwtBundles, WorkloadClient, WorkloadError};
 use crate::jwt::{
     Audience, JwtSvidError, JwtSvidValidator, ValidatedJwtSvid, insecure_decode_unverified,
 };
+use crate::revocation::RevocationWatch;
 use crate::{SpiffeId, TrustDomain};
 
 /// Verifies JWT-SVIDs locally, against JWT bundles a background task keeps
@@ -28,10 +29,14 @@ use crate::{SpiffeId, TrustDomain};
 /// update and published as a snapshot. A bundle update that cannot be used
 /// is logged and the last good bundles stay in use.
 ///
+/// Revocation is opt-in: [`with_revocations`](Self::with_revocations) adds
+/// a check against the broker's revocation set, itself lock-free and local.
+///
 /// Clones share the snapshot and the task, which stops with the last clone.
 #[derive(Clone)]
 pub struct JwtVerifier {
     inner: Arc<Inner>,
+    revocations: Option<RevocationWatch>,
 }
 
 struct Inner {
@@ -81,6 +86,7 @@ impl fmt::Debug for JwtVerifier {
             .field("generation", &validators.generation)
             .field("validators", &validators.by_trust_domain.values())
             .field("following", &self.inner.task)
+            .field("revocations", &self.revocations)
             .finish()
     }
 }
@@ -121,7 +127,31 @@ impl JwtVerifier {
         });
         Ok(JwtVerifier {
             inner: Arc::new(Inner { shared, task }),
+            revocations: None,
         })
+    }
+
+    /// Also refuses tokens that the broker has revoked, as `revocations`
+    /// (which follows the broker's revocation stream) knows them: after
+    /// the signature and claims hold, the token is checked by its `jti`,
+    /// and by its subject against entry, SPIFFE ID and agent revocations
+    /// that cover tokens issued (`iat`) at or before them.
+    ///
+    /// Fails closed: while the revocation set has not heard from the broker
+    /// for longer than its staleness bound, every token is refused
+    /// ([`WorkloadError::Revoked`] with
+    /// [`RevocationError::Stale`](crate::revocation::RevocationError::Stale)).
+    /// The check stays local and lock-free. The verifier keeps the watch,
+    /// and so its background task, alive; clones made after this call
+    /// share it, clones made before do not check revocation.
+    pub fn with_revocations(mut self, revocations: RevocationWatch) -> Self {
+        self.revocations = Some(revocations);
+        self
+    }
+
+    /// The revocations this verifier checks, if any.
+    pub fn revocations(&self) -> Option<&RevocationWatch> {
+        self.revocations.as_ref()
     }
 
     /// Verifies `token` for `audience` now (the system clock).
@@ -134,26 +164,41 @@ impl JwtVerifier {
         token: &str,
         audience: &Audience,
     ) -> Result<ValidatedJwtSvid, WorkloadError> {
-        self.verify_at(token, audience, unix_now())
+        self.verify_at_ms(token, audience, unix_now_ms())
     }
 
     /// Verifies `token` for `audience` at `now_unix` (Unix seconds).
     ///
     /// The subject is read before the signature is checked, only to choose
     /// the trust domain's keys; the validator then checks everything,
-    /// the subject's trust domain included.
+    /// the subject's trust domain included. With
+    /// [`with_revocations`](Self::with_revocations), the revocation check
+    /// comes last, its freshness judged at the start of `now_unix`.
     ///
     /// # Errors
     ///
     /// [`WorkloadError::InvalidJwtSvid`] with the first failed check
     /// (malformed, disallowed algorithm, unknown `kid`, bad signature,
     /// expired, wrong audience …); [`WorkloadError::UnknownTrustDomain`]
-    /// when no JWT bundle of the subject's trust domain is known.
+    /// when no JWT bundle of the subject's trust domain is known;
+    /// [`WorkloadError::Revoked`] when a revocation covers the token or
+    /// the revocation set is stale.
     pub fn verify_at(
         &self,
         token: &str,
         audience: &Audience,
         now_unix: i64,
+    ) -> Result<ValidatedJwtSvid, WorkloadError> {
+        self.verify_at_ms(token, audience, now_unix.saturating_mul(1000))
+    }
+
+    /// [`verify_at`](Self::verify_at) with the clock in milliseconds, so
+    /// that the revocation set's freshness is judged finely.
+    fn verify_at_ms(
+        &self,
+        token: &str,
+        audience: &Audience,
+        now_ms: i64,
     ) -> Result<ValidatedJwtSvid, WorkloadError> {
         let invalid = |reason| WorkloadError::InvalidJwtSvid { reason };
         let trust_domain = claimed_subject(token).map_err(invalid)?.trust_domain();
@@ -163,12 +208,22 @@ impl JwtVerifier {
             .get(&trust_domain)
             .ok_or(WorkloadError::UnknownTrustDomain { trust_domain })?;
         let validated = validator
-            .validate(token, audience, now_unix)
+            .validate(token, audience, now_ms.div_euclid(1000))
             .map_err(invalid)?;
-        // Revocation hook: the revocation set streamed to relying parties
-        // (a later issue) is consulted here, after the signature and claims
-        // hold and before the token is accepted: a revoked `jti`, SPIFFE ID
-        // or entry fails with its own error variant.
+        // Looked up only once the token is genuine: a forged one is refused
+        // as invalid, never as revoked, so the answer tells a forger
+        // nothing about the set.
+        if let Some(revocations) = &self.revocations {
+            revocations
+                .set()
+                .check_jwt_ms(
+                    &validated.spiffe_id,
+                    validated.jti.as_deref(),
+                    validated.issued_at,
+                    now_ms,
+                )
+                .map_err(|reason| WorkloadError::Revoked { reason })?;
+        }
         Ok(validated)
     }
 
@@ -187,6 +242,22 @@ impl JwtVerifier {
     /// Whether the background task is still following the agent.
     pub fn is_following(&self) -> bool {
         self.inner.task.is_running()
+    }
+
+    /// A verifier with fixed bundles and no agent, for tests elsewhere in
+    /// the crate.
+    #[cfg(test)]
+    pub(crate) fn with_fixed_bundles(bundles: JwtBundles) -> Result<Self, WorkloadError> {
+        let (_, updates) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            validators: ArcSwap::from_pointee(Validators::new(0, bundles)?),
+            updates,
+        });
+        let task = TaskGuard::spawn(|cancel| async move { cancel.cancelled().await });
+        Ok(JwtVerifier {
+            inner: Arc::new(Inner { shared, task }),
+            revocations: None,
+        })
     }
 }
 
@@ -226,8 +297,8 @@ fn claimed_subject(token: &str) -> Result<SpiffeId, JwtSvidError> {
     }
 }
 
-fn unix_now() -> i64 {
+fn unix_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

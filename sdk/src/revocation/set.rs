@@ -1,0 +1,588 @@
+//! [`RevocationSet`]: the in-process revocation index.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::{Revocation, RevocationKind};
+use crate::SpiffeId;
+
+/// Why a credential did not pass the revocation check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevocationError {
+    /// A revocation covers it.
+    #[error("revoked ({kind} {value}) at {revoked_at}: {reason}")]
+    Revoked {
+        /// The revocation's kind.
+        kind: RevocationKind,
+        /// Its value.
+        value: String,
+        /// Unix seconds.
+        revoked_at: i64,
+        /// The operator's reason.
+        reason: String,
+    },
+    /// The index has not heard from its source for longer than its bound:
+    /// it cannot say whether the credential was revoked since.
+    #[error(
+        "revocation data is stale: last heard from its source {age_secs} s ago (bound {bound_secs} s); failing closed"
+    )]
+    Stale {
+        /// Seconds since the source was last heard (`i64::MAX` if never).
+        age_secs: i64,
+        /// The configured bound.
+        bound_secs: u64,
+    },
+}
+
+impl RevocationError {
+    fn revoked(revocation: &Revocation) -> Self {
+        RevocationError::Revoked {
+            kind: revocation.kind,
+            value: revocation.value.clone(),
+            revoked_at: revocation.revoked_at,
+            reason: revocation.reason.clone(),
+        }
+    }
+}
+
+/// One change to the set, as [`RevocationSet::subscribe`] delivers it.
+#[derive(Debug, Clone)]
+pub enum RevocationChange {
+    /// The whole set was replaced (a resync).
+    Full(Arc<Vec<Arc<Revocation>>>),
+    /// Added or replaced.
+    Upserted(Arc<Revocation>),
+    /// Lifted or expired, by key.
+    Removed(String),
+}
+
+type Map = papaya::HashMap<Box<str>, Arc<Revocation>>;
+type Covers = papaya::HashMap<Box<str>, Arc<[Arc<Revocation>]>>;
+
+/// The revocation index.
+///
+/// Lookups take no lock: each kind lives in a lock-free hash map
+/// ([`papaya`]). Writers are serialised by a mutex, so the subject index
+/// (SPIFFE ID → identity revocations covering it) stays consistent.
+///
+/// The set records when it last heard from its source. With a staleness
+/// bound, every check fails closed with [`RevocationError::Stale`] once the
+/// source has been silent for longer than the bound.
+#[derive(Debug)]
+pub struct RevocationSet {
+    tokens: Map,
+    serials: Map,
+    identities: Map,
+    subjects: Covers,
+    writer: Mutex<()>,
+    changes: broadcast::Sender<RevocationChange>,
+    last_heard_ms: AtomicI64,
+    bound: Option<Duration>,
+}
+
+impl RevocationSet {
+    /// An index that is its own source of truth (a single broker on the
+    /// embedded store): never stale.
+    pub fn authoritative() -> Self {
+        Self::build(None)
+    }
+
+    /// An index fed by a remote source. Checks fail closed once it has not
+    /// heard from the source (see [`mark_heard`](Self::mark_heard)) for
+    /// longer than `bound`; until the first word it is stale.
+    pub fn following(bound: Duration) -> Self {
+        Self::build(Some(bound))
+    }
+
+    fn build(bound: Option<Duration>) -> Self {
+        let (changes, _) = broadcast::channel(1024);
+        RevocationSet {
+            tokens: Map::new(),
+            serials: Map::new(),
+            identities: Map::new(),
+            subjects: Covers::new(),
+            writer: Mutex::new(()),
+            changes,
+            last_heard_ms: AtomicI64::new(i64::MIN),
+            bound,
+        }
+    }
+
+    /// The staleness bound, if the set follows a remote source.
+    pub fn staleness_bound(&self) -> Option<Duration> {
+        self.bound
+    }
+
+    /// Records that the source answered at `unix_ms` (never moves back).
+    pub fn mark_heard(&self, unix_ms: i64) {
+        self.last_heard_ms.fetch_max(unix_ms, Ordering::AcqRel);
+    }
+
+    /// When the source last answered, Unix milliseconds; `None` if never.
+    /// Always `now` for an authoritative set.
+    pub fn last_heard_ms(&self) -> Option<i64> {
+        match self.last_heard_ms.load(Ordering::Acquire) {
+            i64::MIN => None,
+            at => Some(at),
+        }
+    }
+
+    /// `Ok` if the set is fresh enough at `now_ms` to answer.
+    ///
+    /// # Errors
+    ///
+    /// [`RevocationError::Stale`].
+    pub fn check_fresh(&self, now_ms: i64) -> Result<(), RevocationError> {
+        let Some(bound) = self.bound else {
+            return Ok(());
+        };
+        let bound_ms = i64::try_from(bound.as_millis()).unwrap_or(i64::MAX);
+        let age_ms = match self.last_heard_ms() {
+            Some(at) => now_ms.saturating_sub(at),
+            None => i64::MAX,
+        };
+        if age_ms > bound_ms {
+            return Err(RevocationError::Stale {
+                age_secs: if age_ms == i64::MAX {
+                    i64::MAX
+                } else {
+                    age_ms / 1000
+                },
+                bound_secs: bound.as_secs(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a JWT-SVID: freshness, its `jti`, then its subject (covered
+    /// when `issued_at` is at or before the revocation, or absent). `now` is
+    /// Unix seconds.
+    ///
+    /// # Errors
+    ///
+    /// [`RevocationError`].
+    pub fn check_jwt(
+        &self,
+        subject: &SpiffeId,
+        jti: Option<&str>,
+        issued_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), RevocationError> {
+        self.check_fresh(now.saturating_mul(1000))?;
+        if let Some(jti) = jti
+            && let Some(revocation) = self.tokens.pin().get(jti)
+            && !revocation.is_expired(now)
+        {
+            return Err(RevocationError::revoked(revocation));
+        }
+        self.check_subject(subject, issued_at, now)
+    }
+
+    /// Like [`check_jwt`](Self::check_jwt), with the clock read in
+    /// milliseconds so that freshness is judged finely.
+    ///
+    /// # Errors
+    ///
+    /// [`RevocationError`].
+    pub fn check_jwt_ms(
+        &self,
+        subject: &SpiffeId,
+        jti: Option<&str>,
+        issued_at: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), RevocationError> {
+        self.check_fresh(now_ms)?;
+        let now = now_ms.div_euclid(1000);
+        if let Some(jti) = jti
+            && let Some(revocation) = self.tokens.pin().get(jti)
+            && !revocation.is_expired(now)
+        {
+            return Err(RevocationError::revoked(revocation));
+        }
+        self.check_subject(subject, issued_at, now)
+    }
+
+    /// Checks an X509-SVID: freshness, its serial (canonical hex, see
+    /// [`serial_from_bytes`](super::serial_from_bytes)), then its subject
+    /// against `not_before`.
+    ///
+    /// # Errors
+    ///
+    /// [`RevocationError`].
+    pub fn check_x509(
+        &self,
+        subject: &SpiffeId,
+        serial: &str,
+        not_before: i64,
+        now: i64,
+    ) -> Result<(), RevocationError> {
+        self.check_fresh(now.saturating_mul(1000))?;
+        if let Some(revocation) = self.serials.pin().get(serial)
+            && !revocation.is_expired(now)
+        {
+            return Err(RevocationError::revoked(revocation));
+        }
+        self.check_subject(subject, Some(not_before), now)
+    }
+
+    fn check_subject(
+        &self,
+        subject: &SpiffeId,
+        issued_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), RevocationError> {
+        let subjects = self.subjects.pin();
+        let Some(covers) = subjects.get(subject.as_str()) else {
+            return Ok(());
+        };
+        for revocation in covers.iter() {
+            if revocation.is_expired(now) {
+                continue;
+            }
+            let covered = revocation.blocks_minting()
+                || issued_at.is_none_or(|issued| issued <= revocation.revoked_at);
+            if covered {
+                return Err(RevocationError::revoked(revocation));
+            }
+        }
+        Ok(())
+    }
+
+    /// The revocation that stops minting for `subject` now, if any. Does not
+    /// look at freshness: minting from a stale index is the caller's call.
+    pub fn minting_blocked(&self, subject: &SpiffeId) -> Option<Arc<Revocation>> {
+        let subjects = self.subjects.pin();
+        subjects
+            .get(subject.as_str())?
+            .iter()
+            .find(|r| r.blocks_minting())
+            .cloned()
+    }
+
+    /// The revocation with this kind and value, if any.
+    pub fn get(&self, kind: RevocationKind, value: &str) -> Option<Arc<Revocation>> {
+        if kind.is_identity() {
+            self.identities
+                .pin()
+                .get(super::key(kind, value).as_str())
+                .cloned()
+        } else {
+            self.map(kind).pin().get(value).cloned()
+        }
+    }
+
+    /// How many revocations it holds.
+    pub fn len(&self) -> usize {
+        self.tokens.len() + self.serials.len() + self.identities.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every revocation, in no particular order.
+    pub fn snapshot(&self) -> Vec<Arc<Revocation>> {
+        let mut all = Vec::with_capacity(self.len());
+        for map in [&self.tokens, &self.serials, &self.identities] {
+            all.extend(map.pin().values().cloned());
+        }
+        all
+    }
+
+    /// The current set and a receiver of every change after it, taken
+    /// together so that nothing falls between them.
+    pub fn subscribe(&self) -> (Vec<Arc<Revocation>>, broadcast::Receiver<RevocationChange>) {
+        let _writer = self.lock();
+        (self.snapshot(), self.changes.subscribe())
+    }
+
+    /// Adds or replaces a revocation (by kind and value).
+    pub fn upsert(&self, revocation: Revocation) {
+        let revocation = Arc::new(revocation);
+        let _writer = self.lock();
+        self.insert_locked(revocation.clone());
+        let _ = self.changes.send(RevocationChange::Upserted(revocation));
+    }
+
+    /// Removes the revocation with this kind and value; returns it.
+    pub fn remove(&self, kind: RevocationKind, value: &str) -> Option<Arc<Revocation>> {
+        let _writer = self.lock();
+        let removed = self.remove_locked(kind, value)?;
+        let _ = self.changes.send(RevocationChange::Removed(removed.key()));
+        Some(removed)
+    }
+
+    /// Removes the revocation with this `kind:value` key; returns it.
+    pub fn remove_key(&self, key: &str) -> Option<Arc<Revocation>> {
+        let (kind, value) = key.split_once(':')?;
+        self.remove(kind.parse().ok()?, value)
+    }
+
+    /// Replaces the whole set (a resync).
+    pub fn replace_all(&self, revocations: impl IntoIterator<Item = Revocation>) {
+        let _writer = self.lock();
+        for map in [&self.tokens, &self.serials, &self.identities] {
+            map.pin().clear();
+        }
+        self.subjects.pin().clear();
+        let mut all = Vec::new();
+        for revocation in revocations {
+            let revocation = Arc::new(revocation);
+            self.insert_locked(revocation.clone());
+            all.push(revocation);
+        }
+        let _ = self.changes.send(RevocationChange::Full(Arc::new(all)));
+    }
+
+    /// Drops every revocation that has expired at `now`; returns their keys.
+    pub fn prune(&self, now: i64) -> Vec<String> {
+        let expired: Vec<Arc<Revocation>> = self
+            .snapshot()
+            .into_iter()
+            .filter(|r| r.is_expired(now))
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|r| self.remove(r.kind, &r.value).map(|r| r.key()))
+            .collect()
+    }
+
+    fn map(&self, kind: RevocationKind) -> &Map {
+        match kind {
+            RevocationKind::Jti => &self.tokens,
+            RevocationKind::Serial => &self.serials,
+            _ => &self.identities,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere cannot leave it torn.
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn insert_locked(&self, revocation: Arc<Revocation>) {
+        if revocation.kind.is_identity() {
+            // Identity revocations of different kinds may share a value (an
+            // agent revoked as agent and as SPIFFE ID): key by the full key.
+            let key: Box<str> = revocation.key().into();
+            if let Some(old) = self.identities.pin().insert(key, revocation.clone()) {
+                self.uncover(old);
+            }
+            self.cover(&revocation);
+        } else {
+            self.map(revocation.kind)
+                .pin()
+                .insert(revocation.value.as_str().into(), revocation);
+        }
+    }
+
+    fn remove_locked(&self, kind: RevocationKind, value: &str) -> Option<Arc<Revocation>> {
+        if kind.is_identity() {
+            let key = super::key(kind, value);
+            let removed = self.identities.pin().remove(key.as_str()).cloned()?;
+            self.uncover(&removed);
+            Some(removed)
+        } else {
+            self.map(kind).pin().remove(value).cloned()
+        }
+    }
+
+    fn cover(&self, revocation: &Arc<Revocation>) {
+        let subjects = self.subjects.pin();
+        for subject in &revocation.subjects {
+            let mut list: Vec<Arc<Revocation>> = subjects
+                .get(subject.as_str())
+                .map(|l| {
+                    l.iter()
+                        .filter(|r| r.key() != revocation.key())
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            list.push(revocation.clone());
+            subjects.insert(subject.as_str().into(), list.into());
+        }
+    }
+
+    fn uncover(&self, revocation: &Revocation) {
+        let subjects = self.subjects.pin();
+        let key = revocation.key();
+        for subject in &revocation.subjects {
+            let Some(list) = subjects.get(subject.as_str()) else {
+                continue;
+            };
+            let rest: Vec<Arc<Revocation>> =
+                list.iter().filter(|r| r.key() != key).cloned().collect();
+            if rest.is_empty() {
+                subjects.remove(subject.as_str());
+            } else {
+                subjects.insert(subject.as_str().into(), rest.into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(text: &str) -> SpiffeId {
+        text.parse().unwrap()
+    }
+
+    fn identity(kind: RevocationKind, value: &str, subjects: &[&str], at: i64) -> Revocation {
+        let mut revocation = Revocation::new(kind, value, at, None).unwrap();
+        revocation.subjects = subjects.iter().map(|s| id(s)).collect();
+        revocation.reason = "compromised".into();
+        revocation
+    }
+
+    #[test]
+    fn jti_and_serial_revocations_cover_only_their_credential_until_expiry() {
+        let set = RevocationSet::authoritative();
+        let sub = id("spiffe://example.org/a");
+        set.upsert(Revocation::new(RevocationKind::Jti, "t1", 100, Some(200)).unwrap());
+        set.upsert(Revocation::new(RevocationKind::Serial, "0A:FF", 100, Some(200)).unwrap());
+        assert!(set.check_jwt(&sub, Some("t1"), Some(50), 150).is_err());
+        assert!(set.check_jwt(&sub, Some("t2"), Some(50), 150).is_ok());
+        assert!(set.check_x509(&sub, "aff", 50, 150).is_err());
+        assert!(set.check_x509(&sub, "abf", 50, 150).is_ok());
+        // Expired revocations cover nothing, and prune drops them.
+        assert!(set.check_jwt(&sub, Some("t1"), Some(50), 200).is_ok());
+        assert_eq!(set.len(), 2);
+        let mut pruned = set.prune(200);
+        pruned.sort();
+        assert_eq!(pruned, vec!["jti:t1".to_owned(), "serial:aff".to_owned()]);
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn identity_revocations_cover_credentials_issued_before_and_block_minting() {
+        let set = RevocationSet::authoritative();
+        let sub = id("spiffe://example.org/a");
+        let other = id("spiffe://example.org/b");
+        set.upsert(identity(
+            RevocationKind::Entry,
+            "e1",
+            &["spiffe://example.org/a"],
+            100,
+        ));
+        let err = set.check_jwt(&sub, Some("t"), Some(100), 150).unwrap_err();
+        assert!(matches!(
+            err,
+            RevocationError::Revoked {
+                kind: RevocationKind::Entry,
+                ..
+            }
+        ));
+        // While in force it covers everything of the subject, even newer.
+        assert!(set.check_jwt(&sub, Some("t"), Some(120), 150).is_err());
+        assert!(set.check_jwt(&other, Some("t"), Some(90), 150).is_ok());
+        assert!(set.minting_blocked(&sub).is_some());
+        assert!(set.minting_blocked(&other).is_none());
+
+        // Lifted: minting resumes, older credentials stay covered until expiry.
+        let mut lifted = identity(
+            RevocationKind::Entry,
+            "e1",
+            &["spiffe://example.org/a"],
+            100,
+        );
+        lifted.expires_at = Some(500);
+        set.upsert(lifted);
+        assert!(set.minting_blocked(&sub).is_none());
+        assert!(set.check_jwt(&sub, None, Some(100), 150).is_err());
+        assert!(
+            set.check_jwt(&sub, None, None, 150).is_err(),
+            "no iat: covered"
+        );
+        assert!(set.check_jwt(&sub, None, Some(101), 150).is_ok());
+        assert!(set.check_x509(&sub, "1", 99, 150).is_err());
+        assert!(set.check_x509(&sub, "1", 101, 150).is_ok());
+        assert!(set.check_jwt(&sub, None, Some(100), 500).is_ok());
+        assert_eq!(set.prune(500), vec!["entry:e1".to_owned()]);
+        assert!(set.is_empty());
+    }
+
+    #[test]
+    fn two_revocations_of_one_subject_are_both_kept() {
+        let set = RevocationSet::authoritative();
+        let sub = id("spiffe://example.org/w");
+        set.upsert(identity(
+            RevocationKind::Entry,
+            "e1",
+            &["spiffe://example.org/w"],
+            100,
+        ));
+        set.upsert(identity(
+            RevocationKind::Agent,
+            "spiffe://example.org/node",
+            &["spiffe://example.org/node", "spiffe://example.org/w"],
+            100,
+        ));
+        assert!(set.remove(RevocationKind::Entry, "e1").is_some());
+        assert!(
+            set.minting_blocked(&sub).is_some(),
+            "the agent's still covers it"
+        );
+        assert!(set.remove_key("agent:spiffe://example.org/node").is_some());
+        assert!(set.minting_blocked(&sub).is_none());
+        assert!(set.check_jwt(&sub, None, Some(1), 150).is_ok());
+        assert!(set.remove(RevocationKind::Entry, "e1").is_none());
+    }
+
+    #[test]
+    fn a_following_set_fails_closed_when_its_source_is_silent() {
+        let set = RevocationSet::following(Duration::from_secs(15));
+        let sub = id("spiffe://example.org/a");
+        assert!(matches!(
+            set.check_jwt(&sub, None, Some(1), 100),
+            Err(RevocationError::Stale { .. })
+        ));
+        set.mark_heard(100_000);
+        assert!(set.check_jwt(&sub, None, Some(1), 110).is_ok());
+        assert!(set.check_jwt(&sub, None, Some(1), 115).is_ok());
+        let err = set.check_jwt(&sub, None, Some(1), 116).unwrap_err();
+        assert_eq!(
+            err,
+            RevocationError::Stale {
+                age_secs: 16,
+                bound_secs: 15
+            }
+        );
+        assert!(err.to_string().contains("failing closed"));
+        // Heard again: fresh again. An older heartbeat does not move it back.
+        set.mark_heard(116_000);
+        set.mark_heard(1_000);
+        assert!(set.check_jwt(&sub, None, Some(1), 120).is_ok());
+        assert!(RevocationSet::authoritative().check_fresh(i64::MAX).is_ok());
+    }
+
+    #[test]
+    fn subscribers_see_the_set_then_every_change() {
+        let set = RevocationSet::authoritative();
+        set.upsert(Revocation::new(RevocationKind::Jti, "t1", 1, Some(10)).unwrap());
+        let (snapshot, mut changes) = set.subscribe();
+        assert_eq!(snapshot.len(), 1);
+        set.upsert(Revocation::new(RevocationKind::Jti, "t2", 1, Some(10)).unwrap());
+        set.remove(RevocationKind::Jti, "t1");
+        set.replace_all(Vec::new());
+        assert!(
+            matches!(changes.try_recv().unwrap(), RevocationChange::Upserted(r) if r.value == "t2")
+        );
+        assert!(
+            matches!(changes.try_recv().unwrap(), RevocationChange::Removed(k) if k == "jti:t1")
+        );
+        assert!(
+            matches!(changes.try_recv().unwrap(), RevocationChange::Full(all) if all.is_empty())
+        );
+        assert!(set.is_empty());
+    }
+}

@@ -1,0 +1,301 @@
+//! Several replicas on one shared store.
+//!
+//! Each replica keeps its own intermediate CA and JWT signing key under the
+//! shared root. Two background tasks tie the replicas together:
+//!
+//! - [`follow`] applies the store's change feed ([`StoreEvent`]) to this
+//!   replica's in-process indexes (entries and revocations) and records
+//!   every heartbeat in the revocation index, which fails closed once it
+//!   has not heard from the store for longer than its staleness bound;
+//! - [`publish_keys`] publishes this replica's public JWT keys to the store
+//!   and serves the union of every live replica's keys, so a token minted
+//!   by one replica validates on all of them.
+//!
+//! With the embedded store there is one replica: the store has no change
+//! feed and no other replicas, and neither task has anything to do.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use mayfly_ca::CertificateAuthority;
+use mayfly_sdk::TrustDomain;
+use mayfly_sdk::bundle::{JwtAuthority, SpiffeBundle};
+use mayfly_sdk::revocation::RevocationSet;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::bundle::BundlePublisher;
+use crate::clock::Clock;
+use crate::mint::{Minter, UsageTracker};
+use crate::policy::{EntryIndex, HARD_TTL_CAP};
+use crate::store::{ReplicaRecord, Store, StoreEvent};
+
+/// How often a replica republishes its keys and re-reads the others'.
+pub const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The file in the data directory that holds this replica's id.
+pub const REPLICA_ID_FILE: &str = "replica-id";
+
+/// This replica's id and the replicas it currently serves keys for.
+#[derive(Debug)]
+pub struct Replicas {
+    id: String,
+    live: ArcSwap<Vec<String>>,
+}
+
+impl Replicas {
+    /// This replica, alone so far.
+    pub fn new(id: String) -> Self {
+        let live = ArcSwap::from_pointee(vec![id.clone()]);
+        Replicas { id, live }
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The replicas whose keys are served, in id order.
+    pub fn live(&self) -> Vec<String> {
+        self.live.load().as_ref().clone()
+    }
+}
+
+/// Reads this replica's id from the data directory, creating a random one
+/// on first start.
+///
+/// # Errors
+///
+/// A message naming the file if it cannot be read or written, or holds
+/// something that is not an id.
+pub fn load_or_create_id(data_dir: &Path) -> Result<String, String> {
+    let path = data_dir.join(REPLICA_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(id.to_owned())
+            } else {
+                Err(format!(
+                    "{} does not hold a replica id (16 hex digits)",
+                    path.display()
+                ))
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 8];
+            aws_lc_rs::rand::fill(&mut bytes)
+                .map_err(|_| "the system random generator failed".to_owned())?;
+            let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            mayfly_ca::files::write_public_atomic(&path, format!("{id}\n").as_bytes())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(id)
+        }
+        Err(error) => Err(format!("{}: {error}", path.display())),
+    }
+}
+
+/// Applies the store's change feed to the in-process indexes until the feed
+/// ends or `cancel` fires. `replicas_changed` is notified when another
+/// replica published keys.
+pub async fn follow(
+    mut events: mpsc::Receiver<StoreEvent>,
+    entries: Arc<EntryIndex>,
+    revocations: Arc<RevocationSet>,
+    usage: Arc<UsageTracker>,
+    replicas_changed: Arc<Notify>,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) {
+    let mut lost = false;
+    loop {
+        let event = tokio::select! {
+            () = cancel.cancelled() => return,
+            event = events.recv() => event,
+        };
+        let Some(event) = event else {
+            tracing::error!("the store's change feed ended; revocation data will go stale");
+            return;
+        };
+        let now_ms = crate::clock::unix_millis(clock.now());
+        apply(
+            &event,
+            &entries,
+            &revocations,
+            &usage,
+            &replicas_changed,
+            now_ms,
+        );
+        match event {
+            StoreEvent::Lost { reason } if !lost => {
+                lost = true;
+                tracing::warn!(%reason, "lost the shared store; serving from local state until the staleness bound");
+            }
+            StoreEvent::Heard(_) if lost => {
+                lost = false;
+                tracing::info!("the shared store is back");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Applies one event received at `now_ms` (this replica's clock: freshness
+/// is judged by the clock that checks it).
+pub fn apply(
+    event: &StoreEvent,
+    entries: &EntryIndex,
+    revocations: &RevocationSet,
+    usage: &UsageTracker,
+    replicas_changed: &Notify,
+    now_ms: i64,
+) {
+    match event {
+        StoreEvent::Snapshot {
+            entries: all,
+            revocations: revoked,
+        } => {
+            entries.replace_all(all.iter().cloned());
+            revocations.replace_all(revoked.iter().cloned());
+            replicas_changed.notify_one();
+        }
+        StoreEvent::EntryUpserted(entry) => entries.upsert(entry.clone()),
+        StoreEvent::EntryDeleted(id) => {
+            entries.remove(id);
+            usage.forget(id);
+        }
+        StoreEvent::RevocationPut(revocation) => revocations.upsert(revocation.clone()),
+        StoreEvent::RevocationDeleted(key) => {
+            revocations.remove_key(key);
+        }
+        StoreEvent::ReplicasChanged => replicas_changed.notify_one(),
+        StoreEvent::Heard(_) => revocations.mark_heard(now_ms),
+        StoreEvent::Lost { .. } => {}
+        #[allow(unreachable_patterns)]
+        _ => {}
+    }
+}
+
+/// Publishes this replica's JWT keys and serves the union of every live
+/// replica's.
+#[derive(Debug)]
+pub struct KeyPublisher {
+    /// The shared store.
+    pub store: Arc<dyn Store>,
+    /// This replica's CA (its JWT key).
+    pub ca: Arc<CertificateAuthority>,
+    /// The served bundle.
+    pub bundle: Arc<BundlePublisher>,
+    /// The validator the mint path uses.
+    pub minter: Arc<Minter>,
+    /// Who is live.
+    pub replicas: Arc<Replicas>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The JWT validation leeway: keys are kept that much longer.
+    pub leeway: Duration,
+}
+
+impl KeyPublisher {
+    /// Publishes this replica's keys, then serves the union of the live
+    /// replicas' keys.
+    ///
+    /// # Errors
+    ///
+    /// A message if the store cannot be reached or a record is unusable; the
+    /// keys served so far stay.
+    pub async fn refresh(&self) -> Result<(), String> {
+        let now = self.clock.unix_now();
+        let keep = i64::try_from((HARD_TTL_CAP + self.leeway + KEY_REFRESH_INTERVAL).as_secs())
+            .unwrap_or(i64::MAX);
+        let trust_domain = self.ca.trust_domain().clone();
+        let own = self.ca.jwt_signer().authority();
+        let record = ReplicaRecord {
+            replica_id: self.replicas.id.clone(),
+            jwks: jwks_json(&trust_domain, std::slice::from_ref(&own))?,
+            published_at: now,
+            keep_until: now.saturating_add(keep),
+        };
+        self.store
+            .publish_replica(&record)
+            .await
+            .map_err(|e| e.to_string())?;
+        let live = self
+            .store
+            .live_replicas(now)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut authorities = vec![own];
+        let mut ids = vec![self.replicas.id.clone()];
+        for replica in &live {
+            match parse_jwks(&trust_domain, &replica.jwks) {
+                Ok(keys) => authorities.extend(keys),
+                Err(error) => {
+                    tracing::warn!(replica = %replica.replica_id, %error, "ignoring a replica's unusable keys");
+                    continue;
+                }
+            }
+            if replica.replica_id != self.replicas.id {
+                ids.push(replica.replica_id.clone());
+            }
+        }
+        ids.sort();
+        self.replicas.live.store(Arc::new(ids));
+        if self.bundle.set_jwt_authorities(authorities)? {
+            self.minter
+                .set_jwt_authorities(&self.bundle.jwt_authorities())
+                .map_err(|e| e.to_string())?;
+            tracing::info!(
+                keys = self.bundle.jwt_authorities().len(),
+                sequence = self.bundle.current().proto.sequence,
+                "JWT keys of the live replicas changed; bundle republished"
+            );
+        }
+        Ok(())
+    }
+
+    /// Refreshes every [`KEY_REFRESH_INTERVAL`] and whenever `changed` is
+    /// notified, until `cancel` fires.
+    pub async fn run(self, changed: Arc<Notify>, cancel: CancellationToken) {
+        loop {
+            if let Err(error) = self.refresh().await {
+                tracing::warn!(%error, "cannot refresh the replicas' keys; will retry");
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = changed.notified() => {}
+                () = tokio::time::sleep(KEY_REFRESH_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+fn jwks_json(trust_domain: &TrustDomain, keys: &[JwtAuthority]) -> Result<String, String> {
+    let mut bundle = SpiffeBundle::new(trust_domain.clone());
+    bundle.jwt_authorities = keys.to_vec();
+    bundle.to_json().map_err(|e| e.to_string())
+}
+
+fn parse_jwks(trust_domain: &TrustDomain, json: &str) -> Result<Vec<JwtAuthority>, String> {
+    SpiffeBundle::parse(trust_domain.clone(), json.as_bytes())
+        .map(|bundle| bundle.jwt_authorities)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replica_id_is_made_once_and_then_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = load_or_create_id(dir.path()).unwrap();
+        assert_eq!(id.len(), 16);
+        assert_eq!(load_or_create_id(dir.path()).unwrap(), id);
+        std::fs::write(dir.path().join(REPLICA_ID_FILE), "not an id").unwrap();
+        let error = load_or_create_id(dir.path()).unwrap_err();
+        assert!(error.contains(REPLICA_ID_FILE), "{error}");
+    }
+}
