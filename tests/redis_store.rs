@@ -561,7 +561,7 @@ async fn challenges_are_taken_once() {
 // Usage
 
 #[tokio::test]
-async fn usage_keeps_absolute_counts_and_the_latest_time() {
+async fn usage_counts_add_up_across_replicas_and_the_latest_time_wins() {
     let Some(replicas) = Replicas::connect("usage").await else {
         return;
     };
@@ -580,11 +580,12 @@ async fn usage_keeps_absolute_counts_and_the_latest_time() {
     a.record_usage(&[record(&api, NOW + 10, 3), record(&worker, NOW + 5, 1)])
         .await
         .unwrap();
-    // Absolute count; the later time wins even if a batch arrives late.
+    // Replica B's mints add to A's; the later time wins even if a batch
+    // arrives late.
     b.record_usage(&[record(&api, NOW + 8, 5)]).await.unwrap();
     b.record_usage(&[]).await.unwrap();
 
-    let mut expected = vec![record(&api, NOW + 10, 5), record(&worker, NOW + 5, 1)];
+    let mut expected = vec![record(&api, NOW + 10, 8), record(&worker, NOW + 5, 1)];
     expected.sort_by(|x, y| x.entry_id.cmp(&y.entry_id));
     assert_eq!(a.usage().await.unwrap(), expected, "in entry id order");
 

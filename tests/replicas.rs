@@ -118,44 +118,15 @@ impl Replica {
     }
 
     async fn attest(&self, token: &str) -> Result<Svid, tonic::Status> {
-        let (key, csr) = mayfly::cli::keygen::new_key_and_csr().unwrap();
-        let response = self
-            .broker()
-            .await
-            .attest_and_issue(pb::AttestAndIssueRequest {
-                evidence: Some(pb::attest_and_issue_request::Evidence::JoinToken(
-                    pb::JoinTokenEvidence {
-                        token: token.into(),
-                    },
-                )),
-                csr,
-                spiffe_id: String::new(),
-            })
-            .await?
-            .into_inner();
-        Ok(common::svid_from(response, &key))
+        common::attest_via(self.broker().await, token).await
     }
 
     async fn mint(&self, svid: &Svid) -> Result<pb::MintJwtSvidResponse, tonic::Status> {
-        self.broker_as(svid)
-            .await
-            .mint_jwt_svid(pb::MintJwtSvidRequest {
-                audience: "db".into(),
-                ttl_seconds: 0,
-            })
-            .await
-            .map(tonic::Response::into_inner)
+        common::mint_via(self.broker_as(svid).await, "db", 0).await
     }
 
     async fn validate(&self, token: &str) -> Result<pb::ValidateJwtSvidResponse, tonic::Status> {
-        self.broker()
-            .await
-            .validate_jwt_svid(pb::ValidateJwtSvidRequest {
-                token: token.into(),
-                audience: "db".into(),
-            })
-            .await
-            .map(tonic::Response::into_inner)
+        common::validate_via(self.broker().await, token, "db").await
     }
 
     async fn knows_entry(&self, id: &str) -> bool {
@@ -194,17 +165,9 @@ where
 }
 
 async fn revoke(replica: &Replica, kind: &str, value: &str) -> pb::Revocation {
-    replica
-        .admin()
-        .await
-        .revoke(pb::RevokeRequest {
-            kind: kind.into(),
-            value: value.into(),
-            reason: "replica test".into(),
-        })
+    common::revoke_via(replica.admin().await, kind, value, "replica test")
         .await
         .unwrap()
-        .into_inner()
 }
 
 async fn two_replicas(

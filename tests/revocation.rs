@@ -18,16 +18,7 @@ async fn revoke(
     value: &str,
     reason: &str,
 ) -> Result<pb::Revocation, tonic::Status> {
-    broker
-        .admin()
-        .await
-        .revoke(pb::RevokeRequest {
-            kind: kind.into(),
-            value: value.into(),
-            reason: reason.into(),
-        })
-        .await
-        .map(|r| r.into_inner())
+    common::revoke_via(broker.admin().await, kind, value, reason).await
 }
 
 async fn unrevoke(
@@ -398,40 +389,6 @@ async fn http_get_bytes(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>
     (status, response[split + 4..].to_vec())
 }
 
-/// `openssl verify -crl_check` of a leaf with the CRL: (passed, output).
-fn openssl_verify_with_crl(
-    root_der: &[u8],
-    chain_der: &[Vec<u8>],
-    crl_der: &[u8],
-) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, label: &str, der: &[u8]| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, common::pem(label, der)).unwrap();
-        path
-    };
-    let root = write("root.pem", "CERTIFICATE", root_der);
-    let intermediate = write("intermediate.pem", "CERTIFICATE", &chain_der[1]);
-    let leaf = write("leaf.pem", "CERTIFICATE", &chain_der[0]);
-    let crl = write("crl.pem", "X509 CRL", crl_der);
-    let output = std::process::Command::new("openssl")
-        .args(["verify", "-crl_check", "-CAfile"])
-        .arg(&root)
-        .arg("-untrusted")
-        .arg(&intermediate)
-        .arg("-CRLfile")
-        .arg(&crl)
-        .arg(&leaf)
-        .output()
-        .expect("the openssl command is needed for these tests");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success() && text.contains(": OK"), text)
-}
-
 #[tokio::test]
 async fn the_crl_lists_revoked_serials_and_openssl_honours_it() {
     let broker = TestBroker::start().await;
@@ -442,7 +399,7 @@ async fn the_crl_lists_revoked_serials_and_openssl_honours_it() {
 
     let (status, before) = http_get_bytes(http, "/crl").await;
     assert_eq!(status, 200);
-    let (ok, text) = openssl_verify_with_crl(&root, &revoked.chain_der, &before);
+    let (ok, text) = common::openssl_verify_with_crl(&root, &revoked.chain_der, &before);
     assert!(ok, "not revoked yet: {text}");
 
     revoke(&broker, "serial", &revoked.serial, "laptop stolen")
@@ -457,9 +414,9 @@ async fn the_crl_lists_revoked_serials_and_openssl_honours_it() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (ok, text) = openssl_verify_with_crl(&root, &revoked.chain_der, &after);
+    let (ok, text) = common::openssl_verify_with_crl(&root, &revoked.chain_der, &after);
     assert!(!ok && text.contains("certificate revoked"), "{text}");
-    let (ok, text) = openssl_verify_with_crl(&root, &kept.chain_der, &after);
+    let (ok, text) = common::openssl_verify_with_crl(&root, &kept.chain_der, &after);
     assert!(ok, "the other certificate passes: {text}");
 
     // The same CRL reaches WatchRevocations subscribers.

@@ -16,6 +16,8 @@ pub struct UsageTracker {
 struct Usage {
     last_minted_at: i64,
     mint_count: u64,
+    /// Minted since the last save: what the next save adds to the store.
+    unsaved: u64,
     dirty: bool,
 }
 
@@ -30,6 +32,7 @@ impl UsageTracker {
                     Usage {
                         last_minted_at: r.last_minted_at,
                         mint_count: r.mint_count,
+                        unsaved: 0,
                         dirty: false,
                     },
                 )
@@ -46,6 +49,7 @@ impl UsageTracker {
         let usage = state.entry(entry.clone()).or_default();
         usage.last_minted_at = usage.last_minted_at.max(now);
         usage.mint_count += 1;
+        usage.unsaved += 1;
         usage.dirty = true;
     }
 
@@ -57,7 +61,8 @@ impl UsageTracker {
             .map_or((0, 0), |u| (u.last_minted_at, u.mint_count))
     }
 
-    /// Takes the records changed since the last call, to be saved.
+    /// Takes the records changed since the last call, to be saved: each
+    /// carries the count minted since the last save.
     pub fn take_dirty(&self) -> Vec<UsageRecord> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state
@@ -65,10 +70,11 @@ impl UsageTracker {
             .filter(|(_, u)| u.dirty)
             .map(|(id, u)| {
                 u.dirty = false;
+                let unsaved = std::mem::take(&mut u.unsaved);
                 UsageRecord {
                     entry_id: id.clone(),
                     last_minted_at: u.last_minted_at,
-                    mint_count: u.mint_count,
+                    mint_count: unsaved,
                 }
             })
             .collect()
@@ -79,6 +85,7 @@ impl UsageTracker {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for record in records {
             if let Some(u) = state.get_mut(&record.entry_id) {
+                u.unsaved += record.mint_count;
                 u.dirty = true;
             }
         }
@@ -90,5 +97,34 @@ impl UsageTracker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_carry_the_mints_since_the_last_save_and_a_failed_save_is_retried() {
+        let id = EntryId::parse("0123456789abcdef").unwrap();
+        let tracker = UsageTracker::new([UsageRecord {
+            entry_id: id.clone(),
+            last_minted_at: 5,
+            mint_count: 10,
+        }]);
+        assert!(tracker.take_dirty().is_empty());
+        tracker.record(&id, 20);
+        tracker.record(&id, 30);
+        assert_eq!(tracker.usage(&id), (30, 12));
+        let batch = tracker.take_dirty();
+        assert_eq!(batch.len(), 1);
+        assert_eq!((batch[0].last_minted_at, batch[0].mint_count), (30, 2));
+        assert!(tracker.take_dirty().is_empty(), "saved: nothing left");
+        // A failed save puts its count back, and later mints add to it.
+        tracker.restore_dirty(&batch);
+        tracker.record(&id, 40);
+        let retry = tracker.take_dirty();
+        assert_eq!((retry[0].last_minted_at, retry[0].mint_count), (40, 3));
+        assert_eq!(tracker.usage(&id), (40, 13));
     }
 }

@@ -108,14 +108,7 @@ impl Revoker {
         reason: &str,
         actor: &str,
     ) -> Result<Revocation, RevokeError> {
-        let kind: RevocationKind =
-            kind.parse()
-                .map_err(|e: revocation::RevocationParseError| {
-                    RevokeError::InvalidArgument(e.to_string())
-                })?;
-        let value = revocation::normalize_value(kind, value)
-            .map_err(|e| RevokeError::InvalidArgument(e.to_string()))?;
-        let reason = checked_reason(reason)?;
+        let (kind, value, reason) = checked_request(kind, value, reason)?;
         if let Some(existing) = self.set.get(kind, &value)
             && (existing.blocks_minting() || !kind.is_identity())
         {
@@ -155,19 +148,12 @@ impl Revoker {
         reason: &str,
         actor: &str,
     ) -> Result<Revocation, RevokeError> {
-        let kind: RevocationKind =
-            kind.parse()
-                .map_err(|e: revocation::RevocationParseError| {
-                    RevokeError::InvalidArgument(e.to_string())
-                })?;
+        let (kind, value, reason) = checked_request(kind, value, reason)?;
         if !kind.is_identity() {
             return Err(RevokeError::InvalidArgument(format!(
                 "a {kind} revocation cannot be lifted: the credential stays revoked until it expires"
             )));
         }
-        let value = revocation::normalize_value(kind, value)
-            .map_err(|e| RevokeError::InvalidArgument(e.to_string()))?;
-        let reason = checked_reason(reason)?;
         let existing = self
             .set
             .get(kind, &value)
@@ -303,6 +289,18 @@ impl Revoker {
             ))
         })
     }
+}
+
+/// The request's kind, canonical value and trimmed reason, or why not.
+fn checked_request<'a>(
+    kind: &str,
+    value: &str,
+    reason: &'a str,
+) -> Result<(RevocationKind, String, &'a str), RevokeError> {
+    let invalid = |e: revocation::RevocationParseError| RevokeError::InvalidArgument(e.to_string());
+    let kind: RevocationKind = kind.parse().map_err(invalid)?;
+    let value = revocation::normalize_value(kind, value).map_err(invalid)?;
+    Ok((kind, value, checked_reason(reason)?))
 }
 
 fn checked_reason(reason: &str) -> Result<&str, RevokeError> {

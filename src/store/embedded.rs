@@ -708,10 +708,13 @@ fn record_usage(txn: &WriteTransaction, batch: &[UsageRecord]) -> Result<(), Sto
         let stored: Option<UsageRecord> = get_json(&usage, "usage record", id)?;
         let merged = UsageRecord {
             entry_id: record.entry_id.clone(),
-            last_minted_at: stored.map_or(record.last_minted_at, |stored| {
+            last_minted_at: stored.as_ref().map_or(record.last_minted_at, |stored| {
                 stored.last_minted_at.max(record.last_minted_at)
             }),
-            mint_count: record.mint_count,
+            mint_count: stored
+                .as_ref()
+                .map_or(0, |stored| stored.mint_count)
+                .saturating_add(record.mint_count),
         };
         usage
             .insert(id, encode("usage record", id, &merged)?.as_slice())
@@ -1287,7 +1290,8 @@ mod tests {
             .record_usage(&[record(&api, NOW + 10, 3), record(&worker, NOW + 5, 1)])
             .await
             .unwrap();
-        // Absolute count; the later time wins even if a batch arrives late.
+        // Counts add up (another replica's batch); the later time wins even
+        // if a batch arrives late.
         store
             .record_usage(&[record(&api, NOW + 8, 5)])
             .await
@@ -1296,7 +1300,7 @@ mod tests {
 
         let mut usage = store.usage().await.unwrap();
         usage.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
-        let mut expected = vec![record(&api, NOW + 10, 5), record(&worker, NOW + 5, 1)];
+        let mut expected = vec![record(&api, NOW + 10, 8), record(&worker, NOW + 5, 1)];
         expected.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
         assert_eq!(usage, expected);
 

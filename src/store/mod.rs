@@ -130,7 +130,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// running totals in memory and writes them in batches every few
     /// seconds, never per request.
     ///
-    /// Values are absolute: the stored `mint_count` becomes the given one, and
+    /// `mint_count` is the number minted since the last save: it is added to
+    /// the stored count, so several replicas' counts add up.
     /// `last_minted_at` becomes the later of the stored and the given time.
     /// Records for entries that are no longer registered are skipped, so a
     /// late batch cannot bring back a deleted entry's usage.

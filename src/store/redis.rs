@@ -524,7 +524,8 @@ return {'ok', stored}
     )
 });
 
-/// KEYS: entries, usage. ARGV: (entry id, last_minted_at, mint_count)...
+/// KEYS: entries, usage. ARGV: (entry id, last_minted_at, mints since the
+/// last save)... Counts add up across replicas; the later time wins.
 ///
 /// Checks every stored record first, so a corrupt one fails the batch
 /// before anything is written.
@@ -532,23 +533,27 @@ static RECORD_USAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local latest = {}
+local count = {}
 for i = 1, #ARGV, 3 do
   local id = ARGV[i]
   latest[i] = tonumber(ARGV[i + 1])
+  count[i] = tonumber(ARGV[i + 2])
   local stored = redis.call('HGET', KEYS[2], id)
   if stored then
     local ok, record = pcall(cjson.decode, stored)
-    if not ok or type(record) ~= 'table' or type(record.last_minted_at) ~= 'number' then
+    if not ok or type(record) ~= 'table' or type(record.last_minted_at) ~= 'number'
+      or type(record.mint_count) ~= 'number' then
       return {'corrupt', id}
     end
     if record.last_minted_at > latest[i] then latest[i] = record.last_minted_at end
+    count[i] = count[i] + record.mint_count
   end
 end
 for i = 1, #ARGV, 3 do
   local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[1], id) == 1 then
     redis.call('HSET', KEYS[2], id, '{"entry_id":"' .. id .. '","last_minted_at":'
-      .. string.format('%d', latest[i]) .. ',"mint_count":' .. ARGV[i + 2] .. '}')
+      .. string.format('%d', latest[i]) .. ',"mint_count":' .. string.format('%d', count[i]) .. '}')
   end
 end
 return {'ok'}

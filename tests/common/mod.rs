@@ -191,22 +191,7 @@ impl TestBroker {
     }
 
     pub async fn attest(&self, token: &str) -> Result<Svid, tonic::Status> {
-        let (key, csr) = mayfly::cli::keygen::new_key_and_csr().unwrap();
-        let response = self
-            .broker()
-            .await
-            .attest_and_issue(pb::AttestAndIssueRequest {
-                evidence: Some(pb::attest_and_issue_request::Evidence::JoinToken(
-                    pb::JoinTokenEvidence {
-                        token: token.into(),
-                    },
-                )),
-                csr,
-                spiffe_id: String::new(),
-            })
-            .await?
-            .into_inner();
-        Ok(svid_from(response, &key))
+        attest_via(self.broker().await, token).await
     }
 
     pub async fn renew(&self, svid: &Svid) -> Result<Svid, tonic::Status> {
@@ -226,14 +211,7 @@ impl TestBroker {
         audience: &str,
         ttl_seconds: u32,
     ) -> Result<pb::MintJwtSvidResponse, tonic::Status> {
-        self.broker_as(svid)
-            .await
-            .mint_jwt_svid(pb::MintJwtSvidRequest {
-                audience: audience.into(),
-                ttl_seconds,
-            })
-            .await
-            .map(|r| r.into_inner())
+        mint_via(self.broker_as(svid).await, audience, ttl_seconds).await
     }
 
     pub async fn validate(
@@ -241,14 +219,7 @@ impl TestBroker {
         token: &str,
         audience: &str,
     ) -> Result<pb::ValidateJwtSvidResponse, tonic::Status> {
-        self.broker()
-            .await
-            .validate_jwt_svid(pb::ValidateJwtSvidRequest {
-                token: token.into(),
-                audience: audience.into(),
-            })
-            .await
-            .map(|r| r.into_inner())
+        validate_via(self.broker().await, token, audience).await
     }
 
     /// A fresh entry, a token, and the SVID it yields.
@@ -312,6 +283,24 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 /// `openssl verify` of a leaf against the root, with the intermediates as
 /// untrusted, for one purpose. Returns (passed, output).
 pub fn openssl_verify(root_der: &[u8], chain_der: &[Vec<u8>], purpose: &str) -> (bool, String) {
+    openssl_verify_with(root_der, chain_der, &["-purpose", purpose], None)
+}
+
+/// `openssl verify -crl_check` of a leaf with a CRL (DER). Returns (passed, output).
+pub fn openssl_verify_with_crl(
+    root_der: &[u8],
+    chain_der: &[Vec<u8>],
+    crl_der: &[u8],
+) -> (bool, String) {
+    openssl_verify_with(root_der, chain_der, &["-crl_check"], Some(crl_der))
+}
+
+fn openssl_verify_with(
+    root_der: &[u8],
+    chain_der: &[Vec<u8>],
+    options: &[&str],
+    crl_der: Option<&[u8]>,
+) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root.pem");
     let untrusted = dir.path().join("untrusted.pem");
@@ -323,10 +312,14 @@ pub fn openssl_verify(root_der: &[u8], chain_der: &[Vec<u8>], purpose: &str) -> 
         .map(|der| pem("CERTIFICATE", der))
         .collect();
     std::fs::write(&untrusted, intermediates).unwrap();
-    let output = Command::new("openssl")
-        .arg("verify")
-        .arg("-purpose")
-        .arg(purpose)
+    let mut command = Command::new("openssl");
+    command.arg("verify").args(options);
+    if let Some(crl_der) = crl_der {
+        let crl = dir.path().join("crl.pem");
+        std::fs::write(&crl, pem("X509 CRL", crl_der)).unwrap();
+        command.arg("-CRLfile").arg(crl);
+    }
+    let output = command
         .arg("-CAfile")
         .arg(&root)
         .arg("-untrusted")
@@ -567,3 +560,71 @@ impl TestBroker {
 }
 
 pub mod redis;
+
+/// Attests with a join token through `broker` (any replica).
+pub async fn attest_via(
+    mut broker: BrokerClient<Channel>,
+    token: &str,
+) -> Result<Svid, tonic::Status> {
+    let (key, csr) = mayfly::cli::keygen::new_key_and_csr().unwrap();
+    let response = broker
+        .attest_and_issue(pb::AttestAndIssueRequest {
+            evidence: Some(pb::attest_and_issue_request::Evidence::JoinToken(
+                pb::JoinTokenEvidence {
+                    token: token.into(),
+                },
+            )),
+            csr,
+            spiffe_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok(svid_from(response, &key))
+}
+
+/// Mints a JWT-SVID through `broker`, connected with the workload's SVID.
+pub async fn mint_via(
+    mut broker: BrokerClient<Channel>,
+    audience: &str,
+    ttl_seconds: u32,
+) -> Result<pb::MintJwtSvidResponse, tonic::Status> {
+    broker
+        .mint_jwt_svid(pb::MintJwtSvidRequest {
+            audience: audience.into(),
+            ttl_seconds,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Validates a JWT-SVID through `broker`.
+pub async fn validate_via(
+    mut broker: BrokerClient<Channel>,
+    token: &str,
+    audience: &str,
+) -> Result<pb::ValidateJwtSvidResponse, tonic::Status> {
+    broker
+        .validate_jwt_svid(pb::ValidateJwtSvidRequest {
+            token: token.into(),
+            audience: audience.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Revokes through the admin API.
+pub async fn revoke_via(
+    mut admin: AdminClient<Channel>,
+    kind: &str,
+    value: &str,
+    reason: &str,
+) -> Result<pb::Revocation, tonic::Status> {
+    admin
+        .revoke(pb::RevokeRequest {
+            kind: kind.into(),
+            value: value.into(),
+            reason: reason.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}

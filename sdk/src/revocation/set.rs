@@ -172,14 +172,7 @@ impl RevocationSet {
         issued_at: Option<i64>,
         now: i64,
     ) -> Result<(), RevocationError> {
-        self.check_fresh(now.saturating_mul(1000))?;
-        if let Some(jti) = jti
-            && let Some(revocation) = self.tokens.pin().get(jti)
-            && !revocation.is_expired(now)
-        {
-            return Err(RevocationError::revoked(revocation));
-        }
-        self.check_subject(subject, issued_at, now)
+        self.check_jwt_ms(subject, jti, issued_at, now.saturating_mul(1000))
     }
 
     /// Like [`check_jwt`](Self::check_jwt), with the clock read in
