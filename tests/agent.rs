@@ -531,3 +531,64 @@ async fn the_agent_restarts_on_its_saved_svid_without_a_token() {
     );
     setup.shutdown().await;
 }
+
+#[tokio::test]
+async fn x509_answers_carry_the_brokers_crl_with_revoked_serials() {
+    let (setup, _) = Setup::start(None, None).await;
+    let mut raw = raw_client(&setup.socket()).await;
+    let first = raw
+        .fetch_x509svid(with_header(wl::X509svidRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    let leaf = first.svids[0].x509_svid.clone();
+    let revoked_serials = |crl: &[Vec<u8>]| -> Vec<String> {
+        use x509_parser::prelude::*;
+        assert_eq!(crl.len(), 1, "one CRL, from the broker");
+        let (_, parsed) = CertificateRevocationList::from_der(&crl[0]).unwrap();
+        parsed
+            .iter_revoked_certificates()
+            .map(|r| r.raw_serial_as_string())
+            .collect()
+    };
+    // Positive control: a CRL, without this SVID's serial.
+    let (_, cert) = {
+        use x509_parser::prelude::*;
+        X509Certificate::from_der(&leaf).unwrap()
+    };
+    let leaf_serial = cert.raw_serial_as_string();
+    assert!(!revoked_serials(&first.crl).contains(&leaf_serial));
+
+    common::revoke_via(
+        setup.broker.admin().await,
+        "serial",
+        &leaf_serial,
+        "agent crl test",
+    )
+    .await
+    .unwrap();
+    let crl = eventually("the revoked serial in the Workload API's crl", || {
+        let socket = setup.socket();
+        let serial = leaf_serial.clone();
+        async move {
+            let mut raw = raw_client(&socket).await;
+            let answer = raw
+                .fetch_x509_bundles(with_header(wl::X509BundlesRequest {}))
+                .await
+                .ok()?
+                .into_inner()
+                .next()
+                .await?
+                .ok()?;
+            let listed = revoked_serials(&answer.crl);
+            listed.contains(&serial).then_some(answer.crl)
+        }
+    })
+    .await;
+    assert_eq!(crl.len(), 1);
+    setup.shutdown().await;
+}
