@@ -637,3 +637,53 @@ async fn the_verifier_and_the_agent_reject_a_revoked_token_within_a_second() {
         .unwrap();
     setup.shutdown().await;
 }
+
+#[tokio::test]
+async fn mtls_through_x509_sources_refuses_a_peer_revoked_at_the_broker() {
+    use mayfly_sdk::revocation::RevocationWatch;
+    let setup = Setup::start(&[API_PATH, WEB_PATH], None, None).await;
+    let client = setup.client().await;
+    let watch = RevocationWatch::from_client(setup.broker.broker().await)
+        .await
+        .unwrap();
+    let api = X509Source::for_spiffe_id(client.clone(), id(API_PATH))
+        .await
+        .unwrap()
+        .with_revocations(watch.clone());
+    let web = X509Source::for_spiffe_id(client.clone(), id(WEB_PATH))
+        .await
+        .unwrap()
+        .with_revocations(watch);
+    let server = Arc::new(api.server_config(Authorizer::exact(id(WEB_PATH))).unwrap());
+    let client_tls = Arc::new(web.client_config(Authorizer::exact(id(API_PATH))).unwrap());
+    // Positive control.
+    exchange(server.clone(), client_tls.clone()).await.unwrap();
+
+    let web_serial = serial(web.svid().leaf_der());
+    setup
+        .broker
+        .admin()
+        .await
+        .revoke(pb::RevokeRequest {
+            kind: "serial".into(),
+            value: web_serial,
+            reason: "client key leaked".into(),
+        })
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut refused = None;
+    while started.elapsed() < Duration::from_secs(1) {
+        if let Err(error) = exchange(server.clone(), client_tls.clone()).await {
+            refused = Some(error);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = refused.expect("the server refuses the revoked client within a second");
+    assert!(
+        refused.contains("revocation") || refused.contains("revoked"),
+        "{refused}"
+    );
+    setup.shutdown().await;
+}

@@ -113,6 +113,20 @@ pub enum WorkloadError {
         expected: String,
     },
 
+    /// A TLS peer with a valid chain was refused by the revocation check of
+    /// an [`X509Source`](super::X509Source) built
+    /// [`with_revocations`](super::X509Source::with_revocations): a
+    /// revocation covers its certificate ([`RevocationError::Revoked`]), or
+    /// the revocation set is too stale to tell ([`RevocationError::Stale`]:
+    /// failing closed, worth retrying once the set is fresh again).
+    #[error("peer {peer} refused by the revocation check: {reason}")]
+    PeerRevoked {
+        /// The peer's SPIFFE ID.
+        peer: SpiffeId,
+        /// Which. Part of this error's message, so not also its `source()`.
+        reason: RevocationError,
+    },
+
     /// A JWT-SVID was rejected by [`JwtVerifier`](super::JwtVerifier).
     #[error("invalid JWT-SVID: {reason}")]
     InvalidJwtSvid {
@@ -162,10 +176,10 @@ pub enum WorkloadError {
 impl WorkloadError {
     /// Whether the same call may succeed later: `false` for the caller's
     /// bad input (InvalidArgument, an invalid endpoint, SPIFFE ID or
-    /// token, a revoked token) and for a closed source, `true` otherwise,
-    /// including [`NoIdentityIssued`](Self::NoIdentityIssued) (an operator
-    /// may register the workload in the meantime) and a stale revocation
-    /// set.
+    /// token, a revoked token or peer) and for a closed source, `true`
+    /// otherwise, including [`NoIdentityIssued`](Self::NoIdentityIssued) (an
+    /// operator may register the workload in the meantime) and a stale
+    /// revocation set.
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
@@ -175,6 +189,10 @@ impl WorkloadError {
                 | Self::InvalidJwtSvid { .. }
                 | Self::Revoked {
                     reason: RevocationError::Revoked { .. }
+                }
+                | Self::PeerRevoked {
+                    reason: RevocationError::Revoked { .. },
+                    ..
                 }
                 | Self::InvalidSpiffeId { .. }
                 | Self::NotAnX509Svid { .. }

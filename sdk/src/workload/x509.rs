@@ -292,9 +292,14 @@ impl X509Context {
     }
 }
 
-/// What the SPIFFE profile needs from a leaf.
+/// What the SPIFFE profile and the revocation check need from a leaf.
 pub(crate) struct LeafInfo {
     pub(crate) spiffe_id: SpiffeId,
+    /// The serial number in the revocation set's canonical hex.
+    pub(crate) serial: String,
+    /// Unix seconds.
+    pub(crate) not_before: i64,
+    /// Unix seconds.
     pub(crate) not_after: i64,
 }
 
@@ -337,6 +342,8 @@ pub(crate) fn inspect_leaf(der: &[u8]) -> Result<LeafInfo, String> {
     }
     Ok(LeafInfo {
         spiffe_id,
+        serial: crate::revocation::serial_from_bytes(cert.raw_serial()),
+        not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
     })
 }

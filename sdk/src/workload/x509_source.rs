@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use super::task::{self, TaskGuard};
 use super::{WorkloadClient, WorkloadError, X509Bundle, X509Context, X509Svid};
 use crate::SpiffeId;
+use crate::revocation::{RevocationSet, RevocationWatch};
 
 /// The workload's X509-SVID and trust bundles, kept current by a
 /// background task that follows the agent's `FetchX509SVID` stream.
@@ -22,11 +23,29 @@ use crate::SpiffeId;
 /// an update that cannot be used (malformed, or without the SPIFFE ID this
 /// source follows) is logged and skipped.
 ///
+/// Revocation is opt-in: after
+/// [`with_revocations`](Self::with_revocations), the configs built from the
+/// source also refuse peers whose certificate the broker has revoked (by
+/// serial, or by SPIFFE ID, entry or agent), and every peer while the
+/// revocation set is stale. The check is local and lock-free, like the
+/// rest of the handshake.
+///
 /// Clones share the snapshot and the task. The task stops when the last
 /// clone, and the last config built from one, is dropped.
 #[derive(Clone)]
 pub struct X509Source {
     inner: Arc<Inner>,
+    /// What the configs built from this handle check peers against, if
+    /// anything.
+    revocations: Option<Revocations>,
+}
+
+/// A revocation set and the watch that keeps it current.
+#[derive(Clone)]
+struct Revocations {
+    set: Arc<RevocationSet>,
+    /// `None` only for a set handed over directly, in tests.
+    watch: Option<RevocationWatch>,
 }
 
 struct Inner {
@@ -87,6 +106,10 @@ impl fmt::Debug for X509Source {
             .field("spiffe_id", material.svid.spiffe_id())
             .field("generation", &material.generation)
             .field("following", &self.inner.task)
+            .field(
+                "revocations",
+                &self.revocations.as_ref().map(|r| r.set.len()),
+            )
             .finish()
     }
 }
@@ -164,6 +187,73 @@ impl X509Source {
         });
         Ok(X509Source {
             inner: Arc::new(Inner { shared, task }),
+            revocations: None,
+        })
+    }
+
+    /// Also refuses TLS peers that the broker has revoked, as `revocations`
+    /// (which follows the broker's revocation stream) knows them, in every
+    /// [`server_config`](Self::server_config) and
+    /// [`client_config`](Self::client_config) built from the returned
+    /// source: once the peer's chain holds, its leaf is checked by serial
+    /// number, and by SPIFFE ID against entry, SPIFFE ID and agent
+    /// revocations that cover certificates issued (`notBefore`) at or
+    /// before them. A refused handshake fails with
+    /// `rustls::Error::InvalidCertificate(CertificateError::Other(_))`
+    /// wrapping [`WorkloadError::PeerRevoked`].
+    ///
+    /// Fails closed: while the revocation set has not heard from the broker
+    /// for longer than its staleness bound, every peer is refused
+    /// ([`RevocationError::Stale`](crate::revocation::RevocationError::Stale)).
+    /// The check reads the set at each handshake, without a lock or a call.
+    /// The source and its configs keep the watch, and so its background
+    /// task, alive; clones made before this call, and configs built from
+    /// them, do not check revocation.
+    pub fn with_revocations(self, revocations: RevocationWatch) -> Self {
+        let set = revocations.set().clone();
+        self.checking(set, Some(revocations))
+    }
+
+    /// The revocations the configs built from this source check, if any.
+    pub fn revocations(&self) -> Option<&RevocationWatch> {
+        self.revocations.as_ref()?.watch.as_ref()
+    }
+
+    /// The revocation set the configs built from this source check, if any.
+    pub(crate) fn revocation_set(&self) -> Option<&Arc<RevocationSet>> {
+        self.revocations.as_ref().map(|r| &r.set)
+    }
+
+    fn checking(mut self, set: Arc<RevocationSet>, watch: Option<RevocationWatch>) -> Self {
+        self.revocations = Some(Revocations { set, watch });
+        self
+    }
+
+    /// A source that checks `set` directly, with no broker behind it, for
+    /// tests elsewhere in the crate.
+    #[cfg(test)]
+    pub(crate) fn with_revocation_set(self, set: Arc<RevocationSet>) -> Self {
+        self.checking(set, None)
+    }
+
+    /// A source with a fixed context and no agent, for tests elsewhere in
+    /// the crate. Must be called inside a Tokio runtime.
+    #[cfg(test)]
+    pub(crate) fn with_fixed_context(
+        context: X509Context,
+        spiffe_id: Option<SpiffeId>,
+    ) -> Result<Self, WorkloadError> {
+        let material = Material::new(0, context, spiffe_id.as_ref())?;
+        let (_, updates) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            material: ArcSwap::from_pointee(material),
+            updates,
+            spiffe_id,
+        });
+        let task = TaskGuard::spawn(|cancel| async move { cancel.cancelled().await });
+        Ok(X509Source {
+            inner: Arc::new(Inner { shared, task }),
+            revocations: None,
         })
     }
 
