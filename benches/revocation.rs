@@ -24,7 +24,7 @@ use mayfly_sdk::SpiffeId;
 use mayfly_sdk::revocation::{Revocation, RevocationKind, RevocationSet};
 
 /// The clock every check runs at (2026-11-30T00:00:00Z).
-const NOW: i64 = 1_796_083_200;
+const NOW: i64 = 1_795_996_800;
 /// How long a `jti` or `serial` revocation covers (a token's longest life).
 const COVER: i64 = 3600;
 /// Identity revocations loaded next to the credential revocations.
