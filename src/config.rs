@@ -16,6 +16,12 @@
 //! x509_max = "60m"
 //! join_token_default = "10m"
 //!
+//! [ca]
+//! root_ttl = "87600h"
+//! intermediate_ttl = "8760h"      # rotated on its own: a successor at half life
+//! jwt_key_ttl = "720h"            # likewise
+//! publish_ahead = "15m"           # published this long before it signs
+//!
 //! [limits]
 //! max_message_bytes = 65536
 //! max_concurrent_streams = 256
@@ -131,8 +137,15 @@ pub struct Config {
     pub join_token_default_ttl: Duration,
     /// Lifetime of a new root CA.
     pub root_ttl: Duration,
-    /// Lifetime of a new intermediate CA.
+    /// Lifetime of a new intermediate CA; a successor is prepared at half.
     pub intermediate_ttl: Duration,
+    /// How long a JWT signing key signs; a successor is prepared at half.
+    pub jwt_key_ttl: Duration,
+    /// How long a new intermediate, JWT key or root is published before it
+    /// is used to sign.
+    pub publish_ahead: Duration,
+    /// How often the broker checks whether a rotation step is due.
+    pub rotation_check_interval: Duration,
     /// `spiffe_refresh_hint` of the served bundle.
     pub bundle_refresh_hint: Duration,
     /// Clock leeway when validating JWT-SVIDs.
@@ -194,6 +207,9 @@ impl Default for Config {
             join_token_default_ttl: Duration::from_secs(10 * 60),
             root_ttl: Duration::from_secs(10 * 365 * 86_400),
             intermediate_ttl: Duration::from_secs(365 * 86_400),
+            jwt_key_ttl: Duration::from_secs(30 * 86_400),
+            publish_ahead: Duration::from_secs(15 * 60),
+            rotation_check_interval: Duration::from_secs(60),
             bundle_refresh_hint: Duration::from_secs(5 * 60),
             jwt_leeway: Duration::from_secs(30),
             limits: Limits::default(),
@@ -264,6 +280,9 @@ struct FileTtl {
 struct FileCa {
     root_ttl: Option<String>,
     intermediate_ttl: Option<String>,
+    jwt_key_ttl: Option<String>,
+    publish_ahead: Option<String>,
+    rotation_check_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -380,6 +399,21 @@ impl Config {
             &mut self.intermediate_ttl,
             "ca.intermediate_ttl",
             file.ca.intermediate_ttl.as_deref(),
+        )?;
+        set_duration(
+            &mut self.jwt_key_ttl,
+            "ca.jwt_key_ttl",
+            file.ca.jwt_key_ttl.as_deref(),
+        )?;
+        set_duration(
+            &mut self.publish_ahead,
+            "ca.publish_ahead",
+            file.ca.publish_ahead.as_deref(),
+        )?;
+        set_duration(
+            &mut self.rotation_check_interval,
+            "ca.rotation_check_interval",
+            file.ca.rotation_check_interval.as_deref(),
         )?;
         set_duration(
             &mut self.bundle_refresh_hint,
@@ -533,6 +567,12 @@ impl Config {
             source_name: "configuration".into(),
             reason,
         };
+        if self.rotation_check_interval.is_zero() {
+            return Err(invalid(
+                "ca.rotation_check_interval",
+                "must be positive".into(),
+            ));
+        }
         if self.revocation_staleness < Duration::from_secs(1)
             || self.revocation_staleness > Duration::from_secs(300)
         {

@@ -27,6 +27,7 @@ pub mod agent;
 pub mod api;
 pub mod attest;
 pub mod audit;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod mint;
 pub mod policy;
 pub mod replica;
 pub mod revoke;
+pub mod rotation;
 pub mod server;
 pub mod store;
 

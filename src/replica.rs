@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::bundle::BundlePublisher;
 use crate::clock::Clock;
-use crate::mint::{Minter, UsageTracker};
+use crate::mint::UsageTracker;
 use crate::policy::{EntryIndex, HARD_TTL_CAP};
 use crate::store::{ReplicaRecord, Store, StoreEvent};
 
@@ -188,8 +188,6 @@ pub struct KeyPublisher {
     pub ca: Arc<CertificateAuthority>,
     /// The served bundle.
     pub bundle: Arc<BundlePublisher>,
-    /// The validator the mint path uses.
-    pub minter: Arc<Minter>,
     /// Who is live.
     pub replicas: Arc<Replicas>,
     /// The clock.
@@ -211,10 +209,11 @@ impl KeyPublisher {
         let keep = i64::try_from((HARD_TTL_CAP + self.leeway + KEY_REFRESH_INTERVAL).as_secs())
             .unwrap_or(i64::MAX);
         let trust_domain = self.ca.trust_domain().clone();
-        let own = self.ca.jwt_signer().authority();
+        // Every published key of this replica: prepared, active and old.
+        let own = self.ca.bundle(0, Duration::ZERO).jwt_authorities;
         let record = ReplicaRecord {
             replica_id: self.replicas.id.clone(),
-            jwks: jwks_json(&trust_domain, std::slice::from_ref(&own))?,
+            jwks: jwks_json(&trust_domain, &own)?,
             published_at: now,
             keep_until: now.saturating_add(keep),
         };
@@ -227,9 +226,9 @@ impl KeyPublisher {
             .live_replicas(now)
             .await
             .map_err(|e| e.to_string())?;
-        let mut authorities = vec![own];
+        let mut authorities = Vec::new();
         let mut ids = vec![self.replicas.id.clone()];
-        for replica in &live {
+        for replica in live.iter().filter(|r| r.replica_id != self.replicas.id) {
             match parse_jwks(&trust_domain, &replica.jwks) {
                 Ok(keys) => authorities.extend(keys),
                 Err(error) => {
@@ -237,16 +236,11 @@ impl KeyPublisher {
                     continue;
                 }
             }
-            if replica.replica_id != self.replicas.id {
-                ids.push(replica.replica_id.clone());
-            }
+            ids.push(replica.replica_id.clone());
         }
         ids.sort();
         self.replicas.live.store(Arc::new(ids));
-        if self.bundle.set_jwt_authorities(authorities)? {
-            self.minter
-                .set_jwt_authorities(&self.bundle.jwt_authorities())
-                .map_err(|e| e.to_string())?;
+        if self.bundle.set_peer_jwt_authorities(authorities)? {
             tracing::info!(
                 keys = self.bundle.jwt_authorities().len(),
                 sequence = self.bundle.current().proto.sequence,
@@ -256,9 +250,15 @@ impl KeyPublisher {
         Ok(())
     }
 
-    /// Refreshes every [`KEY_REFRESH_INTERVAL`] and whenever `changed` is
-    /// notified, until `cancel` fires.
-    pub async fn run(self, changed: Arc<Notify>, cancel: CancellationToken) {
+    /// Refreshes every [`KEY_REFRESH_INTERVAL`], whenever `changed` is
+    /// notified (another replica published) and whenever this replica's
+    /// own keys change (`ca_changes`: a rotation), until `cancel` fires.
+    pub async fn run(
+        self,
+        changed: Arc<Notify>,
+        mut ca_changes: tokio::sync::watch::Receiver<u64>,
+        cancel: CancellationToken,
+    ) {
         loop {
             if let Err(error) = self.refresh().await {
                 tracing::warn!(%error, "cannot refresh the replicas' keys; will retry");
@@ -266,6 +266,7 @@ impl KeyPublisher {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = changed.notified() => {}
+                Ok(()) = ca_changes.changed() => {}
                 () = tokio::time::sleep(KEY_REFRESH_INTERVAL) => {}
             }
         }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::admin::{AdminService, AdminState, admin_peer_check};
 use crate::api::broker::BrokerService;
-use crate::api::bundle::BundlePublisher;
+use crate::api::bundle::{BundleFiles, BundlePublisher};
 use crate::api::http::{HttpState, router};
 use crate::api::revocations::RevocationFeed;
 use crate::api::tls::{ServerIdentity, incoming};
@@ -35,6 +35,7 @@ use crate::mint::{Minter, UsageTracker};
 use crate::policy::EntryIndex;
 use crate::replica::{KeyPublisher, Replicas};
 use crate::revoke::Revoker;
+use crate::rotation::Rotation;
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreEvent};
 use mayfly_sdk::revocation::RevocationSet;
 use tokio::sync::{Notify, mpsc};
@@ -172,6 +173,7 @@ impl RunningServer {
     /// usage and closes the audit log.
     pub async fn shutdown(self) {
         self.cancel.cancel();
+        let aborts: Vec<_> = self.tasks.iter().map(JoinHandle::abort_handle).collect();
         let drain = async {
             for task in self.tasks {
                 let _ = task.await;
@@ -181,6 +183,10 @@ impl RunningServer {
             tracing::warn!(
                 "in-flight requests did not finish within {DRAIN_TIMEOUT:?}; forcing shutdown"
             );
+            // What is left lets go of the store and the listeners now.
+            for abort in aborts {
+                abort.abort();
+            }
         }
         flush_usage(self.store.as_ref(), &self.usage).await;
         if let Err(error) = self.audit.close().await {
@@ -209,11 +215,6 @@ pub async fn start_with_clock(
     let (ca, ca_report) = load_ca(&config, clock.as_ref())?;
     let ca = Arc::new(ca);
     let bundle_path = data_dir.join("bundle.pem");
-    mayfly_ca::files::write_public_atomic(&bundle_path, ca.root_certificate_pem().as_bytes())
-        .map_err(|e| ServerError::DataDir {
-            path: bundle_path.clone(),
-            reason: e.to_string(),
-        })?;
 
     let replica_id =
         crate::replica::load_or_create_id(&data_dir).map_err(|reason| ServerError::DataDir {
@@ -260,7 +261,15 @@ pub async fn start_with_clock(
         config.jwt_leeway,
     ));
     let bundle = Arc::new(
-        BundlePublisher::new(ca.clone(), 1, config.bundle_refresh_hint).map_err(ServerError::Ca)?,
+        BundlePublisher::new(
+            ca.clone(),
+            config.bundle_refresh_hint,
+            Some(BundleFiles {
+                sequence: data_dir.join("bundle.seq"),
+                roots_pem: bundle_path.clone(),
+            }),
+        )
+        .map_err(ServerError::Ca)?,
     );
     let attestors = Arc::new(Attestors::new(&config.attestors).map_err(ServerError::Attestors)?);
     let minter = Arc::new(
@@ -275,13 +284,26 @@ pub async fn start_with_clock(
             revocations.clone(),
             config.jwt_leeway,
         )
-        .map_err(|e| ServerError::Ca(e.to_string()))?,
+        .map_err(|e| ServerError::Ca(e.to_string()))?
+        .with_ttl_caps(config.ttl.jwt_max, config.ttl.x509_max),
     );
+    let rotation = Arc::new(Rotation::new(
+        ca.clone(),
+        bundle.clone(),
+        minter.clone(),
+        audit.clone(),
+        clock.clone(),
+    ));
+    // A broker that was down when a step fell due takes it before serving.
+    rotation
+        .tick()
+        .await
+        .map_err(|e| ServerError::Ca(e.to_string()))?;
+    let minter_for_validation = minter.clone();
     let keys = KeyPublisher {
         store: store.clone(),
         ca: ca.clone(),
         bundle: bundle.clone(),
-        minter: minter.clone(),
         replicas: replicas.clone(),
         clock: clock.clone(),
         leeway: config.jwt_leeway,
@@ -289,6 +311,9 @@ pub async fn start_with_clock(
     // Publish this replica's key before serving, so that the others can
     // validate the first token it mints.
     keys.refresh().await.map_err(ServerError::Store)?;
+    minter
+        .set_jwt_authorities(&bundle.jwt_authorities())
+        .map_err(|e| ServerError::Ca(e.to_string()))?;
 
     let grpc_listener = bind_tcp(config.grpc_listen).await?;
     let http_listener = bind_tcp(config.http_listen).await?;
@@ -307,6 +332,7 @@ pub async fn start_with_clock(
     let identity = Arc::new(
         ServerIdentity::new(
             ca.clone(),
+            config.ttl.x509_max,
             &config.server_dns_names,
             &config.server_ip_addresses,
         )
@@ -364,10 +390,10 @@ pub async fn start_with_clock(
         bundle: bundle.clone(),
         grpc_addr: grpc_addr.to_string(),
         http_addr: http_addr.to_string(),
-        root_fingerprint: ca.root_fingerprint_sha256(),
         attestors: attestors.clone(),
         revoker: revoker.clone(),
         replicas: replicas.clone(),
+        rotation: rotation.clone(),
     };
     let admin =
         AdminServer::with_interceptor(AdminService::new(admin_state), admin_peer_check(admin_uid));
@@ -390,7 +416,7 @@ pub async fn start_with_clock(
         .clone()
         .unwrap_or_else(|| format!("http://{http_addr}"));
     let app = router(HttpState {
-        bundle,
+        bundle: bundle.clone(),
         issuer,
         crl: crl.subscribe(),
         revocations: revocations.clone(),
@@ -409,6 +435,7 @@ pub async fn start_with_clock(
     tasks.push(tokio::spawn(identity.keep_fresh(
         resolver,
         clock.clone(),
+        rotation.changes(),
         cancel.child_token(),
     )));
     tasks.push(tokio::spawn(usage_flusher(
@@ -433,14 +460,27 @@ pub async fn start_with_clock(
             cancel.child_token(),
         )));
     }
+    tasks.push(tokio::spawn(keys.run(
+        replicas_changed,
+        rotation.changes(),
+        cancel.child_token(),
+    )));
     tasks.push(tokio::spawn(
-        keys.run(replicas_changed, cancel.child_token()),
+        rotation
+            .clone()
+            .run(config.rotation_check_interval, cancel.child_token()),
     ));
+    tasks.push(tokio::spawn(validator_follows_bundle(
+        bundle.clone(),
+        minter_for_validation,
+        cancel.child_token(),
+    )));
     tasks.push(tokio::spawn(crate::api::crl::publish(
         ca.clone(),
         revocations.clone(),
         crl.clone(),
         clock.clone(),
+        rotation.changes(),
         cancel.child_token(),
     )));
 
@@ -489,6 +529,27 @@ pub async fn start_with_clock(
         usage,
         revoker,
     })
+}
+
+/// Keeps the mint path's JWT validator on the served bundle's keys: this
+/// replica's (rotation) and the other replicas' (a token minted by one
+/// validates on all).
+async fn validator_follows_bundle(
+    bundle: Arc<BundlePublisher>,
+    minter: Arc<Minter>,
+    cancel: CancellationToken,
+) {
+    let mut changes = bundle.subscribe();
+    loop {
+        // First at once: a change before the subscription is not missed.
+        if let Err(error) = minter.set_jwt_authorities(&bundle.jwt_authorities()) {
+            tracing::error!(%error, "cannot validate with the bundle's new JWT keys; keeping the old ones");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
@@ -554,6 +615,12 @@ fn load_ca(
     let mut ca_config = CaConfig::new(config.trust_domain.clone());
     ca_config.root_ttl = config.root_ttl;
     ca_config.intermediate_ttl = config.intermediate_ttl;
+    ca_config.jwt_key_ttl = config.jwt_key_ttl;
+    ca_config.publish_ahead = config.publish_ahead;
+    // An old intermediate or JWT key stays published until nothing it
+    // signed can still be valid.
+    ca_config.max_x509_ttl = config.ttl.x509_max;
+    ca_config.max_jwt_ttl = config.ttl.jwt_max + config.jwt_leeway;
     CertificateAuthority::load_or_create(&config.data_dir.join("ca"), &ca_config, clock.now())
         .map_err(|e| ServerError::Ca(e.to_string()))
 }

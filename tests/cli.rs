@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod common;
+
 const MAYFLY: &str = env!("CARGO_BIN_EXE_mayfly");
 
 struct ServerProcess {
@@ -25,6 +27,10 @@ impl ServerProcess {
     }
 
     fn start_with(dir: &Path, extra: &[&str]) -> ServerProcess {
+        Self::start_env(dir, extra, &[])
+    }
+
+    fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let mut child = Command::new(MAYFLY)
             .args([
                 "server",
@@ -37,6 +43,7 @@ impl ServerProcess {
             .current_dir(dir)
             .env_remove("MAYFLY_DATA_DIR")
             .env("MAYFLY_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -126,10 +133,7 @@ fn readme_walkthrough_with_the_real_binary() {
     );
     assert!(server.banner.contains("Next steps"));
     for file in [
-        "ca/root.crt",
-        "ca/root.key",
-        "ca/intermediate.key",
-        "ca/jwt.key",
+        "ca/rotation.json",
         "store.redb",
         "audit/audit.log",
         "admin.sock",
@@ -139,6 +143,10 @@ fn readme_walkthrough_with_the_real_binary() {
             cwd.join("mayfly-data").join(file).exists(),
             "missing {file}"
         );
+    }
+    for kind in ["root", "intermediate", "jwt-key"] {
+        let key = common::active_ca_file(&cwd.join("mayfly-data"), kind, "key");
+        assert!(key.exists(), "missing {}", key.display());
     }
     let url = server.url.clone();
 
@@ -582,4 +590,137 @@ fn a_revocation_acknowledged_just_before_kill_9_is_in_force_after_restart() {
         1
     );
     server.stop();
+}
+
+/// A broker killed at a rotation step (a failpoint aborts the process right
+/// there, as `kill -9` would) restarts consistent: one active root,
+/// intermediate and JWT key, the step either done or not, and it issues
+/// certificates that verify.
+#[test]
+fn a_broker_killed_at_each_rotation_step_restarts_consistent() {
+    // (failpoint, the commands that reach it, whether the step took effect)
+    let cases: [(&str, &[&[&str]], bool); 5] = [
+        ("root.prepare.key-written", &[&["ca", "prepare"]], false),
+        ("root.prepare.committed", &[&["ca", "prepare"]], true),
+        (
+            "root.activate.intermediate-written",
+            &[&["ca", "prepare"], &["ca", "activate", "--force"]],
+            false,
+        ),
+        (
+            "root.activate.committed",
+            &[&["ca", "prepare"], &["ca", "activate", "--force"]],
+            true,
+        ),
+        (
+            "root.retire.committed",
+            &[
+                &["ca", "prepare"],
+                &["ca", "activate", "--force"],
+                &["ca", "retire", "--force"],
+            ],
+            true,
+        ),
+    ];
+    for (failpoint, steps, took_effect) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path();
+        let mut server = ServerProcess::start_env(cwd, &[], &[("MAYFLY_FAILPOINT", failpoint)]);
+        let before = json(&mayfly(cwd, &["ca", "status", "--json"], None));
+        let (last, leading) = steps.split_last().unwrap();
+        for step in leading {
+            ok(&mayfly(cwd, step, None));
+        }
+        let crashed = mayfly(cwd, last, None);
+        assert!(
+            !crashed.status.success(),
+            "{failpoint}: the step should not complete"
+        );
+        let status = server.child.wait().unwrap();
+        assert!(
+            !status.success(),
+            "{failpoint}: the server should have died: {status:?}"
+        );
+
+        let server = ServerProcess::start(cwd);
+        let after = json(&mayfly(cwd, &["ca", "status", "--json"], None));
+        let states = |status: &serde_json::Value, kind: &str, state: &str| {
+            status["authorities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["kind"] == kind && a["state"] == state)
+                .count()
+        };
+        for kind in ["root", "intermediate", "jwt-key"] {
+            assert_eq!(states(&after, kind, "active"), 1, "{failpoint}: {after}");
+        }
+        let changed = after["authorities"] != before["authorities"];
+        if took_effect {
+            assert!(changed, "{failpoint}: the committed step is kept: {after}");
+        }
+        if failpoint == "root.prepare.key-written" {
+            assert!(!changed, "{failpoint}: nothing half-done is kept: {after}");
+        }
+        // It works: a workload attests and its SVID verifies with openssl
+        // against the served bundle.
+        let entry = json(&mayfly(
+            cwd,
+            &[
+                "entry",
+                "create",
+                "--spiffe-id",
+                "spiffe://mayfly.internal/api",
+                "--owner",
+                "team@example.org",
+                "--purpose",
+                "crash test",
+                "--audience",
+                "db",
+                "--json",
+            ],
+            None,
+        ));
+        let token = json(&mayfly(
+            cwd,
+            &[
+                "token",
+                "create",
+                "--entry",
+                entry["id"].as_str().unwrap(),
+                "--json",
+            ],
+            None,
+        ));
+        ok(&mayfly(
+            cwd,
+            &[
+                "--server",
+                &server.url,
+                "client",
+                "attest",
+                "--join-token",
+                token["token"].as_str().unwrap(),
+            ],
+            None,
+        ));
+        let verified = Command::new("openssl")
+            .args([
+                "verify",
+                "-CAfile",
+                "mayfly-data/bundle.pem",
+                "-untrusted",
+                "svid/svid.pem",
+            ])
+            .arg("svid/svid.pem")
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        assert!(
+            verified.status.success(),
+            "{failpoint}: {}",
+            String::from_utf8_lossy(&verified.stdout)
+        );
+        server.stop();
+    }
 }

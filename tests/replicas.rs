@@ -41,13 +41,10 @@ impl Replica {
         let data = dir.join(name);
         if let Some(first) = root_from {
             // Several replicas share one root: the operator copies it.
-            let ca = data.join("ca");
             mayfly_ca::files::ensure_private_dir(&data).unwrap();
-            mayfly_ca::files::ensure_private_dir(&ca).unwrap();
-            for file in ["root.crt", "root.key"] {
-                let bytes = std::fs::read(first.data.join("ca").join(file)).unwrap();
-                mayfly_ca::files::write_secret_atomic(&ca.join(file), &bytes).unwrap();
-            }
+            let written =
+                mayfly_ca::export_active_root(&first.data.join("ca"), &data.join("ca")).unwrap();
+            assert_eq!(written.len(), 2, "certificate and key");
         }
         let config = Config {
             store: StoreLocation::Redis {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-/// Everything that can go wrong while loading the CA or issuing a credential.
+/// Everything that can go wrong while loading or rotating the CA, or issuing a credential.
 ///
 /// Variants carry their context in fields; no dependency's error type is exposed. Use
 /// [`CaError::is_caller_error`] to tell a bad request (map to `InvalidArgument`) from a
@@ -234,6 +234,52 @@ pub enum CaError {
         next_update: i64,
     },
 
+    /// The rotation journal cannot be parsed or breaks an invariant (two active
+    /// intermediates, an unknown version, a file name with a path in it, ...).
+    #[error("rotation journal {path} is invalid: {reason}")]
+    JournalInvalid {
+        /// The journal file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A file the rotation journal names is missing.
+    #[error("{path} is missing, but the rotation journal {journal} names it; restore it")]
+    JournalFileMissing {
+        /// The missing file.
+        path: PathBuf,
+        /// The journal that names it.
+        journal: PathBuf,
+    },
+
+    /// A file the rotation journal names holds something else than the journal says (another
+    /// certificate, another key).
+    #[error("{path} does not match the rotation journal: {reason}")]
+    JournalFileMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+
+    /// A rotation step was refused because the CA is not in a state that allows it (nothing
+    /// prepared, published too briefly, an old root still needed, ...). Nothing was changed.
+    /// Maps to `FailedPrecondition`; see [`CaError::is_refusal`].
+    #[error("rotation refused: {reason}")]
+    RotationRefused {
+        /// Why, and what would allow it.
+        reason: String,
+    },
+
+    /// A certificate or CSR handed to a rotation step (an offline root, a signed
+    /// intermediate) is malformed or not acceptable. Nothing was changed.
+    #[error("certificate rejected: {reason}")]
+    CertificateRejected {
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A cryptographic primitive failed (random generation, signing, key generation).
     #[error("cryptographic operation failed: {operation}")]
     Crypto {
@@ -270,7 +316,15 @@ impl CaError {
                 | Self::CsrUnsupportedSignature { .. }
                 | Self::InvalidSerial { .. }
                 | Self::InvalidCrlPeriod { .. }
+                | Self::CertificateRejected { .. }
         )
+    }
+
+    /// Whether a rotation step was refused because of the CA's state
+    /// ([`CaError::RotationRefused`]): retrying later, or with `force`, may succeed. Maps to
+    /// `FailedPrecondition`.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::RotationRefused { .. })
     }
 
     pub(crate) fn io(
@@ -282,6 +336,18 @@ impl CaError {
             operation,
             path: path.to_path_buf(),
             source,
+        }
+    }
+
+    pub(crate) fn refused(reason: impl Into<String>) -> Self {
+        Self::RotationRefused {
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn rejected(reason: impl Into<String>) -> Self {
+        Self::CertificateRejected {
+            reason: reason.into(),
         }
     }
 

@@ -48,7 +48,7 @@ pub fn write_public_atomic(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
 /// [`CaError::FileTooLarge`] above [`MAX_FILE_LEN`]; [`CaError::Io`].
 pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CaError> {
     let file = File::open(path).map_err(|e| CaError::io("open", path, e))?;
-    let metadata = checked_metadata(&file, path)?;
+    let metadata = checked_metadata(&file, path, MAX_FILE_LEN)?;
     let mode = metadata.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(CaError::KeyFileTooOpen {
@@ -58,7 +58,7 @@ pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CaError> {
     }
     // Sized up front so reading never reallocates and leaves an unzeroized copy behind.
     let mut buffer = Zeroizing::new(Vec::with_capacity(capacity_for(metadata.len())));
-    read_limited(file, path, &mut buffer)?;
+    read_limited(file, path, &mut buffer, MAX_FILE_LEN)?;
     Ok(buffer)
 }
 
@@ -67,10 +67,16 @@ pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CaError> {
 /// # Errors
 /// [`CaError::NotARegularFile`]; [`CaError::FileTooLarge`]; [`CaError::Io`].
 pub fn read_public_file(path: &Path) -> Result<Vec<u8>, CaError> {
+    read_file_with_limit(path, MAX_FILE_LEN)
+}
+
+/// Reads a regular file of at most `max` bytes (the rotation journal, which may outgrow
+/// [`MAX_FILE_LEN`]).
+pub(crate) fn read_file_with_limit(path: &Path, max: u64) -> Result<Vec<u8>, CaError> {
     let file = File::open(path).map_err(|e| CaError::io("open", path, e))?;
-    let metadata = checked_metadata(&file, path)?;
+    let metadata = checked_metadata(&file, path, max)?;
     let mut buffer = Vec::with_capacity(capacity_for(metadata.len()));
-    read_limited(file, path, &mut buffer)?;
+    read_limited(file, path, &mut buffer, max)?;
     Ok(buffer)
 }
 
@@ -98,41 +104,50 @@ pub(crate) fn exists(path: &Path) -> Result<bool, CaError> {
     }
 }
 
+/// Removes `path` if it exists; a file already gone is not an error.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), CaError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CaError::io("remove", path, e)),
+    }
+}
+
 /// The opened file's metadata, after checking it is a regular file within the size limit.
-fn checked_metadata(file: &File, path: &Path) -> Result<fs::Metadata, CaError> {
+fn checked_metadata(file: &File, path: &Path, max: u64) -> Result<fs::Metadata, CaError> {
     let metadata = file.metadata().map_err(|e| CaError::io("stat", path, e))?;
     if !metadata.is_file() {
         return Err(CaError::NotARegularFile {
             path: path.to_path_buf(),
         });
     }
-    if metadata.len() > MAX_FILE_LEN {
+    if metadata.len() > max {
         return Err(CaError::FileTooLarge {
             path: path.to_path_buf(),
             len: metadata.len(),
-            max: MAX_FILE_LEN,
+            max,
         });
     }
     Ok(metadata)
 }
 
 fn capacity_for(len: u64) -> usize {
-    // `len` is at most MAX_FILE_LEN (64 KiB), so it fits any usize; one spare byte lets
+    // `len` is at most the read limit (1 MiB at most), so it fits any usize; one spare byte lets
     // read_to_end see end-of-file without growing the buffer.
     usize::try_from(len).unwrap_or(0).saturating_add(1)
 }
 
-fn read_limited(file: File, path: &Path, buffer: &mut Vec<u8>) -> Result<(), CaError> {
+fn read_limited(file: File, path: &Path, buffer: &mut Vec<u8>, max: u64) -> Result<(), CaError> {
     // The file may grow between stat and read; never read more than the limit.
-    file.take(MAX_FILE_LEN + 1)
+    file.take(max + 1)
         .read_to_end(buffer)
         .map_err(|e| CaError::io("read", path, e))?;
     let len = buffer.len() as u64;
-    if len > MAX_FILE_LEN {
+    if len > max {
         return Err(CaError::FileTooLarge {
             path: path.to_path_buf(),
             len,
-            max: MAX_FILE_LEN,
+            max,
         });
     }
     Ok(())

@@ -1,8 +1,8 @@
 //! # mayfly-ca
 //!
-//! Mayfly's certificate authority: a root, an intermediate that signs every leaf, and an
-//! ES256 JWT signing key, kept as files in one directory (keys `0600`, written atomically)
-//! and parsed once at load.
+//! Mayfly's certificate authority: roots, an intermediate that signs every leaf, and ES256
+//! JWT signing keys, kept as files in one directory (keys `0600`, written atomically), parsed
+//! once at load, and rotated without a restart.
 //!
 //! - [`CertificateAuthority::issue_x509_svid`] turns a CSR into an X509-SVID
 //!   (`spiffe/spiffe` `standards/X509-SVID.md`): only the CSR's public key is used; the
@@ -40,23 +40,40 @@
 //! # }
 //! ```
 //!
-//! Rotation: call [`CertificateAuthority::load_or_create`] again (say, hourly); it replaces
-//! the intermediate once less than a quarter of its lifetime is left, and the caller swaps
-//! the new value in. The root key is held in memory only during that call.
+//! ## Rotation
+//!
+//! Every authority (roots, intermediates, JWT keys) is `Prepared` (published, not signing),
+//! then `Active`, then `Old` (not signing, published while what it signed may be valid), then
+//! `Retired`. A journal in the CA directory records it all and is the commit point of every
+//! step, so a crash at any point loads consistently.
+//!
+//! - [`CertificateAuthority::rotate_due`], called periodically, rotates intermediates and
+//!   JWT keys by itself: prepare at half life, activate after `publish_ahead`, retire once
+//!   nothing they signed can be valid ([`CaConfig`]).
+//! - Roots rotate when an operator says so: [`CertificateAuthority::prepare_root`],
+//!   [`CertificateAuthority::activate_root`], [`CertificateAuthority::retire_root`]. A root
+//!   whose key stays offline: [`create_root`], [`CertificateAuthority::prepare_root_from_certificate`],
+//!   [`CertificateAuthority::intermediate_csr`], [`sign_intermediate_csr`],
+//!   [`CertificateAuthority::import_intermediate`].
+//! - Issuing always uses the active signers, read lock-free;
+//!   [`CertificateAuthority::generation`] tells when the bundle or the signers changed.
+//! - [`CertificateAuthority::status`] lists every authority and what needs attention.
 
 #![forbid(unsafe_code)]
 
 pub mod authority;
 pub mod csr;
 mod error;
+pub mod failpoint;
 pub mod files;
 pub mod jwt;
 pub mod keys;
 mod pem;
 
 pub use authority::{
-    CaConfig, CertificateAuthority, IssuedX509Svid, LoadReport, RevokedSerial, ServerCertificate,
-    X509SvidRequest,
+    AuthorityKind, AuthorityState, AuthorityStatus, CaConfig, CaStatus, CertificateAuthority,
+    IssuedX509Svid, LoadReport, RevokedSerial, RotationEvent, ServerCertificate, X509SvidRequest,
+    create_root, export_active_root, sign_intermediate_csr,
 };
 pub use error::CaError;
 pub use jwt::{JwtSigner, SignedJwt};

@@ -36,6 +36,15 @@ fn issue(ca: &CertificateAuthority, id: &str) -> IssuedX509Svid {
     .unwrap()
 }
 
+fn root_der(ca: &CertificateAuthority) -> Vec<u8> {
+    ca.root_certificate_der().to_vec()
+}
+
+/// The intermediate that signs leaves and CRLs now.
+fn intermediate_der(ca: &CertificateAuthority) -> Vec<u8> {
+    ca.intermediate_certificate_der().to_vec()
+}
+
 /// The serial as the broker's revocation index spells it.
 fn serial_of(svid: &IssuedX509Svid) -> String {
     serial_from_bytes(parse(&svid.cert_chain_der[0]).raw_serial())
@@ -101,15 +110,11 @@ fn openssl_verify_with_crl(
     leaf_der: &[u8],
 ) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let root = write(
-        dir.path(),
-        "root.pem",
-        pem("CERTIFICATE", ca.root_certificate_der()),
-    );
+    let root = write(dir.path(), "root.pem", pem("CERTIFICATE", &root_der(ca)));
     let intermediate = write(
         dir.path(),
         "intermediate.pem",
-        pem("CERTIFICATE", ca.intermediate_certificate_der()),
+        pem("CERTIFICATE", &intermediate_der(ca)),
     );
     let crl = write(dir.path(), "crl.pem", pem("X509 CRL", crl_der));
     let leaf = write(dir.path(), "leaf.pem", pem("CERTIFICATE", leaf_der));
@@ -139,17 +144,17 @@ fn openssl_verifies_the_crl_signature_with_the_intermediate_only() {
     let revoked = issue(&ca, WORKLOAD);
     let crl = crl_revoking(&ca, &revoked);
 
-    let (ok, output) = openssl_crl_verify(&crl, ca.intermediate_certificate_der());
+    let (ok, output) = openssl_crl_verify(&crl, &intermediate_der(&ca));
     assert!(ok, "openssl crl: {output}");
 
     // Negative controls: another CA's intermediate, and one flipped signature bit.
-    let (ok, output) = openssl_crl_verify(&crl, other.intermediate_certificate_der());
+    let (ok, output) = openssl_crl_verify(&crl, &intermediate_der(&other));
     assert!(!ok, "verified by a foreign intermediate: {output}");
     assert!(output.contains("verify failure"), "{output}");
     let mut tampered = crl.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 0x01;
-    let (ok, output) = openssl_crl_verify(&tampered, ca.intermediate_certificate_der());
+    let (ok, output) = openssl_crl_verify(&tampered, &intermediate_der(&ca));
     assert!(!ok, "tampered CRL verified: {output}");
     assert!(output.contains("verify failure"), "{output}");
 }
@@ -171,8 +176,8 @@ fn openssl_verify_rejects_the_revoked_leaf_and_accepts_the_other() {
 
     // Control: the same chain verifies without the CRL check, so the CRL is what refused it.
     let (ok, output) = openssl_verify(
-        ca.root_certificate_der(),
-        ca.intermediate_certificate_der(),
+        &root_der(&ca),
+        &intermediate_der(&ca),
         &revoked.cert_chain_der[0],
         at(Duration::from_secs(120)),
         "sslclient",
@@ -187,7 +192,7 @@ fn an_empty_crl_passes_both_leaves() {
     let crl = ca
         .crl(&[], t0_seconds() + 60, t0_seconds() + 3660, 1)
         .unwrap();
-    let (ok, output) = openssl_crl_verify(&crl, ca.intermediate_certificate_der());
+    let (ok, output) = openssl_crl_verify(&crl, &intermediate_der(&ca));
     assert!(ok, "openssl crl: {output}");
     for leaf in &leaves {
         let (ok, output) = openssl_verify_with_crl(&ca, &crl, &leaf.cert_chain_der[0]);
@@ -204,10 +209,12 @@ fn x509_parser_reads_the_entries_times_and_extensions() {
     let (rest, crl) = CertificateRevocationList::from_der(&crl_der).unwrap();
     assert!(rest.is_empty());
 
-    let intermediate = parse(ca.intermediate_certificate_der());
+    let signer_der = intermediate_der(&ca);
+    let intermediate = parse(&signer_der);
     crl.verify_signature(intermediate.public_key()).unwrap();
     let (_other_dir, other) = new_ca();
-    let foreign = parse(other.intermediate_certificate_der());
+    let foreign_der = intermediate_der(&other);
+    let foreign = parse(&foreign_der);
     assert!(crl.verify_signature(foreign.public_key()).is_err());
 
     assert_eq!(crl.version().map(|v| v.0), Some(1), "X.509 v2 CRL");

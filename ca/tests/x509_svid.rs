@@ -80,7 +80,8 @@ fn leaf_from_a_hostile_csr_carries_only_the_entry_identity() {
     assert!(!String::from_utf8_lossy(&svid.cert_chain_der[0]).contains("Evil"));
 
     // Chained by key identifier to the intermediate; random 128-bit serial as reported.
-    let intermediate = parse(ca.intermediate_certificate_der());
+    let intermediate_der = ca.intermediate_certificate_der();
+    let intermediate = parse(&intermediate_der);
     let (intermediate_ski, _) = key_identifiers(&intermediate);
     let (leaf_ski, leaf_aki) = key_identifiers(&leaf);
     assert!(leaf_ski.is_some());
@@ -114,8 +115,8 @@ fn leaf_chains_to_the_root_for_webpki_and_openssl() {
         .issue_x509_svid(&request(&csr, &id, &dns, Duration::from_secs(600)))
         .unwrap();
     let leaf = &svid.cert_chain_der[0];
-    let root = ca.root_certificate_der();
-    let intermediate = ca.intermediate_certificate_der();
+    let root = &ca.root_certificate_der();
+    let intermediate = &ca.intermediate_certificate_der();
     let during = at(Duration::from_secs(60));
 
     webpki_verify(
@@ -159,7 +160,7 @@ fn leaf_chains_to_the_root_for_webpki_and_openssl() {
         other.root_fingerprint_sha256(),
         ca.root_fingerprint_sha256()
     );
-    let other_root = other.root_certificate_der();
+    let other_root = &other.root_certificate_der();
     assert!(
         webpki_verify(
             other_root,
@@ -188,8 +189,8 @@ fn leaf_from_another_ca_fails_openssl_verify_next_to_our_own() {
         .issue_x509_svid(&request(&csr, &id, &[], Duration::from_secs(600)))
         .unwrap();
     let during = at(Duration::from_secs(60));
-    let root = ca.root_certificate_der();
-    let intermediate = ca.intermediate_certificate_der();
+    let root = &ca.root_certificate_der();
+    let intermediate = &ca.intermediate_certificate_der();
 
     let (ok, output) = openssl_verify(
         root,
@@ -210,7 +211,7 @@ fn leaf_from_another_ca_fails_openssl_verify_next_to_our_own() {
     // Even with its own intermediate supplied, it does not reach our root.
     let (ok, output) = openssl_verify(
         root,
-        other.intermediate_certificate_der(),
+        &other.intermediate_certificate_der(),
         &theirs.cert_chain_der[0],
         during,
         "sslclient",
@@ -236,16 +237,16 @@ fn every_supported_csr_key_type_is_certified_and_verifies() {
         let leaf = &svid.cert_chain_der[0];
         assert_eq!(parse(leaf).public_key().raw, spki_of(key).as_slice());
         let (ok, output) = openssl_verify(
-            ca.root_certificate_der(),
-            ca.intermediate_certificate_der(),
+            &ca.root_certificate_der(),
+            &ca.intermediate_certificate_der(),
             leaf,
             at(Duration::from_secs(1)),
             "sslclient",
         );
         assert!(ok, "{:?}: {output}", key.algorithm());
         webpki_verify(
-            ca.root_certificate_der(),
-            ca.intermediate_certificate_der(),
+            &ca.root_certificate_der(),
+            &ca.intermediate_certificate_der(),
             leaf,
             at(Duration::from_secs(1)),
             webpki::KeyUsage::client_auth(),
@@ -320,7 +321,8 @@ fn leaf_lifetime_is_clamped_to_the_intermediate() {
         T0_SECONDS + 365 * 24 * 60 * 60
     );
     let leaf = parse(&long.cert_chain_der[0]);
-    let intermediate = parse(ca.intermediate_certificate_der());
+    let intermediate_der = ca.intermediate_certificate_der();
+    let intermediate = parse(&intermediate_der);
     assert_eq!(leaf.validity().not_after, intermediate.validity().not_after);
 
     // Once the intermediate has expired nothing is issued.
@@ -417,16 +419,16 @@ fn server_certificate_has_uri_dns_and_ip_names_and_a_matching_fresh_key() {
 
     let during = at(Duration::from_secs(60));
     let (ok, output) = openssl_verify(
-        ca.root_certificate_der(),
-        ca.intermediate_certificate_der(),
+        &ca.root_certificate_der(),
+        &ca.intermediate_certificate_der(),
         &server.cert_chain_der[0],
         during,
         "sslserver",
     );
     assert!(ok, "{output}");
     webpki_verify(
-        ca.root_certificate_der(),
-        ca.intermediate_certificate_der(),
+        &ca.root_certificate_der(),
+        &ca.intermediate_certificate_der(),
         &server.cert_chain_der[0],
         during,
         webpki::KeyUsage::server_auth(),
@@ -516,8 +518,8 @@ fn csrs_made_by_openssl_including_rsa_pss_are_accepted_and_bad_pss_salt_is_not()
             .issue_x509_svid(&request(&csr, &id, &[], ttl))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let (ok, output) = openssl_verify(
-            ca.root_certificate_der(),
-            ca.intermediate_certificate_der(),
+            &ca.root_certificate_der(),
+            &ca.intermediate_certificate_der(),
             &svid.cert_chain_der[0],
             at(Duration::from_secs(1)),
             "sslclient",

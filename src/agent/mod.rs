@@ -45,6 +45,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bundle_watch;
 mod claims;
 mod endpoint;
 mod error;
@@ -294,7 +295,13 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     }
 
     let cancel = CancellationToken::new();
-    let sync_task = tokio::spawn(syncer.run(cancel.child_token()));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let sync_task = tokio::spawn(syncer.run(wake.clone(), cancel.child_token()));
+    let bundle_task = tokio::spawn(bundle_watch::follow(
+        upstream.clone(),
+        wake,
+        cancel.child_token(),
+    ));
     let issuer = Arc::new(JwtIssuer::new(
         upstream.clone(),
         state.clone(),
@@ -319,11 +326,11 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     {
         tracing::warn!(%error, "cannot follow the broker's revocations yet; retrying in the background");
     }
-    let revocation_task = tokio::spawn(revocations.clone().follow(
-        config.server.clone(),
-        config.bundle_pem.clone(),
-        cancel.child_token(),
-    ));
+    let revocation_task = tokio::spawn(
+        revocations
+            .clone()
+            .follow(upstream.clone(), cancel.child_token()),
+    );
     let api = WorkloadApi::new(
         state.clone(),
         issuer,
@@ -350,7 +357,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         state,
         upstream,
         cancel,
-        tasks: [sync_task, server_task, revocation_task]
+        tasks: [sync_task, server_task, revocation_task, bundle_task]
             .into_iter()
             .chain(sink_task)
             .collect(),

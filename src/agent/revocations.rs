@@ -16,6 +16,7 @@ use mayfly_sdk::revocation::{RevocationError, RevocationWatch};
 use tokio_util::sync::CancellationToken;
 
 use super::status::WorkloadError;
+use super::upstream::Upstream;
 use crate::cli::connect;
 
 /// The agent's view of the broker's revocations.
@@ -92,28 +93,50 @@ impl Revocations {
         Ok(())
     }
 
-    /// Opens the watch, retrying with backoff until it starts or `cancel`
-    /// fires; the watch then keeps itself current.
+    /// Opens the watch, retrying with backoff until it starts, and opens it
+    /// again (trusting the new roots) whenever the broker's roots change: a
+    /// root rotation moves the broker's TLS certificate to a new root. Runs
+    /// until `cancel` fires.
     pub(crate) async fn follow(
         self: Arc<Self>,
-        server: String,
-        roots_pem: Vec<u8>,
+        upstream: Arc<Upstream>,
         cancel: CancellationToken,
     ) {
-        let mut delay = Duration::from_millis(100);
-        while !self.is_following() {
-            let result = tokio::select! {
-                () = cancel.cancelled() => return,
-                result = self.start_once(&server, &roots_pem, Duration::from_secs(10)) => result,
-            };
-            if let Err(error) = result {
-                tracing::warn!(%error, "cannot follow the broker's revocations yet; retrying");
+        let mut roots_changed = upstream.roots_changed();
+        loop {
+            let mut delay = Duration::from_millis(100);
+            while !self.is_following() {
+                let roots = upstream.trusted_roots_pem();
+                let result = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    result = self.start_once(upstream.server(), &roots, Duration::from_secs(10)) => result,
+                };
+                if let Err(error) = result {
+                    tracing::warn!(%error, "cannot follow the broker's revocations yet; retrying");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
+                changed = roots_changed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
+            // New roots: a new watch over a channel that trusts them; the
+            // old one serves until the new one has its first full set.
+            let roots = upstream.trusted_roots_pem();
+            if let Err(error) = self
+                .start_once(upstream.server(), &roots, Duration::from_secs(10))
+                .await
+            {
+                tracing::warn!(%error, "cannot re-open the revocation watch with the new roots; keeping the old one");
+            }
         }
     }
 }

@@ -58,8 +58,9 @@ impl Syncer {
     }
 
     /// Runs until `cancel` fires, or until the agent's own SVID expired
-    /// (then the state is marked failed).
-    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+    /// (then the state is marked failed). `wake` starts the next round at
+    /// once (the broker pushed a new bundle).
+    pub(crate) async fn run(mut self, wake: Arc<tokio::sync::Notify>, cancel: CancellationToken) {
         loop {
             let delay = match self.sync_once().await {
                 Ok(()) => self.interval,
@@ -87,6 +88,7 @@ impl Syncer {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
+                () = wake.notified() => {}
             }
         }
     }

@@ -26,6 +26,9 @@ pub(crate) struct Upstream {
     configured_roots_pem: Vec<u8>,
     /// The latest roots the broker published, trusted too (root rotation).
     bundle_roots: ArcSwap<Vec<Vec<u8>>>,
+    /// Ticks whenever `bundle_roots` changes (a root rotation), so that
+    /// long-lived streams reconnect trusting the new roots.
+    roots_changed: tokio::sync::watch::Sender<u64>,
     identity: ArcSwap<AgentSvid>,
     client: ArcSwapOption<BrokerClient<Channel>>,
     files: IdentityFiles,
@@ -94,6 +97,7 @@ impl Upstream {
             server,
             configured_roots_pem,
             bundle_roots: ArcSwap::from_pointee(Vec::new()),
+            roots_changed: tokio::sync::watch::Sender::new(0),
             identity: ArcSwap::from_pointee(identity),
             client: ArcSwapOption::empty(),
             files,
@@ -154,6 +158,7 @@ impl Upstream {
         if let Err(error) = self.files.save_bundle(roots) {
             tracing::warn!(%error, "cannot save the trust bundle");
         }
+        self.roots_changed.send_modify(|version| *version += 1);
     }
 
     /// The entries registered under this agent, and the bundle.
@@ -215,7 +220,19 @@ impl Upstream {
         error
     }
 
-    fn trusted_roots_pem(&self) -> Vec<u8> {
+    /// The broker's address.
+    pub(crate) fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Ticks when the trusted roots change.
+    pub(crate) fn roots_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.roots_changed.subscribe()
+    }
+
+    /// The roots to trust for the broker's TLS certificate: the configured
+    /// ones and every root the broker published.
+    pub(crate) fn trusted_roots_pem(&self) -> Vec<u8> {
         let mut pem = self.configured_roots_pem.clone();
         pem.push(b'\n');
         let roots = self.bundle_roots.load();

@@ -3,7 +3,9 @@
 //! the peer's uid: only the data directory's owner (or root) may administer.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use mayfly_ca::{CaError, CertificateAuthority, RotationEvent};
 
 use mayfly_sdk::SpiffeId;
 use mayfly_sdk::proto::v1 as pb;
@@ -21,6 +23,7 @@ use crate::mint::UsageTracker;
 use crate::policy::{Entry, EntryId, EntryIndex, EntrySpec};
 use crate::replica::Replicas;
 use crate::revoke::{RevokeError, Revoker};
+use crate::rotation::Rotation;
 use crate::store::Store;
 
 /// Implements `mayfly.v1.Admin`.
@@ -50,14 +53,14 @@ pub struct AdminState {
     pub grpc_addr: String,
     /// The bound HTTP address.
     pub http_addr: String,
-    /// SHA-256 of the root certificate, hex.
-    pub root_fingerprint: String,
     /// The configured attestors (for entry checks).
     pub attestors: Arc<Attestors>,
     /// Revokes and lists revocations.
     pub revoker: Arc<Revoker>,
     /// This replica and the others sharing the store.
     pub replicas: Arc<Replicas>,
+    /// The CA and its rotation.
+    pub rotation: Arc<Rotation>,
 }
 
 impl AdminService {
@@ -358,7 +361,7 @@ impl Admin for AdminService {
             grpc_address: state.grpc_addr.clone(),
             http_address: state.http_addr.clone(),
             data_dir: state.config.data_dir.display().to_string(),
-            root_fingerprint_sha256: state.root_fingerprint.clone(),
+            root_fingerprint_sha256: state.rotation.ca().root_fingerprint_sha256(),
             entries: u64::try_from(state.entries.len()).unwrap_or(u64::MAX),
             bundle_sequence: state.bundle.current().proto.sequence,
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -404,6 +407,103 @@ impl Admin for AdminService {
         Ok(Response::new(revocation.to_proto()))
     }
 
+    async fn ca_status(
+        &self,
+        _request: Request<pb::CaStatusRequest>,
+    ) -> Result<Response<pb::CaStatusResponse>, Status> {
+        let rotation = &self.inner.rotation;
+        let status = rotation.ca().status(self.inner.clock.now());
+        Ok(Response::new(pb::CaStatusResponse {
+            authorities: status
+                .authorities
+                .iter()
+                .map(|a| pb::CaAuthority {
+                    kind: a.kind.as_str().to_owned(),
+                    id: a.id.clone(),
+                    state: a.state.as_str().to_owned(),
+                    not_before: a.not_before.unwrap_or(0),
+                    not_after: a.not_after.unwrap_or(0),
+                    issuer: a.issuer.clone().unwrap_or_default(),
+                    key_on_server: a.key_on_server,
+                    live_until: a.live_until.unwrap_or(0),
+                    since: a.since.unwrap_or(0),
+                })
+                .collect(),
+            warnings: status.warnings,
+            bundle_sequence: rotation.bundle().current().proto.sequence,
+        }))
+    }
+
+    async fn ca_prepare(
+        &self,
+        request: Request<pb::CaPrepareRequest>,
+    ) -> Result<Response<pb::CaRotationResponse>, Status> {
+        let actor = Self::actor(&request);
+        let pem = request.into_inner().root_certificate_pem;
+        self.rotation_step("ca.prepare", &actor, |ca, now| {
+            if pem.is_empty() {
+                ca.prepare_root(now)
+            } else {
+                ca.prepare_root_from_certificate(&pem, now)
+            }
+        })
+        .await
+    }
+
+    async fn ca_activate(
+        &self,
+        request: Request<pb::CaActivateRequest>,
+    ) -> Result<Response<pb::CaRotationResponse>, Status> {
+        let actor = Self::actor(&request);
+        let force = request.into_inner().force;
+        self.rotation_step("ca.activate", &actor, |ca, now| {
+            ca.activate_root(now, force)
+        })
+        .await
+    }
+
+    async fn ca_retire(
+        &self,
+        request: Request<pb::CaRetireRequest>,
+    ) -> Result<Response<pb::CaRotationResponse>, Status> {
+        let actor = Self::actor(&request);
+        let force = request.into_inner().force;
+        self.rotation_step("ca.retire", &actor, |ca, now| ca.retire_root(now, force))
+            .await
+    }
+
+    async fn ca_intermediate_csr(
+        &self,
+        request: Request<pb::CaIntermediateCsrRequest>,
+    ) -> Result<Response<pb::CaIntermediateCsrResponse>, Status> {
+        let actor = Self::actor(&request);
+        let csr_pem = self
+            .inner
+            .rotation
+            .ca()
+            .intermediate_csr(self.inner.clock.now())
+            .map_err(ca_status)?;
+        self.audit(AuditEvent {
+            action: "ca.intermediate-csr".into(),
+            actor,
+            ..AuditEvent::default()
+        })
+        .await?;
+        Ok(Response::new(pb::CaIntermediateCsrResponse { csr_pem }))
+    }
+
+    async fn ca_import_intermediate(
+        &self,
+        request: Request<pb::CaImportIntermediateRequest>,
+    ) -> Result<Response<pb::CaRotationResponse>, Status> {
+        let actor = Self::actor(&request);
+        let pem = request.into_inner().certificate_pem;
+        self.rotation_step("ca.import-intermediate", &actor, |ca, now| {
+            ca.import_intermediate(&pem, now)
+        })
+        .await
+    }
+
     async fn list_revocations(
         &self,
         _request: Request<pb::ListRevocationsRequest>,
@@ -417,6 +517,53 @@ impl Admin for AdminService {
                 .map(|r| r.to_proto())
                 .collect(),
         }))
+    }
+}
+
+impl AdminService {
+    /// Runs one operator rotation step, audits and publishes it.
+    async fn rotation_step(
+        &self,
+        action: &str,
+        actor: &str,
+        step: impl FnOnce(&CertificateAuthority, SystemTime) -> Result<Vec<RotationEvent>, CaError>,
+    ) -> Result<Response<pb::CaRotationResponse>, Status> {
+        let rotation = &self.inner.rotation;
+        let result = step(rotation.ca(), self.inner.clock.now());
+        let events = rotation
+            .record(action, actor, result)
+            .await
+            .map_err(ca_status)?;
+        Ok(Response::new(pb::CaRotationResponse {
+            events: events.iter().map(event_to_proto).collect(),
+            bundle_sequence: rotation.bundle().current().proto.sequence,
+        }))
+    }
+}
+
+fn event_to_proto(event: &RotationEvent) -> pb::CaRotationEvent {
+    pb::CaRotationEvent {
+        kind: event.kind.as_str().to_owned(),
+        id: event.id.clone(),
+        from: event
+            .from
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        to: event.to.as_str().to_owned(),
+        detail: event.detail.clone(),
+    }
+}
+
+/// A CA refusal or failure as a status: the operator's mistakes are
+/// FailedPrecondition or InvalidArgument, the rest Internal.
+fn ca_status(error: CaError) -> Status {
+    if error.is_refusal() {
+        Status::failed_precondition(error.to_string())
+    } else if error.is_caller_error() {
+        Status::invalid_argument(error.to_string())
+    } else {
+        tracing::error!(%error, "CA operation failed");
+        Status::internal(error.to_string())
     }
 }
 

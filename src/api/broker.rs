@@ -272,10 +272,27 @@ impl Broker for BrokerService {
         &self,
         _request: Request<pb::WatchBundleRequest>,
     ) -> Result<Response<Self::WatchBundleStream>, Status> {
-        // WatchStream yields the current value at once, then every change.
-        let stream =
-            WatchStream::new(self.bundle.subscribe()).map(|bundle| Ok(bundle.proto.clone()));
-        Ok(Response::new(Box::pin(stream)))
+        // WatchStream yields the current value at once, then every change;
+        // the stream ends at shutdown so that draining does not wait for it.
+        let shutdown = self.revocations.shutdown.clone();
+        let mut bundles = WatchStream::new(self.bundle.subscribe());
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tx.closed() => return,
+                    next = bundles.next() => next,
+                };
+                let Some(bundle) = next else { return };
+                if tx.send(Ok(bundle.proto.clone())).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn create_x509_pop_challenge(

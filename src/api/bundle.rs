@@ -1,10 +1,13 @@
 //! The trust bundle as it is served: one immutable snapshot, replaced on
 //! every change and pushed to every `WatchBundle` stream.
 //!
-//! Every change increments `spiffe_sequence`. With several replicas the JWT
-//! authorities are the union of every live replica's keys, so a token
-//! minted by one replica validates on every other.
+//! The bundle holds every published root (prepared, active and old: root
+//! rotation) and every published JWT key of this replica (rotation again)
+//! and of the other live replicas (several replicas share one trust
+//! domain). Every change increments `spiffe_sequence`, which is kept in the
+//! data directory so that it keeps increasing across restarts.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,31 +29,70 @@ pub struct PublishedBundle {
     pub roots_pem: String,
 }
 
+#[derive(Debug)]
+struct State {
+    sequence: u64,
+    /// The other replicas' JWT keys.
+    peers: Vec<JwtAuthority>,
+    /// What the current snapshot holds.
+    roots: Vec<Vec<u8>>,
+    jwt: Vec<JwtAuthority>,
+}
+
 /// Publishes bundle snapshots; readers hold a [`watch::Receiver`].
 #[derive(Debug)]
 pub struct BundlePublisher {
     ca: Arc<CertificateAuthority>,
     refresh_hint: Duration,
-    /// The current sequence and JWT authorities; held only to build the
-    /// next snapshot, never across an await.
-    state: Mutex<(u64, Vec<JwtAuthority>)>,
+    /// Where the sequence and the roots' PEM are kept (`None`: nowhere).
+    files: Option<BundleFiles>,
+    /// Held only to build the next snapshot, never across an await.
+    state: Mutex<State>,
     sender: watch::Sender<Arc<PublishedBundle>>,
 }
 
+/// Files the publisher keeps current in the data directory.
+#[derive(Debug, Clone)]
+pub struct BundleFiles {
+    /// The last published `spiffe_sequence`.
+    pub sequence: PathBuf,
+    /// The published roots, PEM, for clients (`mayfly client …`).
+    pub roots_pem: PathBuf,
+}
+
 impl BundlePublisher {
-    /// Publishes the CA's current bundle as `sequence`.
+    /// Publishes the CA's current bundle, continuing the sequence kept in
+    /// `files` (or starting at 1).
+    ///
+    /// # Errors
+    ///
+    /// A message if the bundle cannot be rendered or the files written.
     pub fn new(
         ca: Arc<CertificateAuthority>,
-        sequence: u64,
         refresh_hint: Duration,
+        files: Option<BundleFiles>,
     ) -> Result<Self, String> {
-        let authorities = vec![ca.jwt_signer().authority()];
-        let published = publish(&ca, sequence, refresh_hint, &authorities)?;
+        let sequence = match &files {
+            Some(files) => read_sequence(&files.sequence)?.saturating_add(1),
+            None => 1,
+        };
+        let bundle = ca.bundle(sequence, refresh_hint);
+        let state = State {
+            sequence,
+            peers: Vec::new(),
+            roots: bundle.x509_authorities.clone(),
+            jwt: sorted(bundle.jwt_authorities.clone()),
+        };
+        let published = publish(&ca, sequence, refresh_hint, &state.jwt)?;
+        if let Some(files) = &files {
+            write_files(files, sequence, &published)?;
+        }
         let (sender, _) = watch::channel(Arc::new(published));
         Ok(BundlePublisher {
             ca,
             refresh_hint,
-            state: Mutex::new((sequence, authorities)),
+            files,
+            state: Mutex::new(state),
             sender,
         })
     }
@@ -65,42 +107,87 @@ impl BundlePublisher {
         self.sender.subscribe()
     }
 
-    /// The JWT authorities served now.
+    /// The JWT authorities served now (this replica's and its peers').
     pub fn jwt_authorities(&self) -> Vec<JwtAuthority> {
-        self.lock().1.clone()
+        self.lock().jwt.clone()
     }
 
-    /// Serves these JWT authorities (this replica's own is always kept),
-    /// sorted by key id. Publishes a new bundle with the next sequence if
-    /// the set changed; returns whether it did.
+    /// Serves the other replicas' JWT keys next to this one's; publishes a
+    /// new bundle if anything changed. Returns whether it did.
     ///
     /// # Errors
     ///
     /// A message if the bundle cannot be rendered; the old one stays.
-    pub fn set_jwt_authorities(&self, mut authorities: Vec<JwtAuthority>) -> Result<bool, String> {
-        let own = self.ca.jwt_signer().authority();
-        if !authorities.iter().any(|a| a.key_id == own.key_id) {
-            authorities.push(own);
-        }
-        authorities.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-        authorities.dedup_by(|a, b| a.key_id == b.key_id);
+    pub fn set_peer_jwt_authorities(&self, peers: Vec<JwtAuthority>) -> Result<bool, String> {
         let mut state = self.lock();
-        let mut current = state.1.clone();
-        current.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-        if current == authorities {
+        state.peers = peers;
+        self.refresh_locked(&mut state)
+    }
+
+    /// Re-reads the CA's published authorities (after a rotation step) and
+    /// publishes a new bundle if anything changed. Returns whether it did.
+    ///
+    /// # Errors
+    ///
+    /// A message if the bundle cannot be rendered or its files written;
+    /// the old one stays.
+    pub fn refresh(&self) -> Result<bool, String> {
+        let mut state = self.lock();
+        self.refresh_locked(&mut state)
+    }
+
+    fn refresh_locked(&self, state: &mut State) -> Result<bool, String> {
+        let own = self.ca.bundle(state.sequence, self.refresh_hint);
+        let mut jwt = own.jwt_authorities.clone();
+        for peer in &state.peers {
+            if !jwt.iter().any(|a| a.key_id == peer.key_id) {
+                jwt.push(peer.clone());
+            }
+        }
+        let jwt = sorted(jwt);
+        if own.x509_authorities == state.roots && jwt == state.jwt {
             return Ok(false);
         }
-        let sequence = state.0.saturating_add(1);
-        let published = publish(&self.ca, sequence, self.refresh_hint, &authorities)?;
-        *state = (sequence, authorities);
+        let sequence = state.sequence.saturating_add(1);
+        let published = publish(&self.ca, sequence, self.refresh_hint, &jwt)?;
+        if let Some(files) = &self.files {
+            write_files(files, sequence, &published)?;
+        }
+        state.sequence = sequence;
+        state.roots = own.x509_authorities;
+        state.jwt = jwt;
         self.sender.send_replace(Arc::new(published));
         Ok(true)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Vec<JwtAuthority>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Only replaced whole under the lock: a panic cannot leave it torn.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn sorted(mut authorities: Vec<JwtAuthority>) -> Vec<JwtAuthority> {
+    authorities.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    authorities.dedup_by(|a, b| a.key_id == b.key_id);
+    authorities
+}
+
+fn read_sequence(path: &std::path::Path) -> Result<u64, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{} does not hold a bundle sequence number", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(error) => Err(format!("{}: {error}", path.display())),
+    }
+}
+
+fn write_files(files: &BundleFiles, sequence: u64, bundle: &PublishedBundle) -> Result<(), String> {
+    mayfly_ca::files::write_public_atomic(&files.roots_pem, bundle.roots_pem.as_bytes())
+        .map_err(|e| format!("{}: {e}", files.roots_pem.display()))?;
+    mayfly_ca::files::write_public_atomic(&files.sequence, format!("{sequence}\n").as_bytes())
+        .map_err(|e| format!("{}: {e}", files.sequence.display()))
 }
 
 /// Renders the CA's bundle, with these JWT authorities, in every served form.

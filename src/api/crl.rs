@@ -54,12 +54,15 @@ pub fn build(
         .map_err(|e| e.to_string())
 }
 
-/// Keeps `sender` holding a current CRL until `cancel` fires.
+/// Keeps `sender` holding a current CRL until `cancel` fires: re-signed on
+/// every change to revoked serials, whenever the CA rotates (`ca_changes`:
+/// a new intermediate signs it) and every [`CRL_REFRESH`].
 pub async fn publish(
     ca: Arc<CertificateAuthority>,
     set: Arc<RevocationSet>,
     sender: Arc<CrlSender>,
     clock: Arc<dyn Clock>,
+    mut ca_changes: watch::Receiver<u64>,
     cancel: CancellationToken,
 ) {
     let (_, mut changes) = set.subscribe();
@@ -75,6 +78,7 @@ pub async fn publish(
             let rebuild = tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(CRL_REFRESH) => true,
+                Ok(()) = ca_changes.changed() => true,
                 change = changes.recv() => match change {
                     Ok(RevocationChange::Upserted(r)) => r.kind == RevocationKind::Serial,
                     Ok(RevocationChange::Removed(key)) => key.starts_with("serial:"),

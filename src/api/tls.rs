@@ -1,6 +1,7 @@
 //! TLS for the broker port: rustls on aws-lc-rs, a server certificate from
-//! the broker's own CA that is re-issued before it expires, and optional
-//! client certificates (mTLS) verified against the trust bundle.
+//! the broker's own CA that is re-issued before it expires and whenever the
+//! CA rotates, and optional client certificates (mTLS) verified against
+//! every published root (so a root rotation needs no restart).
 //!
 //! Connections are accepted here rather than by tonic so that each one
 //! carries its peer certificates and a connection-limit permit, and a slow
@@ -16,11 +17,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use mayfly_ca::CertificateAuthority;
 use mayfly_sdk::SpiffeId;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -31,9 +34,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
 use crate::clock::Clock;
-
-/// How long the broker's own TLS certificate lives; it is re-issued at half.
-pub const SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What a handler knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -114,10 +114,116 @@ impl ResolvesServerCert for ServerCertResolver {
     }
 }
 
+/// Verifies client certificates against the roots the CA publishes now;
+/// rebuilt (and swapped without a lock) when they change.
+#[derive(Debug)]
+pub struct ClientRoots {
+    ca: Arc<CertificateAuthority>,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<(u64, Arc<dyn ClientCertVerifier>)>,
+}
+
+impl ClientRoots {
+    fn new(ca: Arc<CertificateAuthority>, provider: Arc<CryptoProvider>) -> Result<Self, String> {
+        let generation = ca.generation();
+        let verifier = build_client_verifier(&ca, &provider)?;
+        Ok(ClientRoots {
+            ca,
+            provider,
+            current: ArcSwap::from_pointee((generation, verifier)),
+        })
+    }
+
+    /// The verifier for the CA's current roots.
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        let current = self.current.load();
+        let generation = self.ca.generation();
+        if current.0 == generation {
+            return current.1.clone();
+        }
+        match build_client_verifier(&self.ca, &self.provider) {
+            Ok(verifier) => {
+                self.current.store(Arc::new((generation, verifier.clone())));
+                verifier
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot trust the CA's new roots; keeping the old ones");
+                current.1.clone()
+            }
+        }
+    }
+}
+
+fn build_client_verifier(
+    ca: &CertificateAuthority,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    for root in ca.bundle(0, Duration::ZERO).x509_authorities {
+        roots
+            .add(CertificateDer::from(root))
+            .map_err(|e| e.to_string())?;
+    }
+    // Client certificates are optional at the TLS layer: attestation and
+    // validation need none; the handlers that need one insist on it.
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+impl ClientCertVerifier for ClientRoots {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Hints are optional; SPIFFE clients present their one SVID anyway.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.verifier().supported_verify_schemes()
+    }
+
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+}
+
 /// Issues the broker's TLS certificates.
 #[derive(Debug)]
 pub struct ServerIdentity {
     ca: Arc<CertificateAuthority>,
+    ttl: Duration,
     spiffe_id: SpiffeId,
     dns_names: Vec<String>,
     ip_addresses: Vec<IpAddr>,
@@ -127,8 +233,12 @@ pub struct ServerIdentity {
 impl ServerIdentity {
     /// The broker's identity is `spiffe://<td>/mayfly/server`, with
     /// `localhost`, the loopback addresses and the configured names as SANs.
+    /// Its certificate lives `ttl` (the longest X509-SVID lifetime, so that
+    /// an old intermediate is never needed longer for the broker than for
+    /// the workloads) and is re-issued at half.
     pub fn new(
         ca: Arc<CertificateAuthority>,
+        ttl: Duration,
         extra_dns_names: &[String],
         extra_ip_addresses: &[IpAddr],
     ) -> Result<Self, String> {
@@ -143,6 +253,7 @@ impl ServerIdentity {
         ip_addresses.dedup();
         Ok(ServerIdentity {
             ca,
+            ttl,
             spiffe_id,
             dns_names,
             ip_addresses,
@@ -155,6 +266,17 @@ impl ServerIdentity {
         &self.spiffe_id
     }
 
+    /// Half the life a certificate issued now gets (it never outlives the
+    /// intermediate), at least a second.
+    fn half_life(&self, clock: &dyn Clock) -> Duration {
+        let until_signer_ends = self
+            .ca
+            .intermediate_not_after()
+            .duration_since(clock.now())
+            .unwrap_or_default();
+        (self.ttl.min(until_signer_ends) / 2).max(Duration::from_secs(1))
+    }
+
     fn issue(&self, clock: &dyn Clock) -> Result<Arc<CertifiedKey>, String> {
         let issued = self
             .ca
@@ -162,7 +284,7 @@ impl ServerIdentity {
                 &self.spiffe_id,
                 &self.dns_names,
                 &self.ip_addresses,
-                SERVER_CERT_TTL,
+                self.ttl,
                 clock.now(),
             )
             .map_err(|e| e.to_string())?;
@@ -191,19 +313,7 @@ impl ServerIdentity {
         let resolver = Arc::new(ServerCertResolver {
             current: ArcSwap::new(self.issue(clock)?),
         });
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(
-                self.ca.root_certificate_der().to_vec(),
-            ))
-            .map_err(|e| e.to_string())?;
-        // Client certificates are optional at the TLS layer: attestation and
-        // validation need none; the handlers that need one insist on it.
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| e.to_string())?;
+        let verifier = Arc::new(ClientRoots::new(self.ca.clone(), self.provider.clone())?);
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
@@ -213,24 +323,28 @@ impl ServerIdentity {
         Ok((Arc::new(config), resolver))
     }
 
-    /// Re-issues the server certificate at half its life until cancelled.
-    /// A failed re-issue keeps the last good certificate and retries soon.
+    /// Re-issues the server certificate at half its life, and at once when
+    /// the CA rotates (`ca_changes`: a new intermediate or root), until
+    /// cancelled. A failed re-issue keeps the last good certificate and
+    /// retries soon.
     pub async fn keep_fresh(
         self: Arc<Self>,
         resolver: Arc<ServerCertResolver>,
         clock: Arc<dyn Clock>,
+        mut ca_changes: tokio::sync::watch::Receiver<u64>,
         cancel: CancellationToken,
     ) {
-        let mut wait = SERVER_CERT_TTL / 2;
+        let mut wait = self.half_life(clock.as_ref());
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
+                Ok(()) = ca_changes.changed() => {}
             }
             match self.issue(clock.as_ref()) {
                 Ok(key) => {
                     resolver.current.store(key);
-                    wait = SERVER_CERT_TTL / 2;
+                    wait = self.half_life(clock.as_ref());
                     tracing::info!("re-issued the broker's TLS certificate");
                 }
                 Err(error) => {

@@ -23,6 +23,8 @@
 
 mod agent;
 mod audit_log;
+mod bench;
+mod ca;
 mod client;
 pub mod connect;
 mod entry;
@@ -45,6 +47,7 @@ use tonic::transport::Channel;
 
 pub use agent::AgentArgs;
 pub use audit_log::{AuditCommand, TailArgs};
+pub use ca::CaCommand;
 pub use client::{AttestArgs, ClientCommand, JwtArgs, RenewArgs};
 pub use entry::{
     CreateArgs, DeleteArgs, EntryCommand, EntryFields, EntryView, KindArg, ListArgs, ShowArgs,
@@ -156,12 +159,18 @@ pub enum Command {
     /// Lift an entry, SPIFFE ID or agent revocation (minting resumes).
     #[command(after_help = revoke::REVOKE_EXAMPLES)]
     Unrevoke(UnrevokeArgs),
+    /// The CA: status of every key, and the operator's root rotation (see docs/operations.md).
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Show what the running server says about itself.
     #[command(after_help = "Examples:\n  mayfly status\n  mayfly status --json")]
     Status(StatusArgs),
     /// Run the node agent: serve the SPIFFE Workload API to local workloads.
     #[command(after_help = agent::AGENT_EXAMPLES)]
     Agent(AgentArgs),
+    /// Load-test a broker: throughput and latency of each path against the raw ES256 limit.
+    #[command(after_help = bench::BENCH_EXAMPLES)]
+    Bench(bench::BenchArgs),
 }
 
 const SERVER_EXAMPLES: &str = "\
@@ -171,9 +180,10 @@ Examples:
   mayfly server --config /etc/mayfly/mayfly.toml --data-dir /var/lib/mayfly
   mayfly server --store redis://10.0.0.5:6379   # one of several replicas
 
-Several replicas share one root CA: copy ca/root.crt and ca/root.key from
-the first replica's data directory into each new one's before its first
-start; each makes its own intermediate CA and JWT key.
+Several replicas share one root CA: `mayfly ca export-root` on the first
+replica writes root.crt and root.key; put them in each new replica's
+<data>/ca before its first start. Each makes its own intermediate CA and
+JWT key.
 
 Flags win over MAYFLY_* environment variables, which win over the config
 file.";
@@ -303,8 +313,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Unrevoke(args) => revoke::run_unrevoke(&ctx, args)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Ca(command) => ca::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status::run(&ctx, args).await.map(|()| ExitCode::SUCCESS),
         Command::Agent(args) => return agent::run(&cli.global, args).await,
+        Command::Bench(args) => return bench::run(&cli.global, args).await,
     };
     match result {
         Ok(code) => code,

@@ -139,6 +139,10 @@ pub struct Minter {
     clock: Arc<dyn Clock>,
     attestors: Arc<Attestors>,
     revocations: Arc<RevocationSet>,
+    /// The configured caps: an entry made under a longer cap gets no more,
+    /// so that rotation's "nothing it signed is still valid" holds.
+    jwt_cap: u64,
+    x509_cap: u64,
 }
 
 impl Minter {
@@ -167,7 +171,19 @@ impl Minter {
             clock,
             attestors,
             revocations,
+            jwt_cap: crate::policy::HARD_TTL_CAP.as_secs(),
+            x509_cap: crate::policy::HARD_TTL_CAP.as_secs(),
         })
+    }
+
+    /// Caps every credential's lifetime at the configured maximum, whatever
+    /// its entry says (entries are checked against the caps when made; a
+    /// cap lowered later applies from then on).
+    #[must_use]
+    pub fn with_ttl_caps(mut self, jwt: Duration, x509: Duration) -> Self {
+        self.jwt_cap = jwt.as_secs().max(1);
+        self.x509_cap = x509.as_secs().max(1);
+        self
     }
 
     /// Validates JWT-SVIDs against these keys from now on: this replica's
@@ -560,7 +576,7 @@ impl Minter {
                 csr_der,
                 spiffe_id: &entry.spiffe_id,
                 dns_names: &entry.dns_names,
-                ttl: Duration::from_secs(entry.x509_ttl_seconds.into()),
+                ttl: Duration::from_secs(u64::from(entry.x509_ttl_seconds).min(self.x509_cap)),
                 now,
             })
             .map_err(ca_error)?;
@@ -621,7 +637,7 @@ impl Minter {
                     .join(", ")
             )));
         }
-        let max = u64::from(entry.jwt_ttl_seconds);
+        let max = u64::from(entry.jwt_ttl_seconds).min(self.jwt_cap);
         let seconds = match ttl {
             None => max,
             Some(ttl) if ttl.as_secs() == 0 => {

@@ -21,11 +21,18 @@ use tonic::transport::Channel;
 
 pub const TRUST_DOMAIN: &str = "example.org";
 
+/// A change to the test config.
+pub type ConfigHook = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
 pub struct TestBroker {
     pub server: Option<RunningServer>,
     pub dir: TempDir,
     pub clock: Arc<ManualClock>,
     pub attestors: mayfly::attest::AttestorsConfig,
+    /// Changes to the test config (short lifetimes for rotation tests).
+    pub configure: Option<ConfigHook>,
+    /// Run on the system clock instead of `clock` (time that passes).
+    pub real_clock: bool,
 }
 
 #[derive(Debug)]
@@ -77,15 +84,43 @@ impl TestBroker {
             dir,
             clock,
             attestors,
+            configure: None,
+            real_clock: false,
         };
         broker.boot().await;
         broker
     }
 
+    /// A broker on the system clock with `configure` applied to its config.
+    pub async fn start_configured(configure: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
+        let mut broker = TestBroker {
+            server: None,
+            dir: tempfile::tempdir().unwrap(),
+            clock: Arc::new(ManualClock::new(SystemTime::now())),
+            attestors: Default::default(),
+            configure: Some(Arc::new(configure)),
+            real_clock: true,
+        };
+        broker.boot().await;
+        broker
+    }
+
+    /// The clock the broker runs on.
+    pub fn clock_dyn(&self) -> Arc<dyn mayfly::clock::Clock> {
+        if self.real_clock {
+            Arc::new(mayfly::clock::SystemClock)
+        } else {
+            self.clock.clone()
+        }
+    }
+
     async fn boot(&mut self) {
         let mut config = test_config(self.dir.path().join("data"));
         config.attestors = self.attestors.clone();
-        let server = mayfly::server::start_with_clock(config, self.clock.clone())
+        if let Some(configure) = &self.configure {
+            configure(&mut config);
+        }
+        let server = mayfly::server::start_with_clock(config, self.clock_dyn())
             .await
             .unwrap();
         self.server = Some(server);
@@ -543,7 +578,7 @@ impl TestBroker {
         config.join_token = token.map(|t| t.to_owned().into());
         config.data_dir = data_dir;
         config.sync_interval = Duration::from_millis(200);
-        config.clock = self.clock.clone();
+        config.clock = self.clock_dyn();
         config
     }
 
@@ -559,6 +594,7 @@ impl TestBroker {
     }
 }
 
+pub mod mtls;
 pub mod redis;
 
 /// Attests with a join token through `broker` (any replica).
@@ -627,4 +663,22 @@ pub async fn revoke_via(
         })
         .await
         .map(|r| r.into_inner())
+}
+
+/// The file of the active authority of `kind` (`root`, `intermediate`,
+/// `jwt-key`) in a data directory's CA journal; `field` is `key` or
+/// `certificate`.
+pub fn active_ca_file(data_dir: &Path, kind: &str, field: &str) -> std::path::PathBuf {
+    let ca = data_dir.join("ca");
+    let journal: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ca.join(mayfly_ca::authority::JOURNAL_FILE)).unwrap(),
+    )
+    .unwrap();
+    let active = journal["authorities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == kind && a["state"] == "active")
+        .unwrap_or_else(|| panic!("no active {kind} in {journal}"));
+    ca.join(active[field].as_str().unwrap())
 }

@@ -1,13 +1,16 @@
 //! Certificate revocation lists (RFC 5280 §5), signed by the intermediate.
 //!
-//! A CRL from [`CertificateAuthority::crl`] covers the leaves this intermediate signed and no
-//! others: relying parties match it to a leaf by issuer name and key identifier. Leaves of a
-//! previous intermediate need a CRL signed by that intermediate.
+//! A CRL from [`CertificateAuthority::crl`] is signed by the active intermediate and covers
+//! the leaves it signed and no others: relying parties match a CRL to a leaf by issuer name
+//! and key identifier. Leaves of an intermediate that has since rotated out need a CRL signed
+//! by that intermediate.
 //!
 //! Entries carry no reason code. RFC 5280 §5.3.1 says to leave the extension out rather than
 //! write `unspecified`, and a revocation names credentials without saying why in a form a
 //! reason code could hold; claiming `keyCompromise` for every entry would tell relying parties
 //! something the broker does not know.
+
+use std::sync::Arc;
 
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use time::OffsetDateTime;
@@ -31,13 +34,15 @@ pub struct RevokedSerial {
 }
 
 impl CertificateAuthority {
-    /// A DER X.509 v2 CRL listing `revoked`, signed by the intermediate.
+    /// A DER X.509 v2 CRL listing `revoked`, signed by the active intermediate.
     ///
     /// The issuer is the intermediate's subject, and the authority key identifier is its
-    /// subject key identifier, exactly as in every leaf it signs. `crl_number` must grow with
-    /// every CRL this intermediate publishes (RFC 5280 §5.2.3); the caller keeps it. Times are
-    /// seconds since the Unix epoch. Entries keep the caller's order and carry no reason code
-    /// (`unspecified`): a revocation does not say why in terms a reason code could hold.
+    /// subject key identifier, exactly as in every leaf it signs; only those leaves are
+    /// covered (see [`intermediate_certificate_der`](Self::intermediate_certificate_der)).
+    /// `crl_number` must grow with every CRL this intermediate publishes (RFC 5280 §5.2.3);
+    /// the caller keeps it. Times are seconds since the Unix epoch. Entries keep the caller's
+    /// order and carry no reason code (`unspecified`): a revocation does not say why in terms
+    /// a reason code could hold.
     ///
     /// # Errors
     /// - [`CaError::InvalidSerial`] for a serial that is empty, not hex, or too long;
@@ -68,33 +73,36 @@ impl CertificateAuthority {
                 })
             })
             .collect::<Result<Vec<_>, CaError>>()?;
+        let intermediate = Arc::clone(&self.current.load().intermediate);
         let params = CertificateRevocationListParams {
             this_update: crl_time(this_update)?,
             next_update: crl_time(next_update)?,
             crl_number: SerialNumber::from(crl_number),
             issuing_distribution_point: None,
             revoked_certs,
-            key_identifier_method: self.intermediate_key_identifier()?,
+            key_identifier_method: key_identifier(&intermediate.der)?,
         };
         let crl = params
-            .signed_by(&self.intermediate.issuer)
+            .signed_by(&intermediate.issuer)
             .map_err(|e| CaError::internal("signing a CRL", e))?;
         Ok(crl.der().to_vec())
     }
+}
 
-    /// How leaves name the intermediate's key: its subject key identifier, or, lacking one,
-    /// what rcgen derives for leaves in that case, so a CRL always matches the leaves.
-    fn intermediate_key_identifier(&self) -> Result<KeyIdMethod, CaError> {
-        let (_, certificate) = x509_parser::parse_x509_certificate(&self.intermediate.der)
-            .map_err(|e| CaError::internal("re-reading the intermediate certificate", e))?;
-        let subject_key_identifier = certificate.extensions().iter().find_map(|extension| {
-            match extension.parsed_extension() {
+/// How leaves name an intermediate's key: its subject key identifier, or, lacking one, what
+/// rcgen derives for leaves in that case, so a CRL always matches the leaves.
+fn key_identifier(intermediate_der: &[u8]) -> Result<KeyIdMethod, CaError> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(intermediate_der)
+        .map_err(|e| CaError::internal("re-reading the intermediate certificate", e))?;
+    let subject_key_identifier =
+        certificate
+            .extensions()
+            .iter()
+            .find_map(|extension| match extension.parsed_extension() {
                 ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
                 _ => None,
-            }
-        });
-        Ok(subject_key_identifier.map_or(KeyIdMethod::Sha256, KeyIdMethod::PreSpecified))
-    }
+            });
+    Ok(subject_key_identifier.map_or(KeyIdMethod::Sha256, KeyIdMethod::PreSpecified))
 }
 
 /// Hex digits (either case, no separators) to the serial's big-endian bytes.

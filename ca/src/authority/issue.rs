@@ -9,6 +9,7 @@ use rcgen::{CertificateParams, PublicKeyData};
 use zeroize::Zeroizing;
 
 use super::CertificateAuthority;
+use super::material::Intermediate;
 use super::profiles::{self, CLOCK_SKEW_ALLOWANCE, Validity};
 use crate::csr::parse_and_verify_csr;
 use crate::error::CaError;
@@ -109,7 +110,10 @@ impl CertificateAuthority {
         request: &X509SvidRequest<'_>,
     ) -> Result<IssuedX509Svid, CaError> {
         self.check_leaf_identity(request.spiffe_id)?;
-        let leaf_validity = self.leaf_validity(request.ttl, request.now)?;
+        // One snapshot for the whole call: the chain names the intermediate that signed.
+        let snapshot = self.current.load();
+        let intermediate = &snapshot.intermediate;
+        let leaf_validity = leaf_validity(intermediate, request.ttl, request.now)?;
         let csr = parse_and_verify_csr(request.csr_der)?;
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.subject_public_key_info_der)
             .map_err(|e| CaError::CsrUnsupportedKey {
@@ -124,11 +128,11 @@ impl CertificateAuthority {
             leaf_validity.validity,
             serial,
         )?;
-        let leaf_der = self.sign_leaf(&params, &public_key)?;
+        let leaf_der = sign_leaf(intermediate, &params, &public_key)?;
         ensure_certified_key(&leaf_der, &csr.subject_public_key_info_der)?;
         Ok(IssuedX509Svid {
             spiffe_id: request.spiffe_id.clone(),
-            cert_chain_der: vec![leaf_der, self.intermediate.der.clone()],
+            cert_chain_der: vec![leaf_der, intermediate.der.clone()],
             serial_hex,
             not_before: profiles::system_time(leaf_validity.validity.not_before),
             not_after: profiles::system_time(leaf_validity.validity.not_after),
@@ -152,7 +156,9 @@ impl CertificateAuthority {
         now: SystemTime,
     ) -> Result<ServerCertificate, CaError> {
         self.check_leaf_identity(spiffe_id)?;
-        let leaf_validity = self.leaf_validity(ttl, now)?;
+        let snapshot = self.current.load();
+        let intermediate = &snapshot.intermediate;
+        let leaf_validity = leaf_validity(intermediate, ttl, now)?;
         let key = SigningKey::generate()?;
         let (serial, _) = profiles::random_serial()?;
         let params = profiles::leaf(
@@ -162,9 +168,9 @@ impl CertificateAuthority {
             leaf_validity.validity,
             serial,
         )?;
-        let leaf_der = self.sign_leaf(&params, &key)?;
+        let leaf_der = sign_leaf(intermediate, &params, &key)?;
         Ok(ServerCertificate {
-            cert_chain_der: vec![leaf_der, self.intermediate.der.clone()],
+            cert_chain_der: vec![leaf_der, intermediate.der.clone()],
             private_key_pkcs8_der: Zeroizing::new(key.pkcs8_der().to_vec()),
             not_after: profiles::system_time(leaf_validity.validity.not_after),
         })
@@ -185,40 +191,44 @@ impl CertificateAuthority {
         }
         Ok(())
     }
+}
 
-    fn leaf_validity(&self, ttl: Duration, now: SystemTime) -> Result<LeafValidity, CaError> {
-        if ttl.as_secs() == 0 {
-            return Err(CaError::InvalidTtl { ttl });
-        }
-        let now = profiles::unix_seconds(now)?;
-        let signer_not_after = self.intermediate.not_after;
-        if signer_not_after <= now {
-            return Err(CaError::SignerExpired {
-                not_after: profiles::system_time(signer_not_after),
-            });
-        }
-        let requested_not_after = profiles::add_seconds(now, ttl);
-        let clamped_to_signer = requested_not_after > signer_not_after;
-        Ok(LeafValidity {
-            validity: Validity {
-                // Never before the signer's own start: a chain valid as a whole.
-                not_before: (now - CLOCK_SKEW_ALLOWANCE).max(self.intermediate.not_before),
-                not_after: requested_not_after.min(signer_not_after),
-            },
-            clamped_to_signer,
-        })
+fn leaf_validity(
+    intermediate: &Intermediate,
+    ttl: Duration,
+    now: SystemTime,
+) -> Result<LeafValidity, CaError> {
+    if ttl.as_secs() == 0 {
+        return Err(CaError::InvalidTtl { ttl });
     }
+    let now = profiles::unix_seconds(now)?;
+    let signer_not_after = intermediate.not_after;
+    if signer_not_after <= now {
+        return Err(CaError::SignerExpired {
+            not_after: profiles::system_time(signer_not_after),
+        });
+    }
+    let requested_not_after = profiles::add_seconds(now, ttl);
+    let clamped_to_signer = requested_not_after > signer_not_after;
+    Ok(LeafValidity {
+        validity: Validity {
+            // Never before the signer's own start: a chain valid as a whole.
+            not_before: (now - CLOCK_SKEW_ALLOWANCE).max(intermediate.not_before),
+            not_after: requested_not_after.min(signer_not_after),
+        },
+        clamped_to_signer,
+    })
+}
 
-    fn sign_leaf(
-        &self,
-        params: &CertificateParams,
-        public_key: &impl PublicKeyData,
-    ) -> Result<Vec<u8>, CaError> {
-        let certificate = params
-            .signed_by(public_key, &self.intermediate.issuer)
-            .map_err(|e| CaError::internal("signing a leaf certificate", e))?;
-        Ok(certificate.der().to_vec())
-    }
+fn sign_leaf(
+    intermediate: &Intermediate,
+    params: &CertificateParams,
+    public_key: &impl PublicKeyData,
+) -> Result<Vec<u8>, CaError> {
+    let certificate = params
+        .signed_by(public_key, &intermediate.issuer)
+        .map_err(|e| CaError::internal("signing a leaf certificate", e))?;
+    Ok(certificate.der().to_vec())
 }
 
 /// rcgen re-encodes the key from its algorithm and bit string; make sure the result is the

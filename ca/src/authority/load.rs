@@ -1,27 +1,145 @@
-//! Loading the CA directory, and creating whatever is missing.
+//! Loading the CA directory: from its journal, by adopting the earlier journal-less layout,
+//! or by creating a new CA in an empty directory.
 //!
-//! Write order is key first, then certificate. A crash between the two leaves, for the root,
-//! a key without a certificate, which is refused with a message naming the missing file
-//! (guessing could silently replace a trust anchor); for the intermediate, a pair that does
-//! not match, which is simply replaced, since an intermediate is disposable.
+//! New files are written before the journal that names them, so a crash while creating a CA
+//! leaves files no journal names; the next load ignores them and starts again. A crash while
+//! adopting the earlier layout leaves that layout untouched (plus, perhaps, a new
+//! intermediate nobody names), so the next load adopts it again.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
-use rustls_pki_types::CertificateDer;
-use x509_parser::extensions::GeneralName;
-
-use super::profiles::{self, CLOCK_SKEW_ALLOWANCE, Validity};
+use super::certificate::{self, StoredCertificate};
+use super::journal::Journal;
+use super::material::{self, RootMaterial, Rotation};
+use super::model::AuthorityState;
+use super::profiles;
 use super::{
-    CaConfig, CertificateAuthority, INTERMEDIATE_CERT_FILE, INTERMEDIATE_KEY_FILE, Intermediate,
-    JWT_KEY_FILE, LoadReport, ROOT_CERT_FILE, ROOT_KEY_FILE, Root, sha256_hex,
+    CaConfig, CertificateAuthority, INTERMEDIATE_CERT_FILE, INTERMEDIATE_KEY_FILE, JWT_KEY_FILE,
+    LoadReport, ROOT_CERT_FILE, ROOT_KEY_FILE,
 };
 use crate::error::CaError;
-use crate::jwt::JwtSigner;
+use crate::files;
 use crate::keys::SigningKey;
-use crate::{files, pem};
 
-struct CaPaths {
+pub(super) fn load_or_create(
+    dir: &Path,
+    config: &CaConfig,
+    now: std::time::SystemTime,
+) -> Result<(CertificateAuthority, LoadReport), CaError> {
+    config.check()?;
+    let now = profiles::unix_seconds(now)?;
+    files::ensure_private_dir(dir)?;
+    let mut report = LoadReport::default();
+
+    let (rotation, snapshot) = match Journal::read(dir)? {
+        Some(journal) => from_journal(dir, config, journal, now)?,
+        None => {
+            let rotation = if files::exists(&dir.join(ROOT_KEY_FILE))?
+                || files::exists(&dir.join(ROOT_CERT_FILE))?
+            {
+                adopt_legacy_layout(dir, config, now, &mut report)?
+            } else {
+                create(dir, config, now, &mut report)?
+            };
+            let (rotation, snapshot, journal_path) = rotation.commit_first(dir)?;
+            report.files.push(journal_path);
+            (rotation, snapshot)
+        }
+    };
+
+    let authority = CertificateAuthority::from_parts(dir, config, rotation, snapshot);
+    let repair = authority.replace_expired_intermediate(now)?;
+    if !repair.events.is_empty() {
+        report.created_intermediate |= !repair.files.is_empty();
+        report.files.extend(repair.files);
+        report.files.push(Journal::path(dir));
+        report.events.extend(repair.events);
+    }
+    Ok((authority, report))
+}
+
+fn from_journal(
+    dir: &Path,
+    config: &CaConfig,
+    journal: Journal,
+    now: i64,
+) -> Result<(Rotation, super::material::Snapshot), CaError> {
+    if journal.trust_domain != config.trust_domain.as_str() {
+        return Err(CaError::TrustDomainMismatch {
+            configured: config.trust_domain.id_string(),
+            found: format!("spiffe://{}", journal.trust_domain),
+        });
+    }
+    // Finish a retirement a crash interrupted: the journal says retired, so the files go.
+    material::delete_files(&material::retired_files(dir, &journal, |_| true));
+    Rotation::load(dir, journal, &config.trust_domain, now)
+}
+
+/// A new root, intermediate and JWT key, all active.
+fn create(
+    dir: &Path,
+    config: &CaConfig,
+    now: i64,
+    report: &mut LoadReport,
+) -> Result<Rotation, CaError> {
+    let mut rotation = empty_rotation(config);
+    let (key, root) = certificate::new_root(&config.trust_domain, config.root_ttl, now)?;
+    let root_id = root.fingerprint_sha256.clone();
+    let (event, written) = rotation.add_root(
+        dir,
+        root,
+        Some(key),
+        AuthorityState::Active,
+        now,
+        "new CA".to_string(),
+    )?;
+    report.created_root = true;
+    record(report, event, written);
+
+    add_first_intermediate(dir, config, &root_id, now, &mut rotation, report)?;
+
+    let (event, written) =
+        rotation.add_jwt_key(dir, AuthorityState::Active, now, "new CA".to_string())?;
+    report.created_jwt_key = true;
+    record(report, event, written);
+    Ok(rotation)
+}
+
+fn add_first_intermediate(
+    dir: &Path,
+    config: &CaConfig,
+    root_id: &str,
+    now: i64,
+    rotation: &mut Rotation,
+    report: &mut LoadReport,
+) -> Result<(), CaError> {
+    let (event, written) = rotation.add_intermediate(
+        dir,
+        config,
+        root_id,
+        AuthorityState::Active,
+        now,
+        "first intermediate of the root".to_string(),
+    )?;
+    report.created_intermediate = true;
+    record(report, event, written);
+    Ok(())
+}
+
+fn record(report: &mut LoadReport, event: super::model::RotationEvent, written: Vec<PathBuf>) {
+    report.events.push(event);
+    report.files.extend(written);
+}
+
+fn empty_rotation(config: &CaConfig) -> Rotation {
+    Rotation {
+        journal: Journal::new(config.trust_domain.as_str()),
+        material: material::Material::default(),
+    }
+}
+
+/// The files of the earlier layout, named as they were.
+struct LegacyPaths {
     root_key: PathBuf,
     root_cert: PathBuf,
     intermediate_key: PathBuf,
@@ -29,7 +147,7 @@ struct CaPaths {
     jwt_key: PathBuf,
 }
 
-impl CaPaths {
+impl LegacyPaths {
     fn new(dir: &Path) -> Self {
         Self {
             root_key: dir.join(ROOT_KEY_FILE),
@@ -41,88 +159,84 @@ impl CaPaths {
     }
 }
 
-/// A certificate read back from disk (or just made), with the facts we check.
-struct StoredCertificate {
-    der: Vec<u8>,
-    validity: Validity,
-    subject_public_key_info_der: Vec<u8>,
-    uri_names: Vec<String>,
-    is_ca: bool,
-}
-
-struct LoadedRoot {
-    key: SigningKey,
-    certificate: StoredCertificate,
-}
-
-pub(super) fn load_or_create(
+/// Adopts `root.key`/`root.crt` (both required), the intermediate if it is still usable, and
+/// `jwt.key` if present; what is missing or unusable is made new.
+fn adopt_legacy_layout(
     dir: &Path,
-    config: &CaConfig,
-    now: SystemTime,
-) -> Result<(CertificateAuthority, LoadReport), CaError> {
-    for ttl in [config.root_ttl, config.intermediate_ttl] {
-        if ttl.as_secs() == 0 {
-            return Err(CaError::InvalidTtl { ttl });
-        }
-    }
-    let now = profiles::unix_seconds(now)?;
-    files::ensure_private_dir(dir)?;
-    let paths = CaPaths::new(dir);
-    let mut report = LoadReport::default();
-
-    let root = load_or_create_root(&paths, config, now, &mut report)?;
-    let intermediate = load_or_create_intermediate(&paths, config, &root, now, &mut report)?;
-    let jwt_signer = load_or_create_jwt_signer(&paths, &mut report)?;
-
-    let root_der = root.certificate.der;
-    let authority = CertificateAuthority {
-        trust_domain: config.trust_domain.clone(),
-        root: Root {
-            fingerprint_sha256: sha256_hex(&root_der),
-            der: root_der,
-        },
-        intermediate,
-        jwt_signer,
-    };
-    Ok((authority, report))
-}
-
-fn load_or_create_root(
-    paths: &CaPaths,
     config: &CaConfig,
     now: i64,
     report: &mut LoadReport,
-) -> Result<LoadedRoot, CaError> {
+) -> Result<Rotation, CaError> {
+    let paths = LegacyPaths::new(dir);
     match (
         files::exists(&paths.root_key)?,
         files::exists(&paths.root_cert)?,
     ) {
-        (false, false) => create_root(paths, config, now, report),
-        (true, true) => load_root(paths, config, now),
-        (true, false) => Err(CaError::IncompleteCaState {
-            missing: paths.root_cert.clone(),
-            present: paths.root_key.clone(),
-        }),
-        (false, true) => Err(CaError::IncompleteCaState {
-            missing: paths.root_key.clone(),
-            present: paths.root_cert.clone(),
-        }),
+        (true, false) => {
+            return Err(CaError::IncompleteCaState {
+                missing: paths.root_cert,
+                present: paths.root_key,
+            });
+        }
+        (false, true) => {
+            return Err(CaError::IncompleteCaState {
+                missing: paths.root_key,
+                present: paths.root_cert,
+            });
+        }
+        _ => {}
     }
+    let root = load_legacy_root(&paths, config, now)?;
+    let root_id = root.certificate.fingerprint_sha256.clone();
+    let mut rotation = empty_rotation(config);
+    report.adopted_legacy_layout = true;
+
+    match load_legacy_intermediate(&paths, &root, now)? {
+        Some((key, certificate)) => {
+            rotation.adopt_root(root, &paths.root_cert, &paths.root_key, now);
+            rotation.adopt_intermediate(
+                key,
+                certificate,
+                &paths.intermediate_cert,
+                &paths.intermediate_key,
+                &root_id,
+                now,
+            )?;
+        }
+        None => {
+            rotation.adopt_root(root, &paths.root_cert, &paths.root_key, now);
+            add_first_intermediate(dir, config, &root_id, now, &mut rotation, report)?;
+        }
+    }
+
+    if files::exists(&paths.jwt_key)? {
+        let key = SigningKey::load(&paths.jwt_key)?;
+        rotation.adopt_jwt_key(&key, &paths.jwt_key, now)?;
+    } else {
+        let (event, written) = rotation.add_jwt_key(
+            dir,
+            AuthorityState::Active,
+            now,
+            "the earlier layout had no JWT key".to_string(),
+        )?;
+        report.created_jwt_key = true;
+        record(report, event, written);
+    }
+    Ok(rotation)
 }
 
-fn load_root(paths: &CaPaths, config: &CaConfig, now: i64) -> Result<LoadedRoot, CaError> {
+fn load_legacy_root(
+    paths: &LegacyPaths,
+    config: &CaConfig,
+    now: i64,
+) -> Result<RootMaterial, CaError> {
     // The key first: a key file others can read is refused before anything else.
     let key = SigningKey::load(&paths.root_key)?;
-    let certificate = read_certificate(&paths.root_cert)?;
-    let configured = config.trust_domain.id_string();
-    if certificate.uri_names != [configured.as_str()] {
+    let certificate = StoredCertificate::read(&paths.root_cert)?;
+    if !certificate.names_trust_domain(&config.trust_domain) {
         return Err(CaError::TrustDomainMismatch {
-            configured,
-            found: if certificate.uri_names.is_empty() {
-                "(no URI SAN)".to_string()
-            } else {
-                certificate.uri_names.join(", ")
-            },
+            configured: config.trust_domain.id_string(),
+            found: certificate.uri_names_text(),
         });
     }
     if !certificate.is_ca {
@@ -131,7 +245,7 @@ fn load_root(paths: &CaPaths, config: &CaConfig, now: i64) -> Result<LoadedRoot,
             reason: "not a CA certificate".to_string(),
         });
     }
-    if key.subject_public_key_info_der() != certificate.subject_public_key_info_der {
+    if !certificate.is_certified_key(&key) {
         return Err(CaError::KeyCertificateMismatch {
             key: paths.root_key.clone(),
             certificate: paths.root_cert.clone(),
@@ -142,242 +256,206 @@ fn load_root(paths: &CaPaths, config: &CaConfig, now: i64) -> Result<LoadedRoot,
             not_after: profiles::system_time(certificate.validity.not_after),
         });
     }
-    Ok(LoadedRoot { key, certificate })
+    Ok(RootMaterial {
+        certificate,
+        key: Some(key),
+    })
 }
 
-fn create_root(
-    paths: &CaPaths,
-    config: &CaConfig,
+/// The stored intermediate, or `None` when it must be replaced (missing, not matching its
+/// key, or expired). One signed by another root is refused: that is not a state to guess in.
+fn load_legacy_intermediate(
+    paths: &LegacyPaths,
+    root: &RootMaterial,
     now: i64,
-    report: &mut LoadReport,
-) -> Result<LoadedRoot, CaError> {
-    let key = SigningKey::generate()?;
-    let validity = Validity {
-        not_before: now - CLOCK_SKEW_ALLOWANCE,
-        not_after: profiles::add_seconds(now, config.root_ttl),
-    };
-    let (serial, _) = profiles::random_serial()?;
-    let certificate = profiles::root(&config.trust_domain, validity, serial)?
-        .self_signed(&key)
-        .map_err(|e| CaError::internal("signing the root certificate", e))?;
-    let der = certificate.der().to_vec();
-
-    key.store(&paths.root_key)?;
-    report.files.push(paths.root_key.clone());
-    write_certificate(&paths.root_cert, &der)?;
-    report.files.push(paths.root_cert.clone());
-    report.created_root = true;
-
-    let certificate = parse_certificate(&paths.root_cert, der)?;
-    Ok(LoadedRoot { key, certificate })
-}
-
-fn load_or_create_intermediate(
-    paths: &CaPaths,
-    config: &CaConfig,
-    root: &LoadedRoot,
-    now: i64,
-    report: &mut LoadReport,
-) -> Result<Intermediate, CaError> {
-    // An intermediate left over from before a new root cannot chain to it.
-    if !report.created_root
-        && let Some(current) = load_intermediate(paths, root, now)?
-    {
-        return Ok(current);
-    }
-    create_intermediate(paths, config, root, now, report)
-}
-
-/// The stored intermediate, or `None` when it must be replaced.
-fn load_intermediate(
-    paths: &CaPaths,
-    root: &LoadedRoot,
-    now: i64,
-) -> Result<Option<Intermediate>, CaError> {
-    let key_exists = files::exists(&paths.intermediate_key)?;
-    let cert_exists = files::exists(&paths.intermediate_cert)?;
-    if !key_exists || !cert_exists {
+) -> Result<Option<(SigningKey, StoredCertificate)>, CaError> {
+    if !files::exists(&paths.intermediate_key)? || !files::exists(&paths.intermediate_cert)? {
         return Ok(None);
     }
     let key = SigningKey::load(&paths.intermediate_key)?;
-    let certificate = read_certificate(&paths.intermediate_cert)?;
-    if !is_issued_by(&certificate.der, &root.certificate.der) {
+    let certificate = StoredCertificate::read(&paths.intermediate_cert)?;
+    if !certificate.is_issued_by(&root.certificate) {
         return Err(CaError::IntermediateNotIssuedByRoot {
             intermediate: paths.intermediate_cert.clone(),
             root: paths.root_cert.clone(),
         });
     }
-    if key.subject_public_key_info_der() != certificate.subject_public_key_info_der
-        || needs_renewal(certificate.validity, now)
-    {
+    if !certificate.is_certified_key(&key) || certificate.validity.not_after <= now {
         return Ok(None);
     }
-    intermediate_issuer(&paths.intermediate_cert, key, certificate).map(Some)
-}
-
-/// Less than a quarter of the lifetime left (or already expired).
-fn needs_renewal(validity: Validity, now: i64) -> bool {
-    let lifetime = i128::from(validity.not_after) - i128::from(validity.not_before);
-    let remaining = i128::from(validity.not_after) - i128::from(now);
-    remaining * 4 < lifetime
-}
-
-fn create_intermediate(
-    paths: &CaPaths,
-    config: &CaConfig,
-    root: &LoadedRoot,
-    now: i64,
-    report: &mut LoadReport,
-) -> Result<Intermediate, CaError> {
-    let root_validity = root.certificate.validity;
-    let validity = Validity {
-        not_before: (now - CLOCK_SKEW_ALLOWANCE).max(root_validity.not_before),
-        not_after: profiles::add_seconds(now, config.intermediate_ttl).min(root_validity.not_after),
-    };
-    if validity.not_after <= now {
-        return Err(CaError::RootExpired {
-            not_after: profiles::system_time(root_validity.not_after),
-        });
-    }
-    let key = SigningKey::generate()?;
-    let root_issuer = rcgen::Issuer::from_ca_cert_der(
-        &CertificateDer::from(root.certificate.der.as_slice()),
-        &root.key,
-    )
-    .map_err(|e| CaError::internal("reading the root certificate", e))?;
-    let (serial, _) = profiles::random_serial()?;
-    let der = profiles::intermediate(&config.trust_domain, validity, serial)?
-        .signed_by(&key, &root_issuer)
-        .map_err(|e| CaError::internal("signing the intermediate certificate", e))?
-        .der()
-        .to_vec();
-
-    key.store(&paths.intermediate_key)?;
-    report.files.push(paths.intermediate_key.clone());
-    write_certificate(&paths.intermediate_cert, &der)?;
-    report.files.push(paths.intermediate_cert.clone());
-    report.created_intermediate = true;
-
-    let certificate = parse_certificate(&paths.intermediate_cert, der)?;
-    intermediate_issuer(&paths.intermediate_cert, key, certificate)
-}
-
-fn intermediate_issuer(
-    path: &Path,
-    key: SigningKey,
-    certificate: StoredCertificate,
-) -> Result<Intermediate, CaError> {
-    // Taking the issuer name and key identifier from the certificate itself keeps every
-    // leaf's issuer field byte-identical to the intermediate's subject.
-    let issuer =
-        rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(certificate.der.as_slice()), key)
-            .map_err(|e| CaError::InvalidCertificate {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-    Ok(Intermediate {
-        issuer,
-        not_before: certificate.validity.not_before,
-        not_after: certificate.validity.not_after,
-        der: certificate.der,
-    })
-}
-
-fn load_or_create_jwt_signer(
-    paths: &CaPaths,
-    report: &mut LoadReport,
-) -> Result<JwtSigner, CaError> {
-    let key = if files::exists(&paths.jwt_key)? {
-        SigningKey::load(&paths.jwt_key)?
-    } else {
-        let key = SigningKey::generate()?;
-        key.store(&paths.jwt_key)?;
-        report.files.push(paths.jwt_key.clone());
-        report.created_jwt_key = true;
-        key
-    };
-    JwtSigner::new(&key)
-}
-
-fn write_certificate(path: &Path, der: &[u8]) -> Result<(), CaError> {
-    files::write_public_atomic(path, pem::encode(pem::CERTIFICATE, der).as_bytes())
-}
-
-fn read_certificate(path: &Path) -> Result<StoredCertificate, CaError> {
-    let text = files::read_public_file(path)?;
-    let der = pem::decode(pem::CERTIFICATE, &text).map_err(|reason| CaError::InvalidPem {
-        path: path.to_path_buf(),
-        expected_label: pem::CERTIFICATE,
-        reason,
-    })?;
-    parse_certificate(path, der.to_vec())
-}
-
-fn parse_certificate(path: &Path, der: Vec<u8>) -> Result<StoredCertificate, CaError> {
-    let invalid = |reason: String| CaError::InvalidCertificate {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let (rest, certificate) =
-        x509_parser::parse_x509_certificate(&der).map_err(|e| invalid(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(invalid(format!(
-            "{} bytes after the certificate",
-            rest.len()
-        )));
-    }
-    let validity = Validity {
-        not_before: certificate.validity().not_before.timestamp(),
-        not_after: certificate.validity().not_after.timestamp(),
-    };
-    let uri_names = match certificate.subject_alternative_name() {
-        Ok(Some(extension)) => extension
-            .value
-            .general_names
-            .iter()
-            .filter_map(|name| match name {
-                GeneralName::URI(uri) => Some((*uri).to_string()),
-                _ => None,
-            })
-            .collect(),
-        Ok(None) => Vec::new(),
-        Err(e) => return Err(invalid(e.to_string())),
-    };
-    let subject_public_key_info_der = certificate.public_key().raw.to_vec();
-    let is_ca = certificate.is_ca();
-    Ok(StoredCertificate {
-        der,
-        validity,
-        subject_public_key_info_der,
-        uri_names,
-        is_ca,
-    })
-}
-
-fn is_issued_by(child_der: &[u8], parent_der: &[u8]) -> bool {
-    let (Ok((_, child)), Ok((_, parent))) = (
-        x509_parser::parse_x509_certificate(child_der),
-        x509_parser::parse_x509_certificate(parent_der),
-    ) else {
-        return false;
-    };
-    child.issuer() == parent.subject() && child.verify_signature(Some(parent.public_key())).is_ok()
+    Ok(Some((key, certificate)))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    //! The states a crash between two steps leaves, made directly; `tests/crash.rs` makes
+    //! them with real aborts at the failpoints.
+
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use mayfly_sdk::TrustDomain;
+
     use super::*;
+    use crate::authority::model::AuthorityKind;
+
+    const T0: u64 = 1_748_736_000;
+
+    fn at(seconds: u64) -> std::time::SystemTime {
+        UNIX_EPOCH + Duration::from_secs(T0 + seconds)
+    }
+
+    fn config() -> CaConfig {
+        let mut config = CaConfig::new(TrustDomain::new("example.org").unwrap());
+        config.intermediate_ttl = Duration::from_secs(10 * 24 * 3600);
+        config
+    }
+
+    fn load(dir: &Path, now: std::time::SystemTime) -> (CertificateAuthority, LoadReport) {
+        load_or_create(dir, &config(), now).unwrap()
+    }
 
     #[test]
-    fn renewal_at_a_quarter_of_the_lifetime() {
-        let validity = Validity {
-            not_before: 0,
-            not_after: 400,
+    fn files_written_before_a_crash_before_the_commit_are_ignored() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
+        let (ca, _) = load(dir, at(0));
+        let before = ca.status(at(60));
+        // A crash at `intermediate.prepare.key-written` / `jwt.prepare.key-written` /
+        // `root.prepare.key-written`: new files on disk, the journal unchanged.
+        let orphans = {
+            let rotation = ca.lock_rotation();
+            let mut next = rotation.clone();
+            let root_id = next.journal.active(AuthorityKind::Root).unwrap().id.clone();
+            let (_, mut written) = next
+                .add_intermediate(
+                    dir,
+                    &config(),
+                    &root_id,
+                    AuthorityState::Prepared,
+                    0,
+                    String::new(),
+                )
+                .unwrap();
+            written.extend(
+                next.add_jwt_key(dir, AuthorityState::Prepared, 0, String::new())
+                    .unwrap()
+                    .1,
+            );
+            let (key, root) =
+                certificate::new_root(&config().trust_domain, config().root_ttl, 0).unwrap();
+            written.extend(
+                next.add_root(
+                    dir,
+                    root,
+                    Some(key),
+                    AuthorityState::Prepared,
+                    0,
+                    String::new(),
+                )
+                .unwrap()
+                .1,
+            );
+            written
         };
-        assert!(!needs_renewal(validity, 0));
-        assert!(!needs_renewal(validity, 300));
-        assert!(needs_renewal(validity, 301));
-        assert!(needs_renewal(validity, 500));
+        drop(ca);
+        assert_eq!(orphans.len(), 5);
+        assert!(orphans.iter().all(|path| path.exists()));
+
+        let (ca, report) = load(dir, at(60));
+        assert_eq!(report, LoadReport::default());
+        assert_eq!(ca.status(at(60)), before);
+        assert_eq!(
+            ca.bundle(1, Duration::from_secs(1)).x509_authorities.len(),
+            1
+        );
+        // The step runs again from scratch, with new files.
+        let events = ca.prepare_root(at(120)).unwrap();
+        assert_eq!(events.len(), 1);
+        let journal = Journal::read(dir).unwrap().unwrap();
+        let named: Vec<&str> = journal
+            .authorities
+            .iter()
+            .flat_map(|record| record.file_names())
+            .collect();
+        for orphan in &orphans {
+            let name = orphan.file_name().unwrap().to_str().unwrap();
+            assert!(!named.contains(&name), "{name} is named by the journal");
+        }
+    }
+
+    #[test]
+    fn a_retirement_committed_before_a_crash_finishes_at_load() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
+        let (ca, _) = load(dir, at(0));
+        let half = 5 * 24 * 3600;
+        ca.rotate_due(at(half)).unwrap();
+        ca.rotate_due(at(half + 15 * 60)).unwrap();
+        // A crash at `retire.committed`: the journal says retired, the files are still there.
+        let leftovers = {
+            let mut rotation = ca.lock_rotation();
+            let mut next = rotation.clone();
+            let old = next
+                .journal
+                .single(AuthorityKind::Intermediate, AuthorityState::Old)
+                .unwrap()
+                .id
+                .clone();
+            next.journal
+                .transition(
+                    AuthorityKind::Intermediate,
+                    &old,
+                    AuthorityState::Retired,
+                    0,
+                    String::new(),
+                )
+                .unwrap();
+            let (_, retired) = rotation.commit(dir, next).unwrap();
+            retired
+        };
+        drop(ca);
+        assert_eq!(leftovers.len(), 2);
+        assert!(leftovers.iter().all(|path| path.exists()));
+
+        let (ca, report) = load(dir, at(half + 20 * 60));
+        assert_eq!(report, LoadReport::default());
+        assert!(leftovers.iter().all(|path| !path.exists()));
+        let status = ca.status(at(half + 20 * 60));
+        assert_eq!(
+            status
+                .authorities
+                .iter()
+                .filter(|a| a.state == AuthorityState::Retired)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_temporary_journal_left_by_a_crash_is_ignored() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
+        let (ca, _) = load(dir, at(0));
+        let generation = ca.generation();
+        std::fs::write(dir.join(".rotation.json.0123456789abcdef.tmp"), b"{ torn").unwrap();
+        let (again, report) = load(dir, at(1));
+        assert_eq!(report, LoadReport::default());
+        assert_eq!(again.status(at(1)), ca.status(at(1)));
+        assert_eq!(again.generation(), generation);
+    }
+
+    #[test]
+    fn the_generation_survives_a_restart() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
+        let (ca, _) = load(dir, at(0));
+        assert_eq!(ca.generation(), 1);
+        ca.prepare_root(at(10)).unwrap();
+        ca.activate_root(at(10 + 15 * 60), false).unwrap();
+        assert_eq!(ca.generation(), 3);
+        drop(ca);
+        let (again, _) = load(dir, at(10_000));
+        assert_eq!(again.generation(), 3);
     }
 }

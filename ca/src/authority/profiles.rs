@@ -80,6 +80,23 @@ pub(crate) fn intermediate(
     Ok(params)
 }
 
+/// What a CSR for a new intermediate asks for: the intermediate's names and constraints.
+/// The signer decides the certificate anyway; this makes the request self-explanatory to an
+/// operator who inspects it (`openssl req -text`).
+pub(crate) fn intermediate_request(
+    trust_domain: &TrustDomain,
+) -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = ca_name("intermediate", trust_domain);
+    params.subject_alt_names = vec![SanType::URI(ia5(
+        trust_domain.id_string(),
+        "trust domain ID",
+    )?)];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    Ok(params)
+}
+
 /// A leaf: an X509-SVID (no IP addresses) or a server certificate.
 pub(crate) fn leaf(
     spiffe_id: &SpiffeId,
@@ -205,6 +222,17 @@ pub(crate) fn system_time(seconds: i64) -> SystemTime {
 pub(crate) fn add_seconds(seconds: i64, duration: Duration) -> i64 {
     let duration = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
     seconds.saturating_add(duration)
+}
+
+/// A time for messages: RFC 3339 in UTC, or the raw seconds if it cannot be formatted.
+pub(crate) fn display_time(seconds: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|time| {
+            time.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{seconds} s after the epoch"))
 }
 
 fn to_offset(seconds: i64) -> Result<OffsetDateTime, CaError> {

@@ -13,6 +13,8 @@ use mayfly_sdk::{SpiffeId, TrustDomain};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
+pub mod rotation;
+
 /// 2025-06-01T00:00:00Z; every test runs on this clock, not on the wall clock.
 pub const T0_SECONDS: u64 = 1_748_736_000;
 
@@ -222,4 +224,19 @@ pub fn parse(der: &[u8]) -> x509_parser::certificate::X509Certificate<'_> {
     let (rest, cert) = x509_parser::parse_x509_certificate(der).unwrap();
     assert!(rest.is_empty());
     cert
+}
+
+/// The middle of an intermediate's planned life, as the CA computes it from its journal
+/// record: from its creation (its `notBefore` is backdated 30 s for clock skew) to its
+/// `notAfter`.
+pub fn planned_half_life(record: &serde_json::Value) -> std::time::SystemTime {
+    let not_before = record["not_before"].as_i64().unwrap();
+    let not_after = record["not_after"].as_i64().unwrap();
+    let created_at = record["created_at"].as_i64().unwrap();
+    let start = created_at
+        .min(not_before + 30)
+        .max(not_before)
+        .min(not_after);
+    let half = start + (not_after - start) / 2;
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(half).unwrap())
 }

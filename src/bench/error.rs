@@ -1,0 +1,85 @@
+//! Why a load test could not run.
+
+/// Why `mayfly bench` stopped. Messages never contain a secret: join tokens, JWTs and keys
+/// stay out of every variant.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// An option cannot be used as given.
+    #[error("{0}")]
+    Usage(String),
+
+    /// A child process (the broker, the agent, taskset) could not be started, or stopped
+    /// before it was ready.
+    #[error("{what}: {reason}")]
+    Process {
+        /// Which process.
+        what: &'static str,
+        /// What happened, with the end of its log when there is one.
+        reason: String,
+    },
+
+    /// The broker or the admin socket cannot be reached.
+    #[error("{0}")]
+    Unreachable(String),
+
+    /// A setup step (entries, join tokens, SVIDs) was refused.
+    #[error("setup: {step}: {reason}")]
+    Setup {
+        /// The step, e.g. "attest the client".
+        step: String,
+        /// The server's answer.
+        reason: String,
+    },
+
+    /// Something on this side failed: a file or directory, a key, TLS material.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl BenchError {
+    /// A refused setup step, from the gRPC status.
+    pub(crate) fn setup(step: impl Into<String>, status: &tonic::Status) -> Self {
+        BenchError::Setup {
+            step: step.into(),
+            reason: format!("{:?}: {}", status.code(), status.message()),
+        }
+    }
+
+    /// The process exit code: 64 for a bad option, 69 when the broker cannot be reached,
+    /// 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BenchError::Usage(_) => crate::cli::exit::USAGE,
+            BenchError::Unreachable(_) => crate::cli::exit::UNAVAILABLE,
+            _ => crate::cli::exit::FAILED,
+        }
+    }
+}
+
+impl From<crate::cli::CliError> for BenchError {
+    fn from(error: crate::cli::CliError) -> Self {
+        match error.exit_code() {
+            code if code == crate::cli::exit::UNAVAILABLE => {
+                BenchError::Unreachable(error.to_string())
+            }
+            code if code == crate::cli::exit::USAGE => BenchError::Usage(error.to_string()),
+            _ => BenchError::Local(error.to_string()),
+        }
+    }
+}
+
+/// An error and its causes, joined by ": ".
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,299 @@
+//! `mayfly bench`: the load generator (see [`crate::bench`]).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{BUNDLE_FILE, DEFAULT_DATA_DIR, GlobalArgs, exit, output};
+use crate::bench::{BenchError, BrokerTarget, MemoryLoad, Options, PathKind};
+
+pub(super) const BENCH_EXAMPLES: &str = "\
+Examples:
+  mayfly bench                         # every path, 10 s each, own broker
+  mayfly bench --server-cpus 0 --load-cpus 1   # clean figures (2+ cores)
+  mayfly bench --duration 2 --warmup 1 --paths mint,validate
+  mayfly bench --memory                # + RSS, 100k entries + 1M revocations
+  mayfly bench --json > bench.json
+  mayfly bench --existing --server https://127.0.0.1:7443 \\
+      --data-dir ./mayfly-data --server-pid \"$(pidof mayfly)\"
+
+Starts its own broker (and, for the workload path, an agent) in a temporary
+directory, measures `openssl speed ecdsap256` on the broker's CPU, and prints
+each path's throughput, p50/p99/p99.9 latency and its ratio to the raw ES256
+limit. Progress goes to standard error. Pinning needs `taskset` and 2+ cores.";
+
+/// Arguments of `mayfly bench`. With `--existing`, the global `--server`, `--bundle` and
+/// `--data-dir` name the broker to measure.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The paths to measure, comma-separated: mint, batch, x509, validate, workload.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "mint,batch,x509,validate,workload",
+        value_parser = parse_paths
+    )]
+    paths: PathList,
+    /// How long each path is measured.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// How long each path runs before it is measured.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Requests in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Connections they share (HTTP/2; Unix socket connections for the workload path).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    connections: u16,
+    /// JWT-SVIDs per BatchMintJwtSvids call (entries registered under the bench's agent).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    batch_size: u16,
+    /// Pin the broker, the agent and openssl speed to these CPUs (taskset -c LIST).
+    #[arg(long, value_name = "LIST")]
+    server_cpus: Option<String>,
+    /// Pin this process (the load) to these CPUs: it re-runs itself under taskset.
+    #[arg(long, value_name = "LIST")]
+    load_cpus: Option<String>,
+    /// Seconds per operation for openssl speed (0: skip it, and the ratios).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3)]
+    openssl_seconds: u32,
+    /// Skip the runs at 50 % of the peak rate (p99 latency of mint and validate).
+    #[arg(long)]
+    no_half_load: bool,
+    /// Also read the broker's memory with many entries (written into its store, then
+    /// restarted) and jti revocations (through the admin API); takes minutes.
+    #[arg(long)]
+    memory: bool,
+    /// Entries --memory creates.
+    #[arg(long, value_name = "N", default_value_t = 100_000, requires = "memory")]
+    memory_entries: usize,
+    /// jti revocations --memory makes.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1_000_000,
+        requires = "memory"
+    )]
+    memory_revocations: usize,
+    /// Create --memory's entries through the admin API instead of writing them into the
+    /// stopped broker's store (slow: each CreateEntry copies the whole entry index).
+    #[arg(long, requires = "memory")]
+    memory_entries_via_admin: bool,
+    /// Measure the running broker named by --server, --bundle and --data-dir instead of
+    /// starting one (its entries are deleted at the end; --memory is refused).
+    #[arg(long, conflicts_with = "memory")]
+    existing: bool,
+    /// With --existing: the broker's pid, to report its memory.
+    #[arg(long, value_name = "PID", requires = "existing")]
+    server_pid: Option<u32>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The `--paths` list, in run order.
+#[derive(Debug, Clone)]
+struct PathList(Vec<PathKind>);
+
+fn parse_paths(text: &str) -> Result<PathList, String> {
+    PathKind::parse_list(text).map(PathList)
+}
+
+/// A duration such as `10s` or `500ms`; a bare number is seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let duration = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Duration::from_secs_f64(seconds),
+        _ => humantime::parse_duration(text)
+            .map_err(|e| format!("{e}; expected a duration such as 10s or 500ms"))?,
+    };
+    if duration.is_zero() {
+        return Err("must be longer than zero".to_string());
+    }
+    Ok(duration)
+}
+
+impl BenchArgs {
+    fn options(&self, global: &GlobalArgs) -> Options {
+        let target = if self.existing {
+            let data_dir = global
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            BrokerTarget::Existing {
+                server: global.server.clone(),
+                bundle: global
+                    .bundle
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join(BUNDLE_FILE)),
+                data_dir,
+                pid: self.server_pid,
+            }
+        } else {
+            BrokerTarget::Spawn
+        };
+        Options {
+            target,
+            paths: self.paths.0.clone(),
+            duration: self.duration,
+            warmup: self.warmup,
+            concurrency: self.concurrency.into(),
+            connections: self.connections.into(),
+            batch_size: self.batch_size.into(),
+            server_cpus: self.server_cpus.clone(),
+            load_cpus: self.load_cpus.clone(),
+            openssl_seconds: self.openssl_seconds,
+            half_load: !self.no_half_load,
+            memory: self.memory.then_some(MemoryLoad {
+                entries: self.memory_entries,
+                revocations: self.memory_revocations,
+                entries_via_admin: self.memory_entries_via_admin,
+            }),
+        }
+    }
+}
+
+/// Runs `mayfly bench`: 0 when every path answered, 1 when one never did or the run
+/// failed, 130 on Ctrl-C (after stopping the broker and removing its files).
+pub(super) async fn run(global: &GlobalArgs, args: BenchArgs) -> ExitCode {
+    let options = args.options(global);
+    let report = tokio::select! {
+        result = crate::bench::run(options) => result,
+        _ = tokio::signal::ctrl_c() => {
+            // Dropping the run kills the children and removes the temporary directory.
+            output::stderr_line("bench: interrupted; stopped the broker and removed its files");
+            return ExitCode::from(130);
+        }
+    };
+    let report = match report {
+        Ok(report) => report,
+        Err(error) => return failed(&error),
+    };
+    let printed = if args.json {
+        output::json(&report)
+    } else {
+        output::stdout(&report.render())
+    };
+    if let Err(error) = printed {
+        output::stderr_line(&format!("error: {error}"));
+        return ExitCode::from(exit::FAILED);
+    }
+    if report.paths.iter().any(|p| p.requests == 0) {
+        output::stderr_line("error: a path had no successful request (see its first error)");
+        return ExitCode::from(exit::FAILED);
+    }
+    ExitCode::SUCCESS
+}
+
+fn failed(error: &BenchError) -> ExitCode {
+    output::stderr_line(&format!("error: {}", output::clean(&error.to_string())));
+    ExitCode::from(error.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::super::{Cli, Command};
+    use super::*;
+
+    fn bench(args: &[&str]) -> Result<(BenchArgs, GlobalArgs), clap::Error> {
+        let cli = Cli::try_parse_from([&["mayfly", "bench"], args].concat())?;
+        match cli.command {
+            Command::Bench(bench) => Ok((bench, cli.global)),
+            _ => unreachable!("parsed as bench"),
+        }
+    }
+
+    #[test]
+    fn defaults_measure_every_path_with_a_spawned_broker() {
+        let (args, global) = bench(&[]).unwrap();
+        let options = args.options(&global);
+        assert_eq!(options.paths, PathKind::ALL);
+        assert_eq!(options.duration, Duration::from_secs(10));
+        assert_eq!(options.warmup, Duration::from_secs(2));
+        assert_eq!((options.concurrency, options.connections), (64, 4));
+        assert!(matches!(options.target, BrokerTarget::Spawn));
+        assert!(options.memory.is_none() && options.half_load);
+    }
+
+    #[test]
+    fn flags_reach_the_options() {
+        let (args, global) = bench(&[
+            "--duration",
+            "500ms",
+            "--warmup",
+            "1.5",
+            "--paths",
+            "validate,mint",
+            "--load-cpus",
+            "1",
+            "--memory",
+            "--memory-entries",
+            "10",
+            "--no-half-load",
+        ])
+        .unwrap();
+        let options = args.options(&global);
+        assert_eq!(options.duration, Duration::from_millis(500));
+        assert_eq!(options.warmup, Duration::from_millis(1500));
+        assert_eq!(options.paths, [PathKind::Mint, PathKind::Validate]);
+        assert_eq!(options.load_cpus.as_deref(), Some("1"));
+        assert_eq!(
+            options.memory,
+            Some(MemoryLoad {
+                entries: 10,
+                revocations: 1_000_000,
+                entries_via_admin: false,
+            })
+        );
+        assert!(!options.half_load);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            &["--duration", "0s"][..],
+            &["--duration", "soon"],
+            &["--duration", "-1"],
+            &["--paths", "mint,renew"],
+            &["--concurrency", "0"],
+            &["--batch-size", "257"],
+            &["--existing", "--memory"],
+            &["--server-pid", "1"],
+        ] {
+            assert!(bench(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn existing_broker_comes_from_the_global_flags() {
+        let (args, global) = bench(&[
+            "--existing",
+            "--server",
+            "https://127.0.0.1:9",
+            "--data-dir",
+            "/d",
+            "--server-pid",
+            "7",
+        ])
+        .unwrap();
+        match args.options(&global).target {
+            BrokerTarget::Existing {
+                server,
+                bundle,
+                data_dir,
+                pid,
+            } => {
+                assert_eq!(server, "https://127.0.0.1:9");
+                assert_eq!(bundle, PathBuf::from("/d/bundle.pem"));
+                assert_eq!(data_dir, PathBuf::from("/d"));
+                assert_eq!(pid, Some(7));
+            }
+            BrokerTarget::Spawn => panic!("not the existing broker"),
+        }
+    }
+}
