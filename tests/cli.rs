@@ -724,3 +724,195 @@ fn a_broker_killed_at_each_rotation_step_restarts_consistent() {
         server.stop();
     }
 }
+
+/// The offline-root runbook of docs/operations.md, command by command: the
+/// root key never touches the server's data directory.
+#[test]
+fn offline_root_rotation_with_the_real_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let offline = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(cwd);
+    let root_dir = offline.path().join("root-2026");
+    let root_dir_arg = root_dir.display().to_string();
+
+    // Offline machine: a new root.
+    ok(&mayfly(
+        offline.path(),
+        &[
+            "ca",
+            "new-root",
+            "--trust-domain",
+            "mayfly.internal",
+            "--out-dir",
+            &root_dir_arg,
+        ],
+        None,
+    ));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root_dir.join("root.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Refused: making it again over the same directory.
+    let again = mayfly(
+        offline.path(),
+        &[
+            "ca",
+            "new-root",
+            "--trust-domain",
+            "mayfly.internal",
+            "--out-dir",
+            &root_dir_arg,
+        ],
+        None,
+    );
+    assert_ne!(again.status.code(), Some(0));
+
+    // Server: publish it, get a CSR.
+    let root_cert = root_dir.join("root.crt").display().to_string();
+    ok(&mayfly(
+        cwd,
+        &["ca", "prepare", "--root-cert", &root_cert],
+        None,
+    ));
+    let csr = cwd.join("next.csr").display().to_string();
+    ok(&mayfly(
+        cwd,
+        &["ca", "intermediate-csr", "--out", &csr],
+        None,
+    ));
+
+    // Offline machine: sign it. A wrong trust domain is refused first.
+    let cert = cwd.join("next.crt").display().to_string();
+    let root_key = root_dir.join("root.key").display().to_string();
+    let sign = |trust_domain: &str| {
+        mayfly(
+            offline.path(),
+            &[
+                "ca",
+                "sign-intermediate",
+                "--root-cert",
+                &root_cert,
+                "--root-key",
+                &root_key,
+                "--csr",
+                &csr,
+                "--trust-domain",
+                trust_domain,
+                "--out",
+                &cert,
+            ],
+            None,
+        )
+    };
+    assert_ne!(sign("other.example").status.code(), Some(0));
+    ok(&sign("mayfly.internal"));
+
+    // Server: install it; the offline root becomes active, its key is not here.
+    let imported = json(&mayfly(
+        cwd,
+        &["ca", "import-intermediate", "--cert", &cert, "--json"],
+        None,
+    ));
+    assert!(
+        imported
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "root" && e["to"] == "active"),
+        "{imported}"
+    );
+    let status = json(&mayfly(cwd, &["ca", "status", "--json"], None));
+    let active_root = status["authorities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "root" && a["state"] == "active")
+        .unwrap()
+        .clone();
+    assert_eq!(active_root["key_on_server"], false, "{status}");
+
+    // A workload's new SVID chains to the offline root: openssl agrees with
+    // that root alone.
+    let entry = json(&mayfly(
+        cwd,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://mayfly.internal/api",
+            "--owner",
+            "team@example.org",
+            "--purpose",
+            "offline root",
+            "--audience",
+            "db",
+            "--json",
+        ],
+        None,
+    ));
+    let token = json(&mayfly(
+        cwd,
+        &[
+            "token",
+            "create",
+            "--entry",
+            entry["id"].as_str().unwrap(),
+            "--json",
+        ],
+        None,
+    ));
+    ok(&mayfly(
+        cwd,
+        &[
+            "--server",
+            &server.url,
+            "client",
+            "attest",
+            "--join-token",
+            token["token"].as_str().unwrap(),
+        ],
+        None,
+    ));
+    let verify = |root: &str| {
+        Command::new("openssl")
+            .args([
+                "verify",
+                "-CAfile",
+                root,
+                "-untrusted",
+                "svid/svid.pem",
+                "svid/svid.pem",
+            ])
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    };
+    assert!(verify(&root_cert).status.success());
+    // Negative control: the server's first root does not verify it.
+    let old_root = status["authorities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "root" && a["state"] == "old")
+        .unwrap();
+    let old_file = std::fs::read_dir(cwd.join("mayfly-data/ca"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("root-")
+                && p.extension().is_some_and(|x| x == "crt")
+                && old_root["id"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&p.file_stem().unwrap().to_string_lossy()[5..])
+        })
+        .expect("the old root's certificate");
+    assert!(!verify(&old_file.display().to_string()).status.success());
+    server.stop();
+}
