@@ -55,22 +55,31 @@ impl BrokerService {
         }
     }
 
-    /// The caller's identity from the client certificate rustls verified.
+    /// The caller's identity from the client certificate rustls verified,
+    /// parsed once per connection.
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let certificates = request
+        let peer = request
             .extensions()
             .get::<PeerInfo>()
-            .and_then(|peer| peer.certificates.clone())
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "this call needs mTLS with an X509-SVID issued by this broker",
-                )
-            })?;
-        let leaf = certificates
-            .first()
-            .ok_or_else(|| Status::unauthenticated("no client certificate presented"))?;
-        caller_from_certificate(leaf.as_ref(), &self.trust_domain)
+            .ok_or_else(no_certificate)?;
+        let outcome = peer.caller.get_or_init(|| {
+            let leaf = peer
+                .certificates
+                .as_ref()
+                .and_then(|chain| chain.first())
+                .ok_or_else(no_certificate)
+                .map_err(|s| (s.code(), s.message().to_owned()))?;
+            caller_from_certificate(leaf.as_ref(), &self.trust_domain)
+                .map_err(|s| (s.code(), s.message().to_owned()))
+        });
+        outcome
+            .clone()
+            .map_err(|(code, message)| Status::new(code, message))
     }
+}
+
+fn no_certificate() -> Status {
+    Status::unauthenticated("this call needs mTLS with an X509-SVID issued by this broker")
 }
 
 /// Extracts and checks the SPIFFE ID of a verified client certificate.

@@ -43,7 +43,14 @@ pub struct PeerInfo {
     /// The client's certificate chain, leaf first, when it sent one. It has
     /// already been verified against the trust bundle by rustls.
     pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// What the handlers made of the client certificate, worked out on the
+    /// connection's first request and shared by the rest (parsing a
+    /// certificate per request would cost more than the request).
+    pub caller: Arc<std::sync::OnceLock<CallerOutcome>>,
 }
+
+/// The caller a client certificate names, or why it names none.
+pub type CallerOutcome = Result<crate::mint::Caller, (tonic::Code, String)>;
 
 /// One accepted TLS connection.
 #[derive(Debug)]
@@ -401,6 +408,7 @@ pub fn incoming(
                         let info = PeerInfo {
                             remote_addr: Some(remote_addr),
                             certificates,
+                            caller: Arc::default(),
                         };
                         let _ = sender
                             .send(Ok(TlsConnection {

@@ -80,6 +80,7 @@ impl AuditLog {
             len,
             head,
             halted: false,
+            unanchored: false,
         };
         Self::start(writer)
     }

@@ -8,6 +8,7 @@
 //! hand the credential out. Refusals are audited too.
 
 mod usage;
+mod verified;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ use crate::policy::{CredentialKind, Entry, EntryIndex};
 use crate::store::{RedeemError, Store};
 
 pub use usage::UsageTracker;
+pub use verified::VerifiedTokens;
 
 /// Why a mint operation was refused or failed. The message is safe to return
 /// to the caller: it never contains a secret.
@@ -135,6 +137,7 @@ pub struct Minter {
     audit: AuditLog,
     usage: Arc<UsageTracker>,
     validator: ArcSwap<JwtSvidValidator>,
+    verified: VerifiedTokens,
     leeway: Duration,
     clock: Arc<dyn Clock>,
     attestors: Arc<Attestors>,
@@ -167,6 +170,7 @@ impl Minter {
             audit,
             usage,
             validator: ArcSwap::from_pointee(validator),
+            verified: VerifiedTokens::new(i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX)),
             leeway,
             clock,
             attestors,
@@ -195,6 +199,7 @@ impl Minter {
     pub fn set_jwt_authorities(&self, authorities: &[JwtAuthority]) -> Result<(), MintError> {
         let validator = build_validator(&self.ca, authorities, self.leeway)?;
         self.validator.store(Arc::new(validator));
+        self.verified.invalidate();
         Ok(())
     }
 
@@ -676,11 +681,24 @@ impl Minter {
         let audience =
             Audience::new(audience).map_err(|e| MintError::invalid(format!("audience: {e}")))?;
         let now = self.clock.unix_now();
-        let validated = self
-            .validator
-            .load()
-            .validate(token, &audience, now)
-            .map_err(|e| MintError::unauthenticated(format!("token rejected: {e}")))?;
+        // A token verified before is not verified again (its signature
+        // cannot have changed); the revocation check below runs every time.
+        let key = VerifiedTokens::key(token);
+        let validated = match self.verified.get(&key, &audience, now) {
+            Some(hit) => hit,
+            None => {
+                let generation = self.verified.generation();
+                let validated = Arc::new(
+                    self.validator
+                        .load()
+                        .validate(token, &audience, now)
+                        .map_err(|e| MintError::unauthenticated(format!("token rejected: {e}")))?,
+                );
+                self.verified
+                    .insert(key, validated.clone(), generation, now);
+                validated
+            }
+        };
         self.revocations
             .check_jwt(
                 &validated.spiffe_id,
@@ -694,7 +712,7 @@ impl Minter {
                 },
                 _ => MintError::unauthenticated(format!("token rejected: {e}")),
             })?;
-        Ok(validated)
+        Ok(validated.as_ref().clone())
     }
 
     fn entry_for(&self, caller: &Caller) -> Result<Arc<Entry>, MintError> {
