@@ -1,48 +1,220 @@
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
+use imbl::{OrdMap, OrdSet};
 use mayfly_sdk::SpiffeId;
 
 use super::{Entry, EntryId, Selector};
 
-#[derive(Debug, Default)]
+/// Declares a wrapper that orders an `Arc<Entry>` by `$key` alone, so the
+/// entry is its own key in a persistent set: the key is shared with the
+/// entry instead of copied, which matters because a persistent set clones
+/// every key of each node it rewrites.
+macro_rules! entry_ordered_by {
+    ($(#[$doc:meta])* $name:ident, |$entry:ident| $key:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        struct $name(Arc<Entry>);
+
+        impl $name {
+            fn key(&self) -> impl Ord + '_ {
+                let $entry = &self.0;
+                $key
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.key() == other.key()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> Ordering {
+                self.key().cmp(&other.key())
+            }
+        }
+    };
+}
+
+entry_ordered_by!(
+    /// An entry ordered by its id; found by `&EntryId`.
+    ById,
+    |entry| &entry.id
+);
+
+entry_ordered_by!(
+    /// An entry ordered by the SPIFFE ID it issues; found by `&SpiffeId`.
+    BySpiffeId,
+    |entry| &entry.spiffe_id
+);
+
+entry_ordered_by!(
+    /// An entry ordered by SPIFFE ID, then id: the order `matching` and
+    /// `children_of` return, so a bucket reads out already sorted.
+    InSpiffeIdOrder,
+    |entry| (&entry.spiffe_id, &entry.id)
+);
+
+// `Borrow` must agree with `Ord`: both look at the same field.
+impl Borrow<EntryId> for ById {
+    fn borrow(&self) -> &EntryId {
+        &self.0.id
+    }
+}
+
+impl Borrow<SpiffeId> for BySpiffeId {
+    fn borrow(&self) -> &SpiffeId {
+        &self.0.spiffe_id
+    }
+}
+
+/// The entries that share one selector or one parent. A persistent set too:
+/// a selector such as `k8s:ns:default` may be shared by most entries, and a
+/// change must not copy its whole bucket.
+type Bucket = OrdSet<InSpiffeIdOrder>;
+
+/// One consistent view of every entry. Every map is persistent (a B-tree
+/// whose nodes are shared between versions): cloning a snapshot is O(1), and
+/// changing one entry in the clone rewrites O(log n) nodes, leaving the
+/// published snapshot untouched.
+#[derive(Debug, Default, Clone)]
 struct Snapshot {
-    by_id: HashMap<EntryId, Arc<Entry>>,
-    by_spiffe_id: HashMap<SpiffeId, Arc<Entry>>,
+    by_id: OrdSet<ById>,
+    by_spiffe_id: OrdSet<BySpiffeId>,
     /// Each selector to the entries that require it, so matching attested
-    /// selectors looks at candidates only, never at every entry.
-    by_selector: HashMap<Selector, Vec<Arc<Entry>>>,
+    /// selectors looks at candidates only, never at every entry. The keys
+    /// are `Arc`s so that rewriting a node does not copy their text.
+    by_selector: OrdMap<Arc<Selector>, Bucket>,
     /// Each agent to the entries registered under it.
-    by_parent: HashMap<SpiffeId, Vec<Arc<Entry>>>,
+    by_parent: OrdMap<Arc<SpiffeId>, Bucket>,
 }
 
 impl Snapshot {
-    fn index_selectors(&mut self) {
-        self.by_selector.clear();
-        self.by_parent.clear();
-        for entry in self.by_id.values() {
-            if let Some(parent) = &entry.parent_id {
-                self.by_parent
-                    .entry(parent.clone())
-                    .or_default()
-                    .push(entry.clone());
-            }
-            for selector in &entry.selectors {
-                self.by_selector
-                    .entry(selector.clone())
-                    .or_default()
-                    .push(entry.clone());
-            }
+    fn upsert(&mut self, entry: Arc<Entry>) {
+        if let Some(ById(previous)) = self.by_id.insert(ById(entry.clone())) {
+            self.unlink(&previous);
+        }
+        self.by_spiffe_id.insert(BySpiffeId(entry.clone()));
+        for selector in &entry.selectors {
+            add_to_bucket(&mut self.by_selector, selector, &entry);
+        }
+        if let Some(parent) = &entry.parent_id {
+            add_to_bucket(&mut self.by_parent, parent, &entry);
+        }
+    }
+
+    fn remove(&mut self, id: &EntryId) {
+        if let Some(ById(previous)) = self.by_id.remove(id) {
+            self.unlink(&previous);
+        }
+    }
+
+    /// Drops `entry` from every index but `by_id`.
+    fn unlink(&mut self, entry: &Arc<Entry>) {
+        // The SPIFFE ID may meanwhile name another entry (the store keeps them
+        // unique, but a feed may deliver a rename and a create in either
+        // order): that mapping stays.
+        if self
+            .by_spiffe_id
+            .get(&entry.spiffe_id)
+            .is_some_and(|current| current.0.id == entry.id)
+        {
+            self.by_spiffe_id.remove(&entry.spiffe_id);
+        }
+        let member = InSpiffeIdOrder(entry.clone());
+        for selector in &entry.selectors {
+            remove_from_bucket(&mut self.by_selector, selector, &member);
+        }
+        if let Some(parent) = &entry.parent_id {
+            remove_from_bucket(&mut self.by_parent, parent, &member);
+        }
+    }
+
+    fn by_id(&self, id: &EntryId) -> Option<Arc<Entry>> {
+        self.by_id.get(id).map(|found| found.0.clone())
+    }
+
+    fn by_spiffe_id(&self, id: &SpiffeId) -> Option<Arc<Entry>> {
+        self.by_spiffe_id.get(id).map(|found| found.0.clone())
+    }
+
+    fn matching(&self, attested: &[Selector]) -> Vec<Arc<Entry>> {
+        let proven: BTreeSet<&Selector> = attested.iter().collect();
+        let mut matches: Vec<&InSpiffeIdOrder> = proven
+            .iter()
+            .filter_map(|selector| self.by_selector.get(*selector))
+            .flatten()
+            .filter(|candidate| candidate.0.selectors.iter().all(|s| proven.contains(s)))
+            .collect();
+        // An entry with several proven selectors sits in several buckets;
+        // sorting brings its copies together.
+        matches.sort_unstable();
+        matches.dedup();
+        matches.into_iter().map(|found| found.0.clone()).collect()
+    }
+
+    fn children_of(&self, parent: &SpiffeId) -> Vec<Arc<Entry>> {
+        self.by_parent
+            .get(parent)
+            .map(|bucket| bucket.iter().map(|child| child.0.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn all(&self) -> Vec<Arc<Entry>> {
+        self.by_id.iter().map(|found| found.0.clone()).collect()
+    }
+}
+
+fn add_to_bucket<K: Ord + Clone>(
+    buckets: &mut OrdMap<Arc<K>, Bucket>,
+    key: &K,
+    entry: &Arc<Entry>,
+) {
+    let member = InSpiffeIdOrder(entry.clone());
+    if let Some(bucket) = buckets.get_mut(key) {
+        bucket.insert(member);
+    } else {
+        buckets.insert(Arc::new(key.clone()), OrdSet::unit(member));
+    }
+}
+
+fn remove_from_bucket<K: Ord>(
+    buckets: &mut OrdMap<Arc<K>, Bucket>,
+    key: &K,
+    member: &InSpiffeIdOrder,
+) {
+    if let Some(bucket) = buckets.get_mut(key) {
+        bucket.remove(member);
+        if bucket.is_empty() {
+            buckets.remove(key);
         }
     }
 }
 
 /// The entries the mint path reads: an immutable snapshot swapped on every
-/// change, so lookups never take a lock and never wait on the store.
+/// change, so lookups never take a lock and never wait on the store, and
+/// never see half of a change.
+///
+/// The snapshot's maps are persistent, so [`upsert`](Self::upsert) and
+/// [`remove`](Self::remove) cost O(log n), not a copy of every entry.
+/// Writers take turns on a mutex; readers never touch it.
 #[derive(Debug, Default)]
 pub struct EntryIndex {
     current: ArcSwap<Snapshot>,
+    /// Serialises writers, so no change is lost to a concurrent one.
+    writer: Mutex<()>,
 }
 
 impl EntryIndex {
@@ -53,108 +225,69 @@ impl EntryIndex {
         index
     }
 
-    /// Replaces the whole snapshot (used at load and on a full resync).
+    /// Replaces the whole snapshot (used at load and on a full resync). Of
+    /// entries sharing an id, the last wins.
     pub fn replace_all(&self, entries: impl IntoIterator<Item = Entry>) {
         let mut snapshot = Snapshot::default();
         for entry in entries {
-            let entry = Arc::new(entry);
-            snapshot
-                .by_spiffe_id
-                .insert(entry.spiffe_id.clone(), entry.clone());
-            snapshot.by_id.insert(entry.id.clone(), entry);
+            snapshot.upsert(Arc::new(entry));
         }
-        snapshot.index_selectors();
+        let _writer = self.lock_writer();
         self.current.store(Arc::new(snapshot));
     }
 
-    /// Inserts or replaces one entry.
+    /// Inserts or replaces one entry (the one with the same id).
     pub fn upsert(&self, entry: Entry) {
         let entry = Arc::new(entry);
-        self.current.rcu(|old| {
-            let mut next = Snapshot {
-                by_id: old.by_id.clone(),
-                by_spiffe_id: old.by_spiffe_id.clone(),
-                by_selector: HashMap::new(),
-                by_parent: HashMap::new(),
-            };
-            if let Some(previous) = next.by_id.insert(entry.id.clone(), entry.clone())
-                && previous.spiffe_id != entry.spiffe_id
-            {
-                next.by_spiffe_id.remove(&previous.spiffe_id);
-            }
-            next.by_spiffe_id
-                .insert(entry.spiffe_id.clone(), entry.clone());
-            next.index_selectors();
-            next
-        });
+        self.update(|next| next.upsert(entry));
     }
 
-    /// Removes one entry.
+    /// Removes one entry; removing an absent id does nothing.
     pub fn remove(&self, id: &EntryId) {
-        self.current.rcu(|old| {
-            let mut next = Snapshot {
-                by_id: old.by_id.clone(),
-                by_spiffe_id: old.by_spiffe_id.clone(),
-                by_selector: HashMap::new(),
-                by_parent: HashMap::new(),
-            };
-            if let Some(previous) = next.by_id.remove(id) {
-                next.by_spiffe_id.remove(&previous.spiffe_id);
-            }
-            next.index_selectors();
-            next
-        });
+        self.update(|next| next.remove(id));
+    }
+
+    /// Applies `change` to a copy of the current snapshot and publishes it.
+    fn update(&self, change: impl FnOnce(&mut Snapshot)) {
+        let _writer = self.lock_writer();
+        // O(1): the copy shares every node with the published snapshot.
+        let mut next = Snapshot::clone(&self.current.load());
+        change(&mut next);
+        self.current.store(Arc::new(next));
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        // The mutex guards no data: a writer that panicked never published
+        // its half-made snapshot, so the current one is whole and poisoning
+        // can be ignored.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The entry with this id.
     pub fn by_id(&self, id: &EntryId) -> Option<Arc<Entry>> {
-        self.current.load().by_id.get(id).cloned()
+        self.current.load().by_id(id)
     }
 
     /// The entry that issues this SPIFFE ID.
     pub fn by_spiffe_id(&self, id: &SpiffeId) -> Option<Arc<Entry>> {
-        self.current.load().by_spiffe_id.get(id).cloned()
+        self.current.load().by_spiffe_id(id)
     }
 
     /// The entries whose selectors were all proven by `attested` (entries
     /// without selectors never match: they are reachable by join token only),
     /// in SPIFFE ID order.
     pub fn matching(&self, attested: &[Selector]) -> Vec<Arc<Entry>> {
-        let snapshot = self.current.load();
-        let proven: BTreeSet<&Selector> = attested.iter().collect();
-        let mut seen = BTreeSet::new();
-        let mut matches = Vec::new();
-        for selector in attested {
-            for entry in snapshot.by_selector.get(selector).into_iter().flatten() {
-                if seen.insert(entry.id.clone())
-                    && entry.selectors.iter().all(|s| proven.contains(s))
-                {
-                    matches.push(entry.clone());
-                }
-            }
-        }
-        matches.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id));
-        matches
+        self.current.load().matching(attested)
     }
 
     /// The entries registered under the agent `parent`, in SPIFFE ID order.
     pub fn children_of(&self, parent: &SpiffeId) -> Vec<Arc<Entry>> {
-        let mut children = self
-            .current
-            .load()
-            .by_parent
-            .get(parent)
-            .cloned()
-            .unwrap_or_default();
-        children.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id));
-        children
+        self.current.load().children_of(parent)
     }
 
     /// Every entry, in id order.
     pub fn all(&self) -> Vec<Arc<Entry>> {
-        let mut entries: Vec<_> = self.current.load().by_id.values().cloned().collect();
-        entries.sort_by(|a, b| a.id.cmp(&b.id));
-        entries
+        self.current.load().all()
     }
 
     /// How many entries there are.
@@ -173,6 +306,7 @@ mod tests {
     use super::*;
     use crate::policy::{EntrySpec, TtlPolicy};
     use mayfly_sdk::TrustDomain;
+    use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
     fn entry(path: &str, selectors: &[&str]) -> Entry {
         EntrySpec {
@@ -193,6 +327,51 @@ mod tests {
 
     fn selectors(texts: &[&str]) -> Vec<Selector> {
         texts.iter().map(|t| Selector::parse(t).unwrap()).collect()
+    }
+
+    fn spiffe_id(path: &str) -> SpiffeId {
+        SpiffeId::parse(&format!("spiffe://example.org{path}")).unwrap()
+    }
+
+    fn agent(n: usize) -> SpiffeId {
+        spiffe_id(&format!("/agent/{n}"))
+    }
+
+    fn numbered_id(i: usize) -> EntryId {
+        EntryId::parse(&format!("{i:016x}")).unwrap()
+    }
+
+    /// Entry `i`: `/w/{i}` with selector `k8s:ns:ns{i % 100}`, odd ones also
+    /// `k8s:sa:sa{i}`, registered under agent `i % 10`.
+    fn numbered(template: &Entry, i: usize) -> Entry {
+        let mut e = template.clone();
+        e.id = numbered_id(i);
+        e.spiffe_id = spiffe_id(&format!("/w/{i}"));
+        e.selectors = vec![Selector::parse(&format!("k8s:ns:ns{}", i % 100)).unwrap()];
+        if i % 2 == 1 {
+            e.selectors
+                .push(Selector::parse(&format!("k8s:sa:sa{i}")).unwrap());
+        }
+        e.parent_id = Some(agent(i % 10));
+        e
+    }
+
+    fn paths(entries: &[Arc<Entry>]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| e.spiffe_id.path().to_owned())
+            .collect()
+    }
+
+    /// The paths of the live entries among `0..n` that `keep` selects, in
+    /// SPIFFE ID (that is, string) order.
+    fn expected_paths(live: &[bool], keep: impl Fn(usize) -> bool) -> Vec<String> {
+        let mut expected: Vec<String> = (0..live.len())
+            .filter(|&i| live[i] && keep(i))
+            .map(|i| format!("/w/{i}"))
+            .collect();
+        expected.sort();
+        expected
     }
 
     #[test]
@@ -230,5 +409,235 @@ mod tests {
         assert_eq!(index.matching(&selectors(&["unix:uid:2"])).len(), 1);
         index.remove(&id);
         assert!(index.matching(&selectors(&["unix:uid:2"])).is_empty());
+    }
+
+    #[test]
+    fn renaming_an_entry_moves_it_between_spiffe_ids_and_parents() {
+        let mut first = entry("/old", &["unix:uid:1"]);
+        first.parent_id = Some(agent(1));
+        let other = entry("/other", &["unix:uid:1"]);
+        let index = EntryIndex::new([first.clone(), other.clone()]);
+        let mut renamed = first.clone();
+        renamed.spiffe_id = spiffe_id("/new");
+        renamed.parent_id = Some(agent(2));
+        renamed.revision += 1;
+        index.upsert(renamed);
+
+        assert!(index.by_spiffe_id(&spiffe_id("/old")).is_none());
+        let found = index.by_spiffe_id(&spiffe_id("/new")).unwrap();
+        assert_eq!((&found.id, found.revision), (&first.id, first.revision + 1));
+        assert!(index.children_of(&agent(1)).is_empty());
+        assert_eq!(paths(&index.children_of(&agent(2))), ["/new"]);
+        assert_eq!(
+            paths(&index.matching(&selectors(&["unix:uid:1"]))),
+            ["/new", "/other"]
+        );
+        assert_eq!(index.len(), 2);
+        let ids: Vec<_> = index.all().iter().map(|e| e.id.clone()).collect();
+        let mut sorted = vec![first.id.clone(), other.id.clone()];
+        sorted.sort();
+        assert_eq!(ids, sorted, "all() is in id order");
+    }
+
+    #[test]
+    fn removing_an_entry_keeps_a_spiffe_id_that_another_entry_took_over() {
+        let first = entry("/shared", &[]);
+        let second = entry("/shared", &[]);
+        let index = EntryIndex::new([first.clone()]);
+        index.upsert(second.clone());
+        index.remove(&first.id);
+        assert_eq!(
+            index.by_spiffe_id(&spiffe_id("/shared")).unwrap().id,
+            second.id
+        );
+        index.remove(&EntryId::parse("00000000000000ff").unwrap());
+        assert_eq!(index.len(), 1, "removing an absent id does nothing");
+    }
+
+    #[test]
+    fn a_hundred_thousand_upserts_and_removals_stay_correct() {
+        const N: usize = 100_000;
+        let template = entry("/template", &[]);
+        let index = EntryIndex::new([]);
+        for i in 0..N {
+            index.upsert(numbered(&template, i));
+        }
+        let mut live = vec![true; N];
+        assert_eq!(index.len(), N);
+
+        // Remove every third entry, and move every seventh to another agent.
+        for i in (0..N).step_by(3) {
+            index.remove(&numbered_id(i));
+            live[i] = false;
+        }
+        for i in (0..N).step_by(7).filter(|&i| live[i]) {
+            let mut moved = numbered(&template, i);
+            moved.parent_id = Some(agent(10));
+            moved.revision = template.revision + 1;
+            index.upsert(moved);
+        }
+        let live_count = live.iter().filter(|l| **l).count();
+        assert_eq!(index.len(), live_count);
+        assert_eq!(index.all().len(), live_count);
+        assert!(index.all().windows(2).all(|w| w[0].id < w[1].id));
+
+        for i in [0, 1, 2, 3, 7, 14, 4_999, 50_001, N - 2, N - 1] {
+            let wanted = numbered(&template, i);
+            let by_id = index.by_id(&wanted.id);
+            let by_spiffe_id = index.by_spiffe_id(&wanted.spiffe_id);
+            if live[i] {
+                let (by_id, by_spiffe_id) = (by_id.unwrap(), by_spiffe_id.unwrap());
+                assert!(Arc::ptr_eq(&by_id, &by_spiffe_id), "entry {i}");
+                assert_eq!(by_id.revision, template.revision + u64::from(i % 7 == 0));
+            } else {
+                assert!(by_id.is_none() && by_spiffe_id.is_none(), "entry {i}");
+            }
+        }
+
+        let ns_7 = selectors(&["k8s:ns:ns7"]);
+        assert_eq!(
+            paths(&index.matching(&ns_7)),
+            expected_paths(&live, |i| i % 100 == 7 && i % 2 == 0),
+            "odd entries also need their service account"
+        );
+        let ns_7_and_sa_107 = selectors(&["k8s:sa:sa107", "k8s:ns:ns7", "k8s:sa:sa107"]);
+        assert_eq!(
+            paths(&index.matching(&ns_7_and_sa_107)),
+            expected_paths(&live, |i| i % 100 == 7 && (i % 2 == 0 || i == 107)),
+        );
+        assert!(index.matching(&selectors(&["k8s:sa:sa105"])).is_empty());
+        for parent in 0..10 {
+            assert_eq!(
+                paths(&index.children_of(&agent(parent))),
+                expected_paths(&live, |i| i % 10 == parent && i % 7 != 0),
+                "agent {parent}"
+            );
+        }
+        assert_eq!(
+            paths(&index.children_of(&agent(10))),
+            expected_paths(&live, |i| i % 7 == 0)
+        );
+    }
+
+    /// Every way of finding an entry in `snapshot` agrees about it.
+    fn check_consistent(snapshot: &Snapshot) {
+        assert_eq!(snapshot.by_id.len(), snapshot.by_spiffe_id.len());
+        for ById(entry) in &snapshot.by_id {
+            let by_spiffe_id = snapshot.by_spiffe_id(&entry.spiffe_id).unwrap();
+            assert_eq!(
+                (&by_spiffe_id.id, by_spiffe_id.revision),
+                (&entry.id, entry.revision)
+            );
+            let matches = snapshot.matching(&entry.selectors);
+            assert!(matches.iter().any(|m| Arc::ptr_eq(m, entry)));
+            let parent = entry.parent_id.as_ref().unwrap();
+            let children = snapshot.children_of(parent);
+            assert!(children.iter().any(|c| Arc::ptr_eq(c, entry)));
+        }
+        let members = snapshot
+            .by_selector
+            .values()
+            .chain(snapshot.by_parent.values());
+        for InSpiffeIdOrder(member) in members.flatten() {
+            let current = snapshot.by_id(&member.id).unwrap();
+            assert!(Arc::ptr_eq(&current, member), "a stale bucket member");
+        }
+    }
+
+    #[test]
+    fn the_consistency_check_catches_a_half_applied_change() {
+        let template = entry("/template", &[]);
+        let mut whole = Snapshot::default();
+        whole.upsert(Arc::new(numbered(&template, 1)));
+        check_consistent(&whole);
+        let mut no_spiffe_id = whole.clone();
+        no_spiffe_id.by_spiffe_id = OrdSet::new();
+        let mut stale_buckets = whole.clone();
+        stale_buckets.by_id = OrdSet::new();
+        stale_buckets.by_spiffe_id = OrdSet::new();
+        for broken in [no_spiffe_id, stale_buckets] {
+            assert!(std::panic::catch_unwind(|| check_consistent(&broken)).is_err());
+        }
+    }
+
+    #[test]
+    fn readers_never_see_a_half_applied_change() {
+        const IDS: usize = 64;
+        let template = entry("/template", &[]);
+        let index = EntryIndex::new((0..IDS).map(|i| numbered(&template, i)));
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut checked = 0_u32;
+                loop {
+                    let finished = done.load(AtomicOrdering::Acquire);
+                    check_consistent(&index.current.load());
+                    checked += 1;
+                    if finished {
+                        return checked;
+                    }
+                }
+            });
+            for round in 1..=2_000_u64 {
+                let i = usize::try_from(round).unwrap() % IDS;
+                let mut next = numbered(&template, i);
+                if round % 5 == 0 {
+                    index.remove(&next.id);
+                    continue;
+                }
+                next.revision = round;
+                // Change every index at once: SPIFFE ID, selectors, parent.
+                next.spiffe_id = spiffe_id(&format!("/w/{i}/{}", round % 3));
+                next.selectors = selectors(&["k8s:ns:shared"]);
+                next.selectors
+                    .push(Selector::parse(&format!("k8s:sa:sa{}", round % 4)).unwrap());
+                next.parent_id = Some(agent(usize::try_from(round).unwrap() % 3));
+                index.upsert(next);
+            }
+            done.store(true, AtomicOrdering::Release);
+            assert!(reader.join().unwrap() > 0);
+        });
+        check_consistent(&index.current.load());
+    }
+
+    fn resident_kib() -> Option<u64> {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Prints the resident memory of an index of 100,000 entries next to that
+    /// of the entries alone. A measurement, not a check: run it on its own,
+    /// `cargo test --lib memory_of_a_hundred_thousand_entries -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore = "a measurement to print, not a check"]
+    fn memory_of_a_hundred_thousand_entries() {
+        const N: usize = 100_000;
+        let template = entry("/template", &[]);
+        let Some(start) = resident_kib() else {
+            println!("no /proc/self/status: nothing to measure");
+            return;
+        };
+        let index = EntryIndex::new([]);
+        for i in 0..N {
+            index.upsert(numbered(&template, i));
+        }
+        let after_index = resident_kib().unwrap();
+        let alone: Vec<Entry> = (0..N).map(|i| numbered(&template, i)).collect();
+        let after_alone = resident_kib().unwrap();
+        println!(
+            "{N} entries: index with its entries {} KiB; the entries alone {} KiB \
+             ({} entries indexed)",
+            after_index - start,
+            after_alone - after_index,
+            index.len().min(alone.len()),
+        );
     }
 }
