@@ -282,7 +282,7 @@ impl Minter {
         event.actor = format!("join_token:{}", hash.token_id());
         event.evidence_sha256 = Some(hash.as_str().to_owned());
         // Check the CSR before redeeming, so a bad request does not burn the token.
-        mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+        let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
         let now = self.clock.unix_now();
         let record = self
             .store
@@ -310,7 +310,7 @@ impl Minter {
             ))
         })?;
         event.spiffe_id = Some(entry.spiffe_id.to_string());
-        self.issue_x509(entry, csr_der, event).await
+        self.issue_x509(entry, &csr, event).await
     }
 
     /// Verifies platform evidence (Kubernetes, OIDC, x509pop) and issues the
@@ -329,9 +329,9 @@ impl Minter {
             ..AuditEvent::default()
         };
         let result = async {
-            mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+            let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
             let entry = self.attested_entry(evidence, requested, &mut event).await?;
-            self.issue_x509(entry, csr_der, &mut event).await
+            self.issue_x509(entry, &csr, &mut event).await
         }
         .await;
         self.finish(event, result).await
@@ -505,8 +505,8 @@ impl Minter {
             self.check_agent(agent)?;
             let entry = self.child_entry(agent, entry_id)?;
             event.spiffe_id = Some(entry.spiffe_id.to_string());
-            mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
-            self.issue_x509(entry, csr_der, &mut event).await
+            let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+            self.issue_x509(entry, &csr, &mut event).await
         }
         .await;
         self.finish(event, result).await
@@ -554,10 +554,10 @@ impl Minter {
             ..AuditEvent::default()
         };
         let result = async {
-            mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+            let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
             let entry = self.entry_for(caller)?;
             event.entry_id = Some(entry.id.to_string());
-            self.issue_x509(entry, csr_der, &mut event).await
+            self.issue_x509(entry, &csr, &mut event).await
         }
         .await;
         self.finish(event, result).await
@@ -566,7 +566,7 @@ impl Minter {
     async fn issue_x509(
         &self,
         entry: Arc<Entry>,
-        csr_der: &[u8],
+        csr: &mayfly_ca::csr::VerifiedCsr,
         event: &mut AuditEvent,
     ) -> Result<X509Issued, MintError> {
         let now = self.clock.now();
@@ -575,15 +575,19 @@ impl Minter {
             CredentialKind::X509,
             crate::clock::unix_seconds(now),
         )?;
+        // The CSR was parsed and verified once, before anything was spent.
         let svid = self
             .ca
-            .issue_x509_svid(&X509SvidRequest {
-                csr_der,
-                spiffe_id: &entry.spiffe_id,
-                dns_names: &entry.dns_names,
-                ttl: Duration::from_secs(u64::from(entry.x509_ttl_seconds).min(self.x509_cap)),
-                now,
-            })
+            .issue_x509_svid_verified(
+                csr,
+                &X509SvidRequest {
+                    csr_der: &[],
+                    spiffe_id: &entry.spiffe_id,
+                    dns_names: &entry.dns_names,
+                    ttl: Duration::from_secs(u64::from(entry.x509_ttl_seconds).min(self.x509_cap)),
+                    now,
+                },
+            )
             .map_err(ca_error)?;
         event.serial = Some(svid.serial_hex.clone());
         if svid.clamped_to_signer {

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::CertificateAuthority;
 use super::material::Intermediate;
 use super::profiles::{self, CLOCK_SKEW_ALLOWANCE, Validity};
-use crate::csr::parse_and_verify_csr;
+use crate::csr::{VerifiedCsr, parse_and_verify_csr};
 use crate::error::CaError;
 use crate::keys::SigningKey;
 
@@ -109,12 +109,30 @@ impl CertificateAuthority {
         &self,
         request: &X509SvidRequest<'_>,
     ) -> Result<IssuedX509Svid, CaError> {
+        // The request's own checks come before the CSR's, as they always have.
+        self.check_leaf_identity(request.spiffe_id)?;
+        leaf_validity(&self.current.load().intermediate, request.ttl, request.now)?;
+        let csr = parse_and_verify_csr(request.csr_der)?;
+        self.issue_x509_svid_verified(&csr, request)
+    }
+
+    /// Like [`issue_x509_svid`](Self::issue_x509_svid), for a CSR the caller has already
+    /// parsed and verified with [`parse_and_verify_csr`] (a broker checks the CSR before it
+    /// spends a join token): `request.csr_der` is not read again, so its signature is not
+    /// verified twice.
+    ///
+    /// # Errors
+    /// As [`issue_x509_svid`](Self::issue_x509_svid), without the CSR errors.
+    pub fn issue_x509_svid_verified(
+        &self,
+        csr: &VerifiedCsr,
+        request: &X509SvidRequest<'_>,
+    ) -> Result<IssuedX509Svid, CaError> {
         self.check_leaf_identity(request.spiffe_id)?;
         // One snapshot for the whole call: the chain names the intermediate that signed.
         let snapshot = self.current.load();
         let intermediate = &snapshot.intermediate;
         let leaf_validity = leaf_validity(intermediate, request.ttl, request.now)?;
-        let csr = parse_and_verify_csr(request.csr_der)?;
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.subject_public_key_info_der)
             .map_err(|e| CaError::CsrUnsupportedKey {
                 algorithm: "SubjectPublicKeyInfo".to_string(),
