@@ -664,46 +664,7 @@ fn a_broker_killed_at_each_rotation_step_restarts_consistent() {
         }
         // It works: a workload attests and its SVID verifies with openssl
         // against the served bundle.
-        let entry = json(&mayfly(
-            cwd,
-            &[
-                "entry",
-                "create",
-                "--spiffe-id",
-                "spiffe://mayfly.internal/api",
-                "--owner",
-                "team@example.org",
-                "--purpose",
-                "crash test",
-                "--audience",
-                "db",
-                "--json",
-            ],
-            None,
-        ));
-        let token = json(&mayfly(
-            cwd,
-            &[
-                "token",
-                "create",
-                "--entry",
-                entry["id"].as_str().unwrap(),
-                "--json",
-            ],
-            None,
-        ));
-        ok(&mayfly(
-            cwd,
-            &[
-                "--server",
-                &server.url,
-                "client",
-                "attest",
-                "--join-token",
-                token["token"].as_str().unwrap(),
-            ],
-            None,
-        ));
+        attest_a_workload(cwd, &server.url, "crash test");
         let verified = Command::new("openssl")
             .args([
                 "verify",
@@ -836,46 +797,7 @@ fn offline_root_rotation_with_the_real_binary() {
 
     // A workload's new SVID chains to the offline root: openssl agrees with
     // that root alone.
-    let entry = json(&mayfly(
-        cwd,
-        &[
-            "entry",
-            "create",
-            "--spiffe-id",
-            "spiffe://mayfly.internal/api",
-            "--owner",
-            "team@example.org",
-            "--purpose",
-            "offline root",
-            "--audience",
-            "db",
-            "--json",
-        ],
-        None,
-    ));
-    let token = json(&mayfly(
-        cwd,
-        &[
-            "token",
-            "create",
-            "--entry",
-            entry["id"].as_str().unwrap(),
-            "--json",
-        ],
-        None,
-    ));
-    ok(&mayfly(
-        cwd,
-        &[
-            "--server",
-            &server.url,
-            "client",
-            "attest",
-            "--join-token",
-            token["token"].as_str().unwrap(),
-        ],
-        None,
-    ));
+    attest_a_workload(cwd, &server.url, "offline root");
     let verify = |root: &str| {
         Command::new("openssl")
             .args([
@@ -915,4 +837,49 @@ fn offline_root_rotation_with_the_real_binary() {
         .expect("the old root's certificate");
     assert!(!verify(&old_file.display().to_string()).status.success());
     server.stop();
+}
+
+/// Registers spiffe://mayfly.internal/api for `purpose` and attests it with
+/// a join token: the SVID lands in `cwd/svid`.
+fn attest_a_workload(cwd: &Path, server: &str, purpose: &str) {
+    let entry = json(&mayfly(
+        cwd,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://mayfly.internal/api",
+            "--owner",
+            "team@example.org",
+            "--purpose",
+            purpose,
+            "--audience",
+            "db",
+            "--json",
+        ],
+        None,
+    ));
+    let token = json(&mayfly(
+        cwd,
+        &[
+            "token",
+            "create",
+            "--entry",
+            entry["id"].as_str().unwrap(),
+            "--json",
+        ],
+        None,
+    ));
+    ok(&mayfly(
+        cwd,
+        &[
+            "--server",
+            server,
+            "client",
+            "attest",
+            "--join-token",
+            token["token"].as_str().unwrap(),
+        ],
+        None,
+    ));
 }

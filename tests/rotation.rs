@@ -317,18 +317,7 @@ async fn jwt_verification_across_key_rotations_has_zero_false_rejections() {
 /// The JWT signer of the active key, read from the CA directory through its
 /// journal (as an attacker with a stolen old key file would hold it).
 fn active_jwt_key(data_dir: &std::path::Path) -> mayfly_ca::JwtSigner {
-    let ca = data_dir.join("ca");
-    let journal: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(ca.join(mayfly_ca::authority::JOURNAL_FILE)).unwrap(),
-    )
-    .unwrap();
-    let active = journal["authorities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["kind"] == "jwt-key" && a["state"] == "active")
-        .unwrap();
-    let pem = std::fs::read(ca.join(active["key"].as_str().unwrap())).unwrap();
+    let pem = std::fs::read(common::active_ca_file(data_dir, "jwt-key", "key")).unwrap();
     let key = mayfly_ca::keys::SigningKey::from_pkcs8_pem(&pem).unwrap();
     mayfly_ca::JwtSigner::new(&key).unwrap()
 }
