@@ -20,6 +20,14 @@ struct ServerProcess {
     banner: String,
 }
 
+/// A test that fails half-way must not leave its broker running.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl ServerProcess {
     /// `mayfly server` in `dir`, on ephemeral ports, waiting for its banner.
     fn start(dir: &Path) -> ServerProcess {
