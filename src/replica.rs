@@ -173,8 +173,6 @@ pub fn apply(
         StoreEvent::ReplicasChanged => replicas_changed.notify_one(),
         StoreEvent::Heard(_) => revocations.mark_heard(now_ms),
         StoreEvent::Lost { .. } => {}
-        #[allow(unreachable_patterns)]
-        _ => {}
     }
 }
 

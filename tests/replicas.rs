@@ -297,13 +297,14 @@ async fn a_join_token_redeemed_on_two_replicas_at_once_has_one_winner() {
             .is_some()
     );
     let token = a.join_token(&entry.id).await;
-    let attempts: Vec<_> = (0..16)
-        .map(|i| {
-            let replica = if i % 2 == 0 { &a } else { &b };
-            replica.attest(&token)
-        })
-        .collect();
-    let results = futures_join_all(attempts).await;
+    // Sixteen redemptions at once, alternating between the replicas.
+    let mut attempts = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let broker = if i % 2 == 0 { &a } else { &b }.broker().await;
+        let token = token.clone();
+        attempts.spawn(async move { common::attest_via(broker, &token).await });
+    }
+    let results: Vec<_> = attempts.join_all().await;
     let winners = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(winners, 1, "{results:?}");
     for refused in results.iter().filter_map(|r| r.as_ref().err()) {
@@ -311,33 +312,6 @@ async fn a_join_token_redeemed_on_two_replicas_at_once_has_one_winner() {
         assert!(refused.message().contains("already used"), "{refused:?}");
     }
     drop(guard);
-}
-
-async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    // Poll all together: a tiny join_all without another dependency.
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, future) in pinned.iter_mut().enumerate() {
-            if set.len() <= i {
-                set.resize_with(i + 1, || None);
-            }
-            if set[i].is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => set[i] = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    set.into_iter().map(Option::unwrap).collect()
 }
 
 #[tokio::test]

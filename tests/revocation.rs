@@ -271,7 +271,7 @@ async fn revoking_a_spiffe_id_and_bad_requests() {
 #[tokio::test]
 async fn revoking_an_agent_cuts_off_the_agent_and_what_it_obtained() {
     let broker = TestBroker::start().await;
-    let (agent_entry, agent) = broker.enrolled("/agent/node-1", &["x"]).await;
+    let (_, agent) = broker.enrolled("/agent/node-1", &["x"]).await;
     let agent_id = format!("spiffe://{TRUST_DOMAIN}/agent/node-1");
     let mut spec = TestBroker::entry_spec("/web", &["db"], &["unix:uid:1000"]);
     spec.parent_id = Some(agent_id.clone());
@@ -314,7 +314,6 @@ async fn revoking_an_agent_cuts_off_the_agent_and_what_it_obtained() {
         Code::Unauthenticated,
         "revoked",
     );
-    let _ = agent_entry;
 }
 
 #[tokio::test]

@@ -57,7 +57,7 @@ impl BrokerService {
 
     /// The caller's identity from the client certificate rustls verified,
     /// parsed once per connection.
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    fn caller<T>(&self, request: &Request<T>) -> Result<Arc<Caller>, Status> {
         let peer = request
             .extensions()
             .get::<PeerInfo>()
@@ -70,6 +70,7 @@ impl BrokerService {
                 .ok_or_else(no_certificate)
                 .map_err(|s| (s.code(), s.message().to_owned()))?;
             caller_from_certificate(leaf.as_ref(), &self.trust_domain)
+                .map(Arc::new)
                 .map_err(|s| (s.code(), s.message().to_owned()))
         });
         outcome
@@ -460,8 +461,8 @@ impl Broker for BrokerService {
             audience: request.audience,
             expires_at: valid.expires_at,
             issued_at: valid.issued_at.unwrap_or_default(),
-            jti: valid.jti.unwrap_or_default(),
-            key_id: valid.key_id,
+            jti: valid.jti.clone().unwrap_or_default(),
+            key_id: valid.key_id.clone(),
         }))
     }
 }

@@ -37,9 +37,9 @@ pub fn build(
 ) -> Result<Vec<u8>, String> {
     let now = clock.unix_now();
     let mut revoked: Vec<RevokedSerial> = set
-        .snapshot()
+        .of_kind(RevocationKind::Serial)
         .iter()
-        .filter(|r| r.kind == RevocationKind::Serial && !r.is_expired(now))
+        .filter(|r| !r.is_expired(now))
         .map(|r| RevokedSerial {
             serial: r.value.clone(),
             revoked_at: r.revoked_at,

@@ -50,7 +50,7 @@ pub struct PeerInfo {
 }
 
 /// The caller a client certificate names, or why it names none.
-pub type CallerOutcome = Result<crate::mint::Caller, (tonic::Code, String)>;
+pub type CallerOutcome = Result<Arc<crate::mint::Caller>, (tonic::Code, String)>;
 
 /// One accepted TLS connection.
 #[derive(Debug)]

@@ -677,8 +677,13 @@ impl Minter {
     }
 
     /// Validates a JWT-SVID for `audience`: says who it belongs to, or why
-    /// it is rejected.
-    pub fn validate_jwt(&self, token: &str, audience: &str) -> Result<ValidatedJwtSvid, MintError> {
+    /// it is rejected. A token validated before is answered from the
+    /// verified-token cache (shared, hence the `Arc`).
+    pub fn validate_jwt(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<Arc<ValidatedJwtSvid>, MintError> {
         if audience.is_empty() {
             return Err(MintError::invalid("audience is required"));
         }
@@ -716,7 +721,7 @@ impl Minter {
                 },
                 _ => MintError::unauthenticated(format!("token rejected: {e}")),
             })?;
-        Ok(validated.as_ref().clone())
+        Ok(validated)
     }
 
     fn entry_for(&self, caller: &Caller) -> Result<Arc<Entry>, MintError> {

@@ -287,6 +287,17 @@ impl RevocationSet {
         all
     }
 
+    /// Every revocation of `kind`, in no particular order (reads only that
+    /// kind's map for `jti` and `serial`).
+    pub fn of_kind(&self, kind: RevocationKind) -> Vec<Arc<Revocation>> {
+        self.map(kind)
+            .pin()
+            .values()
+            .filter(|r| r.kind == kind)
+            .cloned()
+            .collect()
+    }
+
     /// The current set and a receiver of every change after it, taken
     /// together so that nothing falls between them.
     pub fn subscribe(&self) -> (Vec<Arc<Revocation>>, broadcast::Receiver<RevocationChange>) {
@@ -447,6 +458,11 @@ mod tests {
         assert!(set.check_jwt(&sub, Some("t2"), Some(50), 150).is_ok());
         assert!(set.check_x509(&sub, "aff", 50, 150).is_err());
         assert!(set.check_x509(&sub, "abf", 50, 150).is_ok());
+        let values =
+            |kind| -> Vec<String> { set.of_kind(kind).iter().map(|r| r.value.clone()).collect() };
+        assert_eq!(values(RevocationKind::Serial), vec!["aff".to_owned()]);
+        assert_eq!(values(RevocationKind::Jti), vec!["t1".to_owned()]);
+        assert!(values(RevocationKind::Entry).is_empty());
         // Expired revocations cover nothing, and prune drops them.
         assert!(set.check_jwt(&sub, Some("t1"), Some(50), 200).is_ok());
         assert_eq!(set.len(), 2);
