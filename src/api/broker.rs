@@ -384,13 +384,19 @@ impl Broker for BrokerService {
         let agent = self.caller(&request)?;
         let params = request.into_inner().params;
         check_batch_size(params.len())?;
-        let mut results = Vec::with_capacity(params.len());
-        for item in params {
-            let outcome = self
-                .minter
-                .agent_mint_x509(&agent, &item.entry_id, &item.csr)
-                .await;
-            results.push(match outcome {
+        let outcomes = self
+            .minter
+            .agent_mint_x509_batch(
+                &agent,
+                params
+                    .iter()
+                    .map(|item| (item.entry_id.as_str(), item.csr.as_slice())),
+            )
+            .await;
+        let results = params
+            .into_iter()
+            .zip(outcomes)
+            .map(|(item, outcome)| match outcome {
                 Ok(issued) => pb::BatchX509Result {
                     entry_id: item.entry_id,
                     svid: Some(x509_svid(issued)),
@@ -401,8 +407,8 @@ impl Broker for BrokerService {
                     svid: None,
                     error: Some(batch_error(error)),
                 },
-            });
-        }
+            })
+            .collect();
         Ok(Response::new(pb::BatchMintX509SvidsResponse {
             results,
             bundle: Some(self.bundle.current().proto.clone()),
@@ -416,14 +422,23 @@ impl Broker for BrokerService {
         let agent = self.caller(&request)?;
         let params = request.into_inner().params;
         check_batch_size(params.len())?;
-        let mut results = Vec::with_capacity(params.len());
-        for item in params {
-            let ttl = requested_ttl(item.ttl_seconds);
-            let outcome = self
-                .minter
-                .agent_mint_jwt(&agent, &item.entry_id, &item.audience, ttl)
-                .await;
-            results.push(match outcome {
+        let outcomes = self
+            .minter
+            .agent_mint_jwt_batch(
+                &agent,
+                params.iter().map(|item| {
+                    (
+                        item.entry_id.as_str(),
+                        item.audience.as_str(),
+                        requested_ttl(item.ttl_seconds),
+                    )
+                }),
+            )
+            .await;
+        let results = params
+            .into_iter()
+            .zip(outcomes)
+            .map(|(item, outcome)| match outcome {
                 Ok(minted) => pb::BatchJwtResult {
                     entry_id: item.entry_id,
                     svid: Some(jwt_response(minted)),
@@ -434,8 +449,8 @@ impl Broker for BrokerService {
                     svid: None,
                     error: Some(batch_error(error)),
                 },
-            });
-        }
+            })
+            .collect();
         Ok(Response::new(pb::BatchMintJwtSvidsResponse { results }))
     }
 

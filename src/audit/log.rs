@@ -12,7 +12,7 @@ use super::AuditError;
 use super::checkpoint::{self, Checkpoint};
 use super::record::{AuditEvent, AuditReceipt};
 use super::verify::{LOG_FILE, scan};
-use super::writer::{self, Command, MAX_BATCH, Writer};
+use super::writer::{self, CHECKPOINT_INTERVAL, Command, MAX_BATCH, Writer};
 
 /// Appends waiting for the writer; beyond this, `append` waits for room (backpressure)
 /// instead of queueing without bound while the disk is slow.
@@ -89,10 +89,16 @@ impl AuditLog {
         let dir = writer.dir.clone();
         let (commands, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (stopped_tx, stopped) = watch::channel(false);
+        // Anchors an idle log: the writer never checkpoints on a request's commit path.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let ticked = runtime.is_some();
         std::thread::Builder::new()
             .name("mayfly-audit".into())
-            .spawn(move || writer::run(stopped_tx, writer, receiver))
+            .spawn(move || writer::run(stopped_tx, writer, receiver, ticked))
             .map_err(|e| AuditError::io("start writer thread for", &dir, e))?;
+        if let Some(runtime) = runtime {
+            runtime.spawn(tick_checkpoints(commands.downgrade()));
+        }
         Ok(AuditLog {
             inner: Arc::new(Inner {
                 dir,
@@ -128,6 +134,37 @@ impl AuditLog {
         receipt.await.map_err(|_| AuditError::Closed)?
     }
 
+    /// Appends several records and returns once all are durable, each with its own outcome,
+    /// in order. They are queued back to back, so they share a group commit instead of each
+    /// waiting for its own.
+    ///
+    /// # Errors
+    /// Per record, as [`append`](Self::append).
+    pub async fn append_all(
+        &self,
+        events: Vec<AuditEvent>,
+    ) -> Vec<Result<AuditReceipt, AuditError>> {
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let (reply, receipt) = oneshot::channel();
+            let queued = self
+                .inner
+                .commands
+                .send(Command::Append { event, reply })
+                .await
+                .is_ok();
+            pending.push(queued.then_some(receipt));
+        }
+        let mut receipts = Vec::with_capacity(pending.len());
+        for receipt in pending {
+            receipts.push(match receipt {
+                Some(receipt) => receipt.await.unwrap_or(Err(AuditError::Closed)),
+                None => Err(AuditError::Closed),
+            });
+        }
+        receipts
+    }
+
     /// Stops the writer for every clone of this handle: appends already queued are written,
     /// later ones fail with [`AuditError::Closed`]. Returns once the writer has stopped and
     /// released the file, so the log can be opened again at once. Calling it again, from any
@@ -145,6 +182,25 @@ impl AuditLog {
             .await
             .map(|_| ())
             .map_err(|_| AuditError::Closed)
+    }
+}
+
+/// Asks the writer to checkpoint every [`CHECKPOINT_INTERVAL`] until the log is dropped or
+/// closed. Holds only a weak sender, so it never keeps the writer alive.
+async fn tick_checkpoints(commands: mpsc::WeakSender<Command>) {
+    let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let Some(commands) = commands.upgrade() else {
+            return;
+        };
+        match commands.try_send(Command::Checkpoint) {
+            // A full queue means the writer is busy and checkpoints on its own.
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
     }
 }
 
@@ -258,6 +314,65 @@ mod tests {
         let report = verify(dir.path()).unwrap();
         assert!(report.is_intact(), "{report:?}");
         assert_eq!(report.records, 202);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn append_all_answers_each_record_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let receipts = log.append_all((1..=5).map(event).collect()).await;
+        let seqs: Vec<u64> = receipts.into_iter().map(|r| r.unwrap().seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        log.close().await.unwrap();
+        let lines = log_lines(dir.path());
+        assert_eq!(lines.len(), 5);
+        assert!(verify(dir.path()).unwrap().is_intact());
+        // Closed: every record is refused, none is written.
+        let refused = log.append_all((6..=7).map(event).collect()).await;
+        assert!(
+            refused.iter().all(|r| matches!(r, Err(AuditError::Closed))),
+            "{refused:?}"
+        );
+        assert_eq!(log_lines(dir.path()).len(), 5);
+    }
+
+    /// The checkpoint is off the commit path, yet an idle log is anchored within the interval.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_log_is_checkpointed_by_the_timer() {
+        let head_seq = |dir: &Path| match checkpoint::read(dir).unwrap() {
+            checkpoint::CheckpointState::Found(found) => found.seq,
+            other => panic!("no checkpoint: {other:?}"),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        // Opening anchors the (empty) head: the control.
+        assert_eq!(head_seq(dir.path()), 0);
+        let receipt = log.append(event(1)).await.unwrap();
+        let deadline = std::time::Instant::now() + 5 * CHECKPOINT_INTERVAL;
+        while head_seq(dir.path()) != receipt.seq {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "checkpoint still at seq {} after {:?} idle",
+                head_seq(dir.path()),
+                5 * CHECKPOINT_INTERVAL
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Dropping every handle stops the writer and its timer; the log reopens.
+        drop(log);
+        let deadline = std::time::Instant::now() + 5 * CHECKPOINT_INTERVAL;
+        let reopened = loop {
+            match AuditLog::open(dir.path()) {
+                Ok(log) => break log,
+                Err(AuditError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
+        assert_eq!(reopened.append(event(2)).await.unwrap().seq, 2);
+        reopened.close().await.unwrap();
+        assert_eq!(head_seq(dir.path()), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

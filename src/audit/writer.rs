@@ -33,6 +33,9 @@ pub(super) type Reply = oneshot::Sender<Result<AuditReceipt, AuditError>>;
 pub(super) enum Command {
     /// Append one record; the receipt goes back once it is durable.
     Append { event: AuditEvent, reply: Reply },
+    /// Anchor the last durable record in the checkpoint, if it moved (sent by a timer while
+    /// the log is idle).
+    Checkpoint,
     /// Write what is queued, then stop.
     Close,
 }
@@ -54,8 +57,9 @@ pub(super) struct Writer {
     pub(super) unanchored: bool,
 }
 
-/// The longest the checkpoint lags the log while records keep arriving.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest the checkpoint lags the log, under load and (with a timer sending
+/// [`Command::Checkpoint`]) when idle.
+pub(super) const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One append that is waiting for its batch to be durable.
 struct Waiter {
@@ -66,29 +70,35 @@ struct Waiter {
 /// The writer thread's body. Runs until `Close` arrives or every sender is gone, then drains
 /// what is queued. `stopped` is set to true once the file (and its lock) is released; a
 /// panic drops it unset, which `AuditLog::close` reports.
+///
+/// The checkpoint (a rename, which ext4 turns into a flush of the journal) is written at most
+/// once per [`CHECKPOINT_INTERVAL`]: never on the commit path of a request. With `ticked`, a
+/// timer sends [`Command::Checkpoint`] so that an idle log is anchored within the interval;
+/// without one (no async runtime), it is written whenever the queue runs empty.
 pub(super) fn run(
     stopped: watch::Sender<bool>,
     mut writer: Writer,
     mut commands: mpsc::Receiver<Command>,
+    ticked: bool,
 ) {
     let mut received = Vec::with_capacity(MAX_BATCH);
     // Blocks for the first command, then takes whatever else is waiting: that is the group.
     let mut checkpointed = std::time::Instant::now();
     while commands.blocking_recv_many(&mut received, MAX_BATCH) > 0 {
         let mut batch = Vec::with_capacity(received.len());
+        let mut tick = false;
         for command in received.drain(..) {
             match command {
                 Command::Append { event, reply } => batch.push((event, reply)),
+                Command::Checkpoint => tick = true,
                 // Refuse new sends; what is already queued is still received and written.
                 Command::Close => commands.close(),
             }
         }
         writer.commit(batch);
-        // The checkpoint (a rename, which ext4 turns into a flush) is not
-        // worth one per batch: it is written when the queue is idle, and
-        // at least every CHECKPOINT_INTERVAL under load. It only anchors
-        // truncation checks; a lagging one is expected after a crash.
-        if commands.is_empty() || checkpointed.elapsed() >= CHECKPOINT_INTERVAL {
+        // It only anchors truncation checks; a lagging one is expected after a crash.
+        let due = checkpointed.elapsed() >= CHECKPOINT_INTERVAL;
+        if due || tick || (!ticked && commands.is_empty()) {
             writer.checkpoint();
             checkpointed = std::time::Instant::now();
         }

@@ -310,7 +310,7 @@ impl Minter {
             ))
         })?;
         event.spiffe_id = Some(entry.spiffe_id.to_string());
-        self.issue_x509(entry, &csr, event).await
+        self.issue_x509(entry, &csr, event)
     }
 
     /// Verifies platform evidence (Kubernetes, OIDC, x509pop) and issues the
@@ -331,7 +331,7 @@ impl Minter {
         let result = async {
             let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
             let entry = self.attested_entry(evidence, requested, &mut event).await?;
-            self.issue_x509(entry, &csr, &mut event).await
+            self.issue_x509(entry, &csr, &mut event)
         }
         .await;
         self.finish(event, result).await
@@ -494,6 +494,32 @@ impl Minter {
         entry_id: &str,
         csr_der: &[u8],
     ) -> Result<X509Issued, MintError> {
+        let (event, result) = self.agent_x509(agent, entry_id, csr_der);
+        self.finish(event, result).await
+    }
+
+    /// [`agent_mint_x509`](Self::agent_mint_x509) for several entries at
+    /// once: every item is issued, then all their audit records are made
+    /// durable together (one group commit, not one per item). Results are
+    /// in the order of `items` (entry id, CSR).
+    pub async fn agent_mint_x509_batch<'a>(
+        &self,
+        agent: &Caller,
+        items: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Vec<Result<X509Issued, MintError>> {
+        let outcomes = items
+            .into_iter()
+            .map(|(entry_id, csr)| self.agent_x509(agent, entry_id, csr))
+            .collect();
+        self.finish_all(outcomes).await
+    }
+
+    fn agent_x509(
+        &self,
+        agent: &Caller,
+        entry_id: &str,
+        csr_der: &[u8],
+    ) -> (AuditEvent, Result<X509Issued, MintError>) {
         let mut event = AuditEvent {
             action: "x509.issue".into(),
             actor: agent.spiffe_id.to_string(),
@@ -501,15 +527,14 @@ impl Minter {
             detail: Some(serde_json::json!({ "via_agent": agent.spiffe_id.as_str() })),
             ..AuditEvent::default()
         };
-        let result = async {
+        let result = (|| {
             self.check_agent(agent)?;
             let entry = self.child_entry(agent, entry_id)?;
             event.spiffe_id = Some(entry.spiffe_id.to_string());
             let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
-            self.issue_x509(entry, &csr, &mut event).await
-        }
-        .await;
-        self.finish(event, result).await
+            self.issue_x509(entry, &csr, &mut event)
+        })();
+        (event, result)
     }
 
     /// An agent obtains a JWT-SVID of an entry registered under it.
@@ -520,6 +545,33 @@ impl Minter {
         audience: &str,
         ttl: Option<Duration>,
     ) -> Result<JwtIssued, MintError> {
+        let (event, result) = self.agent_jwt(agent, entry_id, audience, ttl);
+        self.finish(event, result).await
+    }
+
+    /// [`agent_mint_jwt`](Self::agent_mint_jwt) for several entries at once:
+    /// every item is signed, then all their audit records are made durable
+    /// together. Results are in the order of `items` (entry id, audience,
+    /// TTL).
+    pub async fn agent_mint_jwt_batch<'a>(
+        &self,
+        agent: &Caller,
+        items: impl IntoIterator<Item = (&'a str, &'a str, Option<Duration>)>,
+    ) -> Vec<Result<JwtIssued, MintError>> {
+        let outcomes = items
+            .into_iter()
+            .map(|(entry_id, audience, ttl)| self.agent_jwt(agent, entry_id, audience, ttl))
+            .collect();
+        self.finish_all(outcomes).await
+    }
+
+    fn agent_jwt(
+        &self,
+        agent: &Caller,
+        entry_id: &str,
+        audience: &str,
+        ttl: Option<Duration>,
+    ) -> (AuditEvent, Result<JwtIssued, MintError>) {
         let mut event = AuditEvent {
             action: "jwt.mint".into(),
             actor: agent.spiffe_id.to_string(),
@@ -528,16 +580,15 @@ impl Minter {
             detail: Some(serde_json::json!({ "via_agent": agent.spiffe_id.as_str() })),
             ..AuditEvent::default()
         };
-        let result = async {
+        let result = (|| {
             let audience = Audience::new(audience)
                 .map_err(|e| MintError::invalid(format!("audience: {e}")))?;
             self.check_agent(agent)?;
             let entry = self.child_entry(agent, entry_id)?;
             event.spiffe_id = Some(entry.spiffe_id.to_string());
             self.sign_jwt(&entry, &audience, ttl, &mut event)
-        }
-        .await;
-        self.finish(event, result).await
+        })();
+        (event, result)
     }
 
     /// Issues a new X509-SVID for the identity the caller already holds.
@@ -557,13 +608,13 @@ impl Minter {
             let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
             let entry = self.entry_for(caller)?;
             event.entry_id = Some(entry.id.to_string());
-            self.issue_x509(entry, &csr, &mut event).await
+            self.issue_x509(entry, &csr, &mut event)
         }
         .await;
         self.finish(event, result).await
     }
 
-    async fn issue_x509(
+    fn issue_x509(
         &self,
         entry: Arc<Entry>,
         csr: &mayfly_ca::csr::VerifiedCsr,
@@ -755,24 +806,56 @@ impl Minter {
     /// a credential is only returned once its record is.
     async fn finish<T>(
         &self,
-        mut event: AuditEvent,
+        event: AuditEvent,
         result: Result<T, MintError>,
     ) -> Result<T, MintError> {
-        match &result {
-            Ok(_) => event.outcome = Outcome::Granted,
-            Err(e) => {
-                event.outcome = Outcome::Refused;
-                event.reason = Some(e.to_string());
-            }
+        let receipt = self.audit.append(outcome_event(event, &result)).await;
+        refuse_unaudited(result, receipt)
+    }
+
+    /// [`finish`](Self::finish) for many: the records are queued together,
+    /// so they share one group commit.
+    async fn finish_all<T>(
+        &self,
+        outcomes: Vec<(AuditEvent, Result<T, MintError>)>,
+    ) -> Vec<Result<T, MintError>> {
+        let (events, results): (Vec<_>, Vec<_>) = outcomes
+            .into_iter()
+            .map(|(event, result)| (outcome_event(event, &result), result))
+            .unzip();
+        let receipts = self.audit.append_all(events).await;
+        results
+            .into_iter()
+            .zip(receipts)
+            .map(|(result, receipt)| refuse_unaudited(result, receipt))
+            .collect()
+    }
+}
+
+/// The audit record of a request, with its outcome.
+fn outcome_event<T>(mut event: AuditEvent, result: &Result<T, MintError>) -> AuditEvent {
+    match result {
+        Ok(_) => event.outcome = Outcome::Granted,
+        Err(e) => {
+            event.outcome = Outcome::Refused;
+            event.reason = Some(e.to_string());
         }
-        match self.audit.append(event).await {
-            Ok(_) => result,
-            Err(e) => {
-                tracing::error!(error = %e, "audit log append failed; refusing to issue");
-                Err(MintError::Unavailable {
-                    reason: "audit log unavailable; nothing was issued".into(),
-                })
-            }
+    }
+    event
+}
+
+/// The result, unless its audit record could not be made durable.
+fn refuse_unaudited<T>(
+    result: Result<T, MintError>,
+    receipt: Result<crate::audit::AuditReceipt, crate::audit::AuditError>,
+) -> Result<T, MintError> {
+    match receipt {
+        Ok(_) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "audit log append failed; refusing to issue");
+            Err(MintError::Unavailable {
+                reason: "audit log unavailable; nothing was issued".into(),
+            })
         }
     }
 }
