@@ -88,6 +88,18 @@ async fn a_revoked_jti_is_rejected_until_it_expires_and_then_dropped() {
     broker.validate(&other.token, "db").await.unwrap();
     broker.mint(&svid, "db", 0).await.unwrap();
     assert_eq!(listed(&broker).await, vec![format!("jti:{}", revoked.jti)]);
+    // The index keeps a jti revocation without its reason; the list reads
+    // the store, which has it.
+    let full = broker
+        .admin()
+        .await
+        .list_revocations(pb::ListRevocationsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .revocations;
+    assert_eq!(full[0].reason, "pasted in a ticket");
+    assert!(!full[0].actor.is_empty(), "{:?}", full[0]);
 
     // A leaked token cannot be un-revoked.
     assert_code(

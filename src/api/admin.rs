@@ -513,8 +513,10 @@ impl Admin for AdminService {
                 .inner
                 .revoker
                 .list()
+                .await
+                .map_err(revoke_status)?
                 .iter()
-                .map(|r| r.to_proto())
+                .map(mayfly_sdk::revocation::Revocation::to_proto)
                 .collect(),
         }))
     }

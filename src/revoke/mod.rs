@@ -176,17 +176,18 @@ impl Revoker {
     }
 
     /// Every revocation still covering something at the current time, in
-    /// key order.
-    pub fn list(&self) -> Vec<Arc<Revocation>> {
+    /// key order, with its reason and actor: read from the store, since the
+    /// index keeps `jti` and `serial` revocations without them.
+    ///
+    /// # Errors
+    ///
+    /// [`RevokeError::Unavailable`] if the store cannot answer.
+    pub async fn list(&self) -> Result<Vec<Revocation>, RevokeError> {
         let now = self.clock.unix_now();
-        let mut all: Vec<_> = self
-            .set
-            .snapshot()
-            .into_iter()
-            .filter(|r| !r.is_expired(now))
-            .collect();
-        all.sort_by_key(|r| r.key());
-        all
+        let mut all = self.store.list_revocations().await?;
+        all.retain(|r| !r.is_expired(now));
+        all.sort_by_key(Revocation::key);
+        Ok(all)
     }
 
     /// Drops the revocations that cover nothing any more, from the store

@@ -14,7 +14,7 @@ use crate::SpiffeId;
 #[non_exhaustive]
 pub enum RevocationError {
     /// A revocation covers it.
-    #[error("revoked ({kind} {value}) at {revoked_at}: {reason}")]
+    #[error("revoked ({kind} {value}) at {revoked_at}{}", reason_suffix(.reason))]
     Revoked {
         /// The revocation's kind.
         kind: RevocationKind,
@@ -22,7 +22,9 @@ pub enum RevocationError {
         value: String,
         /// Unix seconds.
         revoked_at: i64,
-        /// The operator's reason.
+        /// The operator's reason; empty for a `jti` or `serial` revocation,
+        /// whose reason the index does not keep (it is in the store, the
+        /// audit log and `mayfly revoke list`).
         reason: String,
     },
     /// The index has not heard from its source for longer than its bound:
@@ -49,6 +51,60 @@ impl RevocationError {
     }
 }
 
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
+}
+
+/// A `jti` or `serial` revocation as the index keeps it, under its value:
+/// two times, 16 bytes. Its reason and actor stay in the store and the
+/// audit log; a million of them would otherwise cost hundreds of MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    revoked_at: i64,
+    /// `i64::MAX` for none (a credential revocation always has one in
+    /// practice: it lasts as long as the longest credential).
+    expires_at: i64,
+}
+
+impl Stamp {
+    fn of(revocation: &Revocation) -> Self {
+        Stamp {
+            revoked_at: revocation.revoked_at,
+            expires_at: revocation.expires_at.unwrap_or(i64::MAX),
+        }
+    }
+
+    fn is_expired(self, now: i64) -> bool {
+        self.expires_at <= now
+    }
+
+    fn error(self, kind: RevocationKind, value: &str) -> RevocationError {
+        RevocationError::Revoked {
+            kind,
+            value: value.to_owned(),
+            revoked_at: self.revoked_at,
+            reason: String::new(),
+        }
+    }
+
+    /// The revocation back, without the reason and actor it no longer has.
+    fn revocation(self, kind: RevocationKind, value: &str) -> Revocation {
+        Revocation {
+            kind,
+            value: value.to_owned(),
+            subjects: Vec::new(),
+            revoked_at: self.revoked_at,
+            expires_at: (self.expires_at != i64::MAX).then_some(self.expires_at),
+            reason: String::new(),
+            actor: String::new(),
+        }
+    }
+}
+
 /// One change to the set, as [`RevocationSet::subscribe`] delivers it.
 #[derive(Debug, Clone)]
 pub enum RevocationChange {
@@ -61,6 +117,7 @@ pub enum RevocationChange {
 }
 
 type Map = papaya::HashMap<Box<str>, Arc<Revocation>>;
+type Credentials = papaya::HashMap<Box<str>, Stamp>;
 type Covers = papaya::HashMap<Box<str>, Arc<[Arc<Revocation>]>>;
 
 /// The revocation index.
@@ -69,13 +126,18 @@ type Covers = papaya::HashMap<Box<str>, Arc<[Arc<Revocation>]>>;
 /// ([`papaya`]). Writers are serialised by a mutex, so the subject index
 /// (SPIFFE ID → identity revocations covering it) stays consistent.
 ///
+/// `jti` and `serial` revocations, the numerous kind, are kept compact: the
+/// value and two times. What the set gives back for them
+/// ([`get`](Self::get), [`snapshot`](Self::snapshot), errors) carries no
+/// reason or actor; those are in the store and the audit log.
+///
 /// The set records when it last heard from its source. With a staleness
 /// bound, every check fails closed with [`RevocationError::Stale`] once the
 /// source has been silent for longer than the bound.
 #[derive(Debug)]
 pub struct RevocationSet {
-    tokens: Map,
-    serials: Map,
+    tokens: Credentials,
+    serials: Credentials,
     identities: Map,
     subjects: Covers,
     writer: Mutex<()>,
@@ -101,8 +163,8 @@ impl RevocationSet {
     fn build(bound: Option<Duration>) -> Self {
         let (changes, _) = broadcast::channel(1024);
         RevocationSet {
-            tokens: Map::new(),
-            serials: Map::new(),
+            tokens: Credentials::new(),
+            serials: Credentials::new(),
             identities: Map::new(),
             subjects: Covers::new(),
             writer: Mutex::new(()),
@@ -191,10 +253,10 @@ impl RevocationSet {
         self.check_fresh(now_ms)?;
         let now = now_ms.div_euclid(1000);
         if let Some(jti) = jti
-            && let Some(revocation) = self.tokens.pin().get(jti)
-            && !revocation.is_expired(now)
+            && let Some(stamp) = self.tokens.pin().get(jti)
+            && !stamp.is_expired(now)
         {
-            return Err(RevocationError::revoked(revocation));
+            return Err(stamp.error(RevocationKind::Jti, jti));
         }
         self.check_subject(subject, issued_at, now)
     }
@@ -214,10 +276,10 @@ impl RevocationSet {
         now: i64,
     ) -> Result<(), RevocationError> {
         self.check_fresh(now.saturating_mul(1000))?;
-        if let Some(revocation) = self.serials.pin().get(serial)
-            && !revocation.is_expired(now)
+        if let Some(stamp) = self.serials.pin().get(serial)
+            && !stamp.is_expired(now)
         {
-            return Err(RevocationError::revoked(revocation));
+            return Err(stamp.error(RevocationKind::Serial, serial));
         }
         self.check_subject(subject, Some(not_before), now)
     }
@@ -256,15 +318,19 @@ impl RevocationSet {
             .cloned()
     }
 
-    /// The revocation with this kind and value, if any.
+    /// The revocation with this kind and value, if any (without reason or
+    /// actor for a `jti` or `serial`).
     pub fn get(&self, kind: RevocationKind, value: &str) -> Option<Arc<Revocation>> {
-        if kind.is_identity() {
-            self.identities
+        match self.credentials(kind) {
+            Some(map) => map
+                .pin()
+                .get(value)
+                .map(|stamp| Arc::new(stamp.revocation(kind, value))),
+            None => self
+                .identities
                 .pin()
                 .get(super::key(kind, value).as_str())
-                .cloned()
-        } else {
-            self.map(kind).pin().get(value).cloned()
+                .cloned(),
         }
     }
 
@@ -278,11 +344,13 @@ impl RevocationSet {
         self.len() == 0
     }
 
-    /// Every revocation, in no particular order.
+    /// Every revocation, in no particular order (`jti` and `serial` ones
+    /// without reason or actor).
     pub fn snapshot(&self) -> Vec<Arc<Revocation>> {
         let mut all = Vec::with_capacity(self.len());
-        for map in [&self.tokens, &self.serials, &self.identities] {
-            all.extend(map.pin().values().cloned());
+        all.extend(self.identities.pin().values().cloned());
+        for kind in [RevocationKind::Jti, RevocationKind::Serial] {
+            all.extend(self.of_kind(kind));
         }
         all
     }
@@ -290,12 +358,20 @@ impl RevocationSet {
     /// Every revocation of `kind`, in no particular order (reads only that
     /// kind's map for `jti` and `serial`).
     pub fn of_kind(&self, kind: RevocationKind) -> Vec<Arc<Revocation>> {
-        self.map(kind)
-            .pin()
-            .values()
-            .filter(|r| r.kind == kind)
-            .cloned()
-            .collect()
+        match self.credentials(kind) {
+            Some(map) => map
+                .pin()
+                .iter()
+                .map(|(value, stamp)| Arc::new(stamp.revocation(kind, value)))
+                .collect(),
+            None => self
+                .identities
+                .pin()
+                .values()
+                .filter(|r| r.kind == kind)
+                .cloned()
+                .collect(),
+        }
     }
 
     /// The current set and a receiver of every change after it, taken
@@ -330,9 +406,9 @@ impl RevocationSet {
     /// Replaces the whole set (a resync).
     pub fn replace_all(&self, revocations: impl IntoIterator<Item = Revocation>) {
         let _writer = self.lock();
-        for map in [&self.tokens, &self.serials, &self.identities] {
-            map.pin().clear();
-        }
+        self.tokens.pin().clear();
+        self.serials.pin().clear();
+        self.identities.pin().clear();
         self.subjects.pin().clear();
         let mut all = Vec::new();
         for revocation in revocations {
@@ -345,22 +421,36 @@ impl RevocationSet {
 
     /// Drops every revocation that has expired at `now`; returns their keys.
     pub fn prune(&self, now: i64) -> Vec<String> {
-        let expired: Vec<Arc<Revocation>> = self
-            .snapshot()
-            .into_iter()
-            .filter(|r| r.is_expired(now))
-            .collect();
+        let mut expired: Vec<(RevocationKind, String)> = Vec::new();
+        for kind in [RevocationKind::Jti, RevocationKind::Serial] {
+            if let Some(map) = self.credentials(kind) {
+                expired.extend(
+                    map.pin()
+                        .iter()
+                        .filter(|(_, stamp)| stamp.is_expired(now))
+                        .map(|(value, _)| (kind, value.to_string())),
+                );
+            }
+        }
+        expired.extend(
+            self.identities
+                .pin()
+                .values()
+                .filter(|r| r.is_expired(now))
+                .map(|r| (r.kind, r.value.clone())),
+        );
         expired
             .into_iter()
-            .filter_map(|r| self.remove(r.kind, &r.value).map(|r| r.key()))
+            .filter_map(|(kind, value)| self.remove(kind, &value).map(|r| r.key()))
             .collect()
     }
 
-    fn map(&self, kind: RevocationKind) -> &Map {
+    /// The compact map of a credential kind; `None` for identity kinds.
+    fn credentials(&self, kind: RevocationKind) -> Option<&Credentials> {
         match kind {
-            RevocationKind::Jti => &self.tokens,
-            RevocationKind::Serial => &self.serials,
-            _ => &self.identities,
+            RevocationKind::Jti => Some(&self.tokens),
+            RevocationKind::Serial => Some(&self.serials),
+            _ => None,
         }
     }
 
@@ -372,7 +462,10 @@ impl RevocationSet {
     }
 
     fn insert_locked(&self, revocation: Arc<Revocation>) {
-        if revocation.kind.is_identity() {
+        if let Some(map) = self.credentials(revocation.kind) {
+            map.pin()
+                .insert(revocation.value.as_str().into(), Stamp::of(&revocation));
+        } else {
             // Identity revocations of different kinds may share a value (an
             // agent revoked as agent and as SPIFFE ID): key by the full key.
             let key: Box<str> = revocation.key().into();
@@ -380,21 +473,18 @@ impl RevocationSet {
                 self.uncover(old);
             }
             self.cover(&revocation);
-        } else {
-            self.map(revocation.kind)
-                .pin()
-                .insert(revocation.value.as_str().into(), revocation);
         }
     }
 
     fn remove_locked(&self, kind: RevocationKind, value: &str) -> Option<Arc<Revocation>> {
-        if kind.is_identity() {
+        if let Some(map) = self.credentials(kind) {
+            let stamp = *map.pin().remove(value)?;
+            Some(Arc::new(stamp.revocation(kind, value)))
+        } else {
             let key = super::key(kind, value);
             let removed = self.identities.pin().remove(key.as_str()).cloned()?;
             self.uncover(&removed);
             Some(removed)
-        } else {
-            self.map(kind).pin().remove(value).cloned()
         }
     }
 
@@ -454,8 +544,18 @@ mod tests {
         let sub = id("spiffe://example.org/a");
         set.upsert(Revocation::new(RevocationKind::Jti, "t1", 100, Some(200)).unwrap());
         set.upsert(Revocation::new(RevocationKind::Serial, "0A:FF", 100, Some(200)).unwrap());
-        assert!(set.check_jwt(&sub, Some("t1"), Some(50), 150).is_err());
+        // Kept compact: the error names the credential, without a reason.
+        assert_eq!(
+            set.check_jwt(&sub, Some("t1"), Some(50), 150)
+                .unwrap_err()
+                .to_string(),
+            "revoked (jti t1) at 100"
+        );
         assert!(set.check_jwt(&sub, Some("t2"), Some(50), 150).is_ok());
+        assert_eq!(
+            set.get(RevocationKind::Jti, "t1").unwrap().expires_at,
+            Some(200)
+        );
         assert!(set.check_x509(&sub, "aff", 50, 150).is_err());
         assert!(set.check_x509(&sub, "abf", 50, 150).is_ok());
         let values =
@@ -484,6 +584,7 @@ mod tests {
             100,
         ));
         let err = set.check_jwt(&sub, Some("t"), Some(100), 150).unwrap_err();
+        assert_eq!(err.to_string(), "revoked (entry e1) at 100: compromised");
         assert!(matches!(
             err,
             RevocationError::Revoked {
