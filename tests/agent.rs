@@ -275,6 +275,48 @@ async fn spiffe_client_gets_x509_and_jwt_svids_and_bundles_from_the_agent() {
 }
 
 #[tokio::test]
+async fn an_entry_that_requires_unique_jti_is_not_served_from_the_agents_cache() {
+    let (setup, workload) = Setup::start(None, None).await;
+    let client = setup.client().await;
+    let jti = |token: String| {
+        let broker = &setup.broker;
+        async move { broker.validate(&token, AUDIENCE).await.unwrap().jti }
+    };
+    // Positive control: by default the agent hands out its cached token.
+    let first = client.fetch_jwt_svid(&[AUDIENCE], None).await.unwrap();
+    let again = client.fetch_jwt_svid(&[AUDIENCE], None).await.unwrap();
+    assert_eq!(again.token(), first.token());
+
+    setup
+        .broker
+        .update_entry(
+            &workload.id,
+            pb::EntrySpec {
+                unique_jti: Some(true),
+                ..pb::EntrySpec::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Once the agent has synced the entry, every request is a fresh token.
+    eventually("the agent to stop reusing JWT-SVIDs", || async {
+        let a = client.fetch_jwt_svid(&[AUDIENCE], None).await.unwrap();
+        let b = client.fetch_jwt_svid(&[AUDIENCE], None).await.unwrap();
+        (a.token() != b.token()).then_some(())
+    })
+    .await;
+    let mut jtis = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let svid = client.fetch_jwt_svid(&[AUDIENCE], None).await.unwrap();
+        assert_eq!(svid.spiffe_id().to_string(), workload_id());
+        jtis.insert(jti(svid.token().to_owned()).await);
+    }
+    assert_eq!(jtis.len(), 3, "{jtis:?}");
+    assert!(!jtis.contains(&jti(first.token().to_owned()).await));
+    setup.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_caller_no_entry_matches_is_denied_no_identity_issued() {
     let (setup, workload) = Setup::start(None, None).await;
     let client = setup.client().await;

@@ -396,9 +396,67 @@ fn help_teaches_every_command() {
         let out = ok(&mayfly(dir.path(), args, None));
         assert!(out.contains("Usage:"), "{args:?}: {out}");
     }
+    for command in ["create", "update"] {
+        let out = ok(&mayfly(dir.path(), &["entry", command, "--help"], None));
+        assert!(
+            out.contains("--unique-jti") && out.contains("replayed"),
+            "entry {command} --help: {out}"
+        );
+    }
     let unreachable = mayfly(dir.path(), &["entry", "list"], None);
     assert_eq!(unreachable.status.code(), Some(69));
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("mayfly server"));
+}
+
+#[test]
+fn entry_unique_jti_is_set_shown_and_cleared_with_the_real_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let server = ServerProcess::start(cwd);
+    let created = json(&mayfly(
+        cwd,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://mayfly.internal/audit/exporter",
+            "--owner",
+            "compliance@example.org",
+            "--purpose",
+            "ships audit logs to a SIEM that rejects replayed jtis",
+            "--audience",
+            "siem",
+            "--unique-jti",
+            "--json",
+        ],
+        None,
+    ));
+    assert_eq!(created["unique_jti"], true, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let shown = ok(&mayfly(cwd, &["entry", "show", &id], None));
+    assert!(
+        shown.contains("unique jti:  yes: a fresh JWT-SVID on every request"),
+        "{shown}"
+    );
+    // Another change leaves it alone; --unique-jti=false clears it.
+    let renamed = json(&mayfly(
+        cwd,
+        &["entry", "update", &id, "--owner", "secops", "--json"],
+        None,
+    ));
+    assert_eq!(renamed["unique_jti"], true, "{renamed}");
+    let cleared = json(&mayfly(
+        cwd,
+        &["entry", "update", &id, "--unique-jti=false", "--json"],
+        None,
+    ));
+    assert_eq!(cleared["unique_jti"], false, "{cleared}");
+    let shown = ok(&mayfly(cwd, &["entry", "show", &id], None));
+    assert!(
+        shown.contains("unique jti:  no: a JWT-SVID is reused until half its life"),
+        "{shown}"
+    );
+    assert!(server.stop().success());
 }
 
 #[test]

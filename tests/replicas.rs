@@ -237,7 +237,12 @@ async fn a_token_from_one_replica_validates_on_the_other_and_revocation_reaches_
     let token = a.mint(&svid).await.unwrap();
     let seen = b.validate(&token.token).await.unwrap();
     assert_eq!(seen.spiffe_id, format!("spiffe://{TRUST_DOMAIN}/api"));
-    let other = a.mint(&svid).await.unwrap();
+    // The same request again would get A's cached token; another TTL is
+    // another token.
+    let other = common::mint_via(a.broker_as(&svid).await, "db", 60)
+        .await
+        .unwrap();
+    assert_ne!(other.jti, token.jti);
 
     // Revoke on A; B rejects within a second.
     let started = Instant::now();

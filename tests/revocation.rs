@@ -67,7 +67,10 @@ async fn a_revoked_jti_is_rejected_until_it_expires_and_then_dropped() {
     let broker = TestBroker::start().await;
     let (_, svid) = broker.enrolled("/api", &["db"]).await;
     let revoked = broker.mint(&svid, "db", 0).await.unwrap();
-    let other = broker.mint(&svid, "db", 0).await.unwrap();
+    // The same request again would get the same (cached) token; another TTL
+    // is another token.
+    let other = broker.mint(&svid, "db", 60).await.unwrap();
+    assert_ne!(other.jti, revoked.jti);
     broker.validate(&revoked.token, "db").await.unwrap();
 
     let revocation = revoke(&broker, "jti", &revoked.jti, "pasted in a ticket")
@@ -86,7 +89,12 @@ async fn a_revoked_jti_is_rejected_until_it_expires_and_then_dropped() {
     // Positive control: the other token of the same workload still validates,
     // and minting goes on.
     broker.validate(&other.token, "db").await.unwrap();
-    broker.mint(&svid, "db", 0).await.unwrap();
+    let next = broker.mint(&svid, "db", 0).await.unwrap();
+    assert_ne!(
+        next.jti, revoked.jti,
+        "the revoked token is not handed out again"
+    );
+    broker.validate(&next.token, "db").await.unwrap();
     assert_eq!(listed(&broker).await, vec![format!("jti:{}", revoked.jti)]);
     // The index keeps a jti revocation without its reason; the list reads
     // the store, which has it.

@@ -1,5 +1,6 @@
 //! JWT-SVIDs for local workloads: from the cache while fresh, else minted
 //! in one `BatchMintJwtSvids` call for every identity the request needs.
+//! Entries that require a unique `jti` are never served from the cache.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,6 +56,12 @@ impl JwtIssuer {
         let mut found: HashMap<&str, Arc<CachedJwt>> = HashMap::new();
         let mut misses = Vec::new();
         for entry in entries {
+            // An entry that requires unique jtis gets a freshly signed token
+            // every time: the broker does not reuse them, nor may the agent.
+            if entry.unique_jti {
+                misses.push(entry);
+                continue;
+            }
             match cache.fresh(&entry.spiffe_id, audience.as_str(), entry.revision, now) {
                 Some(jwt) => {
                     found.insert(&entry.id, jwt);
@@ -90,7 +97,7 @@ impl JwtIssuer {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot mint JWT-SVIDs; serving unexpired cached ones");
-                    for entry in &misses {
+                    for entry in misses.iter().filter(|e| !e.unique_jti) {
                         let cached = cache.unexpired(
                             &entry.spiffe_id,
                             audience.as_str(),
@@ -174,6 +181,9 @@ impl JwtIssuer {
             expires_at: minted.expires_at,
             refresh_at: refresh_point(now, minted.expires_at),
         };
+        if entry.unique_jti {
+            return Ok(Arc::new(jwt));
+        }
         Ok(self
             .state
             .jwt

@@ -31,6 +31,8 @@ pub(crate) struct RegisteredEntry {
     /// Unix seconds; 0 for none.
     pub(crate) expires_at: i64,
     pub(crate) revision: u64,
+    /// Every JWT-SVID must have its own `jti`: never hand one out twice.
+    pub(crate) unique_jti: bool,
 }
 
 impl RegisteredEntry {
@@ -54,6 +56,7 @@ impl RegisteredEntry {
             jwt: entry.jwt,
             expires_at: entry.expires_at,
             revision: entry.revision,
+            unique_jti: entry.unique_jti,
         })
     }
 
@@ -259,6 +262,7 @@ mod tests {
             jwt: true,
             expires_at: 0,
             revision: 1,
+            unique_jti: false,
         })
     }
 

@@ -160,6 +160,7 @@ pub fn entry_to_proto(entry: &Entry, last_minted_at: i64, mint_count: u64) -> pb
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default(),
+        unique_jti: entry.unique_jti,
     }
 }
 
@@ -179,6 +180,7 @@ fn spec_from_proto(spec: Option<pb::EntrySpec>) -> EntrySpec {
         data_class: spec.data_class,
         expires_at: spec.expires_at,
         parent_id: spec.parent_id,
+        unique_jti: spec.unique_jti,
     }
 }
 

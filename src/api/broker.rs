@@ -369,6 +369,7 @@ impl Broker for BrokerService {
                 jwt_ttl_seconds: entry.jwt_ttl_seconds,
                 expires_at: entry.expires_at,
                 revision: entry.revision,
+                unique_jti: entry.unique_jti,
             })
             .collect();
         Ok(Response::new(pb::ListAgentEntriesResponse {

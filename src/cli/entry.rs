@@ -114,6 +114,17 @@ pub struct EntryFields {
     /// attests them). "" removes it.
     #[arg(long, value_name = "AGENT_SPIFFE_ID")]
     parent: Option<String>,
+    /// Sign a fresh JWT-SVID (with its own jti) on every request instead of reusing a
+    /// cached one until half its life; for relying parties that reject replayed jtis.
+    /// --unique-jti=false allows reuse again [server default: reuse].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    unique_jti: Option<bool>,
 }
 
 /// Arguments of `mayfly entry create`.
@@ -237,6 +248,8 @@ pub struct EntryView {
     pub mint_count: u64,
     /// The agent it is registered under, if any.
     pub parent_id: Option<String>,
+    /// Whether every JWT-SVID is freshly signed with its own jti (no reuse).
+    pub unique_jti: bool,
 }
 
 impl From<&Entry> for EntryView {
@@ -261,6 +274,7 @@ impl From<&Entry> for EntryView {
             last_minted_at: optional_rfc3339(e.last_minted_at),
             mint_count: e.mint_count,
             parent_id: (!e.parent_id.is_empty()).then(|| e.parent_id.clone()),
+            unique_jti: e.unique_jti,
         }
     }
 }
@@ -397,6 +411,7 @@ impl EntryFields {
             data_class: self.data_class.clone(),
             expires_at: self.expires.map(|e| e.resolve(now)).transpose()?,
             parent_id: self.parent.clone(),
+            unique_jti: self.unique_jti,
         })
     }
 }
@@ -465,6 +480,14 @@ pub(super) fn entry_details(e: &Entry, now: i64) -> String {
         ("x509 ttl", ttl(e.x509_ttl_seconds)),
         ("dns names", e.dns_names.join(", ")),
         ("parent", e.parent_id.clone()),
+        (
+            "unique jti",
+            if e.unique_jti {
+                "yes: a fresh JWT-SVID on every request".to_string()
+            } else {
+                "no: a JWT-SVID is reused until half its life".to_string()
+            },
+        ),
         ("expires", when(e.expires_at)),
         ("created", when(e.created_at)),
         ("updated", when(e.updated_at)),
@@ -530,7 +553,20 @@ mod tests {
         assert!(text.contains("x509 ttl:    default\n"), "{text}");
         assert!(text.contains("selectors:   -\n"), "{text}");
         assert!(text.contains("created:     never\n"), "{text}");
-        assert_eq!(text.lines().count(), 19);
+        assert!(
+            text.contains("unique jti:  no: a JWT-SVID is reused until half its life\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 20);
+        let unique = Entry {
+            unique_jti: true,
+            ..sample()
+        };
+        let text = entry_details(&unique, 1_000);
+        assert!(
+            text.contains("unique jti:  yes: a fresh JWT-SVID on every request\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -539,6 +575,7 @@ mod tests {
         assert_eq!(json["expires_at"], "2027-01-31T00:00:00Z");
         assert_eq!(json["created_at"], serde_json::Value::Null);
         assert_eq!(json["jwt_ttl_seconds"], 300);
+        assert_eq!(json["unique_jti"], false);
         Ok(())
     }
 
@@ -653,6 +690,45 @@ mod tests {
         assert_eq!(spec.dns_names, Some(StringList::default()));
         assert_eq!(spec.audiences, None);
         assert_eq!(spec.purpose, None);
+        Ok(())
+    }
+
+    #[test]
+    fn unique_jti_is_sent_only_when_given() -> Result<(), Box<dyn std::error::Error>> {
+        let spec_of = |args: &[&str]| -> Result<EntrySpec, Box<dyn std::error::Error>> {
+            match entry_command(args)? {
+                EntryCommand::Update(args) => Ok(args.spec(1_000)?),
+                _ => Err("not update".into()),
+            }
+        };
+        assert_eq!(
+            spec_of(&["update", "e1", "--unique-jti"])?.unique_jti,
+            Some(true)
+        );
+        assert_eq!(
+            spec_of(&["update", "e1", "--unique-jti=false"])?.unique_jti,
+            Some(false)
+        );
+        assert_eq!(
+            spec_of(&["update", "e1", "--owner", "o"])?.unique_jti,
+            None,
+            "not given: unchanged"
+        );
+        assert!(entry_command(&["update", "e1", "--unique-jti=maybe"]).is_err());
+        let EntryCommand::Create(create) = entry_command(&[
+            "create",
+            "--spiffe-id",
+            "spiffe://td/a",
+            "--owner",
+            "o",
+            "--purpose",
+            "p",
+            "--unique-jti",
+        ])?
+        else {
+            return Err("not create".into());
+        };
+        assert_eq!(create.spec(1_000)?.unique_jti, Some(true));
         Ok(())
     }
 

@@ -6,7 +6,13 @@
 //! [`EntryIndex`](crate::policy::EntryIndex), check the entry allows it,
 //! sign, append the audit record and wait until it is durable, and only then
 //! hand the credential out. Refusals are audited too.
+//!
+//! A JWT-SVID is reused for the same entry, audience and TTL until half its
+//! lifetime has passed ([`JwtSvidCache`]), unless the entry requires a
+//! unique `jti`; every check runs before the cache is consulted, and every
+//! mint, reused or not, is audited.
 
+mod jwt_cache;
 mod usage;
 mod verified;
 
@@ -27,6 +33,7 @@ use crate::clock::{Clock, rfc3339};
 use crate::policy::{CredentialKind, Entry, EntryIndex};
 use crate::store::{RedeemError, Store};
 
+pub use jwt_cache::{CachedJwt, JwtCacheKey, JwtSvidCache};
 pub use usage::UsageTracker;
 pub use verified::VerifiedTokens;
 
@@ -138,6 +145,7 @@ pub struct Minter {
     usage: Arc<UsageTracker>,
     validator: ArcSwap<JwtSvidValidator>,
     verified: VerifiedTokens,
+    jwt_cache: JwtSvidCache,
     leeway: Duration,
     clock: Arc<dyn Clock>,
     attestors: Arc<Attestors>,
@@ -171,6 +179,7 @@ impl Minter {
             usage,
             validator: ArcSwap::from_pointee(validator),
             verified: VerifiedTokens::new(i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX)),
+            jwt_cache: JwtSvidCache::new(),
             leeway,
             clock,
             attestors,
@@ -675,6 +684,9 @@ impl Minter {
         self.finish(event, result).await
     }
 
+    /// Checks that `entry` may have a JWT-SVID for `audience` now, then
+    /// hands out the cached one for this entry, audience and TTL if it may
+    /// be reused, or signs a new one.
     fn sign_jwt(
         &self,
         entry: &Entry,
@@ -684,47 +696,93 @@ impl Minter {
     ) -> Result<JwtIssued, MintError> {
         let now = self.clock.unix_now();
         self.check_entry(entry, CredentialKind::Jwt, now)?;
-        if !entry.allows_audience(audience) {
-            return Err(MintError::denied(format!(
-                "audience {:?} is not allowed for {} (allowed: {})",
-                audience.as_str(),
-                entry.spiffe_id,
-                entry
-                    .audiences
-                    .iter()
-                    .map(Audience::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        let max = u64::from(entry.jwt_ttl_seconds).min(self.jwt_cap);
-        let seconds = match ttl {
-            None => max,
-            Some(ttl) if ttl.as_secs() == 0 => {
-                return Err(MintError::invalid("ttl must be at least 1 second"));
-            }
-            Some(ttl) if ttl.as_secs() > max => {
-                return Err(MintError::invalid(format!(
-                    "ttl of {}s is longer than the entry's JWT TTL of {max}s",
-                    ttl.as_secs()
-                )));
-            }
-            Some(ttl) => ttl.as_secs(),
+        check_audience(entry, audience)?;
+        let seconds = self.jwt_lifetime(entry, ttl)?;
+        let signer = self.ca.jwt_signer();
+        let key = (!entry.unique_jti).then(|| JwtCacheKey::new(entry, audience, ttl));
+        let reused = match &key {
+            Some(key) => self.reusable_jwt(key, entry, signer.key_id(), now)?,
+            None => None,
         };
-        let expires_at = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
-        let signed = self
-            .ca
-            .jwt_signer()
-            .sign(&entry.spiffe_id, audience, now, expires_at)
-            .map_err(ca_error)?;
-        event.jti = Some(signed.jti.clone());
+        let jwt = match reused {
+            Some(jwt) => {
+                mark_reused(event);
+                jwt
+            }
+            None => {
+                let expires_at = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
+                let signed = signer
+                    .sign(&entry.spiffe_id, audience, now, expires_at)
+                    .map_err(ca_error)?;
+                let jwt = Arc::new(CachedJwt {
+                    token: signed.token.into(),
+                    jti: signed.jti,
+                    issued_at: now,
+                    expires_at,
+                    key_id: signer.key_id().to_owned(),
+                });
+                if let Some(key) = key {
+                    self.jwt_cache.insert(key, Arc::clone(&jwt), now);
+                }
+                jwt
+            }
+        };
+        event.jti = Some(jwt.jti.clone());
         self.usage.record(&entry.id, now);
         Ok(JwtIssued {
-            token: signed.token,
-            jti: signed.jti,
+            token: jwt.token.to_string(),
+            jti: jwt.jti.clone(),
             spiffe_id: entry.spiffe_id.clone(),
-            expires_at,
+            expires_at: jwt.expires_at,
         })
+    }
+
+    /// The lifetime of a JWT-SVID for `entry`, in seconds: the entry's (under
+    /// the configured cap), or `ttl` when that is shorter.
+    fn jwt_lifetime(&self, entry: &Entry, ttl: Option<Duration>) -> Result<u64, MintError> {
+        let max = u64::from(entry.jwt_ttl_seconds).min(self.jwt_cap);
+        match ttl {
+            None => Ok(max),
+            Some(ttl) if ttl.as_secs() == 0 => {
+                Err(MintError::invalid("ttl must be at least 1 second"))
+            }
+            Some(ttl) if ttl.as_secs() > max => Err(MintError::invalid(format!(
+                "ttl of {}s is longer than the entry's JWT TTL of {max}s",
+                ttl.as_secs()
+            ))),
+            Some(ttl) => Ok(ttl.as_secs()),
+        }
+    }
+
+    /// The cached JWT-SVID for `key`, if it may be handed out again: signed
+    /// by the current key, at least half its lifetime left, and not covered
+    /// by a revocation (of its `jti`, or of its subject after it was issued).
+    /// A revoked one is dropped, so the caller signs a new one.
+    fn reusable_jwt(
+        &self,
+        key: &JwtCacheKey,
+        entry: &Entry,
+        signer_key_id: &str,
+        now: i64,
+    ) -> Result<Option<Arc<CachedJwt>>, MintError> {
+        let Some(cached) = self.jwt_cache.reusable(key, signer_key_id, now) else {
+            return Ok(None);
+        };
+        match self.revocations.check_jwt(
+            &entry.spiffe_id,
+            Some(&cached.jti),
+            Some(cached.issued_at),
+            now,
+        ) {
+            Ok(()) => Ok(Some(cached)),
+            Err(e @ RevocationError::Stale { .. }) => Err(MintError::Unavailable {
+                reason: e.to_string(),
+            }),
+            Err(_) => {
+                self.jwt_cache.forget(key, &cached);
+                Ok(None)
+            }
+        }
     }
 
     /// Validates a JWT-SVID for `audience`: says who it belongs to, or why
@@ -856,6 +914,40 @@ fn refuse_unaudited<T>(
             Err(MintError::Unavailable {
                 reason: "audit log unavailable; nothing was issued".into(),
             })
+        }
+    }
+}
+
+fn check_audience(entry: &Entry, audience: &Audience) -> Result<(), MintError> {
+    if entry.allows_audience(audience) {
+        return Ok(());
+    }
+    Err(MintError::denied(format!(
+        "audience {:?} is not allowed for {} (allowed: {})",
+        audience.as_str(),
+        entry.spiffe_id,
+        entry
+            .audiences
+            .iter()
+            .map(Audience::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// Says in the audit record that the JWT-SVID handed out was a cached one,
+/// keeping what the record's detail already says (an agent, an attestor).
+fn mark_reused(event: &mut AuditEvent) {
+    match event.detail.take() {
+        Some(serde_json::Value::Object(mut detail)) => {
+            detail.insert("reused".to_owned(), serde_json::Value::Bool(true));
+            event.detail = Some(serde_json::Value::Object(detail));
+        }
+        None | Some(serde_json::Value::Null) => {
+            event.detail = Some(serde_json::json!({ "reused": true }));
+        }
+        Some(other) => {
+            event.detail = Some(serde_json::json!({ "reused": true, "detail": other }));
         }
     }
 }

@@ -263,6 +263,12 @@ pub struct Entry {
     /// for identities workloads obtain from the broker directly.
     #[serde(default)]
     pub parent_id: Option<SpiffeId>,
+    /// Whether every JWT-SVID must be freshly signed with its own `jti`, for
+    /// relying parties that reject a `jti` they have seen. When false (the
+    /// default), the broker hands out the same token for the same audience
+    /// until half its lifetime has passed.
+    #[serde(default)]
+    pub unique_jti: bool,
 }
 
 impl Entry {
@@ -312,6 +318,8 @@ pub struct EntrySpec {
     pub expires_at: Option<i64>,
     /// The parent agent's SPIFFE ID; `Some("")` clears it.
     pub parent_id: Option<String>,
+    /// Whether every JWT-SVID gets its own `jti` (no reuse).
+    pub unique_jti: Option<bool>,
 }
 
 impl EntrySpec {
@@ -344,6 +352,7 @@ impl EntrySpec {
             updated_at: now,
             revision: 1,
             parent_id: None,
+            unique_jti: false,
         };
         let entry = self.apply_to(draft, trust_domain, ttl, now)?;
         Ok(entry)
@@ -414,6 +423,9 @@ impl EntrySpec {
                     other => other,
                 })?)
             };
+        }
+        if let Some(unique_jti) = self.unique_jti {
+            entry.unique_jti = unique_jti;
         }
         if let Some(expires_at) = self.expires_at {
             if expires_at <= now {
@@ -732,6 +744,50 @@ mod tests {
                 .parent_id,
             None
         );
+    }
+
+    #[test]
+    fn unique_jti_defaults_off_is_kept_on_update_and_can_be_cleared() {
+        let entry = spec().create(&td(), &TtlPolicy::default(), 0).unwrap();
+        assert!(!entry.unique_jti, "reuse is allowed by default");
+        let on = EntrySpec {
+            unique_jti: Some(true),
+            ..EntrySpec::default()
+        }
+        .update(&entry, &td(), &TtlPolicy::default(), 1)
+        .unwrap();
+        assert!(on.unique_jti);
+        assert_eq!(on.revision, entry.revision + 1);
+        let untouched = EntrySpec {
+            purpose: Some("other".into()),
+            ..EntrySpec::default()
+        }
+        .update(&on, &td(), &TtlPolicy::default(), 2)
+        .unwrap();
+        assert!(untouched.unique_jti, "not given: unchanged");
+        let off = EntrySpec {
+            unique_jti: Some(false),
+            ..EntrySpec::default()
+        }
+        .update(&untouched, &td(), &TtlPolicy::default(), 3)
+        .unwrap();
+        assert!(!off.unique_jti);
+    }
+
+    #[test]
+    fn an_entry_stored_before_unique_jti_existed_still_loads() {
+        let entry = spec().create(&td(), &TtlPolicy::default(), 0).unwrap();
+        let mut stored = serde_json::to_value(&entry).unwrap();
+        stored.as_object_mut().unwrap().remove("unique_jti");
+        let loaded: Entry = serde_json::from_value(stored).unwrap();
+        assert_eq!(loaded, entry);
+        // Positive control: the field is stored when present.
+        let with = Entry {
+            unique_jti: true,
+            ..entry
+        };
+        let round: Entry = serde_json::from_value(serde_json::to_value(&with).unwrap()).unwrap();
+        assert!(round.unique_jti);
     }
 
     #[test]
