@@ -962,3 +962,59 @@ fn attest_a_workload(cwd: &Path, server: &str, purpose: &str) {
         None,
     ));
 }
+
+/// The load generator, end to end with the real binary: it starts its own
+/// broker and agent, and every path answers without an error. (A smoke run:
+/// the figures themselves are for BENCHMARKS.md, never asserted.)
+#[test]
+fn the_load_generator_drives_every_path_without_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = mayfly(
+        dir.path(),
+        &[
+            "bench",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--concurrency",
+            "4",
+            "--connections",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-half-load",
+            "--openssl-seconds",
+            "0",
+            "--json",
+        ],
+        None,
+    );
+    let report = json(&output);
+    let paths = report["paths"].as_array().unwrap();
+    let names: Vec<&str> = paths.iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "mint",
+            "mint-cached",
+            "batch",
+            "x509",
+            "validate",
+            "workload"
+        ]
+    );
+    for path in paths {
+        assert!(path["requests"].as_u64().unwrap() > 0, "{path}");
+        assert_eq!(path["errors"].as_u64(), Some(0), "{path}");
+    }
+    assert!(report["memory"]["idle"].is_object(), "{}", report["memory"]);
+    // Negative control: an unknown path is refused before anything starts.
+    let refused = mayfly(dir.path(), &["bench", "--paths", "mint,renew"], None);
+    assert_eq!(refused.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("mint-cached"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -6,12 +6,10 @@
 //! admin API with a few dozen requests in flight (the broker commits each one, store and
 //! audit log, before it answers).
 //!
-//! Entries go through the admin API only with `--memory-entries-via-admin`: there, every
-//! `CreateEntry` copies the whole in-process entry index, so creating n entries costs
-//! O(n²) (measured: 890 entries/s at 4,000 entries, 117/s at 20,000; 100,000 would take
-//! hours). By default they are written straight into the stopped broker's embedded store,
-//! with the same store call `CreateEntry` makes, and the broker is restarted, indexing
-//! them once, as it would after a restart in production.
+//! Entries go through the admin API only with `--memory-entries-via-admin` (an RPC, a
+//! store commit and an audit record each). By default they are written straight into the
+//! stopped broker's embedded store, with the same store call `CreateEntry` makes, and the
+//! broker is restarted, indexing them once, as it would after a restart in production.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -12,10 +12,14 @@ use tonic::transport::Channel;
 
 /// One request path of the broker (or the agent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum PathKind {
-    /// `MintJwtSvid`, unary, over mTLS with the workload's X509-SVID.
+    /// `MintJwtSvid`, unary, over mTLS with the workload's X509-SVID; its entry requires a
+    /// unique `jti`, so every request is signed.
     Mint,
+    /// `MintJwtSvid` for an entry that allows reuse: answered from the server-side JWT-SVID
+    /// cache until half the token's lifetime.
+    MintCached,
     /// `BatchMintJwtSvids` over mTLS with an agent's X509-SVID: what an agent sends.
     Batch,
     /// `RenewX509Svid`: a CSR in, an X509-SVID out, over mTLS.
@@ -28,8 +32,9 @@ pub enum PathKind {
 
 impl PathKind {
     /// Every path, in the order a run measures them.
-    pub const ALL: [PathKind; 5] = [
+    pub const ALL: [PathKind; 6] = [
         PathKind::Mint,
+        PathKind::MintCached,
         PathKind::Batch,
         PathKind::X509,
         PathKind::Validate,
@@ -40,6 +45,7 @@ impl PathKind {
     pub fn name(self) -> &'static str {
         match self {
             PathKind::Mint => "mint",
+            PathKind::MintCached => "mint-cached",
             PathKind::Batch => "batch",
             PathKind::X509 => "x509",
             PathKind::Validate => "validate",
@@ -50,7 +56,8 @@ impl PathKind {
     /// The RPC and how it is called, for the report.
     pub fn rpc(self) -> &'static str {
         match self {
-            PathKind::Mint => "MintJwtSvid (mTLS, unary)",
+            PathKind::Mint => "MintJwtSvid (mTLS, unary, unique jti)",
+            PathKind::MintCached => "MintJwtSvid (mTLS, server-side cache)",
             PathKind::Batch => "BatchMintJwtSvids (agent, mTLS)",
             PathKind::X509 => "RenewX509Svid (CSR -> X509-SVID)",
             PathKind::Validate => "ValidateJwtSvid (TLS)",
@@ -71,13 +78,16 @@ impl PathKind {
                 .find(|p| p.name().eq_ignore_ascii_case(name))
                 .ok_or_else(|| {
                     format!(
-                        "unknown path {name:?}; expected some of mint,batch,x509,validate,workload"
+                        "unknown path {name:?}; expected some of mint,mint-cached,batch,x509,validate,workload"
                     )
                 })?;
             chosen.push(path);
         }
         if chosen.is_empty() {
-            return Err("no path given; expected some of mint,batch,x509,validate,workload".into());
+            return Err(
+                "no path given; expected some of mint,mint-cached,batch,x509,validate,workload"
+                    .into(),
+            );
         }
         Ok(PathKind::ALL
             .into_iter()
@@ -237,7 +247,7 @@ mod tests {
             [PathKind::Mint, PathKind::Validate]
         );
         assert_eq!(
-            PathKind::parse_list("mint,batch,x509,validate,workload").unwrap(),
+            PathKind::parse_list("mint,mint-cached,batch,x509,validate,workload").unwrap(),
             PathKind::ALL
         );
         for bad in ["", " , ", "mint,renew", "jwt"] {

@@ -60,6 +60,8 @@ impl Limit {
 pub fn rate_target(path: PathKind) -> (Limit, Option<f64>) {
     match path {
         PathKind::Mint => (Limit::Sign, Some(0.5)),
+        // Reuses a signed token: shown against the sign rate, with no target.
+        PathKind::MintCached => (Limit::Sign, None),
         PathKind::Batch => (Limit::Sign, Some(0.8)),
         PathKind::X509 => (Limit::SignAndVerify, Some(0.7)),
         PathKind::Validate => (Limit::Verify, Some(2.0)),

@@ -34,8 +34,10 @@ pub(crate) struct Identity {
 
 /// What setup made.
 pub(crate) struct Fixture {
-    /// The workload identity for mint, x509 and validate.
+    /// The workload identity for mint, x509 and validate (its entry requires a unique jti).
     pub(crate) client: Option<Identity>,
+    /// The workload identity for mint-cached (its entry allows reuse).
+    pub(crate) cached_client: Option<Identity>,
     /// The agent identity for batch.
     pub(crate) agent: Option<Identity>,
     /// One item per entry registered under that agent.
@@ -76,6 +78,7 @@ pub(crate) async fn prepare(
         .into_inner();
     let mut fixture = Fixture {
         client: None,
+        cached_client: None,
         agent: None,
         batch_params: Vec::new(),
         node_token: None,
@@ -86,6 +89,12 @@ pub(crate) async fn prepare(
     if needs(PathKind::Mint) || needs(PathKind::X509) || needs(PathKind::Validate) {
         let token = fixture.entry_with_token(admin, "client", &[], None).await?;
         fixture.client = Some(attest(broker, &token).await?);
+    }
+    if needs(PathKind::MintCached) {
+        let mut spec = fixture.spec("client-cached", &[], None, 0);
+        spec.unique_jti = Some(false);
+        let token = fixture.entry_token(admin, spec).await?;
+        fixture.cached_client = Some(attest(broker, &token).await?);
     }
     if needs(PathKind::Batch) {
         let token = fixture
@@ -109,7 +118,9 @@ pub(crate) async fn prepare(
             .await?;
         fixture.node_token = Some(token);
         let parent = format!("{}/node", fixture.prefix);
-        let spec = fixture.spec("workload", &[], Some(&parent), uid);
+        // The agent reuses tokens for it: the path measures the agent's cache.
+        let mut spec = fixture.spec("workload", &[], Some(&parent), uid);
+        spec.unique_jti = Some(false);
         fixture.create(admin, spec).await?;
     }
     Ok(fixture)
@@ -117,7 +128,8 @@ pub(crate) async fn prepare(
 
 impl Fixture {
     /// An entry spec under the bench prefix; `parent` registers it under that agent, for
-    /// processes of `uid`.
+    /// processes of `uid`. It requires a unique `jti`: every JWT-SVID is signed, none is
+    /// served from a cache.
     fn spec(&self, name: &str, kinds: &[&str], parent: Option<&str>, uid: u32) -> pb::EntrySpec {
         let list = |values: Vec<String>| Some(pb::StringList { values });
         let x509_only = kinds == ["x509"];
@@ -139,6 +151,7 @@ impl Fixture {
             environment: Some("test".to_owned()),
             data_class: Some("none".to_owned()),
             parent_id: parent.map(str::to_owned),
+            unique_jti: Some(true),
             ..pb::EntrySpec::default()
         }
     }
@@ -167,6 +180,16 @@ impl Fixture {
         parent: Option<&str>,
     ) -> Result<Zeroizing<String>, BenchError> {
         let spec = self.spec(name, kinds, parent, 0);
+        self.entry_token(admin, spec).await
+    }
+
+    /// Creates the entry of `spec` and a join token for it.
+    async fn entry_token(
+        &mut self,
+        admin: &mut AdminClient<Channel>,
+        spec: pb::EntrySpec,
+    ) -> Result<Zeroizing<String>, BenchError> {
+        let name = spec.spiffe_id.clone().unwrap_or_default();
         let entry = self.create(admin, spec).await?;
         let token = admin
             .create_join_token(pb::CreateJoinTokenRequest {
@@ -247,14 +270,21 @@ pub(crate) async fn callers(
     let missing = |what: &str| BenchError::Local(format!("{path}: no {what} was set up"));
     let audience = AUDIENCE.to_owned();
     Ok(match path {
-        PathKind::Mint => broker_clients(broker, fixture.client.as_ref(), connections)
-            .await?
-            .into_iter()
-            .map(|client| Caller::Mint {
-                client,
-                audience: audience.clone(),
-            })
-            .collect(),
+        PathKind::Mint | PathKind::MintCached => {
+            let identity = match path {
+                PathKind::Mint => fixture.client.as_ref(),
+                _ => fixture.cached_client.as_ref(),
+            };
+            let identity = identity.ok_or_else(|| missing("client identity"))?;
+            broker_clients(broker, Some(identity), connections)
+                .await?
+                .into_iter()
+                .map(|client| Caller::Mint {
+                    client,
+                    audience: audience.clone(),
+                })
+                .collect()
+        }
         PathKind::Batch => {
             let request = pb::BatchMintJwtSvidsRequest {
                 params: fixture.batch_params.clone(),

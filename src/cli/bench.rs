@@ -28,11 +28,12 @@ limit. Progress goes to standard error. Pinning needs `taskset` and 2+ cores.";
 /// `--data-dir` name the broker to measure.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The paths to measure, comma-separated: mint, batch, x509, validate, workload.
+    /// The paths to measure, comma-separated: mint (every token signed), mint-cached (the
+    /// server-side JWT-SVID cache), batch, x509, validate, workload.
     #[arg(
         long,
         value_name = "LIST",
-        default_value = "mint,batch,x509,validate,workload",
+        default_value = "mint,mint-cached,batch,x509,validate,workload",
         value_parser = parse_paths
     )]
     paths: PathList,
@@ -79,7 +80,7 @@ pub struct BenchArgs {
     )]
     memory_revocations: usize,
     /// Create --memory's entries through the admin API instead of writing them into the
-    /// stopped broker's store (slow: each CreateEntry copies the whole entry index).
+    /// stopped broker's store (slower: a commit and an audit record each).
     #[arg(long, requires = "memory")]
     memory_entries_via_admin: bool,
     /// Measure the running broker named by --server, --bundle and --data-dir instead of
