@@ -3,6 +3,12 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: the request path allocates and frees
+/// many small buffers across threads (h2 frames, TLS records, audit records),
+/// where glibc's arenas cost time and leave memory fragmented.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = mayfly::cli::parse_args();
     tracing_subscriber::fmt()

@@ -80,10 +80,58 @@ impl Borrow<SpiffeId> for BySpiffeId {
     }
 }
 
-/// The entries that share one selector or one parent. A persistent set too:
-/// a selector such as `k8s:ns:default` may be shared by most entries, and a
-/// change must not copy its whole bucket.
-type Bucket = OrdSet<InSpiffeIdOrder>;
+/// The entries that share one selector or one parent.
+///
+/// Most selectors name one workload (`k8s:sa:billing`), so a bucket of one
+/// entry holds it inline: an `OrdSet` node would cost ~160 bytes for one
+/// pointer. A larger bucket is a persistent set, since a selector such as
+/// `k8s:ns:default` may be shared by most entries and a change must not copy
+/// its whole bucket.
+#[derive(Debug, Clone)]
+enum Bucket {
+    One(InSpiffeIdOrder),
+    Many(OrdSet<InSpiffeIdOrder>),
+}
+
+impl Bucket {
+    fn insert(&mut self, member: InSpiffeIdOrder) {
+        match self {
+            Bucket::One(only) if *only == member => *only = member,
+            Bucket::One(only) => {
+                let mut set = OrdSet::unit(only.clone());
+                set.insert(member);
+                *self = Bucket::Many(set);
+            }
+            Bucket::Many(set) => {
+                set.insert(member);
+            }
+        }
+    }
+
+    /// Removes `member`; returns whether the bucket is now empty.
+    fn remove(&mut self, member: &InSpiffeIdOrder) -> bool {
+        match self {
+            Bucket::One(only) => only == member,
+            Bucket::Many(set) => {
+                set.remove(member);
+                if set.len() == 1
+                    && let Some(last) = set.get_min().cloned()
+                {
+                    *self = Bucket::One(last);
+                }
+                false
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &InSpiffeIdOrder> {
+        let (one, many) = match self {
+            Bucket::One(only) => (Some(only), None),
+            Bucket::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
 
 /// One consistent view of every entry. Every map is persistent (a B-tree
 /// whose nodes are shared between versions): cloning a snapshot is O(1), and
@@ -155,7 +203,7 @@ impl Snapshot {
         let mut matches: Vec<&InSpiffeIdOrder> = proven
             .iter()
             .filter_map(|selector| self.by_selector.get(*selector))
-            .flatten()
+            .flat_map(Bucket::iter)
             .filter(|candidate| candidate.0.selectors.iter().all(|s| proven.contains(s)))
             .collect();
         // An entry with several proven selectors sits in several buckets;
@@ -186,7 +234,7 @@ fn add_to_bucket<K: Ord + Clone>(
     if let Some(bucket) = buckets.get_mut(key) {
         bucket.insert(member);
     } else {
-        buckets.insert(Arc::new(key.clone()), OrdSet::unit(member));
+        buckets.insert(Arc::new(key.clone()), Bucket::One(member));
     }
 }
 
@@ -195,11 +243,10 @@ fn remove_from_bucket<K: Ord>(
     key: &K,
     member: &InSpiffeIdOrder,
 ) {
-    if let Some(bucket) = buckets.get_mut(key) {
-        bucket.remove(member);
-        if bucket.is_empty() {
-            buckets.remove(key);
-        }
+    if let Some(bucket) = buckets.get_mut(key)
+        && bucket.remove(member)
+    {
+        buckets.remove(key);
     }
 }
 
@@ -519,6 +566,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_bucket_grows_from_one_entry_and_shrinks_back() {
+        let index = EntryIndex::new([]);
+        let shared = selectors(&["k8s:ns:prod"]);
+        let a = entry("/a", &["k8s:ns:prod"]);
+        let b = entry("/b", &["k8s:ns:prod"]);
+        let c = entry("/c", &["k8s:ns:prod"]);
+        index.upsert(a.clone());
+        assert_eq!(paths(&index.matching(&shared)), ["/a"]);
+        // Replacing the only member keeps one, the new one.
+        let mut a2 = a.clone();
+        a2.revision += 1;
+        index.upsert(a2);
+        let matched = index.matching(&shared);
+        assert_eq!((matched.len(), matched[0].revision), (1, a.revision + 1));
+        index.upsert(b.clone());
+        index.upsert(c.clone());
+        assert_eq!(paths(&index.matching(&shared)), ["/a", "/b", "/c"]);
+        index.remove(&b.id);
+        index.remove(&a.id);
+        assert_eq!(paths(&index.matching(&shared)), ["/c"]);
+        // Removing an entry that is not the last member leaves it.
+        index.remove(&a.id);
+        assert_eq!(paths(&index.matching(&shared)), ["/c"]);
+        index.remove(&c.id);
+        assert!(index.matching(&shared).is_empty());
+        assert!(index.current.load().by_selector.is_empty(), "empty buckets are dropped");
+    }
+
     /// Every way of finding an entry in `snapshot` agrees about it.
     fn check_consistent(snapshot: &Snapshot) {
         assert_eq!(snapshot.by_id.len(), snapshot.by_spiffe_id.len());
@@ -538,7 +614,7 @@ mod tests {
             .by_selector
             .values()
             .chain(snapshot.by_parent.values());
-        for InSpiffeIdOrder(member) in members.flatten() {
+        for InSpiffeIdOrder(member) in members.flat_map(Bucket::iter) {
             let current = snapshot.by_id(&member.id).unwrap();
             assert!(Arc::ptr_eq(&current, member), "a stale bucket member");
         }
