@@ -678,7 +678,8 @@ mod tests {
             matches!(
                 &reason,
                 RevocationError::Revoked { kind: RevocationKind::Serial, value, reason, .. }
-                    if value == &format!("{WEB_SERIAL:x}") && reason == "key leaked"
+                    // A serial revocation is kept compact: its reason stays in the store.
+                    if value == &format!("{WEB_SERIAL:x}") && reason.is_empty()
             ),
             "{reason:?}"
         );
