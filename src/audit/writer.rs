@@ -68,19 +68,30 @@ struct Waiter {
 }
 
 /// The writer thread's body. Runs until `Close` arrives or every sender is gone, then drains
-/// what is queued. `stopped` is set to true once the file (and its lock) is released; a
-/// panic drops it unset, which `AuditLog::close` reports.
+/// what is queued. `stopped` is set to true once the file (and its lock) is released and the
+/// last checkpoint written; a panic drops it unset, which `AuditLog::close` reports.
 ///
-/// The checkpoint (a rename, which ext4 turns into a flush of the journal) is written at most
-/// once per [`CHECKPOINT_INTERVAL`]: never on the commit path of a request. With `ticked`, a
-/// timer sends [`Command::Checkpoint`] so that an idle log is anchored within the interval;
-/// without one (no async runtime), it is written whenever the queue runs empty.
+/// The checkpoint (a rename, which ext4 turns into a flush of its journal, milliseconds on
+/// a busy disk) is written by a thread of its own, so the writer never stalls the appends
+/// behind it; and at most once per [`CHECKPOINT_INTERVAL`]. With `ticked`, a timer sends
+/// [`Command::Checkpoint`] so that an idle log is anchored within the interval; without one
+/// (no async runtime), the head is anchored whenever the queue runs empty.
 pub(super) fn run(
     stopped: watch::Sender<bool>,
     mut writer: Writer,
     mut commands: mpsc::Receiver<Command>,
     ticked: bool,
 ) {
+    let (anchors, heads) = std::sync::mpsc::channel::<Checkpoint>();
+    let dir = writer.dir.clone();
+    let checkpointer = std::thread::Builder::new()
+        .name("mayfly-audit-checkpoint".into())
+        .spawn(move || write_checkpoints(&dir, &heads))
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "no checkpoint thread; the audit writer checkpoints itself");
+        })
+        .ok();
+    let anchors = checkpointer.as_ref().map(|_| anchors);
     let mut received = Vec::with_capacity(MAX_BATCH);
     // Blocks for the first command, then takes whatever else is waiting: that is the group.
     let mut checkpointed = std::time::Instant::now();
@@ -99,13 +110,34 @@ pub(super) fn run(
         // It only anchors truncation checks; a lagging one is expected after a crash.
         let due = checkpointed.elapsed() >= CHECKPOINT_INTERVAL;
         if due || tick || (!ticked && commands.is_empty()) {
-            writer.checkpoint();
+            writer.anchor(anchors.as_ref());
             checkpointed = std::time::Instant::now();
         }
     }
-    writer.checkpoint();
+    writer.anchor(anchors.as_ref());
+    // The last head is written before the log counts as stopped.
+    drop(anchors);
+    if let Some(checkpointer) = checkpointer
+        && checkpointer.join().is_err()
+    {
+        tracing::warn!("the audit checkpoint thread panicked; the checkpoint may lag");
+    }
     drop(writer);
     stopped.send_replace(true);
+}
+
+/// The checkpoint thread: writes the newest head it was sent, until the writer hangs up.
+fn write_checkpoints(dir: &std::path::Path, heads: &std::sync::mpsc::Receiver<Checkpoint>) {
+    while let Ok(mut head) = heads.recv() {
+        // Only the newest head matters.
+        while let Ok(newer) = heads.try_recv() {
+            head = newer;
+        }
+        if let Err(e) = checkpoint::write(dir, &head) {
+            // The records are durable; only the truncation anchor is stale.
+            tracing::warn!(dir = %dir.display(), error = %e, "audit checkpoint not updated");
+        }
+    }
 }
 
 impl Writer {
@@ -142,6 +174,18 @@ impl Writer {
             let _ = waiter.reply.send(Ok(waiter.receipt));
         }
         self.unanchored = true;
+    }
+
+    /// Hands the last durable record to the checkpoint thread, if it moved; without one,
+    /// writes it here.
+    fn anchor(&mut self, checkpointer: Option<&std::sync::mpsc::Sender<Checkpoint>>) {
+        if !self.unanchored {
+            return;
+        }
+        match checkpointer {
+            Some(to) if to.send(self.head.clone()).is_ok() => self.unanchored = false,
+            _ => self.checkpoint(),
+        }
     }
 
     /// Writes the checkpoint of the last durable record, if it moved.
