@@ -592,7 +592,10 @@ mod tests {
         assert_eq!(paths(&index.matching(&shared)), ["/c"]);
         index.remove(&c.id);
         assert!(index.matching(&shared).is_empty());
-        assert!(index.current.load().by_selector.is_empty(), "empty buckets are dropped");
+        assert!(
+            index.current.load().by_selector.is_empty(),
+            "empty buckets are dropped"
+        );
     }
 
     /// Every way of finding an entry in `snapshot` agrees about it.
