@@ -155,7 +155,7 @@ fn mint_jwt(c: &mut Criterion) {
     });
     // The same request for an entry that allows reuse: a cache hit, its
     // revocation check and its audit record, no signature.
-    let cached = fixture(&runtime, RevocationSet::authoritative(), false);
+    let cached = crate::fixture(&runtime, RevocationSet::authoritative(), false);
     group.throughput(Throughput::Elements(1));
     group.bench_function("cached_sequential", |b| {
         b.iter(|| {
