@@ -12,11 +12,14 @@ use super::AuditError;
 use super::checkpoint::{self, Checkpoint};
 use super::record::{AuditEvent, AuditReceipt};
 use super::verify::{LOG_FILE, scan};
-use super::writer::{self, CHECKPOINT_INTERVAL, Command, MAX_BATCH, Writer};
+use super::writer::{self, Command, MAX_BATCH, Writer};
 
 /// Appends waiting for the writer; beyond this, `append` waits for room (backpressure)
 /// instead of queueing without bound while the disk is slow.
 const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
+
+/// What [`AuditLog::queue`] hands back: the outcome of one record, once its batch is durable.
+type Receipt = oneshot::Receiver<Result<AuditReceipt, AuditError>>;
 
 /// The append-only, hash-chained audit log of one broker.
 ///
@@ -89,16 +92,10 @@ impl AuditLog {
         let dir = writer.dir.clone();
         let (commands, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (stopped_tx, stopped) = watch::channel(false);
-        // Anchors an idle log: the writer never checkpoints on a request's commit path.
-        let runtime = tokio::runtime::Handle::try_current().ok();
-        let ticked = runtime.is_some();
         std::thread::Builder::new()
             .name("mayfly-audit".into())
-            .spawn(move || writer::run(stopped_tx, writer, receiver, ticked))
+            .spawn(move || writer::run(stopped_tx, writer, receiver))
             .map_err(|e| AuditError::io("start writer thread for", &dir, e))?;
-        if let Some(runtime) = runtime {
-            runtime.spawn(tick_checkpoints(commands.downgrade()));
-        }
         Ok(AuditLog {
             inner: Arc::new(Inner {
                 dir,
@@ -125,13 +122,19 @@ impl AuditLog {
     /// - [`AuditError::Closed`] if the log was closed or its writer thread is gone.
     /// - [`AuditError::Encode`] if the event could not be encoded (a bug).
     pub async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        let receipt = self.queue(event).await?;
+        receipt.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Queues one record for the writer; the receiver answers once it is durable.
+    async fn queue(&self, event: AuditEvent) -> Result<Receipt, AuditError> {
         let (reply, receipt) = oneshot::channel();
         self.inner
             .commands
             .send(Command::Append { event, reply })
             .await
             .map_err(|_| AuditError::Closed)?;
-        receipt.await.map_err(|_| AuditError::Closed)?
+        Ok(receipt)
     }
 
     /// Appends several records and returns once all are durable, each with its own outcome,
@@ -146,20 +149,13 @@ impl AuditLog {
     ) -> Vec<Result<AuditReceipt, AuditError>> {
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
-            let (reply, receipt) = oneshot::channel();
-            let queued = self
-                .inner
-                .commands
-                .send(Command::Append { event, reply })
-                .await
-                .is_ok();
-            pending.push(queued.then_some(receipt));
+            pending.push(self.queue(event).await);
         }
         let mut receipts = Vec::with_capacity(pending.len());
         for receipt in pending {
             receipts.push(match receipt {
-                Some(receipt) => receipt.await.unwrap_or(Err(AuditError::Closed)),
-                None => Err(AuditError::Closed),
+                Ok(receipt) => receipt.await.unwrap_or(Err(AuditError::Closed)),
+                Err(e) => Err(e),
             });
         }
         receipts
@@ -182,25 +178,6 @@ impl AuditLog {
             .await
             .map(|_| ())
             .map_err(|_| AuditError::Closed)
-    }
-}
-
-/// Asks the writer to checkpoint every [`CHECKPOINT_INTERVAL`] until the log is dropped or
-/// closed. Holds only a weak sender, so it never keeps the writer alive.
-async fn tick_checkpoints(commands: mpsc::WeakSender<Command>) {
-    let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    interval.tick().await;
-    loop {
-        interval.tick().await;
-        let Some(commands) = commands.upgrade() else {
-            return;
-        };
-        match commands.try_send(Command::Checkpoint) {
-            // A full queue means the writer is busy and checkpoints on its own.
-            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-        }
     }
 }
 
@@ -336,9 +313,11 @@ mod tests {
         assert_eq!(log_lines(dir.path()).len(), 5);
     }
 
-    /// The checkpoint is off the commit path, yet an idle log is anchored within the interval.
+    /// The checkpoint is off the commit path, yet an idle log is anchored within the interval
+    /// (by the checkpoint thread, before any close).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_idle_log_is_checkpointed_by_the_timer() {
+    async fn an_idle_log_is_checkpointed_within_the_interval() {
+        use super::super::writer::CHECKPOINT_INTERVAL;
         let head_seq = |dir: &Path| match checkpoint::read(dir).unwrap() {
             checkpoint::CheckpointState::Found(found) => found.seq,
             other => panic!("no checkpoint: {other:?}"),

@@ -33,9 +33,6 @@ pub(super) type Reply = oneshot::Sender<Result<AuditReceipt, AuditError>>;
 pub(super) enum Command {
     /// Append one record; the receipt goes back once it is durable.
     Append { event: AuditEvent, reply: Reply },
-    /// Anchor the last durable record in the checkpoint, if it moved (sent by a timer while
-    /// the log is idle).
-    Checkpoint,
     /// Write what is queued, then stop.
     Close,
 }
@@ -57,8 +54,7 @@ pub(super) struct Writer {
     pub(super) unanchored: bool,
 }
 
-/// The longest the checkpoint lags the log, under load and (with a timer sending
-/// [`Command::Checkpoint`]) when idle.
+/// The longest the checkpoint lags the log, under load and when idle.
 pub(super) const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One append that is waiting for its batch to be durable.
@@ -72,15 +68,12 @@ struct Waiter {
 /// last checkpoint written; a panic drops it unset, which `AuditLog::close` reports.
 ///
 /// The checkpoint (a rename, which ext4 turns into a flush of its journal, milliseconds on
-/// a busy disk) is written by a thread of its own, so the writer never stalls the appends
-/// behind it; and at most once per [`CHECKPOINT_INTERVAL`]. With `ticked`, a timer sends
-/// [`Command::Checkpoint`] so that an idle log is anchored within the interval; without one
-/// (no async runtime), the head is anchored whenever the queue runs empty.
+/// a busy disk) is written by a thread of its own ([`write_checkpoints`]), so the writer never
+/// stalls the appends behind it: after each batch it only hands over the new head.
 pub(super) fn run(
     stopped: watch::Sender<bool>,
     mut writer: Writer,
     mut commands: mpsc::Receiver<Command>,
-    ticked: bool,
 ) {
     let (anchors, heads) = std::sync::mpsc::channel::<Checkpoint>();
     let dir = writer.dir.clone();
@@ -94,24 +87,19 @@ pub(super) fn run(
     let anchors = checkpointer.as_ref().map(|_| anchors);
     let mut received = Vec::with_capacity(MAX_BATCH);
     // Blocks for the first command, then takes whatever else is waiting: that is the group.
-    let mut checkpointed = std::time::Instant::now();
     while commands.blocking_recv_many(&mut received, MAX_BATCH) > 0 {
         let mut batch = Vec::with_capacity(received.len());
-        let mut tick = false;
         for command in received.drain(..) {
             match command {
                 Command::Append { event, reply } => batch.push((event, reply)),
-                Command::Checkpoint => tick = true,
                 // Refuse new sends; what is already queued is still received and written.
                 Command::Close => commands.close(),
             }
         }
         writer.commit(batch);
-        // It only anchors truncation checks; a lagging one is expected after a crash.
-        let due = checkpointed.elapsed() >= CHECKPOINT_INTERVAL;
-        if due || tick || (!ticked && commands.is_empty()) {
+        // Without a checkpoint thread, anchor only when the queue runs empty.
+        if anchors.is_some() || commands.is_empty() {
             writer.anchor(anchors.as_ref());
-            checkpointed = std::time::Instant::now();
         }
     }
     writer.anchor(anchors.as_ref());
@@ -126,17 +114,33 @@ pub(super) fn run(
     stopped.send_replace(true);
 }
 
-/// The checkpoint thread: writes the newest head it was sent, until the writer hangs up.
+/// The checkpoint thread: writes the newest head it was sent, at most once per
+/// [`CHECKPOINT_INTERVAL`] (it only anchors truncation checks; a lagging one is expected
+/// after a crash), and the last one when the writer hangs up.
 fn write_checkpoints(dir: &std::path::Path, heads: &std::sync::mpsc::Receiver<Checkpoint>) {
-    while let Ok(mut head) = heads.recv() {
-        // Only the newest head matters.
-        while let Ok(newer) = heads.try_recv() {
-            head = newer;
-        }
-        if let Err(e) = checkpoint::write(dir, &head) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let write = |head: &Checkpoint| {
+        if let Err(e) = checkpoint::write(dir, head) {
             // The records are durable; only the truncation anchor is stale.
             tracing::warn!(dir = %dir.display(), error = %e, "audit checkpoint not updated");
         }
+    };
+    let mut written = std::time::Instant::now();
+    while let Ok(mut head) = heads.recv() {
+        // Only the newest head matters: take what arrives until the interval is up.
+        let due = written + CHECKPOINT_INTERVAL;
+        loop {
+            match heads.recv_timeout(due.saturating_duration_since(std::time::Instant::now())) {
+                Ok(newer) => head = newer,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    write(&head);
+                    return;
+                }
+            }
+        }
+        write(&head);
+        written = std::time::Instant::now();
     }
 }
 
