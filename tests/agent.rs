@@ -634,3 +634,147 @@ async fn x509_answers_carry_the_brokers_crl_with_revoked_serials() {
     assert_eq!(crl.len(), 1);
     setup.shutdown().await;
 }
+
+/// The `jti` of a token, read as the broker sees it.
+async fn jti_of(broker: &TestBroker, token: &str) -> String {
+    broker.validate(token, AUDIENCE).await.unwrap().jti
+}
+
+#[tokio::test]
+async fn a_revoked_cached_jwt_svid_is_never_handed_out_again() {
+    let (setup, workload) = Setup::start(None, None).await;
+    let client = setup.client().await;
+    // Positive control: the agent serves its cached token.
+    let first = client.fetch_jwt_svid(&[AUDIENCE], None).await.unwrap();
+    let again = client.fetch_jwt_svid(&[AUDIENCE], None).await.unwrap();
+    assert_eq!(again.token(), first.token());
+
+    let jti = jti_of(&setup.broker, first.token()).await;
+    let revoked_at = std::time::Instant::now();
+    common::revoke_via(setup.broker.admin().await, "jti", &jti, "leaked")
+        .await
+        .unwrap();
+    // Once the agent has heard (its own validation refuses the token), its
+    // cache must not hand the token out again.
+    eventually("the agent to refuse the revoked token", || async {
+        client
+            .validate_jwt_token(AUDIENCE, first.token())
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let heard = revoked_at.elapsed();
+    let next = client.fetch_jwt_svid(&[AUDIENCE], None).await.unwrap();
+    assert_ne!(next.token(), first.token(), "the revoked token was served");
+    assert_ne!(jti_of(&setup.broker, next.token()).await, jti);
+    assert!(
+        client
+            .validate_jwt_token(AUDIENCE, next.token())
+            .await
+            .is_ok()
+    );
+    eprintln!("the agent heard of the revocation {heard:?} after it was made");
+
+    // An identity revocation: the agent's cache has a token, the broker
+    // refuses to mint, so the caller is refused.
+    common::revoke_via(
+        setup.broker.admin().await,
+        "entry",
+        &workload.id,
+        "host lost",
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the agent to refuse the revoked identity's token",
+        || async {
+            client
+                .validate_jwt_token(AUDIENCE, next.token())
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    let mut raw = raw_client(&setup.socket()).await;
+    let refused = raw
+        .fetch_jwtsvid(with_header(wl::JwtsvidRequest {
+            audience: vec![AUDIENCE.into()],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    setup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_revoked_x509_svid_is_replaced_and_a_revoked_identity_withdrawn() {
+    let (setup, workload) = Setup::start(None, None).await;
+    let client = setup.client().await;
+    let first = client.fetch_x509_svid().await.unwrap();
+    let first_serial = serial(&chain_of(&first)[0]);
+    let mut stream = client.stream_x509_svids().await.unwrap();
+    let opened = stream.next().await.unwrap().unwrap();
+    assert_eq!(serial(&chain_of(&opened)[0]), first_serial);
+
+    let revoked_at = std::time::Instant::now();
+    common::revoke_via(
+        setup.broker.admin().await,
+        "serial",
+        &first_serial,
+        "key leaked",
+    )
+    .await
+    .unwrap();
+    // The open stream gets a new SVID without asking.
+    let replaced = tokio::time::timeout(PATIENCE, stream.next())
+        .await
+        .expect("an update on the open stream")
+        .unwrap()
+        .unwrap();
+    let elapsed = revoked_at.elapsed();
+    let new_serial = serial(&chain_of(&replaced)[0]);
+    assert_ne!(new_serial, first_serial);
+    assert_eq!(replaced.spiffe_id().to_string(), workload_id());
+    let (verified, output) =
+        common::openssl_verify(&setup.root_der(), &chain_of(&replaced), "sslclient");
+    assert!(verified, "openssl verify: {output}");
+    eprintln!("the open stream had a new X509-SVID {elapsed:?} after the revocation");
+    // And a new request gets the new one, never the revoked one.
+    let fetched = client.fetch_x509_svid().await.unwrap();
+    assert_eq!(serial(&chain_of(&fetched)[0]), new_serial);
+
+    // The identity revoked: withdrawn, the stream ends, new callers refused.
+    common::revoke_via(
+        setup.broker.admin().await,
+        "entry",
+        &workload.id,
+        "host lost",
+    )
+    .await
+    .unwrap();
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream to end");
+    assert!(matches!(ended, Some(Err(_))), "{ended:?}");
+    let mut raw = raw_client(&setup.socket()).await;
+    let refused = match raw
+        .fetch_x509svid(with_header(wl::X509svidRequest {}))
+        .await
+    {
+        Err(status) => status,
+        Ok(answer) => answer.into_inner().next().await.unwrap().unwrap_err(),
+    };
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+    setup.shutdown().await;
+}

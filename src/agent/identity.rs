@@ -81,7 +81,7 @@ pub(crate) fn leaf_facts(der: &[u8]) -> Result<LeafFacts, String> {
         spiffe_id,
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
-        serial: cert.raw_serial_as_string().replace(':', ""),
+        serial: mayfly_sdk::revocation::serial_from_bytes(cert.raw_serial()),
     })
 }
 

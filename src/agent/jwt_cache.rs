@@ -16,6 +16,9 @@ use zeroize::Zeroizing;
 /// A JWT-SVID and when to stop handing it out.
 pub(crate) struct CachedJwt {
     pub(crate) token: Zeroizing<String>,
+    /// Its `jti` and `iat`, for the revocation check on every hit.
+    pub(crate) jti: Option<String>,
+    pub(crate) issued_at: Option<i64>,
     pub(crate) revision: u64,
     pub(crate) expires_at: i64,
     pub(crate) refresh_at: i64,
@@ -25,6 +28,8 @@ impl fmt::Debug for CachedJwt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedJwt")
             .field("token", &"[redacted]")
+            .field("jti", &self.jti)
+            .field("issued_at", &self.issued_at)
             .field("revision", &self.revision)
             .field("expires_at", &self.expires_at)
             .field("refresh_at", &self.refresh_at)
@@ -94,6 +99,16 @@ impl JwtCache {
         jwt
     }
 
+    /// Forgets the token for `spiffe_id` and `audience` if it is `jwt`
+    /// (and not one that replaced it meanwhile).
+    pub(crate) fn evict(&self, spiffe_id: &SpiffeId, audience: &str, jwt: &Arc<CachedJwt>) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (spiffe_id.clone(), audience.to_owned());
+        if tokens.get(&key).is_some_and(|held| Arc::ptr_eq(held, jwt)) {
+            tokens.remove(&key);
+        }
+    }
+
     /// Drops expired tokens and those of identities that are no longer
     /// registered at the revision they were minted for.
     pub(crate) fn retain(&self, live: &HashMap<SpiffeId, u64>, now: i64) {
@@ -123,6 +138,8 @@ mod tests {
     fn jwt(revision: u64) -> CachedJwt {
         CachedJwt {
             token: Zeroizing::new("header.claims.signature".into()),
+            jti: Some("j1".into()),
+            issued_at: Some(100),
             revision,
             expires_at: 200,
             refresh_at: 150,
@@ -159,6 +176,17 @@ mod tests {
         cache.retain(&live, 0);
         assert_eq!(cache.len(), 1);
         cache.retain(&live, 200);
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn evict_forgets_only_the_token_it_names() {
+        let cache = JwtCache::default();
+        let first = cache.insert(id("/a"), "db".into(), jwt(1));
+        let second = cache.insert(id("/a"), "db".into(), jwt(1));
+        cache.evict(&id("/a"), "db", &first);
+        assert_eq!(cache.len(), 1, "a newer token is kept");
+        cache.evict(&id("/a"), "db", &second);
         assert_eq!(cache.len(), 0);
     }
 

@@ -1,17 +1,25 @@
 //! JWT-SVIDs for local workloads: from the cache while fresh, else minted
 //! in one `BatchMintJwtSvids` call for every identity the request needs.
 //! Entries that require a unique `jti` are never served from the cache.
+//!
+//! Every cache hit is checked against the broker's revocation set: a
+//! revoked token (by `jti`, or its identity by entry, SPIFFE ID or agent)
+//! is dropped and a new one asked for, which the broker refuses for a
+//! revoked identity. A set past its staleness bound sends every request to
+//! the broker; while the broker is out of reach, cached tokens are served
+//! unless a revocation the agent has heard of covers them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mayfly_sdk::jwt::Audience;
+use mayfly_sdk::jwt::{Audience, insecure_decode_unverified};
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::proto::workload as wl;
 use zeroize::Zeroizing;
 
 use super::identity::refresh_point;
 use super::jwt_cache::CachedJwt;
+use super::revocations::Revocations;
 use super::snapshot::RegisteredEntry;
 use super::state::AgentState;
 use super::status::WorkloadError;
@@ -23,6 +31,7 @@ use crate::clock::Clock;
 pub(crate) struct JwtIssuer {
     upstream: Arc<Upstream>,
     state: Arc<AgentState>,
+    revocations: Arc<Revocations>,
     clock: Arc<dyn Clock>,
 }
 
@@ -30,13 +39,38 @@ impl JwtIssuer {
     pub(crate) fn new(
         upstream: Arc<Upstream>,
         state: Arc<AgentState>,
+        revocations: Arc<Revocations>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         JwtIssuer {
             upstream,
             state,
+            revocations,
             clock,
         }
+    }
+
+    /// The cached token for `entry` and `audience` that may be handed out
+    /// now without asking the broker; a revoked one is forgotten.
+    fn reusable(&self, entry: &RegisteredEntry, audience: &Audience) -> Option<Arc<CachedJwt>> {
+        let now_ms = crate::clock::unix_millis(self.clock.now());
+        let now = now_ms.div_euclid(1000);
+        let cache = &self.state.jwt;
+        let jwt = cache.fresh(&entry.spiffe_id, audience.as_str(), entry.revision, now)?;
+        if self
+            .revocations
+            .may_reuse_jwt(&entry.spiffe_id, &jwt, now_ms)
+        {
+            return Some(jwt);
+        }
+        if let Some(error) = self
+            .revocations
+            .known_jwt_revocation(&entry.spiffe_id, &jwt, now)
+        {
+            tracing::info!(spiffe_id = %entry.spiffe_id, %error, "a cached JWT-SVID was revoked; asking the broker for another");
+            cache.evict(&entry.spiffe_id, audience.as_str(), &jwt);
+        }
+        None
     }
 
     /// One JWT-SVID for `audience` per entry of `entries` (each allowing
@@ -62,7 +96,7 @@ impl JwtIssuer {
                 misses.push(entry);
                 continue;
             }
-            match cache.fresh(&entry.spiffe_id, audience.as_str(), entry.revision, now) {
+            match self.reusable(entry, audience) {
                 Some(jwt) => {
                     found.insert(&entry.id, jwt);
                 }
@@ -98,12 +132,13 @@ impl JwtIssuer {
                 Err(error) => {
                     tracing::warn!(%error, "cannot mint JWT-SVIDs; serving unexpired cached ones");
                     for entry in misses.iter().filter(|e| !e.unique_jti) {
-                        let cached = cache.unexpired(
-                            &entry.spiffe_id,
-                            audience.as_str(),
-                            entry.revision,
-                            now,
-                        );
+                        let cached = cache
+                            .unexpired(&entry.spiffe_id, audience.as_str(), entry.revision, now)
+                            .filter(|jwt| {
+                                self.revocations
+                                    .known_jwt_revocation(&entry.spiffe_id, jwt, now)
+                                    .is_none()
+                            });
                         if let Some(jwt) = cached {
                             found.insert(&entry.id, jwt);
                         }
@@ -175,8 +210,11 @@ impl JwtIssuer {
                 "the broker's JWT-SVID does not fit the entry".to_owned(),
             ));
         }
+        let (jti, issued_at) = jti_and_issued_at(&token, minted.jti);
         let jwt = CachedJwt {
             token,
+            jti,
+            issued_at,
             revision: entry.revision,
             expires_at: minted.expires_at,
             refresh_at: refresh_point(now, minted.expires_at),
@@ -188,5 +226,56 @@ impl JwtIssuer {
             .state
             .jwt
             .insert(entry.spiffe_id.clone(), audience.as_str().to_owned(), jwt))
+    }
+}
+
+/// The token's `jti` (the broker says it too) and `iat`, read from the
+/// claims of a token the broker just signed for us over mTLS. A token
+/// without `iat` is covered by every revocation of its identity: the
+/// closed side.
+fn jti_and_issued_at(token: &str, jti_from_broker: String) -> (Option<String>, Option<i64>) {
+    let claims = insecure_decode_unverified(token)
+        .ok()
+        .map(|(_, claims)| claims);
+    let claim = |name: &str| claims.as_ref().and_then(|claims| claims.get(name).cloned());
+    let jti = match claim("jti") {
+        Some(serde_json::Value::String(jti)) => Some(jti),
+        _ => Some(jti_from_broker).filter(|jti| !jti.is_empty()),
+    };
+    let issued_at = claim("iat").and_then(|iat| iat.as_i64());
+    (jti, issued_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn token(claims: &serde_json::Value) -> String {
+        let encode = |value: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        format!(
+            "{}.{}.c2ln",
+            encode(&serde_json::json!({"alg": "ES256", "kid": "k"})),
+            encode(claims)
+        )
+    }
+
+    #[test]
+    fn jti_and_iat_come_from_the_claims() {
+        let claims = serde_json::json!({"sub": "spiffe://td/a", "jti": "abc", "iat": 1700});
+        assert_eq!(
+            jti_and_issued_at(&token(&claims), "other".into()),
+            (Some("abc".into()), Some(1700))
+        );
+        // Without them: the broker's jti, and no iat (covered by identity
+        // revocations whenever they were made).
+        let bare = serde_json::json!({"sub": "spiffe://td/a"});
+        assert_eq!(
+            jti_and_issued_at(&token(&bare), "xyz".into()),
+            (Some("xyz".into()), None)
+        );
+        assert_eq!(jti_and_issued_at("junk", String::new()), (None, None));
     }
 }

@@ -285,9 +285,13 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     let listener = endpoint::bind(&config.socket_path)?;
     let state = Arc::new(AgentState::new());
 
+    let cancel = CancellationToken::new();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let revocations = Arc::new(revocations::Revocations::new(wake.clone()));
     let mut syncer = sync::Syncer::new(
         upstream.clone(),
         state.clone(),
+        revocations.clone(),
         config.clock.clone(),
         config.sync_interval,
     );
@@ -295,8 +299,6 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         tracing::warn!(%error, "first sync with the broker failed; will retry");
     }
 
-    let cancel = CancellationToken::new();
-    let wake = Arc::new(tokio::sync::Notify::new());
     let sync_task = tokio::spawn(syncer.run(wake.clone(), cancel.child_token()));
     let bundle_task = tokio::spawn(bundle_watch::follow(
         upstream.clone(),
@@ -306,6 +308,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     let issuer = Arc::new(JwtIssuer::new(
         upstream.clone(),
         state.clone(),
+        revocations.clone(),
         config.clock.clone(),
     ));
     let sink_task = sink.map(|sink| {
@@ -317,7 +320,6 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             cancel.child_token(),
         )
     });
-    let revocations = Arc::new(revocations::Revocations::default());
     // Serve ValidateJWTSVID with the revocation set from the start when the
     // broker answers; otherwise keep trying in the background (and fail
     // those calls closed meanwhile).

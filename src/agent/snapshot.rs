@@ -158,7 +158,11 @@ pub(crate) struct WorkloadSvid {
     pub(crate) chain_der: Vec<u8>,
     /// PKCS#8 DER.
     pub(crate) key_pkcs8: Zeroizing<Vec<u8>>,
+    /// Canonical hex ([`mayfly_sdk::revocation::serial_from_bytes`]).
     pub(crate) serial: String,
+    /// `notBefore`, Unix seconds: identity revocations cover SVIDs from
+    /// before them.
+    pub(crate) not_before: i64,
     pub(crate) expires_at: i64,
     pub(crate) refresh_at: i64,
 }
@@ -198,12 +202,14 @@ impl Snapshot {
             .collect()
     }
 
-    /// The X509-SVIDs of `entries` valid at `now`, in entry order, each
-    /// with the trust domain's bundle. Empty when there is no bundle yet.
+    /// The X509-SVIDs of `entries` valid at `now` that `servable` lets
+    /// through (not revoked), in entry order, each with the trust domain's
+    /// bundle. Empty when there is no bundle yet.
     pub(crate) fn x509_svids(
         &self,
         entries: &[Arc<RegisteredEntry>],
         now: i64,
+        servable: impl Fn(&WorkloadSvid) -> bool,
     ) -> Vec<wl::X509svid> {
         let Some(bundle) = &self.bundle else {
             return Vec::new();
@@ -211,7 +217,7 @@ impl Snapshot {
         entries
             .iter()
             .filter_map(|entry| self.x509.get(&entry.id))
-            .filter(|svid| now < svid.expires_at)
+            .filter(|svid| now < svid.expires_at && servable(svid))
             .map(|svid| wl::X509svid {
                 spiffe_id: svid.spiffe_id.to_string(),
                 x509_svid: svid.chain_der.clone(),
@@ -358,7 +364,8 @@ mod tests {
             revision: 1,
             chain_der: vec![1],
             key_pkcs8: Zeroizing::new(b"SECRET-KEY-BYTES".to_vec()),
-            serial: "01".into(),
+            serial: "1".into(),
+            not_before: 0,
             expires_at: 2,
             refresh_at: 1,
         };

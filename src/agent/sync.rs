@@ -3,9 +3,15 @@
 //! X509-SVIDs that are missing or past half their life, drop those of
 //! entries that disappeared, and publish the result.
 //!
+//! A held SVID that a revocation covers (its serial, or its identity) is
+//! dropped at once and minted again; the revocation watch wakes the loop
+//! when one arrives. For a revoked identity the broker refuses, so the SVID
+//! is withdrawn.
+//!
 //! When the broker cannot be reached the last snapshot keeps being served,
-//! minus whatever expires; the loop retries with exponential backoff and
-//! jitter and says so in the log and in [`AgentHealth`](super::AgentHealth).
+//! minus whatever expires or is known to be revoked; the loop retries with
+//! exponential backoff and jitter and says so in the log and in
+//! [`AgentHealth`](super::AgentHealth).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +23,7 @@ use zeroize::Zeroizing;
 
 use super::error::AgentError;
 use super::identity::{leaf_facts, refresh_point};
+use super::revocations::Revocations;
 use super::snapshot::{RegisteredEntry, Snapshot, TrustBundle, WorkloadSvid};
 use super::state::AgentState;
 use super::upstream::Upstream;
@@ -35,6 +42,7 @@ const REFUSED_ENTRY_RETRY: Duration = Duration::from_secs(60);
 pub(crate) struct Syncer {
     upstream: Arc<Upstream>,
     state: Arc<AgentState>,
+    revocations: Arc<Revocations>,
     clock: Arc<dyn Clock>,
     interval: Duration,
     /// Entries the broker refused to mint for: (revision, retry after).
@@ -45,12 +53,14 @@ impl Syncer {
     pub(crate) fn new(
         upstream: Arc<Upstream>,
         state: Arc<AgentState>,
+        revocations: Arc<Revocations>,
         clock: Arc<dyn Clock>,
         interval: Duration,
     ) -> Self {
         Syncer {
             upstream,
             state,
+            revocations,
             clock,
             interval,
             refused: HashMap::new(),
@@ -95,9 +105,13 @@ impl Syncer {
 
     /// One round; records the outcome in the health report.
     pub(crate) async fn sync_once(&mut self) -> Result<(), AgentError> {
+        if self.revocations.take_identities_changed() {
+            // A revocation added or lifted may change what the broker says.
+            self.refused.clear();
+        }
         let result = self.sync_with_broker().await;
-        // Whatever happened, nothing expired stays on offer.
-        self.drop_expired();
+        // Whatever happened, nothing expired or revoked stays on offer.
+        self.drop_unservable();
         let snapshot = self.state.snapshot();
         let now = self.clock.now();
         let agent_expires_at = self.upstream.identity().expires_at;
@@ -149,7 +163,7 @@ impl Syncer {
             }
             if let Some(held) = previous.x509.get(&entry.id)
                 && held.spiffe_id == entry.spiffe_id
-                && now < held.expires_at
+                && self.servable(held, now)
             {
                 // Kept until its replacement arrives.
                 x509.insert(entry.id.clone(), held.clone());
@@ -280,20 +294,46 @@ impl Syncer {
         Ok(())
     }
 
-    /// Removes workload SVIDs that expired; publishes if any did.
-    fn drop_expired(&self) {
+    /// Whether a held SVID may still be served: unexpired, and covered by
+    /// no revocation the agent knows of.
+    fn servable(&self, svid: &WorkloadSvid, now: i64) -> bool {
+        if now >= svid.expires_at {
+            return false;
+        }
+        match self.revocations.known_x509_revocation(svid, now) {
+            None => true,
+            Some(error) => {
+                tracing::info!(
+                    spiffe_id = %svid.spiffe_id,
+                    serial = %svid.serial,
+                    %error,
+                    "a workload X509-SVID was revoked; replacing it"
+                );
+                false
+            }
+        }
+    }
+
+    /// Removes workload SVIDs that expired or were revoked; publishes if
+    /// any were.
+    fn drop_unservable(&self) {
         let now = self.clock.unix_now();
         let current = self.state.snapshot();
-        if current.x509.values().all(|svid| now < svid.expires_at) {
+        let servable = |svid: &WorkloadSvid| {
+            now < svid.expires_at && self.revocations.known_x509_revocation(svid, now).is_none()
+        };
+        if current.x509.values().all(|svid| servable(svid)) {
             return;
         }
         let x509 = current
             .x509
             .iter()
-            .filter(|(_, svid)| now < svid.expires_at)
+            .filter(|(_, svid)| servable(svid))
             .map(|(id, svid)| (id.clone(), svid.clone()))
             .collect();
-        tracing::warn!("dropping expired workload X509-SVIDs that could not be renewed");
+        tracing::warn!(
+            "dropping workload X509-SVIDs that expired or were revoked and could not be replaced"
+        );
         self.state.publish(Snapshot {
             entries: current.entries.clone(),
             bundle: current.bundle.clone(),
@@ -327,6 +367,7 @@ fn workload_svid(
         chain_der: svid.cert_chain.concat(),
         key_pkcs8: Zeroizing::new(key.serialize_der()),
         serial: facts.serial,
+        not_before: facts.not_before,
         expires_at: facts.not_after,
         refresh_at: refresh_point(now.max(facts.not_before), facts.not_after),
     })

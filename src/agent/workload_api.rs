@@ -173,11 +173,14 @@ impl WorkloadApi {
     }
 }
 
-/// The caller's X509-SVIDs, each with the bundle.
+/// The caller's X509-SVIDs, each with the bundle. An SVID a revocation
+/// covers is never served: its replacement follows as soon as the sync
+/// loop has it, and for a revoked identity the caller is refused.
 fn x509_answer(
     snapshot: &Snapshot,
     selectors: &[Selector],
     now: i64,
+    revocations: &Revocations,
 ) -> Result<wl::X509svidResponse, WorkloadError> {
     let matched: Vec<Arc<RegisteredEntry>> = snapshot
         .matching(selectors, now)
@@ -187,8 +190,21 @@ fn x509_answer(
     if matched.is_empty() {
         return Err(WorkloadError::NoIdentity);
     }
-    let svids = snapshot.x509_svids(&matched, now);
+    let svids = snapshot.x509_svids(&matched, now, |svid| {
+        revocations.known_x509_revocation(svid, now).is_none()
+    });
     if svids.is_empty() {
+        let blocked: Vec<_> = matched
+            .iter()
+            .filter_map(|entry| revocations.minting_blocked(&entry.spiffe_id))
+            .collect();
+        if blocked.len() == matched.len() {
+            let revocation = &blocked[0];
+            return Err(WorkloadError::Denied(format!(
+                "{NO_IDENTITY}: {} is revoked ({} {})",
+                matched[0].spiffe_id, revocation.kind, revocation.value
+            )));
+        }
         return Err(WorkloadError::NotReady(
             "this workload's X509-SVID is not minted yet; retry shortly".to_owned(),
         ));
@@ -285,7 +301,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let selectors = self.caller_selectors(&request).await?;
         let revocations = self.revocations.clone();
         let stream = self.stream(move |snapshot, now| {
-            x509_answer(snapshot, &selectors, now).map(|mut answer| {
+            x509_answer(snapshot, &selectors, now, &revocations).map(|mut answer| {
                 answer.crl = revocations.crl();
                 answer
             })

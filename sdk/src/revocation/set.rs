@@ -251,7 +251,24 @@ impl RevocationSet {
         now_ms: i64,
     ) -> Result<(), RevocationError> {
         self.check_fresh(now_ms)?;
-        let now = now_ms.div_euclid(1000);
+        self.check_jwt_known(subject, jti, issued_at, now_ms.div_euclid(1000))
+    }
+
+    /// Like [`check_jwt`](Self::check_jwt), against every revocation the
+    /// set holds whatever its age: for a cache that holds a credential and
+    /// must not hand it out again once it is known to be revoked, even
+    /// while the source is out of reach. `now` is Unix seconds.
+    ///
+    /// # Errors
+    ///
+    /// [`RevocationError::Revoked`].
+    pub fn check_jwt_known(
+        &self,
+        subject: &SpiffeId,
+        jti: Option<&str>,
+        issued_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), RevocationError> {
         if let Some(jti) = jti
             && let Some(stamp) = self.tokens.pin().get(jti)
             && !stamp.is_expired(now)
@@ -276,6 +293,22 @@ impl RevocationSet {
         now: i64,
     ) -> Result<(), RevocationError> {
         self.check_fresh(now.saturating_mul(1000))?;
+        self.check_x509_known(subject, serial, not_before, now)
+    }
+
+    /// Like [`check_x509`](Self::check_x509), against every revocation the
+    /// set holds whatever its age (see [`check_jwt_known`](Self::check_jwt_known)).
+    ///
+    /// # Errors
+    ///
+    /// [`RevocationError::Revoked`].
+    pub fn check_x509_known(
+        &self,
+        subject: &SpiffeId,
+        serial: &str,
+        not_before: i64,
+        now: i64,
+    ) -> Result<(), RevocationError> {
         if let Some(stamp) = self.serials.pin().get(serial)
             && !stamp.is_expired(now)
         {
@@ -372,6 +405,12 @@ impl RevocationSet {
                 .cloned()
                 .collect(),
         }
+    }
+
+    /// A receiver of every change from now on, without the current set
+    /// (see [`subscribe`](Self::subscribe) for both).
+    pub fn changes(&self) -> broadcast::Receiver<RevocationChange> {
+        self.changes.subscribe()
     }
 
     /// The current set and a receiver of every change after it, taken
@@ -673,6 +712,48 @@ mod tests {
         set.mark_heard(1_000);
         assert!(set.check_jwt(&sub, None, Some(1), 120).is_ok());
         assert!(RevocationSet::authoritative().check_fresh(i64::MAX).is_ok());
+    }
+
+    #[test]
+    fn a_stale_set_still_says_what_it_knows_to_a_cache() {
+        let set = RevocationSet::following(Duration::from_secs(15));
+        let sub = id("spiffe://example.org/a");
+        set.upsert(Revocation::new(RevocationKind::Jti, "t1", 100, Some(200)).unwrap());
+        set.upsert(Revocation::new(RevocationKind::Serial, "aff", 100, Some(200)).unwrap());
+        // Never heard from its source: the full checks fail closed...
+        assert!(matches!(
+            set.check_jwt(&sub, Some("t2"), Some(50), 150),
+            Err(RevocationError::Stale { .. })
+        ));
+        // ...the known-only checks answer from what the set holds.
+        assert!(set.check_jwt_known(&sub, Some("t2"), Some(50), 150).is_ok());
+        assert!(matches!(
+            set.check_jwt_known(&sub, Some("t1"), Some(50), 150),
+            Err(RevocationError::Revoked { .. })
+        ));
+        assert!(set.check_x509_known(&sub, "abf", 50, 150).is_ok());
+        assert!(set.check_x509_known(&sub, "aff", 50, 150).is_err());
+        set.upsert(identity(
+            RevocationKind::SpiffeId,
+            sub.as_str(),
+            &[sub.as_str()],
+            120,
+        ));
+        assert!(set.check_x509_known(&sub, "abf", 50, 150).is_err());
+        assert!(set.check_jwt_known(&sub, Some("t2"), None, 150).is_err());
+    }
+
+    #[test]
+    fn changes_delivers_what_happens_after_it_was_called() {
+        let set = RevocationSet::authoritative();
+        set.upsert(Revocation::new(RevocationKind::Jti, "before", 1, Some(10)).unwrap());
+        let mut changes = set.changes();
+        set.upsert(Revocation::new(RevocationKind::Jti, "after", 1, Some(10)).unwrap());
+        match changes.try_recv().unwrap() {
+            RevocationChange::Upserted(revocation) => assert_eq!(revocation.value, "after"),
+            other => panic!("{other:?}"),
+        }
+        assert!(changes.try_recv().is_err());
     }
 
     #[test]
