@@ -347,6 +347,16 @@ pub async fn start_with_clock(
     let mut tasks = Vec::new();
     let limits = config.limits.clone();
 
+    // Every JWT-SVID names the issuer that OIDC discovery serves, from the
+    // first one minted: set before the broker API serves anything.
+    let issuer = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_addr}"));
+    minter
+        .set_issuer(&issuer)
+        .map_err(|e| ServerError::Ca(e.to_string()))?;
+
     let broker = BrokerServer::new(BrokerService::new(
         minter,
         bundle.clone(),
@@ -411,10 +421,6 @@ pub async fn start_with_clock(
         }
     }));
 
-    let issuer = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{http_addr}"));
     let app = router(HttpState {
         bundle: bundle.clone(),
         issuer,

@@ -1,4 +1,9 @@
 //! JWT-SVID signing: ES256, one audience, nothing else in the header.
+//!
+//! Claims are `sub`, `aud`, `exp`, `iat` and `jti`, plus `iss` when the caller names an
+//! issuer ([`JwtSigner::sign_with_issuer`]): JWT-SVID.md allows registered claims beyond its
+//! own, and relying parties that find the keys by OIDC discovery check `iss` against the
+//! discovery document's `issuer` (SPIRE's `jwt_issuer` does the same).
 
 use std::fmt;
 
@@ -56,6 +61,8 @@ struct Header<'a> {
 /// Field order is the serialization order; exactly these claims and no others.
 #[derive(Serialize)]
 struct Claims<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
     sub: &'a str,
     aud: &'a str,
     exp: i64,
@@ -124,6 +131,23 @@ impl JwtSigner {
         issued_at: i64,
         expires_at: i64,
     ) -> Result<SignedJwt, CaError> {
+        self.sign_with_issuer(None, subject, audience, issued_at, expires_at)
+    }
+
+    /// Like [`sign`](Self::sign), and with `iss` set to `issuer` when it is given: the
+    /// `issuer` of the OIDC discovery document that publishes this key. The issuer is the
+    /// broker's configuration, not secret and not checked here.
+    ///
+    /// # Errors
+    /// As [`sign`](Self::sign).
+    pub fn sign_with_issuer(
+        &self,
+        issuer: Option<&str>,
+        subject: &SpiffeId,
+        audience: &Audience,
+        issued_at: i64,
+        expires_at: i64,
+    ) -> Result<SignedJwt, CaError> {
         if expires_at <= issued_at {
             return Err(CaError::InvalidTokenLifetime {
                 issued_at,
@@ -132,6 +156,7 @@ impl JwtSigner {
         }
         let jti = random_jti()?;
         let claims = serde_json::to_vec(&Claims {
+            iss: issuer,
             sub: subject.as_str(),
             aud: audience.as_str(),
             exp: expires_at,
@@ -209,6 +234,45 @@ fn thumbprint(x: &[u8; 32], y: &[u8; 32]) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    fn claims_of(token: &str) -> serde_json::Value {
+        let claims = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn iss_is_present_exactly_when_an_issuer_is_given() {
+        let signer = JwtSigner::new(&SigningKey::generate().unwrap()).unwrap();
+        let subject = SpiffeId::parse("spiffe://example.org/billing").unwrap();
+        let audience = Audience::new("payments").unwrap();
+        let issuer = "https://mayfly.example.org";
+
+        let with_issuer = signer
+            .sign_with_issuer(Some(issuer), &subject, &audience, 100, 200)
+            .unwrap();
+        let claims = claims_of(&with_issuer.token);
+        assert_eq!(claims["iss"], issuer);
+        let mut names: Vec<&String> = claims.as_object().unwrap().keys().collect();
+        names.sort();
+        assert_eq!(names, ["aud", "exp", "iat", "iss", "jti", "sub"]);
+
+        // Without one, the claims are exactly what they were.
+        for signed in [
+            signer.sign(&subject, &audience, 100, 200).unwrap(),
+            signer
+                .sign_with_issuer(None, &subject, &audience, 100, 200)
+                .unwrap(),
+        ] {
+            let claims = claims_of(&signed.token);
+            assert!(claims.get("iss").is_none(), "{claims}");
+            assert_eq!(claims.as_object().unwrap().len(), 5);
+        }
+        // The lifetime check holds with an issuer too.
+        assert!(matches!(
+            signer.sign_with_issuer(Some(issuer), &subject, &audience, 200, 200),
+            Err(CaError::InvalidTokenLifetime { .. })
+        ));
+    }
 
     #[test]
     fn split_point_rejects_compressed_points() {

@@ -10,10 +10,18 @@
 //!    (ES256, ES384, RS256, PS256) before any key is looked at; `typ`, if
 //!    present, `JWT` or `JOSE`; a known `kid` whose key type fits `alg`;
 //! 4. the signature;
-//! 5. the claims: `sub` a SPIFFE ID in the trust domain; `exp` an integer and
-//!    not past; `aud` containing the caller's audience; `nbf` and `iat`, if
-//!    present, integers and not in the future. A small leeway (30 s by
+//! 5. the claims: `sub` the SPIFFE ID of a workload in the trust domain (not
+//!    the trust domain's own ID); `exp` an integer and not past; `aud`
+//!    containing the caller's audience; `nbf` and `iat`, if present, integers
+//!    and not in the future; and the lifetime: `exp` at most the maximum
+//!    lifetime ([`MAX_JWT_SVID_LIFETIME`], 1 h, by default) after the time of
+//!    the check and, if present, after `iat`. A small leeway (30 s by
 //!    default) applies to every time check.
+//!
+//! JWT-SVID.md sets no upper limit on `exp`; this validator does, because a
+//! validly signed token that lives for years (an `exp` of `i64::MAX`) is
+//! what a compromised or misconfigured signer would produce, and Mayfly
+//! never issues one. Other claims, such as `iss`, are allowed and ignored.
 //!
 //! Errors never contain the token: it is a bearer credential.
 //!
@@ -48,6 +56,12 @@ use crate::spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
 
 /// Default clock leeway for `exp`, `nbf` and `iat`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// The longest lifetime a JWT-SVID may have, by default: Mayfly's hard cap
+/// on every credential it issues (the broker's `HARD_TTL_CAP` is this
+/// constant, so the two cannot drift apart). Change it per validator with
+/// [`JwtSvidValidator::with_max_lifetime`].
+pub const MAX_JWT_SVID_LIFETIME: Duration = Duration::from_secs(60 * 60);
 
 /// Default limit on a token's length, in bytes.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -335,6 +349,14 @@ pub enum JwtSvidError {
         actual: SpiffeId,
     },
 
+    /// `sub` is the trust domain's own SPIFFE ID, which names no workload
+    /// (JWT-SVID.md §3.1: the subject is the SPIFFE ID of the workload).
+    #[error("the token's subject {subject} is a trust domain, not a workload; it has no path")]
+    SubjectWithoutPath {
+        /// The subject.
+        subject: SpiffeId,
+    },
+
     /// `exp` has passed, beyond the leeway.
     #[error("the token expired at {} (now {})", Timestamp(*expired_at), Timestamp(*now))]
     Expired {
@@ -372,6 +394,30 @@ pub enum JwtSvidError {
         now: i64,
     },
 
+    /// `exp` is further from `iat`, or from the time of the check, than the
+    /// validator's maximum lifetime plus its leeway: no issuer this validator
+    /// trusts should sign a token that long-lived.
+    #[error(
+        "the token expires at {}, {lifetime_secs}s after {measured_from} ({}); \
+         at most {max_lifetime_secs}s (plus {leeway_secs}s leeway) is accepted",
+        Timestamp(*expires_at),
+        Timestamp(*start)
+    )]
+    LifetimeTooLong {
+        /// The token's `exp`, Unix seconds.
+        expires_at: i64,
+        /// What the lifetime was counted from.
+        measured_from: LifetimeStart,
+        /// That moment, Unix seconds: the token's `iat` or the time of the check.
+        start: i64,
+        /// `expires_at - start`, in seconds (saturating at `i64::MAX`).
+        lifetime_secs: i64,
+        /// The validator's maximum lifetime, in seconds.
+        max_lifetime_secs: i64,
+        /// The validator's leeway, in seconds.
+        leeway_secs: i64,
+    },
+
     /// [`JwtSvidValidator::new`] was given no authorities.
     #[error("no JWT authorities given for {trust_domain}; nothing could be verified")]
     NoAuthorities {
@@ -394,6 +440,26 @@ pub enum JwtSvidError {
         /// What is wrong with it.
         reason: &'static str,
     },
+}
+
+/// What a token's lifetime was counted from, in [`JwtSvidError::LifetimeTooLong`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifetimeStart {
+    /// The token's `iat`.
+    IssuedAt,
+    /// The time of the check: `exp` is too far ahead whatever `iat` says
+    /// (or the token has none).
+    Now,
+}
+
+impl fmt::Display for LifetimeStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::IssuedAt => "its iat",
+            Self::Now => "the time of the check",
+        })
+    }
 }
 
 /// Shortens an attacker-supplied string before it goes into an error.
@@ -487,6 +553,7 @@ impl Algorithm {
 }
 
 /// A JWT authority's public key, parsed once for verification.
+#[derive(Clone)]
 pub(crate) enum VerificationKey {
     EcP256(ParsedPublicKey),
     EcP384(ParsedPublicKey),
@@ -781,11 +848,13 @@ pub struct ValidatedJwtSvid {
 }
 
 /// Validates JWT-SVIDs of one trust domain. Build it once per bundle
-/// update; it holds the parsed keys.
+/// update; it holds the parsed keys (a clone shares nothing mutable).
+#[derive(Clone)]
 pub struct JwtSvidValidator {
     trust_domain: TrustDomain,
     keys: HashMap<String, VerificationKey>,
     leeway_secs: i64,
+    max_lifetime_secs: i64,
     max_token_bytes: usize,
 }
 
@@ -797,6 +866,7 @@ impl fmt::Debug for JwtSvidValidator {
             .field("trust_domain", &self.trust_domain)
             .field("key_ids", &key_ids)
             .field("leeway_secs", &self.leeway_secs)
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
             .field("max_token_bytes", &self.max_token_bytes)
             .finish()
     }
@@ -804,7 +874,8 @@ impl fmt::Debug for JwtSvidValidator {
 
 impl JwtSvidValidator {
     /// A validator for `trust_domain` trusting `authorities`, with a 30 s
-    /// leeway and an 8 KiB token limit.
+    /// leeway, a 1 h maximum lifetime ([`MAX_JWT_SVID_LIFETIME`]) and an
+    /// 8 KiB token limit.
     ///
     /// # Errors
     ///
@@ -836,6 +907,7 @@ impl JwtSvidValidator {
             trust_domain,
             keys,
             leeway_secs: duration_secs(DEFAULT_LEEWAY),
+            max_lifetime_secs: duration_secs(MAX_JWT_SVID_LIFETIME),
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
         })
     }
@@ -844,6 +916,16 @@ impl JwtSvidValidator {
     #[must_use]
     pub fn with_leeway(mut self, leeway: Duration) -> Self {
         self.leeway_secs = duration_secs(leeway);
+        self
+    }
+
+    /// Sets the longest lifetime accepted (default [`MAX_JWT_SVID_LIFETIME`],
+    /// 1 h): `exp` may be at most this much, plus the leeway, after the time
+    /// of the check, and after `iat` when the token has one. Set it to the
+    /// longest TTL the issuers you trust are configured to use.
+    #[must_use]
+    pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
+        self.max_lifetime_secs = duration_secs(max_lifetime);
         self
     }
 
@@ -955,6 +1037,7 @@ impl JwtSvidValidator {
         {
             return Err(JwtSvidError::IssuedInFuture { issued_at, now });
         }
+        self.check_lifetime(expires_at, issued_at, now)?;
 
         let jti = match claims.get("jti") {
             None => None,
@@ -996,7 +1079,45 @@ impl JwtSvidValidator {
                 actual: spiffe_id,
             });
         }
+        // The parser refuses a trailing '/', so an empty path is the only
+        // way to name the trust domain itself.
+        if spiffe_id.path().is_empty() {
+            return Err(JwtSvidError::SubjectWithoutPath { subject: spiffe_id });
+        }
         Ok(spiffe_id)
+    }
+
+    /// `exp` no further than the maximum lifetime plus the leeway from now
+    /// and from `iat`. The leeway covers a validator whose clock runs behind
+    /// the issuer's; the `iat` check catches a token minted too long-lived
+    /// even when it is presented late in its life.
+    fn check_lifetime(
+        &self,
+        expires_at: i64,
+        issued_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), JwtSvidError> {
+        let limit = self.max_lifetime_secs.saturating_add(self.leeway_secs);
+        let starts = [
+            Some((LifetimeStart::Now, now)),
+            issued_at.map(|issued_at| (LifetimeStart::IssuedAt, issued_at)),
+        ];
+        for (measured_from, start) in starts.into_iter().flatten() {
+            // Saturating: with `exp` near i64::MAX and a negative start the
+            // difference overflows, and "too long" is then the right answer.
+            let lifetime_secs = expires_at.saturating_sub(start);
+            if lifetime_secs > limit {
+                return Err(JwtSvidError::LifetimeTooLong {
+                    expires_at,
+                    measured_from,
+                    start,
+                    lifetime_secs,
+                    max_lifetime_secs: self.max_lifetime_secs,
+                    leeway_secs: self.leeway_secs,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1207,6 +1328,158 @@ mod tests {
         ));
         let token = signer.token(&with(claims(), "exp", NOW.into()));
         assert!(check(&strict, &token).is_ok());
+    }
+
+    /// What `validate` says of a token with `exp` and, if given, `iat`.
+    fn lifetime_check(
+        signer: &EcSigner,
+        validator: &JwtSvidValidator,
+        exp: i64,
+        iat: Option<i64>,
+    ) -> Result<ValidatedJwtSvid, JwtSvidError> {
+        let claims = with(claims(), "exp", exp.into());
+        let claims = match iat {
+            Some(iat) => with(claims, "iat", iat.into()),
+            None => without(claims, "iat"),
+        };
+        check(validator, &signer.token(&claims))
+    }
+
+    fn too_long(
+        exp: i64,
+        measured_from: LifetimeStart,
+        start: i64,
+        max_lifetime_secs: i64,
+        leeway_secs: i64,
+    ) -> Result<ValidatedJwtSvid, JwtSvidError> {
+        Err(JwtSvidError::LifetimeTooLong {
+            expires_at: exp,
+            measured_from,
+            start,
+            lifetime_secs: exp.saturating_sub(start),
+            max_lifetime_secs,
+            leeway_secs,
+        })
+    }
+
+    #[test]
+    fn exp_at_most_the_maximum_lifetime_plus_leeway_ahead_of_now() {
+        let (signer, validator) = setup();
+        let hour = 3600;
+        assert_eq!(duration_secs(MAX_JWT_SVID_LIFETIME), hour);
+        // The edge: one hour plus the 30 s leeway is accepted, with and without iat.
+        assert!(lifetime_check(&signer, &validator, NOW + hour + 30, Some(NOW)).is_ok());
+        assert!(lifetime_check(&signer, &validator, NOW + hour + 30, None).is_ok());
+        // One second more is not, whatever iat says.
+        for iat in [Some(NOW), Some(NOW + 30), None] {
+            assert_eq!(
+                lifetime_check(&signer, &validator, NOW + hour + 31, iat),
+                too_long(NOW + hour + 31, LifetimeStart::Now, NOW, hour, 30),
+                "iat {iat:?}"
+            );
+        }
+        // The finding: a validly signed token that never expires.
+        for iat in [Some(NOW), None] {
+            assert_eq!(
+                lifetime_check(&signer, &validator, i64::MAX, iat),
+                too_long(i64::MAX, LifetimeStart::Now, NOW, hour, 30),
+                "iat {iat:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn exp_at_most_the_maximum_lifetime_plus_leeway_after_iat() {
+        let (signer, validator) = setup();
+        let hour = 3600;
+        // 700 s left is fine from now; what counts is how long it was minted for.
+        let exp = NOW + 700;
+        assert!(lifetime_check(&signer, &validator, exp, Some(exp - hour - 30)).is_ok());
+        assert_eq!(
+            lifetime_check(&signer, &validator, exp, Some(exp - hour - 31)),
+            too_long(exp, LifetimeStart::IssuedAt, exp - hour - 31, hour, 30)
+        );
+        // An iat far in the past cannot overflow the subtraction into acceptance.
+        assert_eq!(
+            lifetime_check(&signer, &validator, exp, Some(i64::MIN)),
+            too_long(exp, LifetimeStart::IssuedAt, i64::MIN, hour, 30)
+        );
+        assert_eq!(
+            too_long(exp, LifetimeStart::IssuedAt, i64::MIN, hour, 30)
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "the token expires at {}, {}s after its iat (unix {}); \
+                 at most 3600s (plus 30s leeway) is accepted",
+                Timestamp(exp),
+                i64::MAX,
+                i64::MIN
+            )
+        );
+    }
+
+    #[test]
+    fn the_maximum_lifetime_is_settable() {
+        let (signer, validator) = setup();
+        let ten_minutes = validator
+            .clone()
+            .with_max_lifetime(Duration::from_secs(600));
+        assert!(lifetime_check(&signer, &ten_minutes, NOW + 630, Some(NOW)).is_ok());
+        assert_eq!(
+            lifetime_check(&signer, &ten_minutes, NOW + 631, Some(NOW)),
+            too_long(NOW + 631, LifetimeStart::Now, NOW, 600, 30)
+        );
+        let strict = ten_minutes.with_leeway(Duration::ZERO);
+        assert!(lifetime_check(&signer, &strict, NOW + 600, Some(NOW)).is_ok());
+        assert_eq!(
+            lifetime_check(&signer, &strict, NOW + 601, Some(NOW)),
+            too_long(NOW + 601, LifetimeStart::Now, NOW, 600, 0)
+        );
+        // A longer maximum accepts what the default refuses.
+        let day = validator.with_max_lifetime(Duration::from_secs(86_400));
+        assert!(lifetime_check(&signer, &day, NOW + 86_400, Some(NOW)).is_ok());
+        assert!(lifetime_check(&signer, &day, NOW + 86_431, Some(NOW)).is_err());
+    }
+
+    #[test]
+    fn iss_is_neither_required_nor_judged() {
+        let (signer, validator) = setup();
+        // Mayfly's tokens carry `iss` since it was added; earlier ones do not.
+        assert!(check(&validator, &signer.token(&claims())).is_ok());
+        for iss in ["https://mayfly.example.org", "urn:other-issuer"] {
+            let token = signer.token(&with(claims(), "iss", iss.into()));
+            assert!(check(&validator, &token).is_ok(), "{iss}");
+        }
+    }
+
+    #[test]
+    fn a_subject_without_a_path_names_no_workload() {
+        let (signer, validator) = setup();
+        let subject = |sub: &str| {
+            check(
+                &validator,
+                &signer.token(&with(claims(), "sub", sub.into())),
+            )
+        };
+        assert!(subject("spiffe://example.org/w").is_ok());
+        assert_eq!(
+            subject("spiffe://example.org"),
+            Err(JwtSvidError::SubjectWithoutPath {
+                subject: SpiffeId::parse("spiffe://example.org").unwrap()
+            })
+        );
+        // A trailing slash is not a way around it.
+        assert_eq!(
+            subject("spiffe://example.org/"),
+            Err(JwtSvidError::BadSubject {
+                reason: SpiffeIdError::TrailingSlash
+            })
+        );
+        // Another trust domain's own ID is refused for its trust domain first.
+        assert!(matches!(
+            subject("spiffe://other.org"),
+            Err(JwtSvidError::WrongTrustDomain { .. })
+        ));
     }
 
     #[test]

@@ -62,7 +62,7 @@ async fn discovery(State(state): State<Arc<HttpState>>) -> Response {
         "id_token_signing_alg_values_supported": ["ES256"],
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
-        "claims_supported": ["sub", "aud", "exp", "iat", "jti"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "jti"],
     });
     json(document.to_string())
 }

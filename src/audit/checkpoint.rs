@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::AuditError;
+use super::{AuditError, private};
 
 /// File name of the checkpoint inside the audit directory.
 pub(super) const CHECKPOINT_FILE: &str = "checkpoint.json";
@@ -46,7 +46,8 @@ pub(super) fn read(dir: &Path) -> Result<CheckpointState, AuditError> {
     }
 }
 
-/// Replaces the checkpoint atomically (temp file, then rename).
+/// Replaces the checkpoint atomically (temp file, then rename). The temporary file is mode
+/// 0600 before anything is written to it, so the checkpoint it becomes is too.
 ///
 /// Deliberately without fsync: the checkpoint is a tamper-evidence anchor, not data. The log
 /// itself is the durable copy and was fdatasync'd before this is called, so the checkpoint
@@ -58,7 +59,14 @@ pub(super) fn write(dir: &Path, checkpoint: &Checkpoint) -> io::Result<()> {
     let tmp = dir.join(CHECKPOINT_TMP);
     let mut bytes = serde_json::to_vec(checkpoint).map_err(io::Error::other)?;
     bytes.push(b'\n');
-    let mut file = fs::File::create(&tmp)?;
+    let mut file = private::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    // A temporary file left by a crash of an earlier version may be 0644, and opening an
+    // existing file keeps its mode.
+    private::restrict(&file)?;
     file.write_all(&bytes)?;
     drop(file);
     fs::rename(&tmp, dir.join(CHECKPOINT_FILE))
@@ -88,6 +96,34 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!dir.path().join(CHECKPOINT_TMP).exists());
+    }
+
+    #[test]
+    fn the_checkpoint_and_its_temporary_file_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode_of = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        let checkpoint = Checkpoint {
+            seq: 1,
+            hash: "cd".repeat(32),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &checkpoint).unwrap();
+        assert_eq!(mode_of(&dir.path().join(CHECKPOINT_FILE)), 0o600);
+
+        // What an earlier version left: a 0644 checkpoint and a 0644 temporary file.
+        let dir = tempfile::tempdir().unwrap();
+        for name in [CHECKPOINT_FILE, CHECKPOINT_TMP] {
+            let path = dir.path().join(name);
+            fs::write(&path, b"{}").unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+            assert_eq!(mode_of(&path), 0o644);
+        }
+        write(dir.path(), &checkpoint).unwrap();
+        assert_eq!(mode_of(&dir.path().join(CHECKPOINT_FILE)), 0o600);
+        assert!(matches!(
+            read(dir.path()).unwrap(),
+            CheckpointState::Found(found) if found == checkpoint
+        ));
     }
 
     #[test]

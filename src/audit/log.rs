@@ -1,7 +1,7 @@
 //! [`AuditLog`]: the handle the broker appends through.
 
 use std::fmt;
-use std::fs::{self, File, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::AuditError;
 use super::checkpoint::{self, Checkpoint};
+use super::private;
 use super::record::{AuditEvent, AuditReceipt};
 use super::verify::{LOG_FILE, scan};
 use super::writer::{self, Command, MAX_BATCH, Writer};
@@ -50,6 +51,9 @@ impl fmt::Debug for AuditLog {
 impl AuditLog {
     /// Opens or creates `<dir>/audit.log` and starts its writer thread.
     ///
+    /// The log and its checkpoint are created with mode 0600, and an existing log that others
+    /// may read is narrowed to 0600, with a log line.
+    ///
     /// Verifies the whole existing log first (time linear in its size), and continues the
     /// chain from its last record. A final line without its newline is a record whose write
     /// a crash interrupted; it was never acknowledged, so it is cut off, with a warning.
@@ -59,17 +63,19 @@ impl AuditLog {
     /// - [`AuditError::Broken`] if the existing log does not verify (edited, reordered,
     ///   truncated…): the server must not build on it; an operator has to look at it.
     /// - [`AuditError::Locked`] if another `AuditLog` (in any process) has it open.
-    /// - [`AuditError::Io`] if the directory or files cannot be created, read or locked.
+    /// - [`AuditError::Io`] if the directory or files cannot be created, read or locked, or
+    ///   the log's mode cannot be narrowed (a log owned by another user).
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
-        fs::create_dir_all(dir).map_err(|e| AuditError::io("create", dir, e))?;
+        private::create_dir_all(dir).map_err(|e| AuditError::io("create", dir, e))?;
         let path = dir.join(LOG_FILE);
-        let file = File::options()
+        let file = private::options()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
             .map_err(|e| AuditError::io("open", &path, e))?;
         lock(&file, &path)?;
+        restrict_log(&file, &path)?;
         // A record is acknowledged once its bytes are synced, which is worthless if the file
         // itself can vanish in a crash because its directory entry was never synced.
         sync_dir(dir)?;
@@ -179,6 +185,20 @@ impl AuditLog {
             .map(|_| ())
             .map_err(|_| AuditError::Closed)
     }
+}
+
+/// Narrows the log to mode 0600 if others may read it (earlier versions created it 0644).
+fn restrict_log(file: &File, path: &Path) -> Result<(), AuditError> {
+    let narrowed =
+        private::restrict(file).map_err(|e| AuditError::io("restrict permissions of", path, e))?;
+    if let Some(mode) = narrowed {
+        tracing::info!(
+            path = %path.display(),
+            old_mode = format!("{mode:o}"),
+            "audit log was readable by others; its mode is now 600"
+        );
+    }
+    Ok(())
 }
 
 /// Takes the advisory lock: two writers would both continue the chain from the same head.
@@ -416,6 +436,31 @@ mod tests {
         assert_eq!(report.records, 5);
         assert!(report.notes.is_empty(), "{:?}", report.notes);
         assert!(!log_lines(dir.path()).iter().any(|l| l.contains("00:0\"")));
+    }
+
+    #[tokio::test]
+    async fn the_log_is_private_and_an_open_one_is_narrowed_on_open() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode_of = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("audit");
+        write_log(&dir, 2).await;
+        assert_eq!(mode_of(&dir), 0o700, "the directory it created");
+        assert_eq!(mode_of(&dir.join(LOG_FILE)), 0o600);
+        assert_eq!(mode_of(&dir.join(checkpoint::CHECKPOINT_FILE)), 0o600);
+
+        // As an earlier version left them.
+        for name in [LOG_FILE, checkpoint::CHECKPOINT_FILE] {
+            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
+        let log = AuditLog::open(&dir).unwrap();
+        assert_eq!(mode_of(&dir.join(LOG_FILE)), 0o600);
+        assert_eq!(mode_of(&dir.join(checkpoint::CHECKPOINT_FILE)), 0o600);
+        // Narrowed, not refused: the chain continues.
+        assert_eq!(log.append(event(3)).await.unwrap().seq, 3);
+        log.close().await.unwrap();
+        assert!(verify(&dir).unwrap().problem.is_none());
     }
 
     #[tokio::test]

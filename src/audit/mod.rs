@@ -46,6 +46,7 @@
 mod checkpoint;
 mod error;
 mod log;
+mod private;
 mod record;
 mod tail;
 mod verify;

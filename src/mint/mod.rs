@@ -16,7 +16,7 @@ mod jwt_cache;
 mod usage;
 mod verified;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -154,6 +154,10 @@ pub struct Minter {
     /// so that rotation's "nothing it signed is still valid" holds.
     jwt_cap: u64,
     x509_cap: u64,
+    /// The `iss` of every JWT-SVID: the OIDC discovery document's `issuer`.
+    /// Set once, before serving ([`set_issuer`](Self::set_issuer)), because
+    /// it can depend on the HTTP port the server bound after this was built.
+    issuer: OnceLock<Box<str>>,
 }
 
 impl Minter {
@@ -170,7 +174,12 @@ impl Minter {
         revocations: Arc<RevocationSet>,
         leeway: Duration,
     ) -> Result<Self, MintError> {
-        let validator = build_validator(&ca, &[ca.jwt_signer().authority()], leeway)?;
+        let validator = build_validator(
+            &ca,
+            &[ca.jwt_signer().authority()],
+            leeway,
+            crate::policy::HARD_TTL_CAP,
+        )?;
         Ok(Minter {
             ca,
             entries,
@@ -186,17 +195,50 @@ impl Minter {
             revocations,
             jwt_cap: crate::policy::HARD_TTL_CAP.as_secs(),
             x509_cap: crate::policy::HARD_TTL_CAP.as_secs(),
+            issuer: OnceLock::new(),
         })
     }
 
     /// Caps every credential's lifetime at the configured maximum, whatever
     /// its entry says (entries are checked against the caps when made; a
     /// cap lowered later applies from then on).
+    ///
+    /// `ValidateJwtSvid` then refuses a JWT-SVID that lives longer than the
+    /// JWT cap (plus the leeway): this broker would not have minted it.
     #[must_use]
     pub fn with_ttl_caps(mut self, jwt: Duration, x509: Duration) -> Self {
         self.jwt_cap = jwt.as_secs().max(1);
         self.x509_cap = x509.as_secs().max(1);
+        let validator = (*self.validator.load_full())
+            .clone()
+            .with_max_lifetime(self.jwt_max_lifetime());
+        self.validator.store(Arc::new(validator));
         self
+    }
+
+    /// Puts `iss` = `issuer` into every JWT-SVID minted from now on: the
+    /// `issuer` of the OIDC discovery document that serves the keys, so that
+    /// relying parties which check `iss` against it accept the tokens. Call
+    /// it once, before serving; until then tokens carry no `iss`.
+    ///
+    /// # Errors
+    ///
+    /// [`MintError::Internal`] if a different issuer was set before: tokens
+    /// already handed out would name the other one.
+    pub fn set_issuer(&self, issuer: &str) -> Result<(), MintError> {
+        let set = self.issuer.get_or_init(|| issuer.into());
+        if **set != *issuer {
+            return Err(MintError::Internal {
+                reason: format!("JWT issuer already set to {set:?}, not {issuer:?}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The longest JWT-SVID lifetime this broker mints, which is also the
+    /// longest its validator accepts.
+    fn jwt_max_lifetime(&self) -> Duration {
+        Duration::from_secs(self.jwt_cap)
     }
 
     /// Validates JWT-SVIDs against these keys from now on: this replica's
@@ -206,7 +248,8 @@ impl Minter {
     ///
     /// [`MintError::Internal`] if a key cannot be used; the old keys stay.
     pub fn set_jwt_authorities(&self, authorities: &[JwtAuthority]) -> Result<(), MintError> {
-        let validator = build_validator(&self.ca, authorities, self.leeway)?;
+        let validator =
+            build_validator(&self.ca, authorities, self.leeway, self.jwt_max_lifetime())?;
         self.validator.store(Arc::new(validator));
         self.verified.invalidate();
         Ok(())
@@ -712,7 +755,13 @@ impl Minter {
             None => {
                 let expires_at = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
                 let signed = signer
-                    .sign(&entry.spiffe_id, audience, now, expires_at)
+                    .sign_with_issuer(
+                        self.issuer.get().map(|issuer| &**issuer),
+                        &entry.spiffe_id,
+                        audience,
+                        now,
+                        expires_at,
+                    )
                     .map_err(ca_error)?;
                 let jwt = Arc::new(CachedJwt {
                     token: signed.token.into(),
@@ -952,17 +1001,22 @@ fn mark_reused(event: &mut AuditEvent) {
     }
 }
 
+/// The validator of `ValidateJwtSvid`: `authorities`, `leeway`, and no
+/// token living longer than `max_lifetime` (the configured JWT cap) plus the
+/// leeway, since this broker mints none.
 fn build_validator(
     ca: &CertificateAuthority,
     authorities: &[JwtAuthority],
     leeway: Duration,
+    max_lifetime: Duration,
 ) -> Result<JwtSvidValidator, MintError> {
     Ok(
         JwtSvidValidator::new(ca.trust_domain().clone(), authorities)
             .map_err(|e| MintError::Internal {
                 reason: format!("JWT validator: {e}"),
             })?
-            .with_leeway(leeway),
+            .with_leeway(leeway)
+            .with_max_lifetime(max_lifetime),
     )
 }
 

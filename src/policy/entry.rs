@@ -6,7 +6,12 @@ use mayfly_sdk::{SpiffeId, TrustDomain};
 use serde::{Deserialize, Serialize};
 
 /// No credential lives longer than this, whatever the config says.
-pub const HARD_TTL_CAP: Duration = Duration::from_secs(60 * 60);
+///
+/// The SDK's default JWT-SVID lifetime limit, so that validators that cannot
+/// know this broker's config (the agent, the SDK's `JwtVerifier`) accept
+/// every token it can mint and nothing longer-lived. Defined there because
+/// the SDK does not depend on the broker.
+pub const HARD_TTL_CAP: Duration = mayfly_sdk::jwt::MAX_JWT_SVID_LIFETIME;
 
 const MAX_TEXT: usize = 1024;
 const MAX_LIST: usize = 64;

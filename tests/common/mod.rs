@@ -437,6 +437,17 @@ pub fn assert_x509_svid_profile(leaf_der: &[u8], spiffe_id: &str) {
 /// Verifies a JWT with jwt-simple (an independent JOSE implementation)
 /// against the JWKS the broker serves over HTTP; returns the subject.
 pub fn jwt_simple_verify(jwks_json: &str, token: &str, audience: &str) -> Result<String, String> {
+    jwt_simple_verify_with_issuer(jwks_json, token, audience, None)
+}
+
+/// [`jwt_simple_verify`], and when `issuer` is given, jwt-simple's own
+/// issuer check: `iss` must be present and equal to it.
+pub fn jwt_simple_verify_with_issuer(
+    jwks_json: &str,
+    token: &str,
+    audience: &str,
+    issuer: Option<&str>,
+) -> Result<String, String> {
     use base64::Engine;
     use jwt_simple::prelude::*;
     let metadata = Token::decode_metadata(token).map_err(|e| e.to_string())?;
@@ -463,6 +474,7 @@ pub fn jwt_simple_verify(jwks_json: &str, token: &str, audience: &str) -> Result
         .with_key_id(&kid);
     let options = VerificationOptions {
         allowed_audiences: Some(HashSet::from_strings(&[audience])),
+        allowed_issuers: issuer.map(|issuer| HashSet::from_strings(&[issuer])),
         ..VerificationOptions::default()
     };
     let claims = key
