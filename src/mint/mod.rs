@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use mayfly_ca::{CaError, CertificateAuthority, IssuedX509Svid, X509SvidRequest};
+use mayfly_ca::{CaError, CertificateAuthority, Fault, IssuedX509Svid, X509SvidRequest};
 use mayfly_sdk::SpiffeId;
 use mayfly_sdk::bundle::JwtAuthority;
 use mayfly_sdk::jwt::{Audience, JwtSvidValidator, ValidatedJwtSvid};
@@ -39,6 +39,10 @@ pub use verified::VerifiedTokens;
 
 /// Why a mint operation was refused or failed. The message is safe to return
 /// to the caller: it never contains a secret.
+///
+/// Only [`MintError::Internal`] is our fault; every other variant is an
+/// answer the caller needs (and is logged as such, never as an error: see
+/// `api::status`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MintError {
@@ -60,7 +64,16 @@ pub enum MintError {
         /// Which rule said no.
         reason: String,
     },
-    /// A dependency (store, audit log) cannot answer; nothing was issued.
+    /// The server is not in a state that allows this; the request may
+    /// succeed once it is (no such path today; kept so that every
+    /// [`Fault`] has an honest answer).
+    #[error("{reason}")]
+    FailedPrecondition {
+        /// What state is missing.
+        reason: String,
+    },
+    /// A dependency (store, audit log, an expired CA certificate) cannot
+    /// answer; nothing was issued.
     #[error("{reason}")]
     Unavailable {
         /// What is down.
@@ -861,7 +874,9 @@ impl Minter {
     }
 
     /// Appends the audit record for `result` and waits until it is durable;
-    /// a credential is only returned once its record is.
+    /// a credential is only returned once its record is. Every refusal is
+    /// audited here; it is logged (rate-limited, never as an error unless it
+    /// is our bug) where it becomes a status, in `api::status`.
     async fn finish<T>(
         &self,
         event: AuditEvent,
@@ -966,13 +981,33 @@ fn build_validator(
     )
 }
 
+/// Evidence that was refused, as the caller's answer. An exhaustive match:
+/// a new [`AttestError`] variant must be given a status here.
 fn attest_error(error: AttestError) -> MintError {
-    match error {
+    match &error {
         AttestError::Unavailable { .. } => MintError::Unavailable {
             reason: error.to_string(),
         },
+        // The caller chose an attestor this server does not run.
         AttestError::NotConfigured { .. } => MintError::invalid(error.to_string()),
-        other => MintError::unauthenticated(format!("attestation failed: {other}")),
+        // The evidence does not prove who the caller is.
+        AttestError::Malformed { .. }
+        | AttestError::UnsupportedAlgorithm { .. }
+        | AttestError::UntrustedIssuer { .. }
+        | AttestError::UnknownKeyId { .. }
+        | AttestError::BadSignature
+        | AttestError::Expired { .. }
+        | AttestError::NotYetValid { .. }
+        | AttestError::TooOld { .. }
+        | AttestError::WrongAudience { .. }
+        | AttestError::MissingClaim { .. }
+        | AttestError::BadClaimValue { .. }
+        | AttestError::UntrustedCertificate { .. }
+        | AttestError::BadChallenge { .. }
+        | AttestError::BadProofSignature
+        | AttestError::Replayed { .. } => {
+            MintError::unauthenticated(format!("attestation failed: {error}"))
+        }
     }
 }
 
@@ -995,14 +1030,20 @@ fn evidence_hash(evidence: &Evidence) -> Option<String> {
     }
 }
 
+/// A CA error as the caller's answer, by who is at fault: a bad CSR is
+/// the caller's, an expired signing certificate makes us unavailable, and
+/// only our own failures are internal.
 fn ca_error(error: CaError) -> MintError {
-    match error {
-        CaError::CsrMalformed { .. }
-        | CaError::CsrBadSignature
-        | CaError::CsrUnsupportedKey { .. }
-        | CaError::CsrTooLarge { .. } => MintError::invalid(format!("CSR: {error}")),
-        other => MintError::Internal {
-            reason: other.to_string(),
-        },
+    let reason = error.to_string();
+    match error.fault() {
+        Fault::Caller => MintError::InvalidArgument { reason },
+        Fault::Refusal => MintError::FailedPrecondition { reason },
+        Fault::Unavailable => MintError::Unavailable { reason },
+        // `Fault` may grow; until this match learns a new kind, treating it
+        // as ours keeps it loud (an error in the log) rather than hidden.
+        Fault::Ours | _ => MintError::Internal { reason },
     }
 }
+
+#[cfg(test)]
+mod tests;
