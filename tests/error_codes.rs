@@ -1,6 +1,7 @@
 //! A client's mistake is never a server error, end to end: CSRs signed
 //! with algorithms we refuse are InvalidArgument naming the algorithm, not
-//! INTERNAL, whatever the join token, and write no ERROR line.
+//! INTERNAL, whatever the join token, and write no ERROR line; a join token
+//! asked for another identity is refused without being spent.
 //!
 //! Every test in this binary expects no ERROR line at all, so they share
 //! one process-wide log capture.
@@ -259,4 +260,78 @@ async fn a_csr_signed_with_a_refused_hash_is_invalid_argument_naming_it_never_in
         "{refusals:?}"
     );
     assert_no_error_line();
+}
+
+// ---------------------------------------------------------------------------
+// A join token asked for another identity
+
+/// Refuses a join token asked for another entry's SPIFFE ID, without
+/// spending it; then the right request (and an empty one) succeed.
+async fn join_token_for_another_identity_is_refused_without_spending_it(broker: &TestBroker) {
+    let mine = broker.create_entry("/node/a", &["db"]).await;
+    let other = broker.create_entry("/node/b", &["db"]).await;
+    let token = broker.join_token(&mine.id, 0).await;
+    let key = P256::generate();
+
+    let refused = attest(broker, &token, key.csr_sha256(), &other.spiffe_id).await;
+    assert_status(
+        refused,
+        Code::InvalidArgument,
+        &format!(
+            "this join token is bound to {}, not {}",
+            mine.spiffe_id, other.spiffe_id
+        ),
+    );
+    let record = common::last_audit_record(&broker.data_dir());
+    assert_eq!(record["outcome"], "refused", "{record}");
+    assert_eq!(record["action"], "attest", "{record}");
+    assert_eq!(record["entry_id"], mine.id, "{record}");
+    assert_eq!(
+        record["detail"]["requested_spiffe_id"], other.spiffe_id,
+        "{record}"
+    );
+
+    // Not spent: the same token, asked for its own identity, is redeemed.
+    let issued = attest(broker, &token, key.csr_sha256(), &mine.spiffe_id)
+        .await
+        .unwrap();
+    assert_eq!(issued.svid.unwrap().spiffe_id, mine.spiffe_id);
+
+    // Now it is spent, and that is what a replay is told, whatever it asks.
+    assert_status(
+        attest(broker, &token, key.csr_sha256(), &other.spiffe_id).await,
+        Code::Unauthenticated,
+        "already used",
+    );
+    // An empty spiffe_id keeps working.
+    let fresh = broker.join_token(&other.id, 0).await;
+    let issued = attest(broker, &fresh, key.csr_sha256(), "").await.unwrap();
+    assert_eq!(issued.svid.unwrap().spiffe_id, other.spiffe_id);
+    assert_no_error_line();
+}
+
+#[tokio::test]
+async fn join_token_asked_for_another_identity_embedded_store() {
+    logged();
+    let broker = TestBroker::start().await;
+    join_token_for_another_identity_is_refused_without_spending_it(&broker).await;
+}
+
+#[tokio::test]
+async fn join_token_asked_for_another_identity_redis_store() {
+    logged();
+    let Some(url) = common::redis::redis_url_or_skip() else {
+        return;
+    };
+    let guard = common::redis::PrefixGuard::new(&url, "error-codes");
+    let prefix = guard.prefix.clone();
+    let broker = TestBroker::start_configured(move |config| {
+        config.store = mayfly::config::StoreLocation::Redis {
+            url: url.clone(),
+            prefix: prefix.clone(),
+        };
+    })
+    .await;
+    join_token_for_another_identity_is_refused_without_spending_it(&broker).await;
+    drop(guard);
 }

@@ -26,7 +26,7 @@ use mayfly_sdk::bundle::JwtAuthority;
 use mayfly_sdk::jwt::{Audience, JwtSvidValidator, ValidatedJwtSvid};
 use mayfly_sdk::revocation::{RevocationError, RevocationSet};
 
-use crate::attest::join_token::{JoinTokenSecret, TokenHash};
+use crate::attest::join_token::{JoinTokenRecord, JoinTokenSecret, TokenHash};
 use crate::attest::{AttestError, Attestation, Attestors, Evidence};
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::clock::{Clock, rfc3339};
@@ -275,19 +275,25 @@ impl Minter {
     }
 
     /// Redeems a join token and issues the X509-SVID of its entry.
+    ///
+    /// `requested` is the SPIFFE ID the caller asked for, if any: a token
+    /// bound to another entry is refused (InvalidArgument) rather than
+    /// answered with an identity the caller did not ask for, and the
+    /// refusal does not spend the token.
     pub async fn attest_join_token(
         &self,
         token: &str,
         csr_der: &[u8],
+        requested: Option<&str>,
     ) -> Result<X509Issued, MintError> {
         let mut event = AuditEvent {
             action: "attest".into(),
             actor: "anonymous".into(),
-            detail: Some(serde_json::json!({ "attestor": "join_token" })),
+            detail: Some(join_token_detail(requested)),
             ..AuditEvent::default()
         };
         let result = self
-            .attest_join_token_inner(token, csr_der, &mut event)
+            .attest_join_token_inner(token, csr_der, requested, &mut event)
             .await;
         self.finish(event, result).await
     }
@@ -296,6 +302,7 @@ impl Minter {
         &self,
         token: &str,
         csr_der: &[u8],
+        requested: Option<&str>,
         event: &mut AuditEvent,
     ) -> Result<X509Issued, MintError> {
         let secret = JoinTokenSecret::parse(token)
@@ -303,12 +310,70 @@ impl Minter {
         let hash: TokenHash = secret.hash();
         event.actor = format!("join_token:{}", hash.token_id());
         event.evidence_sha256 = Some(hash.as_str().to_owned());
-        // Check the CSR before redeeming, so a bad request does not burn the token.
+        // Check the request before redeeming, so a bad one does not burn the token.
         let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
         let now = self.clock.unix_now();
+        if let Some(wanted) = requested {
+            self.check_join_token_binding(&hash, wanted, now, event)
+                .await?;
+        }
+        let record = self.redeem_join_token(&hash, now).await?;
+        event.entry_id = Some(record.entry_id.to_string());
+        let entry = self.entries.by_id(&record.entry_id).ok_or_else(|| {
+            MintError::denied(format!(
+                "entry {} bound to this join token no longer exists",
+                record.entry_id
+            ))
+        })?;
+        event.spiffe_id = Some(entry.spiffe_id.to_string());
+        // Checked again after redeeming: the entry's SPIFFE ID may have been
+        // changed since the look-up. The token is spent then, but the caller
+        // still does not get an identity it did not ask for.
+        if let Some(wanted) = requested {
+            check_bound_to(&entry, wanted)?;
+        }
+        self.issue_x509(entry, &csr, event)
+    }
+
+    /// Refuses, without redeeming it, a join token whose entry is not
+    /// `wanted`. A token that is unknown, used or expired passes: redeeming
+    /// it reports that, in the same words as when no SPIFFE ID is asked for.
+    async fn check_join_token_binding(
+        &self,
+        hash: &TokenHash,
+        wanted: &str,
+        now: i64,
+        event: &mut AuditEvent,
+    ) -> Result<(), MintError> {
         let record = self
             .store
-            .redeem_join_token(&hash, now)
+            .join_token(hash)
+            .await
+            .map_err(|e| MintError::Unavailable {
+                reason: format!("cannot look up join token: {e}"),
+            })?;
+        let Some(record) = record else {
+            return Ok(());
+        };
+        if record.used_at.is_some() || record.is_expired(now) {
+            return Ok(());
+        }
+        let Some(entry) = self.entries.by_id(&record.entry_id) else {
+            return Ok(());
+        };
+        event.entry_id = Some(record.entry_id.to_string());
+        event.spiffe_id = Some(entry.spiffe_id.to_string());
+        check_bound_to(&entry, wanted)
+    }
+
+    /// Marks the join token used (atomically, once) and returns its record.
+    async fn redeem_join_token(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<JoinTokenRecord, MintError> {
+        self.store
+            .redeem_join_token(hash, now)
             .await
             .map_err(|e| match e {
                 RedeemError::Unknown => MintError::unauthenticated("unknown join token"),
@@ -323,16 +388,7 @@ impl Minter {
                 RedeemError::Store(e) => MintError::Unavailable {
                     reason: format!("cannot redeem join token: {e}"),
                 },
-            })?;
-        event.entry_id = Some(record.entry_id.to_string());
-        let entry = self.entries.by_id(&record.entry_id).ok_or_else(|| {
-            MintError::denied(format!(
-                "entry {} bound to this join token no longer exists",
-                record.entry_id
-            ))
-        })?;
-        event.spiffe_id = Some(entry.spiffe_id.to_string());
-        self.issue_x509(entry, &csr, event)
+            })
     }
 
     /// Verifies platform evidence (Kubernetes, OIDC, x509pop) and issues the
@@ -931,6 +987,31 @@ fn refuse_unaudited<T>(
             })
         }
     }
+}
+
+/// The audit detail of a join-token attestation, with the SPIFFE ID asked
+/// for (truncated: it is the caller's text).
+fn join_token_detail(requested: Option<&str>) -> serde_json::Value {
+    match requested {
+        Some(wanted) => serde_json::json!({
+            "attestor": "join_token",
+            "requested_spiffe_id": crate::attest::truncated(wanted),
+        }),
+        None => serde_json::json!({ "attestor": "join_token" }),
+    }
+}
+
+/// Refuses a join token whose entry is not the SPIFFE ID the caller asked
+/// for: a caller who asked for one identity must not be given another.
+fn check_bound_to(entry: &Entry, wanted: &str) -> Result<(), MintError> {
+    if entry.spiffe_id.as_str() == wanted {
+        return Ok(());
+    }
+    Err(MintError::invalid(format!(
+        "this join token is bound to {}, not {}",
+        entry.spiffe_id,
+        crate::attest::truncated(wanted)
+    )))
 }
 
 fn check_audience(entry: &Entry, audience: &Audience) -> Result<(), MintError> {
