@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 /// Everything that can go wrong while loading or rotating the CA, or issuing a credential.
 ///
 /// Variants carry their context in fields; no dependency's error type is exposed. Use
-/// [`CaError::is_caller_error`] to tell a bad request (map to `InvalidArgument`) from a
-/// problem on our side.
+/// [`CaError::fault`] to tell a bad request (map to `InvalidArgument`) from a refused
+/// rotation step, an expired CA and a problem on our side.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CaError {
@@ -297,34 +297,90 @@ pub enum CaError {
     },
 }
 
+/// Who is at fault for a [`CaError`]: what a server should answer, and whether it is worth
+/// an operator's attention.
+///
+/// | fault | gRPC status | retrying helps? |
+/// |---|---|---|
+/// | [`Fault::Caller`] | `InvalidArgument` | no: the request must change |
+/// | [`Fault::Refusal`] | `FailedPrecondition` | after the CA's state changes (or with `force`) |
+/// | [`Fault::Unavailable`] | `Unavailable` | after the CA's material is renewed |
+/// | [`Fault::Ours`] | `Internal` | no: an operator must look at the CA |
+///
+/// Only [`Fault::Ours`] deserves an error in the server's log: the others are the answer a
+/// caller needs, and a caller who sends many bad requests must not be able to fill the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The caller's input is wrong (a bad CSR, a name outside the trust domain, a zero
+    /// lifetime, a rejected certificate); the same request can never succeed.
+    Caller,
+    /// A rotation step is refused because of the CA's state; nothing was changed, and the
+    /// step may succeed once the state allows it.
+    Refusal,
+    /// The CA cannot sign now because its own root or signing certificate has expired;
+    /// nothing is the caller's fault, and the request may succeed once it is renewed.
+    Unavailable,
+    /// The CA's files, the crypto library, or a bug on our side.
+    Ours,
+}
+
 impl CaError {
-    /// Whether the caller's input caused this error (a bad CSR, a name outside the trust
-    /// domain, a zero lifetime...). Such errors map to `InvalidArgument`; retrying the same
-    /// request cannot succeed. Every other error is on the CA's side.
-    pub fn is_caller_error(&self) -> bool {
-        matches!(
-            self,
+    /// Who is at fault; see [`Fault`] for what to answer.
+    ///
+    /// The match has no wildcard arm on purpose: a new variant does not compile until it is
+    /// classified, so it cannot become an internal error by default.
+    pub fn fault(&self) -> Fault {
+        match self {
             Self::ForeignTrustDomain { .. }
-                | Self::SpiffeIdWithoutPath { .. }
-                | Self::InvalidDnsName { .. }
-                | Self::InvalidTtl { .. }
-                | Self::InvalidTokenLifetime { .. }
-                | Self::CsrTooLarge { .. }
-                | Self::CsrMalformed { .. }
-                | Self::CsrBadSignature
-                | Self::CsrUnsupportedKey { .. }
-                | Self::CsrUnsupportedSignature { .. }
-                | Self::InvalidSerial { .. }
-                | Self::InvalidCrlPeriod { .. }
-                | Self::CertificateRejected { .. }
-        )
+            | Self::SpiffeIdWithoutPath { .. }
+            | Self::InvalidDnsName { .. }
+            | Self::InvalidTtl { .. }
+            | Self::InvalidTokenLifetime { .. }
+            | Self::CsrTooLarge { .. }
+            | Self::CsrMalformed { .. }
+            | Self::CsrBadSignature
+            | Self::CsrUnsupportedKey { .. }
+            | Self::CsrUnsupportedSignature { .. }
+            | Self::InvalidSerial { .. }
+            | Self::InvalidCrlPeriod { .. }
+            | Self::CertificateRejected { .. } => Fault::Caller,
+            Self::RotationRefused { .. } => Fault::Refusal,
+            Self::RootExpired { .. } | Self::SignerExpired { .. } => Fault::Unavailable,
+            // The CA's own files and state: only an operator can fix them.
+            Self::Io { .. }
+            | Self::KeyFileTooOpen { .. }
+            | Self::NotARegularFile { .. }
+            | Self::FileTooLarge { .. }
+            | Self::IncompleteCaState { .. }
+            | Self::InvalidPem { .. }
+            | Self::InvalidKey { .. }
+            | Self::InvalidCertificate { .. }
+            | Self::KeyCertificateMismatch { .. }
+            | Self::IntermediateNotIssuedByRoot { .. }
+            | Self::TrustDomainMismatch { .. }
+            | Self::JournalInvalid { .. }
+            | Self::JournalFileMissing { .. }
+            | Self::JournalFileMismatch { .. }
+            // The clock, the crypto library, our own encoding.
+            | Self::TimeOutOfRange { .. }
+            | Self::Crypto { .. }
+            | Self::Internal { .. } => Fault::Ours,
+        }
+    }
+
+    /// Whether the caller's input caused this error (a bad CSR, a name outside the trust
+    /// domain, a zero lifetime...): [`Fault::Caller`]. Such errors map to `InvalidArgument`;
+    /// retrying the same request cannot succeed.
+    pub fn is_caller_error(&self) -> bool {
+        self.fault() == Fault::Caller
     }
 
     /// Whether a rotation step was refused because of the CA's state
-    /// ([`CaError::RotationRefused`]): retrying later, or with `force`, may succeed. Maps to
-    /// `FailedPrecondition`.
+    /// ([`CaError::RotationRefused`], [`Fault::Refusal`]): retrying later, or with `force`,
+    /// may succeed. Maps to `FailedPrecondition`.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Self::RotationRefused { .. })
+        self.fault() == Fault::Refusal
     }
 
     pub(crate) fn io(
@@ -356,5 +412,268 @@ impl CaError {
             operation,
             reason: reason.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many variants [`CaError`] has; [`variant_number`] numbers them `0..VARIANTS`.
+    const VARIANTS: usize = 33;
+
+    /// A distinct number per variant. No wildcard arm: a new variant does not compile until it
+    /// is numbered here, and then [`every_variant_is_classified`] fails until
+    /// [`one_of_each`] holds an example of it.
+    fn variant_number(error: &CaError) -> usize {
+        match error {
+            CaError::Io { .. } => 0,
+            CaError::KeyFileTooOpen { .. } => 1,
+            CaError::NotARegularFile { .. } => 2,
+            CaError::FileTooLarge { .. } => 3,
+            CaError::IncompleteCaState { .. } => 4,
+            CaError::InvalidPem { .. } => 5,
+            CaError::InvalidKey { .. } => 6,
+            CaError::InvalidCertificate { .. } => 7,
+            CaError::KeyCertificateMismatch { .. } => 8,
+            CaError::IntermediateNotIssuedByRoot { .. } => 9,
+            CaError::TrustDomainMismatch { .. } => 10,
+            CaError::RootExpired { .. } => 11,
+            CaError::SignerExpired { .. } => 12,
+            CaError::ForeignTrustDomain { .. } => 13,
+            CaError::SpiffeIdWithoutPath { .. } => 14,
+            CaError::InvalidDnsName { .. } => 15,
+            CaError::InvalidTtl { .. } => 16,
+            CaError::TimeOutOfRange { .. } => 17,
+            CaError::InvalidTokenLifetime { .. } => 18,
+            CaError::CsrTooLarge { .. } => 19,
+            CaError::CsrMalformed { .. } => 20,
+            CaError::CsrBadSignature => 21,
+            CaError::CsrUnsupportedKey { .. } => 22,
+            CaError::CsrUnsupportedSignature { .. } => 23,
+            CaError::InvalidSerial { .. } => 24,
+            CaError::InvalidCrlPeriod { .. } => 25,
+            CaError::JournalInvalid { .. } => 26,
+            CaError::JournalFileMissing { .. } => 27,
+            CaError::JournalFileMismatch { .. } => 28,
+            CaError::RotationRefused { .. } => 29,
+            CaError::CertificateRejected { .. } => 30,
+            CaError::Crypto { .. } => 31,
+            CaError::Internal { .. } => 32,
+        }
+    }
+
+    /// One example of every variant, with the fault it must be classified as: this list is
+    /// the classification table, written out independently of [`CaError::fault`].
+    fn one_of_each() -> Vec<(CaError, Fault)> {
+        let path = || PathBuf::from("/var/lib/mayfly/ca/x.pem");
+        let text = || "reason".to_owned();
+        vec![
+            (
+                CaError::io("read", &path(), std::io::ErrorKind::NotFound.into()),
+                Fault::Ours,
+            ),
+            (
+                CaError::KeyFileTooOpen {
+                    path: path(),
+                    mode: 0o644,
+                },
+                Fault::Ours,
+            ),
+            (CaError::NotARegularFile { path: path() }, Fault::Ours),
+            (
+                CaError::FileTooLarge {
+                    path: path(),
+                    len: 2,
+                    max: 1,
+                },
+                Fault::Ours,
+            ),
+            (
+                CaError::IncompleteCaState {
+                    missing: path(),
+                    present: path(),
+                },
+                Fault::Ours,
+            ),
+            (
+                CaError::InvalidPem {
+                    path: path(),
+                    expected_label: "CERTIFICATE",
+                    reason: text(),
+                },
+                Fault::Ours,
+            ),
+            (
+                CaError::InvalidKey {
+                    context: text(),
+                    reason: text(),
+                },
+                Fault::Ours,
+            ),
+            (
+                CaError::InvalidCertificate {
+                    path: path(),
+                    reason: text(),
+                },
+                Fault::Ours,
+            ),
+            (
+                CaError::KeyCertificateMismatch {
+                    key: path(),
+                    certificate: path(),
+                },
+                Fault::Ours,
+            ),
+            (
+                CaError::IntermediateNotIssuedByRoot {
+                    intermediate: path(),
+                    root: path(),
+                },
+                Fault::Ours,
+            ),
+            (
+                CaError::TrustDomainMismatch {
+                    configured: "spiffe://a.example".into(),
+                    found: "spiffe://b.example".into(),
+                },
+                Fault::Ours,
+            ),
+            (
+                CaError::RootExpired {
+                    not_after: SystemTime::UNIX_EPOCH,
+                },
+                Fault::Unavailable,
+            ),
+            (
+                CaError::SignerExpired {
+                    not_after: SystemTime::UNIX_EPOCH,
+                },
+                Fault::Unavailable,
+            ),
+            (
+                CaError::ForeignTrustDomain {
+                    spiffe_id: "spiffe://b.example/x".into(),
+                    trust_domain: "a.example".into(),
+                },
+                Fault::Caller,
+            ),
+            (
+                CaError::SpiffeIdWithoutPath {
+                    spiffe_id: "spiffe://a.example".into(),
+                },
+                Fault::Caller,
+            ),
+            (
+                CaError::InvalidDnsName {
+                    name: "-bad-".into(),
+                },
+                Fault::Caller,
+            ),
+            (
+                CaError::InvalidTtl {
+                    ttl: Duration::ZERO,
+                },
+                Fault::Caller,
+            ),
+            (
+                CaError::TimeOutOfRange {
+                    reason: "before 1970",
+                },
+                Fault::Ours,
+            ),
+            (
+                CaError::InvalidTokenLifetime {
+                    issued_at: 2,
+                    expires_at: 1,
+                },
+                Fault::Caller,
+            ),
+            (CaError::CsrTooLarge { len: 2, max: 1 }, Fault::Caller),
+            (CaError::CsrMalformed { reason: text() }, Fault::Caller),
+            (CaError::CsrBadSignature, Fault::Caller),
+            (
+                CaError::CsrUnsupportedKey {
+                    algorithm: "1.3.101.111".into(),
+                    reason: text(),
+                },
+                Fault::Caller,
+            ),
+            (
+                CaError::CsrUnsupportedSignature {
+                    algorithm: "1.2.840.10045.4.1".into(),
+                },
+                Fault::Caller,
+            ),
+            (
+                CaError::InvalidSerial {
+                    serial: "zz".into(),
+                    reason: "not hex",
+                },
+                Fault::Caller,
+            ),
+            (
+                CaError::InvalidCrlPeriod {
+                    this_update: 2,
+                    next_update: 1,
+                },
+                Fault::Caller,
+            ),
+            (
+                CaError::JournalInvalid {
+                    path: path(),
+                    reason: text(),
+                },
+                Fault::Ours,
+            ),
+            (
+                CaError::JournalFileMissing {
+                    path: path(),
+                    journal: path(),
+                },
+                Fault::Ours,
+            ),
+            (
+                CaError::JournalFileMismatch {
+                    path: path(),
+                    reason: text(),
+                },
+                Fault::Ours,
+            ),
+            (CaError::refused("nothing prepared"), Fault::Refusal),
+            (CaError::rejected("not a CA certificate"), Fault::Caller),
+            (CaError::Crypto { operation: "sign" }, Fault::Ours),
+            (CaError::internal("encoding", "oops"), Fault::Ours),
+        ]
+    }
+
+    #[test]
+    fn every_variant_is_classified() {
+        let examples = one_of_each();
+        let mut seen = [false; VARIANTS];
+        for (error, expected) in &examples {
+            let number = variant_number(error);
+            assert!(
+                number < VARIANTS,
+                "raise VARIANTS to count variant {number}"
+            );
+            assert!(!seen[number], "two examples of variant {number}: {error:?}");
+            seen[number] = true;
+            assert_eq!(error.fault(), *expected, "{error:?}");
+        }
+        let missing: Vec<usize> = (0..VARIANTS).filter(|&n| !seen[n]).collect();
+        assert!(missing.is_empty(), "no example of variants {missing:?}");
+    }
+
+    #[test]
+    fn predicates_follow_the_fault() {
+        // Every fault occurs among the examples, so each predicate is seen true and false.
+        for (error, fault) in one_of_each() {
+            assert_eq!(error.is_caller_error(), fault == Fault::Caller, "{error:?}");
+            assert_eq!(error.is_refusal(), fault == Fault::Refusal, "{error:?}");
+        }
+        let faults: std::collections::HashSet<Fault> =
+            one_of_each().into_iter().map(|(_, fault)| fault).collect();
+        assert_eq!(faults.len(), 4, "{faults:?}");
     }
 }

@@ -75,5 +75,5 @@ pub use authority::{
     IssuedX509Svid, LoadReport, RevokedSerial, RotationEvent, ServerCertificate, X509SvidRequest,
     create_root, export_active_root, sign_intermediate_csr,
 };
-pub use error::CaError;
+pub use error::{CaError, Fault};
 pub use jwt::{JwtSigner, SignedJwt};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use mayfly_ca::{CaError, CertificateAuthority, RotationEvent};
+use mayfly_ca::{CaError, CertificateAuthority, Fault, RotationEvent};
 
 use mayfly_sdk::SpiffeId;
 use mayfly_sdk::proto::v1 as pb;
@@ -558,16 +558,23 @@ fn event_to_proto(event: &RotationEvent) -> pb::CaRotationEvent {
     }
 }
 
-/// A CA refusal or failure as a status: the operator's mistakes are
-/// FailedPrecondition or InvalidArgument, the rest Internal.
+/// A CA refusal or failure as a status, by who is at fault: the operator's
+/// mistakes are InvalidArgument, a refused step FailedPrecondition, an
+/// expired CA Unavailable, the rest Internal. The admin is a local
+/// operator, so even an internal error keeps its details.
 fn ca_status(error: CaError) -> Status {
-    if error.is_refusal() {
-        Status::failed_precondition(error.to_string())
-    } else if error.is_caller_error() {
-        Status::invalid_argument(error.to_string())
-    } else {
-        tracing::error!(%error, "CA operation failed");
-        Status::internal(error.to_string())
+    match error.fault() {
+        Fault::Caller => Status::invalid_argument(error.to_string()),
+        Fault::Refusal => Status::failed_precondition(error.to_string()),
+        Fault::Unavailable => {
+            tracing::warn!(%error, "CA operation failed");
+            Status::unavailable(error.to_string())
+        }
+        // `Fault` may grow; until this match learns a new kind, it is loud.
+        Fault::Ours | _ => {
+            tracing::error!(%error, "CA operation failed");
+            Status::internal(error.to_string())
+        }
     }
 }
 

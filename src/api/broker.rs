@@ -223,7 +223,7 @@ impl Broker for BrokerService {
             Some(Wire::JoinToken(evidence)) => {
                 let issued = self
                     .minter
-                    .attest_join_token(&evidence.token, &request.csr)
+                    .attest_join_token(&evidence.token, &request.csr, requested)
                     .await?;
                 return Ok(Response::new(self.x509_response(issued)));
             }

@@ -1,23 +1,42 @@
-//! The one place where errors become gRPC statuses.
+//! The one place where errors become gRPC statuses, and where the broker's
+//! refusals are logged.
+//!
+//! A refusal (a bad CSR, an unknown token, a policy that says no) is the
+//! caller's answer, not a fault of ours: it is logged at info (a missing
+//! dependency at warn), never as an error, and through a limiter, so that
+//! a flood of bad requests cannot flood the log. Every refused mint is in
+//! the audit log all the same. Only our own bugs are logged as errors.
 
-use tonic::Status;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Instant;
+
+use tonic::{Code, Status};
 
 use crate::mint::MintError;
 use crate::policy::EntryError;
 use crate::store::StoreError;
 
+/// What the caller is told about our own bug; the details are in the log.
+pub const INTERNAL_MESSAGE: &str = "internal error; see the server log";
+
+/// At most this many refusals are logged per second, per process.
+pub const REFUSAL_LINES_PER_SECOND: u32 = 20;
+
 impl From<MintError> for Status {
     fn from(error: MintError) -> Self {
-        match error {
-            MintError::InvalidArgument { reason } => Status::invalid_argument(reason),
-            MintError::Unauthenticated { reason } => Status::unauthenticated(reason),
-            MintError::PermissionDenied { reason } => Status::permission_denied(reason),
-            MintError::Unavailable { reason } => Status::unavailable(reason),
+        let (code, reason) = match error {
+            MintError::InvalidArgument { reason } => (Code::InvalidArgument, reason),
+            MintError::Unauthenticated { reason } => (Code::Unauthenticated, reason),
+            MintError::PermissionDenied { reason } => (Code::PermissionDenied, reason),
+            MintError::FailedPrecondition { reason } => (Code::FailedPrecondition, reason),
+            MintError::Unavailable { reason } => (Code::Unavailable, reason),
             MintError::Internal { reason } => {
                 tracing::error!(%reason, "internal error");
-                Status::internal("internal error; see the server log")
+                return Status::internal(INTERNAL_MESSAGE);
             }
-        }
+        };
+        log_refusal(code, &reason);
+        Status::new(code, reason)
     }
 }
 
@@ -33,10 +52,108 @@ impl From<StoreError> for Status {
             StoreError::Conflict { .. } => Status::already_exists(error.to_string()),
             StoreError::NotFound { .. } => Status::not_found(error.to_string()),
             StoreError::Unavailable { .. } => Status::unavailable(error.to_string()),
-            other => {
-                tracing::error!(error = %other, "store error");
-                Status::internal(other.to_string())
+            StoreError::Corrupt { .. } | StoreError::Internal { .. } => {
+                tracing::error!(%error, "store error");
+                Status::internal(error.to_string())
             }
         }
+    }
+}
+
+/// Logs a refusal (not our bug) at info, or at warn when a dependency is
+/// unavailable, unless more than [`REFUSAL_LINES_PER_SECOND`] were logged
+/// this second; the next line logged says how many were left out.
+pub(crate) fn log_refusal(code: Code, reason: &str) {
+    static REFUSALS: LogLimiter = LogLimiter::new(REFUSAL_LINES_PER_SECOND);
+    let Some(suppressed) = REFUSALS.admit(seconds_since_start()) else {
+        return;
+    };
+    if suppressed > 0 {
+        tracing::info!(
+            suppressed,
+            "{suppressed} refusals were not logged (at most {REFUSAL_LINES_PER_SECOND} a second are)"
+        );
+    }
+    if code == Code::Unavailable {
+        tracing::warn!(?code, %reason, "request failed: a dependency is unavailable");
+    } else {
+        tracing::info!(?code, %reason, "request refused");
+    }
+}
+
+/// Whole seconds on a monotonic clock, counted from the first call.
+fn seconds_since_start() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs()
+}
+
+/// Admits at most `per_second` log lines in each second and counts the
+/// rest, so that the next line admitted can say how many were dropped.
+#[derive(Debug)]
+struct LogLimiter {
+    per_second: u32,
+    window: Mutex<Window>,
+}
+
+#[derive(Debug)]
+struct Window {
+    second: u64,
+    admitted: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    const fn new(per_second: u32) -> Self {
+        LogLimiter {
+            per_second,
+            window: Mutex::new(Window {
+                second: 0,
+                admitted: 0,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// Whether a line may be logged in `second` (of a monotonic clock):
+    /// `Some(n)`, where `n` lines were dropped since the last one admitted,
+    /// or `None` to drop this one.
+    fn admit(&self, second: u64) -> Option<u64> {
+        // A poisoned lock means a panic while counting; the counts are still
+        // good enough to limit log lines.
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        if window.second != second {
+            window.second = second;
+            window.admitted = 0;
+        }
+        if window.admitted < self.per_second {
+            window.admitted += 1;
+            Some(std::mem::take(&mut window.suppressed))
+        } else {
+            window.suppressed = window.suppressed.saturating_add(1);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_admits_a_few_lines_a_second_and_counts_the_rest() {
+        let limiter = LogLimiter::new(3);
+        // Positive control: the first three of a second are logged.
+        assert_eq!(
+            (0..3).map(|_| limiter.admit(7)).collect::<Vec<_>>(),
+            vec![Some(0); 3]
+        );
+        for _ in 0..1000 {
+            assert_eq!(limiter.admit(7), None);
+        }
+        // The next second: logged again, saying how many were dropped, once.
+        assert_eq!(limiter.admit(8), Some(1000));
+        assert_eq!(limiter.admit(8), Some(0));
+        // A quiet gap does not matter.
+        assert_eq!(limiter.admit(60), Some(0));
     }
 }

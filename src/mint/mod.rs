@@ -20,13 +20,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use mayfly_ca::{CaError, CertificateAuthority, IssuedX509Svid, X509SvidRequest};
+use mayfly_ca::{CaError, CertificateAuthority, Fault, IssuedX509Svid, X509SvidRequest};
 use mayfly_sdk::SpiffeId;
 use mayfly_sdk::bundle::JwtAuthority;
 use mayfly_sdk::jwt::{Audience, JwtSvidValidator, ValidatedJwtSvid};
 use mayfly_sdk::revocation::{RevocationError, RevocationSet};
 
-use crate::attest::join_token::{JoinTokenSecret, TokenHash};
+use crate::attest::join_token::{JoinTokenRecord, JoinTokenSecret, TokenHash};
 use crate::attest::{AttestError, Attestation, Attestors, Evidence};
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::clock::{Clock, rfc3339};
@@ -39,6 +39,10 @@ pub use verified::VerifiedTokens;
 
 /// Why a mint operation was refused or failed. The message is safe to return
 /// to the caller: it never contains a secret.
+///
+/// Only [`MintError::Internal`] is our fault; every other variant is an
+/// answer the caller needs (and is logged as such, never as an error: see
+/// `api::status`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MintError {
@@ -60,7 +64,16 @@ pub enum MintError {
         /// Which rule said no.
         reason: String,
     },
-    /// A dependency (store, audit log) cannot answer; nothing was issued.
+    /// The server is not in a state that allows this; the request may
+    /// succeed once it is (no such path today; kept so that every
+    /// [`Fault`] has an honest answer).
+    #[error("{reason}")]
+    FailedPrecondition {
+        /// What state is missing.
+        reason: String,
+    },
+    /// A dependency (store, audit log, an expired CA certificate) cannot
+    /// answer; nothing was issued.
     #[error("{reason}")]
     Unavailable {
         /// What is down.
@@ -305,19 +318,25 @@ impl Minter {
     }
 
     /// Redeems a join token and issues the X509-SVID of its entry.
+    ///
+    /// `requested` is the SPIFFE ID the caller asked for, if any: a token
+    /// bound to another entry is refused (InvalidArgument) rather than
+    /// answered with an identity the caller did not ask for, and the
+    /// refusal does not spend the token.
     pub async fn attest_join_token(
         &self,
         token: &str,
         csr_der: &[u8],
+        requested: Option<&str>,
     ) -> Result<X509Issued, MintError> {
         let mut event = AuditEvent {
             action: "attest".into(),
             actor: "anonymous".into(),
-            detail: Some(serde_json::json!({ "attestor": "join_token" })),
+            detail: Some(join_token_detail(requested)),
             ..AuditEvent::default()
         };
         let result = self
-            .attest_join_token_inner(token, csr_der, &mut event)
+            .attest_join_token_inner(token, csr_der, requested, &mut event)
             .await;
         self.finish(event, result).await
     }
@@ -326,6 +345,7 @@ impl Minter {
         &self,
         token: &str,
         csr_der: &[u8],
+        requested: Option<&str>,
         event: &mut AuditEvent,
     ) -> Result<X509Issued, MintError> {
         let secret = JoinTokenSecret::parse(token)
@@ -333,12 +353,70 @@ impl Minter {
         let hash: TokenHash = secret.hash();
         event.actor = format!("join_token:{}", hash.token_id());
         event.evidence_sha256 = Some(hash.as_str().to_owned());
-        // Check the CSR before redeeming, so a bad request does not burn the token.
+        // Check the request before redeeming, so a bad one does not burn the token.
         let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
         let now = self.clock.unix_now();
+        if let Some(wanted) = requested {
+            self.check_join_token_binding(&hash, wanted, now, event)
+                .await?;
+        }
+        let record = self.redeem_join_token(&hash, now).await?;
+        event.entry_id = Some(record.entry_id.to_string());
+        let entry = self.entries.by_id(&record.entry_id).ok_or_else(|| {
+            MintError::denied(format!(
+                "entry {} bound to this join token no longer exists",
+                record.entry_id
+            ))
+        })?;
+        event.spiffe_id = Some(entry.spiffe_id.to_string());
+        // Checked again after redeeming: the entry's SPIFFE ID may have been
+        // changed since the look-up. The token is spent then, but the caller
+        // still does not get an identity it did not ask for.
+        if let Some(wanted) = requested {
+            check_bound_to(&entry, wanted)?;
+        }
+        self.issue_x509(entry, &csr, event)
+    }
+
+    /// Refuses, without redeeming it, a join token whose entry is not
+    /// `wanted`. A token that is unknown, used or expired passes: redeeming
+    /// it reports that, in the same words as when no SPIFFE ID is asked for.
+    async fn check_join_token_binding(
+        &self,
+        hash: &TokenHash,
+        wanted: &str,
+        now: i64,
+        event: &mut AuditEvent,
+    ) -> Result<(), MintError> {
         let record = self
             .store
-            .redeem_join_token(&hash, now)
+            .join_token(hash)
+            .await
+            .map_err(|e| MintError::Unavailable {
+                reason: format!("cannot look up join token: {e}"),
+            })?;
+        let Some(record) = record else {
+            return Ok(());
+        };
+        if record.used_at.is_some() || record.is_expired(now) {
+            return Ok(());
+        }
+        let Some(entry) = self.entries.by_id(&record.entry_id) else {
+            return Ok(());
+        };
+        event.entry_id = Some(record.entry_id.to_string());
+        event.spiffe_id = Some(entry.spiffe_id.to_string());
+        check_bound_to(&entry, wanted)
+    }
+
+    /// Marks the join token used (atomically, once) and returns its record.
+    async fn redeem_join_token(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<JoinTokenRecord, MintError> {
+        self.store
+            .redeem_join_token(hash, now)
             .await
             .map_err(|e| match e {
                 RedeemError::Unknown => MintError::unauthenticated("unknown join token"),
@@ -353,16 +431,7 @@ impl Minter {
                 RedeemError::Store(e) => MintError::Unavailable {
                     reason: format!("cannot redeem join token: {e}"),
                 },
-            })?;
-        event.entry_id = Some(record.entry_id.to_string());
-        let entry = self.entries.by_id(&record.entry_id).ok_or_else(|| {
-            MintError::denied(format!(
-                "entry {} bound to this join token no longer exists",
-                record.entry_id
-            ))
-        })?;
-        event.spiffe_id = Some(entry.spiffe_id.to_string());
-        self.issue_x509(entry, &csr, event)
+            })
     }
 
     /// Verifies platform evidence (Kubernetes, OIDC, x509pop) and issues the
@@ -910,7 +979,9 @@ impl Minter {
     }
 
     /// Appends the audit record for `result` and waits until it is durable;
-    /// a credential is only returned once its record is.
+    /// a credential is only returned once its record is. Every refusal is
+    /// audited here; it is logged (rate-limited, never as an error unless it
+    /// is our bug) where it becomes a status, in `api::status`.
     async fn finish<T>(
         &self,
         event: AuditEvent,
@@ -967,6 +1038,31 @@ fn refuse_unaudited<T>(
     }
 }
 
+/// The audit detail of a join-token attestation, with the SPIFFE ID asked
+/// for (truncated: it is the caller's text).
+fn join_token_detail(requested: Option<&str>) -> serde_json::Value {
+    match requested {
+        Some(wanted) => serde_json::json!({
+            "attestor": "join_token",
+            "requested_spiffe_id": crate::attest::truncated(wanted),
+        }),
+        None => serde_json::json!({ "attestor": "join_token" }),
+    }
+}
+
+/// Refuses a join token whose entry is not the SPIFFE ID the caller asked
+/// for: a caller who asked for one identity must not be given another.
+fn check_bound_to(entry: &Entry, wanted: &str) -> Result<(), MintError> {
+    if entry.spiffe_id.as_str() == wanted {
+        return Ok(());
+    }
+    Err(MintError::invalid(format!(
+        "this join token is bound to {}, not {}",
+        entry.spiffe_id,
+        crate::attest::truncated(wanted)
+    )))
+}
+
 fn check_audience(entry: &Entry, audience: &Audience) -> Result<(), MintError> {
     if entry.allows_audience(audience) {
         return Ok(());
@@ -1020,13 +1116,33 @@ fn build_validator(
     )
 }
 
+/// Evidence that was refused, as the caller's answer. An exhaustive match:
+/// a new [`AttestError`] variant must be given a status here.
 fn attest_error(error: AttestError) -> MintError {
-    match error {
+    match &error {
         AttestError::Unavailable { .. } => MintError::Unavailable {
             reason: error.to_string(),
         },
+        // The caller chose an attestor this server does not run.
         AttestError::NotConfigured { .. } => MintError::invalid(error.to_string()),
-        other => MintError::unauthenticated(format!("attestation failed: {other}")),
+        // The evidence does not prove who the caller is.
+        AttestError::Malformed { .. }
+        | AttestError::UnsupportedAlgorithm { .. }
+        | AttestError::UntrustedIssuer { .. }
+        | AttestError::UnknownKeyId { .. }
+        | AttestError::BadSignature
+        | AttestError::Expired { .. }
+        | AttestError::NotYetValid { .. }
+        | AttestError::TooOld { .. }
+        | AttestError::WrongAudience { .. }
+        | AttestError::MissingClaim { .. }
+        | AttestError::BadClaimValue { .. }
+        | AttestError::UntrustedCertificate { .. }
+        | AttestError::BadChallenge { .. }
+        | AttestError::BadProofSignature
+        | AttestError::Replayed { .. } => {
+            MintError::unauthenticated(format!("attestation failed: {error}"))
+        }
     }
 }
 
@@ -1049,14 +1165,20 @@ fn evidence_hash(evidence: &Evidence) -> Option<String> {
     }
 }
 
+/// A CA error as the caller's answer, by who is at fault: a bad CSR is
+/// the caller's, an expired signing certificate makes us unavailable, and
+/// only our own failures are internal.
 fn ca_error(error: CaError) -> MintError {
-    match error {
-        CaError::CsrMalformed { .. }
-        | CaError::CsrBadSignature
-        | CaError::CsrUnsupportedKey { .. }
-        | CaError::CsrTooLarge { .. } => MintError::invalid(format!("CSR: {error}")),
-        other => MintError::Internal {
-            reason: other.to_string(),
-        },
+    let reason = error.to_string();
+    match error.fault() {
+        Fault::Caller => MintError::InvalidArgument { reason },
+        Fault::Refusal => MintError::FailedPrecondition { reason },
+        Fault::Unavailable => MintError::Unavailable { reason },
+        // `Fault` may grow; until this match learns a new kind, treating it
+        // as ours keeps it loud (an error in the log) rather than hidden.
+        Fault::Ours | _ => MintError::Internal { reason },
     }
 }
+
+#[cfg(test)]
+mod tests;

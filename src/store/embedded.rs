@@ -173,6 +173,12 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn join_token(&self, hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError> {
+        let hash = hash.clone();
+        self.run(move |db| read_one(db, JOIN_TOKENS, "join token", hash.as_str()))
+            .await
+    }
+
     async fn redeem_join_token(
         &self,
         hash: &TokenHash,
@@ -947,6 +953,29 @@ mod tests {
             store.redeem_join_token(&secret.hash(), NOW + 700).await,
             Err(RedeemError::AlreadyUsed { used_at: NOW + 10 })
         );
+    }
+
+    #[tokio::test]
+    async fn join_token_look_up_does_not_redeem() {
+        let (_dir, store) = new_store();
+        let node = entry("node/1");
+        store.create_entry(&node).await.unwrap();
+        let (secret, record) = token_for(&node, NOW + 600);
+        store.insert_join_token(&record).await.unwrap();
+
+        let seen = store.join_token(&secret.hash()).await.unwrap().unwrap();
+        assert_eq!(seen.entry_id, node.id);
+        assert_eq!(seen.used_at, None);
+        // Looking it up twice spent nothing: it still redeems, once.
+        assert_eq!(store.join_token(&secret.hash()).await.unwrap(), Some(seen));
+        store
+            .redeem_join_token(&secret.hash(), NOW + 10)
+            .await
+            .unwrap();
+        let used = store.join_token(&secret.hash()).await.unwrap().unwrap();
+        assert_eq!(used.used_at, Some(NOW + 10));
+        let stranger = JoinTokenSecret::generate();
+        assert_eq!(store.join_token(&stranger.hash()).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -98,6 +98,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Unavailable`].
     async fn insert_join_token(&self, record: &JoinTokenRecord) -> Result<(), StoreError>;
 
+    /// The join token with this hash as stored, without redeeming it: the
+    /// entry it is bound to, its expiry, and `used_at` once redeemed. Lets
+    /// the broker refuse a request that cannot succeed (the caller asked
+    /// for another identity) before spending the token. Only
+    /// [`Store::redeem_join_token`] decides whether a token may be used.
+    ///
+    /// The default answers `None` (not known here): a backend that cannot
+    /// look a token up leaves every decision to redemption.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn join_token(&self, _hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError> {
+        Ok(None)
+    }
+
     /// Checks that the token is known, unused and unexpired at `now`, and
     /// marks it used, in one write transaction: of any number of concurrent
     /// redemptions of one token, exactly one succeeds. Returns the record as

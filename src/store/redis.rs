@@ -873,6 +873,34 @@ impl Store for RedisStore {
         }
     }
 
+    async fn join_token(&self, hash: &TokenHash) -> Result<Option<JoinTokenRecord>, StoreError> {
+        let token_id = hash.token_id();
+        let mut connection = self.commands.clone();
+        // The record is kept as minted; its redemption time is kept apart.
+        let (stored, used_at): (Option<String>, Option<String>) = redis::pipe()
+            .atomic()
+            .cmd("HGET")
+            .arg(&self.names.join_tokens)
+            .arg(hash.as_str())
+            .cmd("HGET")
+            .arg(&self.names.join_tokens_used)
+            .arg(hash.as_str())
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| self.backend(&error))?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let mut record: JoinTokenRecord = self.decode("join token", &token_id, &stored)?;
+        if let Some(used_at) = used_at {
+            let used_at = used_at
+                .parse()
+                .map_err(|_| self.corrupt("redemption time of join token", &token_id))?;
+            record.used_at = Some(used_at);
+        }
+        Ok(Some(record))
+    }
+
     async fn redeem_join_token(
         &self,
         hash: &TokenHash,
