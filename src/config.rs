@@ -26,7 +26,11 @@
 //! max_message_bytes = 65536
 //! max_concurrent_streams = 256
 //! max_connections = 10000
+//! max_connections_per_peer = 1000  # per client IPv4 address or IPv6 /64; 0 = off
+//! max_anonymous_connections = 5000 # without a client certificate; default half of max_connections
 //! request_timeout = "10s"
+//! handshake_timeout = "10s"        # TLS handshake plus the HTTP/2 preface
+//! idle_timeout = "5m"              # a connection with no request in flight is closed
 //!
 //! # Several replicas share state in Redis; the default is the embedded store.
 //! [store]
@@ -91,17 +95,56 @@ pub enum ConfigError {
 }
 
 /// Resource limits that keep one client from exhausting the server.
+///
+/// A connection on the gRPC port holds one of `max_connections` slots from
+/// accept to close, so every phase of its life is bounded: the TLS handshake
+/// and the HTTP/2 preface by `handshake_timeout`, a connection with no
+/// request in flight by `idle_timeout`, a peer that stops answering by the
+/// HTTP/2 keepalive. `max_connections_per_peer` and
+/// `max_anonymous_connections` keep one address, and clients without a
+/// certificate, from taking every slot, so that workloads and agents with an
+/// SVID can always connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest gRPC message accepted, bytes.
     pub max_message_bytes: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
-    /// Concurrent connections on the gRPC port.
+    /// Concurrent connections on the gRPC port, handshaking ones included.
     pub max_connections: usize,
-    /// Deadline for one request, and for one TLS handshake.
+    /// Concurrent connections from one client address (an IPv4 address, or
+    /// an IPv6 /64, which one host usually holds whole), handshaking ones
+    /// included; 0 turns the cap off. The default, 1,000, is a tenth of
+    /// `max_connections`: one address cannot take every slot, and a node
+    /// whose workloads share its address (NAT) still has room. Behind a load
+    /// balancer or proxy that does not preserve client addresses, every
+    /// client has the balancer's address: raise this to `max_connections`
+    /// or set it to 0.
+    pub max_connections_per_peer: usize,
+    /// Concurrent connections without a client certificate (attestation,
+    /// validation, bundle and revocation watchers) once their handshake is
+    /// done; `None` is half of `max_connections`. The rest stays free for
+    /// clients with an SVID however many anonymous connections pile up.
+    pub max_anonymous_connections: Option<usize>,
+    /// Deadline for one request.
     pub request_timeout: Duration,
+    /// Deadline from accept to the end of the TLS handshake and of the
+    /// HTTP/2 client preface; a client that has not spoken by then is cut.
+    pub handshake_timeout: Duration,
+    /// A connection with no request in flight this long is closed (a
+    /// streaming call such as `WatchBundle` is in flight while it lasts;
+    /// keepalive pings are not requests). The default, 5 minutes, is longer
+    /// than the SDK's renewal period of a JWT-SVID at the default 5-minute
+    /// TTL (half of it), so a workload renewing on schedule keeps its
+    /// connection and its next call needs no new handshake, and short
+    /// enough that an abandoned connection frees its slot and buffers
+    /// within minutes.
+    pub idle_timeout: Duration,
 }
+
+/// The most connections the gRPC port may be configured for: far more than
+/// one process has file descriptors for, and within what a semaphore holds.
+pub const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -109,8 +152,115 @@ impl Default for Limits {
             max_message_bytes: 64 * 1024,
             max_concurrent_streams: 256,
             max_connections: 10_000,
+            max_connections_per_peer: 1_000,
+            max_anonymous_connections: None,
             request_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5 * 60),
         }
+    }
+}
+
+impl Limits {
+    /// How many connections without a client certificate may be open.
+    pub fn anonymous_connection_cap(&self) -> usize {
+        self.max_anonymous_connections
+            .unwrap_or(self.max_connections / 2)
+            .max(1)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |setting: &'static str, reason: &str| ConfigError::Invalid {
+            setting,
+            source_name: "configuration".into(),
+            reason: reason.into(),
+        };
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err(invalid("limits.max_concurrent_streams", "must be positive"));
+        }
+        if !(1..=MAX_CONNECTIONS_CEILING).contains(&self.max_connections) {
+            return Err(invalid(
+                "limits.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if let Some(anonymous) = self.max_anonymous_connections
+            && !(1..=self.max_connections).contains(&anonymous)
+        {
+            return Err(invalid(
+                "limits.max_anonymous_connections",
+                "must be between 1 and limits.max_connections (0 would refuse attestation, \
+                 which needs no certificate)",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(invalid("limits.request_timeout", "must be positive"));
+        }
+        // A handshake that takes minutes is a client holding a slot, not a
+        // slow network; an idle connection kept for days is a leak.
+        for (setting, value, most, reason) in [
+            (
+                "limits.handshake_timeout",
+                self.handshake_timeout,
+                Duration::from_secs(5 * 60),
+                "must be positive and at most 5m",
+            ),
+            (
+                "limits.idle_timeout",
+                self.idle_timeout,
+                Duration::from_secs(86_400),
+                "must be positive and at most 24h",
+            ),
+        ] {
+            if value.is_zero() || value > most {
+                return Err(invalid(setting, reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_file(&mut self, file: &FileLimits) -> Result<(), ConfigError> {
+        for (target, setting, value) in [
+            (
+                &mut self.request_timeout,
+                "limits.request_timeout",
+                &file.request_timeout,
+            ),
+            (
+                &mut self.handshake_timeout,
+                "limits.handshake_timeout",
+                &file.handshake_timeout,
+            ),
+            (
+                &mut self.idle_timeout,
+                "limits.idle_timeout",
+                &file.idle_timeout,
+            ),
+        ] {
+            set_duration(target, setting, value.as_deref())?;
+        }
+        if let Some(n) = file.max_message_bytes {
+            self.max_message_bytes = n;
+        }
+        if let Some(n) = file.max_concurrent_streams {
+            self.max_concurrent_streams = n;
+        }
+        if let Some(n) = file.max_connections {
+            self.max_connections = n;
+        }
+        if let Some(n) = file.max_connections_per_peer {
+            self.max_connections_per_peer = n;
+        }
+        if let Some(n) = file.max_anonymous_connections {
+            self.max_anonymous_connections = Some(n);
+        }
+        Ok(())
     }
 }
 
@@ -291,7 +441,11 @@ struct FileLimits {
     max_message_bytes: Option<usize>,
     max_concurrent_streams: Option<u32>,
     max_connections: Option<usize>,
+    max_connections_per_peer: Option<usize>,
+    max_anonymous_connections: Option<usize>,
     request_timeout: Option<String>,
+    handshake_timeout: Option<String>,
+    idle_timeout: Option<String>,
 }
 
 /// Values given on the command line; they win over file and environment.
@@ -425,20 +579,7 @@ impl Config {
             "jwt_leeway",
             file.jwt_leeway.as_deref(),
         )?;
-        set_duration(
-            &mut self.limits.request_timeout,
-            "limits.request_timeout",
-            file.limits.request_timeout.as_deref(),
-        )?;
-        if let Some(n) = file.limits.max_message_bytes {
-            self.limits.max_message_bytes = n;
-        }
-        if let Some(n) = file.limits.max_concurrent_streams {
-            self.limits.max_concurrent_streams = n;
-        }
-        if let Some(n) = file.limits.max_connections {
-            self.limits.max_connections = n;
-        }
+        self.limits.apply_file(&file.limits)?;
         self.attestors = file.attestors;
         set_duration(
             &mut self.revocation_staleness,
@@ -620,21 +761,7 @@ impl Config {
         if self.jwt_leeway > Duration::from_secs(300) {
             return Err(invalid("jwt_leeway", "must be at most 5m".into()));
         }
-        if !(1024..=16 * 1024 * 1024).contains(&self.limits.max_message_bytes) {
-            return Err(invalid(
-                "limits.max_message_bytes",
-                "must be between 1024 and 16777216".into(),
-            ));
-        }
-        if self.limits.max_concurrent_streams == 0 || self.limits.max_connections == 0 {
-            return Err(invalid(
-                "limits",
-                "max_concurrent_streams and max_connections must be positive".into(),
-            ));
-        }
-        if self.limits.request_timeout.is_zero() {
-            return Err(invalid("limits.request_timeout", "must be positive".into()));
-        }
+        self.limits.check()?;
         if self.grpc_listen == self.http_listen && self.grpc_listen.port() != 0 {
             return Err(invalid(
                 "listen",
@@ -890,5 +1017,66 @@ mod tests {
         assert!(!error.contains("s3cret"), "{error}");
         let stale = |name: &str| (name == "MAYFLY_REVOCATION_STALENESS").then(|| "0s".to_owned());
         assert!(Config::load(None, stale, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn connection_limits_load_from_the_file_with_defaults() {
+        let defaults = Config::load(None, no_env, &Overrides::default()).unwrap();
+        assert_eq!(defaults.limits.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.limits.idle_timeout, Duration::from_secs(300));
+        assert_eq!(defaults.limits.max_connections_per_peer, 1000);
+        assert_eq!(defaults.limits.anonymous_connection_cap(), 5000);
+        let text = "[limits]\nmax_connections = 20\nhandshake_timeout = \"2s\"\n\
+                    idle_timeout = \"90s\"\nmax_connections_per_peer = 0\n";
+        let config = load_text(text, HashMap::new()).unwrap();
+        assert_eq!(config.limits.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(90));
+        assert_eq!(config.limits.max_connections_per_peer, 0, "0 is off");
+        assert_eq!(
+            config.limits.anonymous_connection_cap(),
+            10,
+            "half of max_connections unless set"
+        );
+        let text = "[limits]\nmax_connections = 20\nmax_anonymous_connections = 20\n";
+        let config = load_text(text, HashMap::new()).unwrap();
+        assert_eq!(config.limits.anonymous_connection_cap(), 20);
+    }
+
+    #[test]
+    fn meaningless_connection_limits_are_refused_by_name() {
+        for (text, setting) in [
+            ("handshake_timeout = \"0s\"", "limits.handshake_timeout"),
+            ("idle_timeout = \"0s\"", "limits.idle_timeout"),
+            ("request_timeout = \"0s\"", "limits.request_timeout"),
+            ("idle_timeout = \"soon\"", "limits.idle_timeout"),
+            ("idle_timeout = \"1000000000y\"", "limits.idle_timeout"),
+            ("handshake_timeout = \"6m\"", "limits.handshake_timeout"),
+            ("max_connections = 0", "limits.max_connections"),
+            ("max_connections = 1000001", "limits.max_connections"),
+            (
+                "max_concurrent_streams = 0",
+                "limits.max_concurrent_streams",
+            ),
+            (
+                "max_anonymous_connections = 0",
+                "limits.max_anonymous_connections",
+            ),
+            (
+                "max_connections = 10\nmax_anonymous_connections = 11",
+                "limits.max_anonymous_connections",
+            ),
+        ] {
+            let error = load_text(&format!("[limits]\n{text}\n"), HashMap::new())
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with(setting), "{text}: {error}");
+        }
+        // positive control: the same settings with usable values load.
+        let text = "[limits]\nhandshake_timeout = \"500ms\"\nidle_timeout = \"1s\"\n\
+                    max_connections = 10\nmax_anonymous_connections = 10\n\
+                    max_connections_per_peer = 1\n";
+        assert!(load_text(text, HashMap::new()).is_ok());
+        let text = "[limits]\nhandshake_timeout = \"5m\"\nidle_timeout = \"24h\"\n";
+        assert!(load_text(text, HashMap::new()).is_ok());
     }
 }

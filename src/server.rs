@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::admin::{AdminService, AdminState, admin_peer_check};
 use crate::api::broker::BrokerService;
 use crate::api::bundle::{BundleFiles, BundlePublisher};
+use crate::api::connections::{InFlightLayer, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::api::http::{HttpState, router};
 use crate::api::revocations::RevocationFeed;
 use crate::api::tls::{ServerIdentity, incoming};
@@ -369,19 +370,15 @@ pub async fn start_with_clock(
         },
     ))
     .max_decoding_message_size(limits.max_message_bytes);
-    let connections = incoming(
-        grpc_listener,
-        tls_config,
-        limits.max_connections,
-        limits.request_timeout,
-        cancel.child_token(),
-    );
+    let connections = incoming(grpc_listener, tls_config, &limits, cancel.child_token());
     let shutdown = cancel.clone();
     tasks.push(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .timeout(limits.request_timeout)
             .max_concurrent_streams(limits.max_concurrent_streams)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .layer(InFlightLayer)
             .add_service(broker)
             .serve_with_incoming_shutdown(connections, shutdown.cancelled_owned())
             .await;

@@ -4,8 +4,10 @@
 //! every published root (so a root rotation needs no restart).
 //!
 //! Connections are accepted here rather than by tonic so that each one
-//! carries its peer certificates and a connection-limit permit, and a slow
-//! handshake cannot hold up the accept loop.
+//! carries its peer certificates and its connection-limit slots, a slow
+//! handshake cannot hold up the accept loop, and a client that never speaks
+//! HTTP/2 is cut before tonic sees it (see [`super::connections`] for the
+//! limits on the rest of a connection's life).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -24,16 +26,24 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
+use super::connections::{
+    ConnectionActivity, IdleDeadline, PeerConnections, PeerSlot, deadline_after,
+};
 use crate::clock::Clock;
+use crate::config::Limits;
+
+/// What every HTTP/2 client sends first (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What a handler knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -47,17 +57,36 @@ pub struct PeerInfo {
     /// connection's first request and shared by the rest (parsing a
     /// certificate per request would cost more than the request).
     pub caller: Arc<std::sync::OnceLock<CallerOutcome>>,
+    /// Requests in flight on the connection, for its idle timeout.
+    pub activity: Arc<ConnectionActivity>,
 }
 
 /// The caller a client certificate names, or why it names none.
 pub type CallerOutcome = Result<Arc<crate::mint::Caller>, (tonic::Code, String)>;
 
-/// One accepted TLS connection.
+/// One accepted TLS connection whose client has sent the HTTP/2 preface.
 #[derive(Debug)]
 pub struct TlsConnection {
     stream: TlsStream<TcpStream>,
     info: PeerInfo,
-    _permit: OwnedSemaphorePermit,
+    /// How much of the preface, read and checked before the connection was
+    /// handed on, hyper has been given back.
+    preface_replayed: usize,
+    idle: IdleDeadline,
+    /// The connection was idle too long; every read now ends it.
+    closed_as_idle: bool,
+    /// The last read returned data (maybe a request not yet counted).
+    bytes_just_read: bool,
+    _slots: ConnectionSlots,
+}
+
+/// The limits a connection counts against until it is dropped.
+#[derive(Debug)]
+struct ConnectionSlots {
+    _any: OwnedSemaphorePermit,
+    _peer: PeerSlot,
+    /// Held by connections without a client certificate.
+    anonymous: Option<OwnedSemaphorePermit>,
 }
 
 impl Connected for TlsConnection {
@@ -74,7 +103,27 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        if let Some(rest) = HTTP2_PREFACE.get(this.preface_replayed..)
+            && !rest.is_empty()
+        {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.preface_replayed += n;
+            return Poll::Ready(Ok(()));
+        }
+        if this.closed_as_idle || this.idle.poll_expired(cx, this.bytes_just_read) {
+            if !this.closed_as_idle {
+                tracing::debug!(remote_addr = ?this.info.remote_addr, "closing an idle connection");
+                this.closed_as_idle = true;
+            }
+            // An empty read is end of stream: hyper closes the connection.
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.bytes_just_read = matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        polled
     }
 }
 
@@ -363,66 +412,175 @@ impl ServerIdentity {
     }
 }
 
-/// Accepts TCP connections and completes TLS handshakes concurrently, with
-/// at most `max_connections` open and `handshake_timeout` per handshake.
+/// Accepts TCP connections and admits them concurrently: at most
+/// `limits.max_connections` open (handshaking ones included) and
+/// `limits.max_connections_per_peer` from one address, the TLS handshake and
+/// the HTTP/2 preface within `limits.handshake_timeout`, at most
+/// `limits.anonymous_connection_cap()` without a client certificate. What
+/// comes out has spoken HTTP/2 and closes itself after
+/// `limits.idle_timeout` with nothing in flight.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-    max_connections: usize,
-    handshake_timeout: Duration,
+    limits: &Limits,
     cancel: CancellationToken,
 ) -> ReceiverStream<Result<TlsConnection, io::Error>> {
     let (sender, receiver) = mpsc::channel(128);
-    let acceptor = TlsAcceptor::from(config);
-    let permits = Arc::new(Semaphore::new(max_connections));
-    tokio::spawn(async move {
-        loop {
-            let permit = tokio::select! {
-                () = cancel.cancelled() => return,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
-            let (tcp, remote_addr) = tokio::select! {
-                () = cancel.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Usually EMFILE; pausing keeps the loop from spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let certificates = stream.get_ref().1.peer_certificates().map(|certs| {
-                            Arc::new(certs.iter().map(|c| c.clone().into_owned()).collect())
-                        });
-                        let info = PeerInfo {
-                            remote_addr: Some(remote_addr),
-                            certificates,
-                            caller: Arc::default(),
-                        };
-                        let _ = sender
-                            .send(Ok(TlsConnection {
-                                stream,
-                                info,
-                                _permit: permit,
-                            }))
-                            .await;
-                    }
-                    Ok(Err(error)) => tracing::debug!(%remote_addr, %error, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%remote_addr, "TLS handshake timed out"),
-                }
-            });
-        }
+    let admission = Arc::new(Admission {
+        acceptor: TlsAcceptor::from(config),
+        peers: PeerConnections::new(limits.max_connections_per_peer),
+        anonymous: Arc::new(Semaphore::new(limits.anonymous_connection_cap())),
+        handshake_timeout: limits.handshake_timeout,
+        idle_timeout: limits.idle_timeout,
     });
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::spawn(accept_loop(listener, permits, admission, sender, cancel));
     ReceiverStream::new(receiver)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
+    sender: mpsc::Sender<Result<TlsConnection, io::Error>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        // Taken before accepting, so that a full server leaves new clients
+        // in the listen backlog instead of accepting and dropping them.
+        let permit = tokio::select! {
+            () = cancel.cancelled() => return,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let (tcp, remote_addr) = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually EMFILE; pausing keeps the loop from spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Dropping the socket and the permit here closes the connection
+        // at once and gives the slot straight back.
+        let Some(peer_slot) = admission.peers.try_open(remote_addr.ip()) else {
+            tracing::debug!(%remote_addr, "refused: too many connections from this address");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let slots = ConnectionSlots {
+            _any: permit,
+            _peer: peer_slot,
+            anonymous: None,
+        };
+        let admission = admission.clone();
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            if let Some(connection) = admission.establish(tcp, remote_addr, slots).await {
+                let _ = sender.send(Ok(connection)).await;
+            }
+        });
+    }
+}
+
+/// What a new connection must get through before tonic sees it.
+struct Admission {
+    acceptor: TlsAcceptor,
+    peers: Arc<PeerConnections>,
+    anonymous: Arc<Semaphore>,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Admission {
+    /// The TLS handshake, the anonymous cap and the HTTP/2 preface, all
+    /// within one deadline; `None` (logged at debug: a flood of refusals
+    /// must not flood the log) when the connection is refused.
+    async fn establish(
+        &self,
+        tcp: TcpStream,
+        remote_addr: SocketAddr,
+        mut slots: ConnectionSlots,
+    ) -> Option<TlsConnection> {
+        let deadline = deadline_after(Instant::now(), self.handshake_timeout);
+        let mut stream = tls_handshake(&self.acceptor, tcp, remote_addr, deadline).await?;
+        let certificates = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|certs| Arc::new(certs.iter().map(|c| c.clone().into_owned()).collect()));
+        if certificates.is_none() {
+            let Ok(permit) = self.anonymous.clone().try_acquire_owned() else {
+                tracing::debug!(%remote_addr, "refused: too many connections without a client certificate");
+                return None;
+            };
+            slots.anonymous = Some(permit);
+        }
+        match timeout_at(deadline, read_preface(&mut stream)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%remote_addr, %error, "no HTTP/2 preface");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%remote_addr, "HTTP/2 preface timed out");
+                return None;
+            }
+        }
+        let activity = ConnectionActivity::new();
+        let info = PeerInfo {
+            remote_addr: Some(remote_addr),
+            certificates,
+            caller: Arc::default(),
+            activity: activity.clone(),
+        };
+        Some(TlsConnection {
+            stream,
+            info,
+            preface_replayed: 0,
+            idle: IdleDeadline::new(activity, self.idle_timeout),
+            closed_as_idle: false,
+            bytes_just_read: false,
+            _slots: slots,
+        })
+    }
+}
+
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+    deadline: Instant,
+) -> Option<TlsStream<TcpStream>> {
+    match timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%remote_addr, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote_addr, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Reads the client's first 24 bytes and checks they are the HTTP/2
+/// preface; the connection replays them to hyper.
+async fn read_preface(stream: &mut TlsStream<TcpStream>) -> io::Result<()> {
+    let mut preface = [0u8; HTTP2_PREFACE.len()];
+    stream.read_exact(&mut preface).await?;
+    if &preface != HTTP2_PREFACE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not the HTTP/2 client preface",
+        ));
+    }
+    Ok(())
 }
