@@ -594,6 +594,7 @@ impl TestBroker {
     }
 }
 
+pub mod interop;
 pub mod mtls;
 pub mod redis;
 
