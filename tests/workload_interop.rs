@@ -40,12 +40,16 @@ enum Client {
 }
 
 impl Client {
-    fn spiffe_id(self) -> String {
-        let path = match self {
+    /// The path of its SPIFFE ID.
+    fn path(self) -> &'static str {
+        match self {
             Client::Python => "/interop/python",
             Client::Node => "/interop/node",
-        };
-        format!("spiffe://{TRUST_DOMAIN}{path}")
+        }
+    }
+
+    fn spiffe_id(self) -> String {
+        format!("spiffe://{TRUST_DOMAIN}{}", self.path())
     }
 
     /// The file the agent sees this client's process execute.
@@ -83,16 +87,12 @@ impl Setup {
         let token = broker.join_token(&agent_entry.id, 0).await;
 
         for &client in registered {
-            let id = client.spiffe_id();
-            let path = id
-                .strip_prefix(&format!("spiffe://{TRUST_DOMAIN}"))
-                .unwrap();
             let selectors = [
                 format!("unix:uid:{uid}"),
                 format!("unix:path:{}", client.executable(clients).display()),
             ];
             let selectors: Vec<&str> = selectors.iter().map(String::as_str).collect();
-            let mut spec = TestBroker::entry_spec(path, &[AUDIENCE], &selectors);
+            let mut spec = TestBroker::entry_spec(client.path(), &[AUDIENCE], &selectors);
             spec.parent_id = Some(format!("spiffe://{TRUST_DOMAIN}{AGENT_PATH}"));
             broker.create_entry_from(spec).await.unwrap();
         }
