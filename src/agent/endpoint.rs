@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use mayfly_sdk::proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::interceptor::InterceptedService;
 
+use super::authority::LenientAuthority;
 use super::error::AgentError;
 use super::workload_api::{WorkloadApi, require_security_header};
 
@@ -74,7 +76,9 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener, AgentError> {
 }
 
 /// Serves the Workload API on `listener` until `shutdown` resolves, then
-/// drains the connections.
+/// drains the connections. Every connection goes through
+/// [`LenientAuthority`], so that gRPC clients that send the socket path as
+/// `:authority` (grpcio, grpc-java) are served.
 pub(crate) async fn serve(
     listener: UnixListener,
     api: WorkloadApi,
@@ -89,7 +93,10 @@ pub(crate) async fn serve(
         .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(service)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|accepted| accepted.map(LenientAuthority::new)),
+            shutdown,
+        )
         .await;
     if let Err(error) = served {
         tracing::error!(%error, "the Workload API server stopped");

@@ -45,6 +45,7 @@
 //! # Ok(()) }
 //! ```
 
+mod authority;
 mod bundle_watch;
 mod claims;
 mod endpoint;
