@@ -606,6 +606,7 @@ impl TestBroker {
     }
 }
 
+pub mod interop;
 pub mod mtls;
 pub mod redis;
 
