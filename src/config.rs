@@ -470,6 +470,20 @@ struct Raw<'a> {
 }
 
 impl Config {
+    /// The URL a client gives as `--server` to reach the broker listening on
+    /// `grpc_addr` (the bound address: with port 0 configured, the port
+    /// chosen). The first configured server DNS name when there is one (it
+    /// is in the broker's certificate), else the address itself, with
+    /// `localhost` for an unspecified one (`0.0.0.0`, `::`).
+    pub fn broker_url(&self, grpc_addr: SocketAddr) -> String {
+        let port = grpc_addr.port();
+        match self.server_dns_names.first() {
+            Some(name) => format!("https://{name}:{port}"),
+            None if grpc_addr.ip().is_unspecified() => format!("https://localhost:{port}"),
+            None => format!("https://{grpc_addr}"),
+        }
+    }
+
     /// Loads the configuration: defaults, then the file (if any), then the
     /// environment (read through `env`), then `overrides`.
     pub fn load(
@@ -887,6 +901,22 @@ fn parse_store(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_broker_url_is_what_a_client_can_reach() {
+        let mut config = Config::default();
+        let at = |addr: &str| config.broker_url(addr.parse().unwrap());
+        assert_eq!(at("127.0.0.1:7443"), "https://127.0.0.1:7443");
+        assert_eq!(at("[::1]:9000"), "https://[::1]:9000");
+        assert_eq!(at("0.0.0.0:7443"), "https://localhost:7443");
+        assert_eq!(at("[::]:7443"), "https://localhost:7443");
+        config.server_dns_names = vec!["mayfly.example.org".into()];
+        assert_eq!(
+            config.broker_url("0.0.0.0:8443".parse().unwrap()),
+            "https://mayfly.example.org:8443"
+        );
+    }
+
     use super::*;
     use std::collections::HashMap;
 

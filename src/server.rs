@@ -789,14 +789,24 @@ fn print_banner(server: &RunningServer) {
     println!("  entries          {}", report.entries);
     println!("  revocations      {}", report.revocations);
     println!();
+    let url = config.broker_url(server.grpc_addr());
+    // The CLI's default --server is this URL only on the default address.
+    let server_flag = if url == crate::cli::DEFAULT_SERVER {
+        String::new()
+    } else {
+        format!(" --server {url}")
+    };
     println!("Next steps (in another terminal, same directory):");
     println!(
         "  mayfly entry create --spiffe-id spiffe://{}/demo/api --owner you@example.org \\\n      --purpose \"demo workload\" --audience demo-api",
         config.trust_domain
     );
     println!("  mayfly token create --entry <ENTRY ID>");
-    println!("  mayfly client attest --join-token <TOKEN>");
+    println!("  mayfly client attest --join-token <TOKEN>{server_flag}");
     println!("  mayfly client jwt --audience demo-api");
+    println!();
+    println!("Clients elsewhere: --server {url} (or MAYFLY_SERVER) and --bundle with a copy of");
+    println!("  {}", report.bundle_path.display());
     println!();
     println!("Stop with Ctrl-C.");
 }

@@ -1018,3 +1018,84 @@ fn the_load_generator_drives_every_path_without_errors() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+#[test]
+fn a_broker_elsewhere_is_named_in_the_banner_and_the_token_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    // The ephemeral port is not the CLI's default: both must say --server.
+    assert_ne!(server.url, "https://127.0.0.1:7443");
+    assert!(
+        server.banner.contains(&format!(
+            "mayfly client attest --join-token <TOKEN> --server {}",
+            server.url
+        )),
+        "{}",
+        server.banner
+    );
+    assert!(
+        server
+            .banner
+            .contains(&format!("Clients elsewhere: --server {}", server.url)),
+        "{}",
+        server.banner
+    );
+    let created = json(&mayfly(
+        dir.path(),
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://mayfly.internal/hint",
+            "--owner",
+            "o",
+            "--purpose",
+            "p",
+            "--audience",
+            "a",
+            "--json",
+        ],
+        None,
+    ));
+    let entry_id = created["id"].as_str().unwrap().to_owned();
+    // Without --server, the hint names the broker's own URL...
+    let text = ok(&mayfly(
+        dir.path(),
+        &["token", "create", "--entry", &entry_id],
+        None,
+    ));
+    assert!(
+        text.contains(&format!("--server {} ", server.url)),
+        "{text}"
+    );
+    // ...and with one, that one (the admin socket is what the CLI talks to).
+    let text = ok(&mayfly(
+        dir.path(),
+        &[
+            "--server",
+            "https://broker.example.org:7443",
+            "token",
+            "create",
+            "--entry",
+            &entry_id,
+        ],
+        None,
+    ));
+    assert!(
+        text.contains("--server https://broker.example.org:7443 "),
+        "{text}"
+    );
+}
+
+#[test]
+fn agent_help_gives_the_agents_own_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = ok(&mayfly(dir.path(), &["agent", "--help"], None));
+    assert!(agent.contains("./mayfly-agent"), "{agent}");
+    assert!(
+        !agent.contains("[default: ./mayfly-data]"),
+        "the server's default shown for the agent: {agent}"
+    );
+    let server = ok(&mayfly(dir.path(), &["server", "--help"], None));
+    assert!(server.contains("./mayfly-data"), "{server}");
+}

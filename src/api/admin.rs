@@ -376,6 +376,11 @@ impl Admin for AdminService {
                 .map_or(0, |ms| ms.div_euclid(1000)),
             replica_id: state.replicas.id().to_owned(),
             live_replicas: state.replicas.live(),
+            broker_url: state
+                .grpc_addr
+                .parse()
+                .map(|addr| state.config.broker_url(addr))
+                .unwrap_or_default(),
         }))
     }
 

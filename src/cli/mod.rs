@@ -106,8 +106,9 @@ pub struct Cli {
 /// Flags every command takes: where the server's files are and where the broker listens.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// The server's data directory: admin socket, audit log, bundle.pem
-    /// [default: ./mayfly-data].
+    /// The data directory [default: ./mayfly-data; for `mayfly agent`:
+    /// ./mayfly-agent]. The server's holds the admin socket, the audit log
+    /// and bundle.pem; the agent's its own SVID and key.
     #[arg(long, global = true, env = "MAYFLY_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// The broker's URL (https only).

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use clap::{Args, Subcommand};
-use mayfly_sdk::proto::v1::{CreateJoinTokenRequest, CreateJoinTokenResponse};
+use mayfly_sdk::proto::v1::{CreateJoinTokenRequest, CreateJoinTokenResponse, ServerStatusRequest};
 use serde::Serialize;
 
 use super::Context;
@@ -80,9 +80,27 @@ pub(super) async fn run(ctx: &Context, command: TokenCommand) -> Result<(), CliE
             expires_at: optional_rfc3339(created.expires_at),
         });
     }
-    let server = &ctx.server;
+    let server = advertised_server(ctx).await;
     let bundle = absolute(&ctx.attest_bundle_path());
-    output::stdout(&token_text(&created, server, &bundle, now_unix()))
+    output::stdout(&token_text(&created, &server, &bundle, now_unix()))
+}
+
+/// The broker URL for the printed command: `--server` when given, else the
+/// URL the broker says it is reached at (the CLI's default only holds for
+/// a broker on the default address).
+async fn advertised_server(ctx: &Context) -> String {
+    if ctx.server != super::DEFAULT_SERVER {
+        return ctx.server.clone();
+    }
+    let status = match ctx.admin().await {
+        Ok(mut admin) => admin.server_status(ServerStatusRequest {}).await.ok(),
+        Err(_) => None,
+    };
+    status
+        .map(tonic::Response::into_inner)
+        .map(|status| status.broker_url)
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| ctx.server.clone())
 }
 
 /// What `token create` prints: the token, once, and the command that uses it.
