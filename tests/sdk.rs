@@ -602,3 +602,59 @@ async fn mtls_through_x509_sources_refuses_a_peer_revoked_at_the_broker() {
     );
     setup.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_jwt_source_with_revocations_never_hands_out_a_revoked_token_again() {
+    use mayfly_sdk::revocation::RevocationWatch;
+    let setup = Setup::start(&[API_PATH], None, None).await;
+    let client = setup.client().await;
+    let watch = RevocationWatch::from_client(setup.broker.broker().await)
+        .await
+        .unwrap();
+    let set = watch.set().clone();
+    let source = JwtSource::new(client.clone()).with_revocations(watch);
+    let first = source.jwt_svid(&audience(AUDIENCE)).await.unwrap();
+    // Positive control: the cache answers.
+    let again = source.jwt_svid(&audience(AUDIENCE)).await.unwrap();
+    assert_eq!(again.token(), first.token());
+    let jti = first.jti().expect("a jti").to_owned();
+
+    setup
+        .broker
+        .admin()
+        .await
+        .revoke(pb::RevokeRequest {
+            kind: "jti".into(),
+            value: jti.clone(),
+            reason: "sdk cache test".into(),
+        })
+        .await
+        .unwrap();
+    // Once the source's set has heard, its cache must not answer with it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while set
+        .get(mayfly_sdk::revocation::RevocationKind::Jti, &jti)
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch never heard"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let next = source.jwt_svid(&audience(AUDIENCE)).await.unwrap();
+    assert_ne!(
+        next.token(),
+        first.token(),
+        "the revoked token came from the cache"
+    );
+    assert_ne!(next.jti(), Some(jti.as_str()));
+    client
+        .validate_jwt_svid(next.token(), &audience(AUDIENCE))
+        .await
+        .unwrap();
+    // And the new one is cached again.
+    let cached = source.jwt_svid(&audience(AUDIENCE)).await.unwrap();
+    assert_eq!(cached.token(), next.token());
+    setup.shutdown().await;
+}

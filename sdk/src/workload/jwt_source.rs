@@ -5,16 +5,18 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::clock::{unix_now, unix_now_ms};
 use super::task::{Backoff, TaskGuard};
 use super::{JwtSvid, WorkloadClient, WorkloadError};
 use crate::SpiffeId;
 use crate::jwt::Audience;
+use crate::revocation::{RevocationError, RevocationWatch};
 
 /// The fraction of a token's lifetime after which it is renewed.
 const RENEW_AT: f64 = 0.5;
@@ -34,6 +36,11 @@ const MIN_RENEW_INTERVAL_SECS: i64 = 1;
 /// backoff and jitter while the cached token, still valid, is served;
 /// InvalidArgument is never retried.
 ///
+/// With [`with_revocations`](Self::with_revocations), every answer from the
+/// cache is checked against the broker's revocation set first: a revoked
+/// token is dropped and a new one asked for, so a token revoked at the
+/// broker is not handed out again once the set has heard of it.
+///
 /// Clones share the cache and the task, which stops with the last clone.
 #[derive(Clone)]
 pub struct JwtSource {
@@ -51,6 +58,8 @@ struct Shared {
     cache: ArcSwap<HashMap<Audience, Arc<Cached>>>,
     /// Wakes the renewer when the cache gains a token.
     added: Notify,
+    /// Checked on every answer from the cache, when set.
+    revocations: ArcSwapOption<RevocationWatch>,
 }
 
 /// A cached token and when to renew it.
@@ -100,6 +109,7 @@ impl JwtSource {
             spiffe_id,
             cache: ArcSwap::from_pointee(HashMap::new()),
             added: Notify::new(),
+            revocations: ArcSwapOption::empty(),
         });
         let task = TaskGuard::spawn({
             let shared = shared.clone();
@@ -136,21 +146,70 @@ impl JwtSource {
     /// JWT-SVID for `audience`.
     pub async fn jwt_svid(&self, audience: &Audience) -> Result<Arc<JwtSvid>, WorkloadError> {
         let shared = &self.inner.shared;
-        let now = unix_now();
-        if let Some(cached) = shared.cache.load().get(audience)
-            && now < cached.svid.expires_at().saturating_sub(EXPIRY_MARGIN_SECS)
-        {
-            cached.used.store(true, Ordering::Relaxed);
-            return Ok(cached.svid.clone());
+        let now_ms = unix_now_ms();
+        let now = now_ms.div_euclid(1000);
+        let cached = shared
+            .cache
+            .load()
+            .get(audience)
+            .filter(|cached| now < cached.svid.expires_at().saturating_sub(EXPIRY_MARGIN_SECS))
+            .cloned();
+        let mut fallback = None;
+        if let Some(cached) = cached {
+            match shared.revocation_check(&cached.svid, now_ms) {
+                Ok(()) => {
+                    cached.used.store(true, Ordering::Relaxed);
+                    return Ok(cached.svid.clone());
+                }
+                Err(RevocationError::Stale { .. }) => fallback = Some(cached.svid.clone()),
+                Err(error) => {
+                    tracing::info!(audience = %audience, %error, "the cached JWT-SVID was revoked; asking for another");
+                    shared.remove(audience);
+                }
+            }
         }
-        let svid = Arc::new(shared.fetch(audience).await?);
-        shared.insert(audience, svid.clone(), None);
-        shared.added.notify_one();
-        Ok(svid)
+        match shared.fetch(audience).await {
+            Ok(svid) => {
+                let svid = Arc::new(svid);
+                shared.insert(audience, svid.clone(), None);
+                shared.added.notify_one();
+                Ok(svid)
+            }
+            // The set could not tell, and the agent cannot answer: the
+            // cached token, not known to be revoked, is still valid.
+            Err(error) if error.is_retryable() && fallback.is_some() => {
+                tracing::warn!(audience = %audience, %error, "serving the cached JWT-SVID; the revocation set is stale and the agent did not answer");
+                fallback.ok_or(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Checks every token handed out from the cache against `revocations`
+    /// from now on (and for every clone of this source). A set past its
+    /// staleness bound sends each request to the agent.
+    #[must_use]
+    pub fn with_revocations(self, revocations: RevocationWatch) -> Self {
+        self.inner
+            .shared
+            .revocations
+            .store(Some(Arc::new(revocations)));
+        self
     }
 }
 
 impl Shared {
+    /// `Ok` when no revocation set is attached or it clears `svid`.
+    fn revocation_check(&self, svid: &JwtSvid, now_ms: i64) -> Result<(), RevocationError> {
+        let revocations = self.revocations.load();
+        let Some(watch) = revocations.as_ref() else {
+            return Ok(());
+        };
+        watch
+            .set()
+            .check_jwt_ms(svid.spiffe_id(), svid.jti(), svid.issued_at(), now_ms)
+    }
+
     async fn fetch(&self, audience: &Audience) -> Result<JwtSvid, WorkloadError> {
         self.client
             .fetch_jwt_svid(audience, self.spiffe_id.as_ref())
@@ -280,12 +339,6 @@ fn renew_at(svid: &JwtSvid, now: i64, same_token: bool) -> i64 {
     #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
     let renew_after = (lifetime as f64 * RENEW_AT) as i64;
     earliest.max(issued_at.saturating_add(renew_after))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

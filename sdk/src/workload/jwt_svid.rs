@@ -24,6 +24,7 @@ pub struct JwtSvid {
     audience: Vec<String>,
     expires_at: i64,
     issued_at: Option<i64>,
+    jti: Option<String>,
     hint: Option<String>,
 }
 
@@ -35,6 +36,7 @@ impl fmt::Debug for JwtSvid {
             .field("audience", &self.audience)
             .field("expires_at", &self.expires_at)
             .field("issued_at", &self.issued_at)
+            .field("jti", &self.jti)
             .field("hint", &self.hint)
             .finish()
     }
@@ -64,6 +66,12 @@ impl JwtSvid {
     /// `iat`, Unix seconds, if the token has one.
     pub fn issued_at(&self) -> Option<i64> {
         self.issued_at
+    }
+
+    /// `jti`, if the token has one: what a revocation of this one token
+    /// names.
+    pub fn jti(&self) -> Option<&str> {
+        self.jti.as_deref()
     }
 
     /// The operator's hint for choosing among several SVIDs, if any.
@@ -108,6 +116,7 @@ impl JwtSvid {
             audience,
             expires_at,
             issued_at: claims.get("iat").and_then(Value::as_i64),
+            jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
             hint: (!hint.is_empty()).then_some(hint),
         })
     }

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::clock::unix_now_ms;
 use super::task::{self, TaskGuard};
 use super::{JwtBundles, WorkloadClient, WorkloadError};
 use crate::jwt::{
@@ -295,10 +295,4 @@ fn claimed_subject(token: &str) -> Result<SpiffeId, JwtSvidError> {
             expected: "a string",
         }),
     }
-}
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -47,6 +47,7 @@
 //! ```
 
 mod client;
+mod clock;
 mod endpoint;
 mod error;
 mod jwt_source;

@@ -11,7 +11,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption};
@@ -25,6 +24,7 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+use super::clock::unix_now_ms;
 use super::x509::{LeafInfo, inspect_leaf};
 use super::{WorkloadError, X509Source};
 use crate::revocation::RevocationSet;
@@ -410,12 +410,6 @@ fn check_revocation(
             reason,
         })
     })
-}
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A certificate refused for a reason of ours.
