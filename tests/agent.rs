@@ -778,3 +778,39 @@ async fn a_revoked_x509_svid_is_replaced_and_a_revoked_identity_withdrawn() {
     assert!(refused.message().contains("revoked"), "{refused:?}");
     setup.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_agent_refuses_tokens_living_too_long_or_naming_no_workload() {
+    let (setup, _) = Setup::start(None, None).await;
+    let client = setup.client().await;
+    let now = mayfly::clock::Clock::unix_now(setup.broker.clock.as_ref());
+    let data_dir = setup.broker.data_dir();
+    let sign = |subject: &str, expires_at: i64| {
+        common::sign_with_broker_key(&data_dir, subject, AUDIENCE, now, expires_at, None)
+    };
+    // Positive control: a token as the broker mints them.
+    let fine = sign(&workload_id(), now + 300);
+    let validated = client.validate_jwt_token(AUDIENCE, &fine).await.unwrap();
+    assert_eq!(validated.spiffe_id().to_string(), workload_id());
+
+    let mut raw = raw_client(&setup.socket()).await;
+    for (token, why) in [
+        (sign(&workload_id(), i64::MAX), "at most 3600s"),
+        (sign(&workload_id(), now + 3600 + 31), "at most 3600s"),
+        (
+            sign(&format!("spiffe://{TRUST_DOMAIN}"), now + 300),
+            "not a workload",
+        ),
+    ] {
+        let refused = raw
+            .validate_jwtsvid(with_header(wl::ValidateJwtsvidRequest {
+                audience: AUDIENCE.into(),
+                svid: token,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains(why), "{refused:?}");
+    }
+    setup.shutdown().await;
+}

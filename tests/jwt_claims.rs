@@ -194,15 +194,7 @@ async fn the_issuer_is_the_configured_public_url() {
     );
 }
 
-/// The JWT signer of the broker's active key, read from its CA directory, to
-/// sign tokens the broker would not mint.
-fn active_jwt_key(data_dir: &std::path::Path) -> mayfly_ca::JwtSigner {
-    let pem = std::fs::read(common::active_ca_file(data_dir, "jwt-key", "key")).unwrap();
-    let key = mayfly_ca::keys::SigningKey::from_pkcs8_pem(&pem).unwrap();
-    mayfly_ca::JwtSigner::new(&key).unwrap()
-}
-
-/// Signs a token for `subject` and audience `db`, valid from `issued_at` to `expires_at`.
+/// Signs a token for `subject` and audience `db` with the broker's own key.
 fn sign(
     broker: &TestBroker,
     subject: &str,
@@ -210,16 +202,14 @@ fn sign(
     expires_at: i64,
     issuer: Option<&str>,
 ) -> String {
-    active_jwt_key(&broker.data_dir())
-        .sign_with_issuer(
-            issuer,
-            &SpiffeId::parse(subject).unwrap(),
-            &Audience::new("db").unwrap(),
-            issued_at,
-            expires_at,
-        )
-        .unwrap()
-        .token
+    common::sign_with_broker_key(
+        &broker.data_dir(),
+        subject,
+        "db",
+        issued_at,
+        expires_at,
+        issuer,
+    )
 }
 
 fn assert_rejected(result: Result<pb::ValidateJwtSvidResponse, tonic::Status>, why: &str) {

@@ -695,3 +695,29 @@ pub fn active_ca_file(data_dir: &Path, kind: &str, field: &str) -> std::path::Pa
         .unwrap_or_else(|| panic!("no active {kind} in {journal}"));
     ca.join(active[field].as_str().unwrap())
 }
+
+/// Signs a JWT-SVID for `subject` and `audience`, valid from `issued_at` to
+/// `expires_at`, with the active JWT key in a broker's data directory: a
+/// token the broker would not mint, signed as if it had.
+pub fn sign_with_broker_key(
+    data_dir: &Path,
+    subject: &str,
+    audience: &str,
+    issued_at: i64,
+    expires_at: i64,
+    issuer: Option<&str>,
+) -> String {
+    let pem = std::fs::read(active_ca_file(data_dir, "jwt-key", "key")).unwrap();
+    let key = mayfly_ca::keys::SigningKey::from_pkcs8_pem(&pem).unwrap();
+    mayfly_ca::JwtSigner::new(&key)
+        .unwrap()
+        .sign_with_issuer(
+            issuer,
+            &subject.parse().unwrap(),
+            &mayfly_sdk::jwt::Audience::new(audience).unwrap(),
+            issued_at,
+            expires_at,
+        )
+        .unwrap()
+        .token
+}
