@@ -17,8 +17,6 @@ use std::time::Duration;
 use base64::Engine;
 use common::{TRUST_DOMAIN, TestBroker};
 use mayfly::clock::Clock as _;
-use mayfly_sdk::SpiffeId;
-use mayfly_sdk::jwt::Audience;
 use mayfly_sdk::proto::v1 as pb;
 use tonic::Code;
 
