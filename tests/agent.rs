@@ -54,12 +54,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let uid = common::my_uid(dir.path());
         // The agent's own entry: X.509 only, attested by its join token.
-        let mut agent_spec = TestBroker::entry_spec(AGENT_PATH, &[], &[]);
-        agent_spec.kinds = Some(pb::StringList {
-            values: vec!["x509".into()],
-        });
-        let agent_entry = broker.create_entry_from(agent_spec).await.unwrap();
-        let token = broker.join_token(&agent_entry.id, 0).await;
+        let token = broker.agent_join_token(AGENT_PATH).await;
         let own_selector = format!("unix:uid:{uid}");
         let mut spec = TestBroker::entry_spec(
             WORKLOAD_PATH,

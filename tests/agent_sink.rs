@@ -67,12 +67,7 @@ impl Setup {
         let broker = TestBroker::start().await;
         let dir = tempfile::tempdir().unwrap();
         let uid = common::my_uid(dir.path());
-        let mut agent_spec = TestBroker::entry_spec(AGENT_PATH, &[], &[]);
-        agent_spec.kinds = Some(pb::StringList {
-            values: vec!["x509".into()],
-        });
-        let agent_entry = broker.create_entry_from(agent_spec).await.unwrap();
-        let token = broker.join_token(&agent_entry.id, 0).await;
+        let token = broker.agent_join_token(AGENT_PATH).await;
         let own_selector = format!("unix:uid:{uid}");
         let mut spec = TestBroker::entry_spec(
             WORKLOAD_PATH,

@@ -57,12 +57,7 @@ impl Setup {
         let broker = TestBroker::start_configured(configure).await;
         let dir = tempfile::tempdir().unwrap();
         let selector = format!("unix:uid:{}", common::my_uid(dir.path()));
-        let mut agent_spec = TestBroker::entry_spec(AGENT_PATH, &[], &[]);
-        agent_spec.kinds = Some(pb::StringList {
-            values: vec!["x509".into()],
-        });
-        let agent_entry = broker.create_entry_from(agent_spec).await.unwrap();
-        let token = broker.join_token(&agent_entry.id, 0).await;
+        let token = broker.agent_join_token(AGENT_PATH).await;
         for path in [API_PATH, WEB_PATH] {
             let mut spec = TestBroker::entry_spec(path, &[AUDIENCE], &[&selector]);
             spec.parent_id = Some(id(AGENT_PATH).to_string());

@@ -59,12 +59,7 @@ impl Setup {
         let broker = TestBroker::start().await;
         let dir = tempfile::tempdir().unwrap();
         let own_selector = format!("unix:uid:{}", common::my_uid(dir.path()));
-        let mut agent_spec = TestBroker::entry_spec(AGENT_PATH, &[], &[]);
-        agent_spec.kinds = Some(pb::StringList {
-            values: vec!["x509".into()],
-        });
-        let agent_entry = broker.create_entry_from(agent_spec).await.unwrap();
-        let token = broker.join_token(&agent_entry.id, 0).await;
+        let token = broker.agent_join_token(AGENT_PATH).await;
         for path in workloads {
             let mut spec =
                 TestBroker::entry_spec(path, &[AUDIENCE], &[selector.unwrap_or(&own_selector)]);

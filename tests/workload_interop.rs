@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use common::interop::{ClientRun, InteropClients};
 use common::{TRUST_DOMAIN, TestBroker};
 use mayfly::agent::RunningAgent;
-use mayfly_sdk::proto::v1 as pb;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use serde_json::Value;
@@ -79,12 +78,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let uid = common::my_uid(dir.path());
 
-        let mut agent_spec = TestBroker::entry_spec(AGENT_PATH, &[], &[]);
-        agent_spec.kinds = Some(pb::StringList {
-            values: vec!["x509".into()],
-        });
-        let agent_entry = broker.create_entry_from(agent_spec).await.unwrap();
-        let token = broker.join_token(&agent_entry.id, 0).await;
+        let token = broker.agent_join_token(AGENT_PATH).await;
 
         for &client in registered {
             let selectors = [

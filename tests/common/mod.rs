@@ -212,6 +212,17 @@ impl TestBroker {
             .map(|r| r.into_inner())
     }
 
+    /// Registers a node agent at `path` (X.509 only) and returns a join
+    /// token for it.
+    pub async fn agent_join_token(&self, path: &str) -> String {
+        let mut spec = Self::entry_spec(path, &[], &[]);
+        spec.kinds = Some(pb::StringList {
+            values: vec!["x509".into()],
+        });
+        let entry = self.create_entry_from(spec).await.unwrap();
+        self.join_token(&entry.id, 0).await
+    }
+
     pub async fn join_token(&self, entry_id: &str, ttl_seconds: u32) -> String {
         self.admin()
             .await

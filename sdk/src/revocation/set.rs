@@ -120,6 +120,19 @@ type Map = papaya::HashMap<Box<str>, Arc<Revocation>>;
 type Credentials = papaya::HashMap<Box<str>, Stamp>;
 type Covers = papaya::HashMap<Box<str>, Arc<[Arc<Revocation>]>>;
 
+/// `Err` when an unexpired `kind` revocation in `map` names `value`.
+fn check_credential(
+    map: &Credentials,
+    kind: RevocationKind,
+    value: &str,
+    now: i64,
+) -> Result<(), RevocationError> {
+    match map.pin().get(value) {
+        Some(stamp) if !stamp.is_expired(now) => Err(stamp.error(kind, value)),
+        _ => Ok(()),
+    }
+}
+
 /// The revocation index.
 ///
 /// Lookups take no lock: each kind lives in a lock-free hash map
@@ -269,11 +282,8 @@ impl RevocationSet {
         issued_at: Option<i64>,
         now: i64,
     ) -> Result<(), RevocationError> {
-        if let Some(jti) = jti
-            && let Some(stamp) = self.tokens.pin().get(jti)
-            && !stamp.is_expired(now)
-        {
-            return Err(stamp.error(RevocationKind::Jti, jti));
+        if let Some(jti) = jti {
+            check_credential(&self.tokens, RevocationKind::Jti, jti, now)?;
         }
         self.check_subject(subject, issued_at, now)
     }
@@ -309,11 +319,7 @@ impl RevocationSet {
         not_before: i64,
         now: i64,
     ) -> Result<(), RevocationError> {
-        if let Some(stamp) = self.serials.pin().get(serial)
-            && !stamp.is_expired(now)
-        {
-            return Err(stamp.error(RevocationKind::Serial, serial));
-        }
+        check_credential(&self.serials, RevocationKind::Serial, serial, now)?;
         self.check_subject(subject, Some(not_before), now)
     }
 
