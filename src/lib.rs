@@ -29,7 +29,7 @@ pub mod attest;
 pub mod audit;
 pub mod bench;
 pub mod cli;
-pub mod clock;
+pub use mayfly_sdk::clock;
 pub mod config;
 pub mod mint;
 pub mod policy;

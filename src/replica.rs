@@ -89,7 +89,7 @@ pub fn load_or_create_id(data_dir: &Path) -> Result<String, String> {
             aws_lc_rs::rand::fill(&mut bytes)
                 .map_err(|_| "the system random generator failed".to_owned())?;
             let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            mayfly_ca::files::write_public_atomic(&path, format!("{id}\n").as_bytes())
+            mayfly_sdk::files::write_public_atomic(&path, format!("{id}\n").as_bytes())
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(id)
         }

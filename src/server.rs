@@ -209,7 +209,7 @@ pub async fn start_with_clock(
 ) -> Result<RunningServer, ServerError> {
     crate::install_crypto_provider();
     let data_dir = config.data_dir.clone();
-    mayfly_ca::files::ensure_private_dir(&data_dir).map_err(|e| ServerError::DataDir {
+    mayfly_sdk::files::ensure_private_dir(&data_dir).map_err(|e| ServerError::DataDir {
         path: data_dir.clone(),
         reason: e.to_string(),
     })?;

@@ -41,7 +41,7 @@ impl Replica {
         let data = dir.join(name);
         if let Some(first) = root_from {
             // Several replicas share one root: the operator copies it.
-            mayfly_ca::files::ensure_private_dir(&data).unwrap();
+            mayfly_sdk::files::ensure_private_dir(&data).unwrap();
             let written =
                 mayfly_ca::export_active_root(&first.data.join("ca"), &data.join("ca")).unwrap();
             assert_eq!(written.len(), 2, "certificate and key");

@@ -325,6 +325,32 @@ pub enum Fault {
     Ours,
 }
 
+impl From<mayfly_sdk::files::FileError> for CaError {
+    fn from(error: mayfly_sdk::files::FileError) -> Self {
+        use mayfly_sdk::files::FileError;
+        match error {
+            FileError::TooOpen { path, mode } => CaError::KeyFileTooOpen { path, mode },
+            FileError::NotARegularFile { path } => CaError::NotARegularFile { path },
+            FileError::TooLarge { path, len, max } => CaError::FileTooLarge { path, len, max },
+            FileError::Io {
+                operation,
+                path,
+                source,
+            } => CaError::Io {
+                operation,
+                path,
+                source,
+            },
+            // FileError is non-exhaustive: a kind added later is still an I/O failure.
+            other => CaError::Io {
+                operation: "access",
+                path: std::path::PathBuf::new(),
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
+    }
+}
+
 impl CaError {
     /// Who is at fault; see [`Fault`] for what to answer.
     ///

@@ -8,7 +8,8 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair
 use zeroize::Zeroizing;
 
 use crate::error::CaError;
-use crate::{files, pem};
+use crate::pem;
+use mayfly_sdk::files;
 
 /// An ECDSA P-256 private key used to sign certificates (ASN.1 DER signatures).
 ///
@@ -74,7 +75,7 @@ impl SigningKey {
     /// Writes the key as PKCS#8 PEM, atomically, mode `0600`.
     pub(crate) fn store(&self, path: &Path) -> Result<(), CaError> {
         let pem_text = pem::encode(pem::PRIVATE_KEY, &self.pkcs8);
-        files::write_secret_atomic(path, pem_text.as_bytes())
+        Ok(files::write_secret_atomic(path, pem_text.as_bytes())?)
     }
 
     fn parse(der: &[u8], context: &str) -> Result<Self, CaError> {

@@ -65,7 +65,6 @@ pub mod authority;
 pub mod csr;
 mod error;
 pub mod failpoint;
-pub mod files;
 pub mod jwt;
 pub mod keys;
 mod pem;

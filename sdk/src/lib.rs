@@ -58,10 +58,14 @@
 
 pub mod bundle;
 pub mod client;
+pub mod clock;
+pub mod files;
 pub mod jwt;
 pub mod proto;
 pub mod revocation;
+pub mod selector;
 pub mod spiffe_id;
 pub mod workload;
 
+pub use selector::Selector;
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};

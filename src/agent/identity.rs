@@ -5,8 +5,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use mayfly_ca::files;
 use mayfly_sdk::SpiffeId;
+use mayfly_sdk::files;
 use mayfly_sdk::proto::v1 as pb;
 use rcgen::KeyPair;
 use rustls_pki_types::CertificateDer;

@@ -53,8 +53,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mayfly_ca::files;
 use mayfly_sdk::SpiffeId;
+use mayfly_sdk::files;
 use mayfly_sdk::jwt::Audience;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

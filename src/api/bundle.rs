@@ -184,9 +184,9 @@ fn read_sequence(path: &std::path::Path) -> Result<u64, String> {
 }
 
 fn write_files(files: &BundleFiles, sequence: u64, bundle: &PublishedBundle) -> Result<(), String> {
-    mayfly_ca::files::write_public_atomic(&files.roots_pem, bundle.roots_pem.as_bytes())
+    mayfly_sdk::files::write_public_atomic(&files.roots_pem, bundle.roots_pem.as_bytes())
         .map_err(|e| format!("{}: {e}", files.roots_pem.display()))?;
-    mayfly_ca::files::write_public_atomic(&files.sequence, format!("{sequence}\n").as_bytes())
+    mayfly_sdk::files::write_public_atomic(&files.sequence, format!("{sequence}\n").as_bytes())
         .map_err(|e| format!("{}: {e}", files.sequence.display()))
 }
 

@@ -424,7 +424,7 @@ fn sign_intermediate(args: &CaSignArgs) -> Result<(), CliError> {
     let trust_domain = TrustDomain::new(&args.trust_domain)
         .map_err(|e| CliError::usage(format!("--trust-domain: {e}")))?;
     let root_cert = read(&args.root_cert)?;
-    let root_key = mayfly_ca::files::read_secret_file(&args.root_key)
+    let root_key = mayfly_sdk::files::read_secret_file(&args.root_key)
         .map_err(|e| CliError::file("read", &args.root_key, e))?;
     let csr = read(&args.csr)?;
     let certificate = mayfly_ca::sign_intermediate_csr(
@@ -452,12 +452,12 @@ fn new_root(args: &CaNewRootArgs) -> Result<(), CliError> {
             args.out_dir.display()
         )));
     }
-    mayfly_ca::files::ensure_private_dir(&args.out_dir)
+    mayfly_sdk::files::ensure_private_dir(&args.out_dir)
         .map_err(|e| CliError::file("create", &args.out_dir, e))?;
     let (certificate, key) = mayfly_ca::create_root(&trust_domain, args.ttl, SystemTime::now())
         .map_err(|e| CliError::usage(format!("cannot make the root: {e}")))?;
     let key_path = args.out_dir.join("root.key");
-    mayfly_ca::files::write_secret_atomic(&key_path, key.as_bytes())
+    mayfly_sdk::files::write_secret_atomic(&key_path, key.as_bytes())
         .map_err(|e| CliError::file("write", &key_path, e))?;
     let cert_path = args.out_dir.join("root.crt");
     write_public(&cert_path, certificate.as_bytes())?;
@@ -474,7 +474,8 @@ fn read(path: &Path) -> Result<Vec<u8>, CliError> {
 }
 
 fn write_public(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    mayfly_ca::files::write_public_atomic(path, bytes).map_err(|e| CliError::file("write", path, e))
+    mayfly_sdk::files::write_public_atomic(path, bytes)
+        .map_err(|e| CliError::file("write", path, e))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mayfly_ca::files;
+use mayfly_sdk::files;
 use mayfly_sdk::proto::v1::{Bundle, X509Svid};
 use serde::Serialize;
 use zeroize::Zeroizing;

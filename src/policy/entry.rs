@@ -107,68 +107,11 @@ impl fmt::Display for EntryId {
     }
 }
 
-/// A property a workload must prove, `type:value` (`k8s:ns:billing`,
-/// `unix:uid:1000`). The type is lowercase `[a-z0-9_]+`; the value is
-/// printable ASCII without spaces.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Selector(String);
+pub use mayfly_sdk::selector::{Selector, SelectorError};
 
-impl Selector {
-    /// Parses `type:value`.
-    pub fn parse(value: &str) -> Result<Self, EntryError> {
-        let Some((kind, rest)) = value.split_once(':') else {
-            return Err(invalid(
-                "selector",
-                format!("{value:?} is not of the form type:value"),
-            ));
-        };
-        if kind.is_empty()
-            || !kind
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(invalid(
-                "selector",
-                format!("type {kind:?} must be lowercase letters, digits or '_'"),
-            ));
-        }
-        if rest.is_empty() || value.len() > 256 || !rest.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid(
-                "selector",
-                format!("value of {kind:?} must be 1-256 printable characters without spaces"),
-            ));
-        }
-        Ok(Selector(value.to_owned()))
-    }
-
-    /// The selector as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The part before the first `:`.
-    pub fn kind(&self) -> &str {
-        self.0.split_once(':').map_or("", |(kind, _)| kind)
-    }
-}
-
-impl TryFrom<String> for Selector {
-    type Error = EntryError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Selector::parse(&value)
-    }
-}
-
-impl From<Selector> for String {
-    fn from(selector: Selector) -> Self {
-        selector.0
-    }
-}
-
-impl fmt::Display for Selector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl From<SelectorError> for EntryError {
+    fn from(error: SelectorError) -> Self {
+        invalid("selector", error.to_string())
     }
 }
 
@@ -388,7 +331,9 @@ impl EntrySpec {
             entry.spiffe_id = parse_spiffe_id(&id, trust_domain)?;
         }
         if let Some(selectors) = self.selectors {
-            entry.selectors = parse_list("selector", &selectors, Selector::parse)?;
+            entry.selectors = parse_list("selector", &selectors, |text| {
+                Selector::parse(text).map_err(EntryError::from)
+            })?;
         }
         if let Some(audiences) = self.audiences {
             entry.audiences = parse_list("audience", &audiences, |a| {

@@ -12,7 +12,8 @@ use super::profiles::{self, CLOCK_SKEW_ALLOWANCE, Validity};
 use super::sha256_hex;
 use crate::error::CaError;
 use crate::keys::SigningKey;
-use crate::{files, pem};
+use crate::pem;
+use mayfly_sdk::files;
 
 /// A parsed CA certificate, with the facts rotation checks.
 #[derive(Clone, Debug)]
@@ -111,7 +112,10 @@ impl StoredCertificate {
 
     /// Writes the certificate as PEM, atomically, mode `0644`.
     pub(crate) fn write(&self, path: &Path) -> Result<(), CaError> {
-        files::write_public_atomic(path, pem::encode(pem::CERTIFICATE, &self.der).as_bytes())
+        Ok(files::write_public_atomic(
+            path,
+            pem::encode(pem::CERTIFICATE, &self.der).as_bytes(),
+        )?)
     }
 
     /// Whether it names exactly the trust domain (`spiffe://<td>`) and nothing else.

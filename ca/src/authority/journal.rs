@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{AuthorityKind, AuthorityState, RotationEvent};
 use crate::error::CaError;
-use crate::files;
+use mayfly_sdk::files;
 
 /// File name of the journal in the CA directory.
 pub const JOURNAL_FILE: &str = "rotation.json";

@@ -18,8 +18,8 @@ use super::{
     LoadReport, ROOT_CERT_FILE, ROOT_KEY_FILE,
 };
 use crate::error::CaError;
-use crate::files;
 use crate::keys::SigningKey;
+use mayfly_sdk::files;
 
 pub(super) fn load_or_create(
     dir: &Path,

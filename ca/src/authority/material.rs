@@ -15,9 +15,9 @@ use super::model::{AuthorityKind, AuthorityState, RotationEvent};
 use super::profiles;
 use super::{CaConfig, sha256_hex};
 use crate::error::CaError;
-use crate::files;
 use crate::jwt::JwtSigner;
 use crate::keys::SigningKey;
+use mayfly_sdk::files;
 
 /// An intermediate that can sign: parsed once, used for every leaf.
 pub(crate) struct Intermediate {

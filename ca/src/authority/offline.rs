@@ -23,9 +23,9 @@ use super::rotate::demote_active_intermediate;
 use crate::csr::parse_and_verify_csr;
 use crate::error::CaError;
 use crate::failpoint::failpoint;
-use crate::files;
 use crate::keys::SigningKey;
 use crate::pem;
+use mayfly_sdk::files;
 
 /// PEM label of a PKCS#10 request.
 const CERTIFICATE_REQUEST: &str = "CERTIFICATE REQUEST";

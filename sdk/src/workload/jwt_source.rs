@@ -11,10 +11,10 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::clock::{unix_now, unix_now_ms};
 use super::task::{Backoff, TaskGuard};
 use super::{JwtSvid, WorkloadClient, WorkloadError};
 use crate::SpiffeId;
+use crate::clock::{now_unix as unix_now, now_unix_millis as unix_now_ms};
 use crate::jwt::Audience;
 use crate::revocation::{RevocationError, RevocationWatch};
 

@@ -9,9 +9,9 @@ use arc_swap::ArcSwap;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::clock::unix_now_ms;
 use super::task::{self, TaskGuard};
 use super::{JwtBundles, WorkloadClient, WorkloadError};
+use crate::clock::now_unix_millis as unix_now_ms;
 use crate::jwt::{
     Audience, JwtSvidError, JwtSvidValidator, ValidatedJwtSvid, insecure_decode_unverified,
 };

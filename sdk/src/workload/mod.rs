@@ -47,7 +47,6 @@
 //! ```
 
 mod client;
-mod clock;
 mod endpoint;
 mod error;
 mod jwt_source;

@@ -24,9 +24,9 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::clock::unix_now_ms;
 use super::x509::{LeafInfo, inspect_leaf};
 use super::{WorkloadError, X509Source};
+use crate::clock::now_unix_millis as unix_now_ms;
 use crate::revocation::RevocationSet;
 use crate::{SpiffeId, TrustDomain};
 

@@ -1,4 +1,5 @@
-//! Atomic, permission-checked files for keys and certificates.
+//! Atomic, permission-checked files for keys, certificates and SVIDs: the one
+//! implementation the CA, the broker, the agent and the CLI write and read them with.
 //!
 //! Writes go to a temporary file in the destination's directory, created with the final
 //! mode from the start, flushed to disk, renamed over the destination, and the directory
@@ -12,7 +13,64 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::error::CaError;
+/// Why a file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// A file-system operation failed.
+    #[error("{operation} {}: {source}", path.display())]
+    Io {
+        /// What we were doing ("open", "write", "rename", ...).
+        operation: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A secret file is readable or writable by group or others; it must be `0600`.
+    #[error(
+        "key file {} has mode {mode:o}; it must not be accessible by group or others (chmod 600)",
+        path.display()
+    )]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The path is something else than a regular file (a directory, a device, ...).
+    #[error("{} is not a regular file", path.display())]
+    NotARegularFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file is larger than its limit; it was not read.
+    #[error("{} is {len} bytes; at most {max} are expected", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+}
+
+impl FileError {
+    fn io(operation: &'static str, path: &Path, source: std::io::Error) -> Self {
+        FileError::Io {
+            operation,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Whether the file (or a directory above it) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FileError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
 
 /// Mode of files holding private keys.
 pub const SECRET_FILE_MODE: u32 = 0o600;
@@ -20,22 +78,22 @@ pub const SECRET_FILE_MODE: u32 = 0o600;
 pub const PUBLIC_FILE_MODE: u32 = 0o644;
 /// Mode of the directory holding the CA.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
-/// No file this crate writes comes close; larger files are refused before reading.
+/// No key, certificate or SVID file comes close; larger files are refused before reading.
 pub const MAX_FILE_LEN: u64 = 64 * 1024;
 
 /// Writes `bytes` to `path` atomically with mode `0600`.
 ///
 /// # Errors
-/// [`CaError::Io`] if the temporary file cannot be created, written, flushed or renamed.
-pub fn write_secret_atomic(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
+/// [`FileError::Io`] if the temporary file cannot be created, written, flushed or renamed.
+pub fn write_secret_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     write_atomic(path, bytes, SECRET_FILE_MODE)
 }
 
 /// Writes `bytes` to `path` atomically with mode `0644`.
 ///
 /// # Errors
-/// [`CaError::Io`] if the temporary file cannot be created, written, flushed or renamed.
-pub fn write_public_atomic(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
+/// [`FileError::Io`] if the temporary file cannot be created, written, flushed or renamed.
+pub fn write_public_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     write_atomic(path, bytes, PUBLIC_FILE_MODE)
 }
 
@@ -44,14 +102,14 @@ pub fn write_public_atomic(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
 /// The mode is checked on the opened file, so the file checked is the file read.
 ///
 /// # Errors
-/// [`CaError::KeyFileTooOpen`] if `mode & 0o077 != 0`; [`CaError::NotARegularFile`];
-/// [`CaError::FileTooLarge`] above [`MAX_FILE_LEN`]; [`CaError::Io`].
-pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CaError> {
-    let file = File::open(path).map_err(|e| CaError::io("open", path, e))?;
+/// [`FileError::TooOpen`] if `mode & 0o077 != 0`; [`FileError::NotARegularFile`];
+/// [`FileError::TooLarge`] above [`MAX_FILE_LEN`]; [`FileError::Io`].
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, FileError> {
+    let file = File::open(path).map_err(|e| FileError::io("open", path, e))?;
     let metadata = checked_metadata(&file, path, MAX_FILE_LEN)?;
     let mode = metadata.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(CaError::KeyFileTooOpen {
+        return Err(FileError::TooOpen {
             path: path.to_path_buf(),
             mode,
         });
@@ -65,15 +123,18 @@ pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CaError> {
 /// Reads a public file (a certificate), refusing anything larger than [`MAX_FILE_LEN`].
 ///
 /// # Errors
-/// [`CaError::NotARegularFile`]; [`CaError::FileTooLarge`]; [`CaError::Io`].
-pub fn read_public_file(path: &Path) -> Result<Vec<u8>, CaError> {
+/// [`FileError::NotARegularFile`]; [`FileError::TooLarge`]; [`FileError::Io`].
+pub fn read_public_file(path: &Path) -> Result<Vec<u8>, FileError> {
     read_file_with_limit(path, MAX_FILE_LEN)
 }
 
-/// Reads a regular file of at most `max` bytes (the rotation journal, which may outgrow
+/// Reads a regular file of at most `max` bytes (the CA's rotation journal, which may outgrow
 /// [`MAX_FILE_LEN`]).
-pub(crate) fn read_file_with_limit(path: &Path, max: u64) -> Result<Vec<u8>, CaError> {
-    let file = File::open(path).map_err(|e| CaError::io("open", path, e))?;
+///
+/// # Errors
+/// [`FileError::NotARegularFile`]; [`FileError::TooLarge`]; [`FileError::Io`].
+pub fn read_file_with_limit(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
+    let file = File::open(path).map_err(|e| FileError::io("open", path, e))?;
     let metadata = checked_metadata(&file, path, max)?;
     let mut buffer = Vec::with_capacity(capacity_for(metadata.len()));
     read_limited(file, path, &mut buffer, max)?;
@@ -85,44 +146,52 @@ pub(crate) fn read_file_with_limit(path: &Path, max: u64) -> Result<Vec<u8>, CaE
 /// An existing directory is left as it is.
 ///
 /// # Errors
-/// [`CaError::Io`] if the directory cannot be created or `path` exists and is not one.
-pub fn ensure_private_dir(path: &Path) -> Result<(), CaError> {
+/// [`FileError::Io`] if the directory cannot be created or `path` exists and is not one.
+pub fn ensure_private_dir(path: &Path) -> Result<(), FileError> {
     DirBuilder::new()
         .recursive(true)
         .mode(PRIVATE_DIR_MODE)
         .create(path)
-        .map_err(|e| CaError::io("create directory", path, e))
+        .map_err(|e| FileError::io("create directory", path, e))
 }
 
 /// Whether `path` exists; a dangling symlink counts as existing so that it is not overwritten
 /// silently.
-pub(crate) fn exists(path: &Path) -> Result<bool, CaError> {
+///
+/// # Errors
+/// [`FileError::Io`] when it cannot be told.
+pub fn exists(path: &Path) -> Result<bool, FileError> {
     match fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(CaError::io("stat", path, e)),
+        Err(e) => Err(FileError::io("stat", path, e)),
     }
 }
 
 /// Removes `path` if it exists; a file already gone is not an error.
-pub(crate) fn remove_if_exists(path: &Path) -> Result<(), CaError> {
+///
+/// # Errors
+/// [`FileError::Io`].
+pub fn remove_if_exists(path: &Path) -> Result<(), FileError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(CaError::io("remove", path, e)),
+        Err(e) => Err(FileError::io("remove", path, e)),
     }
 }
 
 /// The opened file's metadata, after checking it is a regular file within the size limit.
-fn checked_metadata(file: &File, path: &Path, max: u64) -> Result<fs::Metadata, CaError> {
-    let metadata = file.metadata().map_err(|e| CaError::io("stat", path, e))?;
+fn checked_metadata(file: &File, path: &Path, max: u64) -> Result<fs::Metadata, FileError> {
+    let metadata = file
+        .metadata()
+        .map_err(|e| FileError::io("stat", path, e))?;
     if !metadata.is_file() {
-        return Err(CaError::NotARegularFile {
+        return Err(FileError::NotARegularFile {
             path: path.to_path_buf(),
         });
     }
     if metadata.len() > max {
-        return Err(CaError::FileTooLarge {
+        return Err(FileError::TooLarge {
             path: path.to_path_buf(),
             len: metadata.len(),
             max,
@@ -137,14 +206,14 @@ fn capacity_for(len: u64) -> usize {
     usize::try_from(len).unwrap_or(0).saturating_add(1)
 }
 
-fn read_limited(file: File, path: &Path, buffer: &mut Vec<u8>, max: u64) -> Result<(), CaError> {
+fn read_limited(file: File, path: &Path, buffer: &mut Vec<u8>, max: u64) -> Result<(), FileError> {
     // The file may grow between stat and read; never read more than the limit.
     file.take(max + 1)
         .read_to_end(buffer)
-        .map_err(|e| CaError::io("read", path, e))?;
+        .map_err(|e| FileError::io("read", path, e))?;
     let len = buffer.len() as u64;
     if len > max {
-        return Err(CaError::FileTooLarge {
+        return Err(FileError::TooLarge {
             path: path.to_path_buf(),
             len,
             max,
@@ -153,11 +222,11 @@ fn read_limited(file: File, path: &Path, buffer: &mut Vec<u8>, max: u64) -> Resu
     Ok(())
 }
 
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let directory = parent_dir(path);
     let temporary = temporary_path(path, &directory)?;
     let result = write_new_file(&temporary, bytes, mode)
-        .and_then(|()| fs::rename(&temporary, path).map_err(|e| CaError::io("rename", path, e)));
+        .and_then(|()| fs::rename(&temporary, path).map_err(|e| FileError::io("rename", path, e)));
     if result.is_err() {
         // Best effort: the temporary file is useless once the write failed.
         let _ = fs::remove_file(&temporary);
@@ -166,23 +235,23 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
     // The rename is durable only once the directory entry is on disk.
     File::open(&directory)
         .and_then(|dir| dir.sync_all())
-        .map_err(|e| CaError::io("sync directory", &directory, e))
+        .map_err(|e| FileError::io("sync directory", &directory, e))
 }
 
-fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
+fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     // create_new (O_EXCL) refuses an existing file or symlink at the temporary name.
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(path)
-        .map_err(|e| CaError::io("create", path, e))?;
+        .map_err(|e| FileError::io("create", path, e))?;
     // The umask may have taken bits away from `mode`; set exactly what was asked.
     file.set_permissions(Permissions::from_mode(mode))
-        .map_err(|e| CaError::io("chmod", path, e))?;
+        .map_err(|e| FileError::io("chmod", path, e))?;
     file.write_all(bytes)
-        .map_err(|e| CaError::io("write", path, e))?;
-    file.sync_all().map_err(|e| CaError::io("sync", path, e))
+        .map_err(|e| FileError::io("write", path, e))?;
+    file.sync_all().map_err(|e| FileError::io("sync", path, e))
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -192,21 +261,25 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-fn temporary_path(path: &Path, directory: &Path) -> Result<PathBuf, CaError> {
+fn temporary_path(path: &Path, directory: &Path) -> Result<PathBuf, FileError> {
     let Some(name) = path.file_name() else {
-        return Err(CaError::io(
+        return Err(FileError::io(
             "write",
             path,
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
         ));
     };
     let mut suffix = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut suffix).map_err(|_| CaError::Crypto {
-        operation: "generating a temporary file name",
+    aws_lc_rs::rand::fill(&mut suffix).map_err(|_| {
+        FileError::io(
+            "name a temporary file for",
+            path,
+            std::io::Error::other("the system's random generator failed"),
+        )
     })?;
     let mut temporary_name = std::ffi::OsString::from(".");
     temporary_name.push(name);
-    temporary_name.push(format!(".{}.tmp", hex::encode(suffix)));
+    temporary_name.push(format!(".{:016x}.tmp", u64::from_le_bytes(suffix)));
     Ok(directory.join(temporary_name))
 }
 
@@ -255,7 +328,7 @@ mod tests {
         for mode in [0o640, 0o604, 0o644, 0o660] {
             fs::set_permissions(&path, Permissions::from_mode(mode)).unwrap();
             match read_secret_file(&path) {
-                Err(CaError::KeyFileTooOpen { mode: found, .. }) => assert_eq!(found, mode),
+                Err(FileError::TooOpen { mode: found, .. }) => assert_eq!(found, mode),
                 other => panic!("mode {mode:o}: expected KeyFileTooOpen, got {other:?}"),
             }
         }
@@ -268,11 +341,11 @@ mod tests {
         write_secret_atomic(&big, &vec![b'a'; MAX_FILE_LEN as usize + 1]).unwrap();
         assert!(matches!(
             read_secret_file(&big),
-            Err(CaError::FileTooLarge { .. })
+            Err(FileError::TooLarge { .. })
         ));
         assert!(matches!(
             read_public_file(dir.path()),
-            Err(CaError::NotARegularFile { .. })
+            Err(FileError::NotARegularFile { .. })
         ));
     }
 

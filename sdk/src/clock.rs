@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Where the broker gets the current time.
+/// Where the broker, the agent and the sources get the current time.
 pub trait Clock: Send + Sync + Debug + 'static {
     /// Now.
     fn now(&self) -> SystemTime;
@@ -30,6 +30,16 @@ pub fn unix_millis(time: SystemTime) -> i64 {
         Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
         Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
     }
+}
+
+/// The system clock now, Unix seconds.
+pub fn now_unix() -> i64 {
+    unix_seconds(SystemTime::now())
+}
+
+/// The system clock now, Unix milliseconds.
+pub fn now_unix_millis() -> i64 {
+    unix_millis(SystemTime::now())
 }
 
 /// The system's wall clock.
