@@ -174,7 +174,7 @@ fn mint_jwt(c: &mut Criterion) {
 fn renew_x509(c: &mut Criterion) {
     let runtime = runtime();
     let fixture = fixture(&runtime, RevocationSet::authoritative(), true);
-    let (_, csr) = mayfly::cli::keygen::new_key_and_csr().unwrap();
+    let (_, csr) = mayfly_sdk::client::new_key_and_csr().unwrap();
     let csr = Arc::new(csr);
     let mut group = c.benchmark_group("renew_x509");
     group.bench_function("sequential", |b| {

@@ -39,9 +39,4 @@ pub mod rotation;
 pub mod server;
 pub mod store;
 
-/// Installs aws-lc-rs as the process-wide rustls crypto provider. Safe to
-/// call more than once.
-pub fn install_crypto_provider() {
-    // Err only means another provider (ours, from an earlier call) is set.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
+pub use mayfly_sdk::install_crypto_provider;

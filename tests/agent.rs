@@ -538,7 +538,11 @@ async fn the_agent_restarts_on_its_saved_svid_without_a_token() {
     assert!(!setup.socket().exists(), "shutdown removes the socket");
 
     // The key file is private.
-    let key = setup.dir.path().join("agent").join(mayfly::cli::KEY_FILE);
+    let key = setup
+        .dir
+        .path()
+        .join("agent")
+        .join(mayfly_sdk::client::KEY_FILE);
     assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
 
     // No token this time: the saved SVID is used (the token was spent anyway).

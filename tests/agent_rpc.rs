@@ -57,8 +57,8 @@ async fn an_agent_obtains_only_the_identities_registered_under_it() {
     assert!(listed.bundle.is_some());
 
     // Batch X.509: mine succeeds (and verifies independently), theirs is refused.
-    let (_, csr_a) = mayfly::cli::keygen::new_key_and_csr().unwrap();
-    let (_, csr_b) = mayfly::cli::keygen::new_key_and_csr().unwrap();
+    let (_, csr_a) = mayfly_sdk::client::new_key_and_csr().unwrap();
+    let (_, csr_b) = mayfly_sdk::client::new_key_and_csr().unwrap();
     let batch = client
         .batch_mint_x509_svids(pb::BatchMintX509SvidsRequest {
             params: vec![

@@ -97,7 +97,7 @@ fn psat_claims(ns: &str, sa: &str) -> serde_json::Value {
 }
 
 async fn attest_psat(broker: &TestBroker, token: &str) -> Result<common::Svid, tonic::Status> {
-    let (key, csr) = mayfly::cli::keygen::new_key_and_csr().unwrap();
+    let (key, csr) = mayfly_sdk::client::new_key_and_csr().unwrap();
     let response = broker
         .broker()
         .await
@@ -603,7 +603,7 @@ async fn x509pop_device_attestation() {
                 .unwrap_or(challenge.nonce.clone());
             let signature =
                 mayfly::attest::x509pop::sign_challenge(key_pem.as_bytes(), &nonce).unwrap();
-            let (key, csr) = mayfly::cli::keygen::new_key_and_csr().unwrap();
+            let (key, csr) = mayfly_sdk::client::new_key_and_csr().unwrap();
             let response = client
                 .attest_and_issue(pb::AttestAndIssueRequest {
                     evidence: Some(pb::attest_and_issue_request::Evidence::X509pop(

@@ -109,7 +109,7 @@ async fn closed_within(stream: &mut (impl AsyncRead + Unpin), within: Duration) 
 
 /// A GetBundle over a new connection without a client certificate.
 async fn anonymous_call(broker: &TestBroker) -> Result<pb::Bundle, String> {
-    let mut client = mayfly::cli::connect::broker(&broker.url(), &broker.bundle_pem(), None)
+    let mut client = mayfly_sdk::client::connect_broker(&broker.url(), &broker.bundle_pem(), None)
         .await
         .map_err(|e| e.to_string())?;
     client

@@ -69,19 +69,19 @@ impl Replica {
     }
 
     async fn admin(&self) -> AdminClient<Channel> {
-        mayfly::cli::connect::admin(self.server.admin_socket())
+        mayfly_sdk::client::connect_admin(self.server.admin_socket())
             .await
             .unwrap()
     }
 
     async fn broker(&self) -> BrokerClient<Channel> {
-        mayfly::cli::connect::broker(&self.url(), &self.bundle_pem(), None)
+        mayfly_sdk::client::connect_broker(&self.url(), &self.bundle_pem(), None)
             .await
             .unwrap()
     }
 
     async fn broker_as(&self, svid: &Svid) -> BrokerClient<Channel> {
-        mayfly::cli::connect::broker(
+        mayfly_sdk::client::connect_broker(
             &self.url(),
             &self.bundle_pem(),
             Some((svid.chain_pem.as_bytes(), svid.key_pem.as_bytes())),

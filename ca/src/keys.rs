@@ -8,8 +8,8 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair
 use zeroize::Zeroizing;
 
 use crate::error::CaError;
-use crate::pem;
 use mayfly_sdk::files;
+use mayfly_sdk::pem;
 
 /// An ECDSA P-256 private key used to sign certificates (ASN.1 DER signatures).
 ///
@@ -56,7 +56,7 @@ impl SigningKey {
         let der =
             pem::decode(pem::PRIVATE_KEY, pem_text).map_err(|reason| CaError::InvalidKey {
                 context: "PKCS#8 PEM".to_string(),
-                reason,
+                reason: reason.to_string(),
             })?;
         Self::parse(&der, "PKCS#8 PEM")
     }
@@ -67,7 +67,7 @@ impl SigningKey {
         let der = pem::decode(pem::PRIVATE_KEY, &text).map_err(|reason| CaError::InvalidPem {
             path: path.to_path_buf(),
             expected_label: pem::PRIVATE_KEY,
-            reason,
+            reason: reason.to_string(),
         })?;
         Self::parse(&der, &path.display().to_string())
     }

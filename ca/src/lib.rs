@@ -67,7 +67,6 @@ mod error;
 pub mod failpoint;
 pub mod jwt;
 pub mod keys;
-mod pem;
 
 pub use authority::{
     AuthorityKind, AuthorityState, AuthorityStatus, CaConfig, CaStatus, CertificateAuthority,

@@ -421,18 +421,7 @@ impl SpiffeBundle {
 
     /// The X.509 authorities as concatenated PEM `CERTIFICATE` blocks.
     pub fn x509_authorities_pem(&self) -> String {
-        let mut pem = String::new();
-        for der in &self.x509_authorities {
-            pem.push_str("-----BEGIN CERTIFICATE-----\n");
-            let b64 = STANDARD.encode(der);
-            // Base64 output is ASCII, so every 64-byte chunk is valid UTF-8.
-            for line in b64.as_bytes().chunks(64) {
-                pem.push_str(&String::from_utf8_lossy(line));
-                pem.push('\n');
-            }
-            pem.push_str("-----END CERTIFICATE-----\n");
-        }
-        pem
+        crate::pem::certificates(self.x509_authorities.iter().map(Vec::as_slice))
     }
 
     /// Parses a SPIFFE bundle document for `trust_domain`.

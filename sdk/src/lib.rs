@@ -61,11 +61,83 @@ pub mod client;
 pub mod clock;
 pub mod files;
 pub mod jwt;
+pub mod pem;
 pub mod proto;
 pub mod revocation;
 pub mod selector;
 pub mod spiffe_id;
 pub mod workload;
+pub mod x509;
 
 pub use selector::Selector;
+
+/// Makes aws-lc-rs the process's rustls crypto provider, as every Mayfly
+/// component uses it (one crypto stack). Safe to call more than once.
+pub fn install_crypto_provider() {
+    // Err only means a provider (ours, from an earlier call) is set already.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// An error and its causes on one line, joined by ": ": what a log line or a
+/// message to a person should say of an error that has sources. A cause
+/// whose text the line already holds (an error that prints its source, as
+/// transport errors do) or that says nothing is not repeated.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        source: Option<Box<Layer>>,
+    }
+
+    fn layers(texts: &[&'static str]) -> Layer {
+        texts
+            .iter()
+            .rev()
+            .fold(None, |source, text| {
+                Some(Layer {
+                    text,
+                    source: source.map(Box::new),
+                })
+            })
+            .unwrap_or(Layer {
+                text: "",
+                source: None,
+            })
+    }
+
+    #[test]
+    fn error_chain_joins_causes_and_skips_repeats() {
+        assert_eq!(
+            super::error_chain(&layers(&["outer", "inner"])),
+            "outer: inner"
+        );
+        // A cause the outer text already shows, and an empty one, add nothing.
+        assert_eq!(
+            super::error_chain(&layers(&[
+                "connect failed: refused",
+                "refused",
+                "",
+                "os error 111"
+            ])),
+            "connect failed: refused: os error 111"
+        );
+    }
+}

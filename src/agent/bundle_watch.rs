@@ -15,7 +15,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::upstream::Upstream;
-use crate::cli::connect;
 
 /// Wakes `wake` on every bundle the broker pushes, until `cancel` fires.
 pub(crate) async fn follow(upstream: Arc<Upstream>, wake: Arc<Notify>, cancel: CancellationToken) {
@@ -24,7 +23,7 @@ pub(crate) async fn follow(upstream: Arc<Upstream>, wake: Arc<Notify>, cancel: C
     loop {
         let roots = upstream.trusted_roots_pem();
         let opened = async {
-            let mut client = connect::broker(upstream.server(), &roots, None)
+            let mut client = mayfly_sdk::client::connect_broker(upstream.server(), &roots, None)
                 .await
                 .map_err(|e| e.to_string())?;
             client

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::CliError;
+use mayfly_sdk::client::ClientError;
 
 /// Why the agent could not start, or had to stop.
 ///
@@ -145,31 +145,20 @@ impl From<tonic::Status> for AgentError {
     }
 }
 
-impl From<CliError> for AgentError {
-    /// The connection helpers and key generation are shared with the CLI;
-    /// their errors are translated here so none of the CLI's type leaks out.
-    fn from(error: CliError) -> Self {
+impl From<ClientError> for AgentError {
+    fn from(error: ClientError) -> Self {
         match error {
-            CliError::BrokerUnreachable { server, reason } => {
+            ClientError::BrokerUnreachable { server, reason } => {
                 AgentError::BrokerUnreachable { server, reason }
             }
-            CliError::Rpc {
-                message,
-                unavailable,
-                ..
-            } => AgentError::Broker {
-                code: if unavailable {
-                    tonic::Code::Unavailable
-                } else {
-                    tonic::Code::Unknown
-                },
-                message,
-            },
-            CliError::KeyGeneration { reason } => AgentError::KeyGeneration { reason },
-            CliError::BadResponse { reason } => AgentError::BadResponse { reason },
-            CliError::File { path, reason, .. } => AgentError::DataDir { path, reason },
+            ClientError::KeyGeneration { reason } => AgentError::KeyGeneration { reason },
+            ClientError::BadResponse { reason } => AgentError::BadResponse { reason },
+            ClientError::File { path, reason, .. } => AgentError::DataDir { path, reason },
+            // A bad address, bad TLS material, an unreachable admin socket
+            // (never asked for by the agent) or a kind added later: retrying
+            // cannot fix any of them.
             other => AgentError::Config {
-                reason: other.to_string(),
+                reason: mayfly_sdk::error_chain(&other),
             },
         }
     }
@@ -192,15 +181,31 @@ mod tests {
     }
 
     #[test]
-    fn cli_errors_keep_their_meaning() {
-        let from_cli = AgentError::from(CliError::BrokerUnreachable {
-            server: "https://h:1".into(),
+    fn client_errors_keep_their_meaning() {
+        let unreachable = AgentError::from(ClientError::BrokerUnreachable {
+            server: "https://127.0.0.1:1".into(),
             reason: "refused".into(),
         });
-        assert!(matches!(from_cli, AgentError::BrokerUnreachable { .. }));
-        let usage = AgentError::from(CliError::Usage {
-            message: "--server must be https".into(),
+        assert!(unreachable.is_transient(), "{unreachable:?}");
+        let address = AgentError::from(ClientError::InvalidAddress {
+            server: "http://x".into(),
+            reason: "must be https".into(),
         });
-        assert_eq!(usage.to_string(), "--server must be https");
+        assert!(matches!(address, AgentError::Config { .. }), "{address:?}");
+        assert!(!address.is_transient());
+        let answer = AgentError::from(ClientError::BadResponse {
+            reason: "no svid".into(),
+        });
+        assert!(matches!(answer, AgentError::BadResponse { .. }));
+        // A broker refusal keeps its code: PermissionDenied is not retried.
+        let refused = AgentError::from(tonic::Status::permission_denied("no"));
+        assert!(matches!(
+            refused,
+            AgentError::Broker {
+                code: tonic::Code::PermissionDenied,
+                ..
+            }
+        ));
+        assert!(!refused.is_transient());
     }
 }

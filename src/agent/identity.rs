@@ -8,16 +8,14 @@ use std::path::{Path, PathBuf};
 use mayfly_sdk::SpiffeId;
 use mayfly_sdk::files;
 use mayfly_sdk::proto::v1 as pb;
+use mayfly_sdk::x509::{LeafFacts, inspect_leaf};
 use rcgen::KeyPair;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::{FromDer as _, X509Certificate};
 use zeroize::Zeroizing;
 
 use super::error::AgentError;
-use crate::cli::connect::pem_certificates;
-use crate::cli::{BUNDLE_FILE, KEY_FILE, SVID_FILE};
+use mayfly_sdk::client::{BUNDLE_FILE, KEY_FILE, SVID_FILE};
 
 /// An X509-SVID with its private key, ready for mTLS to the broker.
 #[derive(Clone)]
@@ -46,43 +44,9 @@ impl fmt::Debug for AgentSvid {
     }
 }
 
-/// What the agent reads from a leaf certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LeafFacts {
-    pub(crate) spiffe_id: SpiffeId,
-    pub(crate) not_before: i64,
-    pub(crate) not_after: i64,
-    pub(crate) serial: String,
-}
-
 /// Reads the SPIFFE ID (the one URI SAN), validity and serial of a leaf.
 pub(crate) fn leaf_facts(der: &[u8]) -> Result<LeafFacts, String> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| format!("not a certificate: {e}"))?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| format!("bad subjectAltName: {e}"))?
-        .ok_or("no subjectAltName")?;
-    let mut uris = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => Some(*uri),
-            _ => None,
-        });
-    let (Some(uri), None) = (uris.next(), uris.next()) else {
-        return Err("an X509-SVID has exactly one URI SAN".to_owned());
-    };
-    let spiffe_id = uri
-        .parse::<SpiffeId>()
-        .map_err(|e| format!("URI SAN: {e}"))?;
-    Ok(LeafFacts {
-        spiffe_id,
-        not_before: cert.validity().not_before.timestamp(),
-        not_after: cert.validity().not_after.timestamp(),
-        serial: mayfly_sdk::revocation::serial_from_bytes(cert.raw_serial()),
-    })
+    inspect_leaf(der).map_err(|e| e.to_string())
 }
 
 /// Renew at half of the lifetime left when a credential arrived, never
@@ -108,7 +72,7 @@ impl AgentSvid {
             .first()
             .ok_or_else(|| AgentError::bad_response("the SVID has no certificate"))?;
         let facts = leaf_facts(leaf).map_err(AgentError::bad_response)?;
-        if !crate::cli::keygen::certifies_key(leaf, key)? {
+        if !mayfly_sdk::client::certifies_key(leaf, key)? {
             return Err(AgentError::bad_response(
                 "the certificate is not for the key we sent",
             ));
@@ -118,7 +82,7 @@ impl AgentSvid {
             serial: facts.serial,
             expires_at: facts.not_after,
             refresh_at: refresh_point(now.max(facts.not_before), facts.not_after),
-            chain_pem: pem_certificates(svid.cert_chain.iter().map(Vec::as_slice)),
+            chain_pem: mayfly_sdk::pem::certificates(svid.cert_chain.iter().map(Vec::as_slice)),
             key_pem: Zeroizing::new(key.serialize_pem()),
         })
     }
@@ -200,7 +164,7 @@ impl IdentityFiles {
             .map_err(|_| AgentError::data_dir(&key_path, "not PEM text"))?;
         let key = KeyPair::from_pem(key_text)
             .map_err(|e| AgentError::data_dir(&key_path, format!("not a private key: {e}")))?;
-        if !crate::cli::keygen::certifies_key(leaf, &key)? {
+        if !mayfly_sdk::client::certifies_key(leaf, &key)? {
             return Err(AgentError::data_dir(
                 &key_path,
                 "the key does not belong to the certificate in svid.pem",
@@ -236,7 +200,7 @@ impl IdentityFiles {
     /// Saves the trust bundle's roots (PEM).
     pub(crate) fn save_bundle(&self, roots_der: &[Vec<u8>]) -> Result<(), AgentError> {
         let path = self.dir.join(BUNDLE_FILE);
-        let pem = pem_certificates(roots_der.iter().map(Vec::as_slice));
+        let pem = mayfly_sdk::pem::certificates(roots_der.iter().map(Vec::as_slice));
         files::write_public_atomic(&path, pem.as_bytes())
             .map_err(|e| AgentError::data_dir(&path, e))
     }

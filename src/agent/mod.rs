@@ -76,10 +76,10 @@ pub use error::AgentError;
 pub use state::AgentHealth;
 pub use workload_api::{SECURITY_HEADER, require_security_header};
 
-use crate::cli::Secret;
 use crate::clock::{Clock, SystemClock};
 use identity::IdentityFiles;
 use jwt_issue::JwtIssuer;
+use mayfly_sdk::client::Secret;
 use sink::FileSinkConfig;
 use state::AgentState;
 use upstream::Upstream;

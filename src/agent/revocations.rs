@@ -28,7 +28,6 @@ use super::jwt_cache::CachedJwt;
 use super::snapshot::WorkloadSvid;
 use super::status::WorkloadError;
 use super::upstream::Upstream;
-use crate::cli::connect;
 
 /// The agent's view of the broker's revocations.
 #[derive(Debug)]
@@ -202,7 +201,7 @@ impl Revocations {
         roots_pem: &[u8],
         patience: Duration,
     ) -> Result<(), String> {
-        let client = connect::broker(server, roots_pem, None)
+        let client = mayfly_sdk::client::connect_broker(server, roots_pem, None)
             .await
             .map_err(|e| e.to_string())?;
         let watch = RevocationWatch::builder()

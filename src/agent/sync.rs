@@ -243,7 +243,7 @@ impl Syncer {
             let mut keys = HashMap::with_capacity(batch.len());
             let mut params = Vec::with_capacity(batch.len());
             for entry in batch {
-                let (key, csr) = crate::cli::keygen::new_key_and_csr()?;
+                let (key, csr) = mayfly_sdk::client::new_key_and_csr()?;
                 keys.insert(entry.id.clone(), (entry.clone(), key));
                 params.push(pb::X509SvidParams {
                     entry_id: entry.id.clone(),
@@ -357,7 +357,7 @@ fn workload_svid(
             facts.spiffe_id, entry.spiffe_id
         ));
     }
-    if !crate::cli::keygen::certifies_key(leaf, key).map_err(|e| e.to_string())? {
+    if !mayfly_sdk::client::certifies_key(leaf, key).map_err(|e| e.to_string())? {
         return Err("the certificate is not for the key we sent".to_owned());
     }
     Ok(WorkloadSvid {

@@ -15,8 +15,6 @@ use tonic::transport::Channel;
 
 use super::error::AgentError;
 use super::identity::{AgentSvid, IdentityFiles};
-use crate::cli::connect;
-use crate::cli::connect::pem_certificates;
 use crate::clock::Clock;
 
 /// The broker, as the agent sees it.
@@ -126,7 +124,7 @@ impl Upstream {
         if now < current.refresh_at {
             return Ok(());
         }
-        let (key, csr) = crate::cli::keygen::new_key_and_csr()?;
+        let (key, csr) = mayfly_sdk::client::new_key_and_csr()?;
         let mut client = self.client().await?;
         let response = client
             .renew_x509_svid(pb::RenewX509SvidRequest { csr })
@@ -204,9 +202,13 @@ impl Upstream {
         }
         let identity = self.identity();
         let (chain, key) = identity.tls_identity();
-        let client = connect::broker(&self.server, &self.trusted_roots_pem(), Some((chain, key)))
-            .await
-            .map_err(AgentError::from)?;
+        let client = mayfly_sdk::client::connect_broker(
+            &self.server,
+            &self.trusted_roots_pem(),
+            Some((chain, key)),
+        )
+        .await
+        .map_err(AgentError::from)?;
         self.client.store(Some(Arc::new(client.clone())));
         Ok(client)
     }
@@ -236,7 +238,9 @@ impl Upstream {
         let mut pem = self.configured_roots_pem.clone();
         pem.push(b'\n');
         let roots = self.bundle_roots.load();
-        pem.extend_from_slice(pem_certificates(roots.iter().map(Vec::as_slice)).as_bytes());
+        pem.extend_from_slice(
+            mayfly_sdk::pem::certificates(roots.iter().map(Vec::as_slice)).as_bytes(),
+        );
         pem
     }
 }
@@ -328,8 +332,8 @@ async fn node_evidence(
                 .create_x509_pop_challenge(pb::CreateX509PopChallengeRequest {})
                 .await?
                 .into_inner();
-            let signature = crate::attest::x509pop::sign_challenge(&key_pem, &challenge.nonce)
-                .map_err(|e| config_error(key, e))?;
+            let signature = mayfly_sdk::client::x509pop::sign_challenge(&key_pem, &challenge.nonce)
+                .map_err(|e| config_error(key, e.to_string()))?;
             Evidence::X509pop(pb::X509PopEvidence {
                 challenge_id: challenge.challenge_id,
                 cert_chain,
@@ -346,8 +350,8 @@ async fn attest(
     files: &IdentityFiles,
     now: i64,
 ) -> Result<AgentSvid, AgentError> {
-    let (key, csr) = crate::cli::keygen::new_key_and_csr()?;
-    let mut client = connect::broker(server, roots_pem, None).await?;
+    let (key, csr) = mayfly_sdk::client::new_key_and_csr()?;
+    let mut client = mayfly_sdk::client::connect_broker(server, roots_pem, None).await?;
     let evidence = node_evidence(&mut client, attestation).await?;
     let request = pb::AttestAndIssueRequest {
         evidence: Some(evidence),

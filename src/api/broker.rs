@@ -4,14 +4,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mayfly_sdk::TrustDomain;
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::proto::v1::broker_server::Broker;
-use mayfly_sdk::{SpiffeId, TrustDomain};
+use mayfly_sdk::x509::inspect_leaf;
 use tokio_stream::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::bundle::BundlePublisher;
 use super::revocations::{RevocationFeed, RevocationStream};
@@ -85,53 +85,21 @@ fn no_certificate() -> Status {
 
 /// Extracts and checks the SPIFFE ID of a verified client certificate.
 pub fn caller_from_certificate(der: &[u8], trust_domain: &TrustDomain) -> Result<Caller, Status> {
-    let (_, certificate) = X509Certificate::from_der(der)
-        .map_err(|_| Status::unauthenticated("client certificate cannot be parsed"))?;
-    let san = certificate
-        .subject_alternative_name()
-        .map_err(|_| Status::unauthenticated("client certificate has a malformed SAN extension"))?
-        .ok_or_else(|| {
-            Status::unauthenticated("client certificate has no SPIFFE ID (no SAN extension)")
-        })?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => Some(*uri),
-            _ => None,
-        })
-        .collect();
-    let [uri] = uris.as_slice() else {
-        return Err(Status::unauthenticated(format!(
-            "client certificate must have exactly one URI SAN, found {}",
-            uris.len()
-        )));
-    };
-    let spiffe_id = SpiffeId::parse(uri).map_err(|e| {
+    let leaf = inspect_leaf(der).map_err(|error| {
         Status::unauthenticated(format!(
-            "client certificate URI SAN is not a SPIFFE ID: {e}"
+            "the client certificate is not an X509-SVID: {error}"
         ))
     })?;
-    if !spiffe_id.is_member_of(trust_domain) {
+    if !leaf.spiffe_id.is_member_of(trust_domain) {
         return Err(Status::permission_denied(format!(
-            "{spiffe_id} is not in trust domain {trust_domain}"
+            "{} is not in trust domain {trust_domain}",
+            leaf.spiffe_id
         )));
     }
-    let ca = certificate
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|bc| bc.value.ca);
-    if ca {
-        return Err(Status::unauthenticated(
-            "a CA certificate is not a workload identity",
-        ));
-    }
     Ok(Caller {
-        spiffe_id,
-        serial: mayfly_sdk::revocation::serial_from_bytes(certificate.raw_serial()),
-        not_before: certificate.validity().not_before.timestamp(),
+        spiffe_id: leaf.spiffe_id,
+        serial: leaf.serial,
+        not_before: leaf.not_before,
     })
 }
 

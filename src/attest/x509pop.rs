@@ -46,11 +46,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
-    RSA_PKCS1_SHA256, RsaKeyPair,
-};
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
 use serde::{Deserialize, Deserializer};
@@ -76,7 +71,8 @@ const MIN_CHALLENGE_TTL: Duration = Duration::from_secs(1);
 /// made for anything else (a TLS handshake, a CSR, another protocol's
 /// challenge) can never pass as an answer here. The version lets a future
 /// format be told apart; the NUL ends the label.
-const SIGNING_LABEL: &[u8] = b"mayfly x509pop v1\0";
+pub use mayfly_sdk::client::x509pop::{X509PopKeyError, sign_challenge};
+
 const NONCE_BYTES: usize = 32;
 const CHALLENGE_ID_BYTES: usize = 16;
 
@@ -231,10 +227,7 @@ impl X509PopAttestor {
     /// nonce (`"mayfly x509pop v1\0" || nonce`), so a signature made for
     /// anything else cannot be replayed here.
     pub fn signed_message(nonce: &[u8]) -> Vec<u8> {
-        let mut message = Vec::with_capacity(SIGNING_LABEL.len() + nonce.len());
-        message.extend_from_slice(SIGNING_LABEL);
-        message.extend_from_slice(nonce);
-        message
+        mayfly_sdk::client::x509pop::signed_message(nonce)
     }
 
     /// Verifies `chain_der` (leaf first, DER; at most 8 certificates of at
@@ -337,81 +330,6 @@ impl X509PopAttestor {
             .ok_or_else(|| AttestError::UntrustedCertificate {
                 reason: "the chain verified to a trust anchor that is not configured".into(),
             })
-    }
-}
-
-/// Client side (the CLI uses it): signs
-/// [`X509PopAttestor::signed_message`]`(nonce)` with an unencrypted PKCS#8
-/// PEM private key (`-----BEGIN PRIVATE KEY-----`): P-256 or P-384 (ECDSA
-/// with SHA-256 / SHA-384, ASN.1 DER signature), Ed25519, or RSA 2048–8192
-/// bits (PKCS#1 v1.5 with SHA-256).
-///
-/// # Errors
-///
-/// The PEM holds no PKCS#8 private key, more than one, or a key of another
-/// type. Messages never contain key material.
-pub fn sign_challenge(private_key_pem: &[u8], nonce: &[u8]) -> Result<Vec<u8>, String> {
-    let pkcs8 = pkcs8_from_pem(private_key_pem)?;
-    let message = X509PopAttestor::signed_message(nonce);
-    let rng = SystemRandom::new();
-    let signing_failed = |_| "signing failed".to_owned();
-
-    if let Ok(key) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8) {
-        return key
-            .sign(&rng, &message)
-            .map(|signature| signature.as_ref().to_vec())
-            .map_err(signing_failed);
-    }
-    if let Ok(key) = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &pkcs8) {
-        return key
-            .sign(&rng, &message)
-            .map(|signature| signature.as_ref().to_vec())
-            .map_err(signing_failed);
-    }
-    if let Ok(key) = Ed25519KeyPair::from_pkcs8(&pkcs8) {
-        return Ok(key.sign(&message).as_ref().to_vec());
-    }
-    if let Ok(key) = RsaKeyPair::from_pkcs8(&pkcs8) {
-        // aws-lc-rs requires the buffer to be exactly the modulus length.
-        let mut signature = vec![0u8; key.public_modulus_len()];
-        key.sign(&RSA_PKCS1_SHA256, &rng, &message, &mut signature)
-            .map_err(signing_failed)?;
-        return Ok(signature);
-    }
-    Err(
-        "unsupported private key: expected a PKCS#8 P-256, P-384, Ed25519 or RSA (2048-8192 bit) key"
-            .into(),
-    )
-}
-
-/// The one unencrypted PKCS#8 key in `pem`, zeroized on drop.
-fn pkcs8_from_pem(pem: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
-    let mut pkcs8 = None;
-    let mut other_key_kind = None;
-    for section in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(pem) {
-        // The PEM error could quote a line of the key file: say nothing more.
-        let (kind, der) =
-            section.map_err(|_| "the private key file is not valid PEM".to_owned())?;
-        let der = Zeroizing::new(der);
-        match kind {
-            SectionKind::PrivateKey if pkcs8.is_some() => {
-                return Err("the PEM holds more than one private key".into());
-            }
-            SectionKind::PrivateKey => pkcs8 = Some(der),
-            SectionKind::EcPrivateKey => other_key_kind = Some("SEC1 (EC PRIVATE KEY)"),
-            SectionKind::RsaPrivateKey => other_key_kind = Some("PKCS#1 (RSA PRIVATE KEY)"),
-            _ => {}
-        }
-    }
-    match (pkcs8, other_key_kind) {
-        (Some(pkcs8), _) => Ok(pkcs8),
-        (None, Some(kind)) => Err(format!(
-            "the key is in {kind} form; convert it to PKCS#8 with \
-             `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`"
-        )),
-        (None, None) => {
-            Err("no unencrypted PKCS#8 private key (-----BEGIN PRIVATE KEY-----) found".into())
-        }
     }
 }
 
@@ -779,7 +697,10 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 #[cfg(test)]
 mod tests {
-    use aws_lc_rs::signature::RSA_PSS_SHA256;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, RSA_PSS_SHA256, RsaKeyPair,
+    };
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
         ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -1196,10 +1117,9 @@ mod tests {
             "key type is not supported",
         );
         // The client refuses the key too, rather than sign with it.
-        assert!(
-            sign_challenge(p521.key_pem().as_bytes(), &challenge.nonce)
-                .unwrap_err()
-                .contains("unsupported private key")
+        assert_eq!(
+            sign_challenge(p521.key_pem().as_bytes(), &challenge.nonce),
+            Err(X509PopKeyError::UnsupportedKey)
         );
     }
 
@@ -1539,23 +1459,22 @@ mod tests {
         let key = p256();
         assert!(sign_challenge(key.serialize_pem().as_bytes(), &nonce).is_ok());
 
-        let no_key = sign_challenge(root("CA").pem().as_bytes(), &nonce).unwrap_err();
-        assert!(no_key.contains("no unencrypted PKCS#8"), "{no_key}");
+        assert_eq!(
+            sign_challenge(root("CA").pem().as_bytes(), &nonce),
+            Err(X509PopKeyError::NoKey)
+        );
         let two = format!("{}{}", key.serialize_pem(), p256().serialize_pem());
-        assert!(
-            sign_challenge(two.as_bytes(), &nonce)
-                .unwrap_err()
-                .contains("more than one")
+        assert_eq!(
+            sign_challenge(two.as_bytes(), &nonce),
+            Err(X509PopKeyError::SeveralKeys)
         );
         let sec1 = key.serialize_pem().replace("PRIVATE KEY", "EC PRIVATE KEY");
-        assert!(
-            sign_challenge(sec1.as_bytes(), &nonce)
-                .unwrap_err()
-                .contains("openssl pkcs8")
-        );
+        let error = sign_challenge(sec1.as_bytes(), &nonce).unwrap_err();
+        assert!(matches!(error, X509PopKeyError::NotPkcs8 { .. }));
+        assert!(error.to_string().contains("openssl pkcs8"), "{error}");
         let broken = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
         let error = sign_challenge(broken.as_bytes(), &nonce).unwrap_err();
-        assert!(error.contains("unsupported private key"), "{error}");
-        assert!(!error.contains("AAAA"));
+        assert_eq!(error, X509PopKeyError::UnsupportedKey);
+        assert!(!error.to_string().contains("AAAA"));
     }
 }

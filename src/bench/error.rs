@@ -57,29 +57,14 @@ impl BenchError {
     }
 }
 
-impl From<crate::cli::CliError> for BenchError {
-    fn from(error: crate::cli::CliError) -> Self {
-        match error.exit_code() {
-            code if code == crate::cli::exit::UNAVAILABLE => {
-                BenchError::Unreachable(error.to_string())
-            }
-            code if code == crate::cli::exit::USAGE => BenchError::Usage(error.to_string()),
-            _ => BenchError::Local(error.to_string()),
+impl From<mayfly_sdk::client::ClientError> for BenchError {
+    fn from(error: mayfly_sdk::client::ClientError) -> Self {
+        use mayfly_sdk::client::ClientError;
+        let text = mayfly_sdk::error_chain(&error);
+        match error {
+            ClientError::InvalidAddress { .. } => BenchError::Usage(text),
+            error if error.is_unreachable() => BenchError::Unreachable(text),
+            _ => BenchError::Local(text),
         }
     }
-}
-
-/// An error and its causes, joined by ": ".
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -280,7 +280,7 @@ impl Lab {
     }
 
     async fn admin(&self) -> Result<AdminClient<Channel>, BenchError> {
-        Ok(crate::cli::connect::admin(&self.admin_socket).await?)
+        Ok(mayfly_sdk::client::connect_admin(&self.admin_socket).await?)
     }
 
     /// Everything after the broker is up: limits, setup, the paths, memory.

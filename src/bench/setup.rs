@@ -16,7 +16,6 @@ use zeroize::Zeroizing;
 use super::error::BenchError;
 use super::paths::{Caller, PathKind};
 use super::process::ChildProcess;
-use crate::cli::{connect, keygen};
 
 /// The audience every bench entry allows and every JWT-SVID is minted for.
 pub(crate) const AUDIENCE: &str = "mayfly-bench";
@@ -215,8 +214,9 @@ impl Fixture {
 
 /// Attests with a join token: a key made here, a CSR, an X509-SVID back.
 async fn attest(broker: BrokerAddress<'_>, token: &str) -> Result<Identity, BenchError> {
-    let (key, csr) = keygen::new_key_and_csr()?;
-    let mut client = connect::broker(broker.url, broker.bundle_pem, None).await?;
+    let (key, csr) = mayfly_sdk::client::new_key_and_csr()?;
+    let mut client =
+        mayfly_sdk::client::connect_broker(broker.url, broker.bundle_pem, None).await?;
     let request = pb::AttestAndIssueRequest {
         evidence: Some(pb::attest_and_issue_request::Evidence::JoinToken(
             pb::JoinTokenEvidence {
@@ -239,7 +239,7 @@ async fn attest(broker: BrokerAddress<'_>, token: &str) -> Result<Identity, Benc
         });
     }
     Ok(Identity {
-        chain_pem: connect::pem_certificates(chain.iter().map(Vec::as_slice)),
+        chain_pem: mayfly_sdk::pem::certificates(chain.iter().map(Vec::as_slice)),
         key_pem: Zeroizing::new(key.serialize_pem()),
     })
 }
@@ -254,7 +254,9 @@ pub(crate) async fn broker_clients(
     let mut clients = Vec::with_capacity(count);
     for _ in 0..count {
         let identity = identity.map(|i| (i.chain_pem.as_bytes(), i.key_pem.as_bytes()));
-        clients.push(connect::broker(broker.url, broker.bundle_pem, identity).await?);
+        clients.push(
+            mayfly_sdk::client::connect_broker(broker.url, broker.bundle_pem, identity).await?,
+        );
     }
     Ok(clients)
 }
@@ -308,7 +310,7 @@ pub(crate) async fn callers(
                 .as_ref()
                 .ok_or_else(|| missing("client identity"))?;
             let csrs: Vec<Vec<u8>> = (0..16)
-                .map(|_| keygen::new_key_and_csr().map(|(_, csr)| csr))
+                .map(|_| mayfly_sdk::client::new_key_and_csr().map(|(_, csr)| csr))
                 .collect::<Result<_, _>>()?;
             let csrs: std::sync::Arc<[Vec<u8>]> = csrs.into();
             broker_clients(broker, Some(identity), connections)
@@ -389,14 +391,14 @@ async fn workload_client(socket: &Path) -> Result<SpiffeWorkloadApiClient<Channe
     // The URI is required by the HTTP/2 client but never resolved: the connector dials
     // the socket.
     let channel = Endpoint::from_static("http://agent.sock")
-        .timeout(connect::REQUEST_TIMEOUT)
+        .timeout(mayfly_sdk::client::REQUEST_TIMEOUT)
         .connect_with_connector(connector)
         .await
         .map_err(|e| {
             BenchError::Unreachable(format!(
                 "the agent's socket {}: {}",
                 socket.display(),
-                super::error::chain(&e)
+                mayfly_sdk::error_chain(&e)
             ))
         })?;
     Ok(SpiffeWorkloadApiClient::new(channel))

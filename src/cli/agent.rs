@@ -11,12 +11,13 @@ use zeroize::Zeroizing;
 
 use mayfly_sdk::SpiffeId;
 
-use super::values::{Secret, parse_ttl};
-use super::{BUNDLE_FILE, GlobalArgs, exit, output};
+use super::values::parse_ttl;
+use super::{GlobalArgs, exit, output};
 use crate::agent::sink::{
     FileSinkConfig, ProcessId, RenewCommand, RenewSignal, Signal, SignalTarget, SinkAudience,
 };
 use crate::agent::{AgentConfig, AgentError, DEFAULT_DATA_DIR, NodeEvidence};
+use mayfly_sdk::client::{BUNDLE_FILE, Secret};
 
 /// Longest join token file read; real tokens are well under 1 KiB.
 const MAX_TOKEN_FILE: u64 = 16 * 1024;

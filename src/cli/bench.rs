@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{BUNDLE_FILE, DEFAULT_DATA_DIR, GlobalArgs, exit, output};
+use super::{DEFAULT_DATA_DIR, GlobalArgs, exit, output};
 use crate::bench::{BenchError, BrokerTarget, MemoryLoad, Options, PathKind};
+use mayfly_sdk::client::BUNDLE_FILE;
 
 pub(super) const BENCH_EXAMPLES: &str = "\
 Examples:

@@ -15,11 +15,12 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
+use super::Context;
 use super::error::CliError;
 use super::output::{self, key_values, time_and_relative};
-use super::svid_dir::{SvidDir, SvidFiles, check_issued, read_bundle};
-use super::values::{Secret, now_unix, parse_ttl};
-use super::{Context, connect, keygen};
+use super::values::{now_unix, parse_ttl};
+use mayfly_sdk::client::Secret;
+use mayfly_sdk::client::{SvidDir, SvidFiles, check_issued, read_bundle};
 
 /// Longest join token file read; real tokens are well under 1 KiB.
 const MAX_TOKEN_FILE: u64 = 16 * 1024;
@@ -193,7 +194,7 @@ impl PlatformEvidenceArgs {
             .create_x509_pop_challenge(CreateX509PopChallengeRequest {})
             .await?
             .into_inner();
-        let signature = crate::attest::x509pop::sign_challenge(&key_pem, &challenge.nonce)
+        let signature = mayfly_sdk::client::x509pop::sign_challenge(&key_pem, &challenge.nonce)
             .map_err(|reason| {
                 CliError::usage(format!("--x509pop-key {}: {reason}", key.display()))
             })?;
@@ -262,8 +263,8 @@ pub(super) async fn run(ctx: &Context, command: ClientCommand) -> Result<(), Cli
 
 async fn attest(ctx: &Context, args: AttestArgs) -> Result<(), CliError> {
     let bundle_pem = read_bundle(&ctx.attest_bundle_path())?;
-    let (key, csr) = keygen::new_key_and_csr()?;
-    let mut broker = connect::broker(&ctx.server, &bundle_pem, None).await?;
+    let (key, csr) = mayfly_sdk::client::new_key_and_csr()?;
+    let mut broker = mayfly_sdk::client::connect_broker(&ctx.server, &bundle_pem, None).await?;
     let evidence = if args.platform.given() {
         match args.platform.collect(&mut broker).await? {
             PlatformEvidence::K8s(evidence) => Evidence::K8sPsat(evidence),
@@ -296,7 +297,7 @@ async fn attest(ctx: &Context, args: AttestArgs) -> Result<(), CliError> {
 async fn renew(ctx: &Context, args: RenewArgs) -> Result<(), CliError> {
     let dir = SvidDir::new(&args.dir);
     let mut broker = mtls_broker(ctx, &dir, &args.dir).await?;
-    let (key, csr) = keygen::new_key_and_csr()?;
+    let (key, csr) = mayfly_sdk::client::new_key_and_csr()?;
     let response = broker
         .renew_x509_svid(RenewX509SvidRequest { csr })
         .await?
@@ -346,7 +347,7 @@ async fn jwt(ctx: &Context, args: JwtArgs) -> Result<(), CliError> {
 async fn jwt_with_evidence(ctx: &Context, args: &JwtArgs) -> Result<MintJwtSvidResponse, CliError> {
     use mayfly_sdk::proto::v1::mint_jwt_svid_with_evidence_request::Evidence as Wire;
     let bundle_pem = read_bundle(&ctx.attest_bundle_path())?;
-    let mut broker = connect::broker(&ctx.server, &bundle_pem, None).await?;
+    let mut broker = mayfly_sdk::client::connect_broker(&ctx.server, &bundle_pem, None).await?;
     let evidence = match args.platform.collect(&mut broker).await? {
         PlatformEvidence::K8s(evidence) => Wire::K8sPsat(evidence),
         PlatformEvidence::Oidc(evidence) => Wire::Oidc(evidence),
@@ -376,9 +377,9 @@ async fn mtls_broker(
     let bundle_path = ctx
         .bundle
         .clone()
-        .unwrap_or_else(|| dir_path.join(super::svid_dir::BUNDLE_FILE));
+        .unwrap_or_else(|| dir_path.join(mayfly_sdk::client::BUNDLE_FILE));
     let bundle_pem = read_bundle(&bundle_path)?;
-    connect::broker(&ctx.server, &bundle_pem, Some((&chain, &key))).await
+    Ok(mayfly_sdk::client::connect_broker(&ctx.server, &bundle_pem, Some((&chain, &key))).await?)
 }
 
 /// Checks the certificate is for our key, writes the three files, and reports.
@@ -395,7 +396,7 @@ fn save(
         .first()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    if !keygen::certifies_key(leaf, key)? {
+    if !mayfly_sdk::client::certifies_key(leaf, key)? {
         return Err(CliError::bad_response(
             "the certificate is not for the key we sent; nothing was written",
         ));

@@ -191,6 +191,40 @@ impl CliError {
     }
 }
 
+impl From<mayfly_sdk::client::ClientError> for CliError {
+    fn from(error: mayfly_sdk::client::ClientError) -> Self {
+        use mayfly_sdk::client::ClientError;
+        match error {
+            ClientError::InvalidAddress { server, reason } => {
+                CliError::usage(format!("--server {server:?}: {reason}"))
+            }
+            ClientError::TlsMaterial { what, reason } => CliError::TlsMaterial { what, reason },
+            ClientError::BrokerUnreachable { server, reason } => {
+                CliError::BrokerUnreachable { server, reason }
+            }
+            ClientError::AdminUnreachable { socket, problem } => {
+                CliError::AdminUnreachable { socket, problem }
+            }
+            ClientError::File {
+                action,
+                path,
+                reason,
+                ..
+            } => CliError::File {
+                action,
+                path,
+                reason,
+            },
+            ClientError::KeyGeneration { reason } => CliError::KeyGeneration { reason },
+            ClientError::BadResponse { reason } => CliError::BadResponse { reason },
+            // ClientError is non-exhaustive; a kind added later fails the command.
+            other => CliError::BadResponse {
+                reason: mayfly_sdk::error_chain(&other),
+            },
+        }
+    }
+}
+
 impl From<tonic::Status> for CliError {
     fn from(status: tonic::Status) -> Self {
         let message = match status.message() {
@@ -227,22 +261,6 @@ pub(crate) fn code_word(code: tonic::Code) -> &'static str {
         Code::DataLoss => "data loss",
         Code::Unauthenticated => "unauthenticated",
     }
-}
-
-/// An error and its causes, joined by ": ", skipping a cause whose text its parent already
-/// contains (transport errors often repeat themselves).
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !part.is_empty() && !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -315,14 +333,5 @@ mod tests {
         assert!(err.is_silent());
         assert_eq!(err.exit_code(), 1);
         assert!(!CliError::usage("x").is_silent());
-    }
-
-    #[test]
-    fn error_chain_skips_repeats() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer")]
-        struct Outer(#[source] std::io::Error);
-        let err = Outer(std::io::Error::other("inner"));
-        assert_eq!(error_chain(&err), "outer: inner");
     }
 }

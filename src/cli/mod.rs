@@ -26,14 +26,11 @@ mod audit_log;
 mod bench;
 mod ca;
 mod client;
-pub mod connect;
 mod entry;
 mod error;
-pub mod keygen;
 mod output;
 mod revoke;
 mod status;
-mod svid_dir;
 mod token;
 mod validate;
 mod values;
@@ -54,12 +51,12 @@ pub use entry::{
     UpdateArgs,
 };
 pub use error::{CliError, exit};
+pub use mayfly_sdk::client::Secret;
 pub use revoke::{ListRevocationsArgs, RevokeArgs, RevokeKind, RevokeSubcommand, UnrevokeArgs};
 pub use status::StatusArgs;
-pub use svid_dir::{BUNDLE_FILE, KEY_FILE, SVID_FILE};
 pub use token::{TokenCommand, TokenCreateArgs};
 pub use validate::ValidateArgs;
-pub use values::{Expiry, Secret};
+pub use values::Expiry;
 
 /// The data directory when neither `--data-dir` nor `MAYFLY_DATA_DIR` names one.
 pub const DEFAULT_DATA_DIR: &str = "./mayfly-data";
@@ -260,12 +257,12 @@ impl Context {
     pub(crate) fn attest_bundle_path(&self) -> PathBuf {
         self.bundle
             .clone()
-            .unwrap_or_else(|| self.data_dir.join(BUNDLE_FILE))
+            .unwrap_or_else(|| self.data_dir.join(mayfly_sdk::client::BUNDLE_FILE))
     }
 
     /// A connected admin client.
     pub(crate) async fn admin(&self) -> Result<AdminClient<Channel>, CliError> {
-        connect::admin(&self.admin_socket()).await
+        Ok(mayfly_sdk::client::connect_admin(&self.admin_socket()).await?)
     }
 }
 

@@ -8,10 +8,11 @@ use mayfly_sdk::proto::v1::{ValidateJwtSvidRequest, ValidateJwtSvidResponse};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use super::Context;
 use super::error::CliError;
 use super::output::{self, time_and_relative};
-use super::values::{Secret, now_unix};
-use super::{Context, connect};
+use super::values::now_unix;
+use mayfly_sdk::client::Secret;
 
 /// Larger inputs are refused before anything is sent; the server's own limit is lower.
 const MAX_TOKEN_BYTES: u64 = 64 * 1024;
@@ -60,8 +61,8 @@ pub(super) async fn run(ctx: &Context, args: ValidateArgs) -> Result<ExitCode, C
     if token.is_empty() {
         return Err(CliError::usage("no token given (empty input)"));
     }
-    let bundle_pem = super::svid_dir::read_bundle(&ctx.attest_bundle_path())?;
-    let mut broker = connect::broker(&ctx.server, &bundle_pem, None).await?;
+    let bundle_pem = mayfly_sdk::client::read_bundle(&ctx.attest_bundle_path())?;
+    let mut broker = mayfly_sdk::client::connect_broker(&ctx.server, &bundle_pem, None).await?;
     let request = ValidateJwtSvidRequest {
         token: token.as_str().to_owned(),
         audience: args.audience.clone(),

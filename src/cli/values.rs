@@ -3,41 +3,13 @@
 //! The parsers are clap value parsers (`fn(&str) -> Result<T, String>`); their messages
 //! become part of clap's "invalid value" error.
 
-use std::fmt;
 use std::time::Duration;
 
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
-use zeroize::Zeroizing;
 
 use super::error::CliError;
-
-/// A secret given on the command line or in the environment (a join token, a JWT).
-///
-/// Its `Debug` prints `[redacted]` and its memory is wiped on drop, so a parsed command
-/// line can be logged or dumped without leaking it.
-#[derive(Clone)]
-pub struct Secret(Zeroizing<String>);
-
-impl Secret {
-    /// The secret, for sending where it belongs.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Secret(Zeroizing::new(value))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// When an entry stops minting, as given to `--expires`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,12 +189,5 @@ mod tests {
         assert!(parse_spiffe_id("spiffe://example.org/billing/api").is_ok());
         assert!(parse_spiffe_id("spiffe://Example.org/x").is_err());
         assert!(parse_spiffe_id("https://example.org/x").is_err());
-    }
-
-    #[test]
-    fn secrets_do_not_debug_print() {
-        let secret = Secret::from("s3cr3t-token".to_string());
-        assert_eq!(format!("{secret:?}"), "[redacted]");
-        assert_eq!(secret.expose(), "s3cr3t-token");
     }
 }

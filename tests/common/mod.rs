@@ -155,19 +155,19 @@ impl TestBroker {
     }
 
     pub async fn admin(&self) -> AdminClient<Channel> {
-        mayfly::cli::connect::admin(self.server().admin_socket())
+        mayfly_sdk::client::connect_admin(self.server().admin_socket())
             .await
             .unwrap()
     }
 
     pub async fn broker(&self) -> BrokerClient<Channel> {
-        mayfly::cli::connect::broker(&self.url(), &self.bundle_pem(), None)
+        mayfly_sdk::client::connect_broker(&self.url(), &self.bundle_pem(), None)
             .await
             .unwrap()
     }
 
     pub async fn broker_as(&self, svid: &Svid) -> BrokerClient<Channel> {
-        mayfly::cli::connect::broker(
+        mayfly_sdk::client::connect_broker(
             &self.url(),
             &self.bundle_pem(),
             Some((svid.chain_pem.as_bytes(), svid.key_pem.as_bytes())),
@@ -241,7 +241,7 @@ impl TestBroker {
     }
 
     pub async fn renew(&self, svid: &Svid) -> Result<Svid, tonic::Status> {
-        let (key, csr) = mayfly::cli::keygen::new_key_and_csr().unwrap();
+        let (key, csr) = mayfly_sdk::client::new_key_and_csr().unwrap();
         let response = self
             .broker_as(svid)
             .await
@@ -626,7 +626,7 @@ pub async fn attest_via(
     mut broker: BrokerClient<Channel>,
     token: &str,
 ) -> Result<Svid, tonic::Status> {
-    let (key, csr) = mayfly::cli::keygen::new_key_and_csr().unwrap();
+    let (key, csr) = mayfly_sdk::client::new_key_and_csr().unwrap();
     let response = broker
         .attest_and_issue(pb::AttestAndIssueRequest {
             evidence: Some(pb::attest_and_issue_request::Evidence::JoinToken(

@@ -12,8 +12,8 @@ use super::profiles::{self, CLOCK_SKEW_ALLOWANCE, Validity};
 use super::sha256_hex;
 use crate::error::CaError;
 use crate::keys::SigningKey;
-use crate::pem;
 use mayfly_sdk::files;
+use mayfly_sdk::pem;
 
 /// A parsed CA certificate, with the facts rotation checks.
 #[derive(Clone, Debug)]
@@ -98,7 +98,7 @@ impl StoredCertificate {
         let der = pem::decode(pem::CERTIFICATE, &text).map_err(|reason| CaError::InvalidPem {
             path: path.to_path_buf(),
             expected_label: pem::CERTIFICATE,
-            reason,
+            reason: reason.to_string(),
         })?;
         Self::parse_file(path, der.to_vec())
     }

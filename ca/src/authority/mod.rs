@@ -52,7 +52,7 @@ use mayfly_sdk::bundle::SpiffeBundle;
 
 use crate::error::CaError;
 use crate::jwt::JwtSigner;
-use crate::pem;
+use mayfly_sdk::pem;
 
 pub use crl::{MAX_SERIAL_HEX_LEN, RevokedSerial};
 pub use issue::{IssuedX509Svid, ServerCertificate, X509SvidRequest};

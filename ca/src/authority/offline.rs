@@ -24,11 +24,8 @@ use crate::csr::parse_and_verify_csr;
 use crate::error::CaError;
 use crate::failpoint::failpoint;
 use crate::keys::SigningKey;
-use crate::pem;
 use mayfly_sdk::files;
-
-/// PEM label of a PKCS#10 request.
-const CERTIFICATE_REQUEST: &str = "CERTIFICATE REQUEST";
+use mayfly_sdk::pem;
 
 impl CertificateAuthority {
     /// A PEM PKCS#10 CSR for a new intermediate key, kept on this server as `Pending` until
@@ -285,7 +282,7 @@ pub fn sign_intermediate_csr(
             "the root key does not belong to the root certificate",
         ));
     }
-    let csr_der = pem::decode(CERTIFICATE_REQUEST, csr_pem)
+    let csr_der = pem::decode(pem::CERTIFICATE_REQUEST, csr_pem)
         .map_err(|reason| CaError::rejected(format!("CSR: {reason}")))?;
     let csr = parse_and_verify_csr(&csr_der)?;
     let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.subject_public_key_info_der)

@@ -24,10 +24,10 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::x509::{LeafInfo, inspect_leaf};
 use super::{WorkloadError, X509Source};
 use crate::clock::now_unix_millis as unix_now_ms;
 use crate::revocation::RevocationSet;
+use crate::x509::{LeafFacts as LeafInfo, inspect_leaf};
 use crate::{SpiffeId, TrustDomain};
 
 /// Which SPIFFE IDs a peer may have. Checked after the peer's chain has
@@ -244,8 +244,11 @@ impl SpiffeVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
-        let leaf = inspect_leaf(end_entity)
-            .map_err(|reason| rejected(WorkloadError::NotAnX509Svid { reason }))?;
+        let leaf = inspect_leaf(end_entity).map_err(|error| {
+            rejected(WorkloadError::NotAnX509Svid {
+                reason: error.to_string(),
+            })
+        })?;
         let trust_domain = leaf.spiffe_id.trust_domain();
         let context = self.source.context();
         let bundle = context

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use super::WorkloadError;
 use crate::proto::workload as wl;
+use crate::x509::{inspect_leaf, split_certificates};
 use crate::{SpiffeId, TrustDomain};
 
 /// An X509-SVID with its private key.
@@ -182,7 +183,8 @@ impl X509Bundle {
     fn parse(trust_domain: TrustDomain, concatenated: &[u8]) -> Result<Self, WorkloadError> {
         let invalid =
             |e: String| WorkloadError::invalid_response(format!("bundle of {trust_domain}: {e}"));
-        let authorities_der = split_certificates(concatenated).map_err(invalid)?;
+        let authorities_der =
+            split_certificates(concatenated).map_err(|e| invalid(e.to_string()))?;
         if authorities_der.is_empty() {
             return Err(invalid("no certificates".to_owned()));
         }
@@ -292,79 +294,6 @@ impl X509Context {
     }
 }
 
-/// What the SPIFFE profile and the revocation check need from a leaf.
-pub(crate) struct LeafInfo {
-    pub(crate) spiffe_id: SpiffeId,
-    /// The serial number in the revocation set's canonical hex.
-    pub(crate) serial: String,
-    /// Unix seconds.
-    pub(crate) not_before: i64,
-    /// Unix seconds.
-    pub(crate) not_after: i64,
-}
-
-/// Reads a leaf's SPIFFE ID and checks it is a leaf by X509-SVID.md §4:
-/// exactly one URI SAN, a valid SPIFFE ID; not a CA; no `keyCertSign` or
-/// `cRLSign`.
-pub(crate) fn inspect_leaf(der: &[u8]) -> Result<LeafInfo, String> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|_| "not a DER X.509 certificate".to_owned())?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|_| "malformed subjectAltName".to_owned())?
-        .ok_or_else(|| "no subjectAltName, so no SPIFFE ID".to_owned())?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => Some(*uri),
-            _ => None,
-        })
-        .collect();
-    let [uri] = uris.as_slice() else {
-        return Err(format!(
-            "an X509-SVID has exactly one URI SAN; this one has {}",
-            uris.len()
-        ));
-    };
-    let spiffe_id = SpiffeId::parse(uri).map_err(|e| format!("URI SAN {uri:?}: {e}"))?;
-    if let Ok(Some(constraints)) = cert.basic_constraints()
-        && constraints.value.ca
-    {
-        return Err("it is a CA certificate, not a leaf".to_owned());
-    }
-    if let Ok(Some(usage)) = cert.key_usage()
-        && (usage.value.key_cert_sign() || usage.value.crl_sign())
-    {
-        return Err("a leaf must not have keyCertSign or cRLSign".to_owned());
-    }
-    Ok(LeafInfo {
-        spiffe_id,
-        serial: crate::revocation::serial_from_bytes(cert.raw_serial()),
-        not_before: cert.validity().not_before.timestamp(),
-        not_after: cert.validity().not_after.timestamp(),
-    })
-}
-
-/// Splits concatenated DER certificates.
-pub(crate) fn split_certificates(mut concatenated: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let mut certificates = Vec::new();
-    while !concatenated.is_empty() {
-        let (rest, _) = x509_parser::parse_x509_certificate(concatenated).map_err(|_| {
-            format!(
-                "certificate {} is not a DER X.509 certificate",
-                certificates.len()
-            )
-        })?;
-        let (certificate, _) = concatenated.split_at(concatenated.len() - rest.len());
-        certificates.push(certificate.to_vec());
-        concatenated = rest;
-    }
-    Ok(certificates)
-}
-
 /// The SPIFFE ID of a peer's leaf certificate (for instance from
 /// `rustls::CommonState::peer_certificates` after a handshake with a config
 /// of [`X509Source`](super::X509Source), which has already verified it).
@@ -375,8 +304,10 @@ pub(crate) fn split_certificates(mut concatenated: &[u8]) -> Result<Vec<Vec<u8>>
 /// one URI SAN that is a valid SPIFFE ID, and is a leaf.
 pub fn spiffe_id_from_certificate(leaf_der: &[u8]) -> Result<SpiffeId, WorkloadError> {
     inspect_leaf(leaf_der)
-        .map(|info| info.spiffe_id)
-        .map_err(|reason| WorkloadError::NotAnX509Svid { reason })
+        .map(|facts| facts.spiffe_id)
+        .map_err(|error| WorkloadError::NotAnX509Svid {
+            reason: error.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -417,19 +348,5 @@ mod tests {
                 Err(WorkloadError::NotAnX509Svid { .. })
             ));
         }
-    }
-
-    #[test]
-    fn concatenated_certificates_split_back() {
-        let (a, b) = (
-            leaf(&["spiffe://example.org/a"], false),
-            leaf(&["spiffe://example.org/b"], false),
-        );
-        let joined = [a.clone(), b.clone()].concat();
-        assert_eq!(split_certificates(&joined).unwrap(), vec![a.clone(), b]);
-        assert!(split_certificates(&[]).unwrap().is_empty());
-        let mut truncated = a;
-        truncated.pop();
-        assert!(split_certificates(&truncated).is_err());
     }
 }

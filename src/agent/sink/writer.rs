@@ -22,10 +22,9 @@ use crate::agent::snapshot::{RegisteredEntry, Snapshot};
 use crate::agent::state::AgentState;
 use crate::agent::status::WorkloadError;
 use crate::agent::sync::jittered;
-use crate::cli::connect::pem_certificates;
-use crate::cli::{BUNDLE_FILE, KEY_FILE, SVID_FILE};
 use crate::clock::Clock;
 use crate::policy::Selector;
+use mayfly_sdk::client::{BUNDLE_FILE, KEY_FILE, SVID_FILE};
 
 /// Problem topics that are not a JWT file's name.
 const ENTRY_TOPIC: &str = "entry";
@@ -217,7 +216,7 @@ impl FileSink {
                 return false;
             }
         };
-        let roots = pem_certificates(bundle.roots_der.iter().map(Vec::as_slice));
+        let roots = mayfly_sdk::pem::certificates(bundle.roots_der.iter().map(Vec::as_slice));
         // The bundle first: it only gains roots the new certificate may need.
         let files = [
             (BUNDLE_FILE, Zeroizing::new(roots), Visibility::Public),
@@ -422,7 +421,7 @@ fn chain_pem(chain_der: &[u8]) -> Result<String, String> {
     if certificates.is_empty() {
         return Err("the held certificate chain is empty".to_owned());
     }
-    Ok(pem_certificates(certificates))
+    Ok(mayfly_sdk::pem::certificates(certificates))
 }
 
 /// A PKCS#8 key as a `PRIVATE KEY` PEM block, in zeroizing memory.

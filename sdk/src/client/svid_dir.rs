@@ -8,13 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
-use mayfly_sdk::files;
-use mayfly_sdk::proto::v1::{Bundle, X509Svid};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::connect::{pem_certificates, root_certificates};
-use super::error::CliError;
+use super::connect::root_certificates;
+use super::error::ClientError;
+use crate::files::{self, FileError};
+use crate::pem;
+use crate::proto::v1::{Bundle, X509Svid};
 
 /// File name of the certificate chain, leaf first.
 pub const SVID_FILE: &str = "svid.pem";
@@ -58,9 +59,9 @@ impl SvidDir {
     /// Reads the certificate chain and the key for mTLS.
     ///
     /// # Errors
-    /// [`CliError::File`] if either file is missing or unreadable, or the key file is
+    /// [`ClientError::File`] if either file is missing or unreadable, or the key file is
     /// readable by others.
-    pub fn read_identity(&self) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), CliError> {
+    pub fn read_identity(&self) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), ClientError> {
         let paths = self.files();
         let chain =
             files::read_public_file(&paths.svid).map_err(|e| self.missing_or(&paths.svid, e))?;
@@ -74,38 +75,39 @@ impl SvidDir {
     /// need, so it is safe to have it ahead of the certificate.
     ///
     /// # Errors
-    /// [`CliError::File`] if the directory or a file cannot be written.
+    /// [`ClientError::File`] if the directory or a file cannot be written.
     pub fn write(
         &self,
         svid: &X509Svid,
         bundle: &Bundle,
         key_pem: &str,
-    ) -> Result<SvidFiles, CliError> {
+    ) -> Result<SvidFiles, ClientError> {
         let paths = self.files();
-        files::ensure_private_dir(&self.dir).map_err(|e| CliError::file("create", &self.dir, e))?;
-        let bundle_pem = pem_certificates(bundle.x509_authorities.iter().map(Vec::as_slice));
-        let chain_pem = pem_certificates(svid.cert_chain.iter().map(Vec::as_slice));
+        files::ensure_private_dir(&self.dir)
+            .map_err(|e| ClientError::file("create", &self.dir, e))?;
+        let bundle_pem = pem::certificates(bundle.x509_authorities.iter().map(Vec::as_slice));
+        let chain_pem = pem::certificates(svid.cert_chain.iter().map(Vec::as_slice));
         files::write_public_atomic(&paths.bundle, bundle_pem.as_bytes())
-            .map_err(|e| CliError::file("write", &paths.bundle, e))?;
+            .map_err(|e| ClientError::file("write", &paths.bundle, e))?;
         files::write_public_atomic(&paths.svid, chain_pem.as_bytes())
-            .map_err(|e| CliError::file("write", &paths.svid, e))?;
+            .map_err(|e| ClientError::file("write", &paths.svid, e))?;
         files::write_secret_atomic(&paths.key, key_pem.as_bytes())
-            .map_err(|e| CliError::file("write", &paths.key, e))?;
+            .map_err(|e| ClientError::file("write", &paths.key, e))?;
         Ok(paths)
     }
 
-    fn missing_or(&self, path: &Path, error: impl std::fmt::Display) -> CliError {
-        if path.exists() {
-            CliError::file("read", path, error)
-        } else {
-            CliError::file(
-                "read",
-                path,
-                format!(
-                    "no such file; run `mayfly client attest --out {}` first",
-                    self.dir.display()
-                ),
-            )
+    fn missing_or(&self, path: &Path, error: FileError) -> ClientError {
+        if !error.is_not_found() {
+            return ClientError::file("read", path, error);
+        }
+        ClientError::File {
+            action: "read",
+            path: path.to_owned(),
+            reason: format!(
+                "no such file; run `mayfly client attest --out {}` first",
+                self.dir.display()
+            ),
+            source: Some(error),
         }
     }
 }
@@ -113,24 +115,25 @@ impl SvidDir {
 /// Reads a trust bundle file (PEM root CAs), explaining where it usually comes from.
 ///
 /// # Errors
-/// [`CliError::File`] if it is missing or unreadable; [`CliError::TlsMaterial`] if it holds
-/// no certificate.
-pub fn read_bundle(path: &Path) -> Result<Vec<u8>, CliError> {
+/// [`ClientError::File`] if it is missing or unreadable; [`ClientError::TlsMaterial`] if it
+/// holds no certificate.
+pub fn read_bundle(path: &Path) -> Result<Vec<u8>, ClientError> {
     let pem = files::read_public_file(path).map_err(|e| {
-        if path.exists() {
-            CliError::file("read", path, e)
-        } else {
-            CliError::file(
-                "read",
-                path,
-                "no such file; pass --bundle FILE (MAYFLY_BUNDLE) with the server's root CA, \
-                 which `mayfly server` writes to <data-dir>/bundle.pem",
-            )
+        if !e.is_not_found() {
+            return ClientError::file("read", path, e);
+        }
+        ClientError::File {
+            action: "read",
+            path: path.to_owned(),
+            reason: "no such file; pass --bundle FILE (MAYFLY_BUNDLE) with the server's root \
+                     CA, which `mayfly server` writes to <data-dir>/bundle.pem"
+                .to_owned(),
+            source: Some(e),
         }
     })?;
     // Checked here as well as when connecting, so that the message names the file.
-    if let Err(CliError::TlsMaterial { reason, .. }) = root_certificates(&pem) {
-        return Err(CliError::TlsMaterial {
+    if let Err(ClientError::TlsMaterial { reason, .. }) = root_certificates(&pem) {
+        return Err(ClientError::TlsMaterial {
             what: format!("trust bundle {}", path.display()),
             reason,
         });
@@ -141,21 +144,21 @@ pub fn read_bundle(path: &Path) -> Result<Vec<u8>, CliError> {
 /// Checks that an issuance answer has what the API promises, and returns its parts.
 ///
 /// # Errors
-/// [`CliError::BadResponse`] naming the missing part.
+/// [`ClientError::BadResponse`] naming the missing part.
 pub fn check_issued(
-    response: mayfly_sdk::proto::v1::X509SvidResponse,
-) -> Result<(X509Svid, Bundle), CliError> {
+    response: crate::proto::v1::X509SvidResponse,
+) -> Result<(X509Svid, Bundle), ClientError> {
     let svid = response
         .svid
-        .ok_or_else(|| CliError::bad_response("no SVID in the answer"))?;
+        .ok_or_else(|| ClientError::bad_response("no SVID in the answer"))?;
     let bundle = response
         .bundle
-        .ok_or_else(|| CliError::bad_response("no trust bundle in the answer"))?;
+        .ok_or_else(|| ClientError::bad_response("no trust bundle in the answer"))?;
     if svid.cert_chain.is_empty() {
-        return Err(CliError::bad_response("the SVID has no certificate"));
+        return Err(ClientError::bad_response("the SVID has no certificate"));
     }
     if bundle.x509_authorities.is_empty() {
-        return Err(CliError::bad_response("the trust bundle has no root CA"));
+        return Err(ClientError::bad_response("the trust bundle has no root CA"));
     }
     Ok((svid, bundle))
 }
@@ -163,7 +166,7 @@ pub fn check_issued(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mayfly_sdk::proto::v1::X509SvidResponse;
+    use crate::proto::v1::X509SvidResponse;
 
     fn issued(chain: Vec<Vec<u8>>, roots: Vec<Vec<u8>>) -> X509SvidResponse {
         X509SvidResponse {

@@ -1,20 +1,56 @@
-//! Minimal, strict PEM (RFC 7468) for the files this crate writes itself: exactly one block,
-//! a known label, standard base64 with padding. Decoding of key files goes into zeroizing
-//! buffers, which general-purpose PEM readers do not promise.
+//! Minimal, strict PEM (RFC 7468), the one encoder every Mayfly component writes keys,
+//! certificates and bundles with: exactly one block per decode, a known label, standard
+//! base64 with padding, 64-character lines. Decoding goes into zeroizing buffers, which
+//! general-purpose PEM readers do not promise.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
 /// Label of a PKCS#8 private key.
-pub(crate) const PRIVATE_KEY: &str = "PRIVATE KEY";
+pub const PRIVATE_KEY: &str = "PRIVATE KEY";
 /// Label of an X.509 certificate.
-pub(crate) const CERTIFICATE: &str = "CERTIFICATE";
+pub const CERTIFICATE: &str = "CERTIFICATE";
+/// Label of a PKCS#10 certificate signing request.
+pub const CERTIFICATE_REQUEST: &str = "CERTIFICATE REQUEST";
+
+/// Why a text is not the one PEM block expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PemError {
+    /// The text is not UTF-8.
+    #[error("not UTF-8")]
+    NotUtf8,
+    /// The first line is not the expected BEGIN line.
+    #[error("does not start with -----BEGIN {label}-----")]
+    NoBegin {
+        /// The label expected.
+        label: String,
+    },
+    /// A BEGIN or END line of another block inside the block.
+    #[error("unexpected PEM boundary")]
+    UnexpectedBoundary,
+    /// The END line is missing.
+    #[error("no -----END {label}----- line")]
+    NoEnd {
+        /// The label expected.
+        label: String,
+    },
+    /// Something follows the block.
+    #[error("data after the PEM block")]
+    TrailingData,
+    /// The body is not standard base64.
+    #[error("invalid base64")]
+    BadBase64,
+    /// The block holds nothing.
+    #[error("empty PEM block")]
+    Empty,
+}
 
 const LINE_LEN: usize = 64;
 
 /// Encodes `der` as one PEM block with 64-character lines and a final newline.
-pub(crate) fn encode(label: &str, der: &[u8]) -> Zeroizing<String> {
+pub fn encode(label: &str, der: &[u8]) -> Zeroizing<String> {
     let body = Zeroizing::new(STANDARD.encode(der));
     let lines = body.len().div_ceil(LINE_LEN);
     let mut out = Zeroizing::new(String::with_capacity(
@@ -34,15 +70,27 @@ pub(crate) fn encode(label: &str, der: &[u8]) -> Zeroizing<String> {
     out
 }
 
+/// DER certificates as concatenated PEM `CERTIFICATE` blocks (a chain or a bundle).
+pub fn certificates<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> String {
+    ders.into_iter()
+        .map(|der| encode(CERTIFICATE, der).to_string())
+        .collect()
+}
+
 /// Decodes exactly one PEM block labelled `label`; anything but surrounding whitespace is an
-/// error (a string saying what).
-pub(crate) fn decode(label: &str, text: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
-    let text = std::str::from_utf8(text).map_err(|_| "not UTF-8".to_string())?;
+/// error.
+///
+/// # Errors
+/// [`PemError`], naming what is wrong.
+pub fn decode(label: &str, text: &[u8]) -> Result<Zeroizing<Vec<u8>>, PemError> {
+    let text = std::str::from_utf8(text).map_err(|_| PemError::NotUtf8)?;
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let mut lines = text.trim().lines().map(str::trim_end);
     if lines.next() != Some(begin.as_str()) {
-        return Err(format!("does not start with {begin}"));
+        return Err(PemError::NoBegin {
+            label: label.to_owned(),
+        });
     }
     let mut body = Zeroizing::new(String::with_capacity(text.len()));
     let mut ended = false;
@@ -52,22 +100,24 @@ pub(crate) fn decode(label: &str, text: &[u8]) -> Result<Zeroizing<Vec<u8>>, Str
             break;
         }
         if line.starts_with("-----") {
-            return Err("unexpected PEM boundary".to_string());
+            return Err(PemError::UnexpectedBoundary);
         }
         body.push_str(line);
     }
     if !ended {
-        return Err(format!("no {end} line"));
+        return Err(PemError::NoEnd {
+            label: label.to_owned(),
+        });
     }
     if lines.next().is_some() {
-        return Err("data after the PEM block".to_string());
+        return Err(PemError::TrailingData);
     }
     let mut der = Zeroizing::new(Vec::with_capacity(body.len() / 4 * 3 + 3));
     STANDARD
         .decode_vec(body.as_bytes(), &mut der)
-        .map_err(|_| "invalid base64".to_string())?;
+        .map_err(|_| PemError::BadBase64)?;
     if der.is_empty() {
-        return Err("empty PEM block".to_string());
+        return Err(PemError::Empty);
     }
     Ok(der)
 }

@@ -1,21 +1,22 @@
 //! Connections to the two APIs: the broker over TLS (optionally mTLS), the admin API over
-//! the Unix socket in the data directory.
+//! the Unix socket in the broker's data directory.
 //!
 //! Both connect eagerly, so an unreachable server is reported as such
-//! ([`CliError::BrokerUnreachable`], [`CliError::AdminUnreachable`], exit code 69) before
-//! any request is built.
+//! ([`ClientError::BrokerUnreachable`], [`ClientError::AdminUnreachable`]) before any
+//! request is built.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error_chain;
+use crate::proto::v1::admin_client::AdminClient;
+use crate::proto::v1::broker_client::BrokerClient;
 use hyper_util::rt::TokioIo;
-use mayfly_sdk::proto::v1::admin_client::AdminClient;
-use mayfly_sdk::proto::v1::broker_client::BrokerClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
-use super::error::{CliError, error_chain};
+use super::error::ClientError;
 
 /// How long to wait for a connection (TCP and TLS, or the Unix socket).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,15 +32,15 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// `https://127.0.0.1:…` for a local server, whose certificate names both.
 ///
 /// # Errors
-/// - [`CliError::Usage`] if `server` is not an `https://` URL;
-/// - [`CliError::TlsMaterial`] if `bundle_pem` holds no certificate or the identity cannot
+/// - [`ClientError::InvalidAddress`] if `server` is not an `https://` URL;
+/// - [`ClientError::TlsMaterial`] if `bundle_pem` holds no certificate or the identity cannot
 ///   be used;
-/// - [`CliError::BrokerUnreachable`] if the connection or the TLS handshake fails.
-pub async fn broker(
+/// - [`ClientError::BrokerUnreachable`] if the connection or the TLS handshake fails.
+pub async fn connect_broker(
     server: &str,
     bundle_pem: &[u8],
     identity: Option<(&[u8], &[u8])>,
-) -> Result<BrokerClient<Channel>, CliError> {
+) -> Result<BrokerClient<Channel>, ClientError> {
     let endpoint = broker_endpoint(server)?;
     let roots = root_certificates(bundle_pem)?;
     let mut tls = ClientTlsConfig::new().ca_certificates(roots);
@@ -48,7 +49,7 @@ pub async fn broker(
     }
     let endpoint = endpoint
         .tls_config(tls)
-        .map_err(|e| CliError::TlsMaterial {
+        .map_err(|e| ClientError::TlsMaterial {
             what: "TLS configuration".to_string(),
             reason: error_chain(&e),
         })?
@@ -57,7 +58,7 @@ pub async fn broker(
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| CliError::BrokerUnreachable {
+        .map_err(|e| ClientError::BrokerUnreachable {
             server: server.to_string(),
             reason: error_chain(&e),
         })?;
@@ -67,10 +68,10 @@ pub async fn broker(
 /// The admin API over the Unix socket at `socket` (normally `<data-dir>/admin.sock`).
 ///
 /// # Errors
-/// [`CliError::AdminUnreachable`] if the socket does not exist, nobody listens on it, we
+/// [`ClientError::AdminUnreachable`] if the socket does not exist, nobody listens on it, we
 /// may not open it, or it does not answer in time.
-pub async fn admin(socket: &Path) -> Result<AdminClient<Channel>, CliError> {
-    let unreachable = |problem: String| CliError::AdminUnreachable {
+pub async fn connect_admin(socket: &Path) -> Result<AdminClient<Channel>, ClientError> {
+    let unreachable = |problem: String| ClientError::AdminUnreachable {
         socket: socket.to_owned(),
         problem,
     };
@@ -103,8 +104,11 @@ pub async fn admin(socket: &Path) -> Result<AdminClient<Channel>, CliError> {
 
 /// Parses `server` and insists on `https`: the broker only speaks TLS, and a plain-text
 /// attempt would send join tokens in the clear.
-fn broker_endpoint(server: &str) -> Result<Endpoint, CliError> {
-    let bad = |why: &str| CliError::usage(format!("--server {server:?}: {why}"));
+fn broker_endpoint(server: &str) -> Result<Endpoint, ClientError> {
+    let bad = |why: &str| ClientError::InvalidAddress {
+        server: server.to_owned(),
+        reason: why.to_owned(),
+    };
     let uri: Uri = server
         .parse()
         .map_err(|_| bad("not a URL; expected e.g. https://127.0.0.1:7443"))?;
@@ -119,8 +123,11 @@ fn broker_endpoint(server: &str) -> Result<Endpoint, CliError> {
 
 /// The certificates of a PEM bundle, checked to be X.509 certificates, so that an empty or
 /// wrong file fails here with a clear message instead of as an "unknown issuer" later.
-pub(crate) fn root_certificates(bundle_pem: &[u8]) -> Result<Vec<Certificate>, CliError> {
-    let bad = |reason: String| CliError::TlsMaterial {
+///
+/// # Errors
+/// [`ClientError::TlsMaterial`] when a block does not parse or there is none.
+pub fn root_certificates(bundle_pem: &[u8]) -> Result<Vec<Certificate>, ClientError> {
+    let bad = |reason: String| ClientError::TlsMaterial {
         what: "trust bundle".to_string(),
         reason,
     };
@@ -132,32 +139,14 @@ pub(crate) fn root_certificates(bundle_pem: &[u8]) -> Result<Vec<Certificate>, C
         }
         x509_parser::parse_x509_certificate(&block.contents)
             .map_err(|e| bad(format!("a CERTIFICATE block does not parse: {e}")))?;
-        roots.push(Certificate::from_pem(pem_certificate(&block.contents)));
+        roots.push(Certificate::from_pem(crate::pem::certificates([block
+            .contents
+            .as_slice()])));
     }
     if roots.is_empty() {
         return Err(bad("holds no CERTIFICATE".to_string()));
     }
     Ok(roots)
-}
-
-/// Encodes DER certificates as concatenated PEM blocks.
-pub(crate) fn pem_certificates<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> String {
-    ders.into_iter().map(pem_certificate).collect()
-}
-
-/// One DER certificate as a PEM block with 64-character lines.
-fn pem_certificate(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::with_capacity(body.len() + body.len() / 64 + 60);
-    out.push_str("-----BEGIN CERTIFICATE-----\n");
-    for line in body.as_bytes().chunks(64) {
-        // Base64 is ASCII, so every chunk is valid UTF-8.
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
 }
 
 /// The first `io::Error` among an error's causes.
@@ -203,7 +192,10 @@ mod tests {
             "not a url",
         ] {
             let err = broker_endpoint(bad).err();
-            assert_eq!(err.map(|e| e.exit_code()), Some(64), "{bad:?}");
+            assert!(
+                matches!(err, Some(ClientError::InvalidAddress { .. })),
+                "{bad:?}: {err:?}"
+            );
         }
     }
 
@@ -220,14 +212,14 @@ mod tests {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let cert =
             rcgen::CertificateParams::new(vec!["localhost".to_string()])?.self_signed(&key)?;
-        let pem = pem_certificates([cert.der().as_ref(), cert.der().as_ref()]);
+        let pem = crate::pem::certificates([cert.der().as_ref(), cert.der().as_ref()]);
         assert_eq!(
             root_certificates(pem.as_bytes()).map(|r| r.len()).ok(),
             Some(2)
         );
         // Our encoder agrees with rcgen's, line for line.
         assert_eq!(
-            pem_certificate(cert.der()),
+            crate::pem::certificates([cert.der().as_ref()]),
             cert.pem().replace("\r\n", "\n")
         );
         Ok(())
@@ -235,17 +227,18 @@ mod tests {
 
     #[tokio::test]
     async fn missing_admin_socket_is_unavailable() {
-        let err = admin(Path::new("/nonexistent/mayfly/admin.sock"))
+        let err = connect_admin(Path::new("/nonexistent/mayfly/admin.sock"))
             .await
             .err();
-        let err = err.map(|e| (e.exit_code(), e.to_string()));
+        assert!(
+            err.as_ref().is_some_and(ClientError::is_unreachable),
+            "{err:?}"
+        );
         assert_eq!(
-            err,
-            Some((
-                69,
+            err.map(|e| e.to_string()).as_deref(),
+            Some(
                 "cannot reach the admin API: admin socket /nonexistent/mayfly/admin.sock not found"
-                    .to_string()
-            ))
+            )
         );
     }
 
@@ -260,8 +253,13 @@ mod tests {
         let cert =
             rcgen::CertificateParams::new(vec!["localhost".to_string()])?.self_signed(&key)?;
         let server = format!("https://127.0.0.1:{port}");
-        let err = broker(&server, cert.pem().as_bytes(), None).await.err();
-        assert_eq!(err.map(|e| e.exit_code()), Some(69));
+        let err = connect_broker(&server, cert.pem().as_bytes(), None)
+            .await
+            .err();
+        assert!(
+            matches!(err, Some(ClientError::BrokerUnreachable { .. })),
+            "{err:?}"
+        );
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256};
 
-use super::error::CliError;
+use super::error::ClientError;
 
 /// A fresh ECDSA P-256 key pair and a PKCS#10 CSR (DER) for it.
 ///
@@ -13,9 +13,9 @@ use super::error::CliError;
 /// never from the request, so anything written here would only mislead.
 ///
 /// # Errors
-/// [`CliError::KeyGeneration`] if the crypto library fails (not expected).
-pub fn new_key_and_csr() -> Result<(KeyPair, Vec<u8>), CliError> {
-    let failed = |e: rcgen::Error| CliError::KeyGeneration {
+/// [`ClientError::KeyGeneration`] if the crypto library fails (not expected).
+pub fn new_key_and_csr() -> Result<(KeyPair, Vec<u8>), ClientError> {
+    let failed = |e: rcgen::Error| ClientError::KeyGeneration {
         reason: e.to_string(),
     };
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(failed)?;
@@ -28,10 +28,11 @@ pub fn new_key_and_csr() -> Result<(KeyPair, Vec<u8>), CliError> {
 /// Whether the certificate `leaf_der` certifies the public key of `key`.
 ///
 /// # Errors
-/// [`CliError::BadResponse`] if the certificate does not parse.
-pub(crate) fn certifies_key(leaf_der: &[u8], key: &KeyPair) -> Result<bool, CliError> {
-    let (_, leaf) = x509_parser::parse_x509_certificate(leaf_der)
-        .map_err(|e| CliError::bad_response(format!("the leaf certificate does not parse: {e}")))?;
+/// [`ClientError::BadResponse`] if the certificate does not parse.
+pub fn certifies_key(leaf_der: &[u8], key: &KeyPair) -> Result<bool, ClientError> {
+    let (_, leaf) = x509_parser::parse_x509_certificate(leaf_der).map_err(|e| {
+        ClientError::bad_response(format!("the leaf certificate does not parse: {e}"))
+    })?;
     Ok(leaf.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
 }
 
