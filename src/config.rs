@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mayfly_sdk::TrustDomain;
+use mayfly_sdk::data_dir::DataDir;
 use serde::Deserialize;
 
 use crate::attest::AttestorsConfig;
@@ -55,7 +56,7 @@ use crate::policy::{HARD_TTL_CAP, TtlPolicy};
 /// The default trust domain when none is configured.
 pub const DEFAULT_TRUST_DOMAIN: &str = "mayfly.internal";
 /// The default data directory, relative to the working directory.
-pub const DEFAULT_DATA_DIR: &str = "./mayfly-data";
+pub use mayfly_sdk::data_dir::DEFAULT_DATA_DIR;
 /// The default gRPC (TLS) listen address.
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:7443";
 /// The default HTTP listen address (OIDC discovery, JWKS, bundle, health).
@@ -800,15 +801,15 @@ impl Config {
         Ok(())
     }
 
+    /// The layout of the data directory.
+    pub fn layout(&self) -> DataDir {
+        DataDir::new(&self.data_dir)
+    }
+
     /// The admin socket path inside the data directory.
     pub fn admin_socket(&self) -> PathBuf {
-        admin_socket_path(&self.data_dir)
+        self.layout().admin_socket()
     }
-}
-
-/// Where the admin socket of a server with data directory `data_dir` is.
-pub fn admin_socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.sock")
 }
 
 fn file_raw(value: &str) -> Raw<'_> {

@@ -36,7 +36,9 @@ use crate::store::{ReplicaRecord, Store, StoreEvent};
 pub const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The file in the data directory that holds this replica's id.
-pub const REPLICA_ID_FILE: &str = "replica-id";
+/// The replica id file's name, as [`DataDir::replica_id`](mayfly_sdk::data_dir::DataDir::replica_id) spells it.
+#[cfg(test)]
+const REPLICA_ID_FILE: &str = "replica-id";
 
 /// This replica's id and the replicas it currently serves keys for.
 #[derive(Debug)]
@@ -71,7 +73,7 @@ impl Replicas {
 /// A message naming the file if it cannot be read or written, or holds
 /// something that is not an id.
 pub fn load_or_create_id(data_dir: &Path) -> Result<String, String> {
-    let path = data_dir.join(REPLICA_ID_FILE);
+    let path = mayfly_sdk::data_dir::DataDir::new(data_dir).replica_id();
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let id = text.trim();

@@ -215,7 +215,7 @@ pub async fn start_with_clock(
     })?;
     let (ca, ca_report) = load_ca(&config, clock.as_ref())?;
     let ca = Arc::new(ca);
-    let bundle_path = data_dir.join("bundle.pem");
+    let bundle_path = config.layout().bundle_pem();
 
     let replica_id =
         crate::replica::load_or_create_id(&data_dir).map_err(|reason| ServerError::DataDir {
@@ -226,7 +226,7 @@ pub async fn start_with_clock(
     let store = open_store(&config).await?;
     let store_error = |e: crate::store::StoreError| ServerError::Store(e.to_string());
     let audit =
-        AuditLog::open(&data_dir.join("audit")).map_err(|e| ServerError::Audit(e.to_string()))?;
+        AuditLog::open(&config.layout().audit()).map_err(|e| ServerError::Audit(e.to_string()))?;
     let usage = Arc::new(UsageTracker::new(store.usage().await.map_err(store_error)?));
     let entries = Arc::new(EntryIndex::new(Vec::new()));
     let replicas_changed = Arc::new(Notify::new());
@@ -266,7 +266,7 @@ pub async fn start_with_clock(
             ca.clone(),
             config.bundle_refresh_hint,
             Some(BundleFiles {
-                sequence: data_dir.join("bundle.seq"),
+                sequence: config.layout().bundle_sequence(),
                 roots_pem: bundle_path.clone(),
             }),
         )
@@ -558,7 +558,7 @@ async fn validator_follows_bundle(
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
     Ok(match &config.store {
         StoreLocation::Embedded => Arc::new(
-            EmbeddedStore::open(&config.data_dir.join(EmbeddedStore::FILE_NAME))
+            EmbeddedStore::open(&config.layout().store())
                 .map_err(|e| ServerError::Store(e.to_string()))?,
         ),
         StoreLocation::Redis { url, prefix } => Arc::new(
@@ -624,7 +624,7 @@ fn load_ca(
     // signed can still be valid.
     ca_config.max_x509_ttl = config.ttl.x509_max;
     ca_config.max_jwt_ttl = config.ttl.jwt_max + config.jwt_leeway;
-    CertificateAuthority::load_or_create(&config.data_dir.join("ca"), &ca_config, clock.now())
+    CertificateAuthority::load_or_create(&config.layout().ca(), &ca_config, clock.now())
         .map_err(|e| ServerError::Ca(e.to_string()))
 }
 

@@ -58,6 +58,7 @@
 
 pub mod bundle;
 pub mod client;
+pub mod data_dir;
 pub mod clock;
 pub mod files;
 pub mod jwt;

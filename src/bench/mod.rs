@@ -264,7 +264,7 @@ impl Lab {
             agent: None,
             url,
             bundle_pem,
-            admin_socket: data_dir.join(crate::cli::ADMIN_SOCKET),
+            admin_socket: mayfly_sdk::data_dir::DataDir::new(&data_dir).admin_socket(),
             data_dir,
             pid,
             dir: dir.to_owned(),
@@ -576,7 +576,7 @@ impl Lab {
         };
         progress("memory: stopping the broker to write entries into its store");
         broker.stop_gracefully().await;
-        let store = self.data_dir.join(crate::store::EmbeddedStore::FILE_NAME);
+        let store = mayfly_sdk::data_dir::DataDir::new(&self.data_dir).store();
         let took = memory::seed_entries(&store, &trust_domain, prefix, count).await?;
         progress("memory: restarting the broker");
         let (child, url) = process::spawn_broker(

@@ -49,7 +49,7 @@ pub struct TailArgs {
 
 /// Runs one `mayfly audit` command.
 pub(super) fn run(ctx: &Context, command: AuditCommand) -> Result<ExitCode, CliError> {
-    let dir = ctx.data_dir.join("audit");
+    let dir = mayfly_sdk::data_dir::DataDir::new(&ctx.data_dir).audit();
     if !dir.exists() {
         return Err(CliError::file(
             "read",

@@ -299,7 +299,7 @@ pub(super) async fn run(ctx: &Context, command: CaCommand) -> Result<(), CliErro
         CaCommand::SignIntermediate(args) => sign_intermediate(&args),
         CaCommand::NewRoot(args) => new_root(&args),
         CaCommand::ExportRoot(args) => {
-            let ca_dir = ctx.data_dir.join("ca");
+            let ca_dir = mayfly_sdk::data_dir::DataDir::new(&ctx.data_dir).ca();
             let written = mayfly_ca::export_active_root(&ca_dir, &args.out_dir)
                 .map_err(|e| CliError::file("export the root from", &ca_dir, e))?;
             let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();

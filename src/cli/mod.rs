@@ -59,11 +59,9 @@ pub use validate::ValidateArgs;
 pub use values::Expiry;
 
 /// The data directory when neither `--data-dir` nor `MAYFLY_DATA_DIR` names one.
-pub const DEFAULT_DATA_DIR: &str = "./mayfly-data";
+pub use mayfly_sdk::data_dir::DEFAULT_DATA_DIR;
 /// The broker when neither `--server` nor `MAYFLY_SERVER` names one.
 pub const DEFAULT_SERVER: &str = "https://127.0.0.1:7443";
-/// File name of the admin socket in the data directory.
-pub const ADMIN_SOCKET: &str = "admin.sock";
 
 const QUICK_START: &str = "\
 Quick start (one machine):
@@ -250,14 +248,14 @@ impl Context {
 
     /// `<data-dir>/admin.sock`.
     pub(crate) fn admin_socket(&self) -> PathBuf {
-        self.data_dir.join(ADMIN_SOCKET)
+        mayfly_sdk::data_dir::DataDir::new(&self.data_dir).admin_socket()
     }
 
     /// `--bundle`, else `<data-dir>/bundle.pem`.
     pub(crate) fn attest_bundle_path(&self) -> PathBuf {
         self.bundle
             .clone()
-            .unwrap_or_else(|| self.data_dir.join(mayfly_sdk::client::BUNDLE_FILE))
+            .unwrap_or_else(|| mayfly_sdk::data_dir::DataDir::new(&self.data_dir).bundle_pem())
     }
 
     /// A connected admin client.
