@@ -23,7 +23,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod agent;
 pub mod api;
 pub mod attest;
 pub mod audit;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{TRUST_DOMAIN, TestBroker};
-use mayfly::agent::{AgentConfig, AgentError, RunningAgent};
+use mayfly_agent::{AgentConfig, AgentError, RunningAgent};
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::proto::workload as wl;
 use mayfly_sdk::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
@@ -73,7 +73,7 @@ impl Setup {
         };
         let token = setup.token.clone();
         setup.agent = Some(
-            mayfly::agent::start(setup.config(Some(&token)))
+            mayfly_agent::start(setup.config(Some(&token)))
                 .await
                 .unwrap(),
         );
@@ -546,7 +546,7 @@ async fn the_agent_restarts_on_its_saved_svid_without_a_token() {
     assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
 
     // No token this time: the saved SVID is used (the token was spent anyway).
-    let agent = mayfly::agent::start(setup.config(None)).await.unwrap();
+    let agent = mayfly_agent::start(setup.config(None)).await.unwrap();
     assert_eq!(agent.spiffe_id(), first_id);
     setup.agent = Some(agent);
     let svid = setup.client().await.fetch_x509_svid().await.unwrap();
@@ -556,7 +556,7 @@ async fn the_agent_restarts_on_its_saved_svid_without_a_token() {
     let mut fresh = setup.config(None);
     fresh.data_dir = setup.dir.path().join("fresh-agent");
     fresh.socket_path = setup.dir.path().join("fresh.sock");
-    let refused = mayfly::agent::start(fresh).await.err();
+    let refused = mayfly_agent::start(fresh).await.err();
     assert!(
         matches!(refused, Some(AgentError::NoIdentity { .. })),
         "{refused:?}"
@@ -565,7 +565,7 @@ async fn the_agent_restarts_on_its_saved_svid_without_a_token() {
     let mut spent = setup.config(Some(&setup.token));
     spent.data_dir = setup.dir.path().join("spent-agent");
     spent.socket_path = setup.dir.path().join("spent.sock");
-    let refused = mayfly::agent::start(spent).await.err();
+    let refused = mayfly_agent::start(spent).await.err();
     assert!(
         matches!(refused, Some(AgentError::Broker { .. })),
         "{refused:?}"

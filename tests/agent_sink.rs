@@ -18,11 +18,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{TRUST_DOMAIN, TestBroker};
-use mayfly::agent::sink::{
+use mayfly::clock::Clock as _;
+use mayfly_agent::sink::{
     FileSinkConfig, RenewCommand, RenewSignal, Signal, SignalTarget, SinkAudience,
 };
-use mayfly::agent::{AgentConfig, AgentError, RunningAgent};
-use mayfly::clock::Clock as _;
+use mayfly_agent::{AgentConfig, AgentError, RunningAgent};
 use mayfly_sdk::proto::v1 as pb;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
@@ -112,7 +112,7 @@ impl Setup {
     }
 
     async fn start(&mut self, sink: FileSinkConfig) {
-        let agent = mayfly::agent::start(self.config(Some(sink))).await.unwrap();
+        let agent = mayfly_agent::start(self.config(Some(sink))).await.unwrap();
         self.agent = Some(agent);
     }
 
@@ -513,14 +513,14 @@ async fn bad_sink_configurations_are_refused_before_the_join_token_is_spent() {
         SinkAudience::new("a:b").unwrap(),
         SinkAudience::new("a/b").unwrap(),
     ];
-    let refused = mayfly::agent::start(setup.config(Some(colliding)))
+    let refused = mayfly_agent::start(setup.config(Some(colliding)))
         .await
         .unwrap_err();
     assert!(matches!(refused, AgentError::Config { .. }), "{refused:?}");
     assert!(refused.to_string().contains("jwt_a_b.token"), "{refused}");
     // The agent's data directory, where its own SVID lives.
     let onto_itself = FileSinkConfig::new(setup.data_dir(), workload_id().parse().unwrap());
-    let refused = mayfly::agent::start(setup.config(Some(onto_itself)))
+    let refused = mayfly_agent::start(setup.config(Some(onto_itself)))
         .await
         .unwrap_err();
     assert!(matches!(refused, AgentError::Config { .. }), "{refused:?}");

@@ -737,19 +737,19 @@ async fn an_agent_attests_its_node_with_a_kubernetes_token_file() {
     let token_file = dir.path().join("psat");
     std::fs::write(&token_file, issuer.token(&psat_claims("mayfly", "agent"))).unwrap();
     let agent_config = |data: &str| {
-        let mut config = mayfly::agent::AgentConfig::new(
+        let mut config = mayfly_agent::AgentConfig::new(
             broker.url(),
             broker.bundle_pem(),
             dir.path().join(format!("{data}.sock")),
         );
         config.data_dir = dir.path().join(data);
         config.clock = broker.clock.clone();
-        config.node_evidence = Some(mayfly::agent::NodeEvidence::K8sPsatTokenFile(
+        config.node_evidence = Some(mayfly_agent::NodeEvidence::K8sPsatTokenFile(
             token_file.clone(),
         ));
         config
     };
-    let agent = mayfly::agent::start(agent_config("a")).await.unwrap();
+    let agent = mayfly_agent::start(agent_config("a")).await.unwrap();
     assert_eq!(
         agent.spiffe_id().to_string(),
         format!("spiffe://{TRUST_DOMAIN}/agent/node-1")
@@ -759,13 +759,13 @@ async fn an_agent_attests_its_node_with_a_kubernetes_token_file() {
     assert!(record.contains("k8s_psat"));
 
     // The same token again (a fresh agent dir, so it must attest): a replay.
-    let replay = mayfly::agent::start(agent_config("b")).await;
+    let replay = mayfly_agent::start(agent_config("b")).await;
     assert!(replay.is_err(), "a projected token is accepted once");
     // The kubelet rotates the token file; the agent attests with the new one.
     let mut claims = psat_claims("mayfly", "agent");
     claims["iat"] = (now() - 9).into();
     std::fs::write(&token_file, issuer.token(&claims)).unwrap();
-    let again = mayfly::agent::start(agent_config("c")).await.unwrap();
+    let again = mayfly_agent::start(agent_config("c")).await.unwrap();
     assert_eq!(
         again.spiffe_id().to_string(),
         format!("spiffe://{TRUST_DOMAIN}/agent/node-1")

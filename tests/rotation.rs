@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::mtls::exchange;
 use common::{TRUST_DOMAIN, TestBroker};
-use mayfly::agent::RunningAgent;
 use mayfly::config::Config;
+use mayfly_agent::RunningAgent;
 use mayfly_sdk::SpiffeId;
 use mayfly_sdk::jwt::Audience;
 use mayfly_sdk::proto::v1 as pb;
@@ -65,7 +65,7 @@ impl Setup {
         }
         let socket = dir.path().join("agent.sock");
         let config = broker.agent_config(socket, dir.path().join("agent"), Some(&token));
-        let agent = mayfly::agent::start(config).await.unwrap();
+        let agent = mayfly_agent::start(config).await.unwrap();
         Setup {
             broker,
             dir,

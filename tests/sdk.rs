@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::mtls::exchange;
 use common::{TRUST_DOMAIN, TestBroker};
-use mayfly::agent::{AgentConfig, RunningAgent};
+use mayfly_agent::{AgentConfig, RunningAgent};
 use mayfly_sdk::jwt::{Audience, JwtSvidError};
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::workload::{
@@ -73,7 +73,7 @@ impl Setup {
             agent: None,
         };
         setup.agent = Some(
-            mayfly::agent::start(setup.config(Some(&token)))
+            mayfly_agent::start(setup.config(Some(&token)))
                 .await
                 .unwrap(),
         );
@@ -440,7 +440,7 @@ async fn a_source_reconnects_after_the_agent_restarts() {
 
     // It comes back on its saved identity; past half life it rotates, and
     // the rotation reaches the source only over a new stream.
-    setup.agent = Some(mayfly::agent::start(setup.config(None)).await.unwrap());
+    setup.agent = Some(mayfly_agent::start(setup.config(None)).await.unwrap());
     setup.broker.clock.advance(Duration::from_secs(11));
     let rotated = tokio::time::timeout(PATIENCE, async {
         loop {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use common::interop::{ClientRun, InteropClients};
 use common::{TRUST_DOMAIN, TestBroker};
-use mayfly::agent::RunningAgent;
+use mayfly_agent::RunningAgent;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use serde_json::Value;
@@ -93,7 +93,7 @@ impl Setup {
 
         let socket = dir.path().join("run").join("agent.sock");
         let config = broker.agent_config(socket, dir.path().join("agent"), Some(&token));
-        let agent = mayfly::agent::start(config).await.unwrap();
+        let agent = mayfly_agent::start(config).await.unwrap();
         Setup {
             broker,
             dir,

@@ -96,7 +96,11 @@ mod tests {
             dir.ca(),
             dir.audit(),
         ] {
-            assert_eq!(path.parent(), Some(Path::new("/var/lib/mayfly")), "{path:?}");
+            assert_eq!(
+                path.parent(),
+                Some(Path::new("/var/lib/mayfly")),
+                "{path:?}"
+            );
         }
         assert_eq!(DataDir::default().root(), Path::new("./mayfly-data"));
         assert_eq!(

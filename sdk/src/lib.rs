@@ -58,8 +58,8 @@
 
 pub mod bundle;
 pub mod client;
-pub mod data_dir;
 pub mod clock;
+pub mod data_dir;
 pub mod files;
 pub mod jwt;
 pub mod pem;

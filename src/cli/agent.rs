@@ -13,10 +13,10 @@ use mayfly_sdk::SpiffeId;
 
 use super::values::parse_ttl;
 use super::{GlobalArgs, exit, output};
-use crate::agent::sink::{
+use mayfly_agent::sink::{
     FileSinkConfig, ProcessId, RenewCommand, RenewSignal, Signal, SignalTarget, SinkAudience,
 };
-use crate::agent::{AgentConfig, AgentError, DEFAULT_DATA_DIR, NodeEvidence};
+use mayfly_agent::{AgentConfig, AgentError, DEFAULT_DATA_DIR, NodeEvidence};
 use mayfly_sdk::client::{BUNDLE_FILE, Secret};
 
 /// Longest join token file read; real tokens are well under 1 KiB.
@@ -144,7 +144,7 @@ pub(super) async fn run(global: &GlobalArgs, args: AgentArgs) -> ExitCode {
         Ok(config) => config,
         Err(error) => return report(&error),
     };
-    let agent = match crate::agent::start(config).await {
+    let agent = match mayfly_agent::start(config).await {
         Ok(agent) => agent,
         Err(error) => return report(&error),
     };

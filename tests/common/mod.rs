@@ -596,8 +596,8 @@ impl TestBroker {
         socket: std::path::PathBuf,
         data_dir: std::path::PathBuf,
         token: Option<&str>,
-    ) -> mayfly::agent::AgentConfig {
-        let mut config = mayfly::agent::AgentConfig::new(self.url(), self.bundle_pem(), socket);
+    ) -> mayfly_agent::AgentConfig {
+        let mut config = mayfly_agent::AgentConfig::new(self.url(), self.bundle_pem(), socket);
         config.join_token = token.map(|t| t.to_owned().into());
         config.data_dir = data_dir;
         config.sync_interval = Duration::from_millis(200);

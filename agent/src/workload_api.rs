@@ -39,8 +39,8 @@ use super::snapshot::{RegisteredEntry, Snapshot};
 use super::state::{AgentState, Generation};
 use super::status::{NO_IDENTITY, WorkloadError};
 use super::workload_attest::{PeerCredentials, WorkloadAttestor};
-use crate::clock::Clock;
-use crate::policy::Selector;
+use mayfly_sdk::Selector;
+use mayfly_sdk::clock::Clock;
 
 /// The metadata key every request must carry, with the value `true`.
 pub const SECURITY_HEADER: &str = "workload.spiffe.io";
@@ -393,7 +393,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             .validate(&token, &audience, self.clock.unix_now())
             .map_err(|e| WorkloadError::InvalidArgument(format!("invalid JWT-SVID: {e}")))?;
         self.revocations
-            .check_jwt(&validated, crate::clock::unix_millis(self.clock.now()))?;
+            .check_jwt(&validated, mayfly_sdk::clock::unix_millis(self.clock.now()))?;
         // The signature and claims were just checked; this only reads them.
         let claims = match insecure_decode_unverified(&token) {
             Ok((_, Json::Object(claims))) => claims,

@@ -13,7 +13,7 @@
 //! | `unix:sha256:<hex>` | SHA-256 of the file the process executes |
 //!
 //! ```no_run
-//! use mayfly::agent::workload_attest::{PeerCredentials, WorkloadAttestor};
+//! use mayfly_agent::workload_attest::{PeerCredentials, WorkloadAttestor};
 //!
 //! # fn demo(cred: &tokio::net::unix::UCred) -> Result<(), Box<dyn std::error::Error>> {
 //! let attestor = WorkloadAttestor::new();
@@ -70,7 +70,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use aws_lc_rs::digest;
 
-use crate::policy::Selector;
+use mayfly_sdk::Selector;
 
 /// How many executable digests are remembered. A node runs far fewer
 /// distinct binaries than this; the bound only stops a workload that keeps

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::AgentError;
+use crate::AgentError;
 
 /// How long the on-renew command may run before it is killed, by default.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);

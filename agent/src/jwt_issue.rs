@@ -24,7 +24,7 @@ use super::snapshot::RegisteredEntry;
 use super::state::AgentState;
 use super::status::WorkloadError;
 use super::upstream::Upstream;
-use crate::clock::Clock;
+use mayfly_sdk::clock::Clock;
 
 /// Hands out JWT-SVIDs, minting through the broker when the cache cannot.
 #[derive(Debug)]
@@ -53,7 +53,7 @@ impl JwtIssuer {
     /// The cached token for `entry` and `audience` that may be handed out
     /// now without asking the broker; a revoked one is forgotten.
     fn reusable(&self, entry: &RegisteredEntry, audience: &Audience) -> Option<Arc<CachedJwt>> {
-        let now_ms = crate::clock::unix_millis(self.clock.now());
+        let now_ms = mayfly_sdk::clock::unix_millis(self.clock.now());
         let now = now_ms.div_euclid(1000);
         let cache = &self.state.jwt;
         let jwt = cache.fresh(&entry.spiffe_id, audience.as_str(), entry.revision, now)?;

@@ -27,7 +27,7 @@ use super::revocations::Revocations;
 use super::snapshot::{RegisteredEntry, Snapshot, TrustBundle, WorkloadSvid};
 use super::state::AgentState;
 use super::upstream::Upstream;
-use crate::clock::Clock;
+use mayfly_sdk::clock::Clock;
 
 /// The broker takes at most this many items per batch call.
 const MAX_BATCH: usize = 256;
@@ -263,7 +263,7 @@ impl Syncer {
                             tracing::info!(
                                 spiffe_id = %held.spiffe_id,
                                 serial = %held.serial,
-                                expires_at = %crate::clock::rfc3339(held.expires_at),
+                                expires_at = %mayfly_sdk::clock::rfc3339(held.expires_at),
                                 "workload X509-SVID minted"
                             );
                             self.refused.remove(&entry.id);

@@ -17,14 +17,14 @@ use zeroize::Zeroizing;
 
 use super::notify::Notifier;
 use super::{FileSinkConfig, SinkAudience};
-use crate::agent::jwt_issue::JwtIssuer;
-use crate::agent::snapshot::{RegisteredEntry, Snapshot};
-use crate::agent::state::AgentState;
-use crate::agent::status::WorkloadError;
-use crate::agent::sync::jittered;
-use crate::clock::Clock;
-use crate::policy::Selector;
+use crate::jwt_issue::JwtIssuer;
+use crate::snapshot::{RegisteredEntry, Snapshot};
+use crate::state::AgentState;
+use crate::status::WorkloadError;
+use crate::sync::jittered;
+use mayfly_sdk::Selector;
 use mayfly_sdk::client::{BUNDLE_FILE, KEY_FILE, SVID_FILE};
+use mayfly_sdk::clock::Clock;
 
 /// Problem topics that are not a JWT file's name.
 const ENTRY_TOPIC: &str = "entry";

@@ -32,7 +32,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use mayfly::agent::{AgentConfig, start};
+//! use mayfly_agent::{AgentConfig, start};
 //!
 //! let bundle = std::fs::read("/etc/mayfly/bundle.pem")?;
 //! let mut config = AgentConfig::new("https://mayfly.internal:7443", bundle, "/run/mayfly/agent.sock");
@@ -76,10 +76,10 @@ pub use error::AgentError;
 pub use state::AgentHealth;
 pub use workload_api::{SECURITY_HEADER, require_security_header};
 
-use crate::clock::{Clock, SystemClock};
 use identity::IdentityFiles;
 use jwt_issue::JwtIssuer;
 use mayfly_sdk::client::Secret;
+use mayfly_sdk::clock::{Clock, SystemClock};
 use sink::FileSinkConfig;
 use state::AgentState;
 use upstream::Upstream;
@@ -256,7 +256,7 @@ impl Drop for RunningAgent {
 /// [`AgentError::BrokerUnreachable`] while attesting;
 /// [`AgentError::Socket`] if the socket cannot be bound.
 pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
-    crate::install_crypto_provider();
+    mayfly_sdk::install_crypto_provider();
     if config.sync_interval.is_zero() {
         return Err(AgentError::Config {
             reason: "the sync interval must be positive".to_owned(),

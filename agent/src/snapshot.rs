@@ -16,7 +16,7 @@ use mayfly_sdk::proto::workload as wl;
 use mayfly_sdk::{SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
 
-use crate::policy::Selector;
+use mayfly_sdk::Selector;
 
 /// One entry registered under this agent.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 
 use super::error::AgentError;
 use super::identity::{AgentSvid, IdentityFiles};
-use crate::clock::Clock;
+use mayfly_sdk::clock::Clock;
 
 /// The broker, as the agent sees it.
 pub(crate) struct Upstream {
@@ -118,7 +118,7 @@ impl Upstream {
         let current = self.identity();
         if current.is_expired(now) {
             return Err(AgentError::IdentityExpired {
-                expired_at: crate::clock::rfc3339(current.expires_at),
+                expired_at: mayfly_sdk::clock::rfc3339(current.expires_at),
             });
         }
         if now < current.refresh_at {
@@ -137,7 +137,7 @@ impl Upstream {
         tracing::info!(
             spiffe_id = %renewed.spiffe_id,
             serial = %renewed.serial,
-            expires_at = %crate::clock::rfc3339(renewed.expires_at),
+            expires_at = %mayfly_sdk::clock::rfc3339(renewed.expires_at),
             "renewed the agent SVID"
         );
         self.identity.store(Arc::new(renewed));
@@ -365,7 +365,7 @@ async fn attest(
     tracing::info!(
         spiffe_id = %identity.spiffe_id,
         serial = %identity.serial,
-        expires_at = %crate::clock::rfc3339(identity.expires_at),
+        expires_at = %mayfly_sdk::clock::rfc3339(identity.expires_at),
         "attested the node"
     );
     Ok(identity)

@@ -67,8 +67,8 @@ use super::error::AgentError;
 use super::jwt_issue::JwtIssuer;
 use super::state::AgentState;
 use super::workload_attest::{PeerCredentials, WorkloadAttestor};
-use crate::clock::Clock;
-use crate::policy::Selector;
+use mayfly_sdk::Selector;
+use mayfly_sdk::clock::Clock;
 use notify::Notifier;
 use writer::FileSink;
 

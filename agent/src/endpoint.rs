@@ -88,12 +88,13 @@ pub(crate) async fn serve(
         SpiffeWorkloadApiServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES),
         require_security_header,
     );
+    // One service, so no router: tonic serves it directly.
     let served = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(service)
         .serve_with_incoming_shutdown(
+            service,
             UnixListenerStream::new(listener).map(|accepted| accepted.map(LenientAuthority::new)),
             shutdown,
         )
