@@ -18,6 +18,7 @@ use std::time::Duration;
 use common::mtls::exchange;
 use common::{TRUST_DOMAIN, TestBroker};
 use mayfly_agent::{AgentConfig, RunningAgent};
+use mayfly_sdk::jose::JoseError;
 use mayfly_sdk::jwt::{Audience, JwtSvidError};
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::workload::{
@@ -328,7 +329,7 @@ async fn jwt_source_tokens_pass_the_verifier_only_for_their_audience_and_untampe
         matches!(
             bad_signature,
             Err(WorkloadError::InvalidJwtSvid {
-                reason: JwtSvidError::BadSignature { .. }
+                reason: JwtSvidError::Jose(JoseError::BadSignature { .. })
             })
         ),
         "{bad_signature:?}"
@@ -348,7 +349,7 @@ async fn jwt_source_tokens_pass_the_verifier_only_for_their_audience_and_untampe
         matches!(
             refused,
             Err(WorkloadError::InvalidJwtSvid {
-                reason: JwtSvidError::BadSignature { .. }
+                reason: JwtSvidError::Jose(JoseError::BadSignature { .. })
             })
         ),
         "{refused:?}"

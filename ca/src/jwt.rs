@@ -4,6 +4,15 @@
 //! issuer ([`JwtSigner::sign_with_issuer`]): JWT-SVID.md allows registered claims beyond its
 //! own, and relying parties that find the keys by OIDC discovery check `iss` against the
 //! discovery document's `issuer` (SPIRE's `jwt_issuer` does the same).
+//!
+//! The JOSE header is jsonwebtoken's [`Header`], and the signature comes from a
+//! `jsonwebtoken::crypto::JwtSigner`: the trait jsonwebtoken's crypto providers implement,
+//! here over an aws-lc-rs key parsed once, when the CA loads the key. jsonwebtoken's own
+//! `encode` asks its provider for a new signer on every call, and its aws-lc-rs ES256 signer
+//! parses the PKCS#8 key (and checks the pair) each time; the signers its provider returns
+//! are not `Send + Sync`, so one cannot be kept across the broker's threads either. The
+//! compact serialization around the signature (`header.claims.signature`, base64url) is the
+//! few lines `encode` would run.
 
 use std::fmt;
 
@@ -11,6 +20,9 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::crypto::JwtSigner as _;
+use jsonwebtoken::signature::{self, Signer};
+use jsonwebtoken::{Algorithm, Header};
 use mayfly_sdk::SpiffeId;
 use mayfly_sdk::bundle::{JwtAuthority, JwtPublicKey};
 use mayfly_sdk::jwt::Audience;
@@ -24,13 +36,34 @@ use crate::keys::SigningKey;
 /// The key is parsed once, at construction, as are the key ID and the encoded header, so
 /// signing costs one ECDSA signature and some base64.
 pub struct JwtSigner {
-    key_pair: EcdsaKeyPair,
+    key: Es256Key,
     key_id: String,
     x: [u8; 32],
     y: [u8; 32],
-    /// `base64url({"alg":"ES256","kid":...,"typ":"JWT"})`, fixed for the life of the key.
+    /// `base64url({"typ":"JWT","alg":"ES256","kid":...})`, fixed for the life of the key.
     encoded_header: String,
+}
+
+/// jsonwebtoken's signing seam over a P-256 key parsed once.
+struct Es256Key {
+    key_pair: EcdsaKeyPair,
     rng: SystemRandom,
+}
+
+impl Signer<Vec<u8>> for Es256Key {
+    fn try_sign(&self, message: &[u8]) -> Result<Vec<u8>, signature::Error> {
+        let signature = self
+            .key_pair
+            .sign(&self.rng, message)
+            .map_err(|_| signature::Error::new())?;
+        Ok(signature.as_ref().to_vec())
+    }
+}
+
+impl jsonwebtoken::crypto::JwtSigner for Es256Key {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::ES256
+    }
 }
 
 /// A freshly signed JWT-SVID.
@@ -49,13 +82,6 @@ impl fmt::Debug for SignedJwt {
             .field("jti", &self.jti)
             .finish()
     }
-}
-
-#[derive(Serialize)]
-struct Header<'a> {
-    alg: &'static str,
-    kid: &'a str,
-    typ: &'static str,
 }
 
 /// Field order is the serialization order; exactly these claims and no others.
@@ -83,20 +109,22 @@ impl JwtSigner {
                 reason: rejected.to_string(),
             })?;
         let (x, y) = split_point(key_pair.public_key().as_ref())?;
-        let key_id = thumbprint(&x, &y);
-        let header = serde_json::to_vec(&Header {
-            alg: "ES256",
-            kid: &key_id,
-            typ: "JWT",
-        })
-        .map_err(|e| CaError::internal("encoding the JWT header", e))?;
-        Ok(Self {
+        let key = Es256Key {
             key_pair,
+            rng: SystemRandom::new(),
+        };
+        let key_id = thumbprint(&x, &y);
+        // `Header::new` sets `typ: JWT`; nothing else but the kid is added.
+        let mut header = Header::new(key.algorithm());
+        header.kid = Some(key_id.clone());
+        let header = serde_json::to_vec(&header)
+            .map_err(|e| CaError::internal("encoding the JWT header", e))?;
+        Ok(Self {
+            key,
             encoded_header: URL_SAFE_NO_PAD.encode(header),
             key_id,
             x,
             y,
-            rng: SystemRandom::new(),
         })
     }
 
@@ -171,13 +199,13 @@ impl JwtSigner {
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
         let signature = self
-            .key_pair
-            .sign(&self.rng, token.as_bytes())
+            .key
+            .try_sign(token.as_bytes())
             .map_err(|_| CaError::Crypto {
                 operation: "signing a JWT",
             })?;
         token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
         Ok(SignedJwt { token, jti })
     }
 }

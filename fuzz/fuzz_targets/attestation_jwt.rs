@@ -20,7 +20,7 @@ fuzz_target!(|token: &str| {
         return;
     };
     assert!(token.len() <= MAX_TOKEN_BYTES);
-    assert!(DEFAULT_ALGORITHMS.contains(&peeked.alg.as_str()));
+    assert!(DEFAULT_ALGORITHMS.contains(&peeked.alg));
     assert!(!peeked.kid.is_empty());
 
     let parts: Vec<&str> = token.split('.').collect();

@@ -31,6 +31,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Map, Value, json};
 
+use crate::jose::key::strip_leading_zeros;
+use crate::jose::{JwkError, KeyError, VerificationKey, jwk};
 use crate::spiffe_id::TrustDomain;
 
 /// The largest bundle document [`SpiffeBundle::parse`] reads, in bytes.
@@ -199,7 +201,7 @@ pub enum BundleError {
         /// The entry's position in `keys`.
         index: usize,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: KeyError,
     },
 }
 
@@ -342,11 +344,6 @@ impl JwtAuthority {
         map.insert("use".into(), USE_JWT_SVID.into());
         Value::Object(map)
     }
-}
-
-fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
-    let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
-    &bytes[first..]
 }
 
 impl SpiffeBundle {
@@ -507,13 +504,6 @@ enum Entry {
     Ignored,
 }
 
-/// The key families this module understands.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum KeyType {
-    Ec,
-    Rsa,
-}
-
 /// Reads one entry of `keys`.
 fn parse_entry(index: usize, entry: &Value) -> Result<Entry, BundleError> {
     let Value::Object(entry) = entry else {
@@ -529,15 +519,13 @@ fn parse_entry(index: usize, entry: &Value) -> Result<Entry, BundleError> {
         return Ok(Entry::Ignored);
     }
     // Spec §4.2.1: an unknown `kty` means the whole entry is ignored.
-    let key_type = match fields.required_str("kty")? {
-        "EC" => KeyType::Ec,
-        "RSA" => KeyType::Rsa,
-        _ => return Ok(Entry::Ignored),
-    };
+    if !matches!(fields.required_str("kty")?, "EC" | "RSA") {
+        return Ok(Entry::Ignored);
+    }
     if key_use == USE_X509_SVID {
         parse_x509_entry(&fields).map(Entry::X509)
     } else {
-        parse_jwt_entry(&fields, key_type)
+        parse_jwt_entry(&fields)
     }
 }
 
@@ -566,28 +554,6 @@ impl EntryFields<'_> {
                 index: self.index,
                 field,
             })
-    }
-
-    /// A required base64url (no padding) parameter, decoded.
-    fn required_b64url(&self, field: &'static str) -> Result<Vec<u8>, BundleError> {
-        let text = self.required_str(field)?;
-        URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| BundleError::InvalidBase64 {
-                index: self.index,
-                field,
-            })
-    }
-
-    /// A required EC coordinate of exactly `N` bytes.
-    fn coordinate<const N: usize>(&self, field: &'static str) -> Result<[u8; N], BundleError> {
-        let bytes = self.required_b64url(field)?;
-        <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| BundleError::CoordinateLength {
-            index: self.index,
-            field,
-            len: bytes.len(),
-            expected: N,
-        })
     }
 }
 
@@ -647,37 +613,54 @@ fn parse_x509_entry(fields: &EntryFields<'_>) -> Result<Vec<u8>, BundleError> {
 }
 
 /// Reads a `jwt-svid` entry.
-fn parse_jwt_entry(fields: &EntryFields<'_>, key_type: KeyType) -> Result<Entry, BundleError> {
+fn parse_jwt_entry(fields: &EntryFields<'_>) -> Result<Entry, BundleError> {
     let index = fields.index;
     let key_id = match fields.optional_str("kid")? {
         Some(kid) if !kid.is_empty() => kid.to_owned(),
         _ => return Err(BundleError::MissingKeyId { index }),
     };
-    let public_key = match key_type {
-        KeyType::Ec => match fields.required_str("crv")? {
-            "P-256" => JwtPublicKey::EcP256 {
-                x: fields.coordinate("x")?,
-                y: fields.coordinate("y")?,
-            },
-            "P-384" => JwtPublicKey::EcP384 {
-                x: fields.coordinate("x")?,
-                y: fields.coordinate("y")?,
-            },
-            // A curve we cannot verify (say P-521) is a key type we do not
-            // know; the spec says to skip it rather than fail the bundle.
-            _ => return Ok(Entry::Ignored),
-        },
-        // Canonical form (no leading zero octets, as RFC 7518 §6.3.1 asks of
-        // producers), so that parse(to_json(bundle)) == bundle even for a
-        // publisher that pads: change detection must not see phantom changes.
-        KeyType::Rsa => JwtPublicKey::Rsa {
-            n: strip_leading_zeros(&fields.required_b64url("n")?).to_vec(),
-            e: strip_leading_zeros(&fields.required_b64url("e")?).to_vec(),
-        },
+    // Canonical form (RSA integers without leading zero octets), so that
+    // parse(to_json(bundle)) == bundle even for a publisher that pads:
+    // change detection must not see phantom changes.
+    let public_key = match jwk::public_key(fields.entry) {
+        Ok(Some(public_key)) => public_key,
+        // A curve we cannot verify (say P-521) is a key type we do not
+        // know; the spec says to skip it rather than fail the bundle.
+        Ok(None) => return Ok(Entry::Ignored),
+        Err(error) => return Err(jwk_error(index, error)),
     };
-    crate::jwt::VerificationKey::new(&public_key)
+    VerificationKey::new(&public_key)
         .map_err(|reason| BundleError::InvalidPublicKey { index, reason })?;
     Ok(Entry::Jwt(JwtAuthority { key_id, public_key }))
+}
+
+/// A JWK parameter's problem, placed in the bundle.
+fn jwk_error(index: usize, error: JwkError) -> BundleError {
+    match error {
+        JwkError::MissingMember { member } => BundleError::MissingKeyField {
+            index,
+            field: member,
+        },
+        JwkError::NotAString { member } => BundleError::InvalidKeyField {
+            index,
+            field: member,
+            expected: "a string",
+        },
+        JwkError::InvalidBase64 { member } => BundleError::InvalidBase64 {
+            index,
+            field: member,
+        },
+        JwkError::CoordinateLength {
+            member,
+            len,
+            expected,
+        } => BundleError::CoordinateLength {
+            index,
+            field: member,
+            len,
+            expected,
+        },
+    }
 }
 
 enum CertificateProblem {

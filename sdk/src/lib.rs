@@ -7,6 +7,8 @@
 //!   `spiffe_sequence` and `spiffe_refresh_hint`), parsed and produced;
 //! - [`jwt::JwtSvidValidator`], strict JWT-SVID validation (algorithm
 //!   allow-list first, size limit before decoding, required `exp` and `aud`);
+//! - [`jose`], the JOSE layer under it, which the broker's attestors share:
+//!   compact JWS, strict JSON, header and algorithm policy, JWK → key;
 //! - [`workload`], the workload's client of the SPIFFE Workload API: an
 //!   [`X509Source`](workload::X509Source) with rustls mTLS configs that
 //!   authorize peers by SPIFFE ID, a [`JwtSource`](workload::JwtSource)
@@ -61,6 +63,7 @@ pub mod client;
 pub mod clock;
 pub mod data_dir;
 pub mod files;
+pub mod jose;
 pub mod jwt;
 pub mod pem;
 pub mod proto;

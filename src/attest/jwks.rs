@@ -29,10 +29,12 @@
 //! # Keys
 //!
 //! `kty` `RSA` (2048–8192-bit modulus, for RS256) and `EC` (`P-256` for
-//! ES256, `P-384` for ES384). Keys with a `use` other than `sig`, `key_ops`
-//! without `verify`, an `alg` other than the one Mayfly would verify with,
-//! another `kty` or curve, or no `kid` are skipped; a malformed key, private
-//! key material or a duplicate `kid` makes the whole document invalid.
+//! ES256, `P-384` for ES384), read and parsed once by the SDK's JOSE layer
+//! ([`mayfly_sdk::jose::jwk`], [`VerificationKey`]), as the SPIFFE bundle's
+//! keys are. Keys with a `use` other than `sig`, `key_ops` without
+//! `verify`, an `alg` other than one Mayfly would verify with, another `kty`
+//! or curve, or no `kid` are skipped; a malformed key, private key material
+//! or a duplicate `kid` makes the whole document invalid.
 //!
 //! ```
 //! use mayfly::attest::jwks::{JwksCache, JwksSource};
@@ -52,12 +54,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256,
-    RsaPublicKeyComponents,
-};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http_body_util::{BodyExt as _, Empty, LengthLimitError, Limited};
 use hyper::body::Bytes;
 use hyper::header::{ACCEPT, CONTENT_LENGTH, USER_AGENT};
@@ -66,9 +62,12 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mayfly_sdk::jose::{
+    AlgorithmPolicy, JwsAlgorithm, KeyType, VerificationKey, jwk, parse_object,
+};
 use serde_json::{Map, Value};
 
-use super::jwt_evidence::parse_json_object;
+use super::jwt_evidence::DEFAULT_ALGORITHMS;
 use super::{AttestError, truncated};
 use crate::clock::{Clock, SystemClock};
 
@@ -125,69 +124,28 @@ impl JwksSource {
     }
 }
 
-/// The type of a [`VerifyingKey`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
-    /// RSA, verified with RS256.
-    Rsa {
-        /// The modulus size.
-        modulus_bits: usize,
-    },
-    /// ECDSA on P-256, verified with ES256.
-    EcP256,
-    /// ECDSA on P-384, verified with ES384.
-    EcP384,
-}
-
-impl KeyKind {
-    /// The JWS algorithms this kind of key verifies.
-    pub fn algorithms(self) -> &'static [&'static str] {
-        match self {
-            KeyKind::Rsa { .. } => &["RS256"],
-            KeyKind::EcP256 => &["ES256"],
-            KeyKind::EcP384 => &["ES384"],
-        }
-    }
-}
-
 /// One issuer public key, parsed once when its JWKS was loaded.
 pub struct VerifyingKey {
     /// The JWK's `kid`.
     pub kid: String,
-    /// The key's type.
-    pub kind: KeyKind,
-    key: ParsedPublicKey,
+    key: VerificationKey,
 }
 
 impl VerifyingKey {
-    /// The JWS algorithms this key verifies (`RS256`, `ES256` or `ES384`).
-    pub fn algorithms(&self) -> &'static [&'static str] {
-        self.kind.algorithms()
+    /// The key, for [`ParsedJws::verify`](mayfly_sdk::jose::ParsedJws::verify).
+    pub fn key(&self) -> &VerificationKey {
+        &self.key
     }
 
-    /// Verifies a JWS `signature` over `signing_input` made with `alg`.
-    ///
-    /// # Errors
-    ///
-    /// [`AttestError::UnsupportedAlgorithm`] when `alg` does not suit this
-    /// key (an RS256 or HS256 token cannot be checked with an EC key), before
-    /// the signature is looked at; [`AttestError::BadSignature`] when it does
-    /// not verify.
-    pub fn verify(
-        &self,
-        alg: &str,
-        signing_input: &[u8],
-        signature: &[u8],
-    ) -> Result<(), AttestError> {
-        if !self.algorithms().contains(&alg) {
-            return Err(AttestError::UnsupportedAlgorithm {
-                alg: truncated(alg),
-                allowed: self.algorithms().join(", "),
-            });
-        }
-        self.key
-            .verify_sig(signing_input, signature)
-            .map_err(|_| AttestError::BadSignature)
+    /// The key's type.
+    pub fn key_type(&self) -> KeyType {
+        self.key.key_type()
+    }
+
+    /// The algorithms an attestor verifies with this key: those of its type
+    /// that issuer tokens may use (an RSA key verifies RS256, not PS256).
+    pub fn algorithms(&self) -> Vec<JwsAlgorithm> {
+        AlgorithmPolicy::new(DEFAULT_ALGORITHMS).usable_with(self.key_type())
     }
 }
 
@@ -195,7 +153,7 @@ impl fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifyingKey")
             .field("kid", &self.kid)
-            .field("kind", &self.kind)
+            .field("key_type", &self.key_type())
             .finish_non_exhaustive()
     }
 }
@@ -501,7 +459,7 @@ impl Discovery {
 
     async fn fetch(&self) -> Result<KeyMap, String> {
         let body = self.get(&self.url).await?;
-        let document = parse_json_object(&body)
+        let document = parse_object(&body)
             .map_err(|e| format!("the discovery document at {} is {e}", self.url))?;
         match document.get("issuer") {
             Some(Value::String(issuer)) if *issuer == self.issuer => {}
@@ -647,7 +605,7 @@ fn parse_jwks(bytes: &[u8]) -> Result<KeyMap, String> {
             "the document is larger than {MAX_JWKS_BYTES} bytes"
         ));
     }
-    let document = parse_json_object(bytes).map_err(|e| format!("the document is {e}"))?;
+    let document = parse_object(bytes).map_err(|e| format!("the document is {e}"))?;
     let Some(Value::Array(entries)) = document.get("keys") else {
         return Err("the document has no \"keys\" array".to_owned());
     };
@@ -676,7 +634,6 @@ fn parse_jwks(bytes: &[u8]) -> Result<KeyMap, String> {
 /// One JWK: `Ok(None)` for a key Mayfly does not use, an error for one that
 /// is malformed.
 fn parse_jwk(jwk: &Map<String, Value>) -> Result<Option<VerifyingKey>, String> {
-    let kty = optional_str(jwk, "kty")?.ok_or("kty is missing")?;
     if optional_str(jwk, "use")?.is_some_and(|usage| usage != "sig") {
         return Ok(None);
     }
@@ -704,72 +661,20 @@ fn parse_jwk(jwk: &Map<String, Value>) -> Result<Option<VerifyingKey>, String> {
             truncated(kid)
         ));
     }
-    let parsed = match kty {
-        "RSA" => Some(rsa_key(jwk)?),
-        "EC" => ec_key(jwk)?,
-        _ => None,
-    };
-    let Some((kind, key)) = parsed else {
+    let Some(public_key) = jwk::public_key(jwk).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
-    if optional_str(jwk, "alg")?.is_some_and(|alg| !kind.algorithms().contains(&alg)) {
-        return Ok(None);
-    }
-    Ok(Some(VerifyingKey {
+    let key = VerificationKey::new(&public_key).map_err(|e| e.to_string())?;
+    let key = VerifyingKey {
         kid: kid.to_owned(),
-        kind,
         key,
-    }))
-}
-
-fn rsa_key(jwk: &Map<String, Value>) -> Result<(KeyKind, ParsedPublicKey), String> {
-    let n = base64_member(jwk, "n")?;
-    let e = base64_member(jwk, "e")?;
-    // RFC 7518 §6.3.1: minimal octets, so a leading zero is malformed.
-    if n[0] == 0 || e[0] == 0 {
-        return Err("n and e must not have leading zero octets".to_owned());
-    }
-    let modulus_bits = n.len() * 8 - n[0].leading_zeros() as usize;
-    if !(2048..=8192).contains(&modulus_bits) {
-        return Err(format!(
-            "the RSA modulus is {modulus_bits} bits; 2048 to 8192 are accepted"
-        ));
-    }
-    let exponent = e
-        .iter()
-        .fold(0u64, |value, byte| value << 8 | u64::from(*byte));
-    if e.len() > 4 || exponent < 3 || exponent % 2 == 0 {
-        return Err("the RSA exponent must be odd, at least 3 and at most 32 bits".to_owned());
-    }
-    let key = RsaPublicKeyComponents {
-        n: &n[..],
-        e: &e[..],
-    }
-    .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
-    .map_err(|_| "not a valid RSA public key".to_owned())?;
-    Ok((KeyKind::Rsa { modulus_bits }, key))
-}
-
-fn ec_key(jwk: &Map<String, Value>) -> Result<Option<(KeyKind, ParsedPublicKey)>, String> {
-    let crv = optional_str(jwk, "crv")?.ok_or("crv is missing")?;
-    let (kind, size, algorithm) = match crv {
-        "P-256" => (KeyKind::EcP256, 32, &ECDSA_P256_SHA256_FIXED),
-        "P-384" => (KeyKind::EcP384, 48, &ECDSA_P384_SHA384_FIXED),
-        _ => return Ok(None),
     };
-    let x = base64_member(jwk, "x")?;
-    let y = base64_member(jwk, "y")?;
-    // RFC 7518 §6.2.1.2: coordinates are full length.
-    if x.len() != size || y.len() != size {
-        return Err(format!("x and y of a {crv} key must be {size} bytes each"));
+    if optional_str(jwk, "alg")?.is_some_and(|alg| {
+        JwsAlgorithm::from_name(alg).is_none_or(|alg| !key.algorithms().contains(&alg))
+    }) {
+        return Ok(None);
     }
-    let mut point = Vec::with_capacity(1 + 2 * size);
-    point.push(0x04); // SEC 1 uncompressed point
-    point.extend_from_slice(&x);
-    point.extend_from_slice(&y);
-    let key =
-        ParsedPublicKey::new(algorithm, &point).map_err(|_| format!("not a point on {crv}"))?;
-    Ok(Some((kind, key)))
+    Ok(Some(key))
 }
 
 fn optional_str<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
@@ -778,17 +683,6 @@ fn optional_str<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<Option<&'
         Some(Value::String(value)) => Ok(Some(value)),
         Some(_) => Err(format!("{name} is not a string")),
     }
-}
-
-fn base64_member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
-    let text = optional_str(jwk, name)?.ok_or_else(|| format!("{name} is missing"))?;
-    let bytes = URL_SAFE_NO_PAD
-        .decode(text)
-        .map_err(|_| format!("{name} is not base64url without padding"))?;
-    if bytes.is_empty() {
-        return Err(format!("{name} is empty"));
-    }
-    Ok(bytes)
 }
 
 /// Keys, JWKS documents, signed tokens and a local issuer for the attestors'
@@ -1066,6 +960,8 @@ pub(crate) mod testing {
 mod tests {
     use std::time::UNIX_EPOCH;
 
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::json;
 
     use super::testing::{TestIssuer, TestKey, jwks_of};
@@ -1098,10 +994,13 @@ mod tests {
         let p384 = TestKey::p384("q");
         let cache = inline(jwks_of(&[&rsa, &p256, &p384])).unwrap();
         let key = cache.key("r").await.unwrap();
-        assert_eq!(key.kind, KeyKind::Rsa { modulus_bits: 2048 });
-        assert_eq!(key.algorithms(), ["RS256"]);
-        assert_eq!(cache.key("p").await.unwrap().algorithms(), ["ES256"]);
-        assert_eq!(cache.key("q").await.unwrap().kind, KeyKind::EcP384);
+        assert_eq!(key.key_type(), KeyType::Rsa { modulus_bits: 2048 });
+        assert_eq!(key.algorithms(), [JwsAlgorithm::Rs256]);
+        assert_eq!(
+            cache.key("p").await.unwrap().algorithms(),
+            [JwsAlgorithm::Es256]
+        );
+        assert_eq!(cache.key("q").await.unwrap().key_type(), KeyType::EcP384);
         assert_eq!(
             cache.key("zz").await.unwrap_err(),
             AttestError::UnknownKeyId {

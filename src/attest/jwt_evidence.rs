@@ -2,8 +2,10 @@
 //! ([`k8s_psat`](super::k8s_psat)) and OIDC ([`oidc`](super::oidc))
 //! attestors.
 //!
-//! A token is checked in an order that lets attacker input reach as little
-//! code as possible, and each step fails with its own [`AttestError`]:
+//! Reading the token is the SDK's JOSE layer ([`mayfly_sdk::jose`]), the same
+//! one JWT-SVIDs go through, under the issuer-token policy: a token is
+//! checked in an order that lets attacker input reach as little code as
+//! possible, and each step fails with its own [`AttestError`]:
 //!
 //! 1. size ([`MAX_TOKEN_BYTES`]) before anything is decoded;
 //! 2. exactly three base64url parts (no padding, canonical encoding);
@@ -11,12 +13,14 @@
 //! 4. `alg` is on the allow-list, before anything else in the header is
 //!    looked at (`none`, `HS256`, ... are [`AttestError::UnsupportedAlgorithm`]);
 //! 5. no `crit` header, and a `kid` ([`AttestError::Malformed`] otherwise);
+//!    other header parameters are ignored;
 //! 6. the key comes from the issuer's configured JWKS only — `jku`, `x5u` and
-//!    `jwk` headers are ignored ([`AttestError::UnknownKeyId`]);
+//!    `jwk` headers are never followed ([`AttestError::UnknownKeyId`]);
 //! 7. `alg` suits that key's type, then the signature verifies
 //!    ([`AttestError::BadSignature`]);
-//! 8. only then are the claims parsed: `iss`, `aud`, `exp` (required
-//!    integer), `nbf`, `iat` (required when a maximum age is set).
+//! 8. only then are the claims parsed, refusing duplicate members at any
+//!    depth, and judged here: `iss`, `aud`, `exp` (required integer), `nbf`,
+//!    `iat` (required when a maximum age is set).
 //!
 //! [`peek`] runs steps 1–5 and reads the unverified `iss`, so an attestor can
 //! pick which issuer's rules and keys to [`verify`] with.
@@ -30,14 +34,13 @@
 //! assert!(matches!(err, AttestError::UnsupportedAlgorithm { .. }));
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mayfly_sdk::jose::algorithm::names;
+use mayfly_sdk::jose::{AlgorithmPolicy, HeaderPolicy, JoseError, JwsAlgorithm, JwsPolicy};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde::de::{self, Deserializer};
+use serde_json::{Map, Value};
 
 use super::jwks::JwksCache;
 use super::{AttestError, ReplayGuard, sha256_hex, truncated};
@@ -49,7 +52,7 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The algorithms accepted unless an issuer's rules say otherwise. Only
 /// asymmetric ones: an HMAC algorithm would let anyone who knows the public
 /// key forge tokens.
-pub const DEFAULT_ALGORITHMS: &[&str] = &["RS256", "ES256", "ES384"];
+pub const DEFAULT_ALGORITHMS: &[JwsAlgorithm] = AlgorithmPolicy::ISSUER_TOKEN.allowed();
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
@@ -73,7 +76,7 @@ pub struct JwtRules {
     /// When set, `iat` is required and may be at most this far in the past.
     pub max_age: Option<Duration>,
     /// The accepted `alg` values.
-    pub allowed_algorithms: &'static [&'static str],
+    pub allowed_algorithms: &'static [JwsAlgorithm],
 }
 
 impl JwtRules {
@@ -95,20 +98,20 @@ impl JwtRules {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peeked {
     /// The `alg` header, already on [`DEFAULT_ALGORITHMS`].
-    pub alg: String,
+    pub alg: JwsAlgorithm,
     /// The `kid` header.
     pub kid: String,
     /// The unverified `iss` claim.
     pub issuer: String,
 }
 
-/// A token split into its parts, with the header decoded.
-struct Parts<'a> {
-    header: Map<String, Value>,
-    /// `header.payload`, the bytes the signature covers.
-    signing_input: &'a str,
-    payload: &'a str,
-    signature: &'a str,
+/// The JOSE policy of issuer tokens accepting `allowed` algorithms.
+fn policy(allowed: &'static [JwsAlgorithm]) -> JwsPolicy {
+    JwsPolicy {
+        max_token_bytes: MAX_TOKEN_BYTES,
+        header: HeaderPolicy::ISSUER_TOKEN,
+        algorithms: AlgorithmPolicy::new(allowed),
+    }
 }
 
 /// Reads a token's header and unverified `iss`, after the size, structure
@@ -121,14 +124,18 @@ struct Parts<'a> {
 /// no `kid`; [`AttestError::UnsupportedAlgorithm`] for an `alg` outside
 /// [`DEFAULT_ALGORITHMS`]; [`AttestError::MissingClaim`] without a string `iss`.
 pub fn peek(token: &str) -> Result<Peeked, AttestError> {
-    let parts = split(token)?;
-    let (alg, kid) = check_header(&parts.header, DEFAULT_ALGORITHMS)?;
-    let claims = decode_object("claims", parts.payload)?;
+    let refused = |error| refusal(error, DEFAULT_ALGORITHMS);
+    let jws = policy(DEFAULT_ALGORITHMS).parse(token).map_err(refused)?;
+    let claims = jws.insecure_claims().map_err(refused)?;
     let issuer = match claims.get("iss") {
         Some(Value::String(issuer)) => issuer.clone(),
         _ => return Err(missing("iss", "string")),
     };
-    Ok(Peeked { alg, kid, issuer })
+    Ok(Peeked {
+        alg: jws.algorithm(),
+        kid: jws.into_key_id(),
+        issuer,
+    })
 }
 
 /// Verifies `token` against `rules` with the issuer's `keys` at `now` (unix
@@ -151,14 +158,12 @@ pub async fn verify(
     keys: &JwksCache,
     now: i64,
 ) -> Result<Map<String, Value>, AttestError> {
-    let parts = split(token)?;
-    let (alg, kid) = check_header(&parts.header, rules.allowed_algorithms)?;
-    let key = keys.key(&kid).await?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(parts.signature)
-        .map_err(|_| malformed("the signature is not base64url without padding"))?;
-    key.verify(&alg, parts.signing_input.as_bytes(), &signature)?;
-    let claims = decode_object("claims", parts.payload)?;
+    let refused = |error| refusal(error, rules.allowed_algorithms);
+    let jws = policy(rules.allowed_algorithms)
+        .parse(token)
+        .map_err(refused)?;
+    let key = keys.key(jws.key_id()).await?;
+    let claims = jws.verify(key.key()).map_err(refused)?;
     check_claims(&claims, rules, now)?;
     Ok(claims)
 }
@@ -201,61 +206,26 @@ pub fn replay_guard(
     })
 }
 
-fn split(token: &str) -> Result<Parts<'_>, AttestError> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(malformed(format!(
-            "the token is {} bytes, more than the {MAX_TOKEN_BYTES} accepted",
-            token.len()
-        )));
-    }
-    let mut pieces = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (pieces.next(), pieces.next(), pieces.next(), pieces.next())
-    else {
-        return Err(malformed("a JWT has exactly three dot-separated parts"));
-    };
-    let signing_input = &token[..header.len() + 1 + payload.len()];
-    Ok(Parts {
-        header: decode_object("header", header)?,
-        signing_input,
-        payload,
-        signature,
-    })
-}
-
-/// Checks `alg` first, then the rest of the header; returns `(alg, kid)`.
-fn check_header(
-    header: &Map<String, Value>,
-    allowed: &[&str],
-) -> Result<(String, String), AttestError> {
-    let alg = match header.get("alg") {
-        Some(Value::String(alg)) => alg,
-        Some(_) => return Err(malformed("the alg header is not a string")),
-        None => return Err(malformed("the header has no alg")),
-    };
-    if !allowed.contains(&alg.as_str()) {
-        return Err(AttestError::UnsupportedAlgorithm {
-            alg: truncated(alg),
-            allowed: allowed.join(", "),
-        });
-    }
-    // RFC 7515 §4.1.11: extensions listed in `crit` must be understood, and
-    // we understand none.
-    if header.contains_key("crit") {
-        return Err(malformed(
-            "critical header extensions (crit) are not supported",
-        ));
-    }
-    let kid = match header.get("kid") {
-        Some(Value::String(kid)) if !kid.is_empty() => kid,
-        Some(_) => return Err(malformed("the kid header is not a non-empty string")),
-        None => {
-            return Err(malformed(
-                "the header has no kid, so the issuer's key cannot be chosen",
-            ));
+/// The JOSE layer's refusal, in the attestors' terms: the algorithm and the
+/// signature have their own variants (an algorithm that does not suit the
+/// key names what the key would verify), the rest is malformed evidence —
+/// including refusals a later SDK adds, so a new one fails closed.
+fn refusal(error: JoseError, allowed: &'static [JwsAlgorithm]) -> AttestError {
+    match error {
+        // Already shortened by the JOSE layer.
+        JoseError::UnsupportedAlgorithm { alg, .. } => AttestError::UnsupportedAlgorithm {
+            alg,
+            allowed: names(allowed),
+        },
+        JoseError::AlgorithmKeyMismatch { alg, key_type, .. } => {
+            AttestError::UnsupportedAlgorithm {
+                alg: alg.name().to_owned(),
+                allowed: names(&AlgorithmPolicy::new(allowed).usable_with(key_type)),
+            }
         }
-    };
-    Ok((alg.clone(), kid.clone()))
+        JoseError::BadSignature { .. } => AttestError::BadSignature,
+        other => malformed(other.to_string()),
+    }
 }
 
 fn check_claims(
@@ -348,96 +318,6 @@ fn integer_claim(
     }
 }
 
-fn decode_object(part: &str, encoded: &str) -> Result<Map<String, Value>, AttestError> {
-    // The engine refuses padding and non-canonical trailing bits, so one
-    // token has exactly one encoding of its header and claims.
-    let bytes = URL_SAFE_NO_PAD
-        .decode(encoded)
-        .map_err(|_| malformed(format!("the {part} is not base64url without padding")))?;
-    parse_json_object(&bytes).map_err(|reason| malformed(format!("the {part} is {reason}")))
-}
-
-/// Parses a JSON object, refusing duplicate member names at any depth.
-/// Duplicates are where two parsers disagree (first wins or last wins), so a
-/// token or key set that has them is not one we can read unambiguously.
-/// The error says what is wrong without quoting the input.
-pub(crate) fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice::<StrictValue>(bytes) {
-        Ok(StrictValue(Value::Object(map))) => Ok(map),
-        Ok(_) => Err("not a JSON object".to_owned()),
-        Err(e) => Err(format!("not valid JSON: {e}")),
-    }
-}
-
-/// A [`Value`] whose deserializer refuses duplicate object members.
-struct StrictValue(Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = StrictValue;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::Bool(v)))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::Number(v.into())))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::Number(v.into())))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<StrictValue, E> {
-        Number::from_f64(v)
-            .map(|n| StrictValue(Value::Number(n)))
-            .ok_or_else(|| E::custom("a number is not finite"))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::String(v.to_owned())))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::String(v)))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::Null))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrictValue, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictValue(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(StrictValue(Value::Array(items)))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StrictValue, A::Error> {
-        let mut map = Map::new();
-        while let Some(name) = access.next_key::<String>()? {
-            if map.contains_key(&name) {
-                return Err(de::Error::custom("an object has a duplicate member name"));
-            }
-            let StrictValue(value) = access.next_value()?;
-            map.insert(name, value);
-        }
-        Ok(StrictValue(Value::Object(map)))
-    }
-}
-
 fn malformed(reason: impl Into<String>) -> AttestError {
     AttestError::Malformed {
         reason: reason.into(),
@@ -519,6 +399,8 @@ pub(crate) fn issuer_rules_and_keys(
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::json;
 
     use super::*;

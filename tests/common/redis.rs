@@ -112,11 +112,54 @@ impl PrefixGuard {
             prefix: unique_prefix(test),
         }
     }
+
+    /// The full name of key `name` under this prefix, as the store spells it.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    /// A plain connection, to write behind the store's back.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for PrefixGuard {
     fn drop(&mut self) {
         delete_prefix(&self.url, &self.prefix);
+    }
+}
+
+/// How often [`Replicas::b`]'s change feed polls: short, so that a test
+/// waiting for a poll waits less.
+pub const FEED_POLL: Duration = Duration::from_millis(100);
+
+/// Two connections to the shared test server under one fresh prefix: two
+/// replicas sharing a store.
+pub struct Replicas {
+    pub a: mayfly::store::RedisStore,
+    /// Its change feed polls every [`FEED_POLL`].
+    pub b: mayfly::store::RedisStore,
+    /// The prefix, whose keys are deleted on drop.
+    pub keys: PrefixGuard,
+}
+
+impl Replicas {
+    /// `None` when the test is skipped (no Redis, not in CI).
+    pub async fn connect(test: &str) -> Option<Replicas> {
+        use mayfly::store::RedisStore;
+        let url = redis_url_or_skip()?;
+        let keys = PrefixGuard::new(&url, test);
+        let a = RedisStore::connect(&url, &keys.prefix).await.unwrap();
+        let b = RedisStore::connect(&url, &keys.prefix)
+            .await
+            .unwrap()
+            .with_poll_interval(FEED_POLL);
+        Some(Replicas { a, b, keys })
     }
 }
 

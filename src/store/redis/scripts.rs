@@ -1,0 +1,257 @@
+//! The Lua scripts behind every write that must be atomic. Redis runs each
+//! one whole, so concurrent writers on different replicas are serialized by
+//! Redis itself. Each script's doc names its KEYS and ARGV.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Shared by the scripts that change entries, revocations or replicas:
+/// counts the change and publishes it, in the same script as the write.
+const PUBLISH: &str = r#"
+local function publish(version_key, channel, event)
+  local version = redis.call('INCR', version_key)
+  redis.call('PUBLISH', channel,
+    '{"version":' .. string.format('%d', version) .. ',"event":' .. event .. '}')
+end
+"#;
+
+fn script_with_publish(body: &str) -> Script {
+    Script::new(&format!("{PUBLISH}{body}"))
+}
+
+/// KEYS: entries, spiffe_ids, version.
+/// ARGV: channel, id, spiffe_id, entry JSON, event JSON.
+pub(super) static CREATE_ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return {'exists'} end
+local owner = redis.call('HGET', KEYS[2], ARGV[3])
+if owner then return {'spiffe_taken', owner} end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
+publish(KEYS[3], ARGV[1], ARGV[5])
+return {'ok'}
+"#,
+    )
+});
+
+/// KEYS: entries, spiffe_ids, version.
+/// ARGV: channel, id, expected revision, new spiffe_id, entry JSON, event JSON.
+pub(super) static UPDATE_ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+local stored = redis.call('HGET', KEYS[1], ARGV[2])
+if not stored then return {'missing'} end
+local ok, old = pcall(cjson.decode, stored)
+if not ok or type(old) ~= 'table' or type(old.revision) ~= 'number'
+    or type(old.spiffe_id) ~= 'string' then
+  return {'corrupt'}
+end
+if old.revision ~= tonumber(ARGV[3]) then
+  return {'stale', string.format('%d', old.revision)}
+end
+if old.spiffe_id ~= ARGV[4] then
+  local owner = redis.call('HGET', KEYS[2], ARGV[4])
+  if owner and owner ~= ARGV[2] then return {'spiffe_taken', owner} end
+  if redis.call('HGET', KEYS[2], old.spiffe_id) == ARGV[2] then
+    redis.call('HDEL', KEYS[2], old.spiffe_id)
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[5])
+publish(KEYS[3], ARGV[1], ARGV[6])
+return {'ok'}
+"#,
+    )
+});
+
+/// KEYS: entries, spiffe_ids, usage, version.
+/// ARGV: channel, id, event JSON.
+pub(super) static DELETE_ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+local stored = redis.call('HGET', KEYS[1], ARGV[2])
+if not stored then return {'missing'} end
+local ok, old = pcall(cjson.decode, stored)
+if not ok or type(old) ~= 'table' or type(old.spiffe_id) ~= 'string' then
+  return {'corrupt'}
+end
+redis.call('HDEL', KEYS[1], ARGV[2])
+if redis.call('HGET', KEYS[2], old.spiffe_id) == ARGV[2] then
+  redis.call('HDEL', KEYS[2], old.spiffe_id)
+end
+redis.call('HDEL', KEYS[3], ARGV[2])
+publish(KEYS[4], ARGV[1], ARGV[3])
+return {'ok', stored}
+"#,
+    )
+});
+
+/// KEYS: entries, join_tokens, join_tokens_used.
+/// ARGV: entry id, token hash, record JSON, used_at or "".
+pub(super) static INSERT_JOIN_TOKEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {'missing'} end
+if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return {'exists'} end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], ARGV[4]) end
+return {'ok'}
+"#,
+    )
+});
+
+/// KEYS: join_tokens, join_tokens_used. ARGV: token hash, now.
+///
+/// Reuse is checked before expiry: a replayed token is the louder event.
+pub(super) static REDEEM_JOIN_TOKEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if not stored then return {'unknown'} end
+local used_at = redis.call('HGET', KEYS[2], ARGV[1])
+if used_at then return {'used', used_at} end
+local ok, record = pcall(cjson.decode, stored)
+if not ok or type(record) ~= 'table' or type(record.expires_at) ~= 'number' then
+  return {'corrupt'}
+end
+if tonumber(ARGV[2]) >= record.expires_at then return {'expired', stored} end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return {'ok', stored}
+"#,
+    )
+});
+
+/// KEYS: entries, usage. ARGV: (entry id, last_minted_at, mints since the
+/// last save)... Counts add up across replicas; the later time wins.
+///
+/// Checks every stored record first, so a corrupt one fails the batch
+/// before anything is written.
+pub(super) static RECORD_USAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local latest = {}
+local count = {}
+for i = 1, #ARGV, 3 do
+  local id = ARGV[i]
+  latest[i] = tonumber(ARGV[i + 1])
+  count[i] = tonumber(ARGV[i + 2])
+  local stored = redis.call('HGET', KEYS[2], id)
+  if stored then
+    local ok, record = pcall(cjson.decode, stored)
+    if not ok or type(record) ~= 'table' or type(record.last_minted_at) ~= 'number'
+      or type(record.mint_count) ~= 'number' then
+      return {'corrupt', id}
+    end
+    if record.last_minted_at > latest[i] then latest[i] = record.last_minted_at end
+    count[i] = count[i] + record.mint_count
+  end
+end
+for i = 1, #ARGV, 3 do
+  local id = ARGV[i]
+  if redis.call('HEXISTS', KEYS[1], id) == 1 then
+    redis.call('HSET', KEYS[2], id, '{"entry_id":"' .. id .. '","last_minted_at":'
+      .. string.format('%d', latest[i]) .. ',"mint_count":' .. string.format('%d', count[i]) .. '}')
+  end
+end
+return {'ok'}
+"#,
+    )
+});
+
+/// KEYS: the one-time key. ARGV: expires_at, now, Redis expiry (Unix ms).
+/// Returns 1 when recorded, 0 on a replay, -1 if the stored value is not a
+/// number.
+pub(super) static USE_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local until_ = tonumber(stored)
+  if not until_ then return -1 end
+  if until_ >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// KEYS: revocations, version. ARGV: channel, key, revocation JSON, event JSON.
+pub(super) static PUT_REVOCATION: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+publish(KEYS[2], ARGV[1], ARGV[4])
+return 1
+"#,
+    )
+});
+
+/// KEYS: revocations, version. ARGV: channel, key, event JSON.
+pub(super) static DELETE_REVOCATION: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return 0 end
+publish(KEYS[2], ARGV[1], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// KEYS: revocations, version. ARGV: channel, then (key, JSON as read,
+/// event JSON)... Deletes each only if unchanged since it was read, so a
+/// revocation put again in between (say with a later expiry) stays, and of
+/// two concurrent pruners only one deletes and reports a key.
+pub(super) static PRUNE_REVOCATIONS: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+local pruned = {}
+for i = 2, #ARGV, 3 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    publish(KEYS[2], ARGV[1], ARGV[i + 2])
+    pruned[#pruned + 1] = ARGV[i]
+  end
+end
+return pruned
+"#,
+    )
+});
+
+/// KEYS: replicas, version. ARGV: channel, replica id, record JSON, event JSON.
+pub(super) static PUBLISH_REPLICA: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+publish(KEYS[2], ARGV[1], ARGV[4])
+return 1
+"#,
+    )
+});
+
+/// KEYS: replicas, version. ARGV: channel, event JSON, then (replica id,
+/// JSON as read)... Deletes each only if unchanged (not republished).
+pub(super) static FORGET_REPLICAS: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+local removed = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    removed = removed + 1
+  end
+end
+if removed > 0 then publish(KEYS[2], ARGV[1], ARGV[2]) end
+return removed
+"#,
+    )
+});
+
+/// A script's status reply: `{'ok', ...}`, or why not.
+pub(super) fn status(reply: &[String]) -> (&str, Option<&str>) {
+    (
+        reply.first().map_or("", String::as_str),
+        reply.get(1).map(String::as_str),
+    )
+}
