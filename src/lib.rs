@@ -5,8 +5,8 @@
 //! purpose an operator registered, records every decision in a hash-chained
 //! audit log, and serves the trust bundle.
 //!
-//! The binary (`src/main.rs`) only wires: parse the command line, install the
-//! crypto provider, and call [`cli::run`]. `mayfly server` ends up in
+//! The binary (`src/main.rs` and its `cli` module) parses the command line
+//! and prints; nothing here depends on it. `mayfly server` ends up in
 //! [`server::start`], which tests call directly with `127.0.0.1:0` listeners:
 //!
 //! ```no_run
@@ -26,8 +26,6 @@
 pub mod api;
 pub mod attest;
 pub mod audit;
-pub mod bench;
-pub mod cli;
 pub use mayfly_sdk::clock;
 pub mod config;
 pub mod mint;

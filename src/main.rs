@@ -1,5 +1,9 @@
 //! The `mayfly` binary: parse the command line, set up logging and the
-//! crypto provider, and hand over to [`mayfly::cli::run`].
+//! crypto provider, and hand over to `cli::run`. The command line is a thin
+//! layer over the broker (the `mayfly` library), the agent (`mayfly-agent`)
+//! and the load generator (`mayfly-bench`); nothing depends on it.
+
+mod cli;
 
 use std::process::ExitCode;
 
@@ -10,7 +14,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = mayfly::cli::parse_args();
+    let cli = cli::parse_args();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MAYFLY_LOG")
@@ -29,5 +33,5 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(mayfly::cli::run(cli))
+    runtime.block_on(cli::run(cli))
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::Context;
 use super::error::CliError;
 use super::output::{self, Table};
-use crate::audit::{self, AuditRecord};
+use mayfly::audit::{self, AuditRecord};
 
 /// Check the audit log's hash chain, or read its last records.
 #[derive(Debug, Subcommand)]
@@ -147,7 +147,7 @@ fn record_table(records: &[AuditRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AuditEvent, Outcome};
+    use mayfly::audit::{AuditEvent, Outcome};
 
     #[test]
     fn tail_table_shows_what_happened() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{DEFAULT_DATA_DIR, GlobalArgs, exit, output};
-use crate::bench::{BenchError, BrokerTarget, MemoryLoad, Options, PathKind};
+use mayfly_bench::{BenchError, BrokerTarget, MemoryLoad, Options, PathKind, SeedRequest};
 use mayfly_sdk::client::BUNDLE_FILE;
 
 pub(super) const BENCH_EXAMPLES: &str = "\
@@ -149,10 +149,13 @@ impl BenchArgs {
             load_cpus: self.load_cpus.clone(),
             openssl_seconds: self.openssl_seconds,
             half_load: !self.no_half_load,
-            memory: self.memory.then_some(MemoryLoad {
+            memory: self.memory.then(|| MemoryLoad {
                 entries: self.memory_entries,
                 revocations: self.memory_revocations,
                 entries_via_admin: self.memory_entries_via_admin,
+                seeder: Some(std::sync::Arc::new(|request| {
+                    Box::pin(seed_entries(request))
+                })),
             }),
         }
     }
@@ -163,7 +166,7 @@ impl BenchArgs {
 pub(super) async fn run(global: &GlobalArgs, args: BenchArgs) -> ExitCode {
     let options = args.options(global);
     let report = tokio::select! {
-        result = crate::bench::run(options) => result,
+        result = mayfly_bench::run(options) => result,
         _ = tokio::signal::ctrl_c() => {
             // Dropping the run kills the children and removes the temporary directory.
             output::stderr_line("bench: interrupted; stopped the broker and removed its files");
@@ -192,7 +195,47 @@ pub(super) async fn run(global: &GlobalArgs, args: BenchArgs) -> ExitCode {
 
 fn failed(error: &BenchError) -> ExitCode {
     output::stderr_line(&format!("error: {}", output::clean(&error.to_string())));
-    ExitCode::from(error.exit_code())
+    ExitCode::from(exit_code(error))
+}
+
+/// 64 for a bad option, 69 when the broker cannot be reached, 1 otherwise.
+fn exit_code(error: &BenchError) -> u8 {
+    match error {
+        BenchError::Usage(_) => exit::USAGE,
+        BenchError::Unreachable(_) => exit::UNAVAILABLE,
+        _ => exit::FAILED,
+    }
+}
+
+/// Writes the memory load's entries into the stopped broker's embedded store, with the
+/// checks `CreateEntry` makes (the load generator does not link the store).
+async fn seed_entries(request: SeedRequest) -> Result<(), String> {
+    use mayfly::store::Store as _;
+    let trust_domain = mayfly_sdk::TrustDomain::new(&request.trust_domain)
+        .map_err(|e| format!("trust domain: {e}"))?;
+    let store = mayfly::store::EmbeddedStore::open(&request.store)
+        .map_err(|e| format!("open the store: {e}"))?;
+    let ttl = mayfly::policy::TtlPolicy::default();
+    let now = mayfly_sdk::clock::now_unix();
+    for spec in request.specs {
+        let entry = mayfly::policy::EntrySpec {
+            spiffe_id: spec.spiffe_id,
+            selectors: spec.selectors.map(|l| l.values),
+            audiences: spec.audiences.map(|l| l.values),
+            owner: spec.owner,
+            purpose: spec.purpose,
+            environment: spec.environment,
+            data_class: spec.data_class,
+            ..mayfly::policy::EntrySpec::default()
+        }
+        .create(&trust_domain, &ttl, now)
+        .map_err(|e| format!("build a load entry: {e}"))?;
+        store
+            .create_entry(&entry)
+            .await
+            .map_err(|e| format!("write a load entry: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -244,13 +287,14 @@ mod tests {
         assert_eq!(options.warmup, Duration::from_millis(1500));
         assert_eq!(options.paths, [PathKind::Mint, PathKind::Validate]);
         assert_eq!(options.load_cpus.as_deref(), Some("1"));
+        let memory = options.memory.unwrap();
         assert_eq!(
-            options.memory,
-            Some(MemoryLoad {
-                entries: 10,
-                revocations: 1_000_000,
-                entries_via_admin: false,
-            })
+            (memory.entries, memory.revocations, memory.entries_via_admin),
+            (10, 1_000_000, false)
+        );
+        assert!(
+            memory.seeder.is_some(),
+            "the CLI writes entries into the store"
         );
         assert!(!options.half_load);
     }
@@ -297,5 +341,50 @@ mod tests {
             }
             BrokerTarget::Spawn => panic!("not the existing broker"),
         }
+    }
+
+    #[tokio::test]
+    async fn memory_load_entries_pass_the_policy_checks_into_the_store() {
+        use mayfly::store::Store as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store.redb");
+        let prefix = "spiffe://mayfly.internal/bench/Ab-9_x";
+        let specs = [0, 1, 99_999]
+            .into_iter()
+            .map(|n| mayfly_bench::memory_load_entry(prefix, n))
+            .collect();
+        seed_entries(SeedRequest {
+            store: store.clone(),
+            trust_domain: "mayfly.internal".into(),
+            specs,
+        })
+        .await
+        .unwrap();
+        let written = mayfly::store::EmbeddedStore::open(&store)
+            .unwrap()
+            .list_entries()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = written.iter().map(|e| e.spiffe_id.to_string()).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [0, 1, 99_999]
+                .map(|n| format!("{prefix}/load/e-{n}"))
+                .to_vec()
+        );
+        assert!(
+            written
+                .iter()
+                .all(|e| e.selectors.len() == 2 && e.audiences.len() == 1)
+        );
+        // A spec in another trust domain is refused: the checks do run.
+        let refused = seed_entries(SeedRequest {
+            store: dir.path().join("other.redb"),
+            trust_domain: "example.org".into(),
+            specs: vec![mayfly_bench::memory_load_entry(prefix, 1)],
+        })
+        .await;
+        assert!(refused.is_err(), "{refused:?}");
     }
 }

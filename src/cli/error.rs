@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 /// Exit codes of the `mayfly` command (see `sysexits.h` for 64 and 69).
 pub mod exit {
-    /// The command did what it was asked.
-    pub const OK: u8 = 0;
     /// The server refused, a check failed, or a local operation failed.
     pub const FAILED: u8 = 1;
     /// A flag has a value that cannot be used (`EX_USAGE`). Syntax errors (an unknown flag, a
@@ -105,7 +103,7 @@ pub enum CliError {
 
     /// The audit log could not be read. Exit code 1.
     #[error(transparent)]
-    Audit(#[from] crate::audit::AuditError),
+    Audit(#[from] mayfly::audit::AuditError),
 }
 
 impl CliError {

@@ -30,6 +30,7 @@ mod entry;
 mod error;
 mod output;
 mod revoke;
+mod server;
 mod status;
 mod token;
 mod validate;
@@ -42,21 +43,16 @@ use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use mayfly_sdk::proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
-pub use agent::AgentArgs;
-pub use audit_log::{AuditCommand, TailArgs};
-pub use ca::CaCommand;
-pub use client::{AttestArgs, ClientCommand, JwtArgs, RenewArgs};
-pub use entry::{
-    CreateArgs, DeleteArgs, EntryCommand, EntryFields, EntryView, KindArg, ListArgs, ShowArgs,
-    UpdateArgs,
-};
-pub use error::{CliError, exit};
-pub use mayfly_sdk::client::Secret;
-pub use revoke::{ListRevocationsArgs, RevokeArgs, RevokeKind, RevokeSubcommand, UnrevokeArgs};
-pub use status::StatusArgs;
-pub use token::{TokenCommand, TokenCreateArgs};
-pub use validate::ValidateArgs;
-pub use values::Expiry;
+use agent::AgentArgs;
+use audit_log::AuditCommand;
+use ca::CaCommand;
+use client::ClientCommand;
+use entry::EntryCommand;
+use error::{CliError, exit};
+use revoke::{RevokeArgs, UnrevokeArgs};
+use status::StatusArgs;
+use token::TokenCommand;
+use validate::ValidateArgs;
 
 /// The data directory when neither `--data-dir` nor `MAYFLY_DATA_DIR` names one.
 pub use mayfly_sdk::data_dir::DEFAULT_DATA_DIR;
@@ -296,7 +292,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Server(mut args) => {
             args.data_dir.clone_from(&cli.global.data_dir);
-            return crate::server::main(&args).await;
+            return server::run(&args).await;
         }
         Command::Entry(command) => entry::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),
         Command::Token(command) => token::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),

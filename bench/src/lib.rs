@@ -21,12 +21,21 @@
 //! under 2 ms. The broker's resident memory is read idle and, with `--memory`, after
 //! loading 100,000 entries and 1,000,000 revocations through the admin API.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), mayfly::bench::BenchError> {
-//! use std::time::Duration;
-//! use mayfly::bench::{BrokerTarget, Options, PathKind};
+//! This crate is a client of the broker and the agent, which it runs as child processes
+//! of the `mayfly` binary (`std::env::current_exe`); it links the SDK, never the broker.
+//! Where it needs the broker's code (writing load entries straight into a stopped
+//! broker's store), the binary hands it an [`EntrySeeder`].
 //!
-//! let report = mayfly::bench::run(Options {
+//! Modules: `paths` (what each path calls), `load` (closed- and open-loop drivers),
+//! `setup` (entries, SVIDs, tokens), `process` (the broker and agent children), `memory`
+//! (the `--memory` load), `openssl` (`openssl speed`), `stats` and [`report`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mayfly_bench::BenchError> {
+//! use std::time::Duration;
+//! use mayfly_bench::{BrokerTarget, Options, PathKind};
+//!
+//! let report = mayfly_bench::run(Options {
 //!     paths: vec![PathKind::Mint, PathKind::Validate],
 //!     duration: Duration::from_secs(2),
 //!     warmup: Duration::from_secs(1),
@@ -56,6 +65,7 @@ use mayfly_sdk::proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
 pub use error::BenchError;
+pub use memory::entry_spec as memory_load_entry;
 pub use openssl::{Measured, RawLimits, parse_speed};
 pub use paths::PathKind;
 pub use process::parse_vm_rss;
@@ -87,8 +97,29 @@ pub enum BrokerTarget {
     },
 }
 
+/// Entries for the memory load, to be written straight into a stopped broker's embedded
+/// store (see [`EntrySeeder`]).
+#[derive(Debug)]
+pub struct SeedRequest {
+    /// The store's database file.
+    pub store: std::path::PathBuf,
+    /// The broker's trust domain.
+    pub trust_domain: String,
+    /// The entries, as the admin API would take them.
+    pub specs: Vec<mayfly_sdk::proto::v1::EntrySpec>,
+}
+
+/// Writes a [`SeedRequest`] into the store, with the same checks `CreateEntry` makes; the
+/// error is why not. The `mayfly` binary, which links the broker, provides it: this crate
+/// is a client of the broker and does not link its store.
+pub type EntrySeeder = std::sync::Arc<
+    dyn Fn(SeedRequest) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// How much `--memory` loads, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct MemoryLoad {
     /// Entries to create.
     pub entries: usize,
@@ -97,6 +128,19 @@ pub struct MemoryLoad {
     /// Create the entries through the admin API (an RPC, a commit and an audit record
     /// each) rather than writing them into the stopped broker's store and restarting it.
     pub entries_via_admin: bool,
+    /// What writes them into the store when not through the admin API.
+    pub seeder: Option<EntrySeeder>,
+}
+
+impl std::fmt::Debug for MemoryLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryLoad")
+            .field("entries", &self.entries)
+            .field("revocations", &self.revocations)
+            .field("entries_via_admin", &self.entries_via_admin)
+            .field("seeder", &self.seeder.is_some())
+            .finish()
+    }
 }
 
 /// What to measure and how.
@@ -317,7 +361,7 @@ impl Lab {
             self.half_loads(options, &fixture, phases, &mut report)
                 .await?;
         }
-        if let Some(load) = options.memory {
+        if let Some(load) = options.memory.clone() {
             report.memory.loaded = self.loaded_memory(load, options, &fixture.prefix).await?;
         }
         if matches!(options.target, BrokerTarget::Existing { .. }) {
@@ -526,10 +570,12 @@ impl Lab {
         if let Some(agent) = self.agent.take() {
             agent.stop().await;
         }
-        let entries_took = if load.entries_via_admin {
-            memory::load_entries(&self.admins(4).await?, prefix, load.entries).await?
-        } else {
-            self.seed_entries(load.entries, prefix, options).await?
+        let entries_took = match (&load.seeder, load.entries_via_admin) {
+            (Some(seeder), false) => {
+                self.seed_entries(seeder, load.entries, prefix, options)
+                    .await?
+            }
+            _ => memory::load_entries(&self.admins(4).await?, prefix, load.entries).await?,
         };
         let with_entries = self.rss("with entries")?;
         let revocations_took =
@@ -539,7 +585,7 @@ impl Lab {
         Ok(self.rss("loaded")?.map(|kib| LoadedMemory {
             entries: load.entries,
             revocations: load.revocations,
-            entries_via_admin: load.entries_via_admin,
+            entries_via_admin: load.entries_via_admin || load.seeder.is_none(),
             load_seconds: (entries_took + revocations_took).as_secs_f64(),
             with_entries_mib: with_entries.map(|kib| kib as f64 / 1024.0),
             rss: MemoryFigure::new(kib, report::LOADED_RSS_TARGET_MIB),
@@ -557,6 +603,7 @@ impl Lab {
     /// Stops the broker, writes `count` entries into its store, and starts it again.
     async fn seed_entries(
         &mut self,
+        seeder: &EntrySeeder,
         count: usize,
         prefix: &str,
         options: &Options,
@@ -577,7 +624,7 @@ impl Lab {
         progress("memory: stopping the broker to write entries into its store");
         broker.stop_gracefully().await;
         let store = mayfly_sdk::data_dir::DataDir::new(&self.data_dir).store();
-        let took = memory::seed_entries(&store, &trust_domain, prefix, count).await?;
+        let took = memory::seed_entries(seeder, &store, &trust_domain, prefix, count).await?;
         progress("memory: restarting the broker");
         let (child, url) = process::spawn_broker(
             &self.data_dir,

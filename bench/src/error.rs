@@ -45,16 +45,6 @@ impl BenchError {
             reason: format!("{:?}: {}", status.code(), status.message()),
         }
     }
-
-    /// The process exit code: 64 for a bad option, 69 when the broker cannot be reached,
-    /// 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            BenchError::Usage(_) => crate::cli::exit::USAGE,
-            BenchError::Unreachable(_) => crate::cli::exit::UNAVAILABLE,
-            _ => crate::cli::exit::FAILED,
-        }
-    }
 }
 
 impl From<mayfly_sdk::client::ClientError> for BenchError {

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mayfly_sdk::TrustDomain;
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::proto::v1::admin_client::AdminClient;
 use tokio::task::JoinSet;
@@ -24,8 +23,7 @@ use tonic::transport::Channel;
 
 use super::error::BenchError;
 use super::setup::random_id;
-use crate::policy::{EntrySpec, TtlPolicy};
-use crate::store::{EmbeddedStore, Store as _};
+use super::{EntrySeeder, SeedRequest};
 
 /// Admin requests in flight while loading.
 const LOAD_CONCURRENCY: usize = 32;
@@ -34,8 +32,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// A reason as an operator writes one (41 bytes).
 const REASON: &str = "token leaked in a CI build log (INC-2041)";
 
-/// Load entry `n`, as the admin API's wire spec.
-fn entry_spec(prefix: &str, n: usize) -> pb::EntrySpec {
+/// Load entry `n` under `prefix` (a SPIFFE ID of the broker's trust domain), as the
+/// admin API's wire spec: two Kubernetes selectors, one audience.
+pub fn entry_spec(prefix: &str, n: usize) -> pb::EntrySpec {
     let list = |values: Vec<String>| Some(pb::StringList { values });
     pb::EntrySpec {
         spiffe_id: Some(format!("{prefix}/load/e-{n}")),
@@ -75,59 +74,30 @@ pub(crate) async fn load_entries(
     .await
 }
 
-/// Writes `count` entries named `<prefix>/load/e-<n>` into the embedded store at `path`,
-/// whose broker must be stopped.
+/// Writes `count` entries named `<prefix>/load/e-<n>` into the stopped broker's embedded
+/// store at `path`, through `seeder` (this crate does not link the broker's store).
 ///
 /// # Errors
-/// [`BenchError::Local`] when the store cannot be opened or written, or an entry is
-/// refused by the policy checks.
+/// [`BenchError::Local`] with the seeder's reason when the store cannot be written or an
+/// entry is refused by the policy checks.
 pub(crate) async fn seed_entries(
+    seeder: &EntrySeeder,
     path: &Path,
     trust_domain: &str,
     prefix: &str,
     count: usize,
 ) -> Result<Duration, BenchError> {
     let started = Instant::now();
-    let local = |what: &str, e: &dyn std::fmt::Display| BenchError::Local(format!("{what}: {e}"));
-    let trust_domain = TrustDomain::new(trust_domain).map_err(|e| local("trust domain", &e))?;
-    let store = EmbeddedStore::open(path).map_err(|e| local("open the store", &e))?;
-    let ttl = TtlPolicy::default();
-    let mut last_report = Instant::now();
-    for n in 0..count {
-        let entry = spec_from_wire(entry_spec(prefix, n))
-            .create(
-                &trust_domain,
-                &ttl,
-                crate::clock::unix_seconds(std::time::SystemTime::now()),
-            )
-            .map_err(|e| local("build a load entry", &e))?;
-        store
-            .create_entry(&entry)
-            .await
-            .map_err(|e| local("write a load entry", &e))?;
-        if last_report.elapsed() >= PROGRESS_EVERY {
-            last_report = Instant::now();
-            let rate = n as f64 / started.elapsed().as_secs_f64();
-            super::progress(&format!(
-                "memory: {n}/{count} entries written ({rate:.0}/s)"
-            ));
-        }
-    }
+    super::progress(&format!("memory: writing {count} entries into the store"));
+    let request = SeedRequest {
+        store: path.to_owned(),
+        trust_domain: trust_domain.to_owned(),
+        specs: (0..count).map(|n| entry_spec(prefix, n)).collect(),
+    };
+    seeder(request)
+        .await
+        .map_err(|reason| BenchError::Local(format!("write load entries: {reason}")))?;
     Ok(started.elapsed())
-}
-
-/// The policy spec of a wire spec (the fields the load entries set).
-fn spec_from_wire(spec: pb::EntrySpec) -> EntrySpec {
-    EntrySpec {
-        spiffe_id: spec.spiffe_id,
-        selectors: spec.selectors.map(|l| l.values),
-        audiences: spec.audiences.map(|l| l.values),
-        owner: spec.owner,
-        purpose: spec.purpose,
-        environment: spec.environment,
-        data_class: spec.data_class,
-        ..EntrySpec::default()
-    }
 }
 
 /// Revokes `count` random `jti` values through the admin API.
@@ -205,30 +175,4 @@ where
         }
     }
     Ok(started.elapsed())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn load_entries_pass_the_policy_checks() {
-        let trust_domain = TrustDomain::new("mayfly.internal").unwrap();
-        let prefix = "spiffe://mayfly.internal/bench/Ab-9_x";
-        for n in [0, 1, 99_999] {
-            let entry = spec_from_wire(entry_spec(prefix, n))
-                .create(&trust_domain, &TtlPolicy::default(), 1_800_000_000)
-                .unwrap();
-            assert_eq!(entry.spiffe_id.as_str(), format!("{prefix}/load/e-{n}"));
-            assert_eq!(entry.selectors.len(), 2);
-            assert_eq!(entry.audiences.len(), 1);
-        }
-        // A spec in another trust domain is refused: the checks do run.
-        let other = TrustDomain::new("example.org").unwrap();
-        assert!(
-            spec_from_wire(entry_spec(prefix, 1))
-                .create(&other, &TtlPolicy::default(), 1_800_000_000)
-                .is_err()
-        );
-    }
 }
