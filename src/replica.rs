@@ -7,7 +7,7 @@
 //!   replica's in-process indexes (entries and revocations) and records
 //!   every heartbeat in the revocation index, which fails closed once it
 //!   has not heard from the store for longer than its staleness bound;
-//! - [`publish_keys`] publishes this replica's public JWT keys to the store
+//! - [`KeyPublisher`] publishes this replica's public JWT keys to the store
 //!   and serves the union of every live replica's keys, so a token minted
 //!   by one replica validates on all of them.
 //!

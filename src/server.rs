@@ -1,9 +1,9 @@
 //! Starting, running and stopping the broker.
 //!
 //! [`start`] does the whole bootstrap (data directory, CA, store, audit log,
-//! listeners) and returns a [`RunningServer`]; [`main`] is what
-//! `mayfly server` runs: load the config (exit 64 when it is bad), start,
-//! print what happened and how to go on, wait for a signal, drain.
+//! listeners) and returns a [`RunningServer`], whose `shutdown` drains (at most
+//! [`DRAIN_TIMEOUT`]). `mayfly server` (the binary's command line) loads the
+//! config, calls [`start`], prints what happened and waits for a signal.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -112,7 +112,7 @@ impl Default for JwtSvidCache {
 }
 
 impl JwtSvidCache {
-    /// An empty cache of at most [`MAX_KEYS`] keys.
+    /// An empty cache of at most 65,536 keys.
     pub fn new() -> Self {
         Self::default()
     }

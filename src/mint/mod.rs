@@ -3,7 +3,7 @@
 //!
 //! Every operation follows the same order: check the input (nothing is
 //! consumed by a bad request), find the entry in the in-process
-//! [`EntryIndex`](crate::policy::EntryIndex), check the entry allows it,
+//! [`crate::policy::EntryIndex`], check the entry allows it,
 //! sign, append the audit record and wait until it is durable, and only then
 //! hand the credential out. Refusals are audited too.
 //!
