@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mayfly_sdk::backoff::Backoff;
 use mayfly_sdk::proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
@@ -82,9 +83,9 @@ impl Syncer {
                 Err(error) => {
                     let failures = self.state.health().consecutive_failures;
                     let delay = if error.is_transient() {
-                        backoff(self.interval, failures)
+                        Backoff::after_failures(self.interval, MAX_BACKOFF, failures)
                     } else {
-                        jittered(MAX_BACKOFF)
+                        mayfly_sdk::backoff::jittered(MAX_BACKOFF)
                     };
                     tracing::warn!(
                         %error,
@@ -386,28 +387,6 @@ fn differs(previous: &Snapshot, next: &Snapshot) -> bool {
         })
 }
 
-/// The wait after `failures` failures in a row: the sync interval, doubled
-/// per failure, capped at [`MAX_BACKOFF`], with ±20 % jitter so that many
-/// agents do not hammer a recovering broker in step.
-fn backoff(interval: Duration, failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    let delay = interval
-        .saturating_mul(1u32 << doublings)
-        .clamp(interval.min(MAX_BACKOFF), MAX_BACKOFF);
-    jittered(delay)
-}
-
-/// `delay` scaled by a random factor in [0.8, 1.2].
-pub(crate) fn jittered(delay: Duration) -> Duration {
-    let mut bytes = [0u8; 2];
-    // Without randomness, no jitter: the delay itself is still right.
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        return delay;
-    }
-    let unit = f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX);
-    delay.mul_f64(0.8 + 0.4 * unit)
-}
-
 fn secs(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
@@ -415,32 +394,6 @@ fn secs(duration: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let base = Duration::from_secs(1);
-        for (failures, nominal) in [
-            (1, 1.0),
-            (2, 2.0),
-            (3, 4.0),
-            (5, 16.0),
-            (9, 30.0),
-            (40, 30.0),
-        ] {
-            let delay = backoff(base, failures).as_secs_f64();
-            assert!(
-                delay >= nominal * 0.8 - 1e-9 && delay <= nominal * 1.2 + 1e-9,
-                "{failures} failures: {delay}s, expected about {nominal}s"
-            );
-        }
-    }
-
-    #[test]
-    fn jitter_varies() {
-        let delays: std::collections::HashSet<_> =
-            (0..20).map(|_| jittered(Duration::from_secs(10))).collect();
-        assert!(delays.len() > 1);
-    }
 
     #[test]
     fn an_unchanged_snapshot_is_not_republished() {

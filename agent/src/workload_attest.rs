@@ -68,8 +68,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use aws_lc_rs::digest;
-
 use mayfly_sdk::Selector;
 
 /// How many executable digests are remembered. A node runs far fewer
@@ -433,8 +431,11 @@ impl WorkloadAttestor {
         // Hashed without the lock: a large binary takes a while and other
         // workloads should not wait for it. Two first requests for the same
         // file both hash it, which is only wasted work.
-        let digest = sha256_hex(file.take(self.max_executable_size))
-            .map_err(|error| proc_error(pid, "exe", error))?;
+        let digest = mayfly_sdk::digest::sha256_hex_reader(
+            file.take(self.max_executable_size),
+            HASH_BUFFER_SIZE,
+        )
+        .map_err(|error| proc_error(pid, "exe", error))?;
         self.files_hashed.fetch_add(1, Ordering::Relaxed);
         let after = file
             .metadata()
@@ -608,20 +609,6 @@ fn parse_decimal<T: std::str::FromStr>(value: &str) -> Result<T, &'static str> {
         return Err("not a decimal number");
     }
     value.parse().map_err(|_| "number out of range")
-}
-
-fn sha256_hex(mut reader: impl Read) -> io::Result<String> {
-    let mut context = digest::Context::new(&digest::SHA256);
-    let mut buffer = vec![0u8; HASH_BUFFER_SIZE];
-    loop {
-        match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => context.update(&buffer[..read]),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(hex::encode(context.finish()))
 }
 
 /// What identifies one version of one file without reading it. The change
@@ -901,7 +888,7 @@ mod tests {
         }
 
         fn expected_sha256(&self) -> String {
-            sha256_hex(File::open(&self.exe).unwrap()).unwrap()
+            mayfly_sdk::digest::sha256_hex_reader(File::open(&self.exe).unwrap(), 4096).unwrap()
         }
     }
 

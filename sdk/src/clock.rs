@@ -85,13 +85,19 @@ impl Clock for ManualClock {
     }
 }
 
-/// RFC 3339 (UTC, seconds) for humans and JSON.
+/// RFC 3339 (UTC, seconds) for humans and JSON; `unix:<n>` for a time no
+/// calendar date can show.
 pub fn rfc3339(unix: i64) -> String {
+    rfc3339_opt(unix).unwrap_or_else(|| format!("unix:{unix}"))
+}
+
+/// RFC 3339 (UTC, seconds), or `None` for a time the `time` crate cannot
+/// represent as a date.
+pub fn rfc3339_opt(unix: i64) -> Option<String> {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         })
-        .unwrap_or_else(|| format!("unix:{unix}"))
 }

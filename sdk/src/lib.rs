@@ -58,10 +58,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod bundle;
 pub mod client;
 pub mod clock;
 pub mod data_dir;
+pub mod digest;
 pub mod files;
 pub mod jose;
 pub mod jwt;

@@ -179,9 +179,7 @@ pub enum AttestError {
 }
 
 /// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
-}
+pub use mayfly_sdk::digest::sha256_hex;
 
 /// Makes a selector from attested parts, refusing values that cannot be one.
 pub fn selector(kind_and_prefix: &str, claim: &str, value: &str) -> Result<Selector, AttestError> {

@@ -1,6 +1,5 @@
 //! What one audit record holds, and the exact bytes its hash covers.
 
-use aws_lc_rs::digest;
 use serde::{Deserialize, Serialize};
 
 use super::AuditError;
@@ -153,9 +152,7 @@ fn sort_keys(value: serde_json::Value) -> serde_json::Value {
 }
 
 /// Hex SHA-256 of `bytes`.
-pub(super) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(digest::digest(&digest::SHA256, bytes))
-}
+pub(super) use mayfly_sdk::digest::sha256_hex;
 
 /// The line as written, without its newline: the canonical object with `hash` appended as
 /// its last field. Built from the canonical bytes rather than by serializing again, so the

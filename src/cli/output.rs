@@ -8,8 +8,6 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::error::CliError;
 
@@ -108,13 +106,7 @@ pub fn clean(text: &str) -> String {
         .collect()
 }
 
-/// Unix seconds as RFC 3339 in UTC, or the number itself if it is out of range.
-pub fn rfc3339(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|at| at.format(&Rfc3339).ok())
-        .unwrap_or_else(|| unix.to_string())
-}
+pub use mayfly_sdk::clock::rfc3339;
 
 /// RFC 3339, or `None` for 0 (the API's "never").
 pub fn optional_rfc3339(unix: i64) -> Option<String> {
@@ -277,7 +269,7 @@ mod tests {
     #[test]
     fn rfc3339_times() {
         assert_eq!(rfc3339(1_801_353_600), "2027-01-31T00:00:00Z");
-        assert_eq!(rfc3339(i64::MAX), i64::MAX.to_string());
+        assert_eq!(rfc3339(i64::MAX), format!("unix:{}", i64::MAX));
         assert_eq!(optional_rfc3339(0), None);
         assert_eq!(
             time_and_relative(1_801_353_600, 1_801_353_600 - 252),

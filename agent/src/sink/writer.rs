@@ -21,8 +21,8 @@ use crate::jwt_issue::JwtIssuer;
 use crate::snapshot::{RegisteredEntry, Snapshot};
 use crate::state::AgentState;
 use crate::status::WorkloadError;
-use crate::sync::jittered;
 use mayfly_sdk::Selector;
+use mayfly_sdk::backoff::jittered;
 use mayfly_sdk::client::{BUNDLE_FILE, KEY_FILE, SVID_FILE};
 use mayfly_sdk::clock::Clock;
 

@@ -329,6 +329,4 @@ impl fmt::Debug for CertificateAuthority {
     }
 }
 
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
-}
+pub(crate) use mayfly_sdk::digest::sha256_hex;

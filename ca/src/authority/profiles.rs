@@ -226,13 +226,7 @@ pub(crate) fn add_seconds(seconds: i64, duration: Duration) -> i64 {
 
 /// A time for messages: RFC 3339 in UTC, or the raw seconds if it cannot be formatted.
 pub(crate) fn display_time(seconds: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(seconds)
-        .ok()
-        .and_then(|time| {
-            time.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{seconds} s after the epoch"))
+    mayfly_sdk::clock::rfc3339(seconds)
 }
 
 fn to_offset(seconds: i64) -> Result<OffsetDateTime, CaError> {

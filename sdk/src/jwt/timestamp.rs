@@ -7,44 +7,11 @@ pub(crate) struct Timestamp(pub(crate) i64);
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let days = self.0.div_euclid(86_400);
-        let secs = self.0.rem_euclid(86_400);
-        let (year, month, day) = civil_from_days(days);
-        if (0..=9999).contains(&year) {
-            write!(
-                f,
-                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z (unix {})",
-                secs / 3600,
-                secs / 60 % 60,
-                secs % 60,
-                self.0
-            )
-        } else {
-            write!(f, "unix {}", self.0)
+        match crate::clock::rfc3339_opt(self.0) {
+            Some(date) => write!(f, "{date} (unix {})", self.0),
+            None => write!(f, "unix {}", self.0),
         }
     }
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01.
-///
-/// Counts in 400-year eras of 146 097 days, with years starting on 1 March so
-/// the leap day falls at the end of the year.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097); // 0..=146_096
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153; // 0 = March
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

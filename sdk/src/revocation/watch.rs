@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
@@ -21,6 +21,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 use super::{Revocation, RevocationSet};
+use crate::backoff::Backoff;
+use crate::clock::now_unix_millis as unix_now_ms;
 use crate::proto::v1 as pb;
 use crate::proto::v1::broker_client::BrokerClient;
 
@@ -379,7 +381,7 @@ impl Follower {
     async fn first_sync(&self, limit: Duration) -> Result<UpdateStream, RevocationWatchError> {
         let mut last_error = None;
         let attempts = tokio::time::timeout(limit, async {
-            let mut backoff = Backoff::new();
+            let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
             loop {
                 match self.open().await {
                     Ok(stream) => return Ok(stream),
@@ -412,7 +414,7 @@ impl Follower {
     /// Every failure is retried, refusals included: stopping would leave
     /// the set stale for good, while a redeployed broker can fix them.
     async fn run(self, first: UpdateStream, cancel: CancellationToken) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         let mut stream = Some(first);
         loop {
             let interruption = match stream.take() {
@@ -512,47 +514,6 @@ impl Follower {
         }
         self.shared.crl.store(Some(Arc::new(Arc::from(der))));
     }
-}
-
-/// Exponential backoff from [`MIN_BACKOFF`] to [`MAX_BACKOFF`], each wait
-/// jittered down by up to 20 % so that many relying parties cut off
-/// together do not return to the broker in step.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff { next: MIN_BACKOFF }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = self.next.saturating_mul(2).min(MAX_BACKOFF);
-        jittered(delay)
-    }
-
-    fn reset(&mut self) {
-        self.next = MIN_BACKOFF;
-    }
-}
-
-/// `delay` scaled by a random factor in [0.8, 1].
-fn jittered(delay: Duration) -> Duration {
-    let mut bytes = [0u8; 2];
-    // Without randomness, no jitter: the delay itself is still right.
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        return delay;
-    }
-    let unit = f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX);
-    delay.mul_f64(0.8 + 0.2 * unit)
-}
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -1260,7 +1221,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_100_ms_to_5_s() {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay()).collect();
         for (delay, nominal) in delays
             .iter()

@@ -11,7 +11,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::task::{Backoff, TaskGuard};
+use super::task::{TaskGuard, agent_backoff};
 use super::{JwtSvid, WorkloadClient, WorkloadError};
 use crate::SpiffeId;
 use crate::clock::{now_unix as unix_now, now_unix_millis as unix_now_ms};
@@ -290,7 +290,7 @@ impl Shared {
 
 /// Renews cached tokens as they come due, until cancelled.
 async fn renew(shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut backoff = Backoff::new();
+    let mut backoff = agent_backoff();
     let mut not_before: Option<tokio::time::Instant> = None;
     loop {
         let now = unix_now();

@@ -10,6 +10,8 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use crate::backoff::Backoff;
+
 use super::WorkloadError;
 use super::client::UpdateStream;
 
@@ -55,41 +57,11 @@ impl Drop for TaskGuard {
     }
 }
 
-/// Exponential backoff, doubling from [`MIN_BACKOFF`] to [`MAX_BACKOFF`],
-/// each wait jittered by ±20 % so that many workloads restarted together
-/// do not knock on a recovering agent in step.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new() -> Self {
-        Backoff { next: MIN_BACKOFF }
-    }
-
-    /// The next wait; each call doubles the one after, up to the cap.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = self.next.saturating_mul(2).min(MAX_BACKOFF);
-        jittered(delay)
-    }
-
-    /// Back to the shortest wait, after a success.
-    pub(crate) fn reset(&mut self) {
-        self.next = MIN_BACKOFF;
-    }
-}
-
-/// `delay` scaled by a random factor in [0.8, 1.2].
-pub(crate) fn jittered(delay: Duration) -> Duration {
-    let mut bytes = [0u8; 2];
-    // Without randomness, no jitter: the delay itself is still right.
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        return delay;
-    }
-    let unit = f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX);
-    delay.mul_f64(0.8 + 0.4 * unit)
+/// The backoff of sources waiting for the agent: 200 ms doubling to 30 s,
+/// jittered, so that many workloads do not knock on a recovering agent in
+/// step.
+pub(crate) fn agent_backoff() -> Backoff {
+    Backoff::new(MIN_BACKOFF, MAX_BACKOFF)
 }
 
 /// Sleeps for `delay`; `true` if cancelled first.
@@ -116,7 +88,7 @@ where
     Open: Fn() -> Fut,
     Fut: Future<Output = Result<UpdateStream<T>, WorkloadError>>,
 {
-    let mut backoff = Backoff::new();
+    let mut backoff = agent_backoff();
     loop {
         let attempt = async {
             let mut stream = open().await?;
@@ -155,7 +127,7 @@ pub(crate) async fn follow<T, Open, Fut>(
     Open: Fn() -> Fut,
     Fut: Future<Output = Result<UpdateStream<T>, WorkloadError>>,
 {
-    let mut backoff = Backoff::new();
+    let mut backoff = agent_backoff();
     let mut stream = Some(first);
     loop {
         let error = match stream.take() {
@@ -206,27 +178,6 @@ pub(crate) async fn follow<T, Open, Fut>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let mut backoff = Backoff::new();
-        let first = backoff.next_delay();
-        assert!(first >= MIN_BACKOFF.mul_f64(0.8) && first <= MIN_BACKOFF.mul_f64(1.2));
-        let second = backoff.next_delay();
-        assert!(second >= (MIN_BACKOFF * 2).mul_f64(0.8));
-        for _ in 0..20 {
-            assert!(backoff.next_delay() <= MAX_BACKOFF.mul_f64(1.2));
-        }
-        backoff.reset();
-        assert!(backoff.next_delay() <= MIN_BACKOFF.mul_f64(1.2));
-    }
-
-    #[test]
-    fn jitter_varies() {
-        let delays: std::collections::HashSet<Duration> =
-            (0..20).map(|_| jittered(Duration::from_secs(10))).collect();
-        assert!(delays.len() > 1);
-    }
 
     #[tokio::test]
     async fn dropping_the_guard_stops_the_task() {

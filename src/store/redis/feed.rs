@@ -4,6 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use mayfly_sdk::backoff::Backoff;
 use mayfly_sdk::revocation::Revocation;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::{RedisError, Value};
@@ -120,7 +121,7 @@ struct Feed {
 
 impl Feed {
     async fn run(mut self) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             let reason = match self.session(&mut backoff).await {
                 End::Closed => return,
@@ -288,55 +289,4 @@ impl Feed {
 
 fn now_millis() -> i64 {
     crate::clock::unix_millis(SystemTime::now())
-}
-
-/// Exponential reconnect delays with jitter.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff { next: BACKOFF_MIN }
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-
-    /// The next delay: 75–100 % of the current step, which then doubles up
-    /// to the cap, so that replicas do not reconnect in lockstep.
-    fn next_delay(&mut self) -> Duration {
-        let step = self.next;
-        self.next = (step * 2).min(BACKOFF_MAX);
-        let mut random = [0u8; 1];
-        match aws_lc_rs::rand::fill(&mut random) {
-            Ok(()) => step.mul_f64(0.75 + 0.25 * f64::from(random[0]) / 255.0),
-            Err(_) => step,
-        }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_its_cap_and_resets() {
-        let mut backoff = Backoff::new();
-        let delays: Vec<_> = (0..8).map(|_| backoff.next_delay()).collect();
-        for (delay, step_ms) in delays
-            .iter()
-            .zip([100, 200, 400, 800, 1600, 3200, 5000, 5000])
-        {
-            let step = Duration::from_millis(step_ms);
-            assert!(
-                *delay <= step && *delay >= step.mul_f64(0.75),
-                "{delay:?} for {step:?}"
-            );
-        }
-        backoff.reset();
-        assert!(backoff.next_delay() <= BACKOFF_MIN);
-    }
 }
