@@ -132,6 +132,23 @@ pub fn split_certificates(mut concatenated: &[u8]) -> Result<Vec<Vec<u8>>, Split
     Ok(certificates)
 }
 
+/// A self-signed certificate with `uris` as URI SANs, a CA when `ca`: test
+/// material for the SVID readers here and in the workload sources.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_leaf(uris: &[&str], ca: bool) -> Vec<u8> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = uris
+        .iter()
+        .map(|u| rcgen::SanType::URI((*u).try_into().unwrap()))
+        .collect();
+    if ca {
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    }
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -139,16 +156,7 @@ mod tests {
     use super::*;
 
     fn leaf(uris: &[&str], ca: bool) -> Vec<u8> {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = uris
-            .iter()
-            .map(|u| rcgen::SanType::URI((*u).try_into().unwrap()))
-            .collect();
-        if ca {
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        }
-        let key = rcgen::KeyPair::generate().unwrap();
-        params.self_signed(&key).unwrap().der().to_vec()
+        test_leaf(uris, ca)
     }
 
     #[test]

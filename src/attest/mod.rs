@@ -190,14 +190,4 @@ pub fn selector(kind_and_prefix: &str, claim: &str, value: &str) -> Result<Selec
 }
 
 /// Truncates attacker-controlled text before it goes into an error.
-pub fn truncated(text: &str) -> String {
-    const MAX: usize = 64;
-    if text.len() <= MAX {
-        return text.to_owned();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
+pub use mayfly_sdk::jose::quoted as truncated;

@@ -154,8 +154,9 @@ pub enum JoseError {
     },
 }
 
-/// Shortens an attacker-supplied string before it goes into an error.
-pub(crate) fn quoted(s: &str) -> String {
+/// Shortens an attacker-supplied string (to 64 bytes, on a character
+/// boundary) before it goes into an error or a log line.
+pub fn quoted(s: &str) -> String {
     if s.len() <= MAX_QUOTED_LEN {
         return s.to_owned();
     }

@@ -69,7 +69,7 @@ pub mod jws;
 pub mod key;
 
 pub use algorithm::{AlgorithmPolicy, JwsAlgorithm};
-pub(crate) use error::quoted;
+pub use error::quoted;
 pub use error::{JoseError, TokenPart};
 pub use header::{HeaderPolicy, JoseHeader};
 pub use json::{JsonError, parse_object};

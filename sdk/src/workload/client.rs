@@ -127,7 +127,7 @@ impl WorkloadClient {
                 message: format!(
                     "cannot connect to {}: {}",
                     socket.display(),
-                    source_chain(&e)
+                    crate::error_chain(&e)
                 ),
             })?;
         Ok(WorkloadClient {
@@ -336,18 +336,6 @@ where
         failed = parsed.is_err();
         Some(parsed)
     }))
-}
-
-/// A transport error with its causes, which tonic keeps out of `Display`.
-fn source_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A protobuf `Struct` as JSON.

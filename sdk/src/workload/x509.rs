@@ -315,16 +315,7 @@ mod tests {
     use super::*;
 
     fn leaf(uris: &[&str], ca: bool) -> Vec<u8> {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = uris
-            .iter()
-            .map(|u| rcgen::SanType::URI((*u).try_into().unwrap()))
-            .collect();
-        if ca {
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        }
-        let key = rcgen::KeyPair::generate().unwrap();
-        params.self_signed(&key).unwrap().der().to_vec()
+        crate::x509::test_leaf(uris, ca)
     }
 
     #[test]
