@@ -21,6 +21,20 @@
 //! # Ok(()) }
 //! ```
 
+//! ## Map
+//!
+//! A request flows attest → policy → mint → audit: [`api`] receives it
+//! (TLS, connection limits, gRPC, the one error-to-status mapping),
+//! [`attest`] turns evidence into selectors, [`policy`] holds the entries
+//! and the in-process [`policy::EntryIndex`], [`mint`] decides and signs
+//! (with `mayfly-ca`), [`audit`] makes the record durable before the
+//! credential leaves. [`revoke`] and the SDK's revocation index cut
+//! credentials off; [`store`] keeps state (embedded redb, or Redis for
+//! several replicas, which [`replica`] ties together); [`rotation`] drives
+//! the CA's key rotation; [`config`] and [`server`] put it all together.
+//! The command line is a module of the `mayfly` binary, not of this
+//! library; the agent and the load generator are crates of their own.
+
 #![forbid(unsafe_code)]
 
 pub mod api;

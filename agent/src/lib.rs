@@ -26,6 +26,15 @@
 //!   that only read files, and runs a command or sends a signal after each
 //!   renewal.
 //!
+//! Modules: `upstream` (the agent's own identity and its calls to the
+//! broker), `identity` (its SVID files), `sync` and `snapshot`/`state` (what
+//! it holds and publishes), `endpoint` (the socket) with `authority` (any
+//! `:authority` a gRPC client sends) and `workload_api`, `workload_attest`
+//! (callers' peer credentials to selectors), `jwt_issue`/`jwt_cache`,
+//! `revocations` (the broker's revocation set, applied to every cache hit),
+//! `bundle_watch`, `sink` (the file sink), `error`/`status` (errors and their
+//! gRPC codes). The crate links the SDK, never the broker.
+//!
 //! The broker's address is fixed for the agent's life: after a broker
 //! restart the agent reconnects to the same URL (run the broker on a fixed
 //! address or a DNS name), serving its cached SVIDs meanwhile.

@@ -11,6 +11,11 @@
 //! - [`CertificateAuthority::crl`] signs an X.509 CRL of revoked leaf serials.
 //! - [`CertificateAuthority::bundle`] is the SPIFFE trust bundle relying parties verify with.
 //!
+//! Modules: [`authority`] (the CA: load, issue, rotate, CRL, status, the
+//! rotation journal), [`csr`] (strict CSR parsing), [`jwt`] (JWT-SVID
+//! signing), [`keys`] (signing keys), [`failpoint`] (crash tests); the error
+//! type is [`CaError`].
+//!
 //! ## Quick start
 //!
 //! ```no_run

@@ -19,6 +19,13 @@
 //!   broker's stream and fails closed once stale, and
 //!   [`JwtVerifier::with_revocations`](workload::JwtVerifier::with_revocations)
 //!   puts it in front of local JWT-SVID validation;
+//! - [`client`], the client side of the broker: connections to the broker
+//!   and its admin socket, keys and CSRs, the SVID directory, x509pop
+//!   signing; [`data_dir`] names the broker data directory's files;
+//! - one implementation per format and chore, used by every crate:
+//!   [`x509`] (an X509-SVID leaf's facts), [`pem`], [`files`] (atomic,
+//!   permission-checked), [`selector`], [`clock`], [`backoff`], [`digest`],
+//!   [`error_chain`];
 //! - [`proto`], the generated gRPC API.
 //!
 //! Nothing in this crate knows how to issue a credential.
