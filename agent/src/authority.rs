@@ -475,6 +475,22 @@ fn encode_string(bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
+/// Feeds `chunks`, in order, to the rewriter of one new connection, as the
+/// socket would deliver them, and returns what h2 would read, or the error
+/// that ends the connection. For fuzzing: no input may panic it, and the
+/// output must not depend on how the bytes were cut.
+#[doc(hidden)]
+pub fn fuzz_rewrite<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> io::Result<Vec<u8>> {
+    let mut rewriter = Rewriter::new();
+    let mut input = BytesMut::new();
+    let mut output = BytesMut::new();
+    for chunk in chunks {
+        input.extend_from_slice(chunk);
+        rewriter.process(&mut input, &mut output)?;
+    }
+    Ok(output.to_vec())
+}
+
 fn invalid(reason: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, reason.to_owned())
 }

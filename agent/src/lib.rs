@@ -81,6 +81,8 @@ use mayfly_sdk::SpiffeId;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+#[doc(hidden)]
+pub use authority::fuzz_rewrite as fuzz_authority_rewrite;
 pub use error::AgentError;
 pub use state::AgentHealth;
 pub use workload_api::{SECURITY_HEADER, require_security_header};
