@@ -29,7 +29,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mayfly::attest::Attestors;
 use mayfly::audit::AuditLog;
 use mayfly::clock::{Clock, SystemClock};
-use mayfly::mint::{Caller, Minter, UsageTracker};
+use mayfly::mint::{Caller, Minter, MinterParts, UsageTracker};
 use mayfly::policy::{EntryIndex, EntrySpec, TtlPolicy};
 use mayfly::store::EmbeddedStore;
 use mayfly_ca::{CaConfig, CertificateAuthority};
@@ -82,17 +82,17 @@ fn fixture(runtime: &Runtime, revocations: RevocationSet, unique_jti: bool) -> F
     let audit = runtime
         .block_on(async { AuditLog::open(&dir.path().join("audit")) })
         .unwrap();
-    let minter = Minter::new(
-        Arc::new(ca),
-        Arc::new(EntryIndex::new([entry])),
-        Arc::new(store),
+    let minter = Minter::new(MinterParts {
+        ca: Arc::new(ca),
+        entries: Arc::new(EntryIndex::new([entry])),
+        store: Arc::new(store),
         audit,
-        Arc::new(UsageTracker::new(Vec::new())),
+        usage: Arc::new(UsageTracker::new(Vec::new())),
         clock,
-        Arc::new(Attestors::new(&Default::default()).unwrap()),
-        Arc::new(revocations),
-        LEEWAY,
-    )
+        attestors: Arc::new(Attestors::new(&Default::default()).unwrap()),
+        revocations: Arc::new(revocations),
+        leeway: LEEWAY,
+    })
     .unwrap();
     let caller = Caller {
         spiffe_id: SpiffeId::parse(WORKLOAD).unwrap(),

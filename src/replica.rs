@@ -14,23 +14,23 @@
 //! With the embedded store there is one replica: the store has no change
 //! feed and no other replicas, and neither task has anything to do.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use mayfly_ca::CertificateAuthority;
 use mayfly_sdk::TrustDomain;
-use mayfly_sdk::bundle::{JwtAuthority, SpiffeBundle};
+use mayfly_sdk::bundle::{BundleError, JwtAuthority, SpiffeBundle};
 use mayfly_sdk::revocation::RevocationSet;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::bundle::BundlePublisher;
+use crate::api::bundle::{BundleFileError, BundlePublisher};
 use crate::clock::Clock;
 use crate::mint::UsageTracker;
 use crate::policy::{EntryIndex, HARD_TTL_CAP};
-use crate::store::{ReplicaRecord, Store, StoreEvent};
+use crate::store::{ReplicaRecord, Store, StoreError, StoreEvent};
 
 /// How often a replica republishes its keys and re-reads the others'.
 pub const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -70,9 +70,9 @@ impl Replicas {
 ///
 /// # Errors
 ///
-/// A message naming the file if it cannot be read or written, or holds
-/// something that is not an id.
-pub fn load_or_create_id(data_dir: &Path) -> Result<String, String> {
+/// [`ReplicaIdError`], naming the file, if it cannot be read or written, or
+/// holds something that is not an id.
+pub fn load_or_create_id(data_dir: &Path) -> Result<String, ReplicaIdError> {
     let path = mayfly_sdk::data_dir::DataDir::new(data_dir).replica_id();
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -80,22 +80,17 @@ pub fn load_or_create_id(data_dir: &Path) -> Result<String, String> {
             if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 Ok(id.to_owned())
             } else {
-                Err(format!(
-                    "{} does not hold a replica id (16 hex digits)",
-                    path.display()
-                ))
+                Err(ReplicaIdError::NotAnId { path })
             }
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 8];
-            aws_lc_rs::rand::fill(&mut bytes)
-                .map_err(|_| "the system random generator failed".to_owned())?;
+            aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ReplicaIdError::Random)?;
             let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            mayfly_sdk::files::write_public_atomic(&path, format!("{id}\n").as_bytes())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            mayfly_sdk::files::write_public_atomic(&path, format!("{id}\n").as_bytes())?;
             Ok(id)
         }
-        Err(error) => Err(format!("{}: {error}", path.display())),
+        Err(source) => Err(ReplicaIdError::Io { path, source }),
     }
 }
 
@@ -180,7 +175,7 @@ pub fn apply(
 
 /// Publishes this replica's JWT keys and serves the union of every live
 /// replica's.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KeyPublisher {
     /// The shared store.
     pub store: Arc<dyn Store>,
@@ -202,9 +197,9 @@ impl KeyPublisher {
     ///
     /// # Errors
     ///
-    /// A message if the store cannot be reached or a record is unusable; the
-    /// keys served so far stay.
-    pub async fn refresh(&self) -> Result<(), String> {
+    /// [`KeyPublishError`] if the store cannot be reached or the bundle
+    /// cannot be rendered; the keys served so far stay.
+    pub async fn refresh(&self) -> Result<(), KeyPublishError> {
         let now = self.clock.unix_now();
         let keep = i64::try_from((HARD_TTL_CAP + self.leeway + KEY_REFRESH_INTERVAL).as_secs())
             .unwrap_or(i64::MAX);
@@ -217,15 +212,8 @@ impl KeyPublisher {
             published_at: now,
             keep_until: now.saturating_add(keep),
         };
-        self.store
-            .publish_replica(&record)
-            .await
-            .map_err(|e| e.to_string())?;
-        let live = self
-            .store
-            .live_replicas(now)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.store.publish_replica(&record).await?;
+        let live = self.store.live_replicas(now).await?;
         let mut authorities = Vec::new();
         let mut ids = vec![self.replicas.id.clone()];
         for replica in live.iter().filter(|r| r.replica_id != self.replicas.id) {
@@ -273,16 +261,55 @@ impl KeyPublisher {
     }
 }
 
-fn jwks_json(trust_domain: &TrustDomain, keys: &[JwtAuthority]) -> Result<String, String> {
+fn jwks_json(trust_domain: &TrustDomain, keys: &[JwtAuthority]) -> Result<String, BundleError> {
     let mut bundle = SpiffeBundle::new(trust_domain.clone());
     bundle.jwt_authorities = keys.to_vec();
-    bundle.to_json().map_err(|e| e.to_string())
+    bundle.to_json()
 }
 
-fn parse_jwks(trust_domain: &TrustDomain, json: &str) -> Result<Vec<JwtAuthority>, String> {
-    SpiffeBundle::parse(trust_domain.clone(), json.as_bytes())
-        .map(|bundle| bundle.jwt_authorities)
-        .map_err(|e| e.to_string())
+fn parse_jwks(trust_domain: &TrustDomain, json: &str) -> Result<Vec<JwtAuthority>, BundleError> {
+    SpiffeBundle::parse(trust_domain.clone(), json.as_bytes()).map(|bundle| bundle.jwt_authorities)
+}
+
+/// Why this replica's id could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaIdError {
+    /// The file cannot be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A new id cannot be written.
+    #[error(transparent)]
+    Write(#[from] mayfly_sdk::files::FileError),
+    /// The file holds something else.
+    #[error("{} does not hold a replica id (16 hex digits)", path.display())]
+    NotAnId {
+        /// The file.
+        path: PathBuf,
+    },
+    /// No random bytes for a new id.
+    #[error("the system random generator failed")]
+    Random,
+}
+
+/// Why this replica's keys could not be published or its peers' read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyPublishError {
+    /// The store cannot be reached.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// This replica's keys cannot be rendered.
+    #[error("rendering this replica's keys: {0}")]
+    Render(#[from] BundleError),
+    /// The bundle with the peers' keys cannot be published.
+    #[error(transparent)]
+    Bundle(#[from] BundleFileError),
 }
 
 #[cfg(test)]
@@ -297,6 +324,9 @@ mod tests {
         assert_eq!(load_or_create_id(dir.path()).unwrap(), id);
         std::fs::write(dir.path().join(REPLICA_ID_FILE), "not an id").unwrap();
         let error = load_or_create_id(dir.path()).unwrap_err();
-        assert!(error.contains(REPLICA_ID_FILE), "{error}");
+        assert!(
+            matches!(&error, ReplicaIdError::NotAnId { path } if path.ends_with(REPLICA_ID_FILE)),
+            "{error:?}"
+        );
     }
 }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mayfly_ca::{CaConfig, CertificateAuthority, LoadReport};
+use mayfly_ca::{CaConfig, CaError, CertificateAuthority, LoadReport};
+use mayfly_sdk::files::FileError;
 use mayfly_sdk::proto::v1::admin_server::AdminServer;
 use mayfly_sdk::proto::v1::broker_server::BrokerServer;
 use tokio::net::{TcpListener, UnixListener};
@@ -21,21 +22,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::admin::{AdminService, AdminState, admin_peer_check};
 use crate::api::broker::BrokerService;
-use crate::api::bundle::{BundleFiles, BundlePublisher};
+use crate::api::bundle::{BundleFileError, BundleFiles, BundlePublisher};
 use crate::api::connections::{InFlightLayer, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::api::http::{HttpState, router};
 use crate::api::revocations::RevocationFeed;
-use crate::api::tls::{ServerIdentity, incoming};
+use crate::api::tls::{ServerIdentity, TlsError, incoming};
 use crate::attest::Attestors;
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::{AuditError, AuditEvent, AuditLog};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreLocation};
-use crate::mint::{Minter, UsageTracker};
+use crate::mint::{MintError, Minter, MinterParts, UsageTracker};
 use crate::policy::EntryIndex;
-use crate::replica::{KeyPublisher, Replicas};
-use crate::revoke::Revoker;
+use crate::replica::{KeyPublishError, KeyPublisher, ReplicaIdError, Replicas};
+use crate::revoke::{RevokeError, Revoker};
 use crate::rotation::Rotation;
-use crate::store::{EmbeddedStore, RedisStore, Store, StoreEvent};
+use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, StoreEvent};
 use mayfly_sdk::revocation::RevocationSet;
 use tokio::sync::{Notify, mpsc};
 
@@ -46,41 +47,70 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long start waits for a shared store's first full state.
 const FIRST_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why the server could not start.
+/// Why the server could not start. Each variant keeps the error of the
+/// layer that failed as its source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
     /// The data directory cannot be used.
-    #[error("data directory {path}: {reason}")]
+    #[error("data directory {}: {source}", path.display())]
     DataDir {
         /// The directory.
         path: PathBuf,
         /// Why.
-        reason: String,
+        source: FileError,
     },
-    /// The CA could not be loaded or created.
+    /// This replica's id cannot be read or made.
+    #[error("replica id: {0}")]
+    ReplicaId(#[from] ReplicaIdError),
+    /// The CA could not be loaded or created, or a rotation step due at
+    /// start failed.
     #[error("certificate authority: {0}")]
-    Ca(String),
-    /// The store could not be opened.
+    Ca(#[from] CaError),
+    /// The bundle could not be published.
+    #[error("trust bundle: {0}")]
+    Bundle(#[from] BundleFileError),
+    /// The store could not be opened or read.
     #[error("store: {0}")]
-    Store(String),
-    /// The audit log could not be opened.
-    #[error("audit log: {0}")]
-    Audit(String),
+    Store(#[from] StoreError),
+    /// A shared store did not deliver its first complete state.
+    #[error("store: {0}")]
+    FirstSync(#[from] FirstSyncError),
+    /// This replica's JWT keys could not be published.
+    #[error("publishing this replica's JWT keys: {0}")]
+    Keys(#[from] KeyPublishError),
+    /// The audit log could not be opened or written.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The mint path could not be wired (its JWT validator or issuer).
+    #[error("mint path: {0}")]
+    Mint(#[from] MintError),
     /// A listener could not be bound.
-    #[error("cannot listen on {address}: {reason}")]
+    #[error("cannot listen on {address}: {source}")]
     Bind {
         /// The address or socket path.
         address: String,
         /// Why.
-        reason: String,
+        source: std::io::Error,
     },
     /// An attestor could not be built from its config.
     #[error("{0}")]
     Attestors(String),
     /// TLS setup failed.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] TlsError),
+}
+
+/// Why a shared store's first complete state did not arrive.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FirstSyncError {
+    /// The change feed ended first.
+    #[error("the store's change feed ended")]
+    FeedEnded,
+    /// Nothing complete came in time.
+    #[error("no complete state from the shared store within {}s", .0.as_secs())]
+    Timeout(Duration),
 }
 
 /// What [`start`] did, for the banner.
@@ -133,9 +163,9 @@ impl RunningServer {
     ///
     /// # Errors
     ///
-    /// A message if the store cannot be reached.
-    pub async fn prune_revocations(&self) -> Result<Vec<String>, String> {
-        self.revoker.prune().await.map_err(|e| e.to_string())
+    /// [`RevokeError`] if the store cannot be reached.
+    pub async fn prune_revocations(&self) -> Result<Vec<String>, RevokeError> {
+        self.revoker.prune().await
     }
 
     /// The revocation index this replica checks.
@@ -201,176 +231,394 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
 }
 
 /// Like [`start`], with a given clock (tests).
+///
+/// The steps, in order: open the state (data directory, CA, store, audit
+/// log, the in-process indexes), wire the mint path on it, bind the
+/// listeners, serve, and record `server.start`. Nothing is served before
+/// every step that can fail has succeeded, except that last record: if it
+/// cannot be written, the tasks already spawned are stopped (a drop guard).
 pub async fn start_with_clock(
     config: Config,
     clock: Arc<dyn Clock>,
 ) -> Result<RunningServer, ServerError> {
     crate::install_crypto_provider();
-    let data_dir = config.data_dir.clone();
-    mayfly_sdk::files::ensure_private_dir(&data_dir).map_err(|e| ServerError::DataDir {
-        path: data_dir.clone(),
-        reason: e.to_string(),
-    })?;
-    let (ca, ca_report) = load_ca(&config, clock.as_ref())?;
-    let ca = Arc::new(ca);
-    let bundle_path = config.layout().bundle_pem();
-
-    let replica_id =
-        crate::replica::load_or_create_id(&data_dir).map_err(|reason| ServerError::DataDir {
-            path: data_dir.clone(),
-            reason,
-        })?;
-    let replicas = Arc::new(Replicas::new(replica_id));
-    let store = open_store(&config).await?;
-    let store_error = |e: crate::store::StoreError| ServerError::Store(e.to_string());
-    let audit =
-        AuditLog::open(&config.layout().audit()).map_err(|e| ServerError::Audit(e.to_string()))?;
-    let usage = Arc::new(UsageTracker::new(store.usage().await.map_err(store_error)?));
-    let entries = Arc::new(EntryIndex::new(Vec::new()));
-    let replicas_changed = Arc::new(Notify::new());
-    let (revocations, feed) = match store.subscribe() {
-        // A shared store: the index follows its feed and knows how fresh it is.
-        Some(mut feed) => {
-            let set = Arc::new(RevocationSet::following(config.revocation_staleness));
-            first_sync(
-                &mut feed,
-                &entries,
-                &set,
-                &usage,
-                &replicas_changed,
-                clock.as_ref(),
-            )
-            .await?;
-            (set, Some(feed))
-        }
-        // The embedded store: this process is the only writer.
-        None => {
-            entries.replace_all(store.list_entries().await.map_err(store_error)?);
-            let set = Arc::new(RevocationSet::authoritative());
-            set.replace_all(store.list_revocations().await.map_err(store_error)?);
-            (set, None)
-        }
-    };
-    let revoker = Arc::new(Revoker::new(
-        store.clone(),
-        revocations.clone(),
-        entries.clone(),
-        audit.clone(),
-        clock.clone(),
-        config.jwt_leeway,
-    ));
-    let bundle = Arc::new(
-        BundlePublisher::new(
-            ca.clone(),
-            config.bundle_refresh_hint,
-            Some(BundleFiles {
-                sequence: config.layout().bundle_sequence(),
-                roots_pem: bundle_path.clone(),
-            }),
-        )
-        .map_err(ServerError::Ca)?,
-    );
-    let attestors = Arc::new(Attestors::new(&config.attestors).map_err(ServerError::Attestors)?);
-    let minter = Arc::new(
-        Minter::new(
-            ca.clone(),
-            entries.clone(),
-            store.clone(),
-            audit.clone(),
-            usage.clone(),
-            clock.clone(),
-            attestors.clone(),
-            revocations.clone(),
-            config.jwt_leeway,
-        )
-        .map_err(|e| ServerError::Ca(e.to_string()))?
-        .with_ttl_caps(config.ttl.jwt_max, config.ttl.x509_max),
-    );
-    let rotation = Arc::new(Rotation::new(
-        ca.clone(),
-        bundle.clone(),
-        minter.clone(),
-        audit.clone(),
-        clock.clone(),
-    ));
-    // A broker that was down when a step fell due takes it before serving.
-    rotation
-        .tick()
-        .await
-        .map_err(|e| ServerError::Ca(e.to_string()))?;
-    let minter_for_validation = minter.clone();
-    let keys = KeyPublisher {
-        store: store.clone(),
-        ca: ca.clone(),
-        bundle: bundle.clone(),
-        replicas: replicas.clone(),
-        clock: clock.clone(),
-        leeway: config.jwt_leeway,
-    };
-    // Publish this replica's key before serving, so that the others can
-    // validate the first token it mints.
-    keys.refresh().await.map_err(ServerError::Store)?;
-    minter
-        .set_jwt_authorities(&bundle.jwt_authorities())
-        .map_err(|e| ServerError::Ca(e.to_string()))?;
-
-    let grpc_listener = bind_tcp(config.grpc_listen).await?;
-    let http_listener = bind_tcp(config.http_listen).await?;
-    let grpc_addr = local_addr(&grpc_listener, config.grpc_listen)?;
-    let http_addr = local_addr(&http_listener, config.http_listen)?;
-    let admin_socket = config.admin_socket();
-    let admin_listener = bind_admin_socket(&admin_socket)?;
-    let admin_uid =
-        std::fs::metadata(&data_dir)
-            .map(|m| m.uid())
-            .map_err(|e| ServerError::DataDir {
-                path: data_dir.clone(),
-                reason: e.to_string(),
-            })?;
-
-    let identity = Arc::new(
-        ServerIdentity::new(
-            ca.clone(),
-            config.ttl.x509_max,
-            &config.server_dns_names,
-            &config.server_ip_addresses,
-        )
-        .map_err(ServerError::Tls)?,
-    );
-    let (tls_config, resolver) = identity
-        .server_config(clock.as_ref())
-        .map_err(ServerError::Tls)?;
-
-    let cancel = CancellationToken::new();
-    let crl = Arc::new(tokio::sync::watch::Sender::new(None::<Arc<Vec<u8>>>));
-    let mut tasks = Vec::new();
-    let limits = config.limits.clone();
-
+    let state = State::open(&config, &clock).await?;
+    let core = Core::wire(&config, &clock, &state).await?;
+    let listeners = Listeners::bind(&config).await?;
+    let identity = Arc::new(ServerIdentity::new(
+        core.ca.clone(),
+        config.ttl.x509_max,
+        &config.server_dns_names,
+        &config.server_ip_addresses,
+    )?);
+    let (tls_config, resolver) = identity.server_config(clock.as_ref())?;
     // Every JWT-SVID names the issuer that OIDC discovery serves, from the
     // first one minted: set before the broker API serves anything.
     let issuer = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{http_addr}"));
-    minter
-        .set_issuer(&issuer)
-        .map_err(|e| ServerError::Ca(e.to_string()))?;
+        .unwrap_or_else(|| format!("http://{}", listeners.http_addr));
+    core.minter.set_issuer(&issuer)?;
 
+    let mut tasks = Tasks::new();
+    let crl = Arc::new(tokio::sync::watch::Sender::new(None::<Arc<Vec<u8>>>));
+    let report = state.report(&config, &core);
+    let grpc_addr = listeners.grpc_addr;
+    let http_addr = listeners.http_addr;
+    let admin_socket = listeners.admin_socket.clone();
+    serve(
+        &mut tasks, &config, &clock, &state, &core, listeners, tls_config, issuer, &crl,
+    );
+    tasks.push(identity.keep_fresh(
+        resolver,
+        clock.clone(),
+        core.rotation.changes(),
+        tasks.token(),
+    ));
+    run_background(
+        &mut tasks,
+        &config,
+        &clock,
+        state.feed,
+        &state.parts,
+        &core,
+        &crl,
+    );
+
+    state
+        .parts
+        .audit
+        .append(AuditEvent {
+            action: "server.start".into(),
+            actor: "server".into(),
+            detail: Some(serde_json::json!({
+                "trust_domain": config.trust_domain.as_str(),
+                "grpc": grpc_addr.to_string(),
+                "http": http_addr.to_string(),
+                "root_fingerprint": report.root_fingerprint,
+                "jwt_key_id": report.jwt_key_id,
+                "created_root": report.created_root,
+                "created_intermediate": report.created_intermediate,
+                "attestors": core.attestors.names(),
+            })),
+            ..AuditEvent::default()
+        })
+        .await?;
+
+    let (cancel, tasks) = tasks.into_parts();
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        admin_socket,
+        config,
+        report,
+        cancel,
+        tasks,
+        audit: state.parts.audit,
+        store: state.parts.store,
+        usage: state.parts.usage,
+        revoker: core.revoker,
+    })
+}
+
+/// The tasks a starting server spawned, stopped (cancelled, then aborted)
+/// if it is dropped before [`into_parts`](Self::into_parts): a start that
+/// fails after spawning leaves nothing running.
+struct Tasks {
+    cancel: CancellationToken,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Tasks {
+    fn new() -> Self {
+        Tasks {
+            cancel: CancellationToken::new(),
+            handles: Vec::new(),
+        }
+    }
+
+    /// A token that fires when the server stops.
+    fn token(&self) -> CancellationToken {
+        self.cancel.child_token()
+    }
+
+    fn push(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.handles.push(tokio::spawn(task));
+    }
+
+    /// Hands the tasks over to the running server; the guard is disarmed.
+    fn into_parts(mut self) -> (CancellationToken, Vec<JoinHandle<()>>) {
+        (self.cancel.clone(), std::mem::take(&mut self.handles))
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        if self.handles.is_empty() {
+            return;
+        }
+        self.cancel.cancel();
+        for handle in &self.handles {
+            handle.abort();
+        }
+    }
+}
+
+/// What the broker keeps: opened (or created) from the data directory and
+/// the store, before anything is wired or served.
+struct State {
+    parts: Parts,
+    ca_report: LoadReport,
+    /// A shared store's change feed, followed once serving.
+    feed: Option<mpsc::Receiver<StoreEvent>>,
+}
+
+/// The shared pieces of [`State`] that the tasks hold.
+struct Parts {
+    ca: Arc<CertificateAuthority>,
+    replicas: Arc<Replicas>,
+    store: Arc<dyn Store>,
+    audit: AuditLog,
+    usage: Arc<UsageTracker>,
+    entries: Arc<EntryIndex>,
+    revocations: Arc<RevocationSet>,
+    replicas_changed: Arc<Notify>,
+}
+
+impl State {
+    /// Opens the data directory, the CA, the store and the audit log, and
+    /// fills the in-process indexes: from a shared store's feed (waiting
+    /// for its first complete state) or from the embedded store.
+    async fn open(config: &Config, clock: &Arc<dyn Clock>) -> Result<Self, ServerError> {
+        let data_dir = config.data_dir.clone();
+        mayfly_sdk::files::ensure_private_dir(&data_dir).map_err(|source| {
+            ServerError::DataDir {
+                path: data_dir.clone(),
+                source,
+            }
+        })?;
+        let (ca, ca_report) = load_ca(config, clock.as_ref())?;
+        let replicas = Arc::new(Replicas::new(crate::replica::load_or_create_id(&data_dir)?));
+        let store = open_store(config).await?;
+        let audit = AuditLog::open(&config.layout().audit())?;
+        let usage = Arc::new(UsageTracker::new(store.usage().await?));
+        let entries = Arc::new(EntryIndex::new(Vec::new()));
+        let replicas_changed = Arc::new(Notify::new());
+        let (revocations, feed) = match store.subscribe() {
+            // A shared store: the index follows its feed and knows how fresh it is.
+            Some(mut feed) => {
+                let set = Arc::new(RevocationSet::following(config.revocation_staleness));
+                first_sync(
+                    &mut feed,
+                    &entries,
+                    &set,
+                    &usage,
+                    &replicas_changed,
+                    clock.as_ref(),
+                )
+                .await?;
+                (set, Some(feed))
+            }
+            // The embedded store: this process is the only writer.
+            None => {
+                entries.replace_all(store.list_entries().await?);
+                let set = Arc::new(RevocationSet::authoritative());
+                set.replace_all(store.list_revocations().await?);
+                (set, None)
+            }
+        };
+        Ok(State {
+            parts: Parts {
+                ca: Arc::new(ca),
+                replicas,
+                store,
+                audit,
+                usage,
+                entries,
+                revocations,
+                replicas_changed,
+            },
+            ca_report,
+            feed,
+        })
+    }
+
+    /// What start did, for the banner.
+    fn report(&self, config: &Config, core: &Core) -> StartReport {
+        let parts = &self.parts;
+        StartReport {
+            created_root: self.ca_report.created_root,
+            created_intermediate: self.ca_report.created_intermediate,
+            created_jwt_key: self.ca_report.created_jwt_key,
+            root_fingerprint: parts.ca.root_fingerprint_sha256(),
+            jwt_key_id: parts.ca.jwt_signer().key_id().to_owned(),
+            bundle_path: config.layout().bundle_pem(),
+            entries: parts.entries.len(),
+            attestors: core.attestors.names(),
+            store: parts.store.describe(),
+            replica_id: parts.replicas.id().to_owned(),
+            revocations: parts.revocations.len(),
+        }
+    }
+}
+
+/// The broker's services, wired on its [`State`].
+struct Core {
+    ca: Arc<CertificateAuthority>,
+    revoker: Arc<Revoker>,
+    bundle: Arc<BundlePublisher>,
+    attestors: Arc<Attestors>,
+    minter: Arc<Minter>,
+    rotation: Arc<Rotation>,
+    keys: KeyPublisher,
+}
+
+impl Core {
+    /// Wires revocation, the bundle, the attestors, the mint path and
+    /// rotation; takes a rotation step that fell due while the broker was
+    /// down, and publishes this replica's JWT keys, so that the other
+    /// replicas validate the first token it mints.
+    async fn wire(
+        config: &Config,
+        clock: &Arc<dyn Clock>,
+        state: &State,
+    ) -> Result<Self, ServerError> {
+        let parts = &state.parts;
+        let ca = parts.ca.clone();
+        let revoker = Arc::new(Revoker::new(
+            parts.store.clone(),
+            parts.revocations.clone(),
+            parts.entries.clone(),
+            parts.audit.clone(),
+            clock.clone(),
+            config.jwt_leeway,
+        ));
+        let bundle = Arc::new(BundlePublisher::new(
+            ca.clone(),
+            config.bundle_refresh_hint,
+            Some(BundleFiles {
+                sequence: config.layout().bundle_sequence(),
+                roots_pem: config.layout().bundle_pem(),
+            }),
+        )?);
+        let attestors =
+            Arc::new(Attestors::new(&config.attestors).map_err(ServerError::Attestors)?);
+        let minter = Arc::new(
+            Minter::new(MinterParts {
+                ca: ca.clone(),
+                entries: parts.entries.clone(),
+                store: parts.store.clone(),
+                audit: parts.audit.clone(),
+                usage: parts.usage.clone(),
+                clock: clock.clone(),
+                attestors: attestors.clone(),
+                revocations: parts.revocations.clone(),
+                leeway: config.jwt_leeway,
+            })?
+            .with_ttl_caps(config.ttl.jwt_max, config.ttl.x509_max),
+        );
+        let rotation = Arc::new(Rotation::new(
+            ca.clone(),
+            bundle.clone(),
+            minter.clone(),
+            parts.audit.clone(),
+            clock.clone(),
+        ));
+        rotation.tick().await?;
+        let keys = KeyPublisher {
+            store: parts.store.clone(),
+            ca: ca.clone(),
+            bundle: bundle.clone(),
+            replicas: parts.replicas.clone(),
+            clock: clock.clone(),
+            leeway: config.jwt_leeway,
+        };
+        keys.refresh().await?;
+        minter.set_jwt_authorities(&bundle.jwt_authorities())?;
+        Ok(Core {
+            ca,
+            revoker,
+            bundle,
+            attestors,
+            minter,
+            rotation,
+            keys,
+        })
+    }
+}
+
+/// The bound listeners: broker (gRPC over TLS), HTTP and the admin socket.
+struct Listeners {
+    grpc: TcpListener,
+    grpc_addr: SocketAddr,
+    http: TcpListener,
+    http_addr: SocketAddr,
+    admin: UnixListener,
+    admin_socket: PathBuf,
+    /// Who may use the admin socket: the owner of the data directory.
+    admin_uid: u32,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Self, ServerError> {
+        let grpc = bind_tcp(config.grpc_listen).await?;
+        let http = bind_tcp(config.http_listen).await?;
+        let grpc_addr = local_addr(&grpc, config.grpc_listen)?;
+        let http_addr = local_addr(&http, config.http_listen)?;
+        let admin_socket = config.admin_socket();
+        let admin = bind_admin_socket(&admin_socket)?;
+        let admin_uid = std::fs::metadata(&config.data_dir)
+            .map(|m| m.uid())
+            .map_err(|source| ServerError::DataDir {
+                path: config.data_dir.clone(),
+                source: FileError::Io {
+                    operation: "stat",
+                    path: config.data_dir.clone(),
+                    source,
+                },
+            })?;
+        Ok(Listeners {
+            grpc,
+            grpc_addr,
+            http,
+            http_addr,
+            admin,
+            admin_socket,
+            admin_uid,
+        })
+    }
+}
+
+/// Spawns the three servers: broker, admin and HTTP.
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    tasks: &mut Tasks,
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+    state: &State,
+    core: &Core,
+    listeners: Listeners,
+    tls_config: Arc<rustls::ServerConfig>,
+    issuer: String,
+    crl: &Arc<tokio::sync::watch::Sender<Option<Arc<Vec<u8>>>>>,
+) {
+    let parts = &state.parts;
+    let limits = config.limits.clone();
     let broker = BrokerServer::new(BrokerService::new(
-        minter,
-        bundle.clone(),
+        core.minter.clone(),
+        core.bundle.clone(),
         config.trust_domain.clone(),
         RevocationFeed {
-            set: revocations.clone(),
+            set: parts.revocations.clone(),
             crl: crl.subscribe(),
             clock: clock.clone(),
-            shutdown: cancel.child_token(),
+            shutdown: tasks.token(),
         },
     ))
     .max_decoding_message_size(limits.max_message_bytes);
-    let connections = incoming(grpc_listener, tls_config, &limits, cancel.child_token());
-    let shutdown = cancel.clone();
-    tasks.push(tokio::spawn(async move {
+    let connections = incoming(listeners.grpc, tls_config, &limits, tasks.token());
+    let shutdown = tasks.token();
+    tasks.push(async move {
         let served = tonic::transport::Server::builder()
             .timeout(limits.request_timeout)
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -383,27 +631,30 @@ pub async fn start_with_clock(
         if let Err(error) = served {
             tracing::error!(%error, "broker gRPC server stopped");
         }
-    }));
+    });
 
     let admin_state = AdminState {
         config: config.clone(),
-        store: store.clone(),
-        entries: entries.clone(),
-        usage: usage.clone(),
-        audit: audit.clone(),
+        store: parts.store.clone(),
+        entries: parts.entries.clone(),
+        usage: parts.usage.clone(),
+        audit: parts.audit.clone(),
         clock: clock.clone(),
-        bundle: bundle.clone(),
-        grpc_addr: grpc_addr.to_string(),
-        http_addr: http_addr.to_string(),
-        attestors: attestors.clone(),
-        revoker: revoker.clone(),
-        replicas: replicas.clone(),
-        rotation: rotation.clone(),
+        bundle: core.bundle.clone(),
+        grpc_addr: listeners.grpc_addr.to_string(),
+        http_addr: listeners.http_addr.to_string(),
+        attestors: core.attestors.clone(),
+        revoker: core.revoker.clone(),
+        replicas: parts.replicas.clone(),
+        rotation: core.rotation.clone(),
     };
-    let admin =
-        AdminServer::with_interceptor(AdminService::new(admin_state), admin_peer_check(admin_uid));
-    let shutdown = cancel.clone();
-    tasks.push(tokio::spawn(async move {
+    let admin = AdminServer::with_interceptor(
+        AdminService::new(admin_state),
+        admin_peer_check(listeners.admin_uid),
+    );
+    let admin_listener = listeners.admin;
+    let shutdown = tasks.token();
+    tasks.push(async move {
         let served = tonic::transport::Server::builder()
             .add_service(admin)
             .serve_with_incoming_shutdown(
@@ -414,122 +665,84 @@ pub async fn start_with_clock(
         if let Err(error) = served {
             tracing::error!(%error, "admin server stopped");
         }
-    }));
+    });
 
     let app = router(HttpState {
-        bundle: bundle.clone(),
+        bundle: core.bundle.clone(),
         issuer,
         crl: crl.subscribe(),
-        revocations: revocations.clone(),
+        revocations: parts.revocations.clone(),
         clock: clock.clone(),
     });
-    let shutdown = cancel.clone();
-    tasks.push(tokio::spawn(async move {
+    let http_listener = listeners.http;
+    let shutdown = tasks.token();
+    tasks.push(async move {
         let served = axum::serve(http_listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(error) = served {
             tracing::error!(%error, "HTTP server stopped");
         }
-    }));
+    });
+}
 
-    tasks.push(tokio::spawn(identity.keep_fresh(
-        resolver,
-        clock.clone(),
-        rotation.changes(),
-        cancel.child_token(),
-    )));
-    tasks.push(tokio::spawn(usage_flusher(
-        store.clone(),
-        usage.clone(),
-        cancel.child_token(),
-    )));
-    tasks.push(tokio::spawn(prune_expired(
-        store.clone(),
-        revoker.clone(),
-        clock.clone(),
-        cancel.child_token(),
-    )));
-    if let Some(feed) = feed {
-        tasks.push(tokio::spawn(crate::replica::follow(
-            feed,
-            entries.clone(),
-            revocations.clone(),
-            usage.clone(),
-            replicas_changed.clone(),
-            clock.clone(),
-            cancel.child_token(),
-        )));
-    }
-    tasks.push(tokio::spawn(keys.run(
-        replicas_changed,
-        rotation.changes(),
-        cancel.child_token(),
-    )));
-    tasks.push(tokio::spawn(
-        rotation
-            .clone()
-            .run(config.rotation_check_interval, cancel.child_token()),
+/// Spawns the background work: usage flushes, pruning, following a shared
+/// store, key publication, rotation, the validator following the bundle,
+/// and the CRL.
+fn run_background(
+    tasks: &mut Tasks,
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+    feed: Option<mpsc::Receiver<StoreEvent>>,
+    parts: &Parts,
+    core: &Core,
+    crl: &Arc<tokio::sync::watch::Sender<Option<Arc<Vec<u8>>>>>,
+) {
+    tasks.push(usage_flusher(
+        parts.store.clone(),
+        parts.usage.clone(),
+        tasks.token(),
     ));
-    tasks.push(tokio::spawn(validator_follows_bundle(
-        bundle.clone(),
-        minter_for_validation,
-        cancel.child_token(),
-    )));
-    tasks.push(tokio::spawn(crate::api::crl::publish(
-        ca.clone(),
-        revocations.clone(),
+    tasks.push(prune_expired(
+        parts.store.clone(),
+        core.revoker.clone(),
+        clock.clone(),
+        tasks.token(),
+    ));
+    if let Some(feed) = feed {
+        tasks.push(crate::replica::follow(
+            feed,
+            parts.entries.clone(),
+            parts.revocations.clone(),
+            parts.usage.clone(),
+            parts.replicas_changed.clone(),
+            clock.clone(),
+            tasks.token(),
+        ));
+    }
+    tasks.push(core.keys.clone().run(
+        parts.replicas_changed.clone(),
+        core.rotation.changes(),
+        tasks.token(),
+    ));
+    tasks.push(
+        core.rotation
+            .clone()
+            .run(config.rotation_check_interval, tasks.token()),
+    );
+    tasks.push(validator_follows_bundle(
+        core.bundle.clone(),
+        core.minter.clone(),
+        tasks.token(),
+    ));
+    tasks.push(crate::api::crl::publish(
+        core.ca.clone(),
+        parts.revocations.clone(),
         crl.clone(),
         clock.clone(),
-        rotation.changes(),
-        cancel.child_token(),
-    )));
-
-    let report = StartReport {
-        created_root: ca_report.created_root,
-        created_intermediate: ca_report.created_intermediate,
-        created_jwt_key: ca_report.created_jwt_key,
-        root_fingerprint: ca.root_fingerprint_sha256(),
-        jwt_key_id: ca.jwt_signer().key_id().to_owned(),
-        bundle_path,
-        entries: entries.len(),
-        attestors: attestors.names(),
-        store: store.describe(),
-        replica_id: replicas.id().to_owned(),
-        revocations: revocations.len(),
-    };
-    audit
-        .append(AuditEvent {
-            action: "server.start".into(),
-            actor: "server".into(),
-            detail: Some(serde_json::json!({
-                "trust_domain": config.trust_domain.as_str(),
-                "grpc": grpc_addr.to_string(),
-                "http": http_addr.to_string(),
-                "root_fingerprint": report.root_fingerprint,
-                "jwt_key_id": report.jwt_key_id,
-                "created_root": report.created_root,
-                "created_intermediate": report.created_intermediate,
-                "attestors": attestors.names(),
-            })),
-            ..AuditEvent::default()
-        })
-        .await
-        .map_err(|e| ServerError::Audit(e.to_string()))?;
-
-    Ok(RunningServer {
-        grpc_addr,
-        http_addr,
-        admin_socket,
-        config,
-        report,
-        cancel,
-        tasks,
-        audit,
-        store,
-        usage,
-        revoker,
-    })
+        core.rotation.changes(),
+        tasks.token(),
+    ));
 }
 
 /// Keeps the mint path's JWT validator on the served bundle's keys: this
@@ -555,15 +768,8 @@ async fn validator_follows_bundle(
 
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
     Ok(match &config.store {
-        StoreLocation::Embedded => Arc::new(
-            EmbeddedStore::open(&config.layout().store())
-                .map_err(|e| ServerError::Store(e.to_string()))?,
-        ),
-        StoreLocation::Redis { url, prefix } => Arc::new(
-            RedisStore::connect(url, prefix)
-                .await
-                .map_err(|e| ServerError::Store(e.to_string()))?,
-        ),
+        StoreLocation::Embedded => Arc::new(EmbeddedStore::open(&config.layout().store())?),
+        StoreLocation::Redis { url, prefix } => Arc::new(RedisStore::connect(url, prefix).await?),
     })
 }
 
@@ -581,7 +787,7 @@ async fn first_sync(
         let (mut synced, mut heard) = (false, false);
         while !(synced && heard) {
             let Some(event) = feed.recv().await else {
-                return Err("the store's change feed ended".to_owned());
+                return Err(FirstSyncError::FeedEnded);
             };
             synced |= matches!(event, StoreEvent::Snapshot { .. });
             heard |= synced && matches!(event, StoreEvent::Heard(_));
@@ -601,11 +807,8 @@ async fn first_sync(
         Ok(())
     };
     match tokio::time::timeout(FIRST_SYNC_TIMEOUT, wait).await {
-        Ok(result) => result.map_err(ServerError::Store),
-        Err(_) => Err(ServerError::Store(format!(
-            "no complete state from the shared store within {}s",
-            FIRST_SYNC_TIMEOUT.as_secs()
-        ))),
+        Ok(result) => Ok(result?),
+        Err(_) => Err(FirstSyncError::Timeout(FIRST_SYNC_TIMEOUT).into()),
     }
 }
 
@@ -622,39 +825,41 @@ fn load_ca(
     // signed can still be valid.
     ca_config.max_x509_ttl = config.ttl.x509_max;
     ca_config.max_jwt_ttl = config.ttl.jwt_max + config.jwt_leeway;
-    CertificateAuthority::load_or_create(&config.layout().ca(), &ca_config, clock.now())
-        .map_err(|e| ServerError::Ca(e.to_string()))
+    Ok(CertificateAuthority::load_or_create(
+        &config.layout().ca(),
+        &ca_config,
+        clock.now(),
+    )?)
 }
 
 async fn bind_tcp(address: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(address)
         .await
-        .map_err(|e| ServerError::Bind {
+        .map_err(|source| ServerError::Bind {
             address: address.to_string(),
-            reason: e.to_string(),
+            source,
         })
 }
 
 fn local_addr(listener: &TcpListener, configured: SocketAddr) -> Result<SocketAddr, ServerError> {
-    listener.local_addr().map_err(|e| ServerError::Bind {
+    listener.local_addr().map_err(|source| ServerError::Bind {
         address: configured.to_string(),
-        reason: e.to_string(),
+        source,
     })
 }
 
 fn bind_admin_socket(path: &Path) -> Result<UnixListener, ServerError> {
-    let bind_error = |reason: String| ServerError::Bind {
+    let bind_error = |source| ServerError::Bind {
         address: path.display().to_string(),
-        reason,
+        source,
     };
     // A socket left by a crashed server. Another live server cannot be using
     // it: it would hold the store's lock, and opening the store came first.
     if path.exists() {
-        std::fs::remove_file(path).map_err(|e| bind_error(e.to_string()))?;
+        std::fs::remove_file(path).map_err(bind_error)?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| bind_error(e.to_string()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| bind_error(e.to_string()))?;
+    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_error)?;
     Ok(listener)
 }
 
@@ -705,5 +910,64 @@ async fn flush_usage(store: &dyn Store, usage: &UsageTracker) {
     if let Err(error) = store.record_usage(&dirty).await {
         tracing::warn!(%error, "cannot save usage records; will retry");
         usage.restore_dirty(&dirty);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task that holds `token` until it is cancelled or aborted.
+    fn holder(tasks: &mut Tasks, token: &Arc<()>) {
+        let held = token.clone();
+        let cancel = tasks.token();
+        tasks.push(async move {
+            cancel.cancelled().await;
+            drop(held);
+        });
+    }
+
+    /// Lets the spawned tasks run until `token` has `count` holders, or
+    /// gives up after `tries` sleeps of 10 ms.
+    async fn settle(token: &Arc<()>, count: usize, tries: u32) -> usize {
+        for _ in 0..tries {
+            if Arc::strong_count(token) == count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Arc::strong_count(token)
+    }
+
+    #[tokio::test]
+    async fn tasks_of_a_start_that_failed_stop_and_handed_over_tasks_run_on() {
+        // Positive control: tasks handed to the running server keep running.
+        let kept = Arc::new(());
+        let mut tasks = Tasks::new();
+        holder(&mut tasks, &kept);
+        let (cancel, handles) = tasks.into_parts();
+        assert_eq!(
+            settle(&kept, 1, 20).await,
+            2,
+            "a handed-over task was stopped"
+        );
+        cancel.cancel();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        assert_eq!(Arc::strong_count(&kept), 1);
+
+        // A start that fails after spawning drops its tasks: they stop.
+        let dropped = Arc::new(());
+        let mut tasks = Tasks::new();
+        holder(&mut tasks, &dropped);
+        holder(&mut tasks, &dropped);
+        assert_eq!(Arc::strong_count(&dropped), 3);
+        drop(tasks);
+        assert_eq!(
+            settle(&dropped, 1, 500).await,
+            1,
+            "a task outlived a failed start"
+        );
     }
 }

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use mayfly_ca::{CaError, CertificateAuthority, Fault, RotationEvent};
+use mayfly_ca::{CaError, CertificateAuthority, RotationEvent};
 
 use mayfly_sdk::SpiffeId;
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::proto::v1::admin_server::Admin;
 use tonic::transport::server::UdsConnectInfo;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::bundle::BundlePublisher;
 use crate::attest::Attestors;
@@ -563,24 +563,17 @@ fn event_to_proto(event: &RotationEvent) -> pb::CaRotationEvent {
     }
 }
 
-/// A CA refusal or failure as a status, by who is at fault: the operator's
-/// mistakes are InvalidArgument, a refused step FailedPrecondition, an
-/// expired CA Unavailable, the rest Internal. The admin is a local
-/// operator, so even an internal error keeps its details.
+/// A CA refusal or failure as a status, by who is at fault
+/// (`status::ca_code`). The admin is a local operator, so even an internal
+/// error keeps its details.
 fn ca_status(error: CaError) -> Status {
-    match error.fault() {
-        Fault::Caller => Status::invalid_argument(error.to_string()),
-        Fault::Refusal => Status::failed_precondition(error.to_string()),
-        Fault::Unavailable => {
-            tracing::warn!(%error, "CA operation failed");
-            Status::unavailable(error.to_string())
-        }
-        // `Fault` may grow; until this match learns a new kind, it is loud.
-        Fault::Ours | _ => {
-            tracing::error!(%error, "CA operation failed");
-            Status::internal(error.to_string())
-        }
+    let code = super::status::ca_code(&error);
+    match code {
+        Code::Internal => tracing::error!(%error, "CA operation failed"),
+        Code::Unavailable => tracing::warn!(%error, "CA operation failed"),
+        _ => {}
     }
+    Status::new(code, error.to_string())
 }
 
 fn revoke_status(error: RevokeError) -> Status {

@@ -60,6 +60,32 @@ pub struct BundleFiles {
     pub roots_pem: PathBuf,
 }
 
+/// Why a bundle could not be published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleFileError {
+    /// The sequence file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A bundle file cannot be written.
+    #[error(transparent)]
+    Write(#[from] mayfly_sdk::files::FileError),
+    /// The sequence file holds something else.
+    #[error("{} does not hold a bundle sequence number", path.display())]
+    NotASequence {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The bundle cannot be rendered.
+    #[error("rendering the bundle: {0}")]
+    Render(#[from] mayfly_sdk::bundle::BundleError),
+}
+
 impl BundlePublisher {
     /// Publishes the CA's current bundle, continuing the sequence kept in
     /// `files` (or starting at 1).
@@ -71,7 +97,7 @@ impl BundlePublisher {
         ca: Arc<CertificateAuthority>,
         refresh_hint: Duration,
         files: Option<BundleFiles>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BundleFileError> {
         let sequence = match &files {
             Some(files) => read_sequence(&files.sequence)?.saturating_add(1),
             None => 1,
@@ -118,7 +144,10 @@ impl BundlePublisher {
     /// # Errors
     ///
     /// A message if the bundle cannot be rendered; the old one stays.
-    pub fn set_peer_jwt_authorities(&self, peers: Vec<JwtAuthority>) -> Result<bool, String> {
+    pub fn set_peer_jwt_authorities(
+        &self,
+        peers: Vec<JwtAuthority>,
+    ) -> Result<bool, BundleFileError> {
         let mut state = self.lock();
         state.peers = peers;
         self.refresh_locked(&mut state)
@@ -131,12 +160,12 @@ impl BundlePublisher {
     ///
     /// A message if the bundle cannot be rendered or its files written;
     /// the old one stays.
-    pub fn refresh(&self) -> Result<bool, String> {
+    pub fn refresh(&self) -> Result<bool, BundleFileError> {
         let mut state = self.lock();
         self.refresh_locked(&mut state)
     }
 
-    fn refresh_locked(&self, state: &mut State) -> Result<bool, String> {
+    fn refresh_locked(&self, state: &mut State) -> Result<bool, BundleFileError> {
         let own = self.ca.bundle(state.sequence, self.refresh_hint);
         let mut jwt = own.jwt_authorities.clone();
         for peer in &state.peers {
@@ -172,22 +201,30 @@ fn sorted(mut authorities: Vec<JwtAuthority>) -> Vec<JwtAuthority> {
     authorities
 }
 
-fn read_sequence(path: &std::path::Path) -> Result<u64, String> {
+fn read_sequence(path: &std::path::Path) -> Result<u64, BundleFileError> {
     match std::fs::read_to_string(path) {
         Ok(text) => text
             .trim()
             .parse()
-            .map_err(|_| format!("{} does not hold a bundle sequence number", path.display())),
+            .map_err(|_| BundleFileError::NotASequence {
+                path: path.to_owned(),
+            }),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(error) => Err(format!("{}: {error}", path.display())),
+        Err(source) => Err(BundleFileError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
-fn write_files(files: &BundleFiles, sequence: u64, bundle: &PublishedBundle) -> Result<(), String> {
-    mayfly_sdk::files::write_public_atomic(&files.roots_pem, bundle.roots_pem.as_bytes())
-        .map_err(|e| format!("{}: {e}", files.roots_pem.display()))?;
-    mayfly_sdk::files::write_public_atomic(&files.sequence, format!("{sequence}\n").as_bytes())
-        .map_err(|e| format!("{}: {e}", files.sequence.display()))
+fn write_files(
+    files: &BundleFiles,
+    sequence: u64,
+    bundle: &PublishedBundle,
+) -> Result<(), BundleFileError> {
+    mayfly_sdk::files::write_public_atomic(&files.roots_pem, bundle.roots_pem.as_bytes())?;
+    mayfly_sdk::files::write_public_atomic(&files.sequence, format!("{sequence}\n").as_bytes())?;
+    Ok(())
 }
 
 /// Renders the CA's bundle, with these JWT authorities, in every served form.
@@ -196,11 +233,11 @@ fn publish(
     sequence: u64,
     refresh_hint: Duration,
     jwt_authorities: &[JwtAuthority],
-) -> Result<PublishedBundle, String> {
+) -> Result<PublishedBundle, BundleFileError> {
     let mut bundle = ca.bundle(sequence, refresh_hint);
     bundle.jwt_authorities = jwt_authorities.to_vec();
-    let spiffe_json = bundle.to_json().map_err(|e| e.to_string())?;
-    let jwks_json = bundle.to_jwks_json().map_err(|e| e.to_string())?;
+    let spiffe_json = bundle.to_json()?;
+    let jwks_json = bundle.to_jwks_json()?;
     let roots_pem = bundle.x509_authorities_pem();
     let proto = pb::Bundle {
         trust_domain: bundle.trust_domain.as_str().to_owned(),

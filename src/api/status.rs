@@ -12,6 +12,9 @@ use std::time::Instant;
 
 use tonic::{Code, Status};
 
+use mayfly_ca::{CaError, Fault};
+
+use crate::attest::AttestError;
 use crate::mint::MintError;
 use crate::policy::EntryError;
 use crate::store::StoreError;
@@ -24,19 +27,68 @@ pub const REFUSAL_LINES_PER_SECOND: u32 = 20;
 
 impl From<MintError> for Status {
     fn from(error: MintError) -> Self {
-        let (code, reason) = match error {
-            MintError::InvalidArgument { reason } => (Code::InvalidArgument, reason),
-            MintError::Unauthenticated { reason } => (Code::Unauthenticated, reason),
-            MintError::PermissionDenied { reason } => (Code::PermissionDenied, reason),
-            MintError::FailedPrecondition { reason } => (Code::FailedPrecondition, reason),
-            MintError::Unavailable { reason } => (Code::Unavailable, reason),
-            MintError::Internal { reason } => {
-                tracing::error!(%reason, "internal error");
-                return Status::internal(INTERNAL_MESSAGE);
-            }
-        };
+        let code = mint_code(&error);
+        if code == Code::Internal {
+            tracing::error!(error = %mayfly_sdk::error_chain(&error), "internal error");
+            return Status::internal(INTERNAL_MESSAGE);
+        }
+        let reason = error.to_string();
         log_refusal(code, &reason);
         Status::new(code, reason)
+    }
+}
+
+/// The status code of every mint error: an exhaustive match, so that a new
+/// variant must be given its code here.
+pub(crate) fn mint_code(error: &MintError) -> Code {
+    match error {
+        MintError::Invalid(_) => Code::InvalidArgument,
+        MintError::Unproven(_) => Code::Unauthenticated,
+        MintError::Denied(_) => Code::PermissionDenied,
+        MintError::Attestation(e) => attest_code(e),
+        MintError::Ca(e) => ca_code(e),
+        MintError::Unavailable(_) => Code::Unavailable,
+        MintError::Internal(_) => Code::Internal,
+    }
+}
+
+/// Evidence refused is the caller's answer; an attestor the server does not
+/// run is the caller's mistake, one that cannot answer makes us unavailable.
+/// An exhaustive match: a new [`AttestError`] variant must be given a code
+/// here.
+fn attest_code(error: &AttestError) -> Code {
+    match error {
+        AttestError::Unavailable { .. } => Code::Unavailable,
+        AttestError::NotConfigured { .. } => Code::InvalidArgument,
+        AttestError::Malformed { .. }
+        | AttestError::UnsupportedAlgorithm { .. }
+        | AttestError::UntrustedIssuer { .. }
+        | AttestError::UnknownKeyId { .. }
+        | AttestError::BadSignature
+        | AttestError::Expired { .. }
+        | AttestError::NotYetValid { .. }
+        | AttestError::TooOld { .. }
+        | AttestError::WrongAudience { .. }
+        | AttestError::MissingClaim { .. }
+        | AttestError::BadClaimValue { .. }
+        | AttestError::UntrustedCertificate { .. }
+        | AttestError::BadChallenge { .. }
+        | AttestError::BadProofSignature
+        | AttestError::Replayed { .. } => Code::Unauthenticated,
+    }
+}
+
+/// A CA error by who is at fault: a bad CSR is the caller's, an expired
+/// signing certificate makes us unavailable, a refused rotation step waits
+/// for a state, and only our own failures are internal.
+pub(crate) fn ca_code(error: &CaError) -> Code {
+    match error.fault() {
+        Fault::Caller => Code::InvalidArgument,
+        Fault::Refusal => Code::FailedPrecondition,
+        Fault::Unavailable => Code::Unavailable,
+        // `Fault` may grow; until this match learns a new kind, treating it
+        // as ours keeps it loud (an error in the log) rather than hidden.
+        Fault::Ours | _ => Code::Internal,
     }
 }
 

@@ -170,6 +170,30 @@ impl ResolvesServerCert for ServerCertResolver {
     }
 }
 
+/// Why the broker's TLS could not be set up (or its certificate renewed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The broker's SPIFFE ID cannot be made in this trust domain.
+    #[error("the broker's SPIFFE ID: {0}")]
+    ServerId(#[source] mayfly_sdk::SpiffeIdError),
+    /// The CA would not issue the broker's certificate.
+    #[error("issuing the broker's certificate: {0}")]
+    Issue(#[source] mayfly_ca::CaError),
+    /// rustls refused the broker's key.
+    #[error("loading the broker's key: {0}")]
+    Key(#[source] rustls::Error),
+    /// rustls refused a root of the trust domain.
+    #[error("trusting the CA's roots: {0}")]
+    Roots(#[source] rustls::Error),
+    /// The client-certificate verifier cannot be built.
+    #[error("verifying client certificates: {0}")]
+    ClientVerifier(#[source] rustls::server::VerifierBuilderError),
+    /// The protocol versions are refused by the crypto provider.
+    #[error("TLS configuration: {0}")]
+    Config(#[source] rustls::Error),
+}
+
 /// Verifies client certificates against the roots the CA publishes now;
 /// rebuilt (and swapped without a lock) when they change.
 #[derive(Debug)]
@@ -180,7 +204,7 @@ pub struct ClientRoots {
 }
 
 impl ClientRoots {
-    fn new(ca: Arc<CertificateAuthority>, provider: Arc<CryptoProvider>) -> Result<Self, String> {
+    fn new(ca: Arc<CertificateAuthority>, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
         let generation = ca.generation();
         let verifier = build_client_verifier(&ca, &provider)?;
         Ok(ClientRoots {
@@ -213,19 +237,19 @@ impl ClientRoots {
 fn build_client_verifier(
     ca: &CertificateAuthority,
     provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, String> {
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
     for root in ca.bundle(0, Duration::ZERO).x509_authorities {
         roots
             .add(CertificateDer::from(root))
-            .map_err(|e| e.to_string())?;
+            .map_err(TlsError::Roots)?;
     }
     // Client certificates are optional at the TLS layer: attestation and
     // validation need none; the handlers that need one insist on it.
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(TlsError::ClientVerifier)
 }
 
 impl ClientCertVerifier for ClientRoots {
@@ -297,9 +321,9 @@ impl ServerIdentity {
         ttl: Duration,
         extra_dns_names: &[String],
         extra_ip_addresses: &[IpAddr],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TlsError> {
         let spiffe_id =
-            SpiffeId::new(ca.trust_domain(), "/mayfly/server").map_err(|e| e.to_string())?;
+            SpiffeId::new(ca.trust_domain(), "/mayfly/server").map_err(TlsError::ServerId)?;
         let mut dns_names = vec!["localhost".to_owned()];
         dns_names.extend(extra_dns_names.iter().cloned());
         dns_names.dedup();
@@ -333,7 +357,7 @@ impl ServerIdentity {
         (self.ttl.min(until_signer_ends) / 2).max(Duration::from_secs(1))
     }
 
-    fn issue(&self, clock: &dyn Clock) -> Result<Arc<CertifiedKey>, String> {
+    fn issue(&self, clock: &dyn Clock) -> Result<Arc<CertifiedKey>, TlsError> {
         let issued = self
             .ca
             .issue_server_certificate(
@@ -343,7 +367,7 @@ impl ServerIdentity {
                 self.ttl,
                 clock.now(),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(TlsError::Issue)?;
         let chain = issued
             .cert_chain_der
             .iter()
@@ -356,7 +380,7 @@ impl ServerIdentity {
             .provider
             .key_provider
             .load_private_key(key)
-            .map_err(|e| e.to_string())?;
+            .map_err(TlsError::Key)?;
         Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
     }
 
@@ -365,14 +389,14 @@ impl ServerIdentity {
     pub fn server_config(
         &self,
         clock: &dyn Clock,
-    ) -> Result<(Arc<ServerConfig>, Arc<ServerCertResolver>), String> {
+    ) -> Result<(Arc<ServerConfig>, Arc<ServerCertResolver>), TlsError> {
         let resolver = Arc::new(ServerCertResolver {
             current: ArcSwap::new(self.issue(clock)?),
         });
         let verifier = Arc::new(ClientRoots::new(self.ca.clone(), self.provider.clone())?);
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(TlsError::Config)?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec()];

@@ -12,6 +12,7 @@
 //! unique `jti`; every check runs before the cache is consulted, and every
 //! mint, reused or not, is audited.
 
+mod error;
 mod jwt_cache;
 mod usage;
 mod verified;
@@ -20,90 +21,23 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use mayfly_ca::{CaError, CertificateAuthority, Fault, IssuedX509Svid, X509SvidRequest};
+use mayfly_ca::{CertificateAuthority, IssuedX509Svid, X509SvidRequest};
 use mayfly_sdk::SpiffeId;
 use mayfly_sdk::bundle::JwtAuthority;
 use mayfly_sdk::jwt::{Audience, JwtSvidValidator, ValidatedJwtSvid};
 use mayfly_sdk::revocation::{RevocationError, RevocationSet};
 
 use crate::attest::join_token::{JoinTokenRecord, JoinTokenSecret, TokenHash};
-use crate::attest::{AttestError, Attestation, Attestors, Evidence};
+use crate::attest::{Attestation, Attestors, Evidence};
 use crate::audit::{AuditEvent, AuditLog, Outcome};
-use crate::clock::{Clock, rfc3339};
+use crate::clock::Clock;
 use crate::policy::{CredentialKind, Entry, EntryIndex};
 use crate::store::{RedeemError, Store};
 
+pub use error::{Denied, Internal, InvalidRequest, MintError, Unavailable, Unproven};
 pub use jwt_cache::{CachedJwt, JwtCacheKey, JwtSvidCache};
 pub use usage::UsageTracker;
 pub use verified::VerifiedTokens;
-
-/// Why a mint operation was refused or failed. The message is safe to return
-/// to the caller: it never contains a secret.
-///
-/// Only [`MintError::Internal`] is our fault; every other variant is an
-/// answer the caller needs (and is logged as such, never as an error: see
-/// `api::status`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum MintError {
-    /// The request itself is malformed (bad CSR, bad audience, TTL).
-    #[error("{reason}")]
-    InvalidArgument {
-        /// What is wrong.
-        reason: String,
-    },
-    /// The evidence or credential did not prove who the caller is.
-    #[error("{reason}")]
-    Unauthenticated {
-        /// Why.
-        reason: String,
-    },
-    /// The caller is known, but policy does not allow this.
-    #[error("{reason}")]
-    PermissionDenied {
-        /// Which rule said no.
-        reason: String,
-    },
-    /// The server is not in a state that allows this; the request may
-    /// succeed once it is (no such path today; kept so that every
-    /// [`Fault`] has an honest answer).
-    #[error("{reason}")]
-    FailedPrecondition {
-        /// What state is missing.
-        reason: String,
-    },
-    /// A dependency (store, audit log, an expired CA certificate) cannot
-    /// answer; nothing was issued.
-    #[error("{reason}")]
-    Unavailable {
-        /// What is down.
-        reason: String,
-    },
-    /// Our own bug.
-    #[error("internal error: {reason}")]
-    Internal {
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-impl MintError {
-    fn invalid(reason: impl Into<String>) -> Self {
-        MintError::InvalidArgument {
-            reason: reason.into(),
-        }
-    }
-    fn unauthenticated(reason: impl Into<String>) -> Self {
-        MintError::Unauthenticated {
-            reason: reason.into(),
-        }
-    }
-    fn denied(reason: impl Into<String>) -> Self {
-        MintError::PermissionDenied {
-            reason: reason.into(),
-        }
-    }
-}
 
 /// A caller authenticated by the X509-SVID it presented over mTLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +82,30 @@ impl std::fmt::Debug for JwtIssued {
     }
 }
 
+/// What the mint path is wired to: the pieces of the broker it reads and
+/// writes, named, for [`Minter::new`].
+#[derive(Debug)]
+pub struct MinterParts {
+    /// Signs every credential.
+    pub ca: Arc<CertificateAuthority>,
+    /// The registered entries.
+    pub entries: Arc<EntryIndex>,
+    /// Join tokens and attestation replay records.
+    pub store: Arc<dyn Store>,
+    /// Where every grant and refusal is recorded before an answer.
+    pub audit: AuditLog,
+    /// Last use and mint counts per entry.
+    pub usage: Arc<UsageTracker>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// The configured attestors.
+    pub attestors: Arc<Attestors>,
+    /// The revocation index every mint and validation checks.
+    pub revocations: Arc<RevocationSet>,
+    /// The clock leeway of JWT validation.
+    pub leeway: Duration,
+}
+
 /// Everything the mint path needs, shared by the API handlers.
 #[derive(Debug)]
 pub struct Minter {
@@ -174,19 +132,23 @@ pub struct Minter {
 }
 
 impl Minter {
-    /// Wires the mint path. `leeway` is the clock leeway for JWT validation.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        ca: Arc<CertificateAuthority>,
-        entries: Arc<EntryIndex>,
-        store: Arc<dyn Store>,
-        audit: AuditLog,
-        usage: Arc<UsageTracker>,
-        clock: Arc<dyn Clock>,
-        attestors: Arc<Attestors>,
-        revocations: Arc<RevocationSet>,
-        leeway: Duration,
-    ) -> Result<Self, MintError> {
+    /// Wires the mint path on `parts`.
+    ///
+    /// # Errors
+    ///
+    /// [`MintError::Internal`] if the CA's JWT key cannot validate tokens.
+    pub fn new(parts: MinterParts) -> Result<Self, MintError> {
+        let MinterParts {
+            ca,
+            entries,
+            store,
+            audit,
+            usage,
+            clock,
+            attestors,
+            revocations,
+            leeway,
+        } = parts;
         let validator = build_validator(
             &ca,
             &[ca.jwt_signer().authority()],
@@ -241,9 +203,11 @@ impl Minter {
     pub fn set_issuer(&self, issuer: &str) -> Result<(), MintError> {
         let set = self.issuer.get_or_init(|| issuer.into());
         if **set != *issuer {
-            return Err(MintError::Internal {
-                reason: format!("JWT issuer already set to {set:?}, not {issuer:?}"),
-            });
+            return Err(Internal::IssuerAlreadySet {
+                set: set.to_string(),
+                requested: issuer.to_owned(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -280,10 +244,8 @@ impl Minter {
         self.revocations
             .check_x509(&caller.spiffe_id, &caller.serial, caller.not_before, now)
             .map_err(|e| match e {
-                RevocationError::Stale { .. } => MintError::Unavailable {
-                    reason: e.to_string(),
-                },
-                _ => MintError::unauthenticated(format!("the presented certificate is {e}")),
+                RevocationError::Stale { .. } => Unavailable::Revocations(e).into(),
+                _ => Unproven::CertificateRevoked(e).into(),
             })
     }
 
@@ -292,9 +254,7 @@ impl Minter {
     fn check_not_revoked(&self, entry: &Entry) -> Result<(), MintError> {
         self.revocations
             .check_fresh(self.clock.unix_now().saturating_mul(1000))
-            .map_err(|e| MintError::Unavailable {
-                reason: e.to_string(),
-            })?;
+            .map_err(Unavailable::Revocations)?;
         let blocked = self
             .revocations
             .minting_blocked(&entry.spiffe_id)
@@ -305,14 +265,11 @@ impl Minter {
                     .and_then(|parent| self.revocations.minting_blocked(parent))
             });
         match blocked {
-            Some(revocation) => Err(MintError::denied(format!(
-                "{} is revoked ({} {}) since {}: {}",
-                entry.spiffe_id,
-                revocation.kind,
-                revocation.value,
-                rfc3339(revocation.revoked_at),
-                revocation.reason
-            ))),
+            Some(revocation) => Err(Denied::Revoked {
+                spiffe_id: entry.spiffe_id.clone(),
+                revocation,
+            }
+            .into()),
             None => Ok(()),
         }
     }
@@ -348,13 +305,12 @@ impl Minter {
         requested: Option<&str>,
         event: &mut AuditEvent,
     ) -> Result<X509Issued, MintError> {
-        let secret = JoinTokenSecret::parse(token)
-            .map_err(|_| MintError::unauthenticated("join token is malformed"))?;
+        let secret = JoinTokenSecret::parse(token).map_err(|_| Unproven::JoinTokenMalformed)?;
         let hash: TokenHash = secret.hash();
         event.actor = format!("join_token:{}", hash.token_id());
         event.evidence_sha256 = Some(hash.as_str().to_owned());
         // Check the request before redeeming, so a bad one does not burn the token.
-        let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+        let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der)?;
         let now = self.clock.unix_now();
         if let Some(wanted) = requested {
             self.check_join_token_binding(&hash, wanted, now, event)
@@ -362,12 +318,12 @@ impl Minter {
         }
         let record = self.redeem_join_token(&hash, now).await?;
         event.entry_id = Some(record.entry_id.to_string());
-        let entry = self.entries.by_id(&record.entry_id).ok_or_else(|| {
-            MintError::denied(format!(
-                "entry {} bound to this join token no longer exists",
-                record.entry_id
-            ))
-        })?;
+        let entry =
+            self.entries
+                .by_id(&record.entry_id)
+                .ok_or_else(|| Denied::JoinTokenEntryGone {
+                    entry_id: record.entry_id.clone(),
+                })?;
         event.spiffe_id = Some(entry.spiffe_id.to_string());
         // Checked again after redeeming: the entry's SPIFFE ID may have been
         // changed since the look-up. The token is spent then, but the caller
@@ -392,9 +348,7 @@ impl Minter {
             .store
             .join_token(hash)
             .await
-            .map_err(|e| MintError::Unavailable {
-                reason: format!("cannot look up join token: {e}"),
-            })?;
+            .map_err(Unavailable::JoinTokenLookup)?;
         let Some(record) = record else {
             return Ok(());
         };
@@ -419,18 +373,12 @@ impl Minter {
             .redeem_join_token(hash, now)
             .await
             .map_err(|e| match e {
-                RedeemError::Unknown => MintError::unauthenticated("unknown join token"),
-                RedeemError::AlreadyUsed { used_at } => MintError::unauthenticated(format!(
-                    "join token was already used at {}; join tokens are single-use",
-                    rfc3339(used_at)
-                )),
-                RedeemError::Expired { expired_at } => MintError::unauthenticated(format!(
-                    "join token expired at {}",
-                    rfc3339(expired_at)
-                )),
-                RedeemError::Store(e) => MintError::Unavailable {
-                    reason: format!("cannot redeem join token: {e}"),
-                },
+                RedeemError::Unknown => Unproven::JoinTokenUnknown.into(),
+                RedeemError::AlreadyUsed { used_at } => Unproven::JoinTokenUsed { used_at }.into(),
+                RedeemError::Expired { expired_at } => {
+                    Unproven::JoinTokenExpired { expired_at }.into()
+                }
+                RedeemError::Store(e) => MintError::from(Unavailable::JoinTokenRedeem(e)),
             })
     }
 
@@ -450,7 +398,7 @@ impl Minter {
             ..AuditEvent::default()
         };
         let result = async {
-            let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+            let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der)?;
             let entry = self.attested_entry(evidence, requested, &mut event).await?;
             self.issue_x509(entry, &csr, &mut event)
         }
@@ -475,8 +423,7 @@ impl Minter {
             ..AuditEvent::default()
         };
         let result = async {
-            let audience = Audience::new(audience)
-                .map_err(|e| MintError::invalid(format!("audience: {e}")))?;
+            let audience = Audience::new(audience).map_err(InvalidRequest::Audience)?;
             let entry = self.attested_entry(evidence, requested, &mut event).await?;
             self.sign_jwt(&entry, &audience, ttl, &mut event)
         }
@@ -500,7 +447,7 @@ impl Minter {
                 if let Some(sha) = evidence_hash(evidence) {
                     event.evidence_sha256 = Some(sha);
                 }
-                attest_error(e)
+                MintError::Attestation(e)
             })?;
         event.actor = attestation.subject.clone();
         event.evidence_sha256 = Some(attestation.evidence_sha256.clone());
@@ -519,46 +466,35 @@ impl Minter {
         attestation: &Attestation,
         requested: Option<&str>,
     ) -> Result<Arc<Entry>, MintError> {
-        let matches = self.entries.matching(&attestation.selectors);
+        let mut matches = self.entries.matching(&attestation.selectors);
         let proven = || {
             attestation
                 .selectors
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
-                .join(", ")
         };
         if let Some(wanted) = requested {
             return matches
                 .into_iter()
                 .find(|e| e.spiffe_id.as_str() == wanted)
                 .ok_or_else(|| {
-                    MintError::denied(format!(
-                        "the evidence does not match the entry for {wanted} (proven: {})",
-                        proven()
-                    ))
+                    Denied::EvidenceNotForRequested {
+                        requested: wanted.to_owned(),
+                        proven: proven(),
+                    }
+                    .into()
                 });
         }
-        match matches.len() {
-            0 => Err(MintError::denied(format!(
-                "no entry matches the attested selectors ({})",
-                proven()
-            ))),
-            1 => Ok(matches
-                .into_iter()
-                .next()
-                .ok_or_else(|| MintError::Internal {
-                    reason: "match vanished".into(),
-                })?),
-            n => Err(MintError::invalid(format!(
-                "the evidence matches {n} entries ({}); say which with spiffe_id",
-                matches
-                    .iter()
-                    .map(|e| e.spiffe_id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+        if matches.len() > 1 {
+            return Err(InvalidRequest::AmbiguousEvidence {
+                spiffe_ids: matches.iter().map(|e| e.spiffe_id.clone()).collect(),
+            }
+            .into());
         }
+        matches
+            .pop()
+            .ok_or_else(|| Denied::NoMatchingEntry { proven: proven() }.into())
     }
 
     /// A fresh x509pop challenge.
@@ -568,7 +504,7 @@ impl Minter {
         self.attestors
             .new_challenge(self.store.as_ref(), self.clock.unix_now())
             .await
-            .map_err(attest_error)
+            .map_err(MintError::Attestation)
     }
 
     /// The entries registered under the calling agent. The agent's own
@@ -581,28 +517,28 @@ impl Minter {
     fn check_agent(&self, agent: &Caller) -> Result<Arc<Entry>, MintError> {
         let own = self.entry_for(agent)?;
         if own.is_expired(self.clock.unix_now()) {
-            return Err(MintError::denied(format!(
-                "the agent's own entry {} expired at {}",
-                own.id,
-                rfc3339(own.expires_at)
-            )));
+            return Err(Denied::AgentEntryExpired {
+                entry_id: own.id.clone(),
+                expired_at: own.expires_at,
+            }
+            .into());
         }
         Ok(own)
     }
 
     /// The entry `entry_id`, if it is registered under `agent`.
     fn child_entry(&self, agent: &Caller, entry_id: &str) -> Result<Arc<Entry>, MintError> {
-        let id = crate::policy::EntryId::parse(entry_id)
-            .map_err(|e| MintError::invalid(e.to_string()))?;
-        let entry = self
-            .entries
-            .by_id(&id)
-            .ok_or_else(|| MintError::denied(format!("no entry {entry_id}")))?;
+        let id = crate::policy::EntryId::parse(entry_id).map_err(InvalidRequest::EntryId)?;
+        let Some(entry) = self.entries.by_id(&id) else {
+            return Err(Denied::NoSuchEntry { entry_id: id }.into());
+        };
         if entry.parent_id.as_ref() != Some(&agent.spiffe_id) {
-            return Err(MintError::denied(format!(
-                "entry {entry_id} ({}) is not registered under agent {}",
-                entry.spiffe_id, agent.spiffe_id
-            )));
+            return Err(Denied::NotUnderAgent {
+                entry_id: id,
+                spiffe_id: entry.spiffe_id.clone(),
+                agent: agent.spiffe_id.clone(),
+            }
+            .into());
         }
         Ok(entry)
     }
@@ -652,7 +588,7 @@ impl Minter {
             self.check_agent(agent)?;
             let entry = self.child_entry(agent, entry_id)?;
             event.spiffe_id = Some(entry.spiffe_id.to_string());
-            let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+            let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der)?;
             self.issue_x509(entry, &csr, &mut event)
         })();
         (event, result)
@@ -702,8 +638,7 @@ impl Minter {
             ..AuditEvent::default()
         };
         let result = (|| {
-            let audience = Audience::new(audience)
-                .map_err(|e| MintError::invalid(format!("audience: {e}")))?;
+            let audience = Audience::new(audience).map_err(InvalidRequest::Audience)?;
             self.check_agent(agent)?;
             let entry = self.child_entry(agent, entry_id)?;
             event.spiffe_id = Some(entry.spiffe_id.to_string());
@@ -726,7 +661,7 @@ impl Minter {
             ..AuditEvent::default()
         };
         let result = async {
-            let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der).map_err(ca_error)?;
+            let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der)?;
             let entry = self.entry_for(caller)?;
             event.entry_id = Some(entry.id.to_string());
             self.issue_x509(entry, &csr, &mut event)
@@ -748,19 +683,16 @@ impl Minter {
             crate::clock::unix_seconds(now),
         )?;
         // The CSR was parsed and verified once, before anything was spent.
-        let svid = self
-            .ca
-            .issue_x509_svid_verified(
-                csr,
-                &X509SvidRequest {
-                    csr_der: &[],
-                    spiffe_id: &entry.spiffe_id,
-                    dns_names: &entry.dns_names,
-                    ttl: Duration::from_secs(u64::from(entry.x509_ttl_seconds).min(self.x509_cap)),
-                    now,
-                },
-            )
-            .map_err(ca_error)?;
+        let svid = self.ca.issue_x509_svid_verified(
+            csr,
+            &X509SvidRequest {
+                csr_der: &[],
+                spiffe_id: &entry.spiffe_id,
+                dns_names: &entry.dns_names,
+                ttl: Duration::from_secs(u64::from(entry.x509_ttl_seconds).min(self.x509_cap)),
+                now,
+            },
+        )?;
         event.serial = Some(svid.serial_hex.clone());
         if svid.clamped_to_signer {
             event.reason = Some("lifetime shortened to the signing CA's expiry".into());
@@ -786,8 +718,7 @@ impl Minter {
             ..AuditEvent::default()
         };
         let result = async {
-            let audience = Audience::new(audience)
-                .map_err(|e| MintError::invalid(format!("audience: {e}")))?;
+            let audience = Audience::new(audience).map_err(InvalidRequest::Audience)?;
             let entry = self.entry_for(caller)?;
             event.entry_id = Some(entry.id.to_string());
             self.sign_jwt(&entry, &audience, ttl, &mut event)
@@ -823,15 +754,13 @@ impl Minter {
             }
             None => {
                 let expires_at = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
-                let signed = signer
-                    .sign_with_issuer(
-                        self.issuer.get().map(|issuer| &**issuer),
-                        &entry.spiffe_id,
-                        audience,
-                        now,
-                        expires_at,
-                    )
-                    .map_err(ca_error)?;
+                let signed = signer.sign_with_issuer(
+                    self.issuer.get().map(|issuer| &**issuer),
+                    &entry.spiffe_id,
+                    audience,
+                    now,
+                    expires_at,
+                )?;
                 let jwt = Arc::new(CachedJwt {
                     token: signed.token.into(),
                     jti: signed.jti,
@@ -861,13 +790,12 @@ impl Minter {
         let max = u64::from(entry.jwt_ttl_seconds).min(self.jwt_cap);
         match ttl {
             None => Ok(max),
-            Some(ttl) if ttl.as_secs() == 0 => {
-                Err(MintError::invalid("ttl must be at least 1 second"))
+            Some(ttl) if ttl.as_secs() == 0 => Err(InvalidRequest::ZeroTtl.into()),
+            Some(ttl) if ttl.as_secs() > max => Err(InvalidRequest::TtlTooLong {
+                requested_secs: ttl.as_secs(),
+                max_secs: max,
             }
-            Some(ttl) if ttl.as_secs() > max => Err(MintError::invalid(format!(
-                "ttl of {}s is longer than the entry's JWT TTL of {max}s",
-                ttl.as_secs()
-            ))),
+            .into()),
             Some(ttl) => Ok(ttl.as_secs()),
         }
     }
@@ -893,9 +821,7 @@ impl Minter {
             now,
         ) {
             Ok(()) => Ok(Some(cached)),
-            Err(e @ RevocationError::Stale { .. }) => Err(MintError::Unavailable {
-                reason: e.to_string(),
-            }),
+            Err(e @ RevocationError::Stale { .. }) => Err(Unavailable::Revocations(e).into()),
             Err(_) => {
                 self.jwt_cache.forget(key, &cached);
                 Ok(None)
@@ -912,10 +838,9 @@ impl Minter {
         audience: &str,
     ) -> Result<Arc<ValidatedJwtSvid>, MintError> {
         if audience.is_empty() {
-            return Err(MintError::invalid("audience is required"));
+            return Err(InvalidRequest::AudienceRequired.into());
         }
-        let audience =
-            Audience::new(audience).map_err(|e| MintError::invalid(format!("audience: {e}")))?;
+        let audience = Audience::new(audience).map_err(InvalidRequest::Audience)?;
         let now = self.clock.unix_now();
         // A token verified before is not verified again (its signature
         // cannot have changed); the revocation check below runs every time.
@@ -928,7 +853,7 @@ impl Minter {
                     self.validator
                         .load()
                         .validate(token, &audience, now)
-                        .map_err(|e| MintError::unauthenticated(format!("token rejected: {e}")))?,
+                        .map_err(Unproven::TokenInvalid)?,
                 );
                 self.verified
                     .insert(key, validated.clone(), generation, now);
@@ -943,10 +868,8 @@ impl Minter {
                 now,
             )
             .map_err(|e| match e {
-                RevocationError::Stale { .. } => MintError::Unavailable {
-                    reason: e.to_string(),
-                },
-                _ => MintError::unauthenticated(format!("token rejected: {e}")),
+                RevocationError::Stale { .. } => MintError::from(Unavailable::Revocations(e)),
+                _ => Unproven::TokenRevoked(e).into(),
             })?;
         Ok(validated)
     }
@@ -954,26 +877,29 @@ impl Minter {
     fn entry_for(&self, caller: &Caller) -> Result<Arc<Entry>, MintError> {
         self.check_caller(caller)?;
         self.entries.by_spiffe_id(&caller.spiffe_id).ok_or_else(|| {
-            MintError::denied(format!("no entry issues {} any more", caller.spiffe_id))
+            Denied::NoEntryFor {
+                spiffe_id: caller.spiffe_id.clone(),
+            }
+            .into()
         })
     }
 
     fn check_entry(&self, entry: &Entry, kind: CredentialKind, now: i64) -> Result<(), MintError> {
         self.check_not_revoked(entry)?;
         if entry.is_expired(now) {
-            return Err(MintError::denied(format!(
-                "entry {} ({}) expired at {}",
-                entry.id,
-                entry.spiffe_id,
-                rfc3339(entry.expires_at)
-            )));
+            return Err(Denied::EntryExpired {
+                entry_id: entry.id.clone(),
+                spiffe_id: entry.spiffe_id.clone(),
+                expired_at: entry.expires_at,
+            }
+            .into());
         }
         if !entry.allows_kind(kind) {
-            return Err(MintError::denied(format!(
-                "entry {} does not allow {} credentials",
-                entry.id,
-                kind.as_str()
-            )));
+            return Err(Denied::KindNotAllowed {
+                entry_id: entry.id.clone(),
+                kind,
+            }
+            .into());
         }
         Ok(())
     }
@@ -1031,9 +957,7 @@ fn refuse_unaudited<T>(
         Ok(_) => result,
         Err(e) => {
             tracing::error!(error = %e, "audit log append failed; refusing to issue");
-            Err(MintError::Unavailable {
-                reason: "audit log unavailable; nothing was issued".into(),
-            })
+            Err(Unavailable::Audit(e).into())
         }
     }
 }
@@ -1056,28 +980,27 @@ fn check_bound_to(entry: &Entry, wanted: &str) -> Result<(), MintError> {
     if entry.spiffe_id.as_str() == wanted {
         return Ok(());
     }
-    Err(MintError::invalid(format!(
-        "this join token is bound to {}, not {}",
-        entry.spiffe_id,
-        crate::attest::truncated(wanted)
-    )))
+    Err(InvalidRequest::JoinTokenBoundElsewhere {
+        bound_to: entry.spiffe_id.clone(),
+        requested: crate::attest::truncated(wanted),
+    }
+    .into())
 }
 
 fn check_audience(entry: &Entry, audience: &Audience) -> Result<(), MintError> {
     if entry.allows_audience(audience) {
         return Ok(());
     }
-    Err(MintError::denied(format!(
-        "audience {:?} is not allowed for {} (allowed: {})",
-        audience.as_str(),
-        entry.spiffe_id,
-        entry
+    Err(Denied::AudienceNotAllowed {
+        audience: audience.as_str().to_owned(),
+        spiffe_id: entry.spiffe_id.clone(),
+        allowed: entry
             .audiences
             .iter()
-            .map(Audience::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    )))
+            .map(|a| a.as_str().to_owned())
+            .collect(),
+    }
+    .into())
 }
 
 /// Says in the audit record that the JWT-SVID handed out was a cached one,
@@ -1108,42 +1031,10 @@ fn build_validator(
 ) -> Result<JwtSvidValidator, MintError> {
     Ok(
         JwtSvidValidator::new(ca.trust_domain().clone(), authorities)
-            .map_err(|e| MintError::Internal {
-                reason: format!("JWT validator: {e}"),
-            })?
+            .map_err(Internal::Validator)?
             .with_leeway(leeway)
             .with_max_lifetime(max_lifetime),
     )
-}
-
-/// Evidence that was refused, as the caller's answer. An exhaustive match:
-/// a new [`AttestError`] variant must be given a status here.
-fn attest_error(error: AttestError) -> MintError {
-    match &error {
-        AttestError::Unavailable { .. } => MintError::Unavailable {
-            reason: error.to_string(),
-        },
-        // The caller chose an attestor this server does not run.
-        AttestError::NotConfigured { .. } => MintError::invalid(error.to_string()),
-        // The evidence does not prove who the caller is.
-        AttestError::Malformed { .. }
-        | AttestError::UnsupportedAlgorithm { .. }
-        | AttestError::UntrustedIssuer { .. }
-        | AttestError::UnknownKeyId { .. }
-        | AttestError::BadSignature
-        | AttestError::Expired { .. }
-        | AttestError::NotYetValid { .. }
-        | AttestError::TooOld { .. }
-        | AttestError::WrongAudience { .. }
-        | AttestError::MissingClaim { .. }
-        | AttestError::BadClaimValue { .. }
-        | AttestError::UntrustedCertificate { .. }
-        | AttestError::BadChallenge { .. }
-        | AttestError::BadProofSignature
-        | AttestError::Replayed { .. } => {
-            MintError::unauthenticated(format!("attestation failed: {error}"))
-        }
-    }
 }
 
 /// The evidence's hash for the audit record of a refusal.
@@ -1162,21 +1053,6 @@ fn evidence_hash(evidence: &Evidence) -> Option<String> {
             bytes.extend_from_slice(signature);
             Some(crate::attest::sha256_hex(&bytes))
         }
-    }
-}
-
-/// A CA error as the caller's answer, by who is at fault: a bad CSR is
-/// the caller's, an expired signing certificate makes us unavailable, and
-/// only our own failures are internal.
-fn ca_error(error: CaError) -> MintError {
-    let reason = error.to_string();
-    match error.fault() {
-        Fault::Caller => MintError::InvalidArgument { reason },
-        Fault::Refusal => MintError::FailedPrecondition { reason },
-        Fault::Unavailable => MintError::Unavailable { reason },
-        // `Fault` may grow; until this match learns a new kind, treating it
-        // as ours keeps it loud (an error in the log) rather than hidden.
-        Fault::Ours | _ => MintError::Internal { reason },
     }
 }
 

@@ -10,9 +10,14 @@ use mayfly_ca::CaError;
 use tonic::{Code, Status};
 use tracing_subscriber::layer::SubscriberExt as _;
 
-use super::{MintError, attest_error, ca_error};
+use mayfly_sdk::SpiffeId;
+use mayfly_sdk::jwt::{Audience, JwtSvidError};
+use mayfly_sdk::revocation::{Revocation, RevocationError, RevocationKind};
+
+use super::{Denied, Internal, InvalidRequest, MintError, Unavailable, Unproven};
 use crate::api::status::INTERNAL_MESSAGE;
 use crate::attest::AttestError;
+use crate::policy::{CredentialKind, EntryError, EntryId};
 
 /// The levels of the events logged while `f` runs on this thread.
 fn status_and_log_levels(f: impl FnOnce() -> Status) -> (Status, Vec<tracing::Level>) {
@@ -245,7 +250,7 @@ fn every_ca_error_maps_to_the_status_of_its_fault() {
     assert_eq!(cases.len(), 33);
     for (error, expected) in cases {
         let what = format!("{error:?}");
-        let (status, levels) = status_and_log_levels(|| Status::from(ca_error(error)));
+        let (status, levels) = status_and_log_levels(|| Status::from(MintError::from(error)));
         assert_maps(&what, status, &levels, expected);
     }
 }
@@ -255,7 +260,7 @@ fn an_unsupported_csr_signature_is_the_callers_mistake_and_names_the_algorithm()
     let error = CaError::CsrUnsupportedSignature {
         algorithm: "1.2.840.10045.4.1 for a EcdsaP256 key".into(),
     };
-    let status = Status::from(ca_error(error));
+    let status = Status::from(MintError::from(error));
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("1.2.840.10045.4.1"), "{status:?}");
 }
@@ -381,7 +386,7 @@ fn every_attest_error_maps_to_a_refusal_never_internal() {
         assert!(!seen[number], "two examples of variant {number}");
         seen[number] = true;
         let what = format!("{error:?}");
-        let (status, levels) = status_and_log_levels(|| Status::from(attest_error(error)));
+        let (status, levels) = status_and_log_levels(|| Status::from(MintError::from(error)));
         assert_maps(&what, status, &levels, expected);
     }
     assert!(
@@ -390,58 +395,301 @@ fn every_attest_error_maps_to_a_refusal_never_internal() {
     );
 }
 
-/// A distinct number per `MintError` variant, as above.
+/// A distinct number per variant of `MintError` and of each reason it
+/// holds (an exhaustive match: a new variant fails to compile until it has
+/// a number, and the test below until it has an example).
 fn mint_variant(error: &MintError) -> usize {
     match error {
-        MintError::InvalidArgument { .. } => 0,
-        MintError::Unauthenticated { .. } => 1,
-        MintError::PermissionDenied { .. } => 2,
-        MintError::FailedPrecondition { .. } => 3,
-        MintError::Unavailable { .. } => 4,
-        MintError::Internal { .. } => 5,
+        MintError::Invalid(reason) => match reason {
+            InvalidRequest::AudienceRequired => 0,
+            InvalidRequest::Audience(_) => 1,
+            InvalidRequest::ZeroTtl => 2,
+            InvalidRequest::TtlTooLong { .. } => 3,
+            InvalidRequest::EntryId(_) => 4,
+            InvalidRequest::AmbiguousEvidence { .. } => 5,
+            InvalidRequest::JoinTokenBoundElsewhere { .. } => 6,
+        },
+        MintError::Unproven(reason) => match reason {
+            Unproven::JoinTokenMalformed => 7,
+            Unproven::JoinTokenUnknown => 8,
+            Unproven::JoinTokenUsed { .. } => 9,
+            Unproven::JoinTokenExpired { .. } => 10,
+            Unproven::CertificateRevoked(_) => 11,
+            Unproven::TokenInvalid(_) => 12,
+            Unproven::TokenRevoked(_) => 13,
+        },
+        MintError::Denied(reason) => match reason {
+            Denied::Revoked { .. } => 14,
+            Denied::JoinTokenEntryGone { .. } => 15,
+            Denied::EvidenceNotForRequested { .. } => 16,
+            Denied::NoMatchingEntry { .. } => 17,
+            Denied::AgentEntryExpired { .. } => 18,
+            Denied::NoSuchEntry { .. } => 19,
+            Denied::NotUnderAgent { .. } => 20,
+            Denied::NoEntryFor { .. } => 21,
+            Denied::EntryExpired { .. } => 22,
+            Denied::KindNotAllowed { .. } => 23,
+            Denied::AudienceNotAllowed { .. } => 24,
+        },
+        MintError::Attestation(_) => 25,
+        MintError::Ca(_) => 26,
+        MintError::Unavailable(reason) => match reason {
+            Unavailable::Revocations(_) => 27,
+            Unavailable::JoinTokenLookup(_) => 28,
+            Unavailable::JoinTokenRedeem(_) => 29,
+            Unavailable::Audit(_) => 30,
+        },
+        MintError::Internal(reason) => match reason {
+            Internal::IssuerAlreadySet { .. } => 31,
+            Internal::Validator(_) => 32,
+        },
     }
 }
 
-const MINT_VARIANTS: usize = 6;
+const MINT_VARIANTS: usize = 33;
 
-#[test]
-fn every_mint_error_maps_to_its_code_and_only_internal_is_an_error_line() {
-    let reason = || "why".to_owned();
-    let cases = [
+/// One example of every mint error and reason, with its status code.
+/// (`Attestation` and `Ca` have their own tables above.)
+fn mint_errors() -> Vec<(MintError, Code)> {
+    let id = || SpiffeId::parse("spiffe://example.org/web").unwrap();
+    let entry_id = || EntryId::parse("0123456789abcdef").unwrap();
+    let revoked = || RevocationError::Revoked {
+        kind: RevocationKind::Jti,
+        value: "j".into(),
+        revoked_at: 1,
+        reason: String::new(),
+    };
+    let stale = || RevocationError::Stale {
+        age_secs: 9,
+        bound_secs: 1,
+    };
+    let store = || crate::store::StoreError::Unavailable {
+        reason: "down".into(),
+    };
+    let revocation = Arc::new(Revocation {
+        kind: RevocationKind::SpiffeId,
+        value: "spiffe://example.org/web".into(),
+        subjects: vec![id()],
+        revoked_at: 1,
+        expires_at: None,
+        reason: "compromised".into(),
+        actor: "ops".into(),
+    });
+    vec![
         (
-            MintError::InvalidArgument { reason: reason() },
+            InvalidRequest::AudienceRequired.into(),
             Code::InvalidArgument,
         ),
         (
-            MintError::Unauthenticated { reason: reason() },
+            InvalidRequest::Audience(Audience::new("").unwrap_err()).into(),
+            Code::InvalidArgument,
+        ),
+        (InvalidRequest::ZeroTtl.into(), Code::InvalidArgument),
+        (
+            InvalidRequest::TtlTooLong {
+                requested_secs: 2,
+                max_secs: 1,
+            }
+            .into(),
+            Code::InvalidArgument,
+        ),
+        (
+            InvalidRequest::EntryId(EntryError::Missing { field: "entry" }).into(),
+            Code::InvalidArgument,
+        ),
+        (
+            InvalidRequest::AmbiguousEvidence {
+                spiffe_ids: vec![id(), id()],
+            }
+            .into(),
+            Code::InvalidArgument,
+        ),
+        (
+            InvalidRequest::JoinTokenBoundElsewhere {
+                bound_to: id(),
+                requested: "spiffe://example.org/db".into(),
+            }
+            .into(),
+            Code::InvalidArgument,
+        ),
+        (Unproven::JoinTokenMalformed.into(), Code::Unauthenticated),
+        (Unproven::JoinTokenUnknown.into(), Code::Unauthenticated),
+        (
+            Unproven::JoinTokenUsed { used_at: 1 }.into(),
             Code::Unauthenticated,
         ),
         (
-            MintError::PermissionDenied { reason: reason() },
+            Unproven::JoinTokenExpired { expired_at: 1 }.into(),
+            Code::Unauthenticated,
+        ),
+        (
+            Unproven::CertificateRevoked(revoked()).into(),
+            Code::Unauthenticated,
+        ),
+        (
+            Unproven::TokenInvalid(JwtSvidError::Expired {
+                expired_at: 1,
+                now: 2,
+            })
+            .into(),
+            Code::Unauthenticated,
+        ),
+        (
+            Unproven::TokenRevoked(revoked()).into(),
+            Code::Unauthenticated,
+        ),
+        (
+            Denied::Revoked {
+                spiffe_id: id(),
+                revocation,
+            }
+            .into(),
             Code::PermissionDenied,
         ),
         (
-            MintError::FailedPrecondition { reason: reason() },
-            Code::FailedPrecondition,
+            Denied::JoinTokenEntryGone {
+                entry_id: entry_id(),
+            }
+            .into(),
+            Code::PermissionDenied,
         ),
         (
-            MintError::Unavailable { reason: reason() },
+            Denied::EvidenceNotForRequested {
+                requested: "spiffe://example.org/db".into(),
+                proven: vec!["k8s:ns:web".into()],
+            }
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::NoMatchingEntry {
+                proven: vec!["k8s:ns:web".into()],
+            }
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::AgentEntryExpired {
+                entry_id: entry_id(),
+                expired_at: 1,
+            }
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::NoSuchEntry {
+                entry_id: entry_id(),
+            }
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::NotUnderAgent {
+                entry_id: entry_id(),
+                spiffe_id: id(),
+                agent: id(),
+            }
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::NoEntryFor { spiffe_id: id() }.into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::EntryExpired {
+                entry_id: entry_id(),
+                spiffe_id: id(),
+                expired_at: 1,
+            }
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::KindNotAllowed {
+                entry_id: entry_id(),
+                kind: CredentialKind::Jwt,
+            }
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::AudienceNotAllowed {
+                audience: "db".into(),
+                spiffe_id: id(),
+                allowed: vec!["web".into()],
+            }
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (AttestError::BadSignature.into(), Code::Unauthenticated),
+        (CaError::CsrBadSignature.into(), Code::InvalidArgument),
+        (Unavailable::Revocations(stale()).into(), Code::Unavailable),
+        (
+            Unavailable::JoinTokenLookup(store()).into(),
             Code::Unavailable,
         ),
-        (MintError::Internal { reason: reason() }, Code::Internal),
-    ];
+        (
+            Unavailable::JoinTokenRedeem(store()).into(),
+            Code::Unavailable,
+        ),
+        (
+            Unavailable::Audit(crate::audit::AuditError::Closed).into(),
+            Code::Unavailable,
+        ),
+        (
+            Internal::IssuerAlreadySet {
+                set: "https://a".into(),
+                requested: "https://b".into(),
+            }
+            .into(),
+            Code::Internal,
+        ),
+        (
+            Internal::Validator(JwtSvidError::Expired {
+                expired_at: 1,
+                now: 2,
+            })
+            .into(),
+            Code::Internal,
+        ),
+    ]
+}
+
+#[test]
+fn every_mint_error_maps_to_its_code_and_only_internal_is_an_error_line() {
     let mut seen = [false; MINT_VARIANTS];
-    for (error, expected) in cases {
-        seen[mint_variant(&error)] = true;
+    for (error, expected) in mint_errors() {
+        let number = mint_variant(&error);
+        assert!(!seen[number], "two examples of variant {number}");
+        seen[number] = true;
         let what = format!("{error:?}");
+        let message = error.to_string();
         let (status, levels) = status_and_log_levels(|| Status::from(error));
         assert_maps(&what, status.clone(), &levels, expected);
         if expected != Code::Internal {
-            assert_eq!(status.message(), "why", "the caller is told why");
+            assert_eq!(status.message(), message, "the caller is told why");
+            assert!(!message.is_empty(), "{what}");
         }
     }
     assert!(
         seen.iter().all(|s| *s),
         "a MintError variant has no example: {seen:?}"
+    );
+}
+
+#[test]
+fn a_failed_attestation_says_so_and_an_unconfigured_attestor_does_not() {
+    // Positive control: evidence that did not verify is named as such.
+    let failed = MintError::from(AttestError::BadSignature).to_string();
+    assert!(failed.starts_with("attestation failed: "), "{failed}");
+    // An attestor this server does not run is not a failed attestation.
+    let unconfigured = MintError::from(AttestError::NotConfigured {
+        attestor: "x509pop",
+    })
+    .to_string();
+    assert!(
+        !unconfigured.starts_with("attestation failed"),
+        "{unconfigured}"
     );
 }
