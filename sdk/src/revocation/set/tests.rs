@@ -1,0 +1,209 @@
+
+use super::*;
+
+fn id(text: &str) -> SpiffeId {
+    text.parse().unwrap()
+}
+
+fn identity(kind: RevocationKind, value: &str, subjects: &[&str], at: i64) -> Revocation {
+    let mut revocation = Revocation::new(kind, value, at, None).unwrap();
+    revocation.subjects = subjects.iter().map(|s| id(s)).collect();
+    revocation.reason = "compromised".into();
+    revocation
+}
+
+#[test]
+fn jti_and_serial_revocations_cover_only_their_credential_until_expiry() {
+    let set = RevocationSet::authoritative();
+    let sub = id("spiffe://example.org/a");
+    set.upsert(Revocation::new(RevocationKind::Jti, "t1", 100, Some(200)).unwrap());
+    set.upsert(Revocation::new(RevocationKind::Serial, "0A:FF", 100, Some(200)).unwrap());
+    // Kept compact: the error names the credential, without a reason.
+    assert_eq!(
+        set.check_jwt(&sub, Some("t1"), Some(50), 150)
+            .unwrap_err()
+            .to_string(),
+        "revoked (jti t1) at 100"
+    );
+    assert!(set.check_jwt(&sub, Some("t2"), Some(50), 150).is_ok());
+    assert_eq!(
+        set.get(RevocationKind::Jti, "t1").unwrap().expires_at,
+        Some(200)
+    );
+    assert!(set.check_x509(&sub, "aff", 50, 150).is_err());
+    assert!(set.check_x509(&sub, "abf", 50, 150).is_ok());
+    let values =
+        |kind| -> Vec<String> { set.of_kind(kind).iter().map(|r| r.value.clone()).collect() };
+    assert_eq!(values(RevocationKind::Serial), vec!["aff".to_owned()]);
+    assert_eq!(values(RevocationKind::Jti), vec!["t1".to_owned()]);
+    assert!(values(RevocationKind::Entry).is_empty());
+    // Expired revocations cover nothing, and prune drops them.
+    assert!(set.check_jwt(&sub, Some("t1"), Some(50), 200).is_ok());
+    assert_eq!(set.len(), 2);
+    let mut pruned = set.prune(200);
+    pruned.sort();
+    assert_eq!(pruned, vec!["jti:t1".to_owned(), "serial:aff".to_owned()]);
+    assert!(set.is_empty());
+}
+
+#[test]
+fn identity_revocations_cover_credentials_issued_before_and_block_minting() {
+    let set = RevocationSet::authoritative();
+    let sub = id("spiffe://example.org/a");
+    let other = id("spiffe://example.org/b");
+    set.upsert(identity(
+        RevocationKind::Entry,
+        "e1",
+        &["spiffe://example.org/a"],
+        100,
+    ));
+    let err = set.check_jwt(&sub, Some("t"), Some(100), 150).unwrap_err();
+    assert_eq!(err.to_string(), "revoked (entry e1) at 100: compromised");
+    assert!(matches!(
+        err,
+        RevocationError::Revoked {
+            kind: RevocationKind::Entry,
+            ..
+        }
+    ));
+    // While in force it covers everything of the subject, even newer.
+    assert!(set.check_jwt(&sub, Some("t"), Some(120), 150).is_err());
+    assert!(set.check_jwt(&other, Some("t"), Some(90), 150).is_ok());
+    assert!(set.minting_blocked(&sub).is_some());
+    assert!(set.minting_blocked(&other).is_none());
+
+    // Lifted: minting resumes, older credentials stay covered until expiry.
+    let mut lifted = identity(
+        RevocationKind::Entry,
+        "e1",
+        &["spiffe://example.org/a"],
+        100,
+    );
+    lifted.expires_at = Some(500);
+    set.upsert(lifted);
+    assert!(set.minting_blocked(&sub).is_none());
+    assert!(set.check_jwt(&sub, None, Some(100), 150).is_err());
+    assert!(
+        set.check_jwt(&sub, None, None, 150).is_err(),
+        "no iat: covered"
+    );
+    assert!(set.check_jwt(&sub, None, Some(101), 150).is_ok());
+    assert!(set.check_x509(&sub, "1", 99, 150).is_err());
+    assert!(set.check_x509(&sub, "1", 101, 150).is_ok());
+    assert!(set.check_jwt(&sub, None, Some(100), 500).is_ok());
+    assert_eq!(set.prune(500), vec!["entry:e1".to_owned()]);
+    assert!(set.is_empty());
+}
+
+#[test]
+fn two_revocations_of_one_subject_are_both_kept() {
+    let set = RevocationSet::authoritative();
+    let sub = id("spiffe://example.org/w");
+    set.upsert(identity(
+        RevocationKind::Entry,
+        "e1",
+        &["spiffe://example.org/w"],
+        100,
+    ));
+    set.upsert(identity(
+        RevocationKind::Agent,
+        "spiffe://example.org/node",
+        &["spiffe://example.org/node", "spiffe://example.org/w"],
+        100,
+    ));
+    assert!(set.remove(RevocationKind::Entry, "e1").is_some());
+    assert!(
+        set.minting_blocked(&sub).is_some(),
+        "the agent's still covers it"
+    );
+    assert!(set.remove_key("agent:spiffe://example.org/node").is_some());
+    assert!(set.minting_blocked(&sub).is_none());
+    assert!(set.check_jwt(&sub, None, Some(1), 150).is_ok());
+    assert!(set.remove(RevocationKind::Entry, "e1").is_none());
+}
+
+#[test]
+fn a_following_set_fails_closed_when_its_source_is_silent() {
+    let set = RevocationSet::following(Duration::from_secs(15));
+    let sub = id("spiffe://example.org/a");
+    assert!(matches!(
+        set.check_jwt(&sub, None, Some(1), 100),
+        Err(RevocationError::Stale { .. })
+    ));
+    set.mark_heard(100_000);
+    assert!(set.check_jwt(&sub, None, Some(1), 110).is_ok());
+    assert!(set.check_jwt(&sub, None, Some(1), 115).is_ok());
+    let err = set.check_jwt(&sub, None, Some(1), 116).unwrap_err();
+    assert_eq!(
+        err,
+        RevocationError::Stale {
+            age_secs: 16,
+            bound_secs: 15
+        }
+    );
+    assert!(err.to_string().contains("failing closed"));
+    // Heard again: fresh again. An older heartbeat does not move it back.
+    set.mark_heard(116_000);
+    set.mark_heard(1_000);
+    assert!(set.check_jwt(&sub, None, Some(1), 120).is_ok());
+    assert!(RevocationSet::authoritative().check_fresh(i64::MAX).is_ok());
+}
+
+#[test]
+fn a_stale_set_still_says_what_it_knows_to_a_cache() {
+    let set = RevocationSet::following(Duration::from_secs(15));
+    let sub = id("spiffe://example.org/a");
+    set.upsert(Revocation::new(RevocationKind::Jti, "t1", 100, Some(200)).unwrap());
+    set.upsert(Revocation::new(RevocationKind::Serial, "aff", 100, Some(200)).unwrap());
+    // Never heard from its source: the full checks fail closed...
+    assert!(matches!(
+        set.check_jwt(&sub, Some("t2"), Some(50), 150),
+        Err(RevocationError::Stale { .. })
+    ));
+    // ...the known-only checks answer from what the set holds.
+    assert!(set.check_jwt_known(&sub, Some("t2"), Some(50), 150).is_ok());
+    assert!(matches!(
+        set.check_jwt_known(&sub, Some("t1"), Some(50), 150),
+        Err(RevocationError::Revoked { .. })
+    ));
+    assert!(set.check_x509_known(&sub, "abf", 50, 150).is_ok());
+    assert!(set.check_x509_known(&sub, "aff", 50, 150).is_err());
+    set.upsert(identity(
+        RevocationKind::SpiffeId,
+        sub.as_str(),
+        &[sub.as_str()],
+        120,
+    ));
+    assert!(set.check_x509_known(&sub, "abf", 50, 150).is_err());
+    assert!(set.check_jwt_known(&sub, Some("t2"), None, 150).is_err());
+}
+
+#[test]
+fn changes_delivers_what_happens_after_it_was_called() {
+    let set = RevocationSet::authoritative();
+    set.upsert(Revocation::new(RevocationKind::Jti, "before", 1, Some(10)).unwrap());
+    let mut changes = set.changes();
+    set.upsert(Revocation::new(RevocationKind::Jti, "after", 1, Some(10)).unwrap());
+    match changes.try_recv().unwrap() {
+        RevocationChange::Upserted(revocation) => assert_eq!(revocation.value, "after"),
+        other => panic!("{other:?}"),
+    }
+    assert!(changes.try_recv().is_err());
+}
+
+#[test]
+fn subscribers_see_the_set_then_every_change() {
+    let set = RevocationSet::authoritative();
+    set.upsert(Revocation::new(RevocationKind::Jti, "t1", 1, Some(10)).unwrap());
+    let (snapshot, mut changes) = set.subscribe();
+    assert_eq!(snapshot.len(), 1);
+    set.upsert(Revocation::new(RevocationKind::Jti, "t2", 1, Some(10)).unwrap());
+    set.remove(RevocationKind::Jti, "t1");
+    set.replace_all(Vec::new());
+    assert!(
+        matches!(changes.try_recv().unwrap(), RevocationChange::Upserted(r) if r.value == "t2")
+    );
+    assert!(matches!(changes.try_recv().unwrap(), RevocationChange::Removed(k) if k == "jti:t1"));
+    assert!(matches!(changes.try_recv().unwrap(), RevocationChange::Full(all) if all.is_empty()));
+    assert!(set.is_empty());
+}

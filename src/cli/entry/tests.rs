@@ -1,0 +1,260 @@
+
+use super::*;
+use crate::cli::{Cli, Command};
+use clap::Parser;
+
+fn sample() -> Entry {
+    Entry {
+        id: "e1".into(),
+        spiffe_id: "spiffe://td/billing/api".into(),
+        audiences: vec!["billing-db".into(), "reports".into()],
+        owner: "team-billing".into(),
+        environment: "prod".into(),
+        data_class: "phi".into(),
+        expires_at: 1_801_353_600,
+        last_minted_at: 1_000 - 252,
+        jwt_ttl_seconds: 300,
+        ..Default::default()
+    }
+}
+
+fn entry_command(args: &[&str]) -> Result<EntryCommand, clap::Error> {
+    let cli = Cli::try_parse_from(["mayfly", "entry"].iter().chain(args))?;
+    match cli.command {
+        Command::Entry(command) => Ok(command),
+        _ => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
+    }
+}
+
+#[test]
+fn list_table_has_the_promised_columns() {
+    let text = entry_table(&[sample()], 1_000);
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "ID  SPIFFE ID                OWNER         ENV   DATA  AUDIENCES           \
+                 EXPIRES               LAST MINTED"
+        )
+    );
+    assert_eq!(
+        lines.next(),
+        Some(
+            "e1  spiffe://td/billing/api  team-billing  prod  phi   billing-db,reports  \
+                 2027-01-31T00:00:00Z  4m12s ago"
+        )
+    );
+}
+
+#[test]
+fn details_show_every_field() {
+    let text = entry_details(&sample(), 1_000);
+    assert!(text.contains("jwt ttl:     5m\n"), "{text}");
+    assert!(text.contains("x509 ttl:    default\n"), "{text}");
+    assert!(text.contains("selectors:   -\n"), "{text}");
+    assert!(text.contains("created:     never\n"), "{text}");
+    assert!(
+        text.contains("unique jti:  no: a JWT-SVID is reused until half its life\n"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 20);
+    let unique = Entry {
+        unique_jti: true,
+        ..sample()
+    };
+    let text = entry_details(&unique, 1_000);
+    assert!(
+        text.contains("unique jti:  yes: a fresh JWT-SVID on every request\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_view_uses_rfc3339_and_null_for_never() -> Result<(), serde_json::Error> {
+    let json = serde_json::to_value(EntryView::from(&sample()))?;
+    assert_eq!(json["expires_at"], "2027-01-31T00:00:00Z");
+    assert_eq!(json["created_at"], serde_json::Value::Null);
+    assert_eq!(json["jwt_ttl_seconds"], 300);
+    assert_eq!(json["unique_jti"], false);
+    Ok(())
+}
+
+#[test]
+fn create_flags_become_a_spec() -> Result<(), Box<dyn std::error::Error>> {
+    let command = entry_command(&[
+        "create",
+        "--spiffe-id",
+        "spiffe://td/a",
+        "--owner",
+        "o",
+        "--purpose",
+        "p",
+        "--audience",
+        "x",
+        "--audience",
+        "y",
+        "--kind",
+        "jwt",
+        "--kind",
+        "jwt",
+        "--jwt-ttl",
+        "5m",
+        "--expires",
+        "1h",
+    ])?;
+    let EntryCommand::Create(args) = command else {
+        return Err("not create".into());
+    };
+    let spec = args.spec(1_000)?;
+    assert_eq!(spec.spiffe_id.as_deref(), Some("spiffe://td/a"));
+    assert_eq!(
+        spec.audiences.map(|l| l.values),
+        Some(vec!["x".into(), "y".into()])
+    );
+    assert_eq!(spec.kinds.map(|l| l.values), Some(vec!["jwt".into()]));
+    assert_eq!(spec.jwt_ttl_seconds, Some(300));
+    assert_eq!(spec.x509_ttl_seconds, None);
+    assert_eq!(spec.selectors, None);
+    assert_eq!(spec.expires_at, Some(4_600));
+    Ok(())
+}
+
+#[test]
+fn create_requires_owner_and_purpose() {
+    let err = entry_command(&["create", "--spiffe-id", "spiffe://td/a"]).err();
+    assert_eq!(
+        err.map(|e| e.kind()),
+        Some(clap::error::ErrorKind::MissingRequiredArgument)
+    );
+}
+
+#[test]
+fn bad_values_are_refused_by_the_parser() {
+    for args in [
+        &[
+            "create",
+            "--spiffe-id",
+            "spiffe://TD/a",
+            "--owner",
+            "o",
+            "--purpose",
+            "p",
+        ][..],
+        &[
+            "create",
+            "--spiffe-id",
+            "spiffe://td/a",
+            "--owner",
+            "o",
+            "--purpose",
+            "p",
+            "--jwt-ttl",
+            "5",
+        ],
+        &[
+            "create",
+            "--spiffe-id",
+            "spiffe://td/a",
+            "--owner",
+            "o",
+            "--purpose",
+            "p",
+            "--kind",
+            "pgp",
+        ],
+        &["update", "e1", "--expires", "someday"],
+    ] {
+        let kind = entry_command(args).err().map(|e| e.kind());
+        assert!(
+            matches!(
+                kind,
+                Some(
+                    clap::error::ErrorKind::ValueValidation | clap::error::ErrorKind::InvalidValue
+                )
+            ),
+            "{args:?}: {kind:?}"
+        );
+    }
+}
+
+#[test]
+fn update_sends_only_what_was_given() -> Result<(), Box<dyn std::error::Error>> {
+    let EntryCommand::Update(args) =
+        entry_command(&["update", "e1", "--owner", "new", "--clear-dns-names"])?
+    else {
+        return Err("not update".into());
+    };
+    let spec = args.spec(1_000)?;
+    assert_eq!(spec.owner.as_deref(), Some("new"));
+    assert_eq!(spec.dns_names, Some(StringList::default()));
+    assert_eq!(spec.audiences, None);
+    assert_eq!(spec.purpose, None);
+    Ok(())
+}
+
+#[test]
+fn unique_jti_is_sent_only_when_given() -> Result<(), Box<dyn std::error::Error>> {
+    let spec_of = |args: &[&str]| -> Result<EntrySpec, Box<dyn std::error::Error>> {
+        match entry_command(args)? {
+            EntryCommand::Update(args) => Ok(args.spec(1_000)?),
+            _ => Err("not update".into()),
+        }
+    };
+    assert_eq!(
+        spec_of(&["update", "e1", "--unique-jti"])?.unique_jti,
+        Some(true)
+    );
+    assert_eq!(
+        spec_of(&["update", "e1", "--unique-jti=false"])?.unique_jti,
+        Some(false)
+    );
+    assert_eq!(
+        spec_of(&["update", "e1", "--owner", "o"])?.unique_jti,
+        None,
+        "not given: unchanged"
+    );
+    assert!(entry_command(&["update", "e1", "--unique-jti=maybe"]).is_err());
+    let EntryCommand::Create(create) = entry_command(&[
+        "create",
+        "--spiffe-id",
+        "spiffe://td/a",
+        "--owner",
+        "o",
+        "--purpose",
+        "p",
+        "--unique-jti",
+    ])?
+    else {
+        return Err("not create".into());
+    };
+    assert_eq!(create.spec(1_000)?.unique_jti, Some(true));
+    Ok(())
+}
+
+#[test]
+fn empty_update_is_a_usage_error() -> Result<(), Box<dyn std::error::Error>> {
+    let EntryCommand::Update(args) = entry_command(&["update", "e1"])? else {
+        return Err("not update".into());
+    };
+    assert_eq!(args.spec(1_000).err().map(|e| e.exit_code()), Some(64));
+    Ok(())
+}
+
+#[test]
+fn clear_conflicts_with_setting() {
+    let err = entry_command(&["update", "e1", "--selector", "a:b", "--clear-selectors"]).err();
+    assert_eq!(
+        err.map(|e| e.kind()),
+        Some(clap::error::ErrorKind::ArgumentConflict)
+    );
+}
+
+#[test]
+fn expiry_in_the_past_is_a_usage_error() -> Result<(), Box<dyn std::error::Error>> {
+    let EntryCommand::Update(args) = entry_command(&["update", "e1", "--expires", "2001-01-01"])?
+    else {
+        return Err("not update".into());
+    };
+    assert_eq!(args.spec(now_unix()).err().map(|e| e.exit_code()), Some(64));
+    Ok(())
+}

@@ -1,0 +1,208 @@
+
+#[test]
+fn the_broker_url_is_what_a_client_can_reach() {
+    let mut config = Config::default();
+    let at = |addr: &str| config.broker_url(addr.parse().unwrap());
+    assert_eq!(at("127.0.0.1:7443"), "https://127.0.0.1:7443");
+    assert_eq!(at("[::1]:9000"), "https://[::1]:9000");
+    assert_eq!(at("0.0.0.0:7443"), "https://localhost:7443");
+    assert_eq!(at("[::]:7443"), "https://localhost:7443");
+    config.server_dns_names = vec!["mayfly.example.org".into()];
+    assert_eq!(
+        config.broker_url("0.0.0.0:8443".parse().unwrap()),
+        "https://mayfly.example.org:8443"
+    );
+}
+
+use super::*;
+use std::collections::HashMap;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load_text(text: &str, env: HashMap<&str, &str>) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mayfly.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(
+        Some(&path),
+        |k| env.get(k).map(|v| (*v).to_owned()),
+        &Overrides::default(),
+    )
+}
+
+#[test]
+fn defaults_need_no_file() {
+    let config = Config::load(None, no_env, &Overrides::default()).unwrap();
+    assert_eq!(config.trust_domain.as_str(), DEFAULT_TRUST_DOMAIN);
+    assert_eq!(config.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
+    assert_eq!(config.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
+    assert_eq!(config.ttl.jwt_default, Duration::from_secs(300));
+}
+
+#[test]
+fn file_then_env_then_flags() {
+    let text = "trust_domain = \"file.org\"\n[listen]\ngrpc = \"127.0.0.1:9000\"\n[ttl]\njwt_max = \"30m\"\n";
+    let config = load_text(text, HashMap::new()).unwrap();
+    assert_eq!(config.trust_domain.as_str(), "file.org");
+    assert_eq!(config.grpc_listen.port(), 9000);
+    assert_eq!(config.ttl.jwt_max, Duration::from_secs(1800));
+
+    let env = HashMap::from([("MAYFLY_TRUST_DOMAIN", "env.org")]);
+    let config = load_text(text, env).unwrap();
+    assert_eq!(config.trust_domain.as_str(), "env.org");
+
+    let overrides = Overrides {
+        trust_domain: Some("flag.org".into()),
+        ..Overrides::default()
+    };
+    let config = Config::load(
+        None,
+        |k| (k == "MAYFLY_TRUST_DOMAIN").then(|| "env.org".into()),
+        &overrides,
+    )
+    .unwrap();
+    assert_eq!(config.trust_domain.as_str(), "flag.org");
+}
+
+#[test]
+fn bad_values_are_one_line_errors_naming_the_setting() {
+    let err = load_text("trust_domain = \"Bad.Org\"", HashMap::new()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("trust_domain (from config file)"),
+        "{err}"
+    );
+    let err = load_text("[ttl]\njwt_max = \"2h\"", HashMap::new()).unwrap_err();
+    assert!(err.to_string().contains("ttl.jwt_max"), "{err}");
+    let err = load_text("[listen]\ngrpc = \"nowhere\"", HashMap::new()).unwrap_err();
+    assert!(err.to_string().contains("listen.grpc"), "{err}");
+    let err = load_text("unknown_key = 1", HashMap::new()).unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    assert!(!err.to_string().contains('\n'));
+    let err = load_text("", HashMap::from([("MAYFLY_GRPC_LISTEN", "x")])).unwrap_err();
+    assert!(err.to_string().contains("MAYFLY_GRPC_LISTEN"), "{err}");
+    // positive control: the same shapes with good values load.
+    assert!(
+        load_text(
+            "trust_domain = \"good.org\"\n[ttl]\njwt_max = \"10m\"\njwt_default = \"1m\"",
+            HashMap::new()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn default_longer_than_max_is_refused() {
+    assert!(load_text("[ttl]\njwt_max = \"1m\"", HashMap::new()).is_err());
+    assert!(
+        load_text(
+            "[ttl]\njwt_max = \"1m\"\njwt_default = \"1m\"",
+            HashMap::new()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn store_location_from_file_env_and_flag_without_leaking_the_password() {
+    let env = |name: &str| match name {
+        "MAYFLY_STORE" => Some("redis://:s3cret@10.0.0.5:6379/0".to_owned()),
+        "MAYFLY_REDIS_PREFIX" => Some("prod-a".to_owned()),
+        _ => None,
+    };
+    let config = Config::load(None, env, &Overrides::default()).unwrap();
+    assert_eq!(
+        config.store,
+        StoreLocation::Redis {
+            url: "redis://:s3cret@10.0.0.5:6379/0".into(),
+            prefix: "prod-a".into()
+        }
+    );
+    assert!(!format!("{config:?}").contains("s3cret"));
+    let flag = Overrides {
+        store: Some("embedded".into()),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        Config::load(None, env, &flag).unwrap().store,
+        StoreLocation::Embedded
+    );
+    assert_eq!(
+        Config::load(None, |_| None, &Overrides::default())
+            .unwrap()
+            .store,
+        StoreLocation::Embedded
+    );
+    let bad = Overrides {
+        store: Some("postgres://:s3cret@db".into()),
+        ..Overrides::default()
+    };
+    let error = Config::load(None, |_| None, &bad).unwrap_err().to_string();
+    assert!(error.contains("redis://"), "{error}");
+    assert!(!error.contains("s3cret"), "{error}");
+    let stale = |name: &str| (name == "MAYFLY_REVOCATION_STALENESS").then(|| "0s".to_owned());
+    assert!(Config::load(None, stale, &Overrides::default()).is_err());
+}
+
+#[test]
+fn connection_limits_load_from_the_file_with_defaults() {
+    let defaults = Config::load(None, no_env, &Overrides::default()).unwrap();
+    assert_eq!(defaults.limits.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(defaults.limits.idle_timeout, Duration::from_secs(300));
+    assert_eq!(defaults.limits.max_connections_per_peer, 1000);
+    assert_eq!(defaults.limits.anonymous_connection_cap(), 5000);
+    let text = "[limits]\nmax_connections = 20\nhandshake_timeout = \"2s\"\n\
+                    idle_timeout = \"90s\"\nmax_connections_per_peer = 0\n";
+    let config = load_text(text, HashMap::new()).unwrap();
+    assert_eq!(config.limits.handshake_timeout, Duration::from_secs(2));
+    assert_eq!(config.limits.idle_timeout, Duration::from_secs(90));
+    assert_eq!(config.limits.max_connections_per_peer, 0, "0 is off");
+    assert_eq!(
+        config.limits.anonymous_connection_cap(),
+        10,
+        "half of max_connections unless set"
+    );
+    let text = "[limits]\nmax_connections = 20\nmax_anonymous_connections = 20\n";
+    let config = load_text(text, HashMap::new()).unwrap();
+    assert_eq!(config.limits.anonymous_connection_cap(), 20);
+}
+
+#[test]
+fn meaningless_connection_limits_are_refused_by_name() {
+    for (text, setting) in [
+        ("handshake_timeout = \"0s\"", "limits.handshake_timeout"),
+        ("idle_timeout = \"0s\"", "limits.idle_timeout"),
+        ("request_timeout = \"0s\"", "limits.request_timeout"),
+        ("idle_timeout = \"soon\"", "limits.idle_timeout"),
+        ("idle_timeout = \"1000000000y\"", "limits.idle_timeout"),
+        ("handshake_timeout = \"6m\"", "limits.handshake_timeout"),
+        ("max_connections = 0", "limits.max_connections"),
+        ("max_connections = 1000001", "limits.max_connections"),
+        (
+            "max_concurrent_streams = 0",
+            "limits.max_concurrent_streams",
+        ),
+        (
+            "max_anonymous_connections = 0",
+            "limits.max_anonymous_connections",
+        ),
+        (
+            "max_connections = 10\nmax_anonymous_connections = 11",
+            "limits.max_anonymous_connections",
+        ),
+    ] {
+        let error = load_text(&format!("[limits]\n{text}\n"), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with(setting), "{text}: {error}");
+    }
+    // positive control: the same settings with usable values load.
+    let text = "[limits]\nhandshake_timeout = \"500ms\"\nidle_timeout = \"1s\"\n\
+                    max_connections = 10\nmax_anonymous_connections = 10\n\
+                    max_connections_per_peer = 1\n";
+    assert!(load_text(text, HashMap::new()).is_ok());
+    let text = "[limits]\nhandshake_timeout = \"5m\"\nidle_timeout = \"24h\"\n";
+    assert!(load_text(text, HashMap::new()).is_ok());
+}
