@@ -25,6 +25,8 @@ pub mod jwt_evidence;
 pub mod k8s_psat;
 pub mod oidc;
 mod registry;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod x509pop;
 
 pub use registry::{Attestors, AttestorsConfig, Evidence};

@@ -221,7 +221,7 @@ impl Attestors {
 mod tests {
     use super::*;
     use crate::attest::join_token::{JoinTokenRecord, TokenHash};
-    use crate::attest::jwks::testing::{TestKey, jwks_of};
+    use crate::attest::testing::{TestKey, jwks_of};
     use crate::policy::{Entry, EntryId};
     use crate::store::{EmbeddedStore, RedeemError, ReplicaRecord, StoreError, UsageRecord};
     use mayfly_sdk::revocation::Revocation;
