@@ -270,7 +270,9 @@ pub async fn start_with_clock(
         )
         .map_err(ServerError::Ca)?,
     );
-    let attestors = Arc::new(Attestors::new(&config.attestors).map_err(ServerError::Attestors)?);
+    let attestors = Arc::new(
+        Attestors::new(&config.attestors).map_err(|e| ServerError::Attestors(e.to_string()))?,
+    );
     let minter = Arc::new(
         Minter::new(
             ca.clone(),

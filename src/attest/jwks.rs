@@ -67,9 +67,15 @@ use mayfly_sdk::jose::{
 };
 use serde_json::{Map, Value};
 
+use mayfly_sdk::error_chain;
+
 use super::jwt_evidence::DEFAULT_ALGORITHMS;
 use super::{AttestError, truncated};
 use crate::clock::{Clock, SystemClock};
+
+mod error;
+use super::error::BoxError;
+pub use error::{JwksError, UrlError};
 
 /// Largest JWKS or discovery document accepted, from a file or the network.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -105,21 +111,19 @@ impl JwksSource {
     /// The source named by a config section's three mutually exclusive
     /// fields (`jwks_file`, `discovery_url`, `jwks`).
     ///
-    /// # Errors
-    ///
-    /// A sentence for the operator unless exactly one is given.
+    /// `None` unless exactly one is given.
     pub fn from_options(
         file: Option<&Path>,
         discovery_url: Option<&str>,
         inline: Option<&str>,
-    ) -> Result<Self, String> {
+    ) -> Option<Self> {
         match (file, discovery_url, inline) {
-            (Some(path), None, None) => Ok(JwksSource::File(path.to_owned())),
-            (None, Some(url), None) => Ok(JwksSource::Discovery {
+            (Some(path), None, None) => Some(JwksSource::File(path.to_owned())),
+            (None, Some(url), None) => Some(JwksSource::Discovery {
                 url: url.to_owned(),
             }),
-            (None, None, Some(document)) => Ok(JwksSource::Inline(document.to_owned())),
-            _ => Err("set exactly one of jwks_file, discovery_url, jwks".to_owned()),
+            (None, None, Some(document)) => Some(JwksSource::Inline(document.to_owned())),
+            _ => None,
         }
     }
 }
@@ -215,11 +219,14 @@ impl JwksCache {
     ///
     /// # Errors
     ///
-    /// [`AttestError::Unavailable`], whose reason names the issuer and the
-    /// problem: the file cannot be read, the document is invalid or has no
-    /// usable key, the discovery URL is not `https` (or `http` to a
-    /// loopback address), or no root certificates could be loaded.
-    pub fn new(issuer: &str, source: JwksSource) -> Result<Self, AttestError> {
+    /// [`JwksError::ReadFile`] when the file cannot be read; the
+    /// [`JwksError`] that names the problem when the document is invalid
+    /// (inside [`JwksError::File`] for a file); [`JwksError::NoUsableKey`]
+    /// when it has no usable key; [`JwksError::DiscoveryUrl`] when the
+    /// discovery URL is not `https` (or `http` to a loopback address);
+    /// [`JwksError::RootCertificates`] or [`JwksError::Tls`] when the HTTPS
+    /// client cannot be set up.
+    pub fn new(issuer: &str, source: JwksSource) -> Result<Self, JwksError> {
         Self::with_clock(issuer, source, Arc::new(SystemClock))
     }
 
@@ -233,26 +240,19 @@ impl JwksCache {
         issuer: &str,
         source: JwksSource,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, AttestError> {
-        let unavailable = |reason: String| AttestError::Unavailable {
-            reason: format!("JWKS of issuer {issuer}: {reason}"),
-        };
+    ) -> Result<Self, JwksError> {
         let now = clock.now();
         let (origin, keys, loaded_at) = match source {
             JwksSource::Inline(document) => {
-                let keys = parse_jwks(document.as_bytes())
-                    .and_then(non_empty)
-                    .map_err(unavailable)?;
+                let keys = parse_jwks(document.as_bytes()).and_then(non_empty)?;
                 (Origin::Inline, keys, Some(now))
             }
             JwksSource::File(path) => {
-                let keys = read_jwks_file(&path)
-                    .and_then(non_empty)
-                    .map_err(unavailable)?;
+                let keys = read_jwks_file(&path).and_then(non_empty)?;
                 (Origin::File(path), keys, Some(now))
             }
             JwksSource::Discovery { url } => {
-                let discovery = Discovery::new(issuer, &url).map_err(unavailable)?;
+                let discovery = Discovery::new(issuer, &url)?;
                 (Origin::Discovery(Box::new(discovery)), KeyMap::new(), None)
             }
         };
@@ -369,7 +369,11 @@ impl JwksCache {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || read_jwks_file(&path))
                     .await
-                    .unwrap_or_else(|e| Err(format!("reading the file failed: {e}")))
+                    .unwrap_or_else(|e| {
+                        Err(JwksError::ReadTask {
+                            source: Box::new(e),
+                        })
+                    })
             }
             Origin::Discovery(discovery) => discovery.fetch().await,
         };
@@ -384,10 +388,11 @@ impl JwksCache {
                 self.keys.store(Arc::clone(&snapshot));
                 Ok(snapshot)
             }
-            Err(reason) => {
+            Err(error) => {
                 let reason = format!(
-                    "cannot load the signing keys of issuer {}: {reason}",
-                    self.issuer
+                    "cannot load the signing keys of issuer {}: {}",
+                    self.issuer,
+                    error_chain(&error)
                 );
                 tracing::warn!(%reason, "keeping the cached JWKS");
                 state.last_error = Some(reason.clone());
@@ -427,18 +432,20 @@ struct Discovery {
 }
 
 impl Discovery {
-    fn new(issuer: &str, url: &str) -> Result<Self, String> {
+    fn new(issuer: &str, url: &str) -> Result<Self, JwksError> {
         let uri = checked_url(url)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = if uri.scheme_str() == Some("https") {
             HttpsConnectorBuilder::new()
                 .with_provider_and_native_roots(provider)
-                .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
+                .map_err(|source| JwksError::RootCertificates { source })?
         } else {
             // Loopback http only: no certificate is ever trusted.
             let tls = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
-                .map_err(|e| format!("cannot configure TLS: {e}"))?
+                .map_err(|e| JwksError::Tls {
+                    source: Box::new(e),
+                })?
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth();
             HttpsConnectorBuilder::new().with_tls_config(tls)
@@ -457,64 +464,63 @@ impl Discovery {
         })
     }
 
-    async fn fetch(&self) -> Result<KeyMap, String> {
+    async fn fetch(&self) -> Result<KeyMap, JwksError> {
         let body = self.get(&self.url).await?;
+        let url = || self.url.to_string();
         let document = parse_object(&body)
-            .map_err(|e| format!("the discovery document at {} is {e}", self.url))?;
+            .map_err(|source| JwksError::DiscoveryNotJson { url: url(), source })?;
         match document.get("issuer") {
             Some(Value::String(issuer)) if *issuer == self.issuer => {}
             Some(Value::String(issuer)) => {
-                return Err(format!(
-                    "the discovery document at {} is for issuer {:?}",
-                    self.url,
-                    truncated(issuer)
-                ));
+                return Err(JwksError::WrongIssuer {
+                    url: url(),
+                    found: truncated(issuer),
+                });
             }
-            _ => {
-                return Err(format!(
-                    "the discovery document at {} has no issuer",
-                    self.url
-                ));
-            }
+            _ => return Err(JwksError::NoIssuer { url: url() }),
         }
         let Some(Value::String(jwks_uri)) = document.get("jwks_uri") else {
-            return Err(format!(
-                "the discovery document at {} has no jwks_uri",
-                self.url
-            ));
+            return Err(JwksError::NoJwksUri { url: url() });
         };
-        let jwks_uri = checked_url(jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
+        let jwks_uri = checked_url(jwks_uri).map_err(|source| JwksError::JwksUri { source })?;
         let body = self.get(&jwks_uri).await?;
-        parse_jwks(&body).map_err(|e| format!("the JWKS at {jwks_uri}: {e}"))
+        parse_jwks(&body).map_err(|source| JwksError::Fetched {
+            uri: jwks_uri.to_string(),
+            source: Box::new(source),
+        })
     }
 
-    async fn get(&self, uri: &Uri) -> Result<Vec<u8>, String> {
+    async fn get(&self, uri: &Uri) -> Result<Vec<u8>, JwksError> {
+        let http = |source: BoxError| JwksError::Http {
+            uri: uri.to_string(),
+            source,
+        };
         let request = Request::get(uri.clone())
             .header(ACCEPT, "application/json")
             .header(USER_AGENT, concat!("mayfly/", env!("CARGO_PKG_VERSION")))
             .body(Empty::new())
-            .map_err(|e| format!("GET {uri}: {e}"))?;
+            .map_err(|e| http(Box::new(e)))?;
         let exchange = async {
             let response = self
                 .client
                 .request(request)
                 .await
-                .map_err(|e| format!("GET {uri}: {}", error_chain(&e)))?;
+                .map_err(|e| http(Box::new(e)))?;
             let status = response.status();
             if status != StatusCode::OK {
-                let hint = if status.is_redirection() {
-                    " (redirects are not followed: configure the final URL)"
-                } else {
-                    ""
-                };
-                return Err(format!("GET {uri} answered {status}{hint}"));
+                return Err(JwksError::Status {
+                    uri: uri.to_string(),
+                    status: status.as_u16(),
+                });
             }
             let declared = response
                 .headers()
                 .get(CONTENT_LENGTH)
                 .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-            let too_large =
-                || format!("GET {uri}: the response is larger than {MAX_JWKS_BYTES} bytes");
+            let too_large = || JwksError::ResponseTooLarge {
+                uri: uri.to_string(),
+                limit: MAX_JWKS_BYTES,
+            };
             if declared.is_some_and(|length| length > MAX_JWKS_BYTES as u64) {
                 return Err(too_large());
             }
@@ -525,31 +531,30 @@ impl Discovery {
                     if e.downcast_ref::<LengthLimitError>().is_some() {
                         too_large()
                     } else {
-                        format!("GET {uri}: {}", error_chain(e.as_ref()))
+                        http(e)
                     }
                 })?;
             Ok(body.to_bytes().to_vec())
         };
         tokio::time::timeout(FETCH_TIMEOUT, exchange)
             .await
-            .map_err(|_| format!("GET {uri}: no complete answer within {FETCH_TIMEOUT:?}"))?
+            .map_err(|_| JwksError::Timeout {
+                uri: uri.to_string(),
+                limit: FETCH_TIMEOUT,
+            })?
     }
 }
 
 /// Parses a URL we are about to fetch: `https`, or `http` to a literal
 /// loopback address; no credentials, no fragment.
-fn checked_url(text: &str) -> Result<Uri, String> {
-    let shown = truncated(text);
-    let uri: Uri = text
-        .parse()
-        .map_err(|_| format!("{shown:?} is not a valid URL"))?;
+fn checked_url(text: &str) -> Result<Uri, UrlError> {
+    let url = || truncated(text);
+    let uri: Uri = text.parse().map_err(|_| UrlError::Invalid { url: url() })?;
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(format!("{shown:?} is not an absolute URL"));
+        return Err(UrlError::NotAbsolute { url: url() });
     };
     if authority.as_str().contains('@') || text.contains('#') {
-        return Err(format!(
-            "{shown:?} must not contain credentials or a fragment"
-        ));
+        return Err(UrlError::CredentialsOrFragment { url: url() });
     }
     let host = authority
         .host()
@@ -558,118 +563,114 @@ fn checked_url(text: &str) -> Result<Uri, String> {
     match scheme {
         "https" => Ok(uri),
         "http" if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) => Ok(uri),
-        "http" => Err(format!(
-            "{shown:?} uses plain http, which is allowed only to a loopback address (127.0.0.1, [::1]); use https"
-        )),
-        _ => Err(format!("{shown:?} must be an https URL")),
+        "http" => Err(UrlError::PlainHttp { url: url() }),
+        _ => Err(UrlError::NotHttps { url: url() }),
     }
 }
 
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn read_jwks_file(path: &Path) -> Result<KeyMap, String> {
-    let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open {shown}: {e}"))?;
+fn read_jwks_file(path: &Path) -> Result<KeyMap, JwksError> {
+    let read_error = |source| JwksError::ReadFile {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
     let mut bytes = Vec::new();
     // One byte more than allowed tells "exactly the limit" from "over it".
     file.take(MAX_JWKS_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    parse_jwks(&bytes).map_err(|e| format!("{shown}: {e}"))
+        .map_err(read_error)?;
+    parse_jwks(&bytes).map_err(|source| JwksError::File {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
 }
 
-fn non_empty(keys: KeyMap) -> Result<KeyMap, String> {
+fn non_empty(keys: KeyMap) -> Result<KeyMap, JwksError> {
     if keys.is_empty() {
-        Err(
-            "no usable signing key (RSA of 2048-8192 bits, EC P-256 or P-384, with a kid)"
-                .to_owned(),
-        )
+        Err(JwksError::NoUsableKey)
     } else {
         Ok(keys)
     }
 }
 
 /// Parses a JWKS document into its usable keys.
-fn parse_jwks(bytes: &[u8]) -> Result<KeyMap, String> {
+fn parse_jwks(bytes: &[u8]) -> Result<KeyMap, JwksError> {
     if bytes.len() > MAX_JWKS_BYTES {
-        return Err(format!(
-            "the document is larger than {MAX_JWKS_BYTES} bytes"
-        ));
+        return Err(JwksError::TooLarge {
+            limit: MAX_JWKS_BYTES,
+        });
     }
-    let document = parse_object(bytes).map_err(|e| format!("the document is {e}"))?;
+    let document = parse_object(bytes).map_err(|source| JwksError::NotJson { source })?;
     let Some(Value::Array(entries)) = document.get("keys") else {
-        return Err("the document has no \"keys\" array".to_owned());
+        return Err(JwksError::NoKeysArray);
     };
     let mut keys = KeyMap::new();
     for (index, entry) in entries.iter().enumerate() {
         let Value::Object(jwk) = entry else {
-            return Err(format!("key {index} is not a JSON object"));
+            return Err(JwksError::KeyNotObject { index });
         };
-        let Some(key) = parse_jwk(jwk).map_err(|e| format!("key {index}: {e}"))? else {
+        let Some(key) = parse_jwk(index, jwk)? else {
             continue;
         };
         if keys.len() == MAX_KEYS {
-            return Err(format!("more than {MAX_KEYS} usable keys"));
+            return Err(JwksError::TooManyKeys { max: MAX_KEYS });
         }
         if keys.contains_key(&key.kid) {
-            return Err(format!(
-                "key {index}: kid {:?} appears twice",
-                truncated(&key.kid)
-            ));
+            return Err(JwksError::DuplicateKid {
+                index,
+                kid: truncated(&key.kid),
+            });
         }
         keys.insert(key.kid.clone(), Arc::new(key));
     }
     Ok(keys)
 }
 
-/// One JWK: `Ok(None)` for a key Mayfly does not use, an error for one that
-/// is malformed.
-fn parse_jwk(jwk: &Map<String, Value>) -> Result<Option<VerifyingKey>, String> {
-    if optional_str(jwk, "use")?.is_some_and(|usage| usage != "sig") {
+/// The JWK at `index` in `keys`: `Ok(None)` for a key Mayfly does not use,
+/// an error for one that is malformed.
+fn parse_jwk(index: usize, jwk: &Map<String, Value>) -> Result<Option<VerifyingKey>, JwksError> {
+    if optional_str(index, jwk, "use")?.is_some_and(|usage| usage != "sig") {
         return Ok(None);
     }
     if let Some(operations) = jwk.get("key_ops") {
         let Some(operations) = operations.as_array() else {
-            return Err("key_ops is not an array".to_owned());
+            return Err(JwksError::KeyOpsNotArray { index });
         };
         if !operations.iter().any(|op| op.as_str() == Some("verify")) {
             return Ok(None);
         }
     }
-    let Some(kid) = optional_str(jwk, "kid")? else {
+    let Some(kid) = optional_str(index, jwk, "kid")? else {
         return Ok(None);
     };
     if kid.is_empty() || kid.len() > MAX_KID_BYTES {
-        return Err(format!("kid must be 1-{MAX_KID_BYTES} bytes"));
+        return Err(JwksError::KidLength {
+            index,
+            max: MAX_KID_BYTES,
+        });
     }
     // Someone pasted a private key: refuse loudly rather than hold it.
     if ["d", "p", "q", "dp", "dq", "qi", "k"]
         .iter()
         .any(|name| jwk.contains_key(*name))
     {
-        return Err(format!(
-            "kid {:?} contains private key material; a JWKS must hold public keys only",
-            truncated(kid)
-        ));
+        return Err(JwksError::PrivateKey {
+            index,
+            kid: truncated(kid),
+        });
     }
-    let Some(public_key) = jwk::public_key(jwk).map_err(|e| e.to_string())? else {
+    let Some(public_key) =
+        jwk::public_key(jwk).map_err(|source| JwksError::InvalidJwk { index, source })?
+    else {
         return Ok(None);
     };
-    let key = VerificationKey::new(&public_key).map_err(|e| e.to_string())?;
+    let key = VerificationKey::new(&public_key)
+        .map_err(|source| JwksError::UnusableKey { index, source })?;
     let key = VerifyingKey {
         kid: kid.to_owned(),
         key,
     };
-    if optional_str(jwk, "alg")?.is_some_and(|alg| {
+    if optional_str(index, jwk, "alg")?.is_some_and(|alg| {
         JwsAlgorithm::from_name(alg).is_none_or(|alg| !key.algorithms().contains(&alg))
     }) {
         return Ok(None);
@@ -677,11 +678,15 @@ fn parse_jwk(jwk: &Map<String, Value>) -> Result<Option<VerifyingKey>, String> {
     Ok(Some(key))
 }
 
-fn optional_str<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
-    match jwk.get(name) {
+fn optional_str<'a>(
+    index: usize,
+    jwk: &'a Map<String, Value>,
+    member: &'static str,
+) -> Result<Option<&'a str>, JwksError> {
+    match jwk.get(member) {
         None => Ok(None),
         Some(Value::String(value)) => Ok(Some(value)),
-        Some(_) => Err(format!("{name} is not a string")),
+        Some(_) => Err(JwksError::MemberNotString { index, member }),
     }
 }
 

@@ -43,7 +43,7 @@ use serde::de::{self, Deserializer};
 use serde_json::{Map, Value};
 
 use super::jwks::JwksCache;
-use super::{AttestError, ReplayGuard, sha256_hex, truncated};
+use super::{AttestError, AttestorConfigError, ReplayGuard, sha256_hex, truncated};
 
 /// Tokens longer than this are refused before any decoding. Kubernetes and
 /// CI ID tokens are 1–3 KiB.
@@ -347,25 +347,21 @@ pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
 /// Config helper: a name that becomes part of selectors (a cluster name, an
 /// OIDC alias) is 1–63 of `[a-z0-9_-]`, so it can never contain the `:` that
 /// separates selector fields.
-pub(crate) fn check_label(what: &str, value: &str) -> Result<(), String> {
-    let valid = !value.is_empty()
+pub(crate) fn is_label(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= 63
         && value
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} {:?} must be 1-63 lowercase letters, digits, '-' or '_'",
-            truncated(value)
-        ))
-    }
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// The settings every JWT issuer shares, whatever the attestor (a
 /// Kubernetes cluster, an OIDC provider).
 pub(crate) struct IssuerSettings<'a> {
+    /// `k8s_psat` or `oidc`, for errors.
+    pub(crate) attestor: &'static str,
+    /// The cluster name or issuer alias, for errors.
+    pub(crate) name: &'a str,
     pub(crate) issuer: &'a str,
     pub(crate) audience: &'a str,
     pub(crate) jwks_file: Option<&'a std::path::Path>,
@@ -378,20 +374,39 @@ pub(crate) struct IssuerSettings<'a> {
 /// documents now, discovery lazily): the verification rules and the cache.
 pub(crate) fn issuer_rules_and_keys(
     settings: &IssuerSettings<'_>,
-) -> Result<(JwtRules, super::jwks::JwksCache), String> {
+) -> Result<(JwtRules, super::jwks::JwksCache), AttestorConfigError> {
+    let attestor = settings.attestor;
+    let name = || settings.name.to_owned();
     if settings.issuer.is_empty() || settings.audience.is_empty() {
-        return Err("issuer and audience must not be empty".to_owned());
+        return Err(AttestorConfigError::EmptyIssuerOrAudience {
+            attestor,
+            name: name(),
+        });
     }
     let max_age = settings.max_token_age.unwrap_or(DEFAULT_MAX_TOKEN_AGE);
     if max_age.is_zero() {
-        return Err("max_token_age must be more than zero".to_owned());
+        return Err(AttestorConfigError::ZeroMaxTokenAge {
+            attestor,
+            name: name(),
+        });
     }
     let source = super::jwks::JwksSource::from_options(
         settings.jwks_file,
         settings.discovery_url,
         settings.jwks,
-    )?;
-    let keys = super::jwks::JwksCache::new(settings.issuer, source).map_err(|e| e.to_string())?;
+    )
+    .ok_or_else(|| AttestorConfigError::JwksSource {
+        attestor,
+        name: name(),
+    })?;
+    let keys = super::jwks::JwksCache::new(settings.issuer, source).map_err(|source| {
+        AttestorConfigError::Jwks {
+            attestor,
+            name: name(),
+            issuer: settings.issuer.to_owned(),
+            source,
+        }
+    })?;
     let mut rules = JwtRules::new(settings.issuer, settings.audience);
     rules.max_age = Some(max_age);
     Ok((rules, keys))

@@ -36,7 +36,7 @@ use serde_json::{Map, Value};
 
 use super::jwks::JwksCache;
 use super::jwt_evidence::{self, JwtRules};
-use super::{AttestError, Attestation, selector, sha256_hex, truncated};
+use super::{AttestError, Attestation, AttestorConfigError, selector, sha256_hex, truncated};
 
 const ATTESTOR: &str = "k8s_psat";
 
@@ -85,40 +85,57 @@ impl K8sPsatAttestor {
     ///
     /// # Errors
     ///
-    /// A sentence for the operator naming the cluster: no cluster, a name
-    /// that is not a selector-safe label, a repeated name or issuer, an
-    /// empty issuer or audience, not exactly one JWKS source, a zero
-    /// `max_token_age`, or keys that cannot be loaded.
-    pub fn new(clusters: &[K8sClusterConfig]) -> Result<Self, String> {
+    /// An [`AttestorConfigError`] naming the cluster:
+    /// [`NothingConfigured`](AttestorConfigError::NothingConfigured) without
+    /// a cluster, [`InvalidName`](AttestorConfigError::InvalidName) for a
+    /// name that is not a selector-safe label,
+    /// [`DuplicateName`](AttestorConfigError::DuplicateName) or
+    /// [`DuplicateIssuer`](AttestorConfigError::DuplicateIssuer),
+    /// [`EmptyIssuerOrAudience`](AttestorConfigError::EmptyIssuerOrAudience),
+    /// [`JwksSource`](AttestorConfigError::JwksSource) unless exactly one
+    /// JWKS source is set,
+    /// [`ZeroMaxTokenAge`](AttestorConfigError::ZeroMaxTokenAge), or
+    /// [`Jwks`](AttestorConfigError::Jwks) when the keys cannot be loaded.
+    pub fn new(clusters: &[K8sClusterConfig]) -> Result<Self, AttestorConfigError> {
         if clusters.is_empty() {
-            return Err("no cluster is configured".to_owned());
+            return Err(AttestorConfigError::NothingConfigured { attestor: ATTESTOR });
         }
         let mut names = HashSet::new();
         let mut issuers = HashSet::new();
         let mut built = Vec::with_capacity(clusters.len());
         for config in clusters {
-            jwt_evidence::check_label("cluster name", &config.cluster)?;
             let name = &config.cluster;
-            let context = |e: String| format!("cluster {name}: {e}");
+            if !jwt_evidence::is_label(name) {
+                return Err(AttestorConfigError::InvalidName {
+                    attestor: ATTESTOR,
+                    field: "cluster name",
+                    value: truncated(name),
+                });
+            }
             if !names.insert(name.as_str()) {
-                return Err(context("the name is used by another cluster".to_owned()));
+                return Err(AttestorConfigError::DuplicateName {
+                    attestor: ATTESTOR,
+                    name: name.clone(),
+                });
             }
             if !issuers.insert(config.issuer.as_str()) {
-                return Err(context(format!(
-                    "issuer {} is used by another cluster",
-                    config.issuer
-                )));
+                return Err(AttestorConfigError::DuplicateIssuer {
+                    attestor: ATTESTOR,
+                    name: name.clone(),
+                    issuer: config.issuer.clone(),
+                });
             }
             let (rules, keys) =
                 jwt_evidence::issuer_rules_and_keys(&jwt_evidence::IssuerSettings {
+                    attestor: ATTESTOR,
+                    name,
                     issuer: &config.issuer,
                     audience: &config.audience,
                     jwks_file: config.jwks_file.as_deref(),
                     discovery_url: config.discovery_url.as_deref(),
                     jwks: config.jwks.as_deref(),
                     max_token_age: config.max_token_age,
-                })
-                .map_err(context)?;
+                })?;
             built.push(Cluster {
                 name: name.clone(),
                 rules,

@@ -36,7 +36,10 @@ use serde_json::Value;
 
 use super::jwks::JwksCache;
 use super::jwt_evidence::{self, JwtRules};
-use super::{AttestError, Attestation, selector, sha256_hex, truncated};
+use super::{
+    AttestError, Attestation, AttestorConfigError, EntrySelectorError, selector, sha256_hex,
+    truncated,
+};
 use crate::policy::Selector;
 
 const ATTESTOR: &str = "oidc";
@@ -119,33 +122,49 @@ impl OidcAttestor {
     ///
     /// # Errors
     ///
-    /// A sentence for the operator naming the alias: no issuer, an alias
-    /// that is not a selector-safe label, a repeated alias or issuer, an
-    /// empty issuer or audience, not exactly one JWKS source, a claim name
-    /// that is empty, repeated or contains `:` or spaces, no identity claim
-    /// among `claims`, a zero `max_token_age`, or keys that cannot be loaded.
-    pub fn new(issuers: &[OidcIssuerConfig]) -> Result<Self, String> {
+    /// An [`AttestorConfigError`] naming the alias:
+    /// [`NothingConfigured`](AttestorConfigError::NothingConfigured) without
+    /// an issuer, [`InvalidName`](AttestorConfigError::InvalidName) for an
+    /// alias that is not a selector-safe label,
+    /// [`DuplicateName`](AttestorConfigError::DuplicateName) or
+    /// [`DuplicateIssuer`](AttestorConfigError::DuplicateIssuer),
+    /// [`InvalidClaimName`](AttestorConfigError::InvalidClaimName) or
+    /// [`DuplicateClaimName`](AttestorConfigError::DuplicateClaimName) for a
+    /// claim name that is empty, repeated or contains `:` or spaces,
+    /// [`NoIdentityClaim`](AttestorConfigError::NoIdentityClaim) when no
+    /// identity claim is among `claims`, and the errors of the issuer's
+    /// shared settings (as [`K8sPsatAttestor::new`](super::k8s_psat::K8sPsatAttestor::new)).
+    pub fn new(issuers: &[OidcIssuerConfig]) -> Result<Self, AttestorConfigError> {
         if issuers.is_empty() {
-            return Err("no issuer is configured".to_owned());
+            return Err(AttestorConfigError::NothingConfigured { attestor: ATTESTOR });
         }
         let mut aliases = HashSet::new();
         let mut issuer_urls = HashSet::new();
         let mut built = Vec::with_capacity(issuers.len());
         for config in issuers {
-            jwt_evidence::check_label("alias", &config.alias)?;
             let alias = &config.alias;
-            let context = |e: String| format!("issuer {alias}: {e}");
+            if !jwt_evidence::is_label(alias) {
+                return Err(AttestorConfigError::InvalidName {
+                    attestor: ATTESTOR,
+                    field: "alias",
+                    value: truncated(alias),
+                });
+            }
             if !aliases.insert(alias.as_str()) {
-                return Err(context("the alias is used by another issuer".to_owned()));
+                return Err(AttestorConfigError::DuplicateName {
+                    attestor: ATTESTOR,
+                    name: alias.clone(),
+                });
             }
             if !issuer_urls.insert(config.issuer.as_str()) {
-                return Err(context(format!(
-                    "issuer {} is configured twice",
-                    config.issuer
-                )));
+                return Err(AttestorConfigError::DuplicateIssuer {
+                    attestor: ATTESTOR,
+                    name: alias.clone(),
+                    issuer: config.issuer.clone(),
+                });
             }
-            check_claim_names("claims", &config.claims).map_err(context)?;
-            check_claim_names("identity_claims", &config.identity_claims).map_err(context)?;
+            check_claim_names(alias, "claims", &config.claims)?;
+            check_claim_names(alias, "identity_claims", &config.identity_claims)?;
             let identity_claims: Vec<String> = config
                 .identity_claims
                 .iter()
@@ -153,21 +172,21 @@ impl OidcAttestor {
                 .cloned()
                 .collect();
             if identity_claims.is_empty() {
-                return Err(context(
-                    "claims must include at least one of identity_claims, or no entry could safely use this issuer"
-                        .to_owned(),
-                ));
+                return Err(AttestorConfigError::NoIdentityClaim {
+                    alias: alias.clone(),
+                });
             }
             let (rules, keys) =
                 jwt_evidence::issuer_rules_and_keys(&jwt_evidence::IssuerSettings {
+                    attestor: ATTESTOR,
+                    name: alias,
                     issuer: &config.issuer,
                     audience: &config.audience,
                     jwks_file: config.jwks_file.as_deref(),
                     discovery_url: config.discovery_url.as_deref(),
                     jwks: config.jwks.as_deref(),
                     max_token_age: config.max_token_age,
-                })
-                .map_err(context)?;
+                })?;
             built.push(Issuer {
                 alias: alias.clone(),
                 rules,
@@ -250,9 +269,14 @@ impl OidcAttestor {
     ///
     /// # Errors
     ///
-    /// A sentence for the operator saying which selector is wrong and how to
-    /// fix it.
-    pub fn check_entry_selectors(&self, selectors: &[Selector]) -> Result<(), String> {
+    /// [`EntrySelectorError::MalformedOidc`] for a selector that is not
+    /// `oidc:<alias>:<claim>:<value>`, [`EntrySelectorError::UnknownIssuer`]
+    /// for an alias that is not configured,
+    /// [`EntrySelectorError::UnknownClaim`] for a claim the issuer never
+    /// yields, and [`EntrySelectorError::Unconstrained`] when no selector
+    /// on an issuer is on one of its identity claims. Each message says
+    /// which selector is wrong and how to fix it.
+    pub fn check_entry_selectors(&self, selectors: &[Selector]) -> Result<(), EntrySelectorError> {
         // alias -> whether an identity claim is constrained (sorted, so the
         // error names the same alias every time).
         let mut used: BTreeMap<&str, bool> = BTreeMap::new();
@@ -261,33 +285,36 @@ impl OidcAttestor {
             .filter(|selector| selector.kind() == "oidc")
         {
             let text = selector.as_str();
+            let malformed = |alias: Option<&str>| EntrySelectorError::MalformedOidc {
+                selector: text.to_owned(),
+                alias: alias.map(str::to_owned),
+            };
             let mut fields = text["oidc:".len()..].splitn(3, ':');
             let (Some(alias), claim, value) = (fields.next(), fields.next(), fields.next()) else {
-                return Err(format!(
-                    "selector {text} is not of the form oidc:<alias>:<claim>:<value>"
-                ));
+                return Err(malformed(None));
             };
-            let issuer = self.issuers.iter().find(|issuer| issuer.alias == alias).ok_or_else(|| {
-                format!(
-                    "selector {text} names OIDC issuer {alias:?}, which is not configured on this server (configured: {})",
-                    self.aliases()
-                )
-            })?;
+            let issuer = self
+                .issuers
+                .iter()
+                .find(|issuer| issuer.alias == alias)
+                .ok_or_else(|| EntrySelectorError::UnknownIssuer {
+                    selector: text.to_owned(),
+                    alias: alias.to_owned(),
+                    configured: self.aliases(),
+                })?;
             let (Some(claim), Some(value)) = (claim, value) else {
-                return Err(format!(
-                    "selector {text} is not of the form oidc:{alias}:<claim>:<value>"
-                ));
+                return Err(malformed(Some(alias)));
             };
             if claim.is_empty() || value.is_empty() {
-                return Err(format!(
-                    "selector {text} is not of the form oidc:{alias}:<claim>:<value>"
-                ));
+                return Err(malformed(Some(alias)));
             }
             if !issuer.claims.iter().any(|known| known == claim) {
-                return Err(format!(
-                    "selector {text}: issuer {alias} does not yield claim {claim:?}, so the entry could never match (it yields: {})",
-                    issuer.claims.join(", ")
-                ));
+                return Err(EntrySelectorError::UnknownClaim {
+                    selector: text.to_owned(),
+                    alias: alias.to_owned(),
+                    claim: claim.to_owned(),
+                    yielded: issuer.claims.clone(),
+                });
             }
             let identifies = issuer
                 .identity_claims
@@ -299,48 +326,53 @@ impl OidcAttestor {
             if identified {
                 continue;
             }
-            let identity = self
+            let identity_claims = self
                 .issuers
                 .iter()
                 .find(|issuer| issuer.alias == alias)
-                .map(|issuer| issuer.identity_claims.as_slice())
+                .map(|issuer| issuer.identity_claims.clone())
                 .unwrap_or_default();
-            let example = identity.first().map_or("sub", String::as_str);
-            return Err(format!(
-                "the oidc:{alias} selectors do not constrain who the workload is, so any workload that can get a token \
-                 from that issuer would match; add a selector on one of {} (e.g. oidc:{alias}:{example}:<value>)",
-                identity.join(", ")
-            ));
+            return Err(EntrySelectorError::Unconstrained {
+                alias: alias.to_owned(),
+                identity_claims,
+            });
         }
         Ok(())
     }
 
-    fn aliases(&self) -> String {
-        let aliases: Vec<&str> = self
-            .issuers
+    fn aliases(&self) -> Vec<String> {
+        self.issuers
             .iter()
-            .map(|issuer| issuer.alias.as_str())
-            .collect();
-        aliases.join(", ")
+            .map(|issuer| issuer.alias.clone())
+            .collect()
     }
 }
 
 /// Claim names end up between `:` in selectors, and are what an entry's
 /// selector is parsed back into: no `:`, nothing unprintable.
-fn check_claim_names(field: &str, names: &[String]) -> Result<(), String> {
+fn check_claim_names(
+    alias: &str,
+    field: &'static str,
+    names: &[String],
+) -> Result<(), AttestorConfigError> {
     let mut seen = HashSet::new();
     for name in names {
         if name.is_empty()
             || name.len() > 64
             || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
         {
-            return Err(format!(
-                "{field}: {:?} must be 1-64 printable characters without ':' or spaces",
-                truncated(name)
-            ));
+            return Err(AttestorConfigError::InvalidClaimName {
+                alias: alias.to_owned(),
+                field,
+                claim: truncated(name),
+            });
         }
         if !seen.insert(name.as_str()) {
-            return Err(format!("{field}: {name} is listed twice"));
+            return Err(AttestorConfigError::DuplicateClaimName {
+                alias: alias.to_owned(),
+                field,
+                claim: name.clone(),
+            });
         }
     }
     Ok(())

@@ -55,9 +55,12 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
-use super::{AttestError, Attestation, selector, sha256_hex, truncated};
+use super::{AttestError, Attestation, AttestorConfigError, selector, sha256_hex, truncated};
 use crate::clock::rfc3339;
 use crate::policy::Selector;
+
+mod error;
+pub use error::{CaBundleError, CertificateError};
 
 /// How long a challenge may be answered when the config does not say.
 pub const DEFAULT_CHALLENGE_TTL: Duration = Duration::from_secs(30);
@@ -171,16 +174,23 @@ impl X509PopAttestor {
     ///
     /// # Errors
     ///
-    /// The bundle cannot be read, is not PEM, holds something other than
-    /// CA certificates, or holds none; or `challenge_ttl` is outside
-    /// 1 s..=5 min. Messages name the file or the setting.
-    pub fn new(config: &X509PopConfig) -> Result<Self, String> {
+    /// [`AttestorConfigError::ChallengeTtl`] when `challenge_ttl` is outside
+    /// 1 s..=5 min; [`AttestorConfigError::ReadCaBundle`] when the bundle
+    /// cannot be read; [`AttestorConfigError::CaBundle`] when it is not
+    /// PEM, holds something other than CA certificates, or holds none.
+    /// Messages name the file or the setting.
+    pub fn new(config: &X509PopConfig) -> Result<Self, AttestorConfigError> {
         let challenge_ttl = config.challenge_ttl.unwrap_or(DEFAULT_CHALLENGE_TTL);
         check_challenge_ttl(challenge_ttl)?;
-        let path = config.ca_bundle.display();
-        let pem = std::fs::read(&config.ca_bundle)
-            .map_err(|e| format!("cannot read ca_bundle {path}: {e}"))?;
-        let cas = parse_ca_bundle(&pem).map_err(|e| format!("ca_bundle {path}: {e}"))?;
+        let path = &config.ca_bundle;
+        let pem = std::fs::read(path).map_err(|source| AttestorConfigError::ReadCaBundle {
+            path: path.clone(),
+            source,
+        })?;
+        let cas = parse_ca_bundle(&pem).map_err(|source| AttestorConfigError::CaBundle {
+            path: Some(path.clone()),
+            source,
+        })?;
         Ok(Self::from_parts(cas, challenge_ttl))
     }
 
@@ -188,10 +198,15 @@ impl X509PopAttestor {
     ///
     /// # Errors
     ///
-    /// As [`X509PopAttestor::new`], without the file name.
-    pub fn from_ca_pem(ca_pem: &[u8], challenge_ttl: Duration) -> Result<Self, String> {
+    /// As [`X509PopAttestor::new`], without the file name (a
+    /// [`AttestorConfigError::CaBundle`] has no `path`).
+    pub fn from_ca_pem(
+        ca_pem: &[u8],
+        challenge_ttl: Duration,
+    ) -> Result<Self, AttestorConfigError> {
         check_challenge_ttl(challenge_ttl)?;
-        let cas = parse_ca_bundle(ca_pem)?;
+        let cas = parse_ca_bundle(ca_pem)
+            .map_err(|source| AttestorConfigError::CaBundle { path: None, source })?;
         Ok(Self::from_parts(cas, challenge_ttl))
     }
 
@@ -333,76 +348,82 @@ impl X509PopAttestor {
     }
 }
 
-fn check_challenge_ttl(ttl: Duration) -> Result<(), String> {
+fn check_challenge_ttl(ttl: Duration) -> Result<(), AttestorConfigError> {
     if (MIN_CHALLENGE_TTL..=MAX_CHALLENGE_TTL).contains(&ttl) {
         Ok(())
     } else {
-        Err(format!(
-            "challenge_ttl must be between {} and {}, not {}",
-            humantime::format_duration(MIN_CHALLENGE_TTL),
-            humantime::format_duration(MAX_CHALLENGE_TTL),
-            humantime::format_duration(ttl)
-        ))
+        Err(AttestorConfigError::ChallengeTtl {
+            ttl,
+            min: MIN_CHALLENGE_TTL,
+            max: MAX_CHALLENGE_TTL,
+        })
     }
 }
 
 /// Parses a CA bundle: only `CERTIFICATE` sections, each a CA certificate.
 /// Returns each CA as a trust anchor with the hex SHA-256 of its DER;
 /// duplicates are dropped.
-fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<(TrustAnchor<'static>, String)>, String> {
+fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<(TrustAnchor<'static>, String)>, CaBundleError> {
     let mut cas: Vec<(TrustAnchor<'static>, String)> = Vec::new();
     for (index, section) in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(pem).enumerate() {
-        let (kind, der) = section.map_err(|e| format!("not valid PEM: {e}"))?;
+        let (kind, der) = section.map_err(|e| CaBundleError::NotPem {
+            source: Box::new(e),
+        })?;
         // A private key pasted into the bundle must not linger in memory.
         let der = Zeroizing::new(der);
         let number = index + 1;
         if kind != SectionKind::Certificate {
             // Anything else (above all a private key) means the wrong file
             // was given; refusing beats silently skipping it.
-            return Err(format!(
-                "PEM section {number} is {kind:?}, not CERTIFICATE; a CA bundle holds only CA \
-                 certificates"
-            ));
+            return Err(CaBundleError::NotCertificate {
+                section: number,
+                kind: format!("{kind:?}"),
+            });
         }
         let sha256 = sha256_hex(&der);
         if cas.iter().any(|(_, known)| *known == sha256) {
             continue;
         }
-        check_ca_certificate(&der).map_err(|e| format!("certificate {number}: {e}"))?;
+        let refused = |source| CaBundleError::Certificate { number, source };
+        check_ca_certificate(&der).map_err(refused)?;
         let anchor = webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
-            .map_err(|e| format!("certificate {number}: {}", der_error(&e)))?
+            .map_err(|e| {
+                refused(CertificateError::Unusable {
+                    reason: der_error(&e),
+                })
+            })?
             .to_owned();
         cas.push((anchor, sha256));
     }
     if cas.is_empty() {
-        return Err("holds no CERTIFICATE; expected PEM with one or more CA certificates".into());
+        return Err(CaBundleError::NoCertificate);
     }
     Ok(cas)
 }
 
 /// A trust anchor must be a CA: a leaf in the bundle is a configuration
 /// mistake webpki would not catch (it would trust anything that leaf signed).
-fn check_ca_certificate(der: &[u8]) -> Result<(), String> {
+fn check_ca_certificate(der: &[u8]) -> Result<(), CertificateError> {
     let certificate = parse_x509(der)?;
     match certificate.basic_constraints() {
         Ok(Some(constraints)) if constraints.value.ca => Ok(()),
-        Ok(_) => Err(format!(
-            "{} is not a CA certificate (no basicConstraints CA:TRUE)",
-            certificate.subject()
-        )),
-        Err(e) => Err(format!("malformed basicConstraints: {e}")),
+        Ok(_) => Err(CertificateError::NotCa {
+            subject: certificate.subject().to_string(),
+        }),
+        Err(e) => Err(CertificateError::BadBasicConstraints {
+            source: Box::new(e),
+        }),
     }
 }
 
 /// Strict DER X.509: no trailing bytes.
-fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, CertificateError> {
     let (rest, certificate) =
-        X509Certificate::from_der(der).map_err(|e| format!("not a DER X.509 certificate: {e}"))?;
+        X509Certificate::from_der(der).map_err(|e| CertificateError::NotDer {
+            source: Box::new(e),
+        })?;
     if !rest.is_empty() {
-        return Err(format!(
-            "{} bytes of trailing data after the certificate",
-            rest.len()
-        ));
+        return Err(CertificateError::TrailingData { bytes: rest.len() });
     }
     Ok(certificate)
 }

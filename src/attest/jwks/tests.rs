@@ -4,8 +4,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
-use crate::attest::testing::{TestIssuer, TestKey, jwks_of};
+use mayfly_sdk::jose::{JsonError, JwkError, KeyError};
+
 use super::*;
+use crate::attest::testing::{TestIssuer, TestKey, jwks_of};
 use crate::clock::ManualClock;
 
 const ISSUER: &str = "https://issuer.example";
@@ -16,14 +18,14 @@ fn clock() -> Arc<ManualClock> {
     ))
 }
 
-fn inline(document: String) -> Result<JwksCache, AttestError> {
+fn inline(document: String) -> Result<JwksCache, JwksError> {
     JwksCache::new(ISSUER, JwksSource::Inline(document))
 }
 
-fn reason(result: Result<JwksCache, AttestError>) -> String {
+fn load_error(result: Result<JwksCache, JwksError>) -> JwksError {
     match result {
-        Err(AttestError::Unavailable { reason }) => reason,
-        other => panic!("expected a load error, got {other:?}"),
+        Err(error) => error,
+        Ok(cache) => panic!("expected a load error, got {cache:?}"),
     }
 }
 
@@ -64,8 +66,7 @@ fn keys_mayfly_does_not_use_are_skipped() {
     rs512["alg"] = json!("RS512");
     let okp = json!({"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": "AAAA"});
     let p521 = json!({"kty": "EC", "crv": "P-521", "kid": "p521", "x": "AAAA", "y": "AAAA"});
-    let document =
-        json!({"keys": [good.jwk(), encryption, no_kid, wrap_only, rs512, okp, p521]});
+    let document = json!({"keys": [good.jwk(), encryption, no_kid, wrap_only, rs512, okp, p521]});
     let keys = parse_jwks(document.to_string().as_bytes()).unwrap();
     assert_eq!(keys.keys().collect::<Vec<_>>(), ["good"]);
 }
@@ -77,38 +78,94 @@ fn malformed_documents_are_refused() {
     inline(jwks_of(&[&key])).unwrap();
 
     let duplicate = jwks_of(&[&key, &TestKey::p256("k")]);
-    assert!(reason(inline(duplicate)).contains("appears twice"));
+    let err = load_error(inline(duplicate));
+    assert!(
+        matches!(&err, JwksError::DuplicateKid { index: 1, kid } if kid == "k"),
+        "{err}"
+    );
 
     let mut private = key.jwk();
     private["d"] = json!("AAAA");
-    assert!(reason(inline(json!({"keys": [private]}).to_string())).contains("private key"));
+    let err = load_error(inline(json!({"keys": [private]}).to_string()));
+    assert!(
+        matches!(err, JwksError::PrivateKey { index: 0, .. }),
+        "{err}"
+    );
 
     let mut short = TestKey::rsa(0, "r").jwk();
     let n = URL_SAFE_NO_PAD
         .decode(short["n"].as_str().unwrap())
         .unwrap();
     short["n"] = json!(URL_SAFE_NO_PAD.encode(&n[..128]));
-    assert!(reason(inline(json!({"keys": [short]}).to_string())).contains("1024 bits"));
+    let err = load_error(inline(json!({"keys": [short]}).to_string()));
+    assert!(
+        matches!(
+            err,
+            JwksError::UnusableKey {
+                source: KeyError::RsaModulusSize { bits: 1024 },
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     let mut off_curve = key.jwk();
     off_curve["y"] = off_curve["x"].clone();
-    assert!(reason(inline(json!({"keys": [off_curve]}).to_string())).contains("not a point"));
+    let err = load_error(inline(json!({"keys": [off_curve]}).to_string()));
+    assert!(
+        matches!(
+            err,
+            JwksError::UnusableKey {
+                source: KeyError::NotOnCurve { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     let mut short_x = key.jwk();
     short_x["x"] = json!("AAAA");
-    assert!(reason(inline(json!({"keys": [short_x]}).to_string())).contains("32 bytes"));
+    let err = load_error(inline(json!({"keys": [short_x]}).to_string()));
+    assert!(
+        matches!(
+            err,
+            JwksError::InvalidJwk {
+                source: JwkError::CoordinateLength { expected: 32, .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
 
-    for document in [
-        "[]",
-        "{\"keys\": {}}",
-        "{\"keys\": [1]}",
-        "{\"keys\": []}",
-        "not json",
-    ] {
-        assert!(inline(document.to_owned()).is_err(), "{document}");
-    }
+    let err = load_error(inline("[]".to_owned()));
+    assert!(
+        matches!(
+            err,
+            JwksError::NotJson {
+                source: JsonError::NotAnObject
+            }
+        ),
+        "{err}"
+    );
+    let err = load_error(inline("not json".to_owned()));
+    assert!(
+        matches!(
+            err,
+            JwksError::NotJson {
+                source: JsonError::Invalid { .. }
+            }
+        ),
+        "{err}"
+    );
+    let err = load_error(inline("{\"keys\": {}}".to_owned()));
+    assert!(matches!(err, JwksError::NoKeysArray), "{err}");
+    let err = load_error(inline("{\"keys\": [1]}".to_owned()));
+    assert!(matches!(err, JwksError::KeyNotObject { index: 0 }), "{err}");
+    let err = load_error(inline("{\"keys\": []}".to_owned()));
+    assert!(matches!(err, JwksError::NoUsableKey), "{err}");
     let padding = " ".repeat(MAX_JWKS_BYTES);
-    assert!(reason(inline(format!("{}{padding}", jwks_of(&[&key])))).contains("larger than"));
+    let err = load_error(inline(format!("{}{padding}", jwks_of(&[&key]))));
+    assert!(matches!(err, JwksError::TooLarge { .. }), "{err}");
 }
 
 #[tokio::test]
@@ -142,13 +199,28 @@ async fn file_source_is_reread_for_an_unknown_kid() {
     ));
     assert_eq!(cache.key("old").await.unwrap().kid, "old");
 
+    let missing = dir.path().join("missing");
+    let err = load_error(JwksCache::new(ISSUER, JwksSource::File(missing.clone())));
     assert!(
-        reason(JwksCache::new(
-            ISSUER,
-            JwksSource::File(dir.path().join("missing"))
-        ))
-        .contains("cannot open")
+        matches!(&err, JwksError::ReadFile { path, .. } if *path == missing),
+        "{err}"
     );
+    // The message carries its cause: a chain of its sources adds nothing.
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert_eq!(mayfly_sdk::error_chain(&err), err.to_string());
+
+    // A file that is there but invalid names the file, then the problem.
+    std::fs::write(&path, "{\"keys\": []}").unwrap();
+    let err = load_error(JwksCache::new(ISSUER, JwksSource::File(path.clone())));
+    assert!(matches!(err, JwksError::NoUsableKey), "{err}");
+    std::fs::write(&path, "{\"keys\": [1]}").unwrap();
+    let err = load_error(JwksCache::new(ISSUER, JwksSource::File(path.clone())));
+    assert!(
+        matches!(&err, JwksError::File { path: named, source } if *named == path
+            && matches!(**source, JwksError::KeyNotObject { index: 0 })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("jwks.json: key 0"), "{err}");
 }
 
 #[tokio::test]
@@ -334,13 +406,33 @@ fn plain_http_only_to_loopback() {
     ] {
         assert!(checked_url(url).is_err(), "{url}");
     }
-    let err = JwksCache::new(
+    assert!(matches!(
+        checked_url("http://10.0.0.1/x"),
+        Err(UrlError::PlainHttp { .. })
+    ));
+    assert!(matches!(
+        checked_url("ftp://127.0.0.1/x"),
+        Err(UrlError::NotHttps { .. })
+    ));
+    assert!(matches!(
+        checked_url("https://issuer.example/x#frag"),
+        Err(UrlError::CredentialsOrFragment { .. })
+    ));
+    assert!(matches!(
+        checked_url("/relative"),
+        Err(UrlError::NotAbsolute { .. })
+    ));
+    let err = load_error(JwksCache::new(
         ISSUER,
         JwksSource::Discovery {
             url: "http://192.0.2.1/.well-known/openid-configuration".into(),
         },
+    ));
+    assert!(
+        matches!(err, JwksError::DiscoveryUrl(UrlError::PlainHttp { .. })),
+        "{err}"
     );
-    assert!(reason(err).contains("loopback"));
+    assert!(err.to_string().contains("loopback"), "{err}");
     JwksCache::new(
         ISSUER,
         JwksSource::Discovery {
@@ -355,8 +447,11 @@ fn source_from_config_options() {
     let path = Path::new("/etc/jwks.json");
     assert_eq!(
         JwksSource::from_options(Some(path), None, None),
-        Ok(JwksSource::File(path.to_owned()))
+        Some(JwksSource::File(path.to_owned()))
     );
-    assert!(JwksSource::from_options(None, None, None).is_err());
-    assert!(JwksSource::from_options(Some(path), Some("https://x"), None).is_err());
+    assert_eq!(JwksSource::from_options(None, None, None), None);
+    assert_eq!(
+        JwksSource::from_options(Some(path), Some("https://x"), None),
+        None
+    );
 }

@@ -129,7 +129,8 @@ async fn duplicate_members_are_refused() {
 
     // A duplicate inside the signed claims is refused after the
     // signature checks out.
-    let payload = br#"{"iss":"https://issuer.example","aud":"mayfly","exp":1700000600,"x":{"a":1,"a":2}}"#;
+    let payload =
+        br#"{"iss":"https://issuer.example","aud":"mayfly","exp":1700000600,"x":{"a":1,"a":2}}"#;
     let token = key.sign_raw(payload);
     let err = check(&token, &keys).await.unwrap_err();
     assert!(matches!(err, AttestError::Malformed { .. }), "{err}");
@@ -243,8 +244,9 @@ fn replay_key_uses_jti_or_the_signed_part() {
 
 #[test]
 fn labels() {
-    check_label("cluster", "prod-eu_1").unwrap();
+    assert!(is_label("prod-eu_1"));
+    assert!(is_label(&"a".repeat(63)));
     for bad in ["", "Prod", "a:b", "a b", &"a".repeat(64)] {
-        assert!(check_label("cluster", bad).is_err(), "{bad:?}");
+        assert!(!is_label(bad), "{bad:?}");
     }
 }

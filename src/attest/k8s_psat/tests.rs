@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::attest::jwks::JwksError;
 use crate::attest::testing::{TestKey, encode_token, hs256_token, jwks_of};
 use crate::policy::Selector;
 
@@ -313,37 +314,78 @@ async fn picks_the_cluster_by_issuer() {
 #[test]
 fn config_is_validated() {
     let jwks = jwks_of(&[&TestKey::p256("k")]);
+    // Positive control: the same config, unchanged, is accepted.
     K8sPsatAttestor::new(&[config(jwks.clone())]).unwrap();
-    assert!(K8sPsatAttestor::new(&[]).is_err());
+    let refusal = |clusters: &[K8sClusterConfig]| K8sPsatAttestor::new(clusters).unwrap_err();
+    assert!(matches!(
+        refusal(&[]),
+        AttestorConfigError::NothingConfigured {
+            attestor: "k8s_psat"
+        }
+    ));
 
     let mut bad_name = config(jwks.clone());
     bad_name.cluster = "Prod:1".into();
+    let err = refusal(&[bad_name]);
     assert!(
-        K8sPsatAttestor::new(&[bad_name])
-            .unwrap_err()
-            .contains("cluster name")
+        matches!(
+            &err,
+            AttestorConfigError::InvalidName { field: "cluster name", value, .. } if value == "Prod:1"
+        ),
+        "{err}"
     );
 
     let mut same_issuer = config(jwks.clone());
     same_issuer.cluster = "other".into();
+    let err = refusal(&[config(jwks.clone()), same_issuer]);
     assert!(
-        K8sPsatAttestor::new(&[config(jwks.clone()), same_issuer])
-            .unwrap_err()
-            .contains("issuer")
+        matches!(&err, AttestorConfigError::DuplicateIssuer { name, .. } if name == "other"),
+        "{err}"
     );
-    assert!(K8sPsatAttestor::new(&[config(jwks.clone()), config(jwks.clone())]).is_err());
+    let err = refusal(&[config(jwks.clone()), config(jwks.clone())]);
+    assert!(
+        matches!(err, AttestorConfigError::DuplicateName { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "attestors.k8s_psat: cluster prod: the name is used by another cluster"
+    );
 
     let mut two_sources = config(jwks.clone());
     two_sources.jwks_file = Some("/etc/jwks.json".into());
+    let err = refusal(&[two_sources]);
     assert!(
-        K8sPsatAttestor::new(&[two_sources])
-            .unwrap_err()
-            .contains("exactly one")
+        matches!(err, AttestorConfigError::JwksSource { .. }),
+        "{err}"
+    );
+
+    let mut empty_audience = config(jwks.clone());
+    empty_audience.audience = String::new();
+    let err = refusal(&[empty_audience]);
+    assert!(
+        matches!(err, AttestorConfigError::EmptyIssuerOrAudience { .. }),
+        "{err}"
+    );
+
+    let mut no_keys = config(r#"{"keys": []}"#.to_owned());
+    no_keys.cluster = "dev".into();
+    let err = refusal(&[no_keys]);
+    assert!(
+        matches!(
+            &err,
+            AttestorConfigError::Jwks { name, source: JwksError::NoUsableKey, .. } if name == "dev"
+        ),
+        "{err}"
     );
 
     let mut zero_age = config(jwks);
     zero_age.max_token_age = Some(Duration::ZERO);
-    assert!(K8sPsatAttestor::new(&[zero_age]).is_err());
+    let err = refusal(&[zero_age]);
+    assert!(
+        matches!(err, AttestorConfigError::ZeroMaxTokenAge { .. }),
+        "{err}"
+    );
 }
 
 #[test]

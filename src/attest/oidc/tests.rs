@@ -356,37 +356,46 @@ fn entry_guard_requires_an_identity_claim() {
     let err = attestor
         .check_entry_selectors(&selectors(&["oidc:gh:ref:refs/heads/main"]))
         .unwrap_err();
-    assert!(
-        err.contains("do not constrain who the workload is"),
-        "{err}"
+    assert_eq!(
+        err,
+        EntrySelectorError::Unconstrained {
+            alias: "gh".into(),
+            identity_claims: vec!["sub".into(), "repository".into()],
+        }
     );
-    assert!(err.contains("oidc:gh:sub:<value>"), "{err}");
+    // The message tells the operator how to fix the entry.
+    assert!(err.to_string().contains("oidc:gh:sub:<value>"), "{err}");
 
     let err = attestor
         .check_entry_selectors(&selectors(&["oidc:gitlab:project_path:org/app"]))
         .unwrap_err();
-    assert!(err.contains("not configured"), "{err}");
     assert!(
-        attestor
-            .check_entry_selectors(&selectors(&["oidc:gitlab"]))
-            .is_err()
+        matches!(&err, EntrySelectorError::UnknownIssuer { alias, configured, .. }
+            if alias == "gitlab" && *configured == ["gh"]),
+        "{err}"
     );
-    assert!(
-        attestor
-            .check_entry_selectors(&selectors(&["oidc:gh"]))
-            .is_err()
-    );
-    assert!(
-        attestor
-            .check_entry_selectors(&selectors(&["oidc:gh:repository"]))
-            .is_err()
-    );
+    assert!(matches!(
+        attestor.check_entry_selectors(&selectors(&["oidc:gitlab"])),
+        Err(EntrySelectorError::UnknownIssuer { .. })
+    ));
+    for malformed in ["oidc:gh", "oidc:gh:repository"] {
+        let err = attestor
+            .check_entry_selectors(&selectors(&[malformed]))
+            .unwrap_err();
+        assert!(
+            matches!(&err, EntrySelectorError::MalformedOidc { alias: Some(alias), .. } if alias == "gh"),
+            "{err}"
+        );
+    }
 
     // A claim the issuer never yields could never match.
     let err = attestor
         .check_entry_selectors(&selectors(&["oidc:gh:actor:octocat", "oidc:gh:sub:x"]))
         .unwrap_err();
-    assert!(err.contains("never match"), "{err}");
+    assert!(
+        matches!(&err, EntrySelectorError::UnknownClaim { claim, .. } if claim == "actor"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -409,45 +418,87 @@ fn entry_guard_is_per_issuer() {
             "oidc:gitlab:ref:main",
         ]))
         .unwrap_err();
-    assert!(err.contains("oidc:gitlab"), "{err}");
+    assert!(
+        matches!(&err, EntrySelectorError::Unconstrained { alias, identity_claims }
+            if alias == "gitlab" && *identity_claims == ["project_path"]),
+        "{err}"
+    );
 }
 
 #[test]
 fn config_is_validated() {
     let jwks = jwks_of(&[&TestKey::p256("k")]);
+    // Positive control: the same config, unchanged, is accepted.
     OidcAttestor::new(&[config(jwks.clone())]).unwrap();
-    assert!(OidcAttestor::new(&[]).is_err());
+    let refusal = |issuers: &[OidcIssuerConfig]| OidcAttestor::new(issuers).unwrap_err();
+    assert!(matches!(
+        refusal(&[]),
+        AttestorConfigError::NothingConfigured { attestor: "oidc" }
+    ));
 
     let mut bad_alias = config(jwks.clone());
     bad_alias.alias = "GitHub".into();
+    let err = refusal(&[bad_alias]);
     assert!(
-        OidcAttestor::new(&[bad_alias])
-            .unwrap_err()
-            .contains("alias")
+        matches!(err, AttestorConfigError::InvalidName { field: "alias", .. }),
+        "{err}"
     );
 
     let mut same_issuer = config(jwks.clone());
     same_issuer.alias = "gh2".into();
-    assert!(OidcAttestor::new(&[config(jwks.clone()), same_issuer]).is_err());
+    let err = refusal(&[config(jwks.clone()), same_issuer]);
+    assert!(
+        matches!(&err, AttestorConfigError::DuplicateIssuer { attestor: "oidc", name, .. } if name == "gh2"),
+        "{err}"
+    );
+    let err = refusal(&[config(jwks.clone()), config(jwks.clone())]);
+    assert_eq!(
+        err.to_string(),
+        "attestors.oidc: issuer gh: the alias is used by another issuer"
+    );
 
     let mut colon = config(jwks.clone());
     colon.claims.push("https://aws.amazon.com/tags".into());
-    assert!(OidcAttestor::new(&[colon]).unwrap_err().contains("':'"));
+    let err = refusal(&[colon]);
+    assert!(
+        matches!(
+            err,
+            AttestorConfigError::InvalidClaimName {
+                field: "claims",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let mut twice = config(jwks.clone());
+    twice.identity_claims.push("sub".into());
+    let err = refusal(&[twice]);
+    assert!(
+        matches!(&err, AttestorConfigError::DuplicateClaimName { field: "identity_claims", claim, .. } if claim == "sub"),
+        "{err}"
+    );
 
     let mut no_identity = config(jwks.clone());
     no_identity.claims = vec!["ref".into()];
+    let err = refusal(&[no_identity]);
     assert!(
-        OidcAttestor::new(&[no_identity])
-            .unwrap_err()
-            .contains("identity_claims")
+        matches!(err, AttestorConfigError::NoIdentityClaim { .. }),
+        "{err}"
     );
 
     let mut no_source = config(jwks);
     no_source.jwks = None;
+    let err = refusal(&[no_source]);
     assert!(
-        OidcAttestor::new(&[no_source])
-            .unwrap_err()
-            .contains("exactly one")
+        matches!(
+            err,
+            AttestorConfigError::JwksSource {
+                attestor: "oidc",
+                ..
+            }
+        ),
+        "{err}"
     );
 }
 

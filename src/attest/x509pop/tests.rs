@@ -614,8 +614,7 @@ fn serial_hex_drops_only_the_sign_padding() {
 fn challenges_are_fresh_and_expire_after_the_ttl() {
     let ca = root("Device Root CA");
     let pem = ca.pem();
-    let attestor =
-        X509PopAttestor::from_ca_pem(pem.as_bytes(), Duration::from_secs(45)).unwrap();
+    let attestor = X509PopAttestor::from_ca_pem(pem.as_bytes(), Duration::from_secs(45)).unwrap();
     assert_eq!(attestor.challenge_ttl(), Duration::from_secs(45));
 
     let first = attestor.new_challenge(1_900_000_000);
@@ -643,22 +642,51 @@ fn ca_bundle_is_parsed_strictly() {
     assert_eq!(attestor.anchors.len(), 2, "the duplicate is dropped");
     assert!(format!("{attestor:?}").contains(&sha256_hex(first.der())));
 
-    let refused = |pem: &str, needle: &str| {
-        let error = X509PopAttestor::from_ca_pem(pem.as_bytes(), TTL).unwrap_err();
-        assert!(error.contains(needle), "{error:?} lacks {needle:?}");
+    let refused = |pem: &str| match X509PopAttestor::from_ca_pem(pem.as_bytes(), TTL) {
+        Err(AttestorConfigError::CaBundle { path: None, source }) => source,
+        other => panic!("expected a CA bundle error, got {other:?}"),
     };
-    refused("", "no CERTIFICATE");
-    refused("not pem at all", "no CERTIFICATE");
-    refused(
-        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-        "certificate 1",
+    assert!(matches!(refused(""), CaBundleError::NoCertificate));
+    assert!(matches!(
+        refused("not pem at all"),
+        CaBundleError::NoCertificate
+    ));
+    let error = refused("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    assert!(
+        matches!(
+            error,
+            CaBundleError::Certificate {
+                number: 1,
+                source: CertificateError::NotDer { .. }
+            }
+        ),
+        "{error}"
     );
-    refused("-----BEGIN CERTIFICATE-----\nMIIB\n", "not valid PEM");
+    let error = refused("-----BEGIN CERTIFICATE-----\nMIIB\n");
+    assert!(matches!(error, CaBundleError::NotPem { .. }), "{error}");
     let with_key = format!("{}{}", first.pem(), first.key().serialize_pem());
-    refused(&with_key, "PEM section 2 is PrivateKey");
+    let error = refused(&with_key);
+    assert!(
+        matches!(&error, CaBundleError::NotCertificate { section: 2, kind } if kind == "PrivateKey"),
+        "{error}"
+    );
     let leaf = device("dev-42", &first);
     let leaf_pem = pem_of(&leaf.der);
-    refused(&leaf_pem, "not a CA certificate");
+    let error = refused(&leaf_pem);
+    assert!(
+        matches!(
+            error,
+            CaBundleError::Certificate {
+                number: 1,
+                source: CertificateError::NotCa { .. }
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("not a CA certificate"),
+        "{error}"
+    );
 }
 
 fn pem_of(der: &[u8]) -> String {
@@ -690,7 +718,10 @@ fn challenge_ttl_is_bounded() {
         MAX_CHALLENGE_TTL + Duration::from_secs(1),
     ] {
         let error = X509PopAttestor::from_ca_pem(pem.as_bytes(), bad).unwrap_err();
-        assert!(error.contains("challenge_ttl"), "{error}");
+        assert!(
+            matches!(error, AttestorConfigError::ChallengeTtl { ttl, .. } if ttl == bad),
+            "{error}"
+        );
     }
 }
 
@@ -730,10 +761,14 @@ fn config_reads_durations_and_names_the_bundle_file() {
         "ca_bundle = {toml_path}\nchallenge_ttl = \"10m\"\n"
     ))
     .unwrap();
+    let error = X509PopAttestor::new(&config).unwrap_err();
     assert!(
-        X509PopAttestor::new(&config)
-            .unwrap_err()
-            .contains("challenge_ttl")
+        matches!(error, AttestorConfigError::ChallengeTtl { ttl, .. } if ttl == Duration::from_secs(600)),
+        "{error}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "attestors.x509pop: challenge_ttl must be between 1s and 5m, not 10m"
     );
 
     let missing = X509PopConfig {
@@ -741,7 +776,11 @@ fn config_reads_durations_and_names_the_bundle_file() {
         challenge_ttl: None,
     };
     let error = X509PopAttestor::new(&missing).unwrap_err();
-    assert!(error.contains("absent.pem"), "{error}");
+    assert!(
+        matches!(&error, AttestorConfigError::ReadCaBundle { path, .. } if *path == missing.ca_bundle),
+        "{error}"
+    );
+    assert!(error.to_string().contains("absent.pem"), "{error}");
     std::fs::write(&bundle, "").unwrap();
     let empty = X509PopConfig {
         ca_bundle: bundle.clone(),
@@ -749,7 +788,18 @@ fn config_reads_durations_and_names_the_bundle_file() {
     };
     let error = X509PopAttestor::new(&empty).unwrap_err();
     assert!(
-        error.contains("device-ca.pem") && error.contains("no CERTIFICATE"),
+        matches!(
+            &error,
+            AttestorConfigError::CaBundle {
+                path: Some(path),
+                source: CaBundleError::NoCertificate
+            } if *path == bundle
+        ),
+        "{error}"
+    );
+    // The operator reads which file, and what is wrong with it.
+    assert!(
+        error.to_string().contains("device-ca.pem") && error.to_string().contains("no CERTIFICATE"),
         "{error}"
     );
 }
