@@ -785,10 +785,10 @@ impl Config {
         }
         // Building the attestors reads their JWKS files and CA bundles, so a
         // missing or bad file stops the server before it binds anything.
-        crate::attest::Attestors::new(&self.attestors).map_err(|reason| ConfigError::Invalid {
+        crate::attest::Attestors::new(&self.attestors).map_err(|e| ConfigError::Invalid {
             setting: "attestors",
             source_name: "config file".into(),
-            reason,
+            reason: e.to_string(),
         })?;
         if let Some(url) = &self.public_url
             && (!(url.starts_with("https://") || url.starts_with("http://")) || url.ends_with('/'))

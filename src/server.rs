@@ -27,7 +27,7 @@ use crate::api::connections::{InFlightLayer, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEO
 use crate::api::http::{HttpState, router};
 use crate::api::revocations::RevocationFeed;
 use crate::api::tls::{ServerIdentity, TlsError, incoming};
-use crate::attest::Attestors;
+use crate::attest::{AttestorConfigError, Attestors};
 use crate::audit::{AuditError, AuditEvent, AuditLog};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreLocation};
@@ -94,8 +94,8 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// An attestor could not be built from its config.
-    #[error("{0}")]
-    Attestors(String),
+    #[error(transparent)]
+    Attestors(#[from] AttestorConfigError),
     /// TLS setup failed.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
@@ -501,8 +501,7 @@ impl Core {
                 roots_pem: config.layout().bundle_pem(),
             }),
         )?);
-        let attestors =
-            Arc::new(Attestors::new(&config.attestors).map_err(ServerError::Attestors)?);
+        let attestors = Arc::new(Attestors::new(&config.attestors)?);
         let minter = Arc::new(
             Minter::new(MinterParts {
                 ca: ca.clone(),

@@ -200,7 +200,7 @@ impl Admin for AdminService {
         state
             .attestors
             .check_entry_selectors(&entry.selectors)
-            .map_err(Status::invalid_argument)?;
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         state.store.create_entry(&entry).await?;
         state.entries.upsert(entry.clone());
         self.audit(AuditEvent {
@@ -254,7 +254,7 @@ impl Admin for AdminService {
         state
             .attestors
             .check_entry_selectors(&updated.selectors)
-            .map_err(Status::invalid_argument)?;
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         state.store.update_entry(&updated, current.revision).await?;
         state.entries.upsert(updated.clone());
         self.audit(AuditEvent {

@@ -43,7 +43,7 @@ use serde::de::{self, Deserializer};
 use serde_json::{Map, Value};
 
 use super::jwks::JwksCache;
-use super::{AttestError, ReplayGuard, sha256_hex, truncated};
+use super::{AttestError, AttestorConfigError, ReplayGuard, sha256_hex, truncated};
 
 /// Tokens longer than this are refused before any decoding. Kubernetes and
 /// CI ID tokens are 1–3 KiB.
@@ -347,25 +347,21 @@ pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
 /// Config helper: a name that becomes part of selectors (a cluster name, an
 /// OIDC alias) is 1–63 of `[a-z0-9_-]`, so it can never contain the `:` that
 /// separates selector fields.
-pub(crate) fn check_label(what: &str, value: &str) -> Result<(), String> {
-    let valid = !value.is_empty()
+pub(crate) fn is_label(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= 63
         && value
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} {:?} must be 1-63 lowercase letters, digits, '-' or '_'",
-            truncated(value)
-        ))
-    }
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// The settings every JWT issuer shares, whatever the attestor (a
 /// Kubernetes cluster, an OIDC provider).
 pub(crate) struct IssuerSettings<'a> {
+    /// `k8s_psat` or `oidc`, for errors.
+    pub(crate) attestor: &'static str,
+    /// The cluster name or issuer alias, for errors.
+    pub(crate) name: &'a str,
     pub(crate) issuer: &'a str,
     pub(crate) audience: &'a str,
     pub(crate) jwks_file: Option<&'a std::path::Path>,
@@ -378,275 +374,43 @@ pub(crate) struct IssuerSettings<'a> {
 /// documents now, discovery lazily): the verification rules and the cache.
 pub(crate) fn issuer_rules_and_keys(
     settings: &IssuerSettings<'_>,
-) -> Result<(JwtRules, super::jwks::JwksCache), String> {
+) -> Result<(JwtRules, super::jwks::JwksCache), AttestorConfigError> {
+    let attestor = settings.attestor;
+    let name = || settings.name.to_owned();
     if settings.issuer.is_empty() || settings.audience.is_empty() {
-        return Err("issuer and audience must not be empty".to_owned());
+        return Err(AttestorConfigError::EmptyIssuerOrAudience {
+            attestor,
+            name: name(),
+        });
     }
     let max_age = settings.max_token_age.unwrap_or(DEFAULT_MAX_TOKEN_AGE);
     if max_age.is_zero() {
-        return Err("max_token_age must be more than zero".to_owned());
+        return Err(AttestorConfigError::ZeroMaxTokenAge {
+            attestor,
+            name: name(),
+        });
     }
     let source = super::jwks::JwksSource::from_options(
         settings.jwks_file,
         settings.discovery_url,
         settings.jwks,
-    )?;
-    let keys = super::jwks::JwksCache::new(settings.issuer, source).map_err(|e| e.to_string())?;
+    )
+    .ok_or_else(|| AttestorConfigError::JwksSource {
+        attestor,
+        name: name(),
+    })?;
+    let keys = super::jwks::JwksCache::new(settings.issuer, source).map_err(|source| {
+        AttestorConfigError::Jwks {
+            attestor,
+            name: name(),
+            issuer: settings.issuer.to_owned(),
+            source,
+        }
+    })?;
     let mut rules = JwtRules::new(settings.issuer, settings.audience);
     rules.max_age = Some(max_age);
     Ok((rules, keys))
 }
 
 #[cfg(test)]
-mod tests {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use serde_json::json;
-
-    use super::*;
-    use crate::attest::jwks::JwksSource;
-    use crate::attest::jwks::testing::{TestKey, encode_token, jwks_of};
-
-    const NOW: i64 = 1_700_000_000;
-    const ISSUER: &str = "https://issuer.example";
-    const AUDIENCE: &str = "mayfly";
-
-    fn claims() -> Value {
-        json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "s", "exp": NOW + 600, "iat": NOW - 10})
-    }
-
-    fn cache(keys: &[&TestKey]) -> JwksCache {
-        JwksCache::new(ISSUER, JwksSource::Inline(jwks_of(keys))).unwrap()
-    }
-
-    async fn check(token: &str, keys: &JwksCache) -> Result<Map<String, Value>, AttestError> {
-        verify(token, &JwtRules::new(ISSUER, AUDIENCE), keys, NOW).await
-    }
-
-    #[tokio::test]
-    async fn every_allowed_algorithm_verifies() {
-        let rsa = TestKey::rsa(0, "r");
-        let p256 = TestKey::p256("p");
-        let p384 = TestKey::p384("q");
-        let keys = cache(&[&rsa, &p256, &p384]);
-        for key in [&rsa, &p256, &p384] {
-            let claims = check(&key.token(&claims()), &keys).await.unwrap();
-            assert_eq!(claims["sub"], "s");
-        }
-    }
-
-    #[tokio::test]
-    async fn alg_is_checked_before_anything_else_in_the_header() {
-        // No kid and a crit header, but alg is refused first.
-        let token = encode_token(&json!({"alg": "none", "crit": ["x"]}), &claims(), b"");
-        assert!(matches!(
-            peek(&token),
-            Err(AttestError::UnsupportedAlgorithm { .. })
-        ));
-        let key = TestKey::rsa(0, "r");
-        let token = encode_token(&json!({"alg": "RS256"}), &claims(), b"sig");
-        assert!(matches!(peek(&token), Err(AttestError::Malformed { .. })));
-        let token = key.sign_with_header(
-            &json!({"alg": "RS256", "kid": "r", "crit": ["exp"]}),
-            &claims(),
-        );
-        assert!(matches!(
-            check(&token, &cache(&[&key])).await,
-            Err(AttestError::Malformed { .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn algorithm_must_suit_the_key_type() {
-        let rsa = TestKey::rsa(0, "k");
-        let ec = TestKey::p256("k");
-        // Control: the EC key verifies its own ES256 token.
-        check(&ec.token(&claims()), &cache(&[&ec])).await.unwrap();
-        // An RS256 token whose kid names an EC key is refused before any
-        // signature check.
-        let err = check(&rsa.token(&claims()), &cache(&[&ec]))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err,
-            AttestError::UnsupportedAlgorithm {
-                alg: "RS256".into(),
-                allowed: "ES256".into()
-            }
-        );
-        // And the other way round, P-384 vs P-256.
-        let p384 = TestKey::p384("k");
-        let err = check(&p384.token(&claims()), &cache(&[&ec]))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, AttestError::UnsupportedAlgorithm { .. }));
-    }
-
-    #[tokio::test]
-    async fn structure_is_strict() {
-        let key = TestKey::p256("k");
-        let keys = cache(&[&key]);
-        let good = key.token(&claims());
-        check(&good, &keys).await.unwrap();
-
-        let too_long = format!("{good}{}", "A".repeat(MAX_TOKEN_BYTES));
-        assert!(matches!(
-            peek(&too_long),
-            Err(AttestError::Malformed { .. })
-        ));
-        for bad in [
-            format!("{good}.extra"),
-            good.rsplit_once('.').unwrap().0.to_owned(),
-            good.replacen('.', ".!", 1),
-            format!("=={good}"),
-        ] {
-            assert!(
-                matches!(peek(&bad), Err(AttestError::Malformed { .. })),
-                "{bad}"
-            );
-        }
-        // Padding on the signature: the key is found, the signature is not
-        // decodable.
-        assert!(matches!(
-            check(&format!("{good}="), &keys).await,
-            Err(AttestError::Malformed { .. })
-        ));
-        // A flipped signature byte decodes but does not verify.
-        let (signed, signature) = good.rsplit_once('.').unwrap();
-        let mut signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
-        signature[0] ^= 1;
-        let flipped = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature));
-        assert_eq!(check(&flipped, &keys).await, Err(AttestError::BadSignature));
-    }
-
-    #[tokio::test]
-    async fn duplicate_members_are_refused() {
-        let key = TestKey::p256("k");
-        let keys = cache(&[&key]);
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","kid":"k","alg":"none"}"#);
-        let payload = URL_SAFE_NO_PAD.encode(claims().to_string());
-        let token = format!("{header}.{payload}.AAAA");
-        assert!(matches!(peek(&token), Err(AttestError::Malformed { .. })));
-
-        // A duplicate inside the signed claims is refused after the
-        // signature checks out.
-        let payload = br#"{"iss":"https://issuer.example","aud":"mayfly","exp":1700000600,"x":{"a":1,"a":2}}"#;
-        let token = key.sign_raw(payload);
-        let err = check(&token, &keys).await.unwrap_err();
-        assert!(matches!(err, AttestError::Malformed { .. }), "{err}");
-    }
-
-    #[tokio::test]
-    async fn claim_types_and_times_are_strict() {
-        let key = TestKey::p256("k");
-        let keys = cache(&[&key]);
-        let with = |name: &str, value: Value| {
-            let mut claims = claims();
-            claims[name] = value;
-            key.token(&claims)
-        };
-        check(&with("aud", json!(["other", AUDIENCE])), &keys)
-            .await
-            .unwrap();
-        assert_eq!(
-            check(&with("exp", json!(1_700_000_600.5)), &keys).await,
-            Err(AttestError::MissingClaim {
-                claim: "exp".into(),
-                expected: "integer"
-            })
-        );
-        assert_eq!(
-            check(&with("nbf", json!("0")), &keys).await,
-            Err(AttestError::MissingClaim {
-                claim: "nbf".into(),
-                expected: "integer"
-            })
-        );
-        assert!(matches!(
-            check(&with("aud", json!([1])), &keys).await,
-            Err(AttestError::MissingClaim { .. })
-        ));
-        // Within the leeway is fine, beyond it is not.
-        check(&with("exp", json!(NOW - 29)), &keys).await.unwrap();
-        assert!(matches!(
-            check(&with("exp", json!(NOW - 30)), &keys).await,
-            Err(AttestError::Expired { .. })
-        ));
-        check(&with("nbf", json!(NOW + 30)), &keys).await.unwrap();
-        assert_eq!(
-            check(&with("iat", json!(NOW + 31)), &keys).await,
-            Err(AttestError::NotYetValid {
-                not_before: NOW + 31,
-                now: NOW
-            })
-        );
-        // iat is only required when a maximum age is set.
-        let mut no_iat = claims();
-        no_iat.as_object_mut().unwrap().remove("iat");
-        let token = key.token(&no_iat);
-        check(&token, &keys).await.unwrap();
-        let mut rules = JwtRules::new(ISSUER, AUDIENCE);
-        rules.max_age = Some(Duration::from_secs(60));
-        assert_eq!(
-            verify(&token, &rules, &keys, NOW).await,
-            Err(AttestError::MissingClaim {
-                claim: "iat".into(),
-                expected: "integer"
-            })
-        );
-    }
-
-    #[test]
-    fn replay_key_uses_jti_or_the_signed_part() {
-        let key = TestKey::p256("k");
-        let mut claims = claims();
-        let token = key.token(&claims);
-        let map = claims.as_object().unwrap().clone();
-        let guard = replay_guard("k8s:prod", &token, &map, DEFAULT_LEEWAY).unwrap();
-        let signed = token.rsplit_once('.').unwrap().0;
-        assert_eq!(
-            guard.key,
-            format!("k8s:prod:sha256:{}", sha256_hex(signed.as_bytes()))
-        );
-        assert_eq!(guard.expires_at, NOW + 600 + 30);
-        // Another signature over the same claims gets the same key.
-        let other = format!("{signed}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]));
-        assert_eq!(
-            replay_guard("k8s:prod", &other, &map, DEFAULT_LEEWAY)
-                .unwrap()
-                .key,
-            guard.key
-        );
-
-        claims["jti"] = json!("abc-123");
-        let map = claims.as_object().unwrap().clone();
-        assert_eq!(
-            replay_guard("k8s:prod", &token, &map, DEFAULT_LEEWAY)
-                .unwrap()
-                .key,
-            "k8s:prod:jti:abc-123"
-        );
-        claims["jti"] = json!("has space");
-        let map = claims.as_object().unwrap().clone();
-        assert!(
-            replay_guard("n", &token, &map, DEFAULT_LEEWAY)
-                .unwrap()
-                .key
-                .starts_with("n:jti-sha256:")
-        );
-        claims["jti"] = json!(5);
-        let map = claims.as_object().unwrap().clone();
-        assert!(matches!(
-            replay_guard("n", &token, &map, DEFAULT_LEEWAY),
-            Err(AttestError::MissingClaim { .. })
-        ));
-    }
-
-    #[test]
-    fn labels() {
-        check_label("cluster", "prod-eu_1").unwrap();
-        for bad in ["", "Prod", "a:b", "a b", &"a".repeat(64)] {
-            assert!(check_label("cluster", bad).is_err(), "{bad:?}");
-        }
-    }
-}
+mod tests;

@@ -18,16 +18,28 @@
 //! [`ReplayGuard`]: the broker records it in the store until it expires and
 //! refuses a second use; when the store cannot answer, attestation fails
 //! closed.
+//!
+//! Errors, one type per layer: evidence refused at run time is an
+//! [`AttestError`]; an `[attestors]` section that cannot be used is an
+//! [`AttestorConfigError`] (holding a [`JwksError`] or [`CaBundleError`]
+//! when keys or CAs cannot be loaded); entry selectors no configured
+//! attestor could safely prove are an [`EntrySelectorError`].
 
+mod error;
 pub mod join_token;
 pub mod jwks;
 pub mod jwt_evidence;
 pub mod k8s_psat;
 pub mod oidc;
 mod registry;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod x509pop;
 
+pub use error::{AttestorConfigError, EntrySelectorError};
+pub use jwks::{JwksError, UrlError};
 pub use registry::{Attestors, AttestorsConfig, Evidence};
+pub use x509pop::{CaBundleError, CertificateError};
 
 use crate::policy::Selector;
 

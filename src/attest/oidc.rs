@@ -36,7 +36,10 @@ use serde_json::Value;
 
 use super::jwks::JwksCache;
 use super::jwt_evidence::{self, JwtRules};
-use super::{AttestError, Attestation, selector, sha256_hex, truncated};
+use super::{
+    AttestError, Attestation, AttestorConfigError, EntrySelectorError, selector, sha256_hex,
+    truncated,
+};
 use crate::policy::Selector;
 
 const ATTESTOR: &str = "oidc";
@@ -119,33 +122,49 @@ impl OidcAttestor {
     ///
     /// # Errors
     ///
-    /// A sentence for the operator naming the alias: no issuer, an alias
-    /// that is not a selector-safe label, a repeated alias or issuer, an
-    /// empty issuer or audience, not exactly one JWKS source, a claim name
-    /// that is empty, repeated or contains `:` or spaces, no identity claim
-    /// among `claims`, a zero `max_token_age`, or keys that cannot be loaded.
-    pub fn new(issuers: &[OidcIssuerConfig]) -> Result<Self, String> {
+    /// An [`AttestorConfigError`] naming the alias:
+    /// [`NothingConfigured`](AttestorConfigError::NothingConfigured) without
+    /// an issuer, [`InvalidName`](AttestorConfigError::InvalidName) for an
+    /// alias that is not a selector-safe label,
+    /// [`DuplicateName`](AttestorConfigError::DuplicateName) or
+    /// [`DuplicateIssuer`](AttestorConfigError::DuplicateIssuer),
+    /// [`InvalidClaimName`](AttestorConfigError::InvalidClaimName) or
+    /// [`DuplicateClaimName`](AttestorConfigError::DuplicateClaimName) for a
+    /// claim name that is empty, repeated or contains `:` or spaces,
+    /// [`NoIdentityClaim`](AttestorConfigError::NoIdentityClaim) when no
+    /// identity claim is among `claims`, and the errors of the issuer's
+    /// shared settings (as [`K8sPsatAttestor::new`](super::k8s_psat::K8sPsatAttestor::new)).
+    pub fn new(issuers: &[OidcIssuerConfig]) -> Result<Self, AttestorConfigError> {
         if issuers.is_empty() {
-            return Err("no issuer is configured".to_owned());
+            return Err(AttestorConfigError::NothingConfigured { attestor: ATTESTOR });
         }
         let mut aliases = HashSet::new();
         let mut issuer_urls = HashSet::new();
         let mut built = Vec::with_capacity(issuers.len());
         for config in issuers {
-            jwt_evidence::check_label("alias", &config.alias)?;
             let alias = &config.alias;
-            let context = |e: String| format!("issuer {alias}: {e}");
+            if !jwt_evidence::is_label(alias) {
+                return Err(AttestorConfigError::InvalidName {
+                    attestor: ATTESTOR,
+                    field: "alias",
+                    value: truncated(alias),
+                });
+            }
             if !aliases.insert(alias.as_str()) {
-                return Err(context("the alias is used by another issuer".to_owned()));
+                return Err(AttestorConfigError::DuplicateName {
+                    attestor: ATTESTOR,
+                    name: alias.clone(),
+                });
             }
             if !issuer_urls.insert(config.issuer.as_str()) {
-                return Err(context(format!(
-                    "issuer {} is configured twice",
-                    config.issuer
-                )));
+                return Err(AttestorConfigError::DuplicateIssuer {
+                    attestor: ATTESTOR,
+                    name: alias.clone(),
+                    issuer: config.issuer.clone(),
+                });
             }
-            check_claim_names("claims", &config.claims).map_err(context)?;
-            check_claim_names("identity_claims", &config.identity_claims).map_err(context)?;
+            check_claim_names(alias, "claims", &config.claims)?;
+            check_claim_names(alias, "identity_claims", &config.identity_claims)?;
             let identity_claims: Vec<String> = config
                 .identity_claims
                 .iter()
@@ -153,21 +172,21 @@ impl OidcAttestor {
                 .cloned()
                 .collect();
             if identity_claims.is_empty() {
-                return Err(context(
-                    "claims must include at least one of identity_claims, or no entry could safely use this issuer"
-                        .to_owned(),
-                ));
+                return Err(AttestorConfigError::NoIdentityClaim {
+                    alias: alias.clone(),
+                });
             }
             let (rules, keys) =
                 jwt_evidence::issuer_rules_and_keys(&jwt_evidence::IssuerSettings {
+                    attestor: ATTESTOR,
+                    name: alias,
                     issuer: &config.issuer,
                     audience: &config.audience,
                     jwks_file: config.jwks_file.as_deref(),
                     discovery_url: config.discovery_url.as_deref(),
                     jwks: config.jwks.as_deref(),
                     max_token_age: config.max_token_age,
-                })
-                .map_err(context)?;
+                })?;
             built.push(Issuer {
                 alias: alias.clone(),
                 rules,
@@ -250,9 +269,14 @@ impl OidcAttestor {
     ///
     /// # Errors
     ///
-    /// A sentence for the operator saying which selector is wrong and how to
-    /// fix it.
-    pub fn check_entry_selectors(&self, selectors: &[Selector]) -> Result<(), String> {
+    /// [`EntrySelectorError::MalformedOidc`] for a selector that is not
+    /// `oidc:<alias>:<claim>:<value>`, [`EntrySelectorError::UnknownIssuer`]
+    /// for an alias that is not configured,
+    /// [`EntrySelectorError::UnknownClaim`] for a claim the issuer never
+    /// yields, and [`EntrySelectorError::Unconstrained`] when no selector
+    /// on an issuer is on one of its identity claims. Each message says
+    /// which selector is wrong and how to fix it.
+    pub fn check_entry_selectors(&self, selectors: &[Selector]) -> Result<(), EntrySelectorError> {
         // alias -> whether an identity claim is constrained (sorted, so the
         // error names the same alias every time).
         let mut used: BTreeMap<&str, bool> = BTreeMap::new();
@@ -261,33 +285,36 @@ impl OidcAttestor {
             .filter(|selector| selector.kind() == "oidc")
         {
             let text = selector.as_str();
+            let malformed = |alias: Option<&str>| EntrySelectorError::MalformedOidc {
+                selector: text.to_owned(),
+                alias: alias.map(str::to_owned),
+            };
             let mut fields = text["oidc:".len()..].splitn(3, ':');
             let (Some(alias), claim, value) = (fields.next(), fields.next(), fields.next()) else {
-                return Err(format!(
-                    "selector {text} is not of the form oidc:<alias>:<claim>:<value>"
-                ));
+                return Err(malformed(None));
             };
-            let issuer = self.issuers.iter().find(|issuer| issuer.alias == alias).ok_or_else(|| {
-                format!(
-                    "selector {text} names OIDC issuer {alias:?}, which is not configured on this server (configured: {})",
-                    self.aliases()
-                )
-            })?;
+            let issuer = self
+                .issuers
+                .iter()
+                .find(|issuer| issuer.alias == alias)
+                .ok_or_else(|| EntrySelectorError::UnknownIssuer {
+                    selector: text.to_owned(),
+                    alias: alias.to_owned(),
+                    configured: self.aliases(),
+                })?;
             let (Some(claim), Some(value)) = (claim, value) else {
-                return Err(format!(
-                    "selector {text} is not of the form oidc:{alias}:<claim>:<value>"
-                ));
+                return Err(malformed(Some(alias)));
             };
             if claim.is_empty() || value.is_empty() {
-                return Err(format!(
-                    "selector {text} is not of the form oidc:{alias}:<claim>:<value>"
-                ));
+                return Err(malformed(Some(alias)));
             }
             if !issuer.claims.iter().any(|known| known == claim) {
-                return Err(format!(
-                    "selector {text}: issuer {alias} does not yield claim {claim:?}, so the entry could never match (it yields: {})",
-                    issuer.claims.join(", ")
-                ));
+                return Err(EntrySelectorError::UnknownClaim {
+                    selector: text.to_owned(),
+                    alias: alias.to_owned(),
+                    claim: claim.to_owned(),
+                    yielded: issuer.claims.clone(),
+                });
             }
             let identifies = issuer
                 .identity_claims
@@ -299,48 +326,53 @@ impl OidcAttestor {
             if identified {
                 continue;
             }
-            let identity = self
+            let identity_claims = self
                 .issuers
                 .iter()
                 .find(|issuer| issuer.alias == alias)
-                .map(|issuer| issuer.identity_claims.as_slice())
+                .map(|issuer| issuer.identity_claims.clone())
                 .unwrap_or_default();
-            let example = identity.first().map_or("sub", String::as_str);
-            return Err(format!(
-                "the oidc:{alias} selectors do not constrain who the workload is, so any workload that can get a token \
-                 from that issuer would match; add a selector on one of {} (e.g. oidc:{alias}:{example}:<value>)",
-                identity.join(", ")
-            ));
+            return Err(EntrySelectorError::Unconstrained {
+                alias: alias.to_owned(),
+                identity_claims,
+            });
         }
         Ok(())
     }
 
-    fn aliases(&self) -> String {
-        let aliases: Vec<&str> = self
-            .issuers
+    fn aliases(&self) -> Vec<String> {
+        self.issuers
             .iter()
-            .map(|issuer| issuer.alias.as_str())
-            .collect();
-        aliases.join(", ")
+            .map(|issuer| issuer.alias.clone())
+            .collect()
     }
 }
 
 /// Claim names end up between `:` in selectors, and are what an entry's
 /// selector is parsed back into: no `:`, nothing unprintable.
-fn check_claim_names(field: &str, names: &[String]) -> Result<(), String> {
+fn check_claim_names(
+    alias: &str,
+    field: &'static str,
+    names: &[String],
+) -> Result<(), AttestorConfigError> {
     let mut seen = HashSet::new();
     for name in names {
         if name.is_empty()
             || name.len() > 64
             || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
         {
-            return Err(format!(
-                "{field}: {:?} must be 1-64 printable characters without ':' or spaces",
-                truncated(name)
-            ));
+            return Err(AttestorConfigError::InvalidClaimName {
+                alias: alias.to_owned(),
+                field,
+                claim: truncated(name),
+            });
         }
         if !seen.insert(name.as_str()) {
-            return Err(format!("{field}: {name} is listed twice"));
+            return Err(AttestorConfigError::DuplicateClaimName {
+                alias: alias.to_owned(),
+                field,
+                claim: name.clone(),
+            });
         }
     }
     Ok(())
@@ -357,479 +389,4 @@ fn printable(subject: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-    use crate::attest::jwks::testing::{TestKey, encode_token, hs256_token, jwks_of};
-
-    const NOW: i64 = 1_700_000_000;
-    const ISSUER: &str = "https://token.actions.githubusercontent.com";
-
-    fn config(jwks: String) -> OidcIssuerConfig {
-        OidcIssuerConfig {
-            alias: "gh".into(),
-            issuer: ISSUER.into(),
-            jwks_file: None,
-            discovery_url: None,
-            jwks: Some(jwks),
-            audience: "mayfly".into(),
-            claims: default_claims(),
-            identity_claims: default_identity_claims(),
-            max_token_age: None,
-        }
-    }
-
-    fn attestor(key: &TestKey) -> OidcAttestor {
-        OidcAttestor::new(&[config(jwks_of(&[key]))]).unwrap()
-    }
-
-    /// What a GitHub Actions ID token carries.
-    fn claims() -> Value {
-        json!({
-            "jti": "8f3c9a2e-0000-4000-8000-000000000002",
-            "sub": "repo:org/app:environment:prod",
-            "aud": "mayfly",
-            "ref": "refs/heads/main",
-            "sha": "d6b2f1c0",
-            "repository": "org/app",
-            "repository_owner": "org",
-            "repository_id": 74269537,
-            "run_id": "1234",
-            "actor": "octocat",
-            "workflow": "Deploy to prod",
-            "workflow_ref": "org/app/.github/workflows/deploy.yml@refs/heads/main",
-            "environment": "prod",
-            "ref_protected": true,
-            "iss": ISSUER,
-            "nbf": NOW - 60,
-            "exp": NOW + 300,
-            "iat": NOW - 60
-        })
-    }
-
-    fn with(name: &str, value: Value) -> Value {
-        let mut claims = claims();
-        claims[name] = value;
-        claims
-    }
-
-    async fn assert_control(attestor: &OidcAttestor, key: &TestKey) {
-        attestor.attest(&key.token(&claims()), NOW).await.unwrap();
-    }
-
-    async fn refusal(claims: Value) -> AttestError {
-        let key = TestKey::rsa(0, "gh-key");
-        let attestor = attestor(&key);
-        assert_control(&attestor, &key).await;
-        attestor.attest(&key.token(&claims), NOW).await.unwrap_err()
-    }
-
-    fn names(selectors: &[Selector]) -> Vec<&str> {
-        selectors.iter().map(Selector::as_str).collect()
-    }
-
-    fn selectors(texts: &[&str]) -> Vec<Selector> {
-        texts
-            .iter()
-            .map(|text| Selector::parse(text).unwrap())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn valid_token_yields_its_selectors() {
-        let key = TestKey::rsa(0, "gh-key");
-        let token = key.token(&claims());
-        let attestation = attestor(&key).attest(&token, NOW).await.unwrap();
-        assert_eq!(attestation.attestor, "oidc");
-        assert_eq!(attestation.subject, "oidc:gh:repo:org/app:environment:prod");
-        assert_eq!(
-            names(&attestation.selectors),
-            [
-                "oidc:gh:environment:prod",
-                "oidc:gh:ref:refs/heads/main",
-                "oidc:gh:repository:org/app",
-                "oidc:gh:sub:repo:org/app:environment:prod",
-                "oidc:gh:workflow_ref:org/app/.github/workflows/deploy.yml@refs/heads/main",
-            ]
-        );
-        assert_eq!(attestation.evidence_sha256, sha256_hex(token.as_bytes()));
-        let replay = attestation.replay.unwrap();
-        assert_eq!(
-            replay.key,
-            "oidc:gh:jti:8f3c9a2e-0000-4000-8000-000000000002"
-        );
-        assert_eq!(replay.expires_at, NOW + 300 + 30);
-    }
-
-    #[tokio::test]
-    async fn numbers_and_booleans_are_rendered_arrays_and_unrepresentable_values_skipped() {
-        let key = TestKey::p256("gh-key");
-        let mut config = config(jwks_of(&[&key]));
-        config.claims = [
-            "sub",
-            "repository_id",
-            "ref_protected",
-            "workflow",
-            "groups",
-        ]
-        .map(String::from)
-        .to_vec();
-        let attestor = OidcAttestor::new(&[config]).unwrap();
-        let mut claims = with("groups", json!(["a", "b"]));
-        claims.as_object_mut().unwrap().remove("jti");
-        let token = key.token(&claims);
-        let attestation = attestor.attest(&token, NOW).await.unwrap();
-        assert_eq!(
-            names(&attestation.selectors),
-            [
-                "oidc:gh:ref_protected:true",
-                "oidc:gh:repository_id:74269537",
-                "oidc:gh:sub:repo:org/app:environment:prod",
-            ]
-        );
-        let signed = token.rsplit_once('.').unwrap().0;
-        assert_eq!(
-            attestation.replay.unwrap().key,
-            format!("oidc:gh:sha256:{}", sha256_hex(signed.as_bytes()))
-        );
-    }
-
-    #[tokio::test]
-    async fn expired() {
-        let err = refusal(with("exp", json!(NOW - 60))).await;
-        assert_eq!(
-            err,
-            AttestError::Expired {
-                expired_at: NOW - 60,
-                now: NOW
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn not_yet_valid() {
-        let err = refusal(with("nbf", json!(NOW + 31))).await;
-        assert_eq!(
-            err,
-            AttestError::NotYetValid {
-                not_before: NOW + 31,
-                now: NOW
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn wrong_audience() {
-        let err = refusal(with("aud", json!("https://github.com/org"))).await;
-        assert_eq!(
-            err,
-            AttestError::WrongAudience {
-                expected: "mayfly".into(),
-                found: vec!["https://github.com/org".into()]
-            }
-        );
-        let err = refusal({
-            let mut claims = claims();
-            claims.as_object_mut().unwrap().remove("aud");
-            claims
-        })
-        .await;
-        assert!(matches!(err, AttestError::WrongAudience { found, .. } if found.is_empty()));
-    }
-
-    #[tokio::test]
-    async fn wrong_issuer() {
-        let err = refusal(with("iss", json!("https://gitlab.example.com"))).await;
-        assert_eq!(
-            err,
-            AttestError::UntrustedIssuer {
-                found: "https://gitlab.example.com".into()
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn unknown_kid() {
-        let key = TestKey::rsa(0, "gh-key");
-        let attestor = attestor(&key);
-        assert_control(&attestor, &key).await;
-        let err = attestor
-            .attest(&TestKey::rsa(0, "other-kid").token(&claims()), NOW)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err,
-            AttestError::UnknownKeyId {
-                kid: "other-kid".into(),
-                issuer: ISSUER.into()
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn signed_by_a_key_not_in_the_jwks() {
-        let key = TestKey::rsa(0, "gh-key");
-        let attestor = attestor(&key);
-        assert_control(&attestor, &key).await;
-        let err = attestor
-            .attest(&TestKey::rsa(1, "gh-key").token(&claims()), NOW)
-            .await
-            .unwrap_err();
-        assert_eq!(err, AttestError::BadSignature);
-
-        // EC too: a P-256 key under a trusted P-256 kid.
-        let ec = TestKey::p256("ec");
-        let attestor = OidcAttestor::new(&[config(jwks_of(&[&ec]))]).unwrap();
-        attestor.attest(&ec.token(&claims()), NOW).await.unwrap();
-        let err = attestor
-            .attest(&TestKey::p256("ec").token(&claims()), NOW)
-            .await
-            .unwrap_err();
-        assert_eq!(err, AttestError::BadSignature);
-    }
-
-    #[tokio::test]
-    async fn alg_none() {
-        let key = TestKey::rsa(0, "gh-key");
-        let attestor = attestor(&key);
-        assert_control(&attestor, &key).await;
-        for alg in ["none", "None", "NONE"] {
-            let token = encode_token(&json!({"alg": alg, "kid": "gh-key"}), &claims(), b"");
-            let err = attestor.attest(&token, NOW).await.unwrap_err();
-            assert!(
-                matches!(err, AttestError::UnsupportedAlgorithm { .. }),
-                "{alg}: {err}"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn hs256_signed_with_the_public_key_is_never_verified() {
-        let key = TestKey::rsa(0, "gh-key");
-        let attestor = attestor(&key);
-        assert_control(&attestor, &key).await;
-        let token = hs256_token("gh-key", &claims(), &key.public_key_bytes());
-        let err = attestor.attest(&token, NOW).await.unwrap_err();
-        assert_eq!(
-            err,
-            AttestError::UnsupportedAlgorithm {
-                alg: "HS256".into(),
-                allowed: "RS256, ES256, ES384".into()
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn missing_sub() {
-        let mut claims = claims();
-        claims.as_object_mut().unwrap().remove("sub");
-        let err = refusal(claims).await;
-        assert_eq!(
-            err,
-            AttestError::MissingClaim {
-                claim: "sub".into(),
-                expected: "string"
-            }
-        );
-        let err = refusal(with("sub", json!(42))).await;
-        assert_eq!(
-            err,
-            AttestError::MissingClaim {
-                claim: "sub".into(),
-                expected: "string"
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn too_old() {
-        let err = refusal(with("iat", json!(NOW - 3601))).await;
-        assert_eq!(
-            err,
-            AttestError::TooOld {
-                issued_at: NOW - 3601,
-                max_age_seconds: 3600
-            }
-        );
-        let err = refusal({
-            let mut claims = claims();
-            claims.as_object_mut().unwrap().remove("iat");
-            claims
-        })
-        .await;
-        assert_eq!(
-            err,
-            AttestError::MissingClaim {
-                claim: "iat".into(),
-                expected: "integer"
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn exp_as_a_string() {
-        let err = refusal(with("exp", json!((NOW + 300).to_string()))).await;
-        assert_eq!(
-            err,
-            AttestError::MissingClaim {
-                claim: "exp".into(),
-                expected: "integer"
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn hostile_sub_is_refused_or_made_printable() {
-        let err = refusal(with("sub", json!("repo:org/app\nforged"))).await;
-        assert!(matches!(err, AttestError::BadClaimValue { claim, .. } if claim == "sub"));
-
-        // When sub is not a selector claim it only names the subject.
-        let key = TestKey::p256("k");
-        let mut config = config(jwks_of(&[&key]));
-        config.claims = vec!["repository".into()];
-        let attestor = OidcAttestor::new(&[config]).unwrap();
-        let attestation = attestor
-            .attest(&key.token(&with("sub", json!("a\nb"))), NOW)
-            .await
-            .unwrap();
-        assert_eq!(attestation.subject, "oidc:gh:a?b");
-    }
-
-    #[test]
-    fn entry_guard_requires_an_identity_claim() {
-        let attestor = attestor(&TestKey::p256("k"));
-        // Control: constrained on the repository.
-        attestor
-            .check_entry_selectors(&selectors(&[
-                "oidc:gh:repository:org/app",
-                "oidc:gh:ref:refs/heads/main",
-            ]))
-            .unwrap();
-        attestor
-            .check_entry_selectors(&selectors(&["oidc:gh:repository:org/app"]))
-            .unwrap();
-        attestor
-            .check_entry_selectors(&selectors(&["k8s:ns:billing"]))
-            .unwrap();
-
-        let err = attestor
-            .check_entry_selectors(&selectors(&["oidc:gh:ref:refs/heads/main"]))
-            .unwrap_err();
-        assert!(
-            err.contains("do not constrain who the workload is"),
-            "{err}"
-        );
-        assert!(err.contains("oidc:gh:sub:<value>"), "{err}");
-
-        let err = attestor
-            .check_entry_selectors(&selectors(&["oidc:gitlab:project_path:org/app"]))
-            .unwrap_err();
-        assert!(err.contains("not configured"), "{err}");
-        assert!(
-            attestor
-                .check_entry_selectors(&selectors(&["oidc:gitlab"]))
-                .is_err()
-        );
-        assert!(
-            attestor
-                .check_entry_selectors(&selectors(&["oidc:gh"]))
-                .is_err()
-        );
-        assert!(
-            attestor
-                .check_entry_selectors(&selectors(&["oidc:gh:repository"]))
-                .is_err()
-        );
-
-        // A claim the issuer never yields could never match.
-        let err = attestor
-            .check_entry_selectors(&selectors(&["oidc:gh:actor:octocat", "oidc:gh:sub:x"]))
-            .unwrap_err();
-        assert!(err.contains("never match"), "{err}");
-    }
-
-    #[test]
-    fn entry_guard_is_per_issuer() {
-        let gh = TestKey::p256("k");
-        let mut gitlab = config(jwks_of(&[&gh]));
-        gitlab.alias = "gitlab".into();
-        gitlab.issuer = "https://gitlab.example.com".into();
-        gitlab.claims = vec!["project_path".into(), "ref".into()];
-        let attestor = OidcAttestor::new(&[config(jwks_of(&[&gh])), gitlab]).unwrap();
-        attestor
-            .check_entry_selectors(&selectors(&[
-                "oidc:gh:repository:org/app",
-                "oidc:gitlab:project_path:g/p",
-            ]))
-            .unwrap();
-        let err = attestor
-            .check_entry_selectors(&selectors(&[
-                "oidc:gh:repository:org/app",
-                "oidc:gitlab:ref:main",
-            ]))
-            .unwrap_err();
-        assert!(err.contains("oidc:gitlab"), "{err}");
-    }
-
-    #[test]
-    fn config_is_validated() {
-        let jwks = jwks_of(&[&TestKey::p256("k")]);
-        OidcAttestor::new(&[config(jwks.clone())]).unwrap();
-        assert!(OidcAttestor::new(&[]).is_err());
-
-        let mut bad_alias = config(jwks.clone());
-        bad_alias.alias = "GitHub".into();
-        assert!(
-            OidcAttestor::new(&[bad_alias])
-                .unwrap_err()
-                .contains("alias")
-        );
-
-        let mut same_issuer = config(jwks.clone());
-        same_issuer.alias = "gh2".into();
-        assert!(OidcAttestor::new(&[config(jwks.clone()), same_issuer]).is_err());
-
-        let mut colon = config(jwks.clone());
-        colon.claims.push("https://aws.amazon.com/tags".into());
-        assert!(OidcAttestor::new(&[colon]).unwrap_err().contains("':'"));
-
-        let mut no_identity = config(jwks.clone());
-        no_identity.claims = vec!["ref".into()];
-        assert!(
-            OidcAttestor::new(&[no_identity])
-                .unwrap_err()
-                .contains("identity_claims")
-        );
-
-        let mut no_source = config(jwks);
-        no_source.jwks = None;
-        assert!(
-            OidcAttestor::new(&[no_source])
-                .unwrap_err()
-                .contains("exactly one")
-        );
-    }
-
-    #[test]
-    fn config_defaults_from_toml() {
-        let config: OidcIssuerConfig = toml::from_str(
-            r#"
-            alias = "gh"
-            issuer = "https://token.actions.githubusercontent.com"
-            discovery_url = "https://token.actions.githubusercontent.com/.well-known/openid-configuration"
-            audience = "mayfly"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(config.claims, DEFAULT_CLAIMS);
-        assert_eq!(config.identity_claims, DEFAULT_IDENTITY_CLAIMS);
-        assert_eq!(config.max_token_age, None);
-        assert!(
-            toml::from_str::<OidcIssuerConfig>(
-                "alias = \"gh\"\nissuer = \"i\"\naudience = \"a\"\nextra = 1\n"
-            )
-            .is_err()
-        );
-    }
-}
+mod tests;

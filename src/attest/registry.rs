@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::k8s_psat::{K8sClusterConfig, K8sPsatAttestor};
 use super::oidc::{OidcAttestor, OidcIssuerConfig};
 use super::x509pop::{Challenge, X509PopAttestor, X509PopConfig};
-use super::{AttestError, Attestation};
+use super::{AttestError, Attestation, AttestorConfigError, EntrySelectorError};
 use crate::clock::{rfc3339, unix_seconds};
 use crate::policy::Selector;
 use crate::store::Store;
@@ -80,23 +80,24 @@ pub struct Attestors {
 }
 
 impl Attestors {
-    /// Builds the attestors (reads JWKS files and CA bundles). Errors name
-    /// the config section.
-    pub fn new(config: &AttestorsConfig) -> Result<Self, String> {
+    /// Builds the attestors (reads JWKS files and CA bundles).
+    ///
+    /// # Errors
+    ///
+    /// The first attestor's [`AttestorConfigError`]; its message names the
+    /// config section (`attestors.oidc: ...`).
+    pub fn new(config: &AttestorsConfig) -> Result<Self, AttestorConfigError> {
         let k8s_psat = (!config.k8s_psat.is_empty())
             .then(|| K8sPsatAttestor::new(&config.k8s_psat))
-            .transpose()
-            .map_err(|e| format!("attestors.k8s_psat: {e}"))?;
+            .transpose()?;
         let oidc = (!config.oidc.is_empty())
             .then(|| OidcAttestor::new(&config.oidc))
-            .transpose()
-            .map_err(|e| format!("attestors.oidc: {e}"))?;
+            .transpose()?;
         let x509pop = config
             .x509pop
             .as_ref()
             .map(X509PopAttestor::new)
-            .transpose()
-            .map_err(|e| format!("attestors.x509pop: {e}"))?;
+            .transpose()?;
         Ok(Attestors {
             k8s_psat,
             oidc,
@@ -121,13 +122,19 @@ impl Attestors {
 
     /// Refuses entry selectors that would trust too much (an OIDC issuer
     /// with no identifying claim constrained).
-    pub fn check_entry_selectors(&self, selectors: &[Selector]) -> Result<(), String> {
+    ///
+    /// # Errors
+    ///
+    /// [`EntrySelectorError::AttestorNotConfigured`] for `oidc:` selectors
+    /// on a server without an OIDC issuer; otherwise as
+    /// [`OidcAttestor::check_entry_selectors`].
+    pub fn check_entry_selectors(&self, selectors: &[Selector]) -> Result<(), EntrySelectorError> {
         let uses_oidc = selectors.iter().any(|s| s.kind() == "oidc");
         match &self.oidc {
             Some(oidc) => oidc.check_entry_selectors(selectors),
-            None if uses_oidc => Err(
-                "oidc selectors need an [[attestors.oidc]] issuer configured on this server".into(),
-            ),
+            None if uses_oidc => {
+                Err(EntrySelectorError::AttestorNotConfigured { attestor: "oidc" })
+            }
             None => Ok(()),
         }
     }
@@ -221,7 +228,7 @@ impl Attestors {
 mod tests {
     use super::*;
     use crate::attest::join_token::{JoinTokenRecord, TokenHash};
-    use crate::attest::jwks::testing::{TestKey, jwks_of};
+    use crate::attest::testing::{TestKey, jwks_of};
     use crate::policy::{Entry, EntryId};
     use crate::store::{EmbeddedStore, RedeemError, ReplicaRecord, StoreError, UsageRecord};
     use mayfly_sdk::revocation::Revocation;
@@ -352,6 +359,41 @@ mod tests {
         assert!(
             matches!(result, Err(AttestError::Unavailable { .. })),
             "{result:?}"
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_section_and_selectors_need_their_attestor() {
+        let key = TestKey::p256("k1");
+        let configured = oidc_attestors(&key);
+        // Positive control: an oidc entry constrained on `sub` is accepted.
+        let constrained = [Selector::parse("oidc:ci:sub:repo:acme/app").unwrap()];
+        configured.check_entry_selectors(&constrained).unwrap();
+        let unconfigured = Attestors::new(&AttestorsConfig::default()).unwrap();
+        assert_eq!(
+            unconfigured.check_entry_selectors(&constrained),
+            Err(EntrySelectorError::AttestorNotConfigured { attestor: "oidc" })
+        );
+
+        let config: AttestorsConfig = toml::from_str(
+            "[[oidc]]\nalias = \"ci\"\nissuer = \"https://ci.example.org\"\naudience = \"mayfly\"\njwks = '{\"keys\": []}'\n",
+        )
+        .unwrap();
+        let err = Attestors::new(&config).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AttestorConfigError::Jwks {
+                    attestor: "oidc",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("attestors.oidc: issuer ci: JWKS of issuer https://ci.example.org: no usable signing key"),
+            "{err}"
         );
     }
 

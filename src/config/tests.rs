@@ -1,4 +1,3 @@
-
 #[test]
 fn the_broker_url_is_what_a_client_can_reach() {
     let mut config = Config::default();

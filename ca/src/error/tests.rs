@@ -1,4 +1,3 @@
-
 use super::*;
 
 /// How many variants [`CaError`] has; [`variant_number`] numbers them `0..VARIANTS`.

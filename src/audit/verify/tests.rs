@@ -1,4 +1,3 @@
-
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::super::record::{canonical_bytes, line_bytes, sha256_hex};

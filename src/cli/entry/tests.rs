@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::cli::{Cli, Command};
 use clap::Parser;

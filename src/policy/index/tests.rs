@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::policy::{EntrySpec, TtlPolicy};
 use mayfly_sdk::TrustDomain;
