@@ -92,6 +92,7 @@ fn fixture(runtime: &Runtime, revocations: RevocationSet, unique_jti: bool) -> F
         attestors: Arc::new(Attestors::new(&Default::default()).unwrap()),
         revocations: Arc::new(revocations),
         leeway: LEEWAY,
+        metrics: mayfly::telemetry::Telemetry::new().metrics().clone(),
     })
     .unwrap();
     let caller = Caller {

@@ -31,7 +31,8 @@
 //! credential leaves. [`revoke`] and the SDK's revocation index cut
 //! credentials off; [`store`] keeps state (embedded redb, or Redis for
 //! several replicas, which [`replica`] ties together); [`rotation`] drives
-//! the CA's key rotation; [`config`] and [`server`] put it all together.
+//! the CA's key rotation; [`telemetry`] counts outcomes and serves them at
+//! `/metrics`; [`config`] and [`server`] put it all together.
 //! The command line is a module of the `mayfly` binary, not of this
 //! library; the agent and the load generator are crates of their own.
 
@@ -49,5 +50,6 @@ pub mod revoke;
 pub mod rotation;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 pub use mayfly_sdk::install_crypto_provider;

@@ -37,6 +37,7 @@ use crate::replica::{KeyPublishError, KeyPublisher, ReplicaIdError, Replicas};
 use crate::revoke::{RevokeError, Revoker};
 use crate::rotation::Rotation;
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, StoreEvent};
+use crate::telemetry::Telemetry;
 use mayfly_sdk::revocation::RevocationSet;
 use tokio::sync::{Notify, mpsc};
 
@@ -465,6 +466,7 @@ impl State {
 /// The broker's services, wired on its [`State`].
 struct Core {
     ca: Arc<CertificateAuthority>,
+    telemetry: Telemetry,
     revoker: Arc<Revoker>,
     bundle: Arc<BundlePublisher>,
     attestors: Arc<Attestors>,
@@ -485,6 +487,8 @@ impl Core {
     ) -> Result<Self, ServerError> {
         let parts = &state.parts;
         let ca = parts.ca.clone();
+        let telemetry = Telemetry::new();
+        telemetry.observe_state(&parts.entries, &parts.revocations, &ca, clock);
         let revoker = Arc::new(Revoker::new(
             parts.store.clone(),
             parts.revocations.clone(),
@@ -513,6 +517,7 @@ impl Core {
                 attestors: attestors.clone(),
                 revocations: parts.revocations.clone(),
                 leeway: config.jwt_leeway,
+                metrics: telemetry.metrics().clone(),
             })?
             .with_ttl_caps(config.ttl.jwt_max, config.ttl.x509_max),
         );
@@ -536,6 +541,7 @@ impl Core {
         minter.set_jwt_authorities(&bundle.jwt_authorities())?;
         Ok(Core {
             ca,
+            telemetry,
             revoker,
             bundle,
             attestors,
@@ -672,6 +678,7 @@ fn serve(
         crl: crl.subscribe(),
         revocations: parts.revocations.clone(),
         clock: clock.clone(),
+        telemetry: core.telemetry.clone(),
     });
     let http_listener = listeners.http;
     let shutdown = tasks.token();

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::bundle::BundlePublisher;
 use crate::clock::Clock;
+use crate::telemetry::Telemetry;
 
 /// What the HTTP handlers read.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub struct HttpState {
     pub revocations: Arc<RevocationSet>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// The metrics `/metrics` serves.
+    pub telemetry: Telemetry,
 }
 
 /// The routes.
@@ -41,6 +44,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/crl", get(crl))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(Arc::new(state))
 }
 
@@ -53,6 +57,24 @@ fn json(body: String) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Every metric, as Prometheus text.
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    match state.telemetry.render() {
+        Ok(text) => (
+            [
+                (header::CONTENT_TYPE, crate::telemetry::CONTENT_TYPE),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot render /metrics");
+            (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response()
+        }
+    }
 }
 
 async fn discovery(State(state): State<Arc<HttpState>>) -> Response {

@@ -63,6 +63,23 @@ impl From<CaError> for MintError {
     }
 }
 
+impl MintError {
+    /// Whose fault, in one word, for a metric label (a bounded set):
+    /// `invalid`, `unproven`, `denied`, `attestation`, `ca`, `unavailable`
+    /// or `internal`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            MintError::Invalid(_) => "invalid",
+            MintError::Unproven(_) => "unproven",
+            MintError::Denied(_) => "denied",
+            MintError::Attestation(_) => "attestation",
+            MintError::Ca(_) => "ca",
+            MintError::Unavailable(_) => "unavailable",
+            MintError::Internal(_) => "internal",
+        }
+    }
+}
+
 /// Evidence that did not prove anything says so; an attestor that is not
 /// configured or cannot answer is not a failed attestation.
 fn attestation_message(error: &AttestError) -> String {

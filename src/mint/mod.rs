@@ -33,6 +33,7 @@ use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::clock::Clock;
 use crate::policy::{CredentialKind, Entry, EntryIndex};
 use crate::store::{RedeemError, Store};
+use crate::telemetry::BrokerMetrics;
 
 pub use error::{Denied, Internal, InvalidRequest, MintError, Unavailable, Unproven};
 pub use jwt_cache::{CachedJwt, JwtCacheKey, JwtSvidCache};
@@ -104,6 +105,8 @@ pub struct MinterParts {
     pub revocations: Arc<RevocationSet>,
     /// The clock leeway of JWT validation.
     pub leeway: Duration,
+    /// Where outcomes are counted.
+    pub metrics: Arc<BrokerMetrics>,
 }
 
 /// Everything the mint path needs, shared by the API handlers.
@@ -129,6 +132,7 @@ pub struct Minter {
     /// Set once, before serving ([`set_issuer`](Self::set_issuer)), because
     /// it can depend on the HTTP port the server bound after this was built.
     issuer: OnceLock<Box<str>>,
+    metrics: Arc<BrokerMetrics>,
 }
 
 impl Minter {
@@ -148,6 +152,7 @@ impl Minter {
             attestors,
             revocations,
             leeway,
+            metrics,
         } = parts;
         let validator = build_validator(
             &ca,
@@ -171,6 +176,7 @@ impl Minter {
             jwt_cap: crate::policy::HARD_TTL_CAP.as_secs(),
             x509_cap: crate::policy::HARD_TTL_CAP.as_secs(),
             issuer: OnceLock::new(),
+            metrics,
         })
     }
 
@@ -316,7 +322,9 @@ impl Minter {
             self.check_join_token_binding(&hash, wanted, now, event)
                 .await?;
         }
-        let record = self.redeem_join_token(&hash, now).await?;
+        let record = self.redeem_join_token(&hash, now).await;
+        self.metrics.attestation("join_token", record.is_ok());
+        let record = record?;
         event.entry_id = Some(record.entry_id.to_string());
         let entry =
             self.entries
@@ -442,13 +450,15 @@ impl Minter {
         let attestation = self
             .attestors
             .attest(evidence, self.store.as_ref(), self.clock.now())
-            .await
-            .map_err(|e| {
-                if let Some(sha) = evidence_hash(evidence) {
-                    event.evidence_sha256 = Some(sha);
-                }
-                MintError::Attestation(e)
-            })?;
+            .await;
+        self.metrics
+            .attestation(evidence.attestor(), attestation.is_ok());
+        let attestation = attestation.map_err(|e| {
+            if let Some(sha) = evidence_hash(evidence) {
+                event.evidence_sha256 = Some(sha);
+            }
+            MintError::Attestation(e)
+        })?;
         event.actor = attestation.subject.clone();
         event.evidence_sha256 = Some(attestation.evidence_sha256.clone());
         event.detail = Some(serde_json::json!({
@@ -744,7 +754,11 @@ impl Minter {
         let signer = self.ca.jwt_signer();
         let key = (!entry.unique_jti).then(|| JwtCacheKey::new(entry, audience, ttl));
         let reused = match &key {
-            Some(key) => self.reusable_jwt(key, entry, signer.key_id(), now)?,
+            Some(key) => {
+                let reused = self.reusable_jwt(key, entry, signer.key_id(), now)?;
+                self.metrics.jwt_cache(reused.is_some());
+                reused
+            }
             None => None,
         };
         let jwt = match reused {
@@ -837,6 +851,17 @@ impl Minter {
         token: &str,
         audience: &str,
     ) -> Result<Arc<ValidatedJwtSvid>, MintError> {
+        let result = self.validate_jwt_inner(token, audience);
+        self.metrics
+            .validation(result.as_ref().err().map(MintError::class));
+        result
+    }
+
+    fn validate_jwt_inner(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<Arc<ValidatedJwtSvid>, MintError> {
         if audience.is_empty() {
             return Err(InvalidRequest::AudienceRequired.into());
         }
@@ -913,8 +938,12 @@ impl Minter {
         event: AuditEvent,
         result: Result<T, MintError>,
     ) -> Result<T, MintError> {
+        let kind = credential_kind(&event.action);
         let receipt = self.audit.append(outcome_event(event, &result)).await;
-        refuse_unaudited(result, receipt)
+        let result = refuse_unaudited(result, receipt);
+        self.metrics
+            .credential(kind, result.as_ref().err().map(MintError::class));
+        result
     }
 
     /// [`finish`](Self::finish) for many: the records are queued together,
@@ -925,15 +954,28 @@ impl Minter {
     ) -> Vec<Result<T, MintError>> {
         let (events, results): (Vec<_>, Vec<_>) = outcomes
             .into_iter()
-            .map(|(event, result)| (outcome_event(event, &result), result))
+            .map(|(event, result)| {
+                let kind = credential_kind(&event.action);
+                (outcome_event(event, &result), (kind, result))
+            })
             .unzip();
         let receipts = self.audit.append_all(events).await;
         results
             .into_iter()
             .zip(receipts)
-            .map(|(result, receipt)| refuse_unaudited(result, receipt))
+            .map(|((kind, result), receipt)| {
+                let result = refuse_unaudited(result, receipt);
+                self.metrics
+                    .credential(kind, result.as_ref().err().map(MintError::class));
+                result
+            })
             .collect()
     }
+}
+
+/// The kind of credential an audited action asks for.
+fn credential_kind(action: &str) -> &'static str {
+    if action == "jwt.mint" { "jwt" } else { "x509" }
 }
 
 /// The audit record of a request, with its outcome.

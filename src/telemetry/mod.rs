@@ -1,0 +1,308 @@
+//! Metrics: OpenTelemetry instruments on the broker's paths, read on demand
+//! and served as Prometheus text at `/metrics` on the HTTP port.
+//!
+//! Each broker has its own meter provider (tests run several in one
+//! process), read by a [`ManualReader`] when `/metrics` is scraped; nothing
+//! is exported on a timer, and recording a measurement is an atomic add on
+//! the request path, never I/O. Labels are bounded sets (a kind, an
+//! outcome, a status class, an attestor name): no SPIFFE ID, entry id or
+//! audience is ever a label; those are in the audit log.
+//!
+//! | metric (Prometheus) | type | labels |
+//! |---|---|---|
+//! | `mayfly_credentials_total` | counter | `kind` (`jwt`, `x509`), `outcome` (`granted`, `refused`), `refusal` (whose fault: `invalid`, `unproven`, `denied`, `attestation`, `ca`, `unavailable`, `internal`; `none` when granted) |
+//! | `mayfly_attestations_total` | counter | `attestor` (`join_token`, `k8s_psat`, `oidc`, `x509pop`), `outcome` (`passed`, `refused`) |
+//! | `mayfly_jwt_validations_total` | counter | `outcome` (`valid`, `refused`), `refusal` |
+//! | `mayfly_cache_requests_total` | counter | `cache` (`jwt_svid`), `result` (`hit`, `miss`) |
+//! | `mayfly_entries` | gauge | |
+//! | `mayfly_revocations` | gauge | |
+//! | `mayfly_revocation_staleness_seconds` | gauge | (only with a shared store) |
+//! | `mayfly_ca_expiry_seconds` | gauge | `kind` (`root`, `intermediate`): seconds until the active one's `notAfter` |
+
+mod prometheus;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use mayfly_ca::CertificateAuthority;
+use mayfly_sdk::revocation::RevocationSet;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Meter, MeterProvider as _};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{
+    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
+};
+
+use crate::clock::Clock;
+use crate::policy::EntryIndex;
+
+pub use prometheus::{CONTENT_TYPE, encode};
+
+/// The broker's meter provider and the reader `/metrics` collects from.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    provider: SdkMeterProvider,
+    reader: Arc<ManualReader>,
+    metrics: Arc<BrokerMetrics>,
+}
+
+impl Telemetry {
+    /// A meter provider of its own, with the request-path instruments.
+    pub fn new() -> Self {
+        let reader = Arc::new(ManualReader::builder().build());
+        let provider = SdkMeterProvider::builder()
+            .with_reader(SharedReader(reader.clone()))
+            .build();
+        let metrics = Arc::new(BrokerMetrics::new(&provider.meter("mayfly")));
+        Telemetry {
+            provider,
+            reader,
+            metrics,
+        }
+    }
+
+    /// The instruments the request path records into.
+    pub fn metrics(&self) -> &Arc<BrokerMetrics> {
+        &self.metrics
+    }
+
+    /// Registers the gauges read at each scrape: entries, revocations, the
+    /// revocation index's staleness, and how long the CA's active root and
+    /// intermediate have left. The callbacks hold weak references, so a
+    /// stopped broker's state is not kept alive by its meter.
+    pub fn observe_state(
+        &self,
+        entries: &Arc<EntryIndex>,
+        revocations: &Arc<RevocationSet>,
+        ca: &Arc<CertificateAuthority>,
+        clock: &Arc<dyn Clock>,
+    ) {
+        let meter = self.provider.meter("mayfly");
+        let weak_entries: Weak<EntryIndex> = Arc::downgrade(entries);
+        meter
+            .u64_observable_gauge("mayfly.entries")
+            .with_description("Registered entries, in this replica's index.")
+            .with_unit("{entry}")
+            .with_callback(move |gauge| {
+                if let Some(entries) = weak_entries.upgrade() {
+                    gauge.observe(entries.len() as u64, &[]);
+                }
+            })
+            .build();
+        let weak_revocations = Arc::downgrade(revocations);
+        meter
+            .u64_observable_gauge("mayfly.revocations")
+            .with_description("Revocations in force, in this replica's index.")
+            .with_unit("{revocation}")
+            .with_callback(move |gauge| {
+                if let Some(set) = weak_revocations.upgrade() {
+                    gauge.observe(set.len() as u64, &[]);
+                }
+            })
+            .build();
+        let weak_revocations = Arc::downgrade(revocations);
+        let staleness_clock = clock.clone();
+        meter
+            .f64_observable_gauge("mayfly.revocation.staleness")
+            .with_description(
+                "Seconds since the revocation index last heard from the shared store (only with one).",
+            )
+            .with_unit("s")
+            .with_callback(move |gauge| {
+                let Some(set) = weak_revocations.upgrade() else {
+                    return;
+                };
+                if set.staleness_bound().is_none() {
+                    return;
+                }
+                let now_ms = crate::clock::unix_millis(staleness_clock.now());
+                let age_ms = set
+                    .last_heard_ms()
+                    .map_or(i64::MAX, |heard| now_ms.saturating_sub(heard));
+                gauge.observe(age_ms as f64 / 1000.0, &[]);
+            })
+            .build();
+        let weak_ca = Arc::downgrade(ca);
+        let expiry_clock = clock.clone();
+        meter
+            .f64_observable_gauge("mayfly.ca.expiry")
+            .with_description("Seconds until the active root or intermediate certificate expires.")
+            .with_unit("s")
+            .with_callback(move |gauge| {
+                let Some(ca) = weak_ca.upgrade() else {
+                    return;
+                };
+                let now = expiry_clock.now();
+                let now_secs = crate::clock::unix_seconds(now);
+                for authority in ca.status(now).authorities {
+                    let Some(not_after) = authority.not_after else {
+                        continue;
+                    };
+                    if authority.state != mayfly_ca::AuthorityState::Active {
+                        continue;
+                    }
+                    let kind = match authority.kind {
+                        mayfly_ca::AuthorityKind::Root => "root",
+                        mayfly_ca::AuthorityKind::Intermediate => "intermediate",
+                        mayfly_ca::AuthorityKind::JwtKey => continue,
+                    };
+                    gauge.observe(
+                        not_after.saturating_sub(now_secs) as f64,
+                        &[KeyValue::new("kind", kind)],
+                    );
+                }
+            })
+            .build();
+    }
+
+    /// Every metric now, as Prometheus text.
+    ///
+    /// # Errors
+    ///
+    /// A message if the meter provider was shut down.
+    pub fn render(&self) -> Result<String, String> {
+        let mut collected = ResourceMetrics::default();
+        self.reader
+            .collect(&mut collected)
+            .map_err(|e| format!("collecting metrics: {e}"))?;
+        Ok(encode(&collected))
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+/// The instruments the request path records into. Recording is an atomic
+/// add on an attribute set the SDK keeps, never I/O.
+#[derive(Debug)]
+pub struct BrokerMetrics {
+    credentials: Counter<u64>,
+    attestations: Counter<u64>,
+    validations: Counter<u64>,
+    cache: Counter<u64>,
+}
+
+impl BrokerMetrics {
+    fn new(meter: &Meter) -> Self {
+        BrokerMetrics {
+            credentials: meter
+                .u64_counter("mayfly.credentials")
+                .with_description(
+                    "Credentials asked for, by kind, outcome and whose fault a refusal was.",
+                )
+                .with_unit("{credential}")
+                .build(),
+            attestations: meter
+                .u64_counter("mayfly.attestations")
+                .with_description("Platform attestations, by attestor and outcome.")
+                .with_unit("{attestation}")
+                .build(),
+            validations: meter
+                .u64_counter("mayfly.jwt.validations")
+                .with_description(
+                    "ValidateJwtSvid calls, by outcome and whose fault a refusal was.",
+                )
+                .with_unit("{validation}")
+                .build(),
+            cache: meter
+                .u64_counter("mayfly.cache.requests")
+                .with_description("Look-ups of the broker's JWT-SVID cache, by result.")
+                .with_unit("{request}")
+                .build(),
+        }
+    }
+
+    /// A credential of `kind` (`jwt`, `x509`) was granted (`refusal` is
+    /// `None`), or refused for a reason of that class
+    /// (`MintError::class`).
+    pub fn credential(&self, kind: &'static str, refusal: Option<&'static str>) {
+        self.credentials.add(
+            1,
+            &[
+                KeyValue::new("kind", kind),
+                KeyValue::new(
+                    "outcome",
+                    if refusal.is_none() {
+                        "granted"
+                    } else {
+                        "refused"
+                    },
+                ),
+                KeyValue::new("refusal", refusal.unwrap_or("none")),
+            ],
+        );
+    }
+
+    /// An attestation by `attestor` passed, or was refused.
+    pub fn attestation(&self, attestor: &'static str, passed: bool) {
+        self.attestations.add(
+            1,
+            &[
+                KeyValue::new("attestor", attestor),
+                KeyValue::new("outcome", if passed { "passed" } else { "refused" }),
+            ],
+        );
+    }
+
+    /// A `ValidateJwtSvid` was answered: valid, or refused for a reason of
+    /// that class.
+    pub fn validation(&self, refusal: Option<&'static str>) {
+        self.validations.add(
+            1,
+            &[
+                KeyValue::new(
+                    "outcome",
+                    if refusal.is_none() {
+                        "valid"
+                    } else {
+                        "refused"
+                    },
+                ),
+                KeyValue::new("refusal", refusal.unwrap_or("none")),
+            ],
+        );
+    }
+
+    /// The JWT-SVID cache was asked, and had a token to reuse or not.
+    pub fn jwt_cache(&self, hit: bool) {
+        self.cache.add(
+            1,
+            &[
+                KeyValue::new("cache", "jwt_svid"),
+                KeyValue::new("result", if hit { "hit" } else { "miss" }),
+            ],
+        );
+    }
+}
+
+/// The manual reader, shared between the provider (which owns its reader)
+/// and [`Telemetry::render`].
+#[derive(Debug)]
+struct SharedReader(Arc<ManualReader>);
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline);
+    }
+
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
+    }
+}

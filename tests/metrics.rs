@@ -1,0 +1,358 @@
+//! `/metrics`: the broker's counters and gauges as Prometheus text, read by
+//! tools we did not write.
+//!
+//! - The exposition after a known number of grants and refusals holds
+//!   exactly those counts (the parsing here is a plain line reader, and a
+//!   refusal of another class is counted apart: the negative control).
+//! - `promtool check metrics` accepts the exposition.
+//! - A real Prometheus server scrapes the broker, and its HTTP query API
+//!   returns the same counts.
+//!
+//! promtool and prometheus come from Debian's `prometheus` package, which
+//! `.ci/run` installs when missing. Without them the tests that need them
+//! say so and pass, except under `CI=true`, where they fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestBroker;
+
+/// One sample line of the exposition: its name, its labels and its value.
+type Samples = Vec<(String, BTreeMap<String, String>, f64)>;
+
+fn parse(exposition: &str) -> Samples {
+    let mut samples = Vec::new();
+    for line in exposition.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect(line);
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect(line);
+                let labels = body
+                    .split(',')
+                    .map(|pair| {
+                        let (key, value) = pair.split_once('=').expect(line);
+                        (key.to_owned(), value.trim_matches('"').to_owned())
+                    })
+                    .collect();
+                (name.to_owned(), labels)
+            }
+            None => (series.to_owned(), BTreeMap::new()),
+        };
+        samples.push((name, labels, value.parse().expect(line)));
+    }
+    samples
+}
+
+/// The value of the one sample of `name` whose labels include `labels`
+/// (0 when there is none: a counter not yet incremented is absent).
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let matching: Vec<f64> = samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| *v)
+        .collect();
+    assert!(matching.len() <= 1, "{name} {labels:?}: {matching:?}");
+    matching.first().copied().unwrap_or(0.0)
+}
+
+/// A tool from Debian's `prometheus` package, or `None` (a failure under CI).
+fn tool(name: &str) -> Option<&'static str> {
+    let path: &'static str = match name {
+        "promtool" => "promtool",
+        _ => "prometheus",
+    };
+    let found = Command::new(path)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{name} is not installed (Debian package prometheus; .ci/run installs it)"
+    );
+    eprintln!("skipping: {name} is not installed (apt-get install prometheus)");
+    None
+}
+
+/// A broker with 3 JWT-SVIDs granted, 2 refused by policy (an audience the
+/// entry does not allow) and 1 refused as unproven (a used join token).
+async fn broker_with_known_traffic() -> TestBroker {
+    let broker = TestBroker::start().await;
+    let entry = broker.create_entry("/billing", &["db"]).await;
+    let token = broker.join_token(&entry.id, 0).await;
+    let svid = broker.attest(&token).await.unwrap();
+    // The same join token again: refused, unproven.
+    assert!(broker.attest(&token).await.is_err());
+    for ttl in [60, 61, 62] {
+        broker.mint(&svid, "db", ttl).await.unwrap();
+    }
+    for _ in 0..2 {
+        let refused = broker.mint(&svid, "payments", 60).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    }
+    broker
+}
+
+#[tokio::test]
+async fn metrics_count_grants_and_refusals_by_class() {
+    let mut broker = broker_with_known_traffic().await;
+    let (status, body) = broker.http_get("/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    let samples = parse(&body);
+    let credentials = "mayfly_credentials_total";
+    let jwt = |outcome, refusal| {
+        value(
+            &samples,
+            credentials,
+            &[("kind", "jwt"), ("outcome", outcome), ("refusal", refusal)],
+        )
+    };
+    assert_eq!(jwt("granted", "none"), 3.0, "{body}");
+    assert_eq!(jwt("refused", "denied"), 2.0, "{body}");
+    // Negative control: no JWT was refused for another reason.
+    assert_eq!(jwt("refused", "unproven"), 0.0, "{body}");
+    let x509 = |outcome, refusal| {
+        value(
+            &samples,
+            credentials,
+            &[("kind", "x509"), ("outcome", outcome), ("refusal", refusal)],
+        )
+    };
+    assert_eq!(x509("granted", "none"), 1.0, "{body}");
+    assert_eq!(x509("refused", "unproven"), 1.0, "{body}");
+    assert_eq!(
+        value(
+            &samples,
+            "mayfly_attestations_total",
+            &[("attestor", "join_token"), ("outcome", "passed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "mayfly_attestations_total",
+            &[("attestor", "join_token"), ("outcome", "refused")]
+        ),
+        1.0
+    );
+    // Three TTLs, three cache keys: each a miss.
+    assert_eq!(
+        value(
+            &samples,
+            "mayfly_cache_requests_total",
+            &[("cache", "jwt_svid"), ("result", "miss")]
+        ),
+        3.0
+    );
+    assert_eq!(value(&samples, "mayfly_entries", &[]), 1.0);
+    assert_eq!(value(&samples, "mayfly_revocations", &[]), 0.0);
+    let root = value(&samples, "mayfly_ca_expiry_seconds", &[("kind", "root")]);
+    let intermediate = value(
+        &samples,
+        "mayfly_ca_expiry_seconds",
+        &[("kind", "intermediate")],
+    );
+    assert!(root > intermediate && intermediate > 0.0, "{body}");
+    // No SPIFFE ID, entry id or audience is a label.
+    for secretish in ["spiffe://", entry_id_of(&broker).await.as_str(), "\"db\""] {
+        assert!(!body.contains(secretish), "{secretish} in {body}");
+    }
+
+    let Some(promtool) = tool("promtool") else {
+        broker.stop().await;
+        return;
+    };
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // Positive control for promtool itself: it refuses a broken exposition.
+    let mut broken = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    broken
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"# TYPE x counter\nx{a=\"1\" 1\n")
+        .unwrap();
+    assert!(!broken.wait().unwrap().success());
+    broker.stop().await;
+}
+
+async fn entry_id_of(broker: &TestBroker) -> String {
+    let mut admin = broker.admin().await;
+    let entries = admin
+        .list_entries(mayfly_sdk::proto::v1::ListEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    entries[0].id.clone()
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for Prometheus).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value Prometheus' query API returns for `query`, if it has one.
+async fn prometheus_value(port: u16, query: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let path = format!("/api/v1/query?query={}", percent_encode(query));
+    // HTTP/1.0: no chunked body; and no panic while Prometheus is starting.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    let answer: serde_json::Value = serde_json::from_str(body).ok()?;
+    let result = answer["data"]["result"].as_array()?;
+    let sample = result.first()?;
+    sample["value"][1].as_str()?.parse().ok()
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Prometheus server scraping `target` every second, with its data in `dir`.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(binary: &str, dir: &Path, target: std::net::SocketAddr) -> Self {
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: mayfly\n    static_configs:\n      \
+                 - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Prometheus { child, port }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_the_broker() {
+    let Some(binary) = tool("prometheus") else {
+        return;
+    };
+    let mut broker = broker_with_known_traffic().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prometheus = Prometheus::start(binary, dir.path(), broker.server().http_addr());
+    let granted = r#"mayfly_credentials_total{job="mayfly",kind="jwt",outcome="granted"}"#;
+    let denied = r#"mayfly_credentials_total{job="mayfly",kind="jwt",refusal="denied"}"#;
+    let started = Instant::now();
+    let mut seen = (None, None);
+    // Prometheus needs a few seconds to start and scrape; the deadline only
+    // bounds a broken setup.
+    while started.elapsed() < Duration::from_secs(60) {
+        seen = (
+            prometheus_value(prometheus.port, granted).await,
+            prometheus_value(prometheus.port, denied).await,
+        );
+        if seen.0.is_some() && seen.1.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    assert_eq!(seen, (Some(3.0), Some(2.0)), "prometheus log:\n{log}");
+    // Negative control: a series the broker does not have stays empty.
+    let absent = r#"mayfly_credentials_total{job="mayfly",refusal="internal"}"#;
+    assert_eq!(prometheus_value(prometheus.port, absent).await, None);
+    // Prometheus' own view of the target: up, scraped without errors.
+    assert_eq!(
+        prometheus_value(prometheus.port, r#"up{job="mayfly"}"#).await,
+        Some(1.0)
+    );
+    drop(prometheus);
+    broker.stop().await;
+}
