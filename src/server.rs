@@ -489,6 +489,7 @@ impl Core {
         let ca = parts.ca.clone();
         let telemetry = Telemetry::new();
         telemetry.observe_state(&parts.entries, &parts.revocations, &ca, clock);
+        parts.audit.observe(telemetry.metrics().clone());
         let revoker = Arc::new(Revoker::new(
             parts.store.clone(),
             parts.revocations.clone(),

@@ -173,6 +173,31 @@ async fn metrics_count_grants_and_refusals_by_class() {
         &[("kind", "intermediate")],
     );
     assert!(root > intermediate && intermediate > 0.0, "{body}");
+    // Every audit record was counted in a group commit, and the head is the
+    // log's last record.
+    let last_seq = common::last_audit_record(&broker.data_dir())["seq"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(value(&samples, "mayfly_audit_head_sequence", &[]), last_seq);
+    let commits = value(
+        &samples,
+        "mayfly_audit_commit_duration_seconds_count",
+        &[("outcome", "durable")],
+    );
+    assert!(commits >= 1.0 && commits <= last_seq, "{body}");
+    assert_eq!(
+        value(
+            &samples,
+            "mayfly_audit_commit_duration_seconds_count",
+            &[("outcome", "failed")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(&samples, "mayfly_audit_commit_records_sum", &[]),
+        last_seq,
+        "{body}"
+    );
     // No SPIFFE ID, entry id or audience is a label.
     for secretish in ["spiffe://", entry_id_of(&broker).await.as_str(), "\"db\""] {
         assert!(!body.contains(secretish), "{secretish} in {body}");

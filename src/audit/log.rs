@@ -37,6 +37,8 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     /// Becomes true once the writer has stopped and released the file.
     stopped: watch::Receiver<bool>,
+    /// Shared with the writer thread.
+    observer: super::writer::Observer,
 }
 
 impl fmt::Debug for AuditLog {
@@ -90,12 +92,14 @@ impl AuditLog {
             head,
             halted: false,
             unanchored: false,
+            observer: super::writer::Observer::default(),
         };
         Self::start(writer)
     }
 
     fn start(writer: Writer) -> Result<AuditLog, AuditError> {
         let dir = writer.dir.clone();
+        let observer = writer.observer.clone();
         let (commands, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (stopped_tx, stopped) = watch::channel(false);
         std::thread::Builder::new()
@@ -107,8 +111,15 @@ impl AuditLog {
                 dir,
                 commands,
                 stopped,
+                observer,
             }),
         })
+    }
+
+    /// Tells `observer` of every batch committed from now on (metrics). The
+    /// first observer set stays; returns false if one was set before.
+    pub fn observe(&self, observer: Arc<dyn super::CommitObserver>) -> bool {
+        self.inner.observer.set(observer).is_ok()
     }
 
     /// The audit directory.

@@ -57,6 +57,7 @@ pub use log::AuditLog;
 pub use record::{AuditEvent, AuditReceipt, AuditRecord, GENESIS_HASH, Outcome};
 pub use tail::tail;
 pub use verify::{BreakKind, ChainBreak, VerifyReport, verify};
+pub use writer::CommitObserver;
 
 #[cfg(test)]
 mod test_support;

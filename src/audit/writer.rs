@@ -52,10 +52,24 @@ pub(super) struct Writer {
     pub(super) halted: bool,
     /// Records were made durable since the last checkpoint.
     pub(super) unanchored: bool,
+    /// Told of every batch made durable (metrics), once one is set.
+    pub(super) observer: Observer,
 }
 
 /// The longest the checkpoint lags the log, under load and when idle.
 pub(super) const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What is told of every batch the writer commits: for metrics, never on
+/// the path of a waiter's answer beyond a call that must not block.
+pub trait CommitObserver: Send + Sync + std::fmt::Debug {
+    /// A batch of `records` was written and fdatasync'd (`durable`), or its
+    /// write failed, `took` after it was taken from the queue; the log's
+    /// head is then at `head_seq`.
+    fn committed(&self, records: usize, took: std::time::Duration, durable: bool, head_seq: u64);
+}
+
+/// The observer the writer thread reads, set once after the log is open.
+pub(super) type Observer = Arc<std::sync::OnceLock<Arc<dyn CommitObserver>>>;
 
 /// One append that is waiting for its batch to be durable.
 struct Waiter {
@@ -156,10 +170,20 @@ impl Writer {
             }
             return;
         }
+        let started = std::time::Instant::now();
         let Some((buf, waiters, head)) = self.encode(batch) else {
             return;
         };
-        if let Err(e) = self.persist(&buf) {
+        let persisted = self.persist(&buf);
+        if let Some(observer) = self.observer.get() {
+            observer.committed(
+                waiters.len(),
+                started.elapsed(),
+                persisted.is_ok(),
+                head.seq,
+            );
+        }
+        if let Err(e) = persisted {
             tracing::error!(path = %self.path.display(), error = %e, records = waiters.len(),
                 "audit log write failed; refusing the requests it was recording");
             let source = Arc::new(e);
@@ -308,6 +332,7 @@ mod tests {
             },
             halted: false,
             unanchored: false,
+            observer: Observer::default(),
         }
     }
 

@@ -18,6 +18,9 @@
 //! | `mayfly_revocations` | gauge | |
 //! | `mayfly_revocation_staleness_seconds` | gauge | (only with a shared store) |
 //! | `mayfly_ca_expiry_seconds` | gauge | `kind` (`root`, `intermediate`): seconds until the active one's `notAfter` |
+//! | `mayfly_audit_commit_duration_seconds` | histogram | `outcome` (`durable`, `failed`): write and fdatasync of one group commit |
+//! | `mayfly_audit_commit_records` | histogram | records per group commit |
+//! | `mayfly_audit_head_sequence` | gauge | the last durable record's sequence number |
 
 mod prometheus;
 
@@ -27,7 +30,7 @@ use std::time::Duration;
 use mayfly_ca::CertificateAuthority;
 use mayfly_sdk::revocation::RevocationSet;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Meter, MeterProvider as _};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::reader::MetricReader;
@@ -35,6 +38,7 @@ use opentelemetry_sdk::metrics::{
     InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
 };
 
+use crate::audit::CommitObserver;
 use crate::clock::Clock;
 use crate::policy::EntryIndex;
 
@@ -185,6 +189,9 @@ pub struct BrokerMetrics {
     attestations: Counter<u64>,
     validations: Counter<u64>,
     cache: Counter<u64>,
+    audit_commit: Histogram<f64>,
+    audit_batch: Histogram<u64>,
+    audit_head: Gauge<u64>,
 }
 
 impl BrokerMetrics {
@@ -213,6 +220,28 @@ impl BrokerMetrics {
                 .u64_counter("mayfly.cache.requests")
                 .with_description("Look-ups of the broker's JWT-SVID cache, by result.")
                 .with_unit("{request}")
+                .build(),
+            audit_commit: meter
+                .f64_histogram("mayfly.audit.commit.duration")
+                .with_description(
+                    "Time to write and fdatasync one batch of audit records (a group commit), by outcome.",
+                )
+                .with_unit("s")
+                .with_boundaries(vec![
+                    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 1.0,
+                ])
+                .build(),
+            audit_batch: meter
+                .u64_histogram("mayfly.audit.commit.records")
+                .with_description("Audit records per group commit.")
+                .with_unit("{record}")
+                .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0])
+                .build(),
+            audit_head: meter
+                .u64_gauge("mayfly.audit.head.sequence")
+                .with_description("Sequence number of the last durable audit record.")
+                .with_unit("{record}")
                 .build(),
         }
     }
@@ -277,6 +306,20 @@ impl BrokerMetrics {
                 KeyValue::new("result", if hit { "hit" } else { "miss" }),
             ],
         );
+    }
+}
+
+impl CommitObserver for BrokerMetrics {
+    fn committed(&self, records: usize, took: Duration, durable: bool, head_seq: u64) {
+        let outcome = [KeyValue::new(
+            "outcome",
+            if durable { "durable" } else { "failed" },
+        )];
+        self.audit_commit.record(took.as_secs_f64(), &outcome);
+        self.audit_batch.record(records as u64, &[]);
+        if durable {
+            self.audit_head.record(head_seq, &[]);
+        }
     }
 }
 
