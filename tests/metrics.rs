@@ -381,3 +381,63 @@ async fn a_real_prometheus_scrapes_the_broker() {
     drop(prometheus);
     broker.stop().await;
 }
+
+/// The alert rules in `deploy/prometheus` load, fire on the series their
+/// unit tests give them and on no other (`promtool test rules` compares the
+/// whole list of firing alerts), and name only metrics a broker exports.
+#[tokio::test]
+async fn the_alert_rules_load_fire_as_tested_and_name_real_metrics() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let run = Command::new(promtool)
+            .args(args)
+            .current_dir(&deploy)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+
+    // Every mayfly_* name in the rules is a family the broker exports.
+    let mut broker = broker_with_known_traffic().await;
+    let (_, body) = broker.http_get("/metrics").await;
+    broker.stop().await;
+    let families: Vec<&str> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .collect();
+    // Exported only with a shared store (Redis), which this broker has not.
+    let shared_store_only = [
+        "mayfly_revocation_staleness_seconds",
+        "mayfly_revocation_staleness_bound_seconds",
+    ];
+    let rules = std::fs::read_to_string(deploy.join("alerts.yml")).unwrap();
+    let mut named = 0;
+    for token in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !token.starts_with("mayfly_") || !token.ends_with(|c: char| c.is_ascii_lowercase()) {
+            continue;
+        }
+        named += 1;
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| token.strip_suffix(suffix))
+            .filter(|base| families.contains(base))
+            .unwrap_or(token);
+        assert!(
+            families.contains(&family) || shared_store_only.contains(&family),
+            "alerts.yml names {token}, which the broker does not export:\n{body}"
+        );
+    }
+    assert!(named >= 8, "the rules name {named} metrics");
+}

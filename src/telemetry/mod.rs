@@ -17,6 +17,8 @@
 //! | `mayfly_entries` | gauge | |
 //! | `mayfly_revocations` | gauge | |
 //! | `mayfly_revocation_staleness_seconds` | gauge | (only with a shared store) |
+//! | `mayfly_revocation_staleness_bound_seconds` | gauge | the configured bound (only with a shared store) |
+//! | `mayfly_ready` | gauge | 1 when `/readyz` would say ready, else 0 |
 //! | `mayfly_ca_expiry_seconds` | gauge | `kind` (`root`, `intermediate`): seconds until the active one's `notAfter` |
 //! | `mayfly_audit_commit_duration_seconds` | histogram | `outcome` (`durable`, `failed`): write and fdatasync of one group commit |
 //! | `mayfly_audit_commit_records` | histogram | records per group commit |
@@ -126,6 +128,34 @@ impl Telemetry {
                     .last_heard_ms()
                     .map_or(i64::MAX, |heard| now_ms.saturating_sub(heard));
                 gauge.observe(age_ms as f64 / 1000.0, &[]);
+            })
+            .build();
+        let weak_revocations = Arc::downgrade(revocations);
+        meter
+            .f64_observable_gauge("mayfly.revocation.staleness.bound")
+            .with_description(
+                "The configured staleness bound: past it the broker refuses (only with a shared store).",
+            )
+            .with_unit("s")
+            .with_callback(move |gauge| {
+                if let Some(bound) = weak_revocations.upgrade().and_then(|s| s.staleness_bound()) {
+                    gauge.observe(bound.as_secs_f64(), &[]);
+                }
+            })
+            .build();
+        let weak_revocations = Arc::downgrade(revocations);
+        let ready_clock = clock.clone();
+        meter
+            .u64_observable_gauge("mayfly.ready")
+            .with_description(
+                "1 when the broker can answer (what /readyz says), 0 when its revocation index is too stale.",
+            )
+            .with_callback(move |gauge| {
+                let Some(set) = weak_revocations.upgrade() else {
+                    return;
+                };
+                let now_ms = crate::clock::unix_millis(ready_clock.now());
+                gauge.observe(u64::from(set.check_fresh(now_ms).is_ok()), &[]);
             })
             .build();
         let weak_ca = Arc::downgrade(ca);
