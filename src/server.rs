@@ -37,7 +37,7 @@ use crate::replica::{KeyPublishError, KeyPublisher, ReplicaIdError, Replicas};
 use crate::revoke::{RevokeError, Revoker};
 use crate::rotation::Rotation;
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, StoreEvent};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{RpcMetricsLayer, Telemetry};
 use mayfly_sdk::revocation::RevocationSet;
 use tokio::sync::{Notify, mpsc};
 
@@ -623,6 +623,7 @@ fn serve(
     ))
     .max_decoding_message_size(limits.max_message_bytes);
     let connections = incoming(listeners.grpc, tls_config, &limits, tasks.token());
+    let rpc_metrics = core.telemetry.metrics().clone();
     let shutdown = tasks.token();
     tasks.push(async move {
         let served = tonic::transport::Server::builder()
@@ -631,6 +632,7 @@ fn serve(
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(InFlightLayer)
+            .layer(RpcMetricsLayer::new(rpc_metrics))
             .add_service(broker)
             .serve_with_incoming_shutdown(connections, shutdown.cancelled_owned())
             .await;

@@ -198,6 +198,26 @@ async fn metrics_count_grants_and_refusals_by_class() {
         last_seq,
         "{body}"
     );
+    // Every broker RPC is timed, by method and status code (OTel RPC
+    // conventions): 3 mints answered OK, 2 PERMISSION_DENIED (7), one
+    // attestation OK and one UNAUTHENTICATED (16).
+    let rpc = |method, code| {
+        value(
+            &samples,
+            "rpc_server_call_duration_seconds_count",
+            &[
+                ("rpc_system", "grpc"),
+                ("rpc_service", "mayfly.v1.Broker"),
+                ("rpc_method", method),
+                ("rpc_grpc_status_code", code),
+            ],
+        )
+    };
+    assert_eq!(rpc("MintJwtSvid", "0"), 3.0, "{body}");
+    assert_eq!(rpc("MintJwtSvid", "7"), 2.0, "{body}");
+    assert_eq!(rpc("AttestAndIssue", "0"), 1.0, "{body}");
+    assert_eq!(rpc("AttestAndIssue", "16"), 1.0, "{body}");
+    assert_eq!(rpc("ValidateJwtSvid", "0"), 0.0, "{body}");
     // No SPIFFE ID, entry id or audience is a label.
     for secretish in ["spiffe://", entry_id_of(&broker).await.as_str(), "\"db\""] {
         assert!(!body.contains(secretish), "{secretish} in {body}");

@@ -23,8 +23,10 @@
 //! | `mayfly_audit_commit_duration_seconds` | histogram | `outcome` (`durable`, `failed`): write and fdatasync of one group commit |
 //! | `mayfly_audit_commit_records` | histogram | records per group commit |
 //! | `mayfly_audit_head_sequence` | gauge | the last durable record's sequence number |
+//! | `rpc_server_call_duration_seconds` | histogram | `rpc_system` (`grpc`), `rpc_service`, `rpc_method` (the broker's methods, else `_OTHER`), `rpc_grpc_status_code`: from a broker RPC's call to the end of its response |
 
 mod prometheus;
+mod rpc;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -45,6 +47,7 @@ use crate::clock::Clock;
 use crate::policy::EntryIndex;
 
 pub use prometheus::{CONTENT_TYPE, encode};
+pub use rpc::{BROKER_METHODS, BROKER_SERVICE, RpcMetrics, RpcMetricsLayer, TimedBody};
 
 /// The broker's meter provider and the reader `/metrics` collects from.
 #[derive(Debug, Clone)]
@@ -222,6 +225,7 @@ pub struct BrokerMetrics {
     audit_commit: Histogram<f64>,
     audit_batch: Histogram<u64>,
     audit_head: Gauge<u64>,
+    rpc_duration: Histogram<f64>,
 }
 
 impl BrokerMetrics {
@@ -267,6 +271,17 @@ impl BrokerMetrics {
                 .with_description("Audit records per group commit.")
                 .with_unit("{record}")
                 .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0])
+                .build(),
+            rpc_duration: meter
+                .f64_histogram("rpc.server.call.duration")
+                .with_description(
+                    "Time from a broker RPC's call to the end of its response, by method and gRPC status code.",
+                )
+                .with_unit("s")
+                .with_boundaries(vec![
+                    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0,
+                ])
                 .build(),
             audit_head: meter
                 .u64_gauge("mayfly.audit.head.sequence")
@@ -323,6 +338,20 @@ impl BrokerMetrics {
                     },
                 ),
                 KeyValue::new("refusal", refusal.unwrap_or("none")),
+            ],
+        );
+    }
+
+    /// A broker RPC ended with gRPC status `code` after `took`. `method` is
+    /// one of a fixed set (see `rpc::method_of`).
+    pub fn rpc(&self, method: &'static str, code: u8, took: Duration) {
+        self.rpc_duration.record(
+            took.as_secs_f64(),
+            &[
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", BROKER_SERVICE),
+                KeyValue::new("rpc.method", method),
+                KeyValue::new("rpc.grpc.status_code", i64::from(code)),
             ],
         );
     }
