@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -40,18 +41,40 @@ pub const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 #[cfg(test)]
 const REPLICA_ID_FILE: &str = "replica-id";
 
-/// This replica's id and the replicas it currently serves keys for.
+/// This replica's id, the replicas it currently serves keys for, and what
+/// it knows of the shared store's connection.
 #[derive(Debug)]
 pub struct Replicas {
     id: String,
     live: ArcSwap<Vec<String>>,
+    /// Notified when another replica published keys.
+    changed: Notify,
+    /// Whether the shared store's change feed is connected (its last word
+    /// was a snapshot or a heartbeat, not a loss).
+    store_connected: AtomicBool,
 }
 
 impl Replicas {
     /// This replica, alone so far.
     pub fn new(id: String) -> Self {
         let live = ArcSwap::from_pointee(vec![id.clone()]);
-        Replicas { id, live }
+        Replicas {
+            id,
+            live,
+            changed: Notify::new(),
+            store_connected: AtomicBool::new(false),
+        }
+    }
+
+    /// Notified when another replica published keys.
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// Whether the shared store's change feed is connected now (false
+    /// before the first snapshot, and with the embedded store).
+    pub fn store_connected(&self) -> bool {
+        self.store_connected.load(Ordering::Relaxed)
     }
 
     /// This replica's id.
@@ -95,14 +118,14 @@ pub fn load_or_create_id(data_dir: &Path) -> Result<String, ReplicaIdError> {
 }
 
 /// Applies the store's change feed to the in-process indexes until the feed
-/// ends or `cancel` fires. `replicas_changed` is notified when another
-/// replica published keys.
+/// ends or `cancel` fires. `replicas` is told when another replica
+/// published keys, and whether the feed is connected.
 pub async fn follow(
     mut events: mpsc::Receiver<StoreEvent>,
     entries: Arc<EntryIndex>,
     revocations: Arc<RevocationSet>,
     usage: Arc<UsageTracker>,
-    replicas_changed: Arc<Notify>,
+    replicas: Arc<Replicas>,
     clock: Arc<dyn Clock>,
     cancel: CancellationToken,
 ) {
@@ -117,14 +140,7 @@ pub async fn follow(
             return;
         };
         let now_ms = crate::clock::unix_millis(clock.now());
-        apply(
-            &event,
-            &entries,
-            &revocations,
-            &usage,
-            &replicas_changed,
-            now_ms,
-        );
+        apply(&event, &entries, &revocations, &usage, &replicas, now_ms);
         match event {
             StoreEvent::Lost { reason } if !lost => {
                 lost = true;
@@ -146,7 +162,7 @@ pub fn apply(
     entries: &EntryIndex,
     revocations: &RevocationSet,
     usage: &UsageTracker,
-    replicas_changed: &Notify,
+    replicas: &Replicas,
     now_ms: i64,
 ) {
     match event {
@@ -156,7 +172,8 @@ pub fn apply(
         } => {
             entries.replace_all(all.iter().cloned());
             revocations.replace_all(revoked.iter().cloned());
-            replicas_changed.notify_one();
+            replicas.store_connected.store(true, Ordering::Relaxed);
+            replicas.changed.notify_one();
         }
         StoreEvent::EntryUpserted(entry) => entries.upsert(entry.clone()),
         StoreEvent::EntryDeleted(id) => {
@@ -167,9 +184,12 @@ pub fn apply(
         StoreEvent::RevocationDeleted(key) => {
             revocations.remove_key(key);
         }
-        StoreEvent::ReplicasChanged => replicas_changed.notify_one(),
-        StoreEvent::Heard(_) => revocations.mark_heard(now_ms),
-        StoreEvent::Lost { .. } => {}
+        StoreEvent::ReplicasChanged => replicas.changed.notify_one(),
+        StoreEvent::Heard(_) => {
+            revocations.mark_heard(now_ms);
+            replicas.store_connected.store(true, Ordering::Relaxed);
+        }
+        StoreEvent::Lost { .. } => replicas.store_connected.store(false, Ordering::Relaxed),
     }
 }
 
@@ -238,12 +258,11 @@ impl KeyPublisher {
         Ok(())
     }
 
-    /// Refreshes every [`KEY_REFRESH_INTERVAL`], whenever `changed` is
-    /// notified (another replica published) and whenever this replica's
-    /// own keys change (`ca_changes`: a rotation), until `cancel` fires.
+    /// Refreshes every [`KEY_REFRESH_INTERVAL`], whenever another replica
+    /// published ([`Replicas::changed`]) and whenever this replica's own
+    /// keys change (`ca_changes`: a rotation), until `cancel` fires.
     pub async fn run(
         self,
-        changed: Arc<Notify>,
         mut ca_changes: tokio::sync::watch::Receiver<u64>,
         cancel: CancellationToken,
     ) {
@@ -253,7 +272,7 @@ impl KeyPublisher {
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = changed.notified() => {}
+                () = self.replicas.changed.notified() => {}
                 Ok(()) = ca_changes.changed() => {}
                 () = tokio::time::sleep(KEY_REFRESH_INTERVAL) => {}
             }

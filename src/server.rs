@@ -39,7 +39,7 @@ use crate::rotation::Rotation;
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, StoreEvent};
 use crate::telemetry::{RpcMetricsLayer, Telemetry};
 use mayfly_sdk::revocation::RevocationSet;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 /// How often usage counters are written to the store.
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
@@ -383,7 +383,6 @@ struct Parts {
     usage: Arc<UsageTracker>,
     entries: Arc<EntryIndex>,
     revocations: Arc<RevocationSet>,
-    replicas_changed: Arc<Notify>,
 }
 
 impl State {
@@ -404,20 +403,11 @@ impl State {
         let audit = AuditLog::open(&config.layout().audit())?;
         let usage = Arc::new(UsageTracker::new(store.usage().await?));
         let entries = Arc::new(EntryIndex::new(Vec::new()));
-        let replicas_changed = Arc::new(Notify::new());
         let (revocations, feed) = match store.subscribe() {
             // A shared store: the index follows its feed and knows how fresh it is.
             Some(mut feed) => {
                 let set = Arc::new(RevocationSet::following(config.revocation_staleness));
-                first_sync(
-                    &mut feed,
-                    &entries,
-                    &set,
-                    &usage,
-                    &replicas_changed,
-                    clock.as_ref(),
-                )
-                .await?;
+                first_sync(&mut feed, &entries, &set, &usage, &replicas, clock.as_ref()).await?;
                 (set, Some(feed))
             }
             // The embedded store: this process is the only writer.
@@ -437,7 +427,6 @@ impl State {
                 usage,
                 entries,
                 revocations,
-                replicas_changed,
             },
             ca_report,
             feed,
@@ -488,7 +477,13 @@ impl Core {
         let parts = &state.parts;
         let ca = parts.ca.clone();
         let telemetry = Telemetry::new();
-        telemetry.observe_state(&parts.entries, &parts.revocations, &ca, clock);
+        telemetry.observe_state(
+            &parts.entries,
+            &parts.revocations,
+            &ca,
+            clock,
+            state.feed.is_some().then_some(&parts.replicas),
+        );
         parts.audit.observe(telemetry.metrics().clone());
         let revoker = Arc::new(Revoker::new(
             parts.store.clone(),
@@ -724,16 +719,16 @@ fn run_background(
             parts.entries.clone(),
             parts.revocations.clone(),
             parts.usage.clone(),
-            parts.replicas_changed.clone(),
+            parts.replicas.clone(),
             clock.clone(),
             tasks.token(),
         ));
     }
-    tasks.push(core.keys.clone().run(
-        parts.replicas_changed.clone(),
-        core.rotation.changes(),
-        tasks.token(),
-    ));
+    tasks.push(
+        core.keys
+            .clone()
+            .run(core.rotation.changes(), tasks.token()),
+    );
     tasks.push(
         core.rotation
             .clone()
@@ -789,7 +784,7 @@ async fn first_sync(
     entries: &EntryIndex,
     revocations: &RevocationSet,
     usage: &UsageTracker,
-    replicas_changed: &Notify,
+    replicas: &Replicas,
     clock: &dyn Clock,
 ) -> Result<(), ServerError> {
     let wait = async {
@@ -804,14 +799,7 @@ async fn first_sync(
                 tracing::warn!(%reason, "waiting for the shared store");
             }
             let now_ms = crate::clock::unix_millis(clock.now());
-            crate::replica::apply(
-                &event,
-                entries,
-                revocations,
-                usage,
-                replicas_changed,
-                now_ms,
-            );
+            crate::replica::apply(&event, entries, revocations, usage, replicas, now_ms);
         }
         Ok(())
     };

@@ -350,6 +350,18 @@ async fn losing_redis_fails_closed_after_the_bound_and_recovers_without_a_restar
         .is_some()
     );
 
+    // /metrics says the store is connected, the replica ready, and the bound.
+    assert_eq!(gauge(&a, "mayfly_store_connected").await, Some(1.0));
+    assert_eq!(gauge(&a, "mayfly_ready").await, Some(1.0));
+    assert_eq!(
+        gauge(&a, "mayfly_revocation_staleness_bound_seconds").await,
+        Some(2.0)
+    );
+    let fresh = gauge(&a, "mayfly_revocation_staleness_seconds")
+        .await
+        .unwrap();
+    assert!(fresh < 2.0, "{fresh}");
+
     redis.stop();
     let stopped = Instant::now();
     // Replay-protected attestation fails closed at once.
@@ -376,6 +388,20 @@ async fn losing_redis_fails_closed_after_the_bound_and_recovers_without_a_restar
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     let (code, body) = common::http_get(a.server.http_addr(), "/readyz").await;
     assert_eq!(code, 503, "{body}");
+    // /metrics says so too: not ready, the feed lost, the data past its bound.
+    assert_eq!(gauge(&a, "mayfly_ready").await, Some(0.0));
+    assert!(
+        within(Duration::from_secs(10), || async {
+            gauge(&a, "mayfly_store_connected").await == Some(0.0)
+        })
+        .await
+        .is_some(),
+        "the lost feed shows in mayfly_store_connected"
+    );
+    let stale = gauge(&a, "mayfly_revocation_staleness_seconds")
+        .await
+        .unwrap();
+    assert!(stale >= 2.0, "{stale}");
 
     redis.restart();
     let recovered = within(Duration::from_secs(20), || async {
@@ -389,4 +415,15 @@ async fn losing_redis_fails_closed_after_the_bound_and_recovers_without_a_restar
     a.mint(&svid).await.unwrap();
     let (code, _) = common::http_get(a.server.http_addr(), "/readyz").await;
     assert_eq!(code, 200);
+    assert_eq!(gauge(&a, "mayfly_ready").await, Some(1.0));
+    assert_eq!(gauge(&a, "mayfly_store_connected").await, Some(1.0));
+}
+
+/// The value of an unlabelled gauge in `replica`'s `/metrics`.
+async fn gauge(replica: &Replica, name: &str) -> Option<f64> {
+    let (code, body) = common::http_get(replica.server.http_addr(), "/metrics").await;
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
 }

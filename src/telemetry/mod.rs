@@ -19,6 +19,7 @@
 //! | `mayfly_revocation_staleness_seconds` | gauge | (only with a shared store) |
 //! | `mayfly_revocation_staleness_bound_seconds` | gauge | the configured bound (only with a shared store) |
 //! | `mayfly_ready` | gauge | 1 when `/readyz` would say ready, else 0 |
+//! | `mayfly_store_connected` | gauge | 1 while the shared store's change feed is connected (only with one) |
 //! | `mayfly_ca_expiry_seconds` | gauge | `kind` (`root`, `intermediate`): seconds until the active one's `notAfter` |
 //! | `mayfly_audit_commit_duration_seconds` | histogram | `outcome` (`durable`, `failed`): write and fdatasync of one group commit |
 //! | `mayfly_audit_commit_records` | histogram | records per group commit |
@@ -45,6 +46,7 @@ use opentelemetry_sdk::metrics::{
 use crate::audit::CommitObserver;
 use crate::clock::Clock;
 use crate::policy::EntryIndex;
+use crate::replica::Replicas;
 
 pub use prometheus::{CONTENT_TYPE, encode};
 pub use rpc::{BROKER_METHODS, BROKER_SERVICE, RpcMetrics, RpcMetricsLayer, TimedBody};
@@ -81,14 +83,32 @@ impl Telemetry {
     /// revocation index's staleness, and how long the CA's active root and
     /// intermediate have left. The callbacks hold weak references, so a
     /// stopped broker's state is not kept alive by its meter.
+    ///
+    /// With a shared store (`shared_store`: this replica's view of it), also
+    /// whether its change feed is connected.
     pub fn observe_state(
         &self,
         entries: &Arc<EntryIndex>,
         revocations: &Arc<RevocationSet>,
         ca: &Arc<CertificateAuthority>,
         clock: &Arc<dyn Clock>,
+        shared_store: Option<&Arc<Replicas>>,
     ) {
         let meter = self.provider.meter("mayfly");
+        if let Some(replicas) = shared_store {
+            let weak_replicas = Arc::downgrade(replicas);
+            meter
+                .u64_observable_gauge("mayfly.store.connected")
+                .with_description(
+                    "1 while the shared store's change feed is connected, 0 after it was lost.",
+                )
+                .with_callback(move |gauge| {
+                    if let Some(replicas) = weak_replicas.upgrade() {
+                        gauge.observe(u64::from(replicas.store_connected()), &[]);
+                    }
+                })
+                .build();
+        }
         let weak_entries: Weak<EntryIndex> = Arc::downgrade(entries);
         meter
             .u64_observable_gauge("mayfly.entries")
