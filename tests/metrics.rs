@@ -173,6 +173,17 @@ async fn metrics_count_grants_and_refusals_by_class() {
         &[("kind", "intermediate")],
     );
     assert!(root > intermediate && intermediate > 0.0, "{body}");
+    // The JWT key's configured life (30 days by default) from its activation.
+    let jwt = value(&samples, "mayfly_ca_expiry_seconds", &[("kind", "jwt")]);
+    assert!(jwt > 29.0 * 86_400.0 && jwt <= 30.0 * 86_400.0, "{body}");
+    // A fresh CA has no successor prepared yet.
+    for kind in ["root", "intermediate", "jwt"] {
+        assert_eq!(
+            value(&samples, "mayfly_ca_successor", &[("kind", kind)]),
+            0.0,
+            "{kind}: {body}"
+        );
+    }
     // Every audit record was counted in a group commit, and the head is the
     // log's last record.
     let last_seq = common::last_audit_record(&broker.data_dir())["seq"]

@@ -158,6 +158,14 @@ async fn continuous_mtls_through_root_and_intermediate_rotation_has_zero_failed_
         .into_inner();
     assert_eq!(prepared.events[0].to, "prepared");
     let new_root = prepared.events[0].id.clone();
+    // /metrics shows the prepared successor (0 before, in tests/metrics.rs).
+    let (_, metrics) = setup.broker.http_get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == r#"mayfly_ca_successor{kind="root"} 1"#),
+        "{metrics}"
+    );
     // Activating before the root was published long enough is refused.
     let early = admin
         .ca_activate(pb::CaActivateRequest { force: false })

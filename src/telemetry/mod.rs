@@ -20,7 +20,8 @@
 //! | `mayfly_revocation_staleness_bound_seconds` | gauge | the configured bound (only with a shared store) |
 //! | `mayfly_ready` | gauge | 1 when `/readyz` would say ready, else 0 |
 //! | `mayfly_store_connected` | gauge | 1 while the shared store's change feed is connected (only with one) |
-//! | `mayfly_ca_expiry_seconds` | gauge | `kind` (`root`, `intermediate`): seconds until the active one's `notAfter` |
+//! | `mayfly_ca_expiry_seconds` | gauge | `kind` (`root`, `intermediate`, `jwt`): seconds until the active one's `notAfter` (for the JWT key, the end of its configured life) |
+//! | `mayfly_ca_successor` | gauge | `kind`: 1 when a successor is prepared (or pending an offline signature) |
 //! | `mayfly_audit_commit_duration_seconds` | histogram | `outcome` (`durable`, `failed`): write and fdatasync of one group commit |
 //! | `mayfly_audit_commit_records` | histogram | records per group commit |
 //! | `mayfly_audit_head_sequence` | gauge | the last durable record's sequence number |
@@ -185,7 +186,9 @@ impl Telemetry {
         let expiry_clock = clock.clone();
         meter
             .f64_observable_gauge("mayfly.ca.expiry")
-            .with_description("Seconds until the active root or intermediate certificate expires.")
+            .with_description(
+                "Seconds until the active root or intermediate certificate expires, or the active JWT key reaches the end of its configured life.",
+            )
             .with_unit("s")
             .with_callback(move |gauge| {
                 let Some(ca) = weak_ca.upgrade() else {
@@ -193,22 +196,56 @@ impl Telemetry {
                 };
                 let now = expiry_clock.now();
                 let now_secs = crate::clock::unix_seconds(now);
+                let jwt_key_life = i64::try_from(ca.config().jwt_key_ttl.as_secs()).unwrap_or(i64::MAX);
                 for authority in ca.status(now).authorities {
-                    let Some(not_after) = authority.not_after else {
-                        continue;
-                    };
                     if authority.state != mayfly_ca::AuthorityState::Active {
                         continue;
                     }
-                    let kind = match authority.kind {
-                        mayfly_ca::AuthorityKind::Root => "root",
-                        mayfly_ca::AuthorityKind::Intermediate => "intermediate",
-                        mayfly_ca::AuthorityKind::JwtKey => continue,
+                    let (kind, ends) = match authority.kind {
+                        mayfly_ca::AuthorityKind::Root => ("root", authority.not_after),
+                        mayfly_ca::AuthorityKind::Intermediate => {
+                            ("intermediate", authority.not_after)
+                        }
+                        mayfly_ca::AuthorityKind::JwtKey => (
+                            "jwt",
+                            authority.since.map(|since| since.saturating_add(jwt_key_life)),
+                        ),
                     };
-                    gauge.observe(
-                        not_after.saturating_sub(now_secs) as f64,
-                        &[KeyValue::new("kind", kind)],
-                    );
+                    if let Some(ends) = ends {
+                        gauge.observe(
+                            ends.saturating_sub(now_secs) as f64,
+                            &[KeyValue::new("kind", kind)],
+                        );
+                    }
+                }
+            })
+            .build();
+        let weak_ca = Arc::downgrade(ca);
+        let successor_clock = clock.clone();
+        meter
+            .u64_observable_gauge("mayfly.ca.successor")
+            .with_description(
+                "1 when a successor of the active root, intermediate or JWT key is prepared or published, else 0.",
+            )
+            .with_callback(move |gauge| {
+                let Some(ca) = weak_ca.upgrade() else {
+                    return;
+                };
+                let status = ca.status(successor_clock.now());
+                for (kind, label) in [
+                    (mayfly_ca::AuthorityKind::Root, "root"),
+                    (mayfly_ca::AuthorityKind::Intermediate, "intermediate"),
+                    (mayfly_ca::AuthorityKind::JwtKey, "jwt"),
+                ] {
+                    let waiting = status.authorities.iter().any(|a| {
+                        a.kind == kind
+                            && matches!(
+                                a.state,
+                                mayfly_ca::AuthorityState::Prepared
+                                    | mayfly_ca::AuthorityState::Pending
+                            )
+                    });
+                    gauge.observe(u64::from(waiting), &[KeyValue::new("kind", label)]);
                 }
             })
             .build();
