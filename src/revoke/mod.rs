@@ -20,30 +20,71 @@ use std::time::Duration;
 use mayfly_sdk::SpiffeId;
 use mayfly_sdk::revocation::{self, Revocation, RevocationKind, RevocationSet};
 
-use crate::audit::{AuditEvent, AuditLog, Outcome};
+use crate::audit::{AuditError, AuditEvent, AuditLog, Outcome};
 use crate::clock::{Clock, rfc3339};
-use crate::policy::{EntryId, EntryIndex, HARD_TTL_CAP};
+use crate::policy::{EntryError, EntryId, EntryIndex, HARD_TTL_CAP};
 use crate::store::{Store, StoreError};
 
 /// Why a revoke or unrevoke was refused. Safe to show the operator.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RevokeError {
-    /// The request is malformed.
+    /// The kind or value is not one (`kind` unknown, a `jti` too long, a
+    /// SPIFFE ID that does not parse...).
     #[error("{0}")]
-    InvalidArgument(String),
-    /// What it names does not exist.
+    Malformed(#[from] revocation::RevocationParseError),
+    /// The SPIFFE ID of a `spiffe_id` or `agent` revocation does not parse.
     #[error("{0}")]
-    NotFound(String),
-    /// The store or audit log cannot answer.
+    SpiffeId(#[from] mayfly_sdk::SpiffeIdError),
+    /// The entry id of an `entry` revocation is not one.
     #[error("{0}")]
-    Unavailable(String),
-}
-
-impl From<StoreError> for RevokeError {
-    fn from(error: StoreError) -> Self {
-        RevokeError::Unavailable(format!("revocation store: {error}"))
-    }
+    EntryId(#[from] EntryError),
+    /// No reason was given.
+    #[error("a reason is required (--reason \"...\"): it goes into the audit log")]
+    ReasonMissing,
+    /// The reason is too long.
+    #[error("the reason is longer than {max} bytes")]
+    ReasonTooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// A `jti` or `serial` revocation cannot be lifted.
+    #[error("a {kind} revocation cannot be lifted: the credential stays revoked until it expires")]
+    NotLiftable {
+        /// Its kind.
+        kind: RevocationKind,
+    },
+    /// An `entry` revocation names no entry.
+    #[error(
+        "no entry {entry_id}; to revoke the credentials of a deleted entry, revoke its SPIFFE ID"
+    )]
+    NoSuchEntry {
+        /// The id asked for.
+        entry_id: EntryId,
+    },
+    /// Nothing is revoked under that kind and value.
+    #[error("{kind} {value} is not revoked")]
+    NotRevoked {
+        /// The kind.
+        kind: RevocationKind,
+        /// The value.
+        value: String,
+    },
+    /// The store cannot answer.
+    #[error("revocation store: {0}")]
+    Store(#[from] StoreError),
+    /// The change is in force, but its audit record could not be written.
+    #[error(
+        "the {action} of {key} is in force, but its audit record could not be written: {source}"
+    )]
+    Audit {
+        /// `revoke` or `unrevoke`.
+        action: String,
+        /// The revocation's key.
+        key: String,
+        /// Why.
+        source: AuditError,
+    },
 }
 
 /// Revokes and lifts revocations, and drops expired ones.
@@ -150,15 +191,16 @@ impl Revoker {
     ) -> Result<Revocation, RevokeError> {
         let (kind, value, reason) = checked_request(kind, value, reason)?;
         if !kind.is_identity() {
-            return Err(RevokeError::InvalidArgument(format!(
-                "a {kind} revocation cannot be lifted: the credential stays revoked until it expires"
-            )));
+            return Err(RevokeError::NotLiftable { kind });
         }
         let existing = self
             .set
             .get(kind, &value)
             .filter(|r| r.blocks_minting())
-            .ok_or_else(|| RevokeError::NotFound(format!("{kind} {value} is not revoked")))?;
+            .ok_or_else(|| RevokeError::NotRevoked {
+                kind,
+                value: value.clone(),
+            })?;
         let mut lifted = existing.as_ref().clone();
         let now = self.clock.unix_now();
         let until = lifted.revoked_at.saturating_add(self.cover);
@@ -225,21 +267,15 @@ impl Revoker {
     }
 
     fn subjects(&self, kind: RevocationKind, value: &str) -> Result<Vec<SpiffeId>, RevokeError> {
-        let parse_id = |text: &str| {
-            text.parse::<SpiffeId>()
-                .map_err(|e| RevokeError::InvalidArgument(e.to_string()))
-        };
+        let parse_id = |text: &str| text.parse::<SpiffeId>().map_err(RevokeError::from);
         Ok(match kind {
             RevocationKind::Jti | RevocationKind::Serial => Vec::new(),
             RevocationKind::SpiffeId => vec![parse_id(value)?],
             RevocationKind::Entry => {
-                let id = EntryId::parse(value)
-                    .map_err(|e| RevokeError::InvalidArgument(e.to_string()))?;
-                let entry = self.entries.by_id(&id).ok_or_else(|| {
-                    RevokeError::NotFound(format!(
-                        "no entry {value}; to revoke the credentials of a deleted entry, revoke its SPIFFE ID"
-                    ))
-                })?;
+                let id = EntryId::parse(value)?;
+                let Some(entry) = self.entries.by_id(&id) else {
+                    return Err(RevokeError::NoSuchEntry { entry_id: id });
+                };
                 vec![entry.spiffe_id.clone()]
             }
             RevocationKind::Agent => {
@@ -283,12 +319,15 @@ impl Revoker {
             })),
             ..AuditEvent::default()
         };
-        self.audit.append(event).await.map(|_| ()).map_err(|e| {
-            RevokeError::Unavailable(format!(
-                "the {action} of {} is in force, but its audit record could not be written: {e}",
-                revocation.key()
-            ))
-        })
+        self.audit
+            .append(event)
+            .await
+            .map(|_| ())
+            .map_err(|source| RevokeError::Audit {
+                action: action.to_owned(),
+                key: revocation.key(),
+                source,
+            })
     }
 }
 
@@ -298,24 +337,20 @@ fn checked_request<'a>(
     value: &str,
     reason: &'a str,
 ) -> Result<(RevocationKind, String, &'a str), RevokeError> {
-    let invalid = |e: revocation::RevocationParseError| RevokeError::InvalidArgument(e.to_string());
-    let kind: RevocationKind = kind.parse().map_err(invalid)?;
-    let value = revocation::normalize_value(kind, value).map_err(invalid)?;
+    let kind: RevocationKind = kind.parse()?;
+    let value = revocation::normalize_value(kind, value)?;
     Ok((kind, value, checked_reason(reason)?))
 }
 
 fn checked_reason(reason: &str) -> Result<&str, RevokeError> {
     let reason = reason.trim();
     if reason.is_empty() {
-        return Err(RevokeError::InvalidArgument(
-            "a reason is required (--reason \"...\"): it goes into the audit log".into(),
-        ));
+        return Err(RevokeError::ReasonMissing);
     }
     if reason.len() > revocation::MAX_REASON_LEN {
-        return Err(RevokeError::InvalidArgument(format!(
-            "the reason is longer than {} bytes",
-            revocation::MAX_REASON_LEN
-        )));
+        return Err(RevokeError::ReasonTooLong {
+            max: revocation::MAX_REASON_LEN,
+        });
     }
     Ok(reason)
 }
