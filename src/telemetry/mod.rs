@@ -37,7 +37,7 @@ use mayfly_ca::CertificateAuthority;
 use mayfly_sdk::revocation::RevocationSet;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _};
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{
@@ -255,12 +255,10 @@ impl Telemetry {
     ///
     /// # Errors
     ///
-    /// A message if the meter provider was shut down.
-    pub fn render(&self) -> Result<String, String> {
+    /// The SDK's error if the meter provider was shut down.
+    pub fn render(&self) -> Result<String, OTelSdkError> {
         let mut collected = ResourceMetrics::default();
-        self.reader
-            .collect(&mut collected)
-            .map_err(|e| format!("collecting metrics: {e}"))?;
+        self.reader.collect(&mut collected)?;
         Ok(encode(&collected))
     }
 }

@@ -1,0 +1,212 @@
+
+use super::*;
+use crate::attest::join_token::{JoinTokenRecord, TokenHash};
+use crate::attest::testing::{TestKey, jwks_of};
+use crate::policy::{Entry, EntryId};
+use crate::store::{EmbeddedStore, RedeemError, ReplicaRecord, StoreError, UsageRecord};
+use mayfly_sdk::revocation::Revocation;
+
+/// A store that cannot answer anything (Redis down, disk gone).
+#[derive(Debug)]
+struct DownStore;
+
+fn down() -> StoreError {
+    StoreError::Unavailable {
+        reason: "store is down".into(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for DownStore {
+    async fn list_entries(&self) -> Result<Vec<Entry>, StoreError> {
+        Err(down())
+    }
+    async fn entry(&self, _: &EntryId) -> Result<Option<Entry>, StoreError> {
+        Err(down())
+    }
+    async fn create_entry(&self, _: &Entry) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn update_entry(&self, _: &Entry, _: u64) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn delete_entry(&self, _: &EntryId) -> Result<Entry, StoreError> {
+        Err(down())
+    }
+    async fn insert_join_token(&self, _: &JoinTokenRecord) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn redeem_join_token(
+        &self,
+        _: &TokenHash,
+        _: i64,
+    ) -> Result<JoinTokenRecord, RedeemError> {
+        Err(RedeemError::Store(down()))
+    }
+    async fn prune_join_tokens(&self, _: i64) -> Result<usize, StoreError> {
+        Err(down())
+    }
+    async fn record_usage(&self, _: &[UsageRecord]) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn usage(&self) -> Result<Vec<UsageRecord>, StoreError> {
+        Err(down())
+    }
+    async fn use_once(&self, _: &str, _: i64, _: i64) -> Result<bool, StoreError> {
+        Err(down())
+    }
+    async fn insert_challenge(&self, _: &str, _: &[u8], _: i64) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn take_challenge(&self, _: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+        Err(down())
+    }
+    async fn prune_one_time(&self, _: i64) -> Result<usize, StoreError> {
+        Err(down())
+    }
+    async fn put_revocation(&self, _: &Revocation) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn delete_revocation(&self, _: &str) -> Result<bool, StoreError> {
+        Err(down())
+    }
+    async fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        Err(down())
+    }
+    async fn prune_revocations(&self, _: i64) -> Result<Vec<String>, StoreError> {
+        Err(down())
+    }
+    async fn publish_replica(&self, _: &ReplicaRecord) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn live_replicas(&self, _: i64) -> Result<Vec<ReplicaRecord>, StoreError> {
+        Err(down())
+    }
+    fn describe(&self) -> String {
+        "down".into()
+    }
+}
+
+const ISSUER: &str = "https://ci.example.org";
+
+fn oidc_attestors(key: &TestKey) -> Attestors {
+    let config: AttestorsConfig = toml::from_str(&format!(
+        "[[oidc]]\nalias = \"ci\"\nissuer = \"{ISSUER}\"\naudience = \"mayfly\"\njwks = {}\n",
+        serde_json::Value::String(jwks_of(&[key]))
+    ))
+    .unwrap();
+    Attestors::new(&config).unwrap()
+}
+
+fn token(key: &TestKey) -> String {
+    let now = crate::clock::unix_seconds(SystemTime::now());
+    key.token(&serde_json::json!({
+        "iss": ISSUER, "aud": "mayfly", "sub": "repo:acme/app", "jti": "run-1",
+        "exp": now + 300, "iat": now - 1,
+    }))
+}
+
+#[tokio::test]
+async fn replay_protection_fails_closed_when_the_store_is_down() {
+    let key = TestKey::p256("k1");
+    let attestors = oidc_attestors(&key);
+    let evidence = Evidence::Oidc(token(&key));
+    // Positive control: with a working store the token is accepted once.
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+    assert!(
+        attestors
+            .attest(&evidence, &store, SystemTime::now())
+            .await
+            .is_ok()
+    );
+    assert!(matches!(
+        attestors.attest(&evidence, &store, SystemTime::now()).await,
+        Err(AttestError::Replayed { .. })
+    ));
+    // The same (valid) evidence with the store down: refused, Unavailable.
+    let fresh = Evidence::Oidc(token(&key));
+    let result = attestors
+        .attest(&fresh, &DownStore, SystemTime::now())
+        .await;
+    assert!(
+        matches!(result, Err(AttestError::Unavailable { .. })),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn config_errors_name_the_section_and_selectors_need_their_attestor() {
+    let key = TestKey::p256("k1");
+    let configured = oidc_attestors(&key);
+    // Positive control: an oidc entry constrained on `sub` is accepted.
+    let constrained = [Selector::parse("oidc:ci:sub:repo:acme/app").unwrap()];
+    configured.check_entry_selectors(&constrained).unwrap();
+    let unconfigured = Attestors::new(&AttestorsConfig::default()).unwrap();
+    assert_eq!(
+        unconfigured.check_entry_selectors(&constrained),
+        Err(EntrySelectorError::AttestorNotConfigured { attestor: "oidc" })
+    );
+
+    let config: AttestorsConfig = toml::from_str(
+            "[[oidc]]\nalias = \"ci\"\nissuer = \"https://ci.example.org\"\naudience = \"mayfly\"\njwks = '{\"keys\": []}'\n",
+        )
+        .unwrap();
+    let err = Attestors::new(&config).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AttestorConfigError::Jwks {
+                attestor: "oidc",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+            err.to_string()
+                .starts_with("attestors.oidc: issuer ci: JWKS of issuer https://ci.example.org: no usable signing key"),
+            "{err}"
+        );
+}
+
+#[tokio::test]
+async fn challenges_fail_closed_when_the_store_is_down() {
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("ca.pem");
+    std::fs::write(&bundle, ca.pem()).unwrap();
+    let config = AttestorsConfig {
+        x509pop: Some(X509PopConfig {
+            ca_bundle: bundle,
+            challenge_ttl: None,
+        }),
+        ..AttestorsConfig::default()
+    };
+    let attestors = Attestors::new(&config).unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+    assert!(attestors.new_challenge(&store, 0).await.is_ok());
+    assert!(matches!(
+        attestors.new_challenge(&DownStore, 0).await,
+        Err(AttestError::Unavailable { .. })
+    ));
+    let evidence = Evidence::X509Pop {
+        challenge_id: "x".into(),
+        chain: vec![],
+        signature: vec![],
+    };
+    assert!(matches!(
+        attestors
+            .attest(&evidence, &DownStore, SystemTime::now())
+            .await,
+        Err(AttestError::Unavailable { .. })
+    ));
+    // Debug of evidence never shows a token.
+    assert_eq!(
+        format!("{:?}", Evidence::Oidc("secret.token.here".into())),
+        "oidc([redacted])"
+    );
+}
