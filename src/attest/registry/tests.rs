@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
 use crate::attest::testing::{TestKey, jwks_of};
