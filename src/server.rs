@@ -482,7 +482,11 @@ impl Core {
             &parts.revocations,
             &ca,
             clock,
-            state.feed.is_some().then_some(&parts.replicas),
+            state.feed.is_some().then(|| {
+                let replicas = Arc::downgrade(&parts.replicas);
+                Box::new(move || replicas.upgrade().map(|r| r.store_connected()))
+                    as crate::telemetry::StoreConnected
+            }),
         );
         parts.audit.observe(telemetry.metrics().clone());
         let revoker = Arc::new(Revoker::new(

@@ -8,10 +8,6 @@ use std::time::Duration;
 use super::jwks::JwksError;
 use super::x509pop::CaBundleError;
 
-/// An error from a dependency (hyper, rustls, x509-parser, tokio), kept as
-/// a source without its type leaking into our public errors.
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Why an attestor cannot be built from its `[attestors]` config. Every
 /// message starts with the section (`attestors.oidc: issuer gh: ...`) and
 /// names the cluster, issuer or file; variants with a source print it too.

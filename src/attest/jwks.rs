@@ -69,12 +69,11 @@ use serde_json::{Map, Value};
 
 use mayfly_sdk::error_chain;
 
-use super::jwt_evidence::DEFAULT_ALGORITHMS;
 use super::{AttestError, truncated};
 use crate::clock::{Clock, SystemClock};
 
 mod error;
-use super::error::BoxError;
+use error::BoxError;
 pub use error::{JwksError, UrlError};
 
 /// Largest JWKS or discovery document accepted, from a file or the network.
@@ -149,7 +148,8 @@ impl VerifyingKey {
     /// The algorithms an attestor verifies with this key: those of its type
     /// that issuer tokens may use (an RSA key verifies RS256, not PS256).
     pub fn algorithms(&self) -> Vec<JwsAlgorithm> {
-        AlgorithmPolicy::new(DEFAULT_ALGORITHMS).usable_with(self.key_type())
+        // The algorithms issuer tokens may use (`jwt_evidence::DEFAULT_ALGORITHMS`).
+        AlgorithmPolicy::new(AlgorithmPolicy::ISSUER_TOKEN.allowed()).usable_with(self.key_type())
     }
 }
 

@@ -47,10 +47,13 @@ use opentelemetry_sdk::metrics::{
 use crate::audit::CommitObserver;
 use crate::clock::Clock;
 use crate::policy::EntryIndex;
-use crate::replica::Replicas;
 
 pub use prometheus::{CONTENT_TYPE, encode};
 pub use rpc::{BROKER_METHODS, BROKER_SERVICE, RpcMetrics, RpcMetricsLayer, TimedBody};
+
+/// Whether the shared store's change feed is connected now; `None` once
+/// the broker that knows is gone.
+pub type StoreConnected = Box<dyn Fn() -> Option<bool> + Send + Sync>;
 
 /// The broker's meter provider and the reader `/metrics` collects from.
 #[derive(Debug, Clone)]
@@ -85,27 +88,26 @@ impl Telemetry {
     /// intermediate have left. The callbacks hold weak references, so a
     /// stopped broker's state is not kept alive by its meter.
     ///
-    /// With a shared store (`shared_store`: this replica's view of it), also
-    /// whether its change feed is connected.
+    /// With a shared store, `store_connected` says whether its change feed
+    /// is connected now.
     pub fn observe_state(
         &self,
         entries: &Arc<EntryIndex>,
         revocations: &Arc<RevocationSet>,
         ca: &Arc<CertificateAuthority>,
         clock: &Arc<dyn Clock>,
-        shared_store: Option<&Arc<Replicas>>,
+        store_connected: Option<StoreConnected>,
     ) {
         let meter = self.provider.meter("mayfly");
-        if let Some(replicas) = shared_store {
-            let weak_replicas = Arc::downgrade(replicas);
+        if let Some(connected) = store_connected {
             meter
                 .u64_observable_gauge("mayfly.store.connected")
                 .with_description(
                     "1 while the shared store's change feed is connected, 0 after it was lost.",
                 )
                 .with_callback(move |gauge| {
-                    if let Some(replicas) = weak_replicas.upgrade() {
-                        gauge.observe(u64::from(replicas.store_connected()), &[]);
+                    if let Some(connected) = connected() {
+                        gauge.observe(u64::from(connected), &[]);
                     }
                 })
                 .build();

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use mayfly_sdk::jose::{JsonError, JwkError, KeyError};
 
-use crate::attest::error::BoxError;
+/// An error from a dependency (hyper, rustls, tokio), kept as a source
+/// without its type leaking into our public errors.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a JWKS (from a file, inline, or through OIDC discovery) cannot be
 /// loaded. Each message says what was wrong and where; variants with a

@@ -1,6 +1,8 @@
 //! Why a device CA bundle, or one certificate in it, is refused.
 
-use crate::attest::error::BoxError;
+/// An error from x509-parser, kept as a source without its type leaking
+/// into our public errors.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a CA bundle (`[attestors.x509pop] ca_bundle`) cannot be used.
 #[derive(Debug, thiserror::Error)]

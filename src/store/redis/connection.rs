@@ -9,8 +9,10 @@ use redis::{Client, Cmd, ErrorKind, FromRedisValue, RedisError, ScriptInvocation
 use serde::de::DeserializeOwned;
 use tokio::time::timeout;
 
-use super::feed::DEFAULT_POLL_INTERVAL;
 use super::{Names, RedisStore, StoreError};
+
+/// The change feed's default poll interval.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long [`RedisStore::connect`] waits for Redis to answer PING, and the
 /// change feed for SUBSCRIBE.

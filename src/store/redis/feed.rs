@@ -17,8 +17,6 @@ use super::connection::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use super::{RedisStore, StoreError, StoreEvent};
 use crate::policy::Entry;
 
-/// The change feed's default poll interval.
-pub(super) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The shortest poll interval accepted.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// The longest wait for in-flight messages before a poll resyncs.
