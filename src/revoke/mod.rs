@@ -137,11 +137,13 @@ impl Revoker {
     ///
     /// # Errors
     ///
-    /// [`RevokeError::InvalidArgument`] for a bad kind, value or missing
-    /// reason; [`RevokeError::NotFound`] for an unknown entry;
-    /// [`RevokeError::Unavailable`] when the store or audit log fails (then
-    /// nothing was revoked, or, if only the audit failed, the revocation is
-    /// in force and the error says so).
+    /// [`RevokeError::Malformed`], [`RevokeError::SpiffeId`] or
+    /// [`RevokeError::EntryId`] for a bad kind or value,
+    /// [`RevokeError::ReasonMissing`] or [`RevokeError::ReasonTooLong`];
+    /// [`RevokeError::NoSuchEntry`] for an unknown entry;
+    /// [`RevokeError::Store`] when the store fails (nothing was revoked) and
+    /// [`RevokeError::Audit`] when only the audit record failed (the
+    /// revocation is in force, and the error says so).
     pub async fn revoke(
         &self,
         kind: &str,
@@ -178,10 +180,11 @@ impl Revoker {
     ///
     /// # Errors
     ///
-    /// [`RevokeError::InvalidArgument`] for `jti` and `serial` (a leaked
-    /// credential stays revoked until it expires) or a missing reason;
-    /// [`RevokeError::NotFound`] if nothing is revoked under that value;
-    /// [`RevokeError::Unavailable`].
+    /// [`RevokeError::NotLiftable`] for `jti` and `serial` (a leaked
+    /// credential stays revoked until it expires); a bad kind, value or
+    /// reason as for [`revoke`](Self::revoke); [`RevokeError::NotRevoked`]
+    /// if nothing is revoked under that value; [`RevokeError::Store`] or
+    /// [`RevokeError::Audit`].
     pub async fn unrevoke(
         &self,
         kind: &str,
@@ -223,7 +226,7 @@ impl Revoker {
     ///
     /// # Errors
     ///
-    /// [`RevokeError::Unavailable`] if the store cannot answer.
+    /// [`RevokeError::Store`] if the store cannot answer.
     pub async fn list(&self) -> Result<Vec<Revocation>, RevokeError> {
         let now = self.clock.unix_now();
         let mut all = self.store.list_revocations().await?;
@@ -237,7 +240,7 @@ impl Revoker {
     ///
     /// # Errors
     ///
-    /// [`RevokeError::Unavailable`] if the store cannot answer; the index
+    /// [`RevokeError::Store`] if the store cannot answer; the index
     /// is pruned regardless (an expired revocation covers nothing).
     pub async fn prune(&self) -> Result<Vec<String>, RevokeError> {
         let now = self.clock.unix_now();
