@@ -32,6 +32,9 @@
 //! handshake_timeout = "10s"        # TLS handshake plus the HTTP/2 preface
 //! idle_timeout = "5m"              # a connection with no request in flight is closed
 //!
+//! [telemetry]
+//! prometheus = true                # /metrics on the HTTP port (MAYFLY_PROMETHEUS)
+//!
 //! # Several replicas share state in Redis; the default is the embedded store.
 //! [store]
 //! url = "redis://127.0.0.1:6379"
@@ -93,6 +96,20 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// What the broker exports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Serve the metrics as Prometheus text at `/metrics` on the HTTP port
+    /// (counts and times only, no identities). Default on.
+    pub prometheus: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { prometheus: true }
+    }
 }
 
 /// Resource limits that keep one client from exhausting the server.
@@ -303,6 +320,8 @@ pub struct Config {
     pub jwt_leeway: Duration,
     /// Resource limits.
     pub limits: Limits,
+    /// Metrics.
+    pub telemetry: TelemetryConfig,
     /// Platform attestors (Kubernetes, OIDC, x509pop).
     pub attestors: AttestorsConfig,
     /// Where shared state lives.
@@ -364,6 +383,7 @@ impl Default for Config {
             bundle_refresh_hint: Duration::from_secs(5 * 60),
             jwt_leeway: Duration::from_secs(30),
             limits: Limits::default(),
+            telemetry: TelemetryConfig::default(),
             attestors: AttestorsConfig::default(),
             store: StoreLocation::Embedded,
             revocation_staleness: Duration::from_secs(15),
@@ -393,6 +413,8 @@ struct FileConfig {
     ca: FileCa,
     #[serde(default)]
     limits: FileLimits,
+    #[serde(default)]
+    telemetry: FileTelemetry,
     bundle_refresh_hint: Option<String>,
     jwt_leeway: Option<String>,
     #[serde(default)]
@@ -400,6 +422,12 @@ struct FileConfig {
     #[serde(default)]
     store: FileStore,
     revocation_staleness: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTelemetry {
+    prometheus: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -595,6 +623,9 @@ impl Config {
             file.jwt_leeway.as_deref(),
         )?;
         self.limits.apply_file(&file.limits)?;
+        if let Some(prometheus) = file.telemetry.prometheus {
+            self.telemetry.prometheus = prometheus;
+        }
         self.attestors = file.attestors;
         set_duration(
             &mut self.revocation_staleness,
@@ -641,6 +672,19 @@ impl Config {
                     source_name: name,
                 },
             )?;
+        }
+        if let Some((value, name)) = raw("MAYFLY_PROMETHEUS") {
+            self.telemetry.prometheus = match value.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        setting: "telemetry.prometheus",
+                        source_name: name,
+                        reason: format!("{value:?} is not true or false"),
+                    });
+                }
+            };
         }
         if let Some((value, _)) = raw("MAYFLY_PUBLIC_URL") {
             self.public_url = Some(value);

@@ -681,6 +681,7 @@ fn serve(
         revocations: parts.revocations.clone(),
         clock: clock.clone(),
         telemetry: core.telemetry.clone(),
+        serve_metrics: config.telemetry.prometheus,
     });
     let http_listener = listeners.http;
     let shutdown = tasks.token();

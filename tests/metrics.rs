@@ -474,3 +474,17 @@ async fn the_alert_rules_load_fire_as_tested_and_name_real_metrics() {
     }
     assert!(named >= 9, "the rules name {named} metrics");
 }
+
+/// `[telemetry] prometheus = false` takes `/metrics` off the HTTP port; the
+/// default broker above serves it (the positive control).
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    let mut broker =
+        TestBroker::start_configured(|config| config.telemetry.prometheus = false).await;
+    let (status, _) = broker.http_get("/metrics").await;
+    assert_eq!(status, 404);
+    // The rest of the HTTP port is unchanged.
+    let (status, _) = broker.http_get("/healthz").await;
+    assert_eq!(status, 200);
+    broker.stop().await;
+}

@@ -32,11 +32,18 @@ pub struct HttpState {
     pub clock: Arc<dyn Clock>,
     /// The metrics `/metrics` serves.
     pub telemetry: Telemetry,
+    /// Whether `/metrics` is served (`[telemetry] prometheus`).
+    pub serve_metrics: bool,
 }
 
 /// The routes.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let router = if state.serve_metrics {
+        Router::new().route("/metrics", get(metrics))
+    } else {
+        Router::new()
+    };
+    router
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/keys", get(jwks))
         .route("/bundle", get(spiffe_bundle))
@@ -44,7 +51,6 @@ pub fn router(state: HttpState) -> Router {
         .route("/crl", get(crl))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(Arc::new(state))
 }
 

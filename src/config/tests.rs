@@ -205,3 +205,33 @@ fn meaningless_connection_limits_are_refused_by_name() {
     let text = "[limits]\nhandshake_timeout = \"5m\"\nidle_timeout = \"24h\"\n";
     assert!(load_text(text, HashMap::new()).is_ok());
 }
+
+#[test]
+fn prometheus_metrics_are_on_by_default_and_can_be_turned_off() {
+    // Positive control: on without a word.
+    let defaults = Config::load(None, no_env, &Overrides::default()).unwrap();
+    assert!(defaults.telemetry.prometheus);
+    let off = load_text("[telemetry]\nprometheus = false\n", HashMap::new()).unwrap();
+    assert!(!off.telemetry.prometheus);
+    // The environment wins over the file.
+    let on = load_text(
+        "[telemetry]\nprometheus = false\n",
+        HashMap::from([("MAYFLY_PROMETHEUS", "true")]),
+    )
+    .unwrap();
+    assert!(on.telemetry.prometheus);
+    // Anything else is refused by name, not read as false.
+    let error = load_text("", HashMap::from([("MAYFLY_PROMETHEUS", "no")])).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            ConfigError::Invalid {
+                setting: "telemetry.prometheus",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(load_text("[telemetry]\nprometheus = \"yes\"\n", HashMap::new()).is_err());
+    assert!(load_text("[telemetry]\notlp = true\n", HashMap::new()).is_err());
+}
