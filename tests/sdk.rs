@@ -582,16 +582,22 @@ async fn mtls_through_x509_sources_refuses_a_peer_revoked_at_the_broker() {
         })
         .await
         .unwrap();
+    // How fast is measured, not asserted (the tests run beside each other
+    // on a busy machine): the deadline only bounds a broken watch.
     let started = std::time::Instant::now();
     let mut refused = None;
-    while started.elapsed() < Duration::from_secs(1) {
+    while started.elapsed() < Duration::from_secs(10) {
         if let Err(error) = exchange(server.clone(), client_tls.clone()).await {
             refused = Some(error);
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let refused = refused.expect("the server refuses the revoked client within a second");
+    let refused = refused.expect("the server refuses the revoked client");
+    println!(
+        "revoked client refused {:.0} ms after the revoke returned",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     assert!(
         refused.contains("revocation") || refused.contains("revoked"),
         "{refused}"
