@@ -34,6 +34,12 @@
 //!
 //! [telemetry]
 //! prometheus = true                # /metrics on the HTTP port (MAYFLY_PROMETHEUS)
+//! # OTLP export of traces and metrics, off without an endpoint. The
+//! # standard OTEL_* variables apply (MAYFLY_OTEL_* before them), e.g.
+//! # OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER_ARG, OTEL_SERVICE_NAME.
+//! otlp_endpoint = "http://127.0.0.1:4317"
+//! otlp_protocol = "grpc"           # or "http/protobuf" (port 4318)
+//! trace_sampling_ratio = 0.01      # calls traced when the caller did not decide
 //!
 //! # Several replicas share state in Redis; the default is the embedded store.
 //! [store]
@@ -99,16 +105,59 @@ pub enum ConfigError {
 }
 
 /// What the broker exports about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
     /// Serve the metrics as Prometheus text at `/metrics` on the HTTP port
     /// (counts and times only, no identities). Default on.
     pub prometheus: bool,
+    /// Traces and metrics over OTLP; off without an endpoint.
+    pub otlp: mayfly_telemetry::OtlpConfig,
 }
+
+/// The broker's `service.name` unless `OTEL_SERVICE_NAME` says otherwise.
+pub const SERVICE_NAME: &str = "mayfly-broker";
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { prometheus: true }
+        TelemetryConfig {
+            prometheus: true,
+            otlp: mayfly_telemetry::OtlpConfig::off(SERVICE_NAME),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    fn apply_file(&mut self, file: &FileTelemetry) -> Result<(), ConfigError> {
+        let invalid = |setting: &'static str, error: mayfly_telemetry::OtlpConfigError| {
+            ConfigError::Invalid {
+                setting,
+                source_name: "config file".into(),
+                reason: error.to_string(),
+            }
+        };
+        if let Some(prometheus) = file.prometheus {
+            self.prometheus = prometheus;
+        }
+        if let Some(endpoint) = &file.otlp_endpoint {
+            self.otlp.endpoint = Some(endpoint.clone()).filter(|e| !e.trim().is_empty());
+        }
+        if let Some(protocol) = &file.otlp_protocol {
+            self.otlp.protocol = mayfly_telemetry::Protocol::parse(protocol)
+                .map_err(|error| invalid("telemetry.otlp_protocol", error))?;
+        }
+        if let Some(ratio) = file.trace_sampling_ratio {
+            self.otlp.sampling_ratio = ratio;
+        }
+        if let Some(name) = &file.service_name {
+            self.otlp.service_name.clone_from(name);
+        }
+        self.otlp.validate().map_err(|error| {
+            let setting = match error {
+                mayfly_telemetry::OtlpConfigError::Ratio(_) => "telemetry.trace_sampling_ratio",
+                _ => "telemetry.otlp_endpoint",
+            };
+            invalid(setting, error)
+        })
     }
 }
 
@@ -428,6 +477,10 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileTelemetry {
     prometheus: Option<bool>,
+    otlp_endpoint: Option<String>,
+    otlp_protocol: Option<String>,
+    trace_sampling_ratio: Option<f64>,
+    service_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -623,9 +676,7 @@ impl Config {
             file.jwt_leeway.as_deref(),
         )?;
         self.limits.apply_file(&file.limits)?;
-        if let Some(prometheus) = file.telemetry.prometheus {
-            self.telemetry.prometheus = prometheus;
-        }
+        self.telemetry.apply_file(&file.telemetry)?;
         self.attestors = file.attestors;
         set_duration(
             &mut self.revocation_staleness,
@@ -686,6 +737,15 @@ impl Config {
                 }
             };
         }
+        self.telemetry.otlp =
+            self.telemetry
+                .otlp
+                .apply_env(env)
+                .map_err(|error| ConfigError::Invalid {
+                    setting: "telemetry",
+                    source_name: "the environment".into(),
+                    reason: error.to_string(),
+                })?;
         if let Some((value, _)) = raw("MAYFLY_PUBLIC_URL") {
             self.public_url = Some(value);
         }

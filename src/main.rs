@@ -1,5 +1,6 @@
-//! The `mayfly` binary: parse the command line, set up logging and the
-//! crypto provider, and hand over to `cli::run`. The command line is a thin
+//! The `mayfly` binary: parse the command line, set up the crypto provider,
+//! and hand over to `cli::run`, which sets up logging (and, for `server` and
+//! `agent`, traces) per command. The command line is a thin
 //! layer over the broker (the `mayfly` library), the agent (`mayfly-agent`)
 //! and the load generator (`mayfly-bench`); nothing depends on it.
 
@@ -15,13 +16,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::parse_args();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAYFLY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     mayfly::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

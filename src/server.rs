@@ -37,8 +37,9 @@ use crate::replica::{KeyPublishError, KeyPublisher, ReplicaIdError, Replicas};
 use crate::revoke::{RevokeError, Revoker};
 use crate::rotation::Rotation;
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, StoreEvent};
-use crate::telemetry::{RpcMetricsLayer, Telemetry};
+use crate::telemetry::{ADMIN_SERVICE, BROKER_SERVICE, Telemetry};
 use mayfly_sdk::revocation::RevocationSet;
+use mayfly_telemetry::{RpcLayer, Sampling};
 use tokio::sync::mpsc;
 
 /// How often usage counters are written to the store.
@@ -64,6 +65,9 @@ pub enum ServerError {
     /// This replica's id cannot be read or made.
     #[error("replica id: {0}")]
     ReplicaId(#[from] ReplicaIdError),
+    /// The OTLP metric exporter cannot be built.
+    #[error("telemetry: {0}")]
+    Telemetry(#[source] mayfly_telemetry::TracingError),
     /// The CA could not be loaded or created, or a rotation step due at
     /// start failed.
     #[error("certificate authority: {0}")]
@@ -155,6 +159,7 @@ pub struct RunningServer {
     store: Arc<dyn Store>,
     usage: Arc<UsageTracker>,
     revoker: Arc<Revoker>,
+    telemetry: Telemetry,
 }
 
 impl RunningServer {
@@ -223,6 +228,8 @@ impl RunningServer {
             tracing::error!(%error, "closing the audit log");
         }
         let _ = std::fs::remove_file(&self.admin_socket);
+        // Last: the final OTLP export counts the drained requests.
+        self.telemetry.shutdown().await;
     }
 }
 
@@ -319,6 +326,7 @@ pub async fn start_with_clock(
         store: state.parts.store,
         usage: state.parts.usage,
         revoker: core.revoker,
+        telemetry: core.telemetry,
     })
 }
 
@@ -476,7 +484,8 @@ impl Core {
     ) -> Result<Self, ServerError> {
         let parts = &state.parts;
         let ca = parts.ca.clone();
-        let telemetry = Telemetry::new();
+        let telemetry =
+            Telemetry::with_export(&config.telemetry.otlp).map_err(ServerError::Telemetry)?;
         telemetry.observe_state(
             &parts.entries,
             &parts.revocations,
@@ -621,8 +630,16 @@ fn serve(
         },
     ))
     .max_decoding_message_size(limits.max_message_bytes);
-    let connections = incoming(listeners.grpc, tls_config, &limits, tasks.token());
-    let rpc_metrics = core.telemetry.metrics().clone();
+    let (connections, open) = incoming(listeners.grpc, tls_config, &limits, tasks.token());
+    core.telemetry.observe_connections(open);
+    let sampling = config
+        .telemetry
+        .otlp
+        .traces_on()
+        .then(|| Sampling::ratio(config.telemetry.otlp.sampling_ratio));
+    let meter = core.telemetry.meter();
+    let broker_rpc = RpcLayer::new(&BROKER_SERVICE, &meter, sampling);
+    let admin_rpc = RpcLayer::new(&ADMIN_SERVICE, &meter, sampling);
     let shutdown = tasks.token();
     tasks.push(async move {
         let served = tonic::transport::Server::builder()
@@ -631,7 +648,7 @@ fn serve(
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(InFlightLayer)
-            .layer(RpcMetricsLayer::new(rpc_metrics))
+            .layer(broker_rpc)
             .add_service(broker)
             .serve_with_incoming_shutdown(connections, shutdown.cancelled_owned())
             .await;
@@ -663,6 +680,7 @@ fn serve(
     let shutdown = tasks.token();
     tasks.push(async move {
         let served = tonic::transport::Server::builder()
+            .layer(admin_rpc)
             .add_service(admin)
             .serve_with_incoming_shutdown(
                 UnixListenerStream::new(admin_listener),

@@ -82,23 +82,34 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener, AgentError> {
 pub(crate) async fn serve(
     listener: UnixListener,
     api: WorkloadApi,
+    rpc: Option<mayfly_telemetry::RpcLayer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let service = InterceptedService::new(
         SpiffeWorkloadApiServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES),
         require_security_header,
     );
-    // One service, so no router: tonic serves it directly.
-    let served = tonic::transport::Server::builder()
+    let incoming =
+        UnixListenerStream::new(listener).map(|accepted| accepted.map(LenientAuthority::new));
+    // One service, so no router: tonic serves it directly. Without
+    // telemetry the calls carry no layer at all.
+    let builder = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .serve_with_incoming_shutdown(
-            service,
-            UnixListenerStream::new(listener).map(|accepted| accepted.map(LenientAuthority::new)),
-            shutdown,
-        )
-        .await;
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    let served = match rpc {
+        Some(rpc) => {
+            builder
+                .layer(rpc)
+                .serve_with_incoming_shutdown(service, incoming, shutdown)
+                .await
+        }
+        None => {
+            builder
+                .serve_with_incoming_shutdown(service, incoming, shutdown)
+                .await
+        }
+    };
     if let Err(error) = served {
         tracing::error!(%error, "the Workload API server stopped");
     }

@@ -23,8 +23,10 @@ use super::revocations::Revocations;
 use super::snapshot::RegisteredEntry;
 use super::state::AgentState;
 use super::status::WorkloadError;
+use super::telemetry::AgentMetrics;
 use super::upstream::Upstream;
 use mayfly_sdk::clock::Clock;
+use tracing::Instrument as _;
 
 /// Hands out JWT-SVIDs, minting through the broker when the cache cannot.
 #[derive(Debug)]
@@ -33,6 +35,7 @@ pub(crate) struct JwtIssuer {
     state: Arc<AgentState>,
     revocations: Arc<Revocations>,
     clock: Arc<dyn Clock>,
+    metrics: Option<AgentMetrics>,
 }
 
 impl JwtIssuer {
@@ -41,12 +44,14 @@ impl JwtIssuer {
         state: Arc<AgentState>,
         revocations: Arc<Revocations>,
         clock: Arc<dyn Clock>,
+        metrics: Option<AgentMetrics>,
     ) -> Self {
         JwtIssuer {
             upstream,
             state,
             revocations,
             clock,
+            metrics,
         }
     }
 
@@ -96,7 +101,11 @@ impl JwtIssuer {
                 misses.push(entry);
                 continue;
             }
-            match self.reusable(entry, audience) {
+            let reused = self.reusable(entry, audience);
+            if let Some(metrics) = &self.metrics {
+                metrics.jwt_cache(reused.is_some());
+            }
+            match reused {
                 Some(jwt) => {
                     found.insert(&entry.id, jwt);
                 }
@@ -113,7 +122,12 @@ impl JwtIssuer {
                     ttl_seconds: 0,
                 })
                 .collect();
-            match self.upstream.mint_jwt(params).await {
+            let minted = self
+                .upstream
+                .mint_jwt(params)
+                .instrument(mayfly_telemetry::stage("agent.mint"))
+                .await;
+            match minted {
                 Ok(response) => {
                     for result in response.results {
                         let Some(entry) = misses.iter().find(|e| e.id == result.entry_id) else {

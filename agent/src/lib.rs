@@ -68,6 +68,7 @@ mod snapshot;
 mod state;
 mod status;
 mod sync;
+mod telemetry;
 mod upstream;
 mod workload_api;
 pub mod workload_attest;
@@ -85,6 +86,7 @@ use tokio_util::sync::CancellationToken;
 pub use authority::fuzz_rewrite as fuzz_authority_rewrite;
 pub use error::AgentError;
 pub use state::AgentHealth;
+pub use telemetry::{SERVICE_NAME, TelemetryConfig, WORKLOAD_API};
 pub use workload_api::{SECURITY_HEADER, require_security_header};
 
 use identity::IdentityFiles;
@@ -129,6 +131,8 @@ pub struct AgentConfig {
     /// afresh at every attestation, so a rotated token file (a Kubernetes
     /// projected token) lets the agent re-attest after its SVID expired.
     pub node_evidence: Option<NodeEvidence>,
+    /// Metrics on a listener of their own, and OTLP export.
+    pub telemetry: TelemetryConfig,
 }
 
 /// Platform evidence the agent attests its node with (see the broker's
@@ -168,6 +172,7 @@ impl AgentConfig {
             clock: Arc::new(SystemClock),
             file_sink: None,
             node_evidence: None,
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -195,6 +200,9 @@ impl fmt::Debug for AgentConfig {
 #[derive(Debug)]
 pub struct RunningAgent {
     socket_path: PathBuf,
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Kept until [`RunningAgent::shutdown`] stops it off the async workers.
+    metrics: Option<mayfly_telemetry::Metrics>,
     state: Arc<AgentState>,
     upstream: Arc<Upstream>,
     cancel: CancellationToken,
@@ -205,6 +213,11 @@ impl RunningAgent {
     /// The Workload API socket.
     pub fn socket_path(&self) -> &Path {
         &self.socket_path
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// The agent's own SPIFFE ID: the `parent_id` of the entries it serves.
@@ -241,6 +254,9 @@ impl RunningAgent {
         }
         if let Err(error) = std::fs::remove_file(&self.socket_path) {
             tracing::debug!(%error, "removing the Workload API socket");
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.shutdown().await;
         }
     }
 }
@@ -295,6 +311,29 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     };
     let listener = endpoint::bind(&config.socket_path)?;
     let state = Arc::new(AgentState::new());
+    let metrics = if config.telemetry.enabled() {
+        Some(
+            mayfly_telemetry::Metrics::with_export(&config.telemetry.otlp).map_err(|error| {
+                AgentError::Config {
+                    reason: error.to_string(),
+                }
+            })?,
+        )
+    } else {
+        None
+    };
+    let metrics_listener =
+        match config.telemetry.metrics_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+                AgentError::Config {
+                    reason: format!("--metrics-listen {addr}: {error}"),
+                }
+            })?),
+            None => None,
+        };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .and_then(|listener| listener.local_addr().ok());
 
     let cancel = CancellationToken::new();
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -321,6 +360,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         state.clone(),
         revocations.clone(),
         config.clock.clone(),
+        metrics.as_ref().map(telemetry::AgentMetrics::new),
     ));
     let sink_task = sink.map(|sink| {
         sink.spawn(
@@ -360,7 +400,26 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             state.close();
         }
     };
-    let server_task = tokio::spawn(endpoint::serve(listener, api, shutdown));
+    let rpc = metrics.as_ref().map(|metrics| {
+        let sampling = config
+            .telemetry
+            .otlp
+            .traces_on()
+            .then(|| mayfly_telemetry::Sampling::ratio(config.telemetry.otlp.sampling_ratio));
+        mayfly_telemetry::RpcLayer::new(&WORKLOAD_API, &metrics.meter("mayfly-agent"), sampling)
+    });
+    let server_task = tokio::spawn(endpoint::serve(listener, api, rpc, shutdown));
+    let metrics_task = match (metrics_listener, &metrics) {
+        (Some(listener), Some(metrics)) => {
+            let cancel = cancel.clone();
+            Some(tokio::spawn(mayfly_telemetry::serve_metrics(
+                listener,
+                metrics.clone(),
+                async move { cancel.cancelled().await },
+            )))
+        }
+        _ => None,
+    };
     tracing::info!(
         spiffe_id = %upstream.identity().spiffe_id,
         socket = %config.socket_path.display(),
@@ -368,12 +427,15 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     );
     Ok(RunningAgent {
         socket_path: config.socket_path,
+        metrics_addr,
+        metrics,
         state,
         upstream,
         cancel,
         tasks: [sync_task, server_task, revocation_task, bundle_task]
             .into_iter()
             .chain(sink_task)
+            .chain(metrics_task)
             .collect(),
     })
 }

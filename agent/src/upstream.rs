@@ -11,6 +11,8 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::proto::v1::broker_client::BrokerClient;
+
+use crate::telemetry::traced;
 use tonic::transport::Channel;
 
 use super::error::AgentError;
@@ -163,7 +165,7 @@ impl Upstream {
     pub(crate) async fn list_entries(&self) -> Result<pb::ListAgentEntriesResponse, AgentError> {
         let mut client = self.client().await?;
         client
-            .list_agent_entries(pb::ListAgentEntriesRequest {})
+            .list_agent_entries(traced(pb::ListAgentEntriesRequest {}))
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status.into()))
@@ -176,7 +178,7 @@ impl Upstream {
     ) -> Result<pb::BatchMintX509SvidsResponse, AgentError> {
         let mut client = self.client().await?;
         client
-            .batch_mint_x509_svids(pb::BatchMintX509SvidsRequest { params })
+            .batch_mint_x509_svids(traced(pb::BatchMintX509SvidsRequest { params }))
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status.into()))
@@ -189,7 +191,7 @@ impl Upstream {
     ) -> Result<pb::BatchMintJwtSvidsResponse, AgentError> {
         let mut client = self.client().await?;
         client
-            .batch_mint_jwt_svids(pb::BatchMintJwtSvidsRequest { params })
+            .batch_mint_jwt_svids(traced(pb::BatchMintJwtSvidsRequest { params }))
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| self.failed(status.into()))

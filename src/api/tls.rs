@@ -443,12 +443,17 @@ impl ServerIdentity {
 /// `limits.anonymous_connection_cap()` without a client certificate. What
 /// comes out has spoken HTTP/2 and closes itself after
 /// `limits.idle_timeout` with nothing in flight.
+///
+/// The second value counts the open connections, for the metrics.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     limits: &Limits,
     cancel: CancellationToken,
-) -> ReceiverStream<Result<TlsConnection, io::Error>> {
+) -> (
+    ReceiverStream<Result<TlsConnection, io::Error>>,
+    OpenConnections,
+) {
     let (sender, receiver) = mpsc::channel(128);
     let admission = Arc::new(Admission {
         acceptor: TlsAcceptor::from(config),
@@ -458,8 +463,36 @@ pub fn incoming(
         idle_timeout: limits.idle_timeout,
     });
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let open = OpenConnections {
+        all: (Arc::downgrade(&permits), limits.max_connections),
+        anonymous: (
+            Arc::downgrade(&admission.anonymous),
+            limits.anonymous_connection_cap(),
+        ),
+    };
     tokio::spawn(accept_loop(listener, permits, admission, sender, cancel));
-    ReceiverStream::new(receiver)
+    (ReceiverStream::new(receiver), open)
+}
+
+/// How many connections the gRPC listener holds now, read from the slots
+/// they take.
+#[derive(Debug, Clone)]
+pub struct OpenConnections {
+    all: (std::sync::Weak<Semaphore>, usize),
+    anonymous: (std::sync::Weak<Semaphore>, usize),
+}
+
+impl OpenConnections {
+    /// Open connections (handshaking ones included), and those without a
+    /// client certificate; `None` once the listener is gone.
+    pub fn now(&self) -> Option<(usize, usize)> {
+        let held = |(slots, cap): &(std::sync::Weak<Semaphore>, usize)| {
+            slots
+                .upgrade()
+                .map(|slots| cap.saturating_sub(slots.available_permits()))
+        };
+        Some((held(&self.all)?, held(&self.anonymous)?))
+    }
 }
 
 async fn accept_loop(

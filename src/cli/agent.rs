@@ -94,6 +94,12 @@ pub struct AgentArgs {
     /// How often to sync entries and SVIDs with the broker.
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl, default_value = "5s")]
     sync_interval: u32,
+    /// Serve the agent's metrics as Prometheus text at http://ADDR/metrics
+    /// (counts and times only, no identities), e.g. 127.0.0.1:9464. Traces and
+    /// metrics also go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or
+    /// MAYFLY_OTEL_EXPORTER_OTLP_ENDPOINT) is set; see the README's "Observe it".
+    #[arg(long, value_name = "ADDR", env = "MAYFLY_AGENT_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Also keep an SVID of the agent process itself in DIR, for programs that only
     /// read files: svid.pem, svid_key.pem (0600), bundle.pem and a
     /// jwt_AUDIENCE.token (0600) per --jwt-audience. DIR is created with mode 0700.
@@ -142,12 +148,29 @@ pub struct AgentArgs {
 pub(super) async fn run(global: &GlobalArgs, args: AgentArgs) -> ExitCode {
     let config = match config(global, &args) {
         Ok(config) => config,
-        Err(error) => return report(&error),
+        Err(error) => {
+            mayfly_telemetry::Tracing::logs_only();
+            return report(&error);
+        }
+    };
+    let tracing = match mayfly_telemetry::Tracing::install(&config.telemetry.otlp) {
+        Ok(tracing) => tracing,
+        Err(error) => {
+            mayfly_telemetry::Tracing::logs_only();
+            output::stderr_line(&format!("error: {error}"));
+            return ExitCode::from(1);
+        }
     };
     let agent = match mayfly_agent::start(config).await {
         Ok(agent) => agent,
-        Err(error) => return report(&error),
+        Err(error) => {
+            tracing.shutdown().await;
+            return report(&error);
+        }
     };
+    if let Some(addr) = agent.metrics_addr() {
+        output::stderr_line(&format!("mayfly agent: metrics at http://{addr}/metrics"));
+    }
     output::stderr_line(&format!(
         "mayfly agent {}: serving the SPIFFE Workload API on unix://{}",
         output::clean(agent.spiffe_id().as_str()),
@@ -165,6 +188,7 @@ pub(super) async fn run(global: &GlobalArgs, args: AgentArgs) -> ExitCode {
         error = agent.failed() => Some(error),
     };
     agent.shutdown().await;
+    tracing.shutdown().await;
     match failed {
         Some(error) => report(&error),
         None => ExitCode::SUCCESS,
@@ -190,6 +214,14 @@ fn config(global: &GlobalArgs, args: &AgentArgs) -> Result<AgentConfig, AgentErr
     let mut config = AgentConfig::new(global.server.clone(), bundle_pem, args.socket.clone());
     config.data_dir = data_dir;
     config.sync_interval = Duration::from_secs(args.sync_interval.into());
+    config.telemetry.metrics_listen = args.metrics_listen;
+    config.telemetry.otlp = config
+        .telemetry
+        .otlp
+        .apply_env(|name| std::env::var(name).ok())
+        .map_err(|error| AgentError::Config {
+            reason: error.to_string(),
+        })?;
     config.join_token = match (&args.join_token, &args.join_token_file) {
         (Some(token), _) => Some(Secret::from(token.expose().trim().to_owned())),
         (None, Some(path)) => Some(read_token_file(path)?),

@@ -288,6 +288,11 @@ pub fn parse_args() -> Cli {
 /// Runs a parsed command line and returns the process exit code. Errors are printed to
 /// standard error as "error: …", with a "hint: …" line when there is something to try.
 pub async fn run(cli: Cli) -> ExitCode {
+    // `server` and `agent` install theirs once their config is read: it
+    // says whether spans are exported.
+    if !matches!(cli.command, Command::Server(_) | Command::Agent(_)) {
+        mayfly_telemetry::Tracing::logs_only();
+    }
     let ctx = Context::new(&cli.global);
     let result = match cli.command {
         Command::Server(mut args) => {

@@ -25,14 +25,37 @@ pub(super) async fn run(args: &ServerArgs) -> ExitCode {
     ) {
         Ok(config) => config,
         Err(error) => {
+            mayfly_telemetry::Tracing::logs_only();
             eprintln!("mayfly: bad configuration: {error}");
             return ExitCode::from(64);
         }
     };
+    let tracing = match mayfly_telemetry::Tracing::install(&config.telemetry.otlp) {
+        Ok(tracing) => tracing,
+        Err(error) => {
+            mayfly_telemetry::Tracing::logs_only();
+            eprintln!("mayfly: cannot start: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(endpoint) = &config.telemetry.otlp.endpoint {
+        eprintln!(
+            "mayfly: exporting {} over OTLP ({}) to {endpoint}, tracing {}% of calls without a caller's decision",
+            match (config.telemetry.otlp.traces, config.telemetry.otlp.metrics) {
+                (true, true) => "traces and metrics",
+                (true, false) => "traces",
+                (false, true) => "metrics",
+                (false, false) => "nothing",
+            },
+            config.telemetry.otlp.protocol,
+            config.telemetry.otlp.sampling_ratio * 100.0
+        );
+    }
     let server = match start(config).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!("mayfly: cannot start: {error}");
+            tracing.shutdown().await;
             return ExitCode::from(1);
         }
     };
@@ -43,6 +66,7 @@ pub(super) async fn run(args: &ServerArgs) -> ExitCode {
         DRAIN_TIMEOUT.as_secs()
     );
     server.shutdown().await;
+    tracing.shutdown().await;
     eprintln!("mayfly: stopped");
     ExitCode::SUCCESS
 }

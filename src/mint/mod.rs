@@ -18,7 +18,9 @@ mod usage;
 mod verified;
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument as _;
 
 use arc_swap::ArcSwap;
 use mayfly_ca::{CertificateAuthority, IssuedX509Svid, X509SvidRequest};
@@ -322,7 +324,16 @@ impl Minter {
             self.check_join_token_binding(&hash, wanted, now, event)
                 .await?;
         }
-        let record = self.redeem_join_token(&hash, now).await;
+        let attest = mayfly_telemetry::stage("mint.attest");
+        mayfly_telemetry::annotate(&attest, "mayfly.attestor", || "join_token");
+        let record = async {
+            // Redeeming is the attestation: a write to the store.
+            self.redeem_join_token(&hash, now)
+                .instrument(mayfly_telemetry::stage("mint.store"))
+                .await
+        }
+        .instrument(attest)
+        .await;
         self.metrics.attestation("join_token", record.is_ok());
         let record = record?;
         event.entry_id = Some(record.entry_id.to_string());
@@ -447,9 +458,12 @@ impl Minter {
         requested: Option<&str>,
         event: &mut AuditEvent,
     ) -> Result<Arc<Entry>, MintError> {
+        let stage = mayfly_telemetry::stage("mint.attest");
+        mayfly_telemetry::annotate(&stage, "mayfly.attestor", || evidence.attestor());
         let attestation = self
             .attestors
             .attest(evidence, self.store.as_ref(), self.clock.now())
+            .instrument(stage)
             .await;
         self.metrics
             .attestation(evidence.attestor(), attestation.is_ok());
@@ -465,7 +479,10 @@ impl Minter {
             "attestor": attestation.attestor,
             "selectors": attestation.selectors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         }));
-        let entry = self.select_entry(&attestation, requested)?;
+        let entry = {
+            let _policy = mayfly_telemetry::stage("mint.policy").entered();
+            self.select_entry(&attestation, requested)?
+        };
         event.entry_id = Some(entry.id.to_string());
         event.spiffe_id = Some(entry.spiffe_id.to_string());
         Ok(entry)
@@ -687,11 +704,16 @@ impl Minter {
         event: &mut AuditEvent,
     ) -> Result<X509Issued, MintError> {
         let now = self.clock.now();
-        self.check_entry(
-            &entry,
-            CredentialKind::X509,
-            crate::clock::unix_seconds(now),
-        )?;
+        {
+            let _policy = mayfly_telemetry::stage("mint.policy").entered();
+            self.check_entry(
+                &entry,
+                CredentialKind::X509,
+                crate::clock::unix_seconds(now),
+            )?;
+        }
+        let _sign = mayfly_telemetry::stage("mint.sign").entered();
+        let started = Instant::now();
         // The CSR was parsed and verified once, before anything was spent.
         let svid = self.ca.issue_x509_svid_verified(
             csr,
@@ -703,6 +725,7 @@ impl Minter {
                 now,
             },
         )?;
+        self.metrics.signed("x509", started.elapsed());
         event.serial = Some(svid.serial_hex.clone());
         if svid.clamped_to_signer {
             event.reason = Some("lifetime shortened to the signing CA's expiry".into());
@@ -748,9 +771,12 @@ impl Minter {
         event: &mut AuditEvent,
     ) -> Result<JwtIssued, MintError> {
         let now = self.clock.unix_now();
-        self.check_entry(entry, CredentialKind::Jwt, now)?;
-        check_audience(entry, audience)?;
-        let seconds = self.jwt_lifetime(entry, ttl)?;
+        let seconds = {
+            let _policy = mayfly_telemetry::stage("mint.policy").entered();
+            self.check_entry(entry, CredentialKind::Jwt, now)?;
+            check_audience(entry, audience)?;
+            self.jwt_lifetime(entry, ttl)?
+        };
         let signer = self.ca.jwt_signer();
         let key = (!entry.unique_jti).then(|| JwtCacheKey::new(entry, audience, ttl));
         let reused = match &key {
@@ -768,6 +794,8 @@ impl Minter {
             }
             None => {
                 let expires_at = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
+                let _sign = mayfly_telemetry::stage("mint.sign").entered();
+                let started = Instant::now();
                 let signed = signer.sign_with_issuer(
                     self.issuer.get().map(|issuer| &**issuer),
                     &entry.spiffe_id,
@@ -775,6 +803,7 @@ impl Minter {
                     now,
                     expires_at,
                 )?;
+                self.metrics.signed("jwt", started.elapsed());
                 let jwt = Arc::new(CachedJwt {
                     token: signed.token.into(),
                     jti: signed.jti,
@@ -870,7 +899,9 @@ impl Minter {
         // A token verified before is not verified again (its signature
         // cannot have changed); the revocation check below runs every time.
         let key = VerifiedTokens::key(token);
-        let validated = match self.verified.get(&key, &audience, now) {
+        let cached = self.verified.get(&key, &audience, now);
+        self.metrics.cache("verified_token", cached.is_some());
+        let validated = match cached {
             Some(hit) => hit,
             None => {
                 let generation = self.verified.generation();
@@ -939,10 +970,17 @@ impl Minter {
         result: Result<T, MintError>,
     ) -> Result<T, MintError> {
         let kind = credential_kind(&event.action);
-        let receipt = self.audit.append(outcome_event(event, &result)).await;
+        let event = outcome_event(event, &result);
+        annotate_call(&event);
+        let receipt = self
+            .audit
+            .append(event)
+            .instrument(mayfly_telemetry::stage("mint.audit_commit"))
+            .await;
         let result = refuse_unaudited(result, receipt);
         self.metrics
             .credential(kind, result.as_ref().err().map(MintError::class));
+        annotate_refusal(&result);
         result
     }
 
@@ -959,7 +997,11 @@ impl Minter {
                 (outcome_event(event, &result), (kind, result))
             })
             .unzip();
-        let receipts = self.audit.append_all(events).await;
+        let receipts = self
+            .audit
+            .append_all(events)
+            .instrument(mayfly_telemetry::stage("mint.audit_commit"))
+            .await;
         results
             .into_iter()
             .zip(receipts)
@@ -970,6 +1012,34 @@ impl Minter {
                 result
             })
             .collect()
+    }
+}
+
+/// Names the request on the current (RPC) span, when it is sampled: what
+/// the audit record names, never a token, key or evidence.
+fn annotate_call(event: &AuditEvent) {
+    let span = tracing::Span::current();
+    mayfly_telemetry::annotate(&span, "mayfly.action", || event.action.clone());
+    if let Some(entry) = &event.entry_id {
+        mayfly_telemetry::annotate(&span, "mayfly.entry_id", || entry.clone());
+    }
+    if let Some(spiffe_id) = &event.spiffe_id {
+        mayfly_telemetry::annotate(&span, "mayfly.spiffe_id", || spiffe_id.clone());
+    }
+    if let Some(audience) = &event.audience {
+        mayfly_telemetry::annotate(&span, "mayfly.audience", || audience.clone());
+    }
+}
+
+/// The outcome, and whose fault a refusal was, on the current span.
+fn annotate_refusal<T>(result: &Result<T, MintError>) {
+    let span = tracing::Span::current();
+    mayfly_telemetry::annotate(&span, "mayfly.outcome", || match result {
+        Ok(_) => "granted",
+        Err(_) => "refused",
+    });
+    if let Err(error) = result {
+        mayfly_telemetry::annotate(&span, "mayfly.refusal", || error.class());
     }
 }
 

@@ -13,9 +13,11 @@
 //! | `mayfly_credentials_total` | counter | `kind` (`jwt`, `x509`), `outcome` (`granted`, `refused`), `refusal` (whose fault: `invalid`, `unproven`, `denied`, `attestation`, `ca`, `unavailable`, `internal`; `none` when granted) |
 //! | `mayfly_attestations_total` | counter | `attestor` (`join_token`, `k8s_psat`, `oidc`, `x509pop`), `outcome` (`passed`, `refused`) |
 //! | `mayfly_jwt_validations_total` | counter | `outcome` (`valid`, `refused`), `refusal` |
-//! | `mayfly_cache_requests_total` | counter | `cache` (`jwt_svid`), `result` (`hit`, `miss`) |
+//! | `mayfly_cache_requests_total` | counter | `cache` (`jwt_svid`: the JWT-SVID cache; `verified_token`: ValidateJwtSvid's), `result` (`hit`, `miss`) |
+//! | `mayfly_signing_duration_seconds` | histogram | `kind` (`jwt`, `x509`): signing and encoding one credential |
 //! | `mayfly_entries` | gauge | |
-//! | `mayfly_revocations` | gauge | |
+//! | `mayfly_revocations` | gauge | `kind` (`entry`, `spiffe-id`, `jti`, `serial`, `agent`) |
+//! | `mayfly_connections` | gauge | `peer` (`all`, `anonymous`: without a client certificate): open on the gRPC port |
 //! | `mayfly_revocation_staleness_seconds` | gauge | (only with a shared store) |
 //! | `mayfly_revocation_staleness_bound_seconds` | gauge | the configured bound (only with a shared store) |
 //! | `mayfly_ready` | gauge | 1 when `/readyz` would say ready, else 0 |
@@ -25,10 +27,7 @@
 //! | `mayfly_audit_commit_duration_seconds` | histogram | `outcome` (`durable`, `failed`): write and fdatasync of one group commit |
 //! | `mayfly_audit_commit_records` | histogram | records per group commit |
 //! | `mayfly_audit_head_sequence` | gauge | the last durable record's sequence number |
-//! | `rpc_server_call_duration_seconds` | histogram | `rpc_system` (`grpc`), `rpc_service`, `rpc_method` (the broker's methods, else `_OTHER`), `rpc_grpc_status_code`: from a broker RPC's call to the end of its response |
-
-mod prometheus;
-mod rpc;
+//! | `rpc_server_call_duration_seconds` | histogram | `rpc_system` (`grpc`), `rpc_service` (`mayfly.v1.Broker`, `mayfly.v1.Admin`), `rpc_method` (the service's methods, else `_OTHER`), `rpc_grpc_status_code`: from an RPC's call to the end of its response |
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -36,20 +35,58 @@ use std::time::Duration;
 use mayfly_ca::CertificateAuthority;
 use mayfly_sdk::revocation::RevocationSet;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::metrics::data::ResourceMetrics;
-use opentelemetry_sdk::metrics::reader::MetricReader;
-use opentelemetry_sdk::metrics::{
-    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
-};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+use opentelemetry_sdk::error::OTelSdkError;
 
 use crate::audit::CommitObserver;
 use crate::clock::Clock;
 use crate::policy::EntryIndex;
 
-pub use prometheus::{CONTENT_TYPE, encode};
-pub use rpc::{BROKER_METHODS, BROKER_SERVICE, RpcMetrics, RpcMetricsLayer, TimedBody};
+pub use mayfly_telemetry::prometheus::CONTENT_TYPE;
+use mayfly_telemetry::{Metrics, RpcService};
+
+/// `mayfly.v1.Broker` and its methods, as in `proto/mayfly/v1/broker.proto`
+/// (a test keeps the two the same): the RPC metric's and spans' labels.
+pub static BROKER_SERVICE: RpcService = RpcService {
+    name: "mayfly.v1.Broker",
+    methods: &[
+        "AttestAndIssue",
+        "RenewX509Svid",
+        "MintJwtSvid",
+        "GetBundle",
+        "WatchBundle",
+        "ValidateJwtSvid",
+        "CreateX509PopChallenge",
+        "MintJwtSvidWithEvidence",
+        "ListAgentEntries",
+        "BatchMintX509Svids",
+        "BatchMintJwtSvids",
+        "WatchRevocations",
+    ],
+};
+
+/// `mayfly.v1.Admin` and its methods, as in `proto/mayfly/v1/admin.proto`.
+pub static ADMIN_SERVICE: RpcService = RpcService {
+    name: "mayfly.v1.Admin",
+    methods: &[
+        "CreateEntry",
+        "ListEntries",
+        "GetEntry",
+        "UpdateEntry",
+        "DeleteEntry",
+        "CreateJoinToken",
+        "ServerStatus",
+        "Revoke",
+        "Unrevoke",
+        "ListRevocations",
+        "CaStatus",
+        "CaPrepare",
+        "CaActivate",
+        "CaRetire",
+        "CaIntermediateCsr",
+        "CaImportIntermediate",
+    ],
+};
 
 /// Whether the shared store's change feed is connected now; `None` once
 /// the broker that knows is gone.
@@ -58,29 +95,45 @@ pub type StoreConnected = Box<dyn Fn() -> Option<bool> + Send + Sync>;
 /// The broker's meter provider and the reader `/metrics` collects from.
 #[derive(Debug, Clone)]
 pub struct Telemetry {
-    provider: SdkMeterProvider,
-    reader: Arc<ManualReader>,
-    metrics: Arc<BrokerMetrics>,
+    metrics: Metrics,
+    instruments: Arc<BrokerMetrics>,
 }
 
 impl Telemetry {
-    /// A meter provider of its own, with the request-path instruments.
+    /// A meter provider of its own, with the request-path instruments, read
+    /// at `/metrics` only.
     pub fn new() -> Self {
-        let reader = Arc::new(ManualReader::builder().build());
-        let provider = SdkMeterProvider::builder()
-            .with_reader(SharedReader(reader.clone()))
-            .build();
-        let metrics = Arc::new(BrokerMetrics::new(&provider.meter("mayfly")));
+        Telemetry::over(Metrics::new())
+    }
+
+    /// Also exported over OTLP when `otlp`'s metrics are on (inside the
+    /// tokio runtime).
+    ///
+    /// # Errors
+    ///
+    /// The OTLP exporter cannot be built.
+    pub fn with_export(
+        otlp: &mayfly_telemetry::OtlpConfig,
+    ) -> Result<Self, mayfly_telemetry::TracingError> {
+        Ok(Telemetry::over(Metrics::with_export(otlp)?))
+    }
+
+    fn over(metrics: Metrics) -> Self {
+        let instruments = Arc::new(BrokerMetrics::new(&metrics.meter("mayfly")));
         Telemetry {
-            provider,
-            reader,
             metrics,
+            instruments,
         }
+    }
+
+    /// The meter RPC layers record into.
+    pub fn meter(&self) -> Meter {
+        self.metrics.meter("mayfly")
     }
 
     /// The instruments the request path records into.
     pub fn metrics(&self) -> &Arc<BrokerMetrics> {
-        &self.metrics
+        &self.instruments
     }
 
     /// Registers the gauges read at each scrape: entries, revocations, the
@@ -98,7 +151,7 @@ impl Telemetry {
         clock: &Arc<dyn Clock>,
         store_connected: Option<StoreConnected>,
     ) {
-        let meter = self.provider.meter("mayfly");
+        let meter = self.meter();
         if let Some(connected) = store_connected {
             meter
                 .u64_observable_gauge("mayfly.store.connected")
@@ -126,11 +179,16 @@ impl Telemetry {
         let weak_revocations = Arc::downgrade(revocations);
         meter
             .u64_observable_gauge("mayfly.revocations")
-            .with_description("Revocations in force, in this replica's index.")
+            .with_description("Revocations in force, in this replica's index, by kind.")
             .with_unit("{revocation}")
             .with_callback(move |gauge| {
                 if let Some(set) = weak_revocations.upgrade() {
-                    gauge.observe(set.len() as u64, &[]);
+                    for kind in mayfly_sdk::revocation::RevocationKind::ALL {
+                        gauge.observe(
+                            set.of_kind(kind).len() as u64,
+                            &[KeyValue::new("kind", kind.as_str())],
+                        );
+                    }
                 }
             })
             .build();
@@ -253,15 +311,35 @@ impl Telemetry {
             .build();
     }
 
+    /// Registers the gauge of the gRPC listener's open connections.
+    pub fn observe_connections(&self, open: crate::api::tls::OpenConnections) {
+        self.meter()
+            .u64_observable_gauge("mayfly.connections")
+            .with_description(
+                "Open connections on the broker's gRPC port (handshaking ones included), all and those without a client certificate.",
+            )
+            .with_unit("{connection}")
+            .with_callback(move |gauge| {
+                if let Some((all, anonymous)) = open.now() {
+                    gauge.observe(all as u64, &[KeyValue::new("peer", "all")]);
+                    gauge.observe(anonymous as u64, &[KeyValue::new("peer", "anonymous")]);
+                }
+            })
+            .build();
+    }
+
+    /// Exports what is left (with OTLP) and stops the meter provider.
+    pub async fn shutdown(&self) {
+        self.metrics.shutdown().await;
+    }
+
     /// Every metric now, as Prometheus text.
     ///
     /// # Errors
     ///
     /// The SDK's error if the meter provider was shut down.
     pub fn render(&self) -> Result<String, OTelSdkError> {
-        let mut collected = ResourceMetrics::default();
-        self.reader.collect(&mut collected)?;
-        Ok(encode(&collected))
+        self.metrics.render()
     }
 }
 
@@ -282,7 +360,7 @@ pub struct BrokerMetrics {
     audit_commit: Histogram<f64>,
     audit_batch: Histogram<u64>,
     audit_head: Gauge<u64>,
-    rpc_duration: Histogram<f64>,
+    signing: Histogram<f64>,
 }
 
 impl BrokerMetrics {
@@ -329,15 +407,15 @@ impl BrokerMetrics {
                 .with_unit("{record}")
                 .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0])
                 .build(),
-            rpc_duration: meter
-                .f64_histogram("rpc.server.call.duration")
+            signing: meter
+                .f64_histogram("mayfly.signing.duration")
                 .with_description(
-                    "Time from a broker RPC's call to the end of its response, by method and gRPC status code.",
+                    "Time to sign and encode one credential, by kind.",
                 )
                 .with_unit("s")
                 .with_boundaries(vec![
-                    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0,
+                    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
+                    0.005, 0.01, 0.05,
                 ])
                 .build(),
             audit_head: meter
@@ -399,29 +477,28 @@ impl BrokerMetrics {
         );
     }
 
-    /// A broker RPC ended with gRPC status `code` after `took`. `method` is
-    /// one of a fixed set (see `rpc::method_of`).
-    pub fn rpc(&self, method: &'static str, code: u8, took: Duration) {
-        self.rpc_duration.record(
-            took.as_secs_f64(),
+    /// The JWT-SVID cache was asked, and had a token to reuse or not.
+    pub fn jwt_cache(&self, hit: bool) {
+        self.cache("jwt_svid", hit);
+    }
+
+    /// `cache` (`jwt_svid`, `verified_token`) was asked, and had an answer
+    /// or not.
+    pub fn cache(&self, cache: &'static str, hit: bool) {
+        self.cache.add(
+            1,
             &[
-                KeyValue::new("rpc.system", "grpc"),
-                KeyValue::new("rpc.service", BROKER_SERVICE),
-                KeyValue::new("rpc.method", method),
-                KeyValue::new("rpc.grpc.status_code", i64::from(code)),
+                KeyValue::new("cache", cache),
+                KeyValue::new("result", if hit { "hit" } else { "miss" }),
             ],
         );
     }
 
-    /// The JWT-SVID cache was asked, and had a token to reuse or not.
-    pub fn jwt_cache(&self, hit: bool) {
-        self.cache.add(
-            1,
-            &[
-                KeyValue::new("cache", "jwt_svid"),
-                KeyValue::new("result", if hit { "hit" } else { "miss" }),
-            ],
-        );
+    /// A credential of `kind` (`jwt`, `x509`) was signed in `took` (the
+    /// signature and encoding alone, not the request around it).
+    pub fn signed(&self, kind: &'static str, took: Duration) {
+        self.signing
+            .record(took.as_secs_f64(), &[KeyValue::new("kind", kind)]);
     }
 }
 
@@ -439,29 +516,38 @@ impl CommitObserver for BrokerMetrics {
     }
 }
 
-/// The manual reader, shared between the provider (which owns its reader)
-/// and [`Telemetry::render`].
-#[derive(Debug)]
-struct SharedReader(Arc<ManualReader>);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl MetricReader for SharedReader {
-    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
-        self.0.register_pipeline(pipeline);
+    /// The `rpc` lines of a proto file, in order.
+    fn methods_in(proto: &str) -> Vec<&str> {
+        proto
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("rpc "))
+            .filter_map(|rest| rest.split('(').next())
+            .map(str::trim)
+            .collect()
     }
 
-    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
-        self.0.collect(rm)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.0.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
-    }
-
-    fn temporality(&self, kind: InstrumentKind) -> Temporality {
-        self.0.temporality(kind)
+    #[test]
+    fn the_method_lists_are_the_protos() {
+        assert_eq!(
+            methods_in(include_str!("../../proto/mayfly/v1/broker.proto")),
+            BROKER_SERVICE.methods
+        );
+        assert_eq!(
+            methods_in(include_str!("../../proto/mayfly/v1/admin.proto")),
+            ADMIN_SERVICE.methods
+        );
+        assert_eq!(
+            BROKER_SERVICE.method_of("/mayfly.v1.Broker/MintJwtSvid"),
+            "MintJwtSvid"
+        );
+        assert_eq!(ADMIN_SERVICE.method_of("/mayfly.v1.Admin/Revoke"), "Revoke");
+        assert_eq!(
+            ADMIN_SERVICE.method_of("/mayfly.v1.Broker/MintJwtSvid"),
+            "_OTHER"
+        );
     }
 }
