@@ -185,6 +185,7 @@ fn behind_a_socket_path_request(connection: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Appends a frame of `kind` to `out`.
 fn push_frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes()[1..]);
     out.extend_from_slice(&[kind, flags]);
@@ -214,6 +215,7 @@ fn check_capture(connection: &[u8]) {
     assert_eq!(rewrite([connection]).unwrap(), connection);
 }
 
+/// Both connections through the rewriter, as one socket read each.
 fn rewriter(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -12,29 +12,32 @@
 //! `:authority: localhost`. That takes the frame layer: header blocks are
 //! HPACK-compressed against a dynamic table that the client and h2 each
 //! keep, so every header block of the connection is decoded here, with the
-//! client's table mirrored. Blocks pass through byte for byte until the
-//! first one that must change. From then on every block is re-encoded as
-//! literals without indexing: h2's table no longer mirrors the client's,
-//! and literals never refer to it. Every other frame, and everything the
-//! server sends, passes through untouched.
+//! client's table mirrored, by the strict decoder in [`hpack`] (ours: the
+//! crate it replaces rebuilt a Huffman table for every string, and this
+//! runs on every Workload API request). Blocks pass through byte for byte
+//! until the first one that must change. From then on every block is
+//! re-encoded as literals without indexing: h2's table no longer mirrors
+//! the client's, and literals never refer to it. Every other frame, and
+//! everything the server sends, passes through untouched.
 //!
 //! Bounds: a header block over [`MAX_HEADER_BLOCK_BYTES`] (compressed, or
 //! decoded as RFC 7541 counts sizes) ends the connection, and so does what
 //! h2 would call a connection error in header frames (a CONTINUATION out
 //! of place, another frame inside a header block, a PUSH_PROMISE from the
-//! client, bad HPACK).
+//! client, bad HPACK: see [`hpack`] for what it takes).
 
-use std::borrow::Cow;
+mod hpack;
+
 use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf as _, BufMut as _, BytesMut};
-use loona_hpack::Decoder;
-use loona_hpack::encoder::encode_integer_into;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
+
+use hpack::{Decoder, encode_integer};
 
 /// The client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -195,8 +198,14 @@ struct OpenBlock {
 /// The frame-level state of one connection's client-to-server direction.
 struct Rewriter {
     phase: Phase,
-    decoder: Decoder<'static>,
+    decoder: Decoder,
     open: Option<OpenBlock>,
+    /// The last block's fields as literals without indexing, the
+    /// `:authority` rewritten if need be: what a re-encoded block carries.
+    /// Kept between blocks; never much over [`MAX_HEADER_BLOCK_BYTES`], as
+    /// a field takes fewer octets here than the 32 the decoder counts on
+    /// top of its name and value.
+    literals: Vec<u8>,
     /// A block was re-encoded: h2's HPACK table no longer mirrors the
     /// client's, so every later block is re-encoded too.
     reencoding: bool,
@@ -204,12 +213,11 @@ struct Rewriter {
 
 impl Rewriter {
     fn new() -> Self {
-        let mut decoder = Decoder::new();
-        decoder.set_max_allowed_table_size(HEADER_TABLE_SIZE);
         Rewriter {
             phase: Phase::Preface(0),
-            decoder,
+            decoder: Decoder::new(HEADER_TABLE_SIZE, MAX_HEADER_BLOCK_BYTES),
             open: None,
+            literals: Vec::new(),
             reencoding: false,
         }
     }
@@ -318,30 +326,23 @@ impl Rewriter {
 
     /// Decodes a complete block and writes it on, rewritten if need be.
     fn finish_block(&mut self, block: OpenBlock, output: &mut BytesMut) -> io::Result<()> {
-        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut decoded_size = 0usize;
-        let mut oversized = false;
+        let literals = &mut self.literals;
+        literals.clear();
+        let mut rewritten = false;
         self.decoder
-            .decode_with_cb(&block.fragment, |name: Cow<'_, [u8]>, value| {
-                // RFC 7541 §4.1: a field costs its name, its value and 32.
-                decoded_size = decoded_size.saturating_add(name.len() + value.len() + 32);
-                if decoded_size > MAX_HEADER_BLOCK_BYTES {
-                    oversized = true;
+            .decode(&block.fragment, |name, value| {
+                let value = if name == b":authority" && !is_valid_authority(value) {
+                    rewritten = true;
+                    REPLACEMENT_AUTHORITY
                 } else {
-                    fields.push((name.into_owned(), value.into_owned()));
-                }
+                    value
+                };
+                // Literal without indexing, new name (RFC 7541 §6.2.2).
+                literals.push(0x00);
+                encode_string(name, literals);
+                encode_string(value, literals);
             })
             .map_err(|e| invalid(&format!("bad HPACK in a header block: {e}")))?;
-        if oversized {
-            return Err(invalid("a decoded header block is larger than the limit"));
-        }
-        let mut rewritten = false;
-        for (name, value) in &mut fields {
-            if name.as_slice() == b":authority" && !is_valid_authority(value) {
-                *value = REPLACEMENT_AUTHORITY.to_vec();
-                rewritten = true;
-            }
-        }
         if rewritten && !self.reencoding {
             tracing::debug!(
                 "a Workload API client sent an :authority that is not one (a socket path?); reading it as localhost"
@@ -349,7 +350,7 @@ impl Rewriter {
             self.reencoding = true;
         }
         if self.reencoding {
-            write_block(&block, &fields, output);
+            write_block(&block, &self.literals, output);
         } else {
             output.extend_from_slice(&block.frames);
         }
@@ -425,15 +426,9 @@ fn is_valid_authority(value: &[u8]) -> bool {
     tonic::codegen::http::uri::Authority::try_from(value).is_ok()
 }
 
-/// Writes `fields` as one header block of HEADERS and CONTINUATION frames,
-/// every field a literal without indexing.
-fn write_block(block: &OpenBlock, fields: &[(Vec<u8>, Vec<u8>)], output: &mut BytesMut) {
-    let mut encoded = Vec::new();
-    for (name, value) in fields {
-        encoded.push(0x00);
-        encode_string(name, &mut encoded);
-        encode_string(value, &mut encoded);
-    }
+/// Writes `encoded`, an HPACK header block, in place of `block` as HEADERS
+/// and CONTINUATION frames.
+fn write_block(block: &OpenBlock, encoded: &[u8], output: &mut BytesMut) {
     let mut first_payload = Vec::with_capacity(5 + encoded.len().min(MAX_FRAME_PAYLOAD));
     let mut flags = if block.end_stream { END_STREAM } else { 0 };
     if let Some(priority) = block.priority {
@@ -470,8 +465,7 @@ fn write_frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8], output: &mut
 
 /// An HPACK string literal without Huffman coding (RFC 7541 §5.2).
 fn encode_string(bytes: &[u8], out: &mut Vec<u8>) {
-    // Writing to a Vec cannot fail.
-    let _ = encode_integer_into(bytes.len(), 7, 0, out);
+    encode_integer(bytes.len(), 7, 0, out);
     out.extend_from_slice(bytes);
 }
 
