@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestBroker;
+use common::prometheus::{Prometheus, broker_with_known_traffic, prometheus_value, tool};
 
 /// One sample line of the exposition: its name, its labels and its value.
 type Samples = Vec<(String, BTreeMap<String, String>, f64)>;
@@ -68,48 +69,6 @@ fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
         .collect();
     assert!(matching.len() <= 1, "{name} {labels:?}: {matching:?}");
     matching.first().copied().unwrap_or(0.0)
-}
-
-/// A tool from Debian's `prometheus` package, or `None` (a failure under CI).
-fn tool(name: &str) -> Option<&'static str> {
-    let path: &'static str = match name {
-        "promtool" => "promtool",
-        _ => "prometheus",
-    };
-    let found = Command::new(path)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{name} is not installed (Debian package prometheus; .ci/run installs it)"
-    );
-    eprintln!("skipping: {name} is not installed (apt-get install prometheus)");
-    None
-}
-
-/// A broker with 3 JWT-SVIDs granted, 2 refused by policy (an audience the
-/// entry does not allow) and 1 refused as unproven (a used join token).
-async fn broker_with_known_traffic() -> TestBroker {
-    let broker = TestBroker::start().await;
-    let entry = broker.create_entry("/billing", &["db"]).await;
-    let token = broker.join_token(&entry.id, 0).await;
-    let svid = broker.attest(&token).await.unwrap();
-    // The same join token again: refused, unproven.
-    assert!(broker.attest(&token).await.is_err());
-    for ttl in [60, 61, 62] {
-        broker.mint(&svid, "db", ttl).await.unwrap();
-    }
-    for _ in 0..2 {
-        let refused = broker.mint(&svid, "payments", 60).await.unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    }
-    broker
 }
 
 #[tokio::test]
@@ -285,94 +244,6 @@ async fn entry_id_of(broker: &TestBroker) -> String {
         .into_inner()
         .entries;
     entries[0].id.clone()
-}
-
-/// A free TCP port on 127.0.0.1 (bound, then released for Prometheus).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The value Prometheus' query API returns for `query`, if it has one.
-async fn prometheus_value(port: u16, query: &str) -> Option<f64> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let path = format!("/api/v1/query?query={}", percent_encode(query));
-    // HTTP/1.0: no chunked body; and no panic while Prometheus is starting.
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        stream.read_to_string(&mut response),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return None;
-    }
-    let answer: serde_json::Value = serde_json::from_str(body).ok()?;
-    let result = answer["data"]["result"].as_array()?;
-    let sample = result.first()?;
-    sample["value"][1].as_str()?.parse().ok()
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A Prometheus server scraping `target` every second, with its data in `dir`.
-struct Prometheus {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Prometheus {
-    fn start(binary: &str, dir: &Path, target: std::net::SocketAddr) -> Self {
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: mayfly\n    static_configs:\n      \
-                 - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Prometheus { child, port }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

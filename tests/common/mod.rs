@@ -619,6 +619,7 @@ impl TestBroker {
 
 pub mod interop;
 pub mod mtls;
+pub mod prometheus;
 pub mod redis;
 
 /// Attests with a join token through `broker` (any replica).
