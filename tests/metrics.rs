@@ -124,7 +124,39 @@ async fn metrics_count_grants_and_refusals_by_class() {
         3.0
     );
     assert_eq!(value(&samples, "mayfly_entries", &[]), 1.0);
-    assert_eq!(value(&samples, "mayfly_revocations", &[]), 0.0);
+    for kind in ["entry", "spiffe-id", "jti", "serial", "agent"] {
+        assert_eq!(
+            value(&samples, "mayfly_revocations", &[("kind", kind)]),
+            0.0,
+            "{kind}: {body}"
+        );
+    }
+    // Signing is timed once per signature: 3 JWTs signed (3 cache misses)
+    // and one X.509-SVID; the refusals signed nothing.
+    let signed = |kind| {
+        value(
+            &samples,
+            "mayfly_signing_duration_seconds_count",
+            &[("kind", kind)],
+        )
+    };
+    assert_eq!(signed("jwt"), 3.0, "{body}");
+    assert_eq!(signed("x509"), 1.0, "{body}");
+    // Connections the test's clients hold: one or more, none anonymous
+    // beyond that count.
+    let all = value(&samples, "mayfly_connections", &[("peer", "all")]);
+    let anonymous = value(&samples, "mayfly_connections", &[("peer", "anonymous")]);
+    assert!(all >= 1.0 && anonymous <= all, "{body}");
+    // The next rotation steps: a fresh intermediate and JWT key are far
+    // from half their life.
+    for kind in ["intermediate", "jwt"] {
+        let due = value(
+            &samples,
+            "mayfly_ca_rotation_due_seconds",
+            &[("kind", kind)],
+        );
+        assert!(due > 86_400.0, "{kind}: {body}");
+    }
     let root = value(&samples, "mayfly_ca_expiry_seconds", &[("kind", "root")]);
     let intermediate = value(
         &samples,
@@ -357,5 +389,48 @@ async fn metrics_can_be_turned_off() {
     // The rest of the HTTP port is unchanged.
     let (status, _) = broker.http_get("/healthz").await;
     assert_eq!(status, 200);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn revocations_count_by_kind_and_validations_by_cache_result() {
+    let mut broker = TestBroker::start().await;
+    let (_, svid) = broker.enrolled("/ledger", &["db"]).await;
+    let minted = broker.mint(&svid, "db", 0).await.unwrap();
+    let (token, jti) = (minted.token, minted.jti);
+    // Verified once, then answered from the verified-token cache.
+    for _ in 0..2 {
+        broker.validate(&token, "db").await.unwrap();
+    }
+    common::revoke_via(broker.admin().await, "jti", &jti, "test")
+        .await
+        .unwrap();
+    // Still a cache hit, and refused: the revocation check runs every time.
+    assert!(broker.validate(&token, "db").await.is_err());
+    let (status, body) = broker.http_get("/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    let samples = parse(&body);
+    let cache = |result| {
+        value(
+            &samples,
+            "mayfly_cache_requests_total",
+            &[("cache", "verified_token"), ("result", result)],
+        )
+    };
+    assert_eq!(cache("miss"), 1.0, "{body}");
+    assert_eq!(cache("hit"), 2.0, "{body}");
+    assert_eq!(
+        value(&samples, "mayfly_revocations", &[("kind", "jti")]),
+        1.0,
+        "{body}"
+    );
+    // Negative control: the other kinds stay at 0.
+    for kind in ["entry", "spiffe-id", "serial", "agent"] {
+        assert_eq!(
+            value(&samples, "mayfly_revocations", &[("kind", kind)]),
+            0.0,
+            "{kind}: {body}"
+        );
+    }
     broker.stop().await;
 }

@@ -637,3 +637,101 @@ async fn workload_client(
         .unwrap();
     SpiffeWorkloadApiClient::new(channel)
 }
+
+/// `mayfly` itself, configured only by the standard variables, exports an
+/// admin call's span over OTLP/HTTP with its service name, and flushes at
+/// SIGTERM; a protocol it does not speak stops it with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_takes_the_otel_variables_and_exports_over_http() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    const MAYFLY: &str = env!("CARGO_BIN_EXE_mayfly");
+
+    let (collector, _, _) = collector();
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://{}", collector.http);
+    let refused = Command::new(MAYFLY)
+        .args([
+            "server",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .env_remove("MAYFLY_DATA_DIR")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("\"http/json\" is not supported"),
+        "{stderr}"
+    );
+
+    let mut child = Command::new(MAYFLY)
+        .args([
+            "server",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .env_remove("MAYFLY_DATA_DIR")
+        .env("MAYFLY_LOG", "warn")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_SERVICE_NAME", "broker-under-test")
+        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        if line.unwrap().starts_with("Stop with") {
+            break;
+        }
+    }
+    let status = Command::new(MAYFLY)
+        .args(["status"])
+        .current_dir(dir.path())
+        .env_remove("MAYFLY_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let exited = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&exited.stderr);
+    assert!(exited.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exporting traces and metrics over OTLP (http/protobuf)"),
+        "{stderr}"
+    );
+    let spans = collector.received.spans();
+    let status_span = spans
+        .iter()
+        .find(|(_, span)| span.name == "mayfly.v1.Admin/ServerStatus")
+        .unwrap_or_else(|| panic!("no ServerStatus span in {} spans", spans.len()));
+    assert!(
+        status_span.0.contains("broker-under-test"),
+        "{}",
+        status_span.0
+    );
+    assert!(
+        collector
+            .received
+            .requests
+            .lock()
+            .unwrap()
+            .get("/v1/traces")
+            .is_some_and(|n| *n > 0)
+    );
+}

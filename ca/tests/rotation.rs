@@ -1024,3 +1024,40 @@ fn a_prepared_root_can_be_withdrawn_before_activation() {
     // Nothing left to withdraw or retire.
     assert_refused(ca.retire_root(t1 + MINUTE, true), "no old root");
 }
+
+#[test]
+fn the_next_rotation_step_is_when_rotate_due_takes_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("ca");
+    let config = rotation_config();
+    let ca = load(&dir, &config, t0());
+    let due = |kind: AuthorityKind| -> SystemTime {
+        let (_, at) = ca
+            .next_rotation_steps()
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .unwrap_or_else(|| panic!("no step for {kind:?}"));
+        UNIX_EPOCH + Duration::from_secs(u64::try_from(at).unwrap())
+    };
+    // Twice per kind: the step that prepares a successor, then the one
+    // that activates it; a second before each, nothing happens.
+    for kind in [AuthorityKind::JwtKey, AuthorityKind::Intermediate] {
+        for expected in [AuthorityState::Prepared, AuthorityState::Active] {
+            let at = due(kind);
+            assert!(at > t0(), "{kind:?} {expected:?}");
+            assert_eq!(of_kind(ca.rotate_due(at - SECOND).unwrap(), kind), vec![]);
+            let events = of_kind(ca.rotate_due(at).unwrap(), kind);
+            assert!(
+                events.iter().any(|event| event.to == expected),
+                "{kind:?} at its predicted time: {:?}",
+                shape(&events)
+            );
+        }
+    }
+    // Roots are the operator's: no step predicted for them.
+    assert!(
+        ca.next_rotation_steps()
+            .iter()
+            .all(|(kind, _)| *kind != AuthorityKind::Root)
+    );
+}

@@ -1,12 +1,15 @@
 //! Metrics: OpenTelemetry instruments on the broker's paths, read on demand
-//! and served as Prometheus text at `/metrics` on the HTTP port.
+//! and served as Prometheus text at `/metrics` on the HTTP port, and
+//! exported over OTLP when `[telemetry] otlp_endpoint` (or
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`) is set. The plumbing (meter provider,
+//! RPC layer, spans, exporters) is the `mayfly-telemetry` crate's.
 //!
 //! Each broker has its own meter provider (tests run several in one
-//! process), read by a [`ManualReader`] when `/metrics` is scraped; nothing
-//! is exported on a timer, and recording a measurement is an atomic add on
-//! the request path, never I/O. Labels are bounded sets (a kind, an
-//! outcome, a status class, an attestor name): no SPIFFE ID, entry id or
-//! audience is ever a label; those are in the audit log.
+//! process), read by a manual reader when `/metrics` is scraped; recording
+//! a measurement is an atomic add on the request path, never I/O. Labels
+//! are bounded sets (a kind, an outcome, a status class, an attestor name):
+//! no SPIFFE ID, entry id or audience is ever a label; those are in the
+//! traces and the audit log.
 //!
 //! | metric (Prometheus) | type | labels |
 //! |---|---|---|
@@ -24,6 +27,7 @@
 //! | `mayfly_store_connected` | gauge | 1 while the shared store's change feed is connected (only with one) |
 //! | `mayfly_ca_expiry_seconds` | gauge | `kind` (`root`, `intermediate`, `jwt`): seconds until the active one's `notAfter` (for the JWT key, the end of its configured life) |
 //! | `mayfly_ca_successor` | gauge | `kind`: 1 when a successor is prepared (or pending an offline signature) |
+//! | `mayfly_ca_rotation_due_seconds` | gauge | `kind` (`intermediate`, `jwt`): until the next automatic rotation step (negative: overdue) |
 //! | `mayfly_audit_commit_duration_seconds` | histogram | `outcome` (`durable`, `failed`): write and fdatasync of one group commit |
 //! | `mayfly_audit_commit_records` | histogram | records per group commit |
 //! | `mayfly_audit_head_sequence` | gauge | the last durable record's sequence number |
@@ -277,6 +281,32 @@ impl Telemetry {
                             &[KeyValue::new("kind", kind)],
                         );
                     }
+                }
+            })
+            .build();
+        let weak_ca = Arc::downgrade(ca);
+        let due_clock = clock.clone();
+        meter
+            .f64_observable_gauge("mayfly.ca.rotation.due")
+            .with_description(
+                "Seconds until the next automatic rotation step of the intermediate CA or the JWT key (preparing a successor, or activating it); negative when overdue.",
+            )
+            .with_unit("s")
+            .with_callback(move |gauge| {
+                let Some(ca) = weak_ca.upgrade() else {
+                    return;
+                };
+                let now = crate::clock::unix_seconds(due_clock.now());
+                for (kind, due) in ca.next_rotation_steps() {
+                    let label = match kind {
+                        mayfly_ca::AuthorityKind::Intermediate => "intermediate",
+                        mayfly_ca::AuthorityKind::JwtKey => "jwt",
+                        mayfly_ca::AuthorityKind::Root => continue,
+                    };
+                    gauge.observe(
+                        due.saturating_sub(now) as f64,
+                        &[KeyValue::new("kind", label)],
+                    );
                 }
             })
             .build();

@@ -65,6 +65,47 @@ impl CertificateAuthority {
         Ok(events)
     }
 
+    /// When the next automatic step of the intermediate CA's and of the JWT
+    /// key's rotation falls due, in Unix seconds (in the past when one is
+    /// overdue, e.g. a successor that cannot be made while the root's key is
+    /// offline): preparing a successor once the active one is half through
+    /// its life, or activating the prepared one after
+    /// [`publish_ahead`](super::CaConfig::publish_ahead) (an intermediate
+    /// earlier when the active one cannot sign a full-length leaf any more).
+    /// A kind without an active authority is left out; retiring old ones is
+    /// not counted.
+    pub fn next_rotation_steps(&self) -> Vec<(AuthorityKind, i64)> {
+        let rotation = self.lock_rotation();
+        let journal = &rotation.journal;
+        let mut steps = Vec::with_capacity(2);
+        if let Ok(active) = journal.active(AuthorityKind::Intermediate) {
+            let due = match journal.single(AuthorityKind::Intermediate, AuthorityState::Prepared) {
+                Some(prepared) => {
+                    let published = add_seconds(prepared.created_at, self.config.publish_ahead);
+                    let early = active.not_after.map(|not_after| {
+                        not_after.saturating_sub(
+                            i64::try_from(self.config.max_x509_ttl.as_secs()).unwrap_or(i64::MAX),
+                        )
+                    });
+                    Some(early.map_or(published, |early| published.min(early)))
+                }
+                None => half_life(active),
+            };
+            steps.extend(due.map(|due| (AuthorityKind::Intermediate, due)));
+        }
+        if let Ok(active) = journal.active(AuthorityKind::JwtKey) {
+            let due = match journal.single(AuthorityKind::JwtKey, AuthorityState::Prepared) {
+                Some(prepared) => add_seconds(prepared.created_at, self.config.publish_ahead),
+                None => add_seconds(
+                    active.activated_at.unwrap_or(active.created_at),
+                    self.config.jwt_key_ttl / 2,
+                ),
+            };
+            steps.push((AuthorityKind::JwtKey, due));
+        }
+        steps
+    }
+
     fn rotate_intermediates(
         &self,
         rotation: &mut Rotation,
