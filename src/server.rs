@@ -638,8 +638,13 @@ fn serve(
         .traces_on()
         .then(|| Sampling::ratio(config.telemetry.otlp.sampling_ratio));
     let meter = core.telemetry.meter();
-    let broker_rpc = RpcLayer::new(&BROKER_SERVICE, &meter, sampling);
-    let admin_rpc = RpcLayer::new(&ADMIN_SERVICE, &meter, sampling);
+    let replica = vec![opentelemetry::KeyValue::new(
+        "mayfly.replica",
+        parts.replicas.id().to_owned(),
+    )];
+    let broker_rpc =
+        RpcLayer::new(&BROKER_SERVICE, &meter, sampling).with_span_attributes(replica.clone());
+    let admin_rpc = RpcLayer::new(&ADMIN_SERVICE, &meter, sampling).with_span_attributes(replica);
     let shutdown = tasks.token();
     tasks.push(async move {
         let served = tonic::transport::Server::builder()

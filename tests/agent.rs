@@ -10,18 +10,16 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{TRUST_DOMAIN, TestBroker};
 use mayfly_agent::{AgentConfig, AgentError, RunningAgent};
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::proto::workload as wl;
-use mayfly_sdk::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tempfile::TempDir;
 use tokio_stream::StreamExt as _;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const AGENT_PATH: &str = "/agent/node-1";
 const WORKLOAD_PATH: &str = "/billing/api";
@@ -112,25 +110,6 @@ impl Setup {
     }
 }
 
-/// A raw gRPC client on the agent's socket: it sends exactly the metadata
-/// the test gives, unlike a SPIFFE library.
-async fn raw_client(socket: &Path) -> SpiffeWorkloadApiClient<Channel> {
-    let path = socket.to_owned();
-    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
-        let path = path.clone();
-        async move {
-            tokio::net::UnixStream::connect(path)
-                .await
-                .map(hyper_util::rt::TokioIo::new)
-        }
-    });
-    let channel = tonic::transport::Endpoint::from_static("http://agent.sock")
-        .connect_with_connector(connector)
-        .await
-        .unwrap();
-    SpiffeWorkloadApiClient::new(channel)
-}
-
 fn with_header<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
@@ -218,7 +197,7 @@ async fn spiffe_client_gets_x509_and_jwt_svids_and_bundles_from_the_agent() {
     let jwt_bundles = client.fetch_jwt_bundles().await.unwrap();
     let jwt_bundle = jwt_bundles.get(&trust_domain).expect("a JWT bundle");
     assert!(jwt_bundle.find_jwt_authority(jwt.key_id()).is_some());
-    let mut raw = raw_client(&setup.socket()).await;
+    let mut raw = common::raw_workload_client(&setup.socket()).await;
     let jwks = raw
         .fetch_jwt_bundles(with_header(wl::JwtBundlesRequest {}))
         .await
@@ -354,7 +333,7 @@ async fn a_caller_no_entry_matches_is_denied_no_identity_issued() {
     );
 
     // Every RPC says the same, with the words of the spec's common practice.
-    let mut raw = raw_client(&setup.socket()).await;
+    let mut raw = common::raw_workload_client(&setup.socket()).await;
     let status = raw
         .fetch_jwtsvid(with_header(wl::JwtsvidRequest {
             audience: vec![AUDIENCE.into()],
@@ -375,7 +354,7 @@ async fn a_caller_no_entry_matches_is_denied_no_identity_issued() {
 #[tokio::test]
 async fn requests_without_the_security_header_are_invalid_arguments() {
     let (setup, _) = Setup::start(None, None).await;
-    let mut raw = raw_client(&setup.socket()).await;
+    let mut raw = common::raw_workload_client(&setup.socket()).await;
 
     // Positive control: with the header, the same calls succeed.
     let mut stream = raw
@@ -576,7 +555,7 @@ async fn the_agent_restarts_on_its_saved_svid_without_a_token() {
 #[tokio::test]
 async fn x509_answers_carry_the_brokers_crl_with_revoked_serials() {
     let (setup, _) = Setup::start(None, None).await;
-    let mut raw = raw_client(&setup.socket()).await;
+    let mut raw = common::raw_workload_client(&setup.socket()).await;
     let first = raw
         .fetch_x509svid(with_header(wl::X509svidRequest {}))
         .await
@@ -616,7 +595,7 @@ async fn x509_answers_carry_the_brokers_crl_with_revoked_serials() {
         let socket = setup.socket();
         let serial = leaf_serial.clone();
         async move {
-            let mut raw = raw_client(&socket).await;
+            let mut raw = common::raw_workload_client(&socket).await;
             let answer = raw
                 .fetch_x509_bundles(with_header(wl::X509BundlesRequest {}))
                 .await
@@ -696,7 +675,7 @@ async fn a_revoked_cached_jwt_svid_is_never_handed_out_again() {
         },
     )
     .await;
-    let mut raw = raw_client(&setup.socket()).await;
+    let mut raw = common::raw_workload_client(&setup.socket()).await;
     let refused = raw
         .fetch_jwtsvid(with_header(wl::JwtsvidRequest {
             audience: vec![AUDIENCE.into()],
@@ -765,7 +744,7 @@ async fn a_revoked_x509_svid_is_replaced_and_a_revoked_identity_withdrawn() {
     .await
     .expect("the stream to end");
     assert!(matches!(ended, Some(Err(_))), "{ended:?}");
-    let mut raw = raw_client(&setup.socket()).await;
+    let mut raw = common::raw_workload_client(&setup.socket()).await;
     let refused = match raw
         .fetch_x509svid(with_header(wl::X509svidRequest {}))
         .await
@@ -792,7 +771,7 @@ async fn the_agent_refuses_tokens_living_too_long_or_naming_no_workload() {
     let validated = client.validate_jwt_token(AUDIENCE, &fine).await.unwrap();
     assert_eq!(validated.spiffe_id().to_string(), workload_id());
 
-    let mut raw = raw_client(&setup.socket()).await;
+    let mut raw = common::raw_workload_client(&setup.socket()).await;
     for (token, why) in [
         (sign(&workload_id(), i64::MAX), "at most 3600s"),
         (sign(&workload_id(), now + 3600 + 31), "at most 3600s"),

@@ -18,7 +18,6 @@ use std::time::Duration;
 use common::{TRUST_DOMAIN, TestBroker, svid_from};
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::proto::workload as wl;
-use mayfly_sdk::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use mayfly_telemetry::{OtlpConfig, Protocol, Tracing};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -47,6 +46,21 @@ struct Received {
 }
 
 impl Received {
+    /// One export of spans, over `path` (`grpc`, `/v1/traces`).
+    fn spans_from(&self, path: &str, request: ExportTraceServiceRequest) {
+        self.count(path);
+        self.spans.lock().unwrap().extend(request.resource_spans);
+    }
+
+    /// One export of metrics, over `path` (`grpc`, `/v1/metrics`).
+    fn metrics_from(&self, path: &str, request: ExportMetricsServiceRequest) {
+        self.count(path);
+        self.metrics
+            .lock()
+            .unwrap()
+            .extend(request.resource_metrics);
+    }
+
     fn count(&self, path: &str) {
         *self
             .requests
@@ -102,11 +116,7 @@ impl TraceService for Received {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.count("grpc");
-        self.spans
-            .lock()
-            .unwrap()
-            .extend(request.into_inner().resource_spans);
+        self.spans_from("grpc", request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -117,11 +127,7 @@ impl MetricsService for Received {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.count("grpc");
-        self.metrics
-            .lock()
-            .unwrap()
-            .extend(request.into_inner().resource_metrics);
+        self.metrics_from("grpc", request.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -159,13 +165,8 @@ impl Collector {
                 axum::routing::post(move |body: axum::body::Bytes| {
                     let received = traces.clone();
                     async move {
-                        received.count("/v1/traces");
                         let request = ExportTraceServiceRequest::decode(body).unwrap();
-                        received
-                            .spans
-                            .lock()
-                            .unwrap()
-                            .extend(request.resource_spans);
+                        received.spans_from("/v1/traces", request);
                         ExportTraceServiceResponse::default().encode_to_vec()
                     }
                 }),
@@ -175,13 +176,8 @@ impl Collector {
                 axum::routing::post(move |body: axum::body::Bytes| {
                     let received = metrics.clone();
                     async move {
-                        received.count("/v1/metrics");
                         let request = ExportMetricsServiceRequest::decode(body).unwrap();
-                        received
-                            .metrics
-                            .lock()
-                            .unwrap()
-                            .extend(request.resource_metrics);
+                        received.metrics_from("/v1/metrics", request);
                         ExportMetricsServiceResponse::default().encode_to_vec()
                     }
                 }),
@@ -426,6 +422,10 @@ async fn one_attest_and_mint_are_traced_under_the_caller_s_trace_and_say_no_secr
             attribute(span, "mayfly.outcome").as_deref(),
             Some("granted")
         );
+        assert_eq!(
+            attribute(span, "mayfly.replica"),
+            Some(broker.server().report().replica_id.clone())
+        );
     }
     assert_eq!(
         attribute(attest_span, "rpc.method").as_deref(),
@@ -512,7 +512,7 @@ async fn the_agent_passes_the_workload_s_trace_on_to_the_broker_and_serves_metri
     let agent = mayfly_agent::start(config).await.unwrap();
 
     let (header, trace_id, caller_span) = traceparent(true);
-    let mut client = workload_client(&socket).await;
+    let mut client = common::raw_workload_client(&socket).await;
     let mut request = with_traceparent(
         wl::JwtsvidRequest {
             audience: vec!["billing-db".into()],
@@ -617,25 +617,6 @@ async fn metrics_go_over_otlp_http_protobuf_too() {
         "no OTLP/HTTP metrics export"
     );
     broker.stop().await;
-}
-
-async fn workload_client(
-    socket: &std::path::Path,
-) -> SpiffeWorkloadApiClient<tonic::transport::Channel> {
-    let path = socket.to_owned();
-    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
-        let path = path.clone();
-        async move {
-            tokio::net::UnixStream::connect(path)
-                .await
-                .map(hyper_util::rt::TokioIo::new)
-        }
-    });
-    let channel = tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(connector)
-        .await
-        .unwrap();
-    SpiffeWorkloadApiClient::new(channel)
 }
 
 /// `mayfly` itself, configured only by the standard variables, exports an

@@ -71,6 +71,8 @@ pub struct RpcLayer {
     service: &'static RpcService,
     duration: Histogram<f64>,
     sampling: Option<Sampling>,
+    /// Set on every span (the broker's replica id, say).
+    attributes: std::sync::Arc<[KeyValue]>,
 }
 
 impl RpcLayer {
@@ -92,7 +94,16 @@ impl RpcLayer {
                 ])
                 .build(),
             sampling,
+            attributes: std::sync::Arc::new([]),
         }
+    }
+
+    /// Puts `attributes` on every span this layer opens (not on the metric:
+    /// its labels stay a bounded set).
+    #[must_use]
+    pub fn with_span_attributes(mut self, attributes: Vec<KeyValue>) -> Self {
+        self.attributes = attributes.into();
+        self
     }
 
     /// The span of a call to `method`: a child of the caller's
@@ -126,6 +137,9 @@ impl RpcLayer {
         if remote.is_valid() {
             // Fails only when the span is disabled, which it is not.
             let _ = span.set_parent(parent);
+        }
+        for attribute in self.attributes.iter() {
+            span.set_attribute(attribute.key.clone(), attribute.value.clone());
         }
         span
     }

@@ -733,3 +733,24 @@ pub fn sign_with_broker_key(
         .unwrap()
         .token
 }
+
+/// A raw gRPC client on the agent's socket: it sends exactly the metadata
+/// the test gives, unlike a SPIFFE library.
+pub async fn raw_workload_client(
+    socket: &Path,
+) -> mayfly_sdk::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient<Channel> {
+    let path = socket.to_owned();
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        async move {
+            tokio::net::UnixStream::connect(path)
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://agent.sock")
+        .connect_with_connector(connector)
+        .await
+        .unwrap();
+    mayfly_sdk::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel)
+}
