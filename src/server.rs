@@ -631,7 +631,8 @@ fn serve(
     ))
     .max_decoding_message_size(limits.max_message_bytes);
     let (connections, open) = incoming(listeners.grpc, tls_config, &limits, tasks.token());
-    core.telemetry.observe_connections(open);
+    core.telemetry
+        .observe_connections(Box::new(move || open.now()));
     let sampling = config
         .telemetry
         .otlp

@@ -631,17 +631,19 @@ async fn the_binary_takes_the_otel_variables_and_exports_over_http() {
     let (collector, _, _) = collector();
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("http://{}", collector.http);
-    let refused = Command::new(MAYFLY)
-        .args([
-            "server",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir.path())
-        .env_remove("MAYFLY_DATA_DIR")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+    // `mayfly server` on ephemeral ports in `dir`, exporting to the
+    // collector's OTLP/HTTP endpoint.
+    let server = || {
+        let mut command = Command::new(MAYFLY);
+        command
+            .args(["server", "--grpc-listen", "127.0.0.1:0"])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env_remove("MAYFLY_DATA_DIR")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
+        command
+    };
+    let refused = server()
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
         .output()
         .unwrap();
@@ -652,18 +654,8 @@ async fn the_binary_takes_the_otel_variables_and_exports_over_http() {
         "{stderr}"
     );
 
-    let mut child = Command::new(MAYFLY)
-        .args([
-            "server",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir.path())
-        .env_remove("MAYFLY_DATA_DIR")
+    let mut child = server()
         .env("MAYFLY_LOG", "warn")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         .env("OTEL_SERVICE_NAME", "broker-under-test")
         .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")

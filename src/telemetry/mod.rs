@@ -92,6 +92,10 @@ pub static ADMIN_SERVICE: RpcService = RpcService {
     ],
 };
 
+/// How many connections the gRPC listener holds now (all, anonymous);
+/// `None` once it is gone.
+pub type OpenConnections = Box<dyn Fn() -> Option<(usize, usize)> + Send + Sync>;
+
 /// Whether the shared store's change feed is connected now; `None` once
 /// the broker that knows is gone.
 pub type StoreConnected = Box<dyn Fn() -> Option<bool> + Send + Sync>;
@@ -341,8 +345,9 @@ impl Telemetry {
             .build();
     }
 
-    /// Registers the gauge of the gRPC listener's open connections.
-    pub fn observe_connections(&self, open: crate::api::tls::OpenConnections) {
+    /// Registers the gauge of the gRPC listener's open connections: `open`
+    /// says how many (all, and anonymous), `None` once the listener is gone.
+    pub fn observe_connections(&self, open: OpenConnections) {
         self.meter()
             .u64_observable_gauge("mayfly.connections")
             .with_description(
@@ -350,7 +355,7 @@ impl Telemetry {
             )
             .with_unit("{connection}")
             .with_callback(move |gauge| {
-                if let Some((all, anonymous)) = open.now() {
+                if let Some((all, anonymous)) = open() {
                     gauge.observe(all as u64, &[KeyValue::new("peer", "all")]);
                     gauge.observe(anonymous as u64, &[KeyValue::new("peer", "anonymous")]);
                 }

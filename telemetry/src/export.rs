@@ -13,10 +13,20 @@ use hyper_util::rt::TokioExecutor;
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 
 use crate::config::{OtlpConfig, Protocol};
-use crate::subscriber::TracingError;
 
 /// The most of a collector's answer read (it is a small protobuf).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// What installing the subscriber or building an exporter failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum TracingError {
+    /// An exporter could not be built (a bad endpoint, no TLS roots).
+    #[error("cannot set up the OTLP exporter: {0}")]
+    Exporter(String),
+    /// A global subscriber was already installed.
+    #[error("a tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
 
 /// The span exporter `config` asks for.
 pub(crate) fn spans(

@@ -32,9 +32,10 @@ mod subscriber;
 
 pub use config::{OtlpConfig, OtlpConfigError, Protocol};
 pub use endpoint::serve_metrics;
+pub use export::TracingError;
 pub use metrics::Metrics;
 pub use rpc::{OTHER_METHOD, RpcLayer, RpcService, RpcServiceLayer, TimedBody};
-pub use subscriber::{LOG_ENV, Sampling, Tracing, TracingError};
+pub use subscriber::{LOG_ENV, Sampling, Tracing};
 
 /// The `tracing` target of every span this crate and its users open; the
 /// OTLP layer exports spans of this target only (log lines go to standard

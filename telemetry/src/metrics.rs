@@ -15,7 +15,8 @@ use opentelemetry_sdk::metrics::{
 use opentelemetry_sdk::runtime::Tokio;
 
 use crate::config::OtlpConfig;
-use crate::subscriber::{TracingError, resource};
+use crate::export::TracingError;
+use crate::subscriber::resource;
 use crate::{export, prometheus};
 
 /// A meter provider of its own (tests run several brokers in one process),

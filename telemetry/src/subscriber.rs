@@ -14,7 +14,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::SPAN_TARGET;
 use crate::config::OtlpConfig;
-use crate::export;
+use crate::export::{self, TracingError};
 
 /// The variable that filters log lines (`info` when unset).
 pub const LOG_ENV: &str = "MAYFLY_LOG";
@@ -38,17 +38,6 @@ impl Sampling {
     pub(crate) fn roll(self) -> bool {
         self.ratio >= 1.0 || (self.ratio > 0.0 && rand::random::<f64>() < self.ratio)
     }
-}
-
-/// What installing the subscriber or building an exporter failed on.
-#[derive(Debug, thiserror::Error)]
-pub enum TracingError {
-    /// An exporter could not be built (a bad endpoint, no TLS roots).
-    #[error("cannot set up the OTLP exporter: {0}")]
-    Exporter(String),
-    /// A global subscriber was already installed.
-    #[error("a tracing subscriber is already installed")]
-    AlreadyInstalled,
 }
 
 /// The installed subscriber, and the tracer provider to flush at exit.
