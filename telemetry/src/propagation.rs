@@ -94,9 +94,32 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_injected_for_an_unrecorded_span() {
+    fn a_recorded_span_s_context_is_injected_and_an_unrecorded_one_s_is_not() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+
         let mut metadata = MetadataMap::new();
         inject(&tracing::Span::none(), &mut metadata);
         assert!(metadata.is_empty());
+
+        // Positive control: a span recorded by the OpenTelemetry layer
+        // travels as a traceparent with its trace id.
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("call");
+            inject(&span, &mut metadata);
+            let sent = metadata
+                .get("traceparent")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let trace_id = span.context().span().span_context().trace_id().to_string();
+            assert!(
+                sent.starts_with(&format!("00-{trace_id}-")) && sent.ends_with("-01"),
+                "{sent}"
+            );
+        });
     }
 }

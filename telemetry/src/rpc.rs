@@ -352,10 +352,37 @@ mod tests {
         assert_eq!(faults, [2, 4, 12, 13, 14, 15]);
     }
 
+    /// Spans under a subscriber that records them, as the OTLP one does
+    /// (without any, every span is disabled and the checks below could not
+    /// fail).
     #[test]
-    fn without_sampling_no_span_is_opened() {
+    fn a_span_is_opened_only_for_a_sampled_call() {
         let meter = crate::Metrics::new().meter("test");
-        let layer = RpcLayer::new(&BROKER, &meter, None);
-        assert!(layer.span("MintJwtSvid", &HeaderMap::new()).is_none());
+        let headers = |flags: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "traceparent",
+                format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}")
+                    .parse()
+                    .unwrap(),
+            );
+            headers
+        };
+        let off = RpcLayer::new(&BROKER, &meter, None);
+        let never = RpcLayer::new(&BROKER, &meter, Some(Sampling::ratio(0.0)));
+        let always = RpcLayer::new(&BROKER, &meter, Some(Sampling::ratio(1.0)));
+        let subscriber = tracing_subscriber::registry();
+        tracing::subscriber::with_default(subscriber, || {
+            // Traces off: no span, even for a caller that sampled.
+            assert!(off.span("MintJwtSvid", &headers("01")).is_none());
+            // Ratio 0: only what a caller sampled.
+            assert!(never.span("MintJwtSvid", &HeaderMap::new()).is_none());
+            assert!(never.span("MintJwtSvid", &headers("00")).is_none());
+            assert!(!never.span("MintJwtSvid", &headers("01")).is_none());
+            // Ratio 1: every call without a decision; a caller's "not
+            // sampled" still wins.
+            assert!(!always.span("MintJwtSvid", &HeaderMap::new()).is_none());
+            assert!(always.span("MintJwtSvid", &headers("00")).is_none());
+        });
     }
 }
