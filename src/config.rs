@@ -49,6 +49,12 @@
 //! # How long validation trusts the revocation index without hearing from
 //! # its source (Redis) before it fails closed.
 //! revocation_staleness = "15s"
+//!
+//! # The audit log's signing key and anchor (docs/operations.md, "Audit").
+//! [audit]
+//! key_dir = "/var/lib/mayfly-audit-key"  # default <data_dir>/audit-key
+//! key_epoch = "1h"                 # a new key this often (and at every start)
+//! anchor_file = "/mnt/witness/mayfly-checkpoint.json"  # another volume; off by default
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -378,7 +384,27 @@ pub struct Config {
     /// How long the revocation index may go without hearing from a shared
     /// store before validation and minting fail closed.
     pub revocation_staleness: Duration,
+    /// The audit log's key and anchor.
+    pub audit: AuditConfig,
 }
+
+/// Where the audit log's signing key lives, how long one key signs, and
+/// where signed checkpoints are anchored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditConfig {
+    /// The key directory; `None`: `<data_dir>/audit-key`.
+    pub key_dir: Option<PathBuf>,
+    /// How long one audit key signs before the next takes over.
+    pub key_epoch: Option<Duration>,
+    /// A file on another volume every signed checkpoint is also written to.
+    pub anchor_file: Option<PathBuf>,
+    /// Start on a log that does not continue its anchored history, for this
+    /// reason (`--accept-audit-rollback`; never from a file).
+    pub accept_divergence: Option<String>,
+}
+
+/// The default audit key epoch.
+pub const DEFAULT_AUDIT_KEY_EPOCH: Duration = Duration::from_secs(3600);
 
 /// Where entries, join tokens, revocations and usage are kept.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -436,6 +462,7 @@ impl Default for Config {
             attestors: AttestorsConfig::default(),
             store: StoreLocation::Embedded,
             revocation_staleness: Duration::from_secs(15),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -471,6 +498,16 @@ struct FileConfig {
     #[serde(default)]
     store: FileStore,
     revocation_staleness: Option<String>,
+    #[serde(default)]
+    audit: FileAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAudit {
+    key_dir: Option<PathBuf>,
+    key_epoch: Option<String>,
+    anchor_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -543,6 +580,8 @@ pub struct Overrides {
     pub http_listen: Option<String>,
     /// `--store`
     pub store: Option<String>,
+    /// `--accept-audit-rollback`
+    pub accept_audit_rollback: Option<String>,
 }
 
 /// One raw value and where it came from, for error messages.
@@ -683,6 +722,15 @@ impl Config {
             "revocation_staleness",
             file.revocation_staleness.as_deref(),
         )?;
+        if let Some(key_dir) = &file.audit.key_dir {
+            self.audit.key_dir = Some(key_dir.clone());
+        }
+        if let Some(epoch) = &file.audit.key_epoch {
+            self.audit.key_epoch = Some(parse_duration("audit.key_epoch", &file_raw(epoch))?);
+        }
+        if let Some(anchor) = &file.audit.anchor_file {
+            self.audit.anchor_file = Some(anchor.clone());
+        }
         if let Some(url) = &file.store.url {
             self.store = parse_store("store.url", url, file.store.prefix.as_deref())?;
         } else if file.store.prefix.is_some() {
@@ -818,6 +866,9 @@ impl Config {
             };
             self.store = parse_store("--store", url, prefix.as_deref())?;
         }
+        if let Some(reason) = &overrides.accept_audit_rollback {
+            self.audit.accept_divergence = Some(reason.clone());
+        }
         Ok(())
     }
 
@@ -831,6 +882,14 @@ impl Config {
             return Err(invalid(
                 "ca.rotation_check_interval",
                 "must be positive".into(),
+            ));
+        }
+        if let Some(epoch) = self.audit.key_epoch
+            && (epoch < Duration::from_secs(60) || epoch > Duration::from_secs(7 * 86_400))
+        {
+            return Err(invalid(
+                "audit.key_epoch",
+                "must be between 1m and 168h (a key stolen can re-sign at most one epoch)".into(),
             ));
         }
         if self.revocation_staleness < Duration::from_secs(1)
@@ -913,6 +972,22 @@ impl Config {
     /// The admin socket path inside the data directory.
     pub fn admin_socket(&self) -> PathBuf {
         self.layout().admin_socket()
+    }
+
+    /// How the audit log is opened: the configured key directory (default
+    /// `<data_dir>/audit-key`), key epoch and anchor, for `replica`.
+    pub fn audit_options(&self, replica: &str) -> crate::audit::AuditOptions {
+        let key_dir = self
+            .audit
+            .key_dir
+            .clone()
+            .unwrap_or_else(|| self.layout().audit_key());
+        let mut options = crate::audit::AuditOptions::new(key_dir);
+        options.key_epoch = self.audit.key_epoch.unwrap_or(DEFAULT_AUDIT_KEY_EPOCH);
+        options.anchor = self.audit.anchor_file.clone();
+        options.accept_divergence = self.audit.accept_divergence.clone();
+        options.replica = replica.to_owned();
+        options
     }
 }
 

@@ -408,7 +408,10 @@ impl State {
         let (ca, ca_report) = load_ca(config, clock.as_ref())?;
         let replicas = Arc::new(Replicas::new(crate::replica::load_or_create_id(&data_dir)?));
         let store = open_store(config).await?;
-        let audit = AuditLog::open(&config.layout().audit())?;
+        let audit = AuditLog::open_with(
+            &config.layout().audit(),
+            &config.audit_options(replicas.id()),
+        )?;
         let usage = Arc::new(UsageTracker::new(store.usage().await?));
         let entries = Arc::new(EntryIndex::new(Vec::new()));
         let (revocations, feed) = match store.subscribe() {

@@ -72,6 +72,12 @@ impl DataDir {
     pub fn audit(&self) -> PathBuf {
         self.root.join("audit")
     }
+
+    /// The audit key's directory, unless configured elsewhere: beside the
+    /// log, not in it, so a copy of the log for an auditor holds no key.
+    pub fn audit_key(&self) -> PathBuf {
+        self.root.join("audit-key")
+    }
 }
 
 impl Default for DataDir {

@@ -35,8 +35,9 @@ pub enum AuditError {
     Broken {
         /// The audit directory.
         dir: PathBuf,
-        /// The first place where the chain breaks.
-        problem: ChainBreak,
+        /// The first place where the chain breaks (boxed: it is large, and every
+        /// `Result` of the request path carries this type).
+        problem: Box<ChainBreak>,
     },
 
     /// Another process (or another `AuditLog` in this one) holds the log open.
@@ -81,6 +82,28 @@ pub enum AuditError {
         reason: String,
     },
 
+    /// The audit key could not be made, read or written, or a key, signature or checkpoint
+    /// given to check the log with is malformed.
+    #[error("audit key: {reason}")]
+    Key {
+        /// What is wrong, in words an operator understands.
+        reason: String,
+    },
+
+    /// The log does not continue what was anchored before: it is shorter than a signed
+    /// checkpoint (rolled back), holds other records than it (forked), or does not match
+    /// the audit key's epoch. The broker refuses to start on it unless an operator accepts
+    /// it with a reason, which is then the first record audited.
+    #[error(
+        "audit log in {dir} does not continue its anchored history: {problem}. Restore the          log that continues it, or, if this is known and wanted, start the server with          --accept-audit-rollback \"<reason>\" (the reason is audited)"
+    )]
+    Diverged {
+        /// The audit directory.
+        dir: PathBuf,
+        /// What was found, and where.
+        problem: String,
+    },
+
     /// An event could not be encoded as JSON. Not expected: every field is a string or a
     /// JSON value; kept so that a bug fails the request instead of the writer.
     #[error("audit event could not be encoded: {reason}")]
@@ -91,6 +114,12 @@ pub enum AuditError {
 }
 
 impl AuditError {
+    pub(super) fn key(reason: impl Into<String>) -> Self {
+        Self::Key {
+            reason: reason.into(),
+        }
+    }
+
     pub(super) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self::Io {
             action,

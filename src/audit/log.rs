@@ -9,11 +9,13 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::AuditError;
-use super::checkpoint::{self, Checkpoint};
+use super::checkpoint::{self, Checkpoint, CheckpointState};
 use super::private;
-use super::record::{AuditEvent, AuditReceipt};
-use super::verify::{LOG_FILE, scan};
-use super::writer::{self, Command, MAX_BATCH, Writer};
+use super::record::{AuditEvent, AuditReceipt, Outcome};
+use super::seal::{AUDIT_ACTOR, AuditSigner, KEY_FILE, NEXT_KEY_FILE, SignedCheckpoint};
+use super::trust::{self, Facts, KeysFile};
+use super::verify::{ChainBreak, LOG_FILE, Scan, VerifyOptions, scan};
+use super::writer::{self, Command, MAX_BATCH, Seal, Writer};
 
 /// Appends waiting for the writer; beyond this, `append` waits for room (backpressure)
 /// instead of queueing without bound while the disk is slow.
@@ -39,6 +41,45 @@ struct Inner {
     stopped: watch::Receiver<bool>,
     /// Shared with the writer thread.
     observer: super::writer::Observer,
+    /// The last signed checkpoint written.
+    checkpoints: watch::Receiver<Option<SignedCheckpoint>>,
+}
+
+/// How a log is opened: its audit key, the key's epoch, the replica named in checkpoints,
+/// the anchor, and whether to start on a log that does not continue its anchored history.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// Where the audit key lives (mode 0700; `audit-key.json` 0600, `audit-root.pub`). Best
+    /// on another volume than the log, or another machine's mount: a copy of the data
+    /// directory then holds no key.
+    pub key_dir: PathBuf,
+    /// How long one key signs before the writer hands over to the next (and erases it).
+    pub key_epoch: std::time::Duration,
+    /// The replica named in every signed checkpoint.
+    pub replica: String,
+    /// A file on another volume that every signed checkpoint is also written to, and that
+    /// the log is compared with at the next open.
+    pub anchor: Option<PathBuf>,
+    /// Start even though the log does not continue its anchored history; the reason is
+    /// audited first, and a new root key starts.
+    pub accept_divergence: Option<String>,
+    /// Checkpoints of this log that witnesses outside the host hold (the shared store's
+    /// copy), each with where it came from; compared like the anchor file's.
+    pub anchored: Vec<(String, SignedCheckpoint)>,
+}
+
+impl AuditOptions {
+    /// Keys in `key_dir`, a new key every hour, replica "local", no anchor.
+    pub fn new(key_dir: impl Into<PathBuf>) -> Self {
+        AuditOptions {
+            key_dir: key_dir.into(),
+            key_epoch: std::time::Duration::from_secs(3600),
+            replica: "local".into(),
+            anchor: None,
+            accept_divergence: None,
+            anchored: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for AuditLog {
@@ -51,24 +92,43 @@ impl fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
+    /// Opens or creates `<dir>/audit.log` and starts its writer thread, with the audit key
+    /// in `<dir>/key` and the defaults of [`AuditOptions::new`]. The broker keeps its key
+    /// apart from the log ([`AuditLog::open_with`]); this is for tests and tools.
+    ///
+    /// # Errors
+    /// As [`AuditLog::open_with`].
+    pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
+        Self::open_with(dir, &AuditOptions::new(dir.join("key")))
+    }
+
     /// Opens or creates `<dir>/audit.log` and starts its writer thread.
     ///
     /// The log and its checkpoint are created with mode 0600, and an existing log that others
     /// may read is narrowed to 0600, with a log line.
     ///
-    /// Verifies the whole existing log first (time linear in its size), and continues the
-    /// chain from its last record. A final line without its newline is a record whose write
-    /// a crash interrupted; it was never acknowledged, so it is cut off, with a warning.
+    /// Verifies the whole existing log first (time linear in its size): every record, the
+    /// chain, the audit key's hand-overs and the signed checkpoint; then compares it with the
+    /// anchored checkpoint and the audit key, and continues the chain from its last record
+    /// under a new key epoch (every start begins one). A final line without its newline is a
+    /// record whose write a crash interrupted; it was never acknowledged, so it is cut off,
+    /// with a warning. A new log, or one of a version before the audit key, gets a new root
+    /// key (`audit-root.pub` in the key directory is its public half, for auditors to pin).
     /// Blocking: call it at startup or from `spawn_blocking`.
     ///
     /// # Errors
     /// - [`AuditError::Broken`] if the existing log does not verify (edited, reordered,
     ///   truncated…): the server must not build on it; an operator has to look at it.
+    /// - [`AuditError::Diverged`] if it verifies but does not continue its anchored history
+    ///   (shorter than, or different from, the anchored checkpoint; an audit key of another
+    ///   epoch than the log's), and `options` does not accept that with a reason.
     /// - [`AuditError::Locked`] if another `AuditLog` (in any process) has it open.
-    /// - [`AuditError::Io`] if the directory or files cannot be created, read or locked, or
-    ///   the log's mode cannot be narrowed (a log owned by another user).
-    pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
+    /// - [`AuditError::Io`] and [`AuditError::Key`] if the directories or files cannot be
+    ///   created, read, written or locked, or the log's mode cannot be narrowed.
+    pub fn open_with(dir: &Path, options: &AuditOptions) -> Result<AuditLog, AuditError> {
         private::create_dir_all(dir).map_err(|e| AuditError::io("create", dir, e))?;
+        private::create_dir_all(&options.key_dir)
+            .map_err(|e| AuditError::io("create", &options.key_dir, e))?;
         let path = dir.join(LOG_FILE);
         let file = private::options()
             .read(true)
@@ -81,25 +141,84 @@ impl AuditLog {
         // A record is acknowledged once its bytes are synced, which is worthless if the file
         // itself can vanish in a crash because its directory entry was never synced.
         sync_dir(dir)?;
-        let (len, head) = recover(dir, &file, &path)?;
-        checkpoint::write(dir, &head).map_err(|e| AuditError::io("write checkpoint in", dir, e))?;
-        tracing::info!(dir = %dir.display(), head_seq = head.seq, "audit log open");
-        let writer = Writer {
+        checkpoint::remove_stale_temporary(dir);
+        let mut anchored = options.anchored.clone();
+        if let (Some(anchor), Some(checkpoint)) = (&options.anchor, read_anchor(options)?) {
+            anchored.push((anchor.display().to_string(), checkpoint));
+        }
+        let keys = trust::read_keys(dir)?;
+        let kept: Vec<SignedCheckpoint> = anchored.iter().map(|(_, c)| c.clone()).collect();
+        let scan = recover(dir, &file, &path, &keys, &kept)?;
+        let mut diverged = Vec::new();
+        for (source, checkpoint) in &anchored {
+            if let Some(kind) = scan.facts.judge(checkpoint) {
+                let place = ChainBreak {
+                    line: checkpoint.seq.min(scan.report.records + 1),
+                    seq: Some(checkpoint.seq),
+                    kind,
+                };
+                diverged.push(format!(
+                    "against the checkpoint anchored in {source} (seq {}, signed {}): {place}",
+                    checkpoint.seq, checkpoint.time
+                ));
+            }
+        }
+        let signer = reconcile_keys(&options.key_dir, &scan.facts, &mut diverged)?;
+        if !diverged.is_empty() && options.accept_divergence.is_none() {
+            return Err(AuditError::Diverged {
+                dir: dir.to_owned(),
+                problem: diverged.join("; "),
+            });
+        }
+        let head = Checkpoint {
+            seq: scan.report.head_seq,
+            hash: scan.report.head_hash.clone(),
+        };
+        let mut writer = Writer {
             dir: dir.to_owned(),
             path,
             file,
-            len,
+            len: scan.good_len,
             head,
+            frontier: scan.frontier,
+            seal: Seal {
+                signer,
+                key_dir: options.key_dir.clone(),
+                epoch_length: options.key_epoch,
+                next_handover: std::time::Instant::now() + options.key_epoch,
+                keys_len: keys.good_len,
+                replica: options.replica.clone(),
+                anchor: options.anchor.clone(),
+                anchor_health: Arc::default(),
+                published: Arc::new(watch::channel(None).0),
+            },
             halted: false,
             unanchored: false,
             observer: super::writer::Observer::default(),
         };
+        match (&options.accept_divergence, diverged.is_empty()) {
+            (Some(reason), false) => accept(&mut writer, reason, &diverged)?,
+            _ => writer.hand_over(None)?,
+        }
+        let head = writer.head.clone();
+        // The first signed checkpoint of this run, before anything is appended.
+        writer.unanchored = true;
+        writer.checkpoint();
+        if writer.unanchored {
+            return Err(AuditError::io(
+                "write the signed checkpoint in",
+                dir,
+                std::io::Error::other("see the warning above"),
+            ));
+        }
+        tracing::info!(dir = %dir.display(), head_seq = head.seq, "audit log open");
         Self::start(writer)
     }
 
     fn start(writer: Writer) -> Result<AuditLog, AuditError> {
         let dir = writer.dir.clone();
         let observer = writer.observer.clone();
+        let checkpoints = writer.seal.published.subscribe();
         let (commands, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (stopped_tx, stopped) = watch::channel(false);
         std::thread::Builder::new()
@@ -112,8 +231,24 @@ impl AuditLog {
                 commands,
                 stopped,
                 observer,
+                checkpoints,
             }),
         })
+    }
+
+    /// The last signed checkpoint, updated about once a second while records are appended
+    /// (for witnesses outside the host).
+    pub fn checkpoints(&self) -> watch::Receiver<Option<SignedCheckpoint>> {
+        self.inner.checkpoints.clone()
+    }
+
+    /// The key hand-overs so far, from the root key on (`keys.jsonl`), for a witness to
+    /// check the checkpoints by.
+    ///
+    /// # Errors
+    /// [`AuditError::Io`] or [`AuditError::Key`] if `keys.jsonl` cannot be read.
+    pub fn handovers(&self) -> Result<Vec<super::Handover>, AuditError> {
+        trust::read_keys(&self.inner.dir).map(|keys| keys.handovers)
     }
 
     /// Tells `observer` of every batch committed from now on (metrics). The
@@ -236,19 +371,39 @@ fn sync_dir(_dir: &Path) -> Result<(), AuditError> {
     Ok(())
 }
 
-/// Verifies the existing log and cuts off a torn final line. Returns the length and head to
-/// continue from.
-fn recover(dir: &Path, file: &File, path: &Path) -> Result<(u64, Checkpoint), AuditError> {
+/// Verifies the existing log (with the key hand-overs of `keys`, and the roots at the
+/// anchored checkpoint's size for the caller to judge) and cuts off a torn final line.
+fn recover(
+    dir: &Path,
+    file: &File,
+    path: &Path,
+    keys: &KeysFile,
+    anchored: &[SignedCheckpoint],
+) -> Result<Scan, AuditError> {
     let checkpoint = checkpoint::read(dir)?;
-    let scan = scan(BufReader::new(file), &checkpoint, path)?;
-    if let Some(problem) = scan.report.problem {
+    let options = VerifyOptions {
+        public_key: None,
+        checkpoints: anchored.to_vec(),
+    };
+    let scan = scan(
+        BufReader::new(file),
+        &checkpoint,
+        path,
+        &options,
+        &keys.handovers,
+    )?;
+    if let Some(problem) = scan.report.problem.clone() {
         return Err(AuditError::Broken {
             dir: dir.to_owned(),
-            problem,
+            problem: Box::new(problem),
         });
     }
     for note in &scan.report.notes {
         tracing::warn!(dir = %dir.display(), "audit log: {note}");
+    }
+    if keys.torn {
+        tracing::warn!(dir = %dir.display(),
+            "keys.jsonl ends with a key hand-over a crash interrupted; it never took effect, removing it");
     }
     if let Some(torn) = scan.torn_len {
         tracing::warn!(path = %path.display(), bytes = torn,
@@ -257,11 +412,125 @@ fn recover(dir: &Path, file: &File, path: &Path) -> Result<(u64, Checkpoint), Au
             .and_then(|()| file.sync_data())
             .map_err(|e| AuditError::io("truncate torn record in", path, e))?;
     }
-    let head = Checkpoint {
-        seq: scan.report.head_seq,
-        hash: scan.report.head_hash,
+    Ok(scan)
+}
+
+/// The anchored checkpoint, if an anchor is configured and holds one. An anchor that cannot
+/// be read as a checkpoint is logged and passed over: it never stops the broker (a witness
+/// that is away must not block issuance); one that reads and disagrees does.
+fn read_anchor(options: &AuditOptions) -> Result<Option<SignedCheckpoint>, AuditError> {
+    let Some(anchor) = &options.anchor else {
+        return Ok(None);
     };
-    Ok((scan.good_len, head))
+    match checkpoint::read_file(anchor) {
+        Ok(CheckpointState::Found(anchored)) => Ok(Some(anchored)),
+        Ok(CheckpointState::Missing) => {
+            tracing::info!(anchor = %anchor.display(), "no anchored audit checkpoint yet");
+            Ok(None)
+        }
+        Ok(CheckpointState::Legacy(_) | CheckpointState::Unreadable(_)) => {
+            tracing::warn!(anchor = %anchor.display(),
+                "the audit anchor holds no signed checkpoint; it is overwritten with the next one");
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!(anchor = %anchor.display(), error = %e,
+                "the audit anchor cannot be read; starting without comparing against it");
+            Ok(None)
+        }
+    }
+}
+
+/// The audit key to continue with, after finishing or discarding an interrupted hand-over;
+/// `None` for a log without keys (a new root key follows). A key that does not match the
+/// end of the log's key chain is a divergence, described in `diverged`.
+fn reconcile_keys(
+    key_dir: &Path,
+    facts: &Facts,
+    diverged: &mut Vec<String>,
+) -> Result<Option<Arc<AuditSigner>>, AuditError> {
+    let key_path = key_dir.join(KEY_FILE);
+    let next_path = key_dir.join(NEXT_KEY_FILE);
+    let mut current = AuditSigner::load(&key_path)?;
+    let last = facts.epochs.last();
+    if let Some(next) = AuditSigner::load(&next_path)? {
+        let took_over =
+            last.is_some_and(|last| last.epoch == next.epoch() && last.key == next.public());
+        if took_over {
+            std::fs::rename(&next_path, &key_path)
+                .and_then(|()| File::open(key_dir)?.sync_all())
+                .map_err(|e| AuditError::io("install the new audit key as", &key_path, e))?;
+            current = Some(next);
+        } else {
+            std::fs::remove_file(&next_path)
+                .map_err(|e| AuditError::io("remove", &next_path, e))?;
+        }
+    }
+    let dir = key_dir.display();
+    match (last, current) {
+        (None, None) => Ok(None),
+        (Some(last), Some(key)) if last.epoch == key.epoch() && last.key == key.public() => {
+            Ok(Some(Arc::new(key)))
+        }
+        (None, Some(key)) => {
+            diverged.push(format!(
+                "the audit key in {dir} is at epoch {} but the log holds no key hand-over: \
+                 the log or its keys.jsonl was replaced",
+                key.epoch()
+            ));
+            Ok(None)
+        }
+        (Some(last), None) => {
+            diverged.push(format!(
+                "the log's key chain ends at epoch {} but there is no audit key in {dir}: \
+                 the key was removed",
+                last.epoch
+            ));
+            Ok(None)
+        }
+        (Some(last), Some(key)) if key.epoch() > last.epoch => {
+            diverged.push(format!(
+                "the audit key in {dir} is at epoch {} but the log's key chain ends at epoch \
+                 {}: the log was rolled back",
+                key.epoch(),
+                last.epoch
+            ));
+            Ok(None)
+        }
+        (Some(last), Some(key)) => {
+            diverged.push(format!(
+                "the audit key in {dir} (epoch {}, {}) is not the one the log's key chain ends \
+                 with (epoch {}, {}): the key was replaced or rolled back",
+                key.epoch(),
+                key.public().id(),
+                last.epoch,
+                last.key.id()
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// Starts over from a log an operator accepted although it diverged: the acceptance, with
+/// the reason and what was found, is the first record, and a new root key takes over.
+fn accept(writer: &mut Writer, reason: &str, diverged: &[String]) -> Result<(), AuditError> {
+    tracing::warn!(reason, problem = %diverged.join("; "),
+        "starting on an audit log that does not continue its anchored history, as accepted");
+    let (reply, mut receipt) = tokio::sync::oneshot::channel();
+    let event = AuditEvent {
+        action: "audit.divergence.accepted".into(),
+        outcome: Outcome::Ok,
+        actor: AUDIT_ACTOR.into(),
+        reason: Some(reason.to_owned()),
+        detail: Some(serde_json::json!({ "found": diverged })),
+        ..AuditEvent::default()
+    };
+    writer.commit(vec![(event, reply)]);
+    match receipt.try_recv() {
+        Ok(Ok(_)) => writer.hand_over(Some(reason.to_owned())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(AuditError::Closed),
+    }
 }
 
 #[cfg(test)]

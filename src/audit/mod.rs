@@ -46,17 +46,27 @@
 mod checkpoint;
 mod error;
 mod log;
+pub mod merkle;
 mod private;
 mod record;
+mod seal;
 mod tail;
+mod trust;
 mod verify;
 mod writer;
 
+pub use checkpoint::read_checkpoint;
 pub use error::AuditError;
 pub use log::AuditLog;
+pub use log::AuditOptions;
 pub use record::{AuditEvent, AuditReceipt, AuditRecord, GENESIS_HASH, Outcome};
+pub use seal::{
+    AUDIT_ACTOR, AuditPublicKey, Handover, KEY_ACTION, ROOT_PUBLIC_KEY_FILE, SignedCheckpoint,
+    checkpoint_body, handover_body,
+};
 pub use tail::tail;
-pub use verify::{BreakKind, ChainBreak, VerifyReport, verify};
+pub use trust::KeyEpoch;
+pub use verify::{BreakKind, ChainBreak, VerifyOptions, VerifyReport, verify, verify_with};
 pub use writer::CommitObserver;
 
 #[cfg(test)]

@@ -52,12 +52,41 @@ pub(super) fn write_lines(dir: &Path, lines: &[String]) {
     std::fs::write(dir.join("audit.log"), text).unwrap();
 }
 
-/// A copy of the audit directory `from`, for tampering next to an untouched control.
+/// A copy of the audit directory `from` (its files: the log, the checkpoint and the key
+/// chain; not the key directory `AuditLog::open` keeps inside it), for tampering next to an
+/// untouched control, or for an auditor who holds no secret.
 pub(super) fn copy_dir(from: &Path) -> tempfile::TempDir {
     let to = tempfile::tempdir().unwrap();
+    copy_files(from, to.path());
+    to
+}
+
+/// A copy of the audit directory `from` with the key directory `AuditLog::open` keeps in it,
+/// for a copy the log is opened on again.
+pub(super) fn copy_with_key(from: &Path) -> tempfile::TempDir {
+    let to = copy_dir(from);
+    let key = to.path().join("key");
+    std::fs::create_dir(&key).unwrap();
+    copy_files(&from.join("key"), &key);
+    to
+}
+
+/// Copies the files (not the directories) of `from` into `to`, replacing what is there.
+pub(super) fn copy_files(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.path().join(entry.file_name())).unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
     }
-    to
+}
+
+/// Appends `n` more records to the log in `dir` (a new key epoch: every open starts one),
+/// numbered from `from`.
+pub(super) async fn append_more(dir: &Path, from: u64, n: u64) {
+    let log = AuditLog::open(dir).unwrap();
+    for i in from..from + n {
+        log.append(event(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
 }

@@ -7,9 +7,14 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use std::collections::BTreeSet;
+
 use super::AuditError;
 use super::checkpoint::{self, Checkpoint, CheckpointState};
+use super::merkle::{self, Frontier};
 use super::record::{AuditRecord, GENESIS_HASH, LineFault, parse_line};
+use super::seal::{AuditPublicKey, Handover, SignedCheckpoint};
+use super::trust::{Facts, KeyEpoch};
 
 /// File name of the log inside the audit directory.
 pub(super) const LOG_FILE: &str = "audit.log";
@@ -23,6 +28,15 @@ pub struct VerifyReport {
     pub head_seq: u64,
     /// Hash of the last record that verified; 64 zeros if none did.
     pub head_hash: String,
+    /// The Merkle root (RFC 9162, hex) over the records that verified.
+    pub root: String,
+    /// The seq up to which a signed checkpoint vouches for the log (0: none does).
+    pub signed_through: u64,
+    /// The audit keys the log introduces, in order (empty for a log of a version before
+    /// the audit key).
+    pub keys: Vec<KeyEpoch>,
+    /// Whether the root key was checked against a pinned public key.
+    pub pinned: bool,
     /// The first place where the chain breaks, if any. Checking stops there: after a break,
     /// everything that follows is suspect and listing it would only add noise.
     pub problem: Option<ChainBreak>,
@@ -99,6 +113,58 @@ pub enum BreakKind {
         /// The checkpoint's seq.
         seq: u64,
     },
+    /// A signed checkpoint's signature is not the audit key's: the key in force at its seq
+    /// (the last `audit.key.rotate` record at or before it) did not sign it, so someone
+    /// without that key wrote it, or the records that introduce keys were rewritten.
+    CheckpointSignature {
+        /// The checkpoint's seq.
+        seq: u64,
+        /// The epoch it claims to be signed by.
+        epoch: u64,
+    },
+    /// The log's records are signed for, but `checkpoint.json` is missing, unreadable, or
+    /// unsigned: it was deleted or replaced, which is how a cut tail is hidden.
+    CheckpointMissing {
+        /// What is there instead.
+        found: String,
+    },
+    /// A hand-over in `keys.jsonl` is not a valid one.
+    KeyRecord {
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A hand-over in `keys.jsonl` pins another tree than the log's records up to its size
+    /// form: a record was rewritten (and the chain re-hashed) after the key took over.
+    HandoverMismatch {
+        /// The epoch the hand-over introduces.
+        epoch: u64,
+        /// The size of the last tree a hand-over before it vouched for: the rewrite lies
+        /// after it.
+        since: u64,
+    },
+    /// A hand-over is not signed by the key before it: it was forged, by someone who
+    /// rewrote the records before it and could not sign for the erased key.
+    HandoverSignature {
+        /// The epoch the hand-over introduces.
+        epoch: u64,
+        /// As in [`BreakKind::HandoverMismatch`].
+        since: u64,
+    },
+    /// The log's root key is not the one the verifier pinned: the log, keys and all, is
+    /// not the one that key started.
+    UnpinnedKey {
+        /// The id of the log's root key.
+        found: String,
+        /// The id of the pinned key.
+        pinned: String,
+    },
+    /// Key epochs do not follow one another: a hand-over was removed or replayed.
+    EpochOutOfOrder {
+        /// The epoch that should be next.
+        expected: u64,
+        /// The epoch found.
+        found: u64,
+    },
 }
 
 impl fmt::Display for ChainBreak {
@@ -160,14 +226,66 @@ impl fmt::Display for ChainBreak {
             ),
             BreakKind::CheckpointMismatch { seq } => write!(
                 f,
-                "{at}: hash differs from the one checkpoint.json recorded for seq {seq}: \
-                 the log was rewritten"
+                "{at}: the log up to seq {seq} differs from what the signed checkpoint \
+                 recorded for it (head hash or Merkle root): records up to seq {seq} were \
+                 rewritten"
+            ),
+            BreakKind::CheckpointSignature { seq, epoch } => write!(
+                f,
+                "the checkpoint of seq {seq} is not signed by the audit key of epoch {epoch} \
+                 that the log has in force there: it was forged, or the log's key records \
+                 were rewritten"
+            ),
+            BreakKind::CheckpointMissing { found } => write!(
+                f,
+                "the log is signed for, but {found}: the signed checkpoint was removed or \
+                 replaced, which hides records cut off the end"
+            ),
+            BreakKind::KeyRecord { problem } => {
+                write!(f, "{at}: the audit key chain (keys.jsonl): {problem}")
+            }
+            BreakKind::HandoverMismatch { epoch, since } => write!(
+                f,
+                "{at}: the log up to here is not the tree the audit key hand-over to epoch \
+                 {epoch} signed: records between seq {} and seq {line} were rewritten",
+                since + 1
+            ),
+            BreakKind::HandoverSignature { epoch, since } => write!(
+                f,
+                "{at}: the audit key hand-over to epoch {epoch} is not signed by the key of \
+                 epoch {}: it was forged, so records between seq {} and seq {line} were \
+                 rewritten",
+                epoch.saturating_sub(1),
+                since + 1
+            ),
+            BreakKind::UnpinnedKey { found, pinned } => write!(
+                f,
+                "the log's root audit key is {found}, not the pinned key {pinned}: the log \
+                 was re-made under another key"
+            ),
+            BreakKind::EpochOutOfOrder { expected, found } => write!(
+                f,
+                "{at}: expected audit key epoch {expected}, found {found}: a key hand-over \
+                 was removed or replayed"
             ),
         }
     }
 }
 
 impl std::error::Error for ChainBreak {}
+
+/// What to check a log against beyond itself.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The root audit key the verifier trusts (`audit-root.pub`, kept off the host). Without
+    /// it the log's own root key is taken as it is, which proves the log consistent but not
+    /// that it is the log that key started.
+    pub public_key: Option<AuditPublicKey>,
+    /// Signed checkpoints kept elsewhere (by an auditor, or an anchor): each must verify
+    /// with the log's key chain and name a prefix of this log. One the log falls short of
+    /// means the log was rolled back; one it disagrees with means history was rewritten.
+    pub checkpoints: Vec<SignedCheckpoint>,
+}
 
 /// Verifies the audit log in `dir` (the directory holding `audit.log` and `checkpoint.json`).
 ///
@@ -183,23 +301,44 @@ impl std::error::Error for ChainBreak {}
 /// [`AuditError::Io`] if the files cannot be read, including when `dir` holds neither a log
 /// nor a checkpoint.
 pub fn verify(dir: &Path) -> Result<VerifyReport, AuditError> {
+    verify_with(dir, &VerifyOptions::default())
+}
+
+/// [`verify`], also against a pinned root key and checkpoints kept elsewhere.
+///
+/// # Errors
+/// As [`verify`].
+pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, AuditError> {
     let checkpoint = checkpoint::read(dir)?;
+    // Read before the log, as the checkpoint: the log only ever reaches further.
+    let keys = super::trust::read_keys(dir)?;
     let path = dir.join(LOG_FILE);
-    let scan = match File::open(&path) {
-        Ok(file) => scan(BufReader::new(file), &checkpoint, &path)?,
+    let mut scan = match File::open(&path) {
+        Ok(file) => scan(
+            BufReader::new(file),
+            &checkpoint,
+            &path,
+            options,
+            &keys.handovers,
+        )?,
         // A deleted log is the ultimate truncation; the checkpoint says what was lost.
-        Err(e) if e.kind() == io::ErrorKind::NotFound && has_checkpoint(&checkpoint) => {
-            let mut scan = scan(io::empty(), &checkpoint, &path)?;
+        Err(e) if e.kind() == io::ErrorKind::NotFound && checkpoint.head().is_some() => {
+            let mut scan = scan(io::empty(), &checkpoint, &path, options, &keys.handovers)?;
             scan.report.notes.push(format!("{LOG_FILE} does not exist"));
             scan
         }
         Err(e) => return Err(AuditError::io("open", path, e)),
     };
+    if scan.report.problem.is_none() {
+        scan.report.problem = options.checkpoints.iter().find_map(|kept| {
+            scan.facts.judge(kept).map(|kind| ChainBreak {
+                line: kept.seq.min(scan.report.records + 1),
+                seq: Some(kept.seq),
+                kind,
+            })
+        });
+    }
     Ok(scan.report)
-}
-
-fn has_checkpoint(state: &CheckpointState) -> bool {
-    matches!(state, CheckpointState::Found(_))
 }
 
 /// The result of reading a log from its start.
@@ -210,16 +349,24 @@ pub(super) struct Scan {
     pub(super) good_len: u64,
     /// Bytes of a final line without newline, if there is one.
     pub(super) torn_len: Option<u64>,
+    /// The Merkle tree over the records that verified.
+    pub(super) frontier: Frontier,
+    /// The key chain, and the roots at the sizes checkpoints name.
+    pub(super) facts: Facts,
 }
 
 /// The chain as followed so far.
 #[derive(Debug)]
 struct Chain<'a> {
-    checkpoint: Option<&'a Checkpoint>,
+    checkpoint: Option<Checkpoint>,
     line: u64,
     records: u64,
     prev: String,
     good_len: u64,
+    frontier: Frontier,
+    facts: Facts,
+    /// The sizes whose root and head are kept in `facts`.
+    sizes: &'a BTreeSet<u64>,
 }
 
 impl Chain<'_> {
@@ -227,8 +374,9 @@ impl Chain<'_> {
         self.records + 1
     }
 
-    /// Checks a parsed record's place in the chain (its own hash is already checked).
-    fn link(&mut self, record: AuditRecord, len: u64) -> Result<(), BreakKind> {
+    /// Checks a parsed record's place in the chain (its own hash is already checked), and
+    /// a key record's hand-over; then adds the record (`line`, its bytes) to the tree.
+    fn link(&mut self, record: AuditRecord, line: &[u8], len: u64) -> Result<(), BreakKind> {
         let expected = self.expected_seq();
         if record.seq < expected {
             return Err(BreakKind::SeqOutOfOrder {
@@ -246,34 +394,55 @@ impl Chain<'_> {
         if record.prev != self.prev {
             return Err(BreakKind::PrevMismatch);
         }
-        if let Some(checkpoint) = self.checkpoint
+        if let Some(checkpoint) = &self.checkpoint
             && checkpoint.seq == record.seq
             && checkpoint.hash != record.hash
         {
             return Err(BreakKind::CheckpointMismatch { seq: record.seq });
         }
+        self.frontier.push(merkle::leaf_hash(line));
         self.records += 1;
+        if self.sizes.contains(&self.records) {
+            self.facts
+                .at
+                .insert(self.records, (self.frontier.root(), record.hash.clone()));
+        }
         self.prev = record.hash;
         self.good_len += len;
         Ok(())
     }
 }
 
-/// Reads a log from its start, checking every record, the chain and the checkpoint; stops at
-/// the first problem. Shared by [`verify`] and `AuditLog::open`.
+/// Reads a log from its start, checking every record, the chain, the key chain and the
+/// checkpoint; stops at the first problem. Shared by [`verify`] and `AuditLog::open`.
 pub(super) fn scan(
     mut reader: impl BufRead,
     checkpoint: &CheckpointState,
     path: &Path,
+    options: &VerifyOptions,
+    handovers: &[Handover],
 ) -> Result<Scan, AuditError> {
     let mut notes = Vec::new();
-    let (checkpoint, checkpoint_note) = checkpoint_in_use(checkpoint);
+    let mut sizes: BTreeSet<u64> = options.checkpoints.iter().map(|kept| kept.seq).collect();
+    sizes.extend(handovers.iter().map(|handover| handover.size));
+    if let Some(head) = checkpoint.head() {
+        sizes.insert(head.seq);
+    }
+    let mut facts = Facts::default();
+    if sizes.contains(&0) {
+        facts
+            .at
+            .insert(0, (merkle::empty_root(), GENESIS_HASH.to_owned()));
+    }
     let mut chain = Chain {
-        checkpoint,
+        checkpoint: checkpoint.head(),
         line: 0,
         records: 0,
         prev: GENESIS_HASH.to_owned(),
         good_len: 0,
+        frontier: Frontier::new(),
+        facts,
+        sizes: &sizes,
     };
     let mut problem = None;
     let mut torn_len = None;
@@ -304,57 +473,113 @@ pub(super) fn scan(
         });
         break;
     }
-    let last_seq = chain.records;
-    // An empty log without checkpoint is simply new; only a log with records misses it.
-    if let Some(note) = checkpoint_note
-        && (chain.line > 0 || torn_len.is_some())
-    {
-        notes.push(note);
+    chain.facts.size = chain.records;
+    let Chain {
+        line,
+        records,
+        prev,
+        good_len,
+        frontier,
+        mut facts,
+        ..
+    } = chain;
+    if problem.is_none() {
+        problem = facts.follow(handovers, options.public_key);
     }
-    if problem.is_none()
-        && let Some(checkpoint) = checkpoint
-        && checkpoint.seq > last_seq
-    {
-        problem = Some(ChainBreak {
-            line: chain.line + 1,
-            seq: None,
-            kind: BreakKind::Truncated {
-                checkpoint_seq: checkpoint.seq,
-                last_seq,
-            },
-        });
+    if problem.is_none() {
+        problem = judge_checkpoint(checkpoint, &facts, line, &mut notes);
     }
+    notes.append(&mut facts.notes);
+    let signed_through = match (checkpoint, &problem) {
+        (CheckpointState::Found(signed), None) => signed.seq,
+        _ => 0,
+    };
     Ok(Scan {
         report: VerifyReport {
-            records: chain.records,
-            head_seq: last_seq,
-            head_hash: chain.prev,
+            records,
+            head_seq: records,
+            head_hash: prev,
+            root: merkle::to_hex(&frontier.root()),
+            signed_through,
+            keys: facts.epochs.clone(),
+            pinned: options.public_key.is_some(),
             problem,
             notes,
         },
-        good_len: chain.good_len,
+        good_len,
         torn_len,
+        frontier,
+        facts,
     })
 }
 
-/// The checkpoint to check against, or why there is none (a note for the report).
-fn checkpoint_in_use(state: &CheckpointState) -> (Option<&Checkpoint>, Option<String>) {
+/// What the log's own checkpoint says about the log: a signed one is judged by the key
+/// chain; a missing, unreadable or unsigned one is a break once the log is signed for (it
+/// hides a cut tail), and only a note for a log of a version before the audit key.
+fn judge_checkpoint(
+    state: &CheckpointState,
+    facts: &Facts,
+    lines: u64,
+    notes: &mut Vec<String>,
+) -> Option<ChainBreak> {
     let file = checkpoint::CHECKPOINT_FILE;
+    let signed_for = !facts.epochs.is_empty();
+    let missing = |found: String| {
+        Some(ChainBreak {
+            line: lines + 1,
+            seq: None,
+            kind: BreakKind::CheckpointMissing { found },
+        })
+    };
     match state {
-        CheckpointState::Found(checkpoint) => (Some(checkpoint), None),
-        CheckpointState::Missing => (
-            None,
-            Some(format!(
-                "no {file}: records cut off the end of the log cannot be detected"
-            )),
-        ),
-        CheckpointState::Unreadable(reason) => (
-            None,
-            Some(format!(
-                "{file} is unreadable ({reason}); it is written without fsync, so a crash can \
-                 leave it empty; records cut off the end of the log cannot be detected"
-            )),
-        ),
+        CheckpointState::Found(signed) if !signed_for => Some(ChainBreak {
+            line: lines + 1,
+            seq: None,
+            kind: BreakKind::KeyRecord {
+                problem: format!(
+                    "{file} is signed, yet keys.jsonl holds no key: the key chain was removed"
+                ),
+            },
+        }),
+        CheckpointState::Found(signed) => facts.judge(signed).map(|kind| ChainBreak {
+            line: if signed.seq > facts.size {
+                lines + 1
+            } else {
+                signed.seq
+            },
+            seq: (signed.seq <= facts.size).then_some(signed.seq),
+            kind,
+        }),
+        CheckpointState::Legacy(_) if signed_for => missing(format!("{file} is unsigned")),
+        CheckpointState::Missing if signed_for => missing(format!("there is no {file}")),
+        CheckpointState::Unreadable(reason) if signed_for => {
+            missing(format!("{file} is unreadable ({reason})"))
+        }
+        CheckpointState::Legacy(head) => (head.seq > facts.size).then_some(ChainBreak {
+            line: lines + 1,
+            seq: None,
+            kind: BreakKind::Truncated {
+                checkpoint_seq: head.seq,
+                last_seq: facts.size,
+            },
+        }),
+        CheckpointState::Missing => {
+            if lines > 0 {
+                notes.push(format!(
+                    "no {file}: records cut off the end of the log cannot be detected"
+                ));
+            }
+            None
+        }
+        CheckpointState::Unreadable(reason) => {
+            if lines > 0 {
+                notes.push(format!(
+                    "{file} is unreadable ({reason}); records cut off the end of the log \
+                     cannot be detected"
+                ));
+            }
+            None
+        }
     }
 }
 
@@ -367,7 +592,7 @@ fn check_line(
     path: &Path,
 ) -> Result<Option<BreakKind>, AuditError> {
     let kind = match parse_line(line) {
-        Ok(record) => match chain.link(record, len) {
+        Ok(record) => match chain.link(record, line, len) {
             Ok(()) => return Ok(None),
             Err(BreakKind::SeqGap { expected, found }) => {
                 if seq_appears_later(rest, expected..found, path)? {
@@ -427,5 +652,7 @@ fn seq_appears_later(
     }
 }
 
+#[cfg(test)]
+mod insider;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::AuditError;
 use super::checkpoint::{self, Checkpoint};
+use super::merkle::{self, Frontier, Hash};
 use super::record::{AuditEvent, AuditReceipt, canonical_bytes, line_bytes, normalize, sha256_hex};
+use super::seal::{
+    AuditSigner, Handover, KEY_FILE, NEXT_KEY_FILE, SignedCheckpoint, handover_body,
+};
+use super::trust;
 
 /// Most records one fdatasync covers. Large enough that a burst rarely needs two syncs, small
 /// enough that the first waiter of a batch is not held up writing megabytes.
@@ -48,12 +53,48 @@ pub(super) struct Writer {
     pub(super) len: u64,
     /// The last durable record, which the next one links to.
     pub(super) head: Checkpoint,
+    /// The Merkle tree over the durable records.
+    pub(super) frontier: Frontier,
+    /// The audit key and where checkpoints go.
+    pub(super) seal: Seal,
     /// Set when a failed write could not be rolled back.
     pub(super) halted: bool,
     /// Records were made durable since the last checkpoint.
     pub(super) unanchored: bool,
     /// Told of every batch made durable (metrics), once one is set.
     pub(super) observer: Observer,
+}
+
+/// The audit key of the current epoch, when it is next replaced, and where signed
+/// checkpoints are written.
+#[derive(Debug)]
+pub(super) struct Seal {
+    /// `None` only while a log is being opened, before its first key.
+    pub(super) signer: Option<Arc<AuditSigner>>,
+    /// Where the key files live.
+    pub(super) key_dir: PathBuf,
+    /// How long one key signs.
+    pub(super) epoch_length: std::time::Duration,
+    /// When the writer next hands over to a new key.
+    pub(super) next_handover: std::time::Instant,
+    /// Bytes of `keys.jsonl` that hold complete hand-overs.
+    pub(super) keys_len: u64,
+    /// The replica named in checkpoints.
+    pub(super) replica: String,
+    /// A second place every checkpoint is written to (another volume), if configured.
+    pub(super) anchor: Option<PathBuf>,
+    /// How writing the anchor fares.
+    pub(super) anchor_health: Arc<AnchorHealth>,
+    /// Every signed checkpoint written, for witnesses.
+    pub(super) published: Arc<watch::Sender<Option<SignedCheckpoint>>>,
+}
+
+/// What the checkpoint thread signs: a head, the root there, and the key in force.
+#[derive(Debug)]
+pub(super) struct Head {
+    head: Checkpoint,
+    root: Hash,
+    signer: Arc<AuditSigner>,
 }
 
 /// The longest the checkpoint lags the log, under load and when idle.
@@ -66,6 +107,72 @@ pub trait CommitObserver: Send + Sync + std::fmt::Debug {
     /// write failed, `took` after it was taken from the queue; the log's
     /// head is then at `head_seq`.
     fn committed(&self, records: usize, took: std::time::Duration, durable: bool, head_seq: u64);
+
+    /// A signed checkpoint of `seq` was written to the anchor (`ok`), or could not be.
+    /// Called from the checkpoint thread, about once a second while the log moves.
+    fn anchored(&self, ok: bool, seq: u64) {
+        let _ = (ok, seq);
+    }
+}
+
+/// How the anchor fares, shared by the checkpoint thread (which writes it) and the writer
+/// (which records the anchor's recovery in the log).
+#[derive(Debug, Default)]
+pub(super) struct AnchorHealth {
+    /// Set when the anchor works again after failures; the writer takes it.
+    recovered: std::sync::atomic::AtomicBool,
+    state: std::sync::Mutex<AnchorState>,
+}
+
+#[derive(Debug, Default)]
+struct AnchorState {
+    /// Failed writes since the last one that worked.
+    failures: u64,
+    /// The first failure's error, for the recovery record.
+    first_error: Option<String>,
+    /// What the recovery record tells: how many failed, and the first error.
+    outage: Option<(u64, String)>,
+}
+
+impl AnchorHealth {
+    fn record(&self, result: Result<(), String>) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            Ok(()) if state.failures > 0 => {
+                let error = state.first_error.take().unwrap_or_default();
+                state.outage = Some((state.failures, error));
+                state.failures = 0;
+                self.recovered
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            Ok(()) => {}
+            Err(error) => {
+                if state.failures == 0 {
+                    tracing::warn!(%error, "audit checkpoint not anchored; issuance goes on, the anchor lags");
+                }
+                state.failures += 1;
+                state.first_error.get_or_insert(error);
+            }
+        }
+    }
+
+    /// The outage that just ended, once.
+    fn take_recovery(&self) -> Option<(u64, String)> {
+        if !self
+            .recovered
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return None;
+        }
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .outage
+            .take()
+    }
 }
 
 /// The observer the writer thread reads, set once after the log is open.
@@ -81,19 +188,20 @@ struct Waiter {
 /// what is queued. `stopped` is set to true once the file (and its lock) is released and the
 /// last checkpoint written; a panic drops it unset, which `AuditLog::close` reports.
 ///
-/// The checkpoint (a rename, which ext4 turns into a flush of its journal, milliseconds on
-/// a busy disk) is written by a thread of its own ([`write_checkpoints`]), so the writer never
-/// stalls the appends behind it: after each batch it only hands over the new head.
+/// The signed checkpoint (a signature, a synced file and a rename, milliseconds on a busy
+/// disk) is written by a thread of its own ([`write_checkpoints`]), so the writer never
+/// stalls the appends behind it: after each batch it only hands over the new head. Between
+/// batches the writer hands over to a new audit key when the epoch is up.
 pub(super) fn run(
     stopped: watch::Sender<bool>,
     mut writer: Writer,
     mut commands: mpsc::Receiver<Command>,
 ) {
-    let (anchors, heads) = std::sync::mpsc::channel::<Checkpoint>();
-    let dir = writer.dir.clone();
+    let (anchors, heads) = std::sync::mpsc::channel::<Head>();
+    let places = writer.places();
     let checkpointer = std::thread::Builder::new()
         .name("mayfly-audit-checkpoint".into())
-        .spawn(move || write_checkpoints(&dir, &heads))
+        .spawn(move || write_checkpoints(&places, &heads))
         .inspect_err(|e| {
             tracing::warn!(error = %e, "no checkpoint thread; the audit writer checkpoints itself");
         })
@@ -111,6 +219,10 @@ pub(super) fn run(
             }
         }
         writer.commit(batch);
+        writer.record_anchor_recovery();
+        if std::time::Instant::now() >= writer.seal.next_handover {
+            writer.hand_over_on_schedule();
+        }
         // Without a checkpoint thread, anchor only when the queue runs empty.
         if anchors.is_some() || commands.is_empty() {
             writer.anchor(anchors.as_ref());
@@ -128,15 +240,55 @@ pub(super) fn run(
     stopped.send_replace(true);
 }
 
+/// Where signed checkpoints go: the audit directory's `checkpoint.json`, and the anchor.
+#[derive(Debug, Clone)]
+pub(super) struct Places {
+    dir: PathBuf,
+    replica: String,
+    anchor: Option<PathBuf>,
+    health: Arc<AnchorHealth>,
+    observer: Observer,
+    published: Arc<watch::Sender<Option<SignedCheckpoint>>>,
+}
+
+impl Places {
+    /// Signs a checkpoint of `head` and writes it to every place. The log's own copy must
+    /// be written; an anchor that cannot be is logged (it never blocks issuance).
+    fn write(&self, head: &Head) -> io::Result<()> {
+        let time = OffsetDateTime::now_utc()
+            .format(TIME_FORMAT)
+            .map_err(io::Error::other)?;
+        let signed = SignedCheckpoint::sign(
+            &head.signer,
+            head.head.seq,
+            head.head.hash.clone(),
+            &head.root,
+            time,
+            self.replica.clone(),
+        );
+        checkpoint::write(&self.dir.join(checkpoint::CHECKPOINT_FILE), &signed)?;
+        if let Some(anchor) = &self.anchor {
+            let written = checkpoint::write(anchor, &signed)
+                .map_err(|e| format!("{}: {e}", anchor.display()));
+            if let Some(observer) = self.observer.get() {
+                observer.anchored(written.is_ok(), signed.seq);
+            }
+            self.health.record(written);
+        }
+        self.published.send_replace(Some(signed));
+        Ok(())
+    }
+}
+
 /// The checkpoint thread: writes the newest head it was sent, at most once per
-/// [`CHECKPOINT_INTERVAL`] (it only anchors truncation checks; a lagging one is expected
-/// after a crash), and the last one when the writer hangs up.
-fn write_checkpoints(dir: &std::path::Path, heads: &std::sync::mpsc::Receiver<Checkpoint>) {
+/// [`CHECKPOINT_INTERVAL`] (a lagging one is expected after a crash), and the last one when
+/// the writer hangs up.
+fn write_checkpoints(places: &Places, heads: &std::sync::mpsc::Receiver<Head>) {
     use std::sync::mpsc::RecvTimeoutError;
-    let write = |head: &Checkpoint| {
-        if let Err(e) = checkpoint::write(dir, head) {
-            // The records are durable; only the truncation anchor is stale.
-            tracing::warn!(dir = %dir.display(), error = %e, "audit checkpoint not updated");
+    let write = |head: &Head| {
+        if let Err(e) = places.write(head) {
+            // The records are durable; only the checkpoint is stale.
+            tracing::warn!(dir = %places.dir.display(), error = %e, "audit checkpoint not updated");
         }
     };
     let mut written = std::time::Instant::now();
@@ -171,7 +323,7 @@ impl Writer {
             return;
         }
         let started = std::time::Instant::now();
-        let Some((buf, waiters, head)) = self.encode(batch) else {
+        let Some((buf, waiters, head, frontier)) = self.encode(batch) else {
             return;
         };
         let persisted = self.persist(&buf);
@@ -197,6 +349,7 @@ impl Writer {
         }
         self.len += buf.len() as u64;
         self.head = head;
+        self.frontier = frontier;
         // A waiter that gave up (its future was dropped) is no reason to stop.
         for waiter in waiters {
             let _ = waiter.reply.send(Ok(waiter.receipt));
@@ -204,30 +357,149 @@ impl Writer {
         self.unanchored = true;
     }
 
-    /// Hands the last durable record to the checkpoint thread, if it moved; without one,
-    /// writes it here.
-    fn anchor(&mut self, checkpointer: Option<&std::sync::mpsc::Sender<Checkpoint>>) {
-        if !self.unanchored {
-            return;
-        }
-        match checkpointer {
-            Some(to) if to.send(self.head.clone()).is_ok() => self.unanchored = false,
-            _ => self.checkpoint(),
+    /// Where this writer's checkpoints go.
+    pub(super) fn places(&self) -> Places {
+        Places {
+            dir: self.dir.clone(),
+            replica: self.seal.replica.clone(),
+            anchor: self.seal.anchor.clone(),
+            health: Arc::clone(&self.seal.anchor_health),
+            observer: self.observer.clone(),
+            published: Arc::clone(&self.seal.published),
         }
     }
 
-    /// Writes the checkpoint of the last durable record, if it moved.
+    /// The head to sign now, if there is a key.
+    fn signed_head(&self) -> Option<Head> {
+        Some(Head {
+            head: self.head.clone(),
+            root: self.frontier.root(),
+            signer: Arc::clone(self.seal.signer.as_ref()?),
+        })
+    }
+
+    /// Hands the last durable record to the checkpoint thread, if it moved; without one,
+    /// writes it here.
+    fn anchor(&mut self, checkpointer: Option<&std::sync::mpsc::Sender<Head>>) {
+        if !self.unanchored {
+            return;
+        }
+        let sent = match (checkpointer, self.signed_head()) {
+            (Some(to), Some(head)) => to.send(head).is_ok(),
+            _ => false,
+        };
+        if sent {
+            self.unanchored = false;
+        } else {
+            self.checkpoint();
+        }
+    }
+
+    /// Writes the signed checkpoint of the last durable record here, if it moved.
     pub(super) fn checkpoint(&mut self) {
         if !self.unanchored {
             return;
         }
-        match checkpoint::write(&self.dir, &self.head) {
+        let Some(head) = self.signed_head() else {
+            return;
+        };
+        match self.places().write(&head) {
             Ok(()) => self.unanchored = false,
-            // The records are durable; only the truncation anchor is stale.
+            // The records are durable; only the checkpoint is stale.
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "audit checkpoint not updated");
             }
         }
+    }
+
+    /// Records, once, that the anchor works again after an outage (the outage itself is
+    /// in the server log and the metrics; the log gets one record, not one a second).
+    fn record_anchor_recovery(&mut self) {
+        let Some((failures, first_error)) = self.seal.anchor_health.take_recovery() else {
+            return;
+        };
+        tracing::info!(failures, "audit checkpoints are anchored again");
+        let (reply, _receipt) = oneshot::channel();
+        let event = AuditEvent {
+            action: "audit.anchor.recovered".into(),
+            actor: super::seal::AUDIT_ACTOR.into(),
+            reason: Some(first_error),
+            detail: Some(serde_json::json!({ "failed_writes": failures })),
+            ..AuditEvent::default()
+        };
+        self.commit(vec![(event, reply)]);
+    }
+
+    /// The scheduled hand-over; a failure is logged and retried at the next batch (the
+    /// current key goes on signing meanwhile).
+    fn hand_over_on_schedule(&mut self) {
+        if let Err(e) = self.hand_over(None) {
+            tracing::warn!(error = %e, "audit key not rotated; the current key signs on");
+            // Not again at every batch: retry in a minute.
+            self.seal.next_handover =
+                std::time::Instant::now() + std::time::Duration::from_secs(60);
+        }
+    }
+
+    /// Hands over to a new audit key: the next epoch's, signed by the current key; or, with
+    /// no current key or with `restart`, a new root key (epoch 0), with the operator's
+    /// reason when it replaces a chain.
+    ///
+    /// Crash-safe in three durable steps: the new key is written to the side
+    /// (`audit-key.next.json`), the hand-over is appended to `keys.jsonl`, and the new key
+    /// file replaces the old one, which erases the old private key. An open that finds the
+    /// side file finishes or discards the hand-over, whichever `keys.jsonl` says.
+    pub(super) fn hand_over(&mut self, restart: Option<String>) -> Result<(), AuditError> {
+        let current = self.seal.signer.clone().filter(|_| restart.is_none());
+        let epoch = current.as_ref().map_or(0, |signer| signer.epoch() + 1);
+        let (next, pkcs8) = AuditSigner::generate(epoch)?;
+        let next_path = self.seal.key_dir.join(NEXT_KEY_FILE);
+        next.store(&pkcs8, &next_path)?;
+        drop(pkcs8);
+        let mut handover = Handover {
+            epoch,
+            public_key: next.public().to_base64(),
+            size: self.head.seq,
+            root: merkle::to_hex(&self.frontier.root()),
+            head: self.head.hash.clone(),
+            signature: None,
+            reason: restart,
+        };
+        if let Some(current) = &current {
+            handover.signature = Some(current.sign(handover_body(&handover).as_bytes()));
+        }
+        let appended = trust::append_key(&self.dir, &handover, self.seal.keys_len).map_err(|e| {
+            AuditError::io(
+                "append a key hand-over to",
+                self.dir.join(trust::KEYS_FILE),
+                e,
+            )
+        });
+        let keys_len = match appended {
+            Ok(len) => len,
+            Err(e) => {
+                let _ = std::fs::remove_file(&next_path);
+                return Err(e);
+            }
+        };
+        self.seal.keys_len = keys_len;
+        // The hand-over is durable: the new key is the key now, whatever follows.
+        self.seal.signer = Some(Arc::new(next));
+        self.seal.next_handover = std::time::Instant::now() + self.seal.epoch_length;
+        self.unanchored = true;
+        let key_path = self.seal.key_dir.join(KEY_FILE);
+        std::fs::rename(&next_path, &key_path)
+            .and_then(|()| std::fs::File::open(&self.seal.key_dir)?.sync_all())
+            .map_err(|e| AuditError::io("install the new audit key as", key_path, e))?;
+        if epoch == 0
+            && let Some(signer) = &self.seal.signer
+        {
+            let path = self.seal.key_dir.join(super::seal::ROOT_PUBLIC_KEY_FILE);
+            mayfly_sdk::files::write_public_atomic(&path, signer.public().to_pem().as_bytes())
+                .map_err(|e| AuditError::key(format!("cannot write {}: {e}", path.display())))?;
+        }
+        tracing::info!(epoch, key = %handover.public_key, size = handover.size, "audit key handed over");
+        Ok(())
     }
 
     /// Assigns seq, time and prev in arrival order and encodes the lines. Returns the bytes,
@@ -236,7 +508,7 @@ impl Writer {
     fn encode(
         &self,
         batch: Vec<(AuditEvent, Reply)>,
-    ) -> Option<(Vec<u8>, Vec<Waiter>, Checkpoint)> {
+    ) -> Option<(Vec<u8>, Vec<Waiter>, Checkpoint, Frontier)> {
         // One clock read per batch: the batch commits at one instant.
         let time = match OffsetDateTime::now_utc().format(TIME_FORMAT) {
             Ok(time) => time,
@@ -250,6 +522,7 @@ impl Writer {
             }
         };
         let mut head = self.head.clone();
+        let mut frontier = self.frontier.clone();
         let mut buf = Vec::with_capacity(batch.len() * 512);
         let mut waiters = Vec::with_capacity(batch.len());
         for (event, reply) in batch {
@@ -257,7 +530,9 @@ impl Writer {
             match canonical_bytes(seq, &time, &head.hash, &normalize(event)) {
                 Ok(canonical) => {
                     let hash = sha256_hex(&canonical);
-                    buf.extend_from_slice(&line_bytes(&canonical, &hash));
+                    let line = line_bytes(&canonical, &hash);
+                    frontier.push(merkle::leaf_hash(&line));
+                    buf.extend_from_slice(&line);
                     buf.push(b'\n');
                     waiters.push(Waiter {
                         reply,
@@ -274,7 +549,7 @@ impl Writer {
                 }
             }
         }
-        (!waiters.is_empty()).then_some((buf, waiters, head))
+        (!waiters.is_empty()).then_some((buf, waiters, head, frontier))
     }
 
     /// Writes and syncs `buf`. On failure, cuts the file back to its last durable length so
@@ -329,6 +604,18 @@ mod tests {
             head: Checkpoint {
                 seq: 0,
                 hash: super::super::record::GENESIS_HASH.into(),
+            },
+            frontier: Frontier::new(),
+            seal: Seal {
+                signer: None,
+                key_dir: dir.join("key"),
+                epoch_length: std::time::Duration::from_secs(3600),
+                next_handover: std::time::Instant::now(),
+                keys_len: 0,
+                replica: "test".into(),
+                anchor: None,
+                anchor_health: Arc::default(),
+                published: Arc::new(watch::channel(None).0),
             },
             halted: false,
             unanchored: false,

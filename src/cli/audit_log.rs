@@ -3,7 +3,7 @@
 //! These commands read the files directly, so they work while the server is down, which is
 //! when an operator most needs them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -17,9 +17,14 @@ use mayfly::audit::{self, AuditRecord};
 /// Check the audit log's hash chain, or read its last records.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check every record against its hash, the chain, and the signed-off head.
+    /// Check every record, the chain, the audit key's hand-overs and the signed checkpoint;
+    /// with --public-key against the root key you pinned, with --checkpoint against
+    /// checkpoints kept elsewhere.
     #[command(after_help = VERIFY_HELP)]
-    Verify,
+    Verify(VerifyArgs),
+    /// Print the root audit key's public half (PEM), for auditors to pin off the host.
+    #[command(after_help = PUBLIC_KEY_HELP)]
+    PublicKey(KeyDirArgs),
     /// Print the last records, oldest first.
     #[command(
         after_help = "Examples:\n  mayfly audit tail\n  mayfly audit tail -n 200 --json | jq 'select(.outcome == \"refused\")'"
@@ -30,11 +35,47 @@ pub enum AuditCommand {
 const VERIFY_HELP: &str = "\
 Examples:
   mayfly audit verify
-  mayfly audit verify --data-dir /var/lib/mayfly
+  mayfly audit verify --public-key audit-root.pub --checkpoint kept/2026-11-01.json
+  mayfly audit verify --audit-dir /mnt/copy/audit --public-key audit-root.pub
 
 Exit status 0 if the log is intact, 1 if it is broken (the first break is
 named), so it can run from cron or a health check. Safe while the server
-writes.";
+writes. It needs no secret: a copy of the audit directory and the root
+public key (from `mayfly audit public-key`, kept off the host) are enough.
+Without --public-key the log's own root key is taken as it is, which proves
+the log consistent, not that it is the log that key started.";
+
+const PUBLIC_KEY_HELP: &str = "\
+Examples:
+  mayfly audit public-key > audit-root.pub     # keep a copy off this host
+  mayfly audit public-key --key-dir /var/lib/mayfly-audit-key
+
+The root key signs nothing itself: it vouches for the first key, each key
+signs the hand-over to the next and is then erased. An auditor who pinned
+this key detects a log re-made under another one.";
+
+/// Arguments of `mayfly audit verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The root audit key you trust (PEM, from `mayfly audit public-key`).
+    #[arg(long, value_name = "FILE")]
+    public_key: Option<PathBuf>,
+    /// A signed checkpoint kept elsewhere (a copy of checkpoint.json, or the anchor
+    /// file); the log must be a continuation of it. May be given several times.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Vec<PathBuf>,
+    /// The audit directory to check (a copy, say) instead of <data-dir>/audit.
+    #[arg(long, value_name = "DIR")]
+    audit_dir: Option<PathBuf>,
+}
+
+/// Where the audit key lives.
+#[derive(Debug, Args)]
+pub struct KeyDirArgs {
+    /// The audit key directory ([audit] key_dir) [default: <data-dir>/audit-key].
+    #[arg(long, value_name = "DIR")]
+    key_dir: Option<PathBuf>,
+}
 
 /// Arguments of `mayfly audit tail`.
 #[derive(Debug, Args)]
@@ -49,7 +90,18 @@ pub struct TailArgs {
 
 /// Runs one `mayfly audit` command.
 pub(super) fn run(ctx: &Context, command: AuditCommand) -> Result<ExitCode, CliError> {
-    let dir = mayfly_sdk::data_dir::DataDir::new(&ctx.data_dir).audit();
+    let layout = mayfly_sdk::data_dir::DataDir::new(&ctx.data_dir);
+    if let AuditCommand::PublicKey(args) = &command {
+        let dir = args.key_dir.clone().unwrap_or_else(|| layout.audit_key());
+        return public_key(&dir);
+    }
+    let dir = match &command {
+        AuditCommand::Verify(VerifyArgs {
+            audit_dir: Some(dir),
+            ..
+        }) => dir.clone(),
+        _ => layout.audit(),
+    };
     if !dir.exists() {
         return Err(CliError::file(
             "read",
@@ -58,7 +110,8 @@ pub(super) fn run(ctx: &Context, command: AuditCommand) -> Result<ExitCode, CliE
         ));
     }
     match command {
-        AuditCommand::Verify => verify(&dir),
+        AuditCommand::Verify(args) => verify(&dir, &args),
+        AuditCommand::PublicKey(_) => Ok(ExitCode::SUCCESS),
         AuditCommand::Tail(args) => {
             tail(&dir, &args)?;
             Ok(ExitCode::SUCCESS)
@@ -66,8 +119,32 @@ pub(super) fn run(ctx: &Context, command: AuditCommand) -> Result<ExitCode, CliE
     }
 }
 
-fn verify(dir: &Path) -> Result<ExitCode, CliError> {
-    let report = audit::verify(dir)?;
+fn public_key(dir: &Path) -> Result<ExitCode, CliError> {
+    let path = dir.join(audit::ROOT_PUBLIC_KEY_FILE);
+    let pem = mayfly_sdk::files::read_public_file(&path).map_err(|e| {
+        CliError::file(
+            "read",
+            &path,
+            format!("{e}; the server writes it at its first start (--key-dir, [audit] key_dir)"),
+        )
+    })?;
+    let key = audit::AuditPublicKey::from_pem(&pem)?;
+    output::stdout(&key.to_pem())?;
+    output::stderr_line(&format!("root audit key {}", key.id()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(dir: &Path, args: &VerifyArgs) -> Result<ExitCode, CliError> {
+    let mut options = audit::VerifyOptions::default();
+    if let Some(path) = &args.public_key {
+        let pem = mayfly_sdk::files::read_public_file(path)
+            .map_err(|e| CliError::file("read", path, e.to_string()))?;
+        options.public_key = Some(audit::AuditPublicKey::from_pem(&pem)?);
+    }
+    for path in &args.checkpoint {
+        options.checkpoints.push(audit::read_checkpoint(path)?);
+    }
+    let report = audit::verify_with(dir, &options)?;
     for note in &report.notes {
         output::stderr_line(&format!("note: {}", output::clean(note)));
     }
@@ -77,6 +154,25 @@ fn verify(dir: &Path) -> Result<ExitCode, CliError> {
                 "audit log OK: {} records, head seq {} hash {}",
                 report.records, report.head_seq, report.head_hash
             ))?;
+            if let Some(last) = report.keys.last() {
+                let root = report.keys.first().map(|k| k.key.id()).unwrap_or_default();
+                let pinned = if report.pinned {
+                    "pinned"
+                } else {
+                    "not pinned"
+                };
+                output::stdout_line(&format!(
+                    "signed through seq {} (Merkle root {}), key epoch {} of root key {root} \
+                     ({pinned})",
+                    report.signed_through, report.root, last.epoch
+                ))?;
+            }
+            if !args.checkpoint.is_empty() {
+                output::stdout_line(&format!(
+                    "continues each of the {} checkpoint(s) given",
+                    args.checkpoint.len()
+                ))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(problem) => {

@@ -217,6 +217,24 @@ pub struct ServerArgs {
     /// MAYFLY_STORE; key prefix from MAYFLY_REDIS_PREFIX or [store] prefix).
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+    /// Start although the audit log does not continue its anchored history (it
+    /// was rolled back, or forked, or its audit key is of another epoch): the
+    /// server refuses that by default. REASON is audited as the first record,
+    /// and a new root audit key starts (auditors must pin its public key).
+    #[arg(long, value_name = "REASON", value_parser = non_empty_reason)]
+    pub accept_audit_rollback: Option<String>,
+}
+
+/// A reason an operator gives: words, not nothing.
+fn non_empty_reason(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.chars().count() < 8 {
+        return Err("say why, in a few words (at least 8 characters)".into());
+    }
+    if text.chars().any(char::is_control) {
+        return Err("one line of text, without control characters".into());
+    }
+    Ok(text.to_owned())
 }
 
 /// What every command handler needs from the global flags, with defaults applied.

@@ -17,6 +17,7 @@ pub(super) async fn run(args: &ServerArgs) -> ExitCode {
         grpc_listen: args.grpc_listen.clone(),
         http_listen: args.http_listen.clone(),
         store: args.store.clone(),
+        accept_audit_rollback: args.accept_audit_rollback.clone(),
     };
     let config = match Config::load(
         args.config.as_deref(),

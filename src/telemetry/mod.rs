@@ -31,6 +31,8 @@
 //! | `mayfly_audit_commit_duration_seconds` | histogram | `outcome` (`durable`, `failed`): write and fdatasync of one group commit |
 //! | `mayfly_audit_commit_records` | histogram | records per group commit |
 //! | `mayfly_audit_head_sequence` | gauge | the last durable record's sequence number |
+//! | `mayfly_audit_anchor_writes_total` | counter | `outcome` (`ok`, `failed`): signed checkpoints written to `[audit] anchor_file` |
+//! | `mayfly_audit_anchored_sequence` | gauge | the sequence number of the last checkpoint anchored |
 //! | `rpc_server_call_duration_seconds` | histogram | `rpc_system` (`grpc`), `rpc_service` (`mayfly.v1.Broker`, `mayfly.v1.Admin`), `rpc_method` (the service's methods, else `_OTHER`), `rpc_grpc_status_code`: from an RPC's call to the end of its response |
 
 use std::sync::{Arc, Weak};
@@ -395,6 +397,8 @@ pub struct BrokerMetrics {
     audit_commit: Histogram<f64>,
     audit_batch: Histogram<u64>,
     audit_head: Gauge<u64>,
+    anchor_writes: Counter<u64>,
+    anchored: Gauge<u64>,
     signing: Histogram<f64>,
 }
 
@@ -456,6 +460,18 @@ impl BrokerMetrics {
             audit_head: meter
                 .u64_gauge("mayfly.audit.head.sequence")
                 .with_description("Sequence number of the last durable audit record.")
+                .with_unit("{record}")
+                .build(),
+            anchor_writes: meter
+                .u64_counter("mayfly.audit.anchor.writes")
+                .with_description(
+                    "Signed audit checkpoints written to the anchor outside the host, by outcome.",
+                )
+                .with_unit("{checkpoint}")
+                .build(),
+            anchored: meter
+                .u64_gauge("mayfly.audit.anchored.sequence")
+                .with_description("Sequence number of the last audit checkpoint anchored.")
                 .with_unit("{record}")
                 .build(),
         }
@@ -547,6 +563,14 @@ impl CommitObserver for BrokerMetrics {
         self.audit_batch.record(records as u64, &[]);
         if durable {
             self.audit_head.record(head_seq, &[]);
+        }
+    }
+
+    fn anchored(&self, ok: bool, seq: u64) {
+        let outcome = [KeyValue::new("outcome", if ok { "ok" } else { "failed" })];
+        self.anchor_writes.add(1, &outcome);
+        if ok {
+            self.anchored.record(seq, &[]);
         }
     }
 }

@@ -1,18 +1,22 @@
-//! A process's meter provider: read on demand for `/metrics`, and exported
-//! over OTLP on a timer when an endpoint is configured.
+//! A process's meter provider: one manual reader, read on demand for
+//! `/metrics` and, when an endpoint is configured, by an export task on a
+//! timer. One reader means one aggregation per measurement whichever way the
+//! numbers leave (a second, periodic reader would double the work of every
+//! counter and histogram on the request path).
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
-use opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter as _;
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{
     InstrumentKind, ManualReader, MeterProviderBuilder, Pipeline, SdkMeterProvider, Temporality,
 };
-use opentelemetry_sdk::runtime::Tokio;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::OtlpConfig;
 use crate::export::TracingError;
@@ -25,6 +29,15 @@ use crate::{export, prometheus};
 pub struct Metrics {
     provider: SdkMeterProvider,
     reader: Arc<ManualReader>,
+    /// The OTLP export task, when an endpoint is configured.
+    export: Option<Arc<Exporting>>,
+}
+
+/// The running export task and the signal that stops it.
+#[derive(Debug)]
+struct Exporting {
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Metrics {
@@ -34,31 +47,42 @@ impl Metrics {
         Metrics {
             provider: builder.build(),
             reader,
+            export: None,
         }
     }
 
     /// Read by [`Metrics::render`], and exported over OTLP every
     /// `metric_interval` when `config`'s metrics are on. Must run inside the
-    /// tokio runtime then (the exporter runs on it).
+    /// tokio runtime then (the export task runs on it).
     ///
     /// # Errors
     ///
     /// The OTLP exporter cannot be built.
     pub fn with_export(config: &OtlpConfig) -> Result<Self, TracingError> {
-        let (mut builder, reader) = manual();
-        if let (true, Some(endpoint)) = (config.metrics_on(), &config.endpoint) {
-            let exporter = export::metrics(config, endpoint)?;
-            builder = builder
-                .with_reader(
-                    PeriodicReader::builder(exporter, Tokio)
-                        .with_interval(config.metric_interval)
-                        .build(),
-                )
-                .with_resource(resource(config));
-        }
+        let (builder, reader) = manual();
+        let (true, Some(endpoint)) = (config.metrics_on(), &config.endpoint) else {
+            return Ok(Metrics {
+                provider: builder.build(),
+                reader,
+                export: None,
+            });
+        };
+        let exporter = export::metrics(config, endpoint)?;
+        let provider = builder.with_resource(resource(config)).build();
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(export_every(
+            exporter,
+            Arc::clone(&reader),
+            config.metric_interval,
+            stopped,
+        ));
         Ok(Metrics {
-            provider: builder.build(),
+            provider,
             reader,
+            export: Some(Arc::new(Exporting {
+                stop,
+                task: Mutex::new(Some(task)),
+            })),
         })
     }
 
@@ -67,14 +91,24 @@ impl Metrics {
         self.provider.meter(name)
     }
 
-    /// Exports what is left (with OTLP) and stops the provider, off the
-    /// async workers: the OTLP reader's shutdown blocks until its task on
-    /// the runtime answers. Call it before the last clone is dropped; a drop
-    /// on a runtime worker would block that worker instead.
+    /// Exports what is left (with OTLP) and stops the provider. Call it
+    /// before the last clone is dropped; without it the export task stops
+    /// with the runtime, and the numbers since its last export stay unsent.
     pub async fn shutdown(&self) {
-        let provider = self.provider.clone();
-        let stopped = tokio::task::spawn_blocking(move || provider.shutdown()).await;
-        if let Ok(Err(error)) = stopped {
+        if let Some(exporting) = &self.export {
+            exporting.stop.send_replace(true);
+            let task = exporting
+                .task
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(task) = task
+                && let Err(error) = task.await
+            {
+                tracing::debug!(%error, "the metric export task did not stop cleanly");
+            }
+        }
+        if let Err(error) = self.provider.shutdown() {
             tracing::debug!(%error, "the meter provider did not stop cleanly");
         }
     }
@@ -94,6 +128,42 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// Every `interval`, and once more when told to stop, collects from `reader`
+/// and hands the numbers to `exporter`. An export is bounded by the
+/// exporter's own timeout; one that fails is dropped (the next carries the
+/// cumulative totals), so a collector that is away costs nothing that grows.
+async fn export_every(
+    exporter: opentelemetry_otlp::MetricExporter,
+    reader: Arc<ManualReader>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = ticks.tick() => false,
+            // A dropped sender stops the task too.
+            _ = stop.changed() => true,
+        };
+        let mut collected = ResourceMetrics::default();
+        match reader.collect(&mut collected) {
+            Ok(()) => {
+                if let Err(error) = exporter.export(&collected).await {
+                    tracing::debug!(%error, "metrics not exported");
+                }
+            }
+            Err(error) => tracing::debug!(%error, "metrics not collected for export"),
+        }
+        if stopping {
+            if let Err(error) = exporter.shutdown() {
+                tracing::debug!(%error, "the metric exporter did not stop cleanly");
+            }
+            return;
+        }
     }
 }
 

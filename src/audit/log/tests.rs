@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::super::test_support::{copy_dir, event, log_lines, write_lines, write_log};
+use super::super::test_support::{copy_with_key, event, log_lines, write_lines, write_log};
 use super::super::{BreakKind, verify};
 use super::*;
 
@@ -209,8 +209,8 @@ async fn the_log_is_private_and_an_open_one_is_narrowed_on_open() {
 async fn open_refuses_a_broken_log() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 5).await;
-    let control = copy_dir(dir.path());
-    let tampered = copy_dir(dir.path());
+    let control = copy_with_key(dir.path());
+    let tampered = copy_with_key(dir.path());
     let mut lines = log_lines(tampered.path());
     lines[2] = lines[2].replace("audience-3", "audience-x");
     write_lines(tampered.path(), &lines);
@@ -304,9 +304,14 @@ async fn dropping_every_handle_flushes_and_stops_the_writer() {
 }
 
 #[tokio::test]
-async fn unreadable_checkpoint_is_a_note_and_rewritten_at_open() {
+async fn an_unreadable_checkpoint_is_a_note_for_an_old_log_and_refused_for_a_signed_one() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 3).await;
+    let signed = copy_with_key(dir.path());
+    // A log of a version before the audit key: no keys.jsonl. Its checkpoint was written
+    // without fsync, so a crash could leave it empty: a note, and rewritten (signed) at open.
+    std::fs::remove_file(dir.path().join("keys.jsonl")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("key")).unwrap();
     std::fs::write(dir.path().join("checkpoint.json"), b"").unwrap();
     let report = verify(dir.path()).unwrap();
     assert!(report.is_intact(), "{report:?}");
@@ -315,10 +320,24 @@ async fn unreadable_checkpoint_is_a_note_and_rewritten_at_open() {
         "{:?}",
         report.notes
     );
-
     AuditLog::open(dir.path()).unwrap().close().await.unwrap();
     let report = verify(dir.path()).unwrap();
     assert!(report.is_intact() && report.notes.is_empty(), "{report:?}");
+    assert_eq!((report.signed_through, report.keys.len()), (3, 1));
+
+    // A signed log's checkpoint is written durably and atomically: empty means replaced.
+    AuditLog::open(signed.path())
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    assert!(verify(signed.path()).unwrap().is_intact(), "control");
+    std::fs::write(signed.path().join("checkpoint.json"), b"").unwrap();
+    assert!(matches!(
+        AuditLog::open(signed.path()),
+        Err(AuditError::Broken { problem, .. })
+            if matches!(problem.kind, BreakKind::CheckpointMissing { .. })
+    ));
 }
 
 #[tokio::test]

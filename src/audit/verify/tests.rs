@@ -248,6 +248,16 @@ async fn missing_checkpoint_and_missing_log_are_reported() {
     let without_checkpoint = copy_dir(dir.path());
     std::fs::remove_file(without_checkpoint.path().join("checkpoint.json")).unwrap();
     let report = verify(without_checkpoint.path()).unwrap();
+    assert_eq!(
+        break_of(&report).kind,
+        BreakKind::CheckpointMissing {
+            found: "there is no checkpoint.json".into()
+        }
+    );
+    // A log of a version before the audit key has no key chain: there, a missing
+    // checkpoint is only a note.
+    std::fs::remove_file(without_checkpoint.path().join("keys.jsonl")).unwrap();
+    let report = verify(without_checkpoint.path()).unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert!(
         report
