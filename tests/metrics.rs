@@ -357,6 +357,9 @@ async fn the_alert_rules_load_fire_as_tested_and_name_real_metrics() {
         "mayfly_revocation_staleness_seconds",
         "mayfly_revocation_staleness_bound_seconds",
         "mayfly_store_connected",
+        // Exported once an [audit] anchor_file is written to; tests/audit_evidence.rs
+        // reads it from a broker with one.
+        "mayfly_audit_anchor_writes_total",
     ];
     let rules = std::fs::read_to_string(deploy.join("alerts.yml")).unwrap();
     let mut named = 0;

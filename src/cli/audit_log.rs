@@ -35,7 +35,8 @@ pub enum AuditCommand {
 const VERIFY_HELP: &str = "\
 Examples:
   mayfly audit verify
-  mayfly audit verify --public-key audit-root.pub --checkpoint kept/2026-11-01.json
+  mayfly audit verify --public-key audit-root.pub
+  mayfly audit verify --public-key audit-root.pub --checkpoint kept/cp-1101.json
   mayfly audit verify --audit-dir /mnt/copy/audit --public-key audit-root.pub
 
 Exit status 0 if the log is intact, 1 if it is broken (the first break is
