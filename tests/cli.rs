@@ -160,6 +160,13 @@ fn readme_walkthrough_with_the_real_binary() {
 
     let status = json(&mayfly(cwd, &["status", "--json"], None));
     assert_eq!(status["trust_domain"], "mayfly.internal");
+    // The audit log is signed from the first start; its root key is what auditors pin.
+    assert_eq!(status["audit_anchor"], "none");
+    assert_eq!(status["audit_key_epoch"], 0, "{status}");
+    let pem = mayfly(cwd, &["audit", "public-key"], None);
+    assert!(pem.status.success(), "{pem:?}");
+    let pinned = mayfly::audit::AuditPublicKey::from_pem(&pem.stdout).unwrap();
+    assert_eq!(status["audit_root_key"], pinned.id().as_str(), "{status}");
 
     let entry = json(&mayfly(
         cwd,

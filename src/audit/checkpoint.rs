@@ -122,9 +122,24 @@ pub(super) fn write(path: &Path, checkpoint: &SignedCheckpoint) -> io::Result<()
     mayfly_sdk::files::write_secret_atomic(path, &bytes).map_err(io::Error::other)
 }
 
-/// Removes a temporary checkpoint file an earlier version's crash left behind.
-pub(super) fn remove_stale_temporary(dir: &Path) {
-    let _ = fs::remove_file(dir.join("checkpoint.json.tmp"));
+/// Removes the temporary files a crash during an atomic write of `name` in `dir` can leave
+/// (`.<name>.<random>.tmp`, and `<name>.tmp` of earlier versions). Called at open, when no
+/// write of ours is under way; a file that cannot be removed is left (it is never read).
+pub(super) fn remove_stale_temporaries(dir: &Path, name: &str) {
+    let _ = fs::remove_file(dir.join(format!("{name}.tmp")));
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +185,23 @@ mod tests {
             1,
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn temporaries_a_crash_left_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = [CHECKPOINT_FILE, ".other.json.0123.tmp", "checkpoint.jsonx"];
+        let stale = [".checkpoint.json.0123456789abcdef.tmp", "checkpoint.json.tmp"];
+        for name in keep.iter().chain(&stale) {
+            fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        remove_stale_temporaries(dir.path(), CHECKPOINT_FILE);
+        for name in keep {
+            assert!(dir.path().join(name).exists(), "{name} kept");
+        }
+        for name in stale {
+            assert!(!dir.path().join(name).exists(), "{name} removed");
+        }
     }
 
     #[test]

@@ -95,7 +95,9 @@ pub enum AuditError {
     /// the audit key's epoch. The broker refuses to start on it unless an operator accepts
     /// it with a reason, which is then the first record audited.
     #[error(
-        "audit log in {dir} does not continue its anchored history: {problem}. Restore the          log that continues it, or, if this is known and wanted, start the server with          --accept-audit-rollback \"<reason>\" (the reason is audited)"
+        "audit log in {dir} does not continue its anchored history: {problem}. Restore the \
+         log that continues it, or, if this is known and wanted, start the server with \
+         --accept-audit-rollback \"<reason>\" (the reason is audited)"
     )]
     Diverged {
         /// The audit directory.

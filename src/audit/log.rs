@@ -41,8 +41,24 @@ struct Inner {
     stopped: watch::Receiver<bool>,
     /// Shared with the writer thread.
     observer: super::writer::Observer,
+    /// Where checkpoints are anchored, and how that fares.
+    anchor: Option<PathBuf>,
+    anchor_health: Arc<super::writer::AnchorHealth>,
     /// The last signed checkpoint written.
     checkpoints: watch::Receiver<Option<SignedCheckpoint>>,
+}
+
+/// Where an open log stands (see [`AuditLog::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditStatus {
+    /// The seq the last signed checkpoint covers.
+    pub signed_seq: u64,
+    /// The epoch of the key that signed it.
+    pub key_epoch: u64,
+    /// The id of the root key of the current chain (what auditors pin).
+    pub root_key: String,
+    /// `none`, or the anchor file and whether its last write worked.
+    pub anchor: String,
 }
 
 /// How a log is opened: its audit key, the key's epoch, the replica named in checkpoints,
@@ -141,7 +157,15 @@ impl AuditLog {
         // A record is acknowledged once its bytes are synced, which is worthless if the file
         // itself can vanish in a crash because its directory entry was never synced.
         sync_dir(dir)?;
-        checkpoint::remove_stale_temporary(dir);
+        checkpoint::remove_stale_temporaries(dir, checkpoint::CHECKPOINT_FILE);
+        for name in [KEY_FILE, NEXT_KEY_FILE, super::seal::ROOT_PUBLIC_KEY_FILE] {
+            checkpoint::remove_stale_temporaries(&options.key_dir, name);
+        }
+        if let Some(anchor) = &options.anchor
+            && let (Some(parent), Some(name)) = (anchor.parent(), anchor.file_name())
+        {
+            checkpoint::remove_stale_temporaries(parent, &name.to_string_lossy());
+        }
         let mut anchored = options.anchored.clone();
         if let (Some(anchor), Some(checkpoint)) = (&options.anchor, read_anchor(options)?) {
             anchored.push((anchor.display().to_string(), checkpoint));
@@ -219,6 +243,8 @@ impl AuditLog {
         let dir = writer.dir.clone();
         let observer = writer.observer.clone();
         let checkpoints = writer.seal.published.subscribe();
+        let anchor = writer.seal.anchor.clone();
+        let anchor_health = Arc::clone(&writer.seal.anchor_health);
         let (commands, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (stopped_tx, stopped) = watch::channel(false);
         std::thread::Builder::new()
@@ -231,9 +257,42 @@ impl AuditLog {
                 commands,
                 stopped,
                 observer,
+                anchor,
+                anchor_health,
                 checkpoints,
             }),
         })
+    }
+
+    /// Where the log stands, for `mayfly status`: the last signed checkpoint, the key, the
+    /// root key, and the anchor.
+    pub fn status(&self) -> AuditStatus {
+        let signed = self.inner.checkpoints.borrow().clone();
+        let root_key = self
+            .handovers()
+            .ok()
+            .and_then(|handovers| {
+                handovers
+                    .iter()
+                    .rev()
+                    .find(|handover| handover.epoch == 0)
+                    .and_then(|root| root.key().ok())
+            })
+            .map(|key| key.id());
+        let anchor = match (&self.inner.anchor, self.inner.anchor_health.failing()) {
+            (None, _) => "none".to_owned(),
+            (Some(path), None) => format!("{}: ok", path.display()),
+            (Some(path), Some((failures, error))) => format!(
+                "{}: FAILING, {failures} checkpoint(s) not written ({error})",
+                path.display()
+            ),
+        };
+        AuditStatus {
+            signed_seq: signed.as_ref().map_or(0, |checkpoint| checkpoint.seq),
+            key_epoch: signed.as_ref().map_or(0, |checkpoint| checkpoint.epoch),
+            root_key: root_key.unwrap_or_default(),
+            anchor,
+        }
     }
 
     /// The last signed checkpoint, updated about once a second while records are appended

@@ -58,7 +58,7 @@ mod writer;
 pub use checkpoint::read_checkpoint;
 pub use error::AuditError;
 pub use log::AuditLog;
-pub use log::AuditOptions;
+pub use log::{AuditOptions, AuditStatus};
 pub use record::{AuditEvent, AuditReceipt, AuditRecord, GENESIS_HASH, Outcome};
 pub use seal::{
     AUDIT_ACTOR, AuditPublicKey, Handover, KEY_ACTION, ROOT_PUBLIC_KEY_FILE, SignedCheckpoint,

@@ -159,6 +159,20 @@ impl AnchorHealth {
         }
     }
 
+    /// Failed writes since the last one that worked, and the first one's error.
+    pub(super) fn failing(&self) -> Option<(u64, String)> {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (state.failures > 0).then(|| {
+            (
+                state.failures,
+                state.first_error.clone().unwrap_or_default(),
+            )
+        })
+    }
+
     /// The outage that just ended, once.
     fn take_recovery(&self) -> Option<(u64, String)> {
         if !self
@@ -282,7 +296,8 @@ impl Places {
 
 /// The checkpoint thread: writes the newest head it was sent, at most once per
 /// [`CHECKPOINT_INTERVAL`] (a lagging one is expected after a crash), and the last one when
-/// the writer hangs up.
+/// the writer hangs up; while the anchor fails, it tries again every [`ANCHOR_RETRY`] even
+/// when no record arrives.
 fn write_checkpoints(places: &Places, heads: &std::sync::mpsc::Receiver<Head>) {
     use std::sync::mpsc::RecvTimeoutError;
     let write = |head: &Head| {
@@ -292,7 +307,24 @@ fn write_checkpoints(places: &Places, heads: &std::sync::mpsc::Receiver<Head>) {
         }
     };
     let mut written = std::time::Instant::now();
-    while let Ok(mut head) = heads.recv() {
+    let mut last: Option<Head> = None;
+    loop {
+        // While the anchor fails, an idle log retries it (with the last head, signed again).
+        let received = if places.health.failing().is_some() {
+            heads.recv_timeout(ANCHOR_RETRY)
+        } else {
+            heads.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        let mut head = match received {
+            Ok(head) => head,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(last) = &last {
+                    write(last);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         // Only the newest head matters: take what arrives until the interval is up.
         let due = written + CHECKPOINT_INTERVAL;
         loop {
@@ -307,8 +339,12 @@ fn write_checkpoints(places: &Places, heads: &std::sync::mpsc::Receiver<Head>) {
         }
         write(&head);
         written = std::time::Instant::now();
+        last = Some(head);
     }
 }
+
+/// How often a failing anchor is tried again while no new record arrives.
+const ANCHOR_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Writer {
     /// Appends a batch with one write and one fdatasync, then answers every waiter.

@@ -27,6 +27,10 @@ struct StatusView<'a> {
     entries: u64,
     bundle_sequence: u64,
     version: &'a str,
+    audit_signed_seq: u64,
+    audit_key_epoch: u64,
+    audit_root_key: &'a str,
+    audit_anchor: &'a str,
 }
 
 /// Runs `mayfly status`.
@@ -46,6 +50,10 @@ pub(super) async fn run(ctx: &Context, args: StatusArgs) -> Result<(), CliError>
             entries: status.entries,
             bundle_sequence: status.bundle_sequence,
             version: &status.version,
+            audit_signed_seq: status.audit_signed_seq,
+            audit_key_epoch: status.audit_key_epoch,
+            audit_root_key: &status.audit_root_key,
+            audit_anchor: &status.audit_anchor,
         });
     }
     output::stdout(&status_text(&status))
@@ -61,6 +69,14 @@ fn status_text(status: &ServerStatusResponse) -> String {
         ("entries", status.entries.to_string()),
         ("bundle sequence", status.bundle_sequence.to_string()),
         ("version", status.version.clone()),
+        (
+            "audit signed through",
+            format!(
+                "seq {} (key epoch {}, root key {})",
+                status.audit_signed_seq, status.audit_key_epoch, status.audit_root_key
+            ),
+        ),
+        ("audit anchor", status.audit_anchor.clone()),
     ])
 }
 
@@ -82,5 +98,18 @@ mod tests {
         );
         assert!(text.contains("entries:            3\n"), "{text}");
         assert!(text.contains("http:               -\n"), "{text}");
+        let status = ServerStatusResponse {
+            audit_signed_seq: 42,
+            audit_key_epoch: 3,
+            audit_root_key: "0123456789abcdef".into(),
+            audit_anchor: "/mnt/w/cp.json: FAILING, 2 checkpoint(s) not written (gone)".into(),
+            ..Default::default()
+        };
+        let text = status_text(&status);
+        assert!(
+            text.contains("seq 42 (key epoch 3, root key 0123456789abcdef)"),
+            "{text}"
+        );
+        assert!(text.contains("FAILING, 2 checkpoint(s)"), "{text}");
     }
 }
