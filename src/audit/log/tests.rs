@@ -350,3 +350,272 @@ async fn fresh_directory_opens_empty() {
     assert_eq!((report.records, report.head_seq), (0, 0));
     assert_eq!(report.head_hash, crate::audit::GENESIS_HASH);
 }
+
+// ---------------------------------------------------------------------------------------
+// A hand-over a crash interrupted, a torn keys.jsonl, a key that does not end the chain,
+// and a witness the log falls short of.
+
+use super::super::seal::{Handover, handover_body};
+use super::super::test_support::append_more;
+
+/// The epochs of the keys a report followed.
+fn epochs(report: &super::super::VerifyReport) -> Vec<u64> {
+    report.keys.iter().map(|key| key.epoch).collect()
+}
+
+/// The audit key now in `<dir>/key`.
+fn current_key(dir: &Path) -> AuditSigner {
+    AuditSigner::load(&dir.join("key").join(KEY_FILE))
+        .unwrap()
+        .unwrap()
+}
+
+/// A crash after the next key was written to the side, before its hand-over reached
+/// `keys.jsonl`: the hand-over never happened, so the side key is discarded at open and
+/// the current key hands over to a key of its own making.
+#[tokio::test]
+async fn a_side_key_that_never_reached_keys_jsonl_is_discarded_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 3).await;
+    let next_path = dir.path().join("key").join(NEXT_KEY_FILE);
+    let (stray, pkcs8) = AuditSigner::generate(1).unwrap();
+    stray.store(&pkcs8, &next_path).unwrap();
+
+    let log = AuditLog::open(dir.path()).unwrap();
+    assert!(!next_path.exists(), "the side key is discarded");
+    assert_eq!(log.append(event(4)).await.unwrap().seq, 4);
+    log.close().await.unwrap();
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(epochs(&report), [0, 1]);
+    assert_ne!(report.keys[1].key, stray.public(), "not the discarded key");
+    let key = current_key(dir.path());
+    assert_eq!((key.epoch(), key.public()), (1, report.keys[1].key));
+}
+
+/// A crash after the hand-over was appended to `keys.jsonl`, before the side key replaced
+/// `audit-key.json`: the hand-over took effect, so the side key is installed at open (the
+/// old key file, which the log's key chain no longer ends with, would be a divergence),
+/// and the log continues under it.
+#[tokio::test]
+async fn a_side_key_named_in_keys_jsonl_is_installed_at_open_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 3).await;
+    let report = verify(dir.path()).unwrap();
+    let current = current_key(dir.path());
+    assert_eq!(current.epoch(), 0);
+    let next_path = dir.path().join("key").join(NEXT_KEY_FILE);
+    let (next, pkcs8) = AuditSigner::generate(1).unwrap();
+    next.store(&pkcs8, &next_path).unwrap();
+    let mut handover = Handover {
+        epoch: 1,
+        public_key: next.public().to_base64(),
+        size: report.records,
+        root: report.root.clone(),
+        head: report.head_hash.clone(),
+        signature: None,
+        reason: None,
+    };
+    handover.signature = Some(current.sign(handover_body(&handover).as_bytes()));
+    let keys = trust::read_keys(dir.path()).unwrap();
+    trust::append_key(dir.path(), &handover, keys.good_len).unwrap();
+    // The state the crash left: the chain names epoch 1, the key file still holds epoch 0.
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(epochs(&report), [0, 1]);
+    assert_eq!(current_key(dir.path()).epoch(), 0);
+    // The control: without the side key, the same state is a divergence.
+    let without = copy_with_key(dir.path());
+    std::fs::remove_file(without.path().join("key").join(NEXT_KEY_FILE)).unwrap();
+    assert!(
+        matches!(
+            AuditLog::open(without.path()),
+            Err(AuditError::Diverged { .. })
+        ),
+        "the old key does not end the chain"
+    );
+
+    let log = AuditLog::open(dir.path()).unwrap();
+    assert!(!next_path.exists(), "installed");
+    assert_eq!(log.append(event(4)).await.unwrap().seq, 4);
+    log.close().await.unwrap();
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(epochs(&report), [0, 1, 2]);
+    assert_eq!(report.keys[1].key, next.public(), "the side key took over");
+    assert_eq!(current_key(dir.path()).epoch(), 2);
+}
+
+/// A hand-over whose line a crash cut short never took effect: verify reads the chain
+/// without it, and the next open cuts it off before appending its own.
+#[tokio::test]
+async fn a_torn_last_line_of_keys_jsonl_is_cut_off_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 3).await;
+    let keys_path = dir.path().join(trust::KEYS_FILE);
+    let complete = std::fs::read(&keys_path).unwrap();
+    let torn = br#"{"epoch":1,"public_key":"AAAA"#;
+    let mut file = File::options().append(true).open(&keys_path).unwrap();
+    std::io::Write::write_all(&mut file, torn).unwrap();
+    drop(file);
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(epochs(&report), [0]);
+
+    let log = AuditLog::open(dir.path()).unwrap();
+    log.append(event(4)).await.unwrap();
+    log.close().await.unwrap();
+    let keys = std::fs::read(&keys_path).unwrap();
+    assert!(keys.starts_with(&complete), "the complete lines are kept");
+    assert!(
+        !keys.windows(torn.len()).any(|w| w == torn),
+        "the torn line is gone"
+    );
+    assert!(keys.ends_with(b"\n"));
+    assert_eq!(keys.iter().filter(|b| **b == b'\n').count(), 2);
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_intact() && report.notes.is_empty(), "{report:?}");
+    assert_eq!(epochs(&report), [0, 1]);
+}
+
+/// A change to the audit key file, named, and what the refusal must say.
+type KeyCase<'a> = (&'a str, &'a dyn Fn(&Path), &'a [&'a str]);
+
+/// The audit key removed, replaced by another key of the same epoch, or rolled back to an
+/// older epoch's: each is refused at open with what was found, and changes nothing; with
+/// a reason accepted, the log opens and the acceptance is its next record.
+#[tokio::test]
+async fn a_key_that_does_not_end_the_key_chain_is_a_divergence_unless_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 2).await;
+    let epoch_0_key = std::fs::read(dir.path().join("key").join(KEY_FILE)).unwrap();
+    append_more(dir.path(), 3, 1).await;
+    assert_eq!(current_key(dir.path()).epoch(), 1);
+    // The control: an untouched copy opens.
+    let control = copy_with_key(dir.path());
+    AuditLog::open(control.path())
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+
+    let removed = |key: &Path| std::fs::remove_file(key).unwrap();
+    let replaced = |key: &Path| {
+        let (other, pkcs8) = AuditSigner::generate(1).unwrap();
+        std::fs::remove_file(key).unwrap();
+        other.store(&pkcs8, key).unwrap();
+    };
+    let older = |key: &Path| std::fs::write(key, &epoch_0_key).unwrap();
+    let cases: [KeyCase<'_>; 3] = [
+        (
+            "removed",
+            &removed,
+            &["no audit key in", "the key was removed"],
+        ),
+        (
+            "replaced",
+            &replaced,
+            &["(epoch 1,", "is not the one", "replaced or rolled back"],
+        ),
+        (
+            "older",
+            &older,
+            &[
+                "(epoch 0,",
+                "ends with (epoch 1,",
+                "replaced or rolled back",
+            ],
+        ),
+    ];
+    for (case, change, expected) in cases {
+        let copy = copy_with_key(dir.path());
+        let key = copy.path().join("key").join(KEY_FILE);
+        change(&key);
+        let lines = log_lines(copy.path());
+        let err = AuditLog::open(copy.path()).unwrap_err();
+        let AuditError::Diverged { problem, .. } = &err else {
+            panic!("{case}: {err:?}");
+        };
+        for needle in expected {
+            assert!(problem.contains(needle), "{case}: {needle}: {problem}");
+        }
+        assert!(err.to_string().contains("--accept-audit-rollback"), "{err}");
+        assert_eq!(
+            log_lines(copy.path()),
+            lines,
+            "{case}: refusing changed nothing"
+        );
+
+        let reason = format!("audit key {case}, INC-7");
+        let options = AuditOptions {
+            accept_divergence: Some(reason.clone()),
+            ..AuditOptions::new(copy.path().join("key"))
+        };
+        let log = AuditLog::open_with(copy.path(), &options).unwrap();
+        assert_eq!(log.append(event(9)).await.unwrap().seq, 5, "{case}");
+        log.close().await.unwrap();
+        let accepted: crate::audit::AuditRecord =
+            serde_json::from_str(&log_lines(copy.path())[3]).unwrap();
+        assert_eq!(
+            (accepted.seq, accepted.event.action.as_str()),
+            (4, "audit.divergence.accepted"),
+            "{case}"
+        );
+        assert_eq!(accepted.event.reason.as_deref(), Some(reason.as_str()));
+        let found = accepted.event.detail.unwrap().to_string();
+        assert!(found.contains(expected[0]), "{case}: {found}");
+        let report = verify(copy.path()).unwrap();
+        assert!(report.is_intact(), "{case}: {report:?}");
+        assert!(
+            report.notes.iter().any(|n| n.contains(&reason)),
+            "{case}: {:?}",
+            report.notes
+        );
+    }
+}
+
+/// A checkpoint a witness holds (the shared store's copy) that the log falls short of is
+/// a divergence naming where it came from; the log's own checkpoint there is the control.
+#[tokio::test]
+async fn a_witnessed_checkpoint_the_log_falls_short_of_is_a_divergence_naming_the_witness() {
+    let signed = |dir: &Path| match checkpoint::read(dir).unwrap() {
+        checkpoint::CheckpointState::Found(found) => found,
+        other => panic!("{other:?}"),
+    };
+    let witness = "redis://10.0.0.5:6379 (replica r2's copy)";
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 3).await;
+    let rolled_back = copy_with_key(dir.path());
+    let own = signed(rolled_back.path());
+    append_more(dir.path(), 4, 2).await;
+    let later = signed(dir.path());
+    assert_eq!((own.seq, later.seq), (3, 5));
+
+    let control = copy_with_key(rolled_back.path());
+    let options = AuditOptions {
+        anchored: vec![(witness.to_owned(), own)],
+        ..AuditOptions::new(control.path().join("key"))
+    };
+    AuditLog::open_with(control.path(), &options)
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+
+    let options = AuditOptions {
+        anchored: vec![(witness.to_owned(), later)],
+        ..AuditOptions::new(rolled_back.path().join("key"))
+    };
+    let err = AuditLog::open_with(rolled_back.path(), &options).unwrap_err();
+    let AuditError::Diverged { problem, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        problem.contains(&format!("anchored in {witness} (seq 5")),
+        "{problem}"
+    );
+    assert!(
+        problem.contains("log ends at seq 3") && problem.contains("truncated"),
+        "{problem}"
+    );
+}
