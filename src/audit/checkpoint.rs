@@ -191,7 +191,10 @@ mod tests {
     fn temporaries_a_crash_left_are_removed_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let keep = [CHECKPOINT_FILE, ".other.json.0123.tmp", "checkpoint.jsonx"];
-        let stale = [".checkpoint.json.0123456789abcdef.tmp", "checkpoint.json.tmp"];
+        let stale = [
+            ".checkpoint.json.0123456789abcdef.tmp",
+            "checkpoint.json.tmp",
+        ];
         for name in keep.iter().chain(&stale) {
             fs::write(dir.path().join(name), b"x").unwrap();
         }

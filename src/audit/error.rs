@@ -106,6 +106,15 @@ pub enum AuditError {
         problem: String,
     },
 
+    /// A proof could not be made (the log does not verify, the record is not signed for
+    /// yet), or a proof bundle is malformed or does not hold. The reason names what, in
+    /// words an auditor understands.
+    #[error("audit proof: {reason}")]
+    Proof {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// An event could not be encoded as JSON. Not expected: every field is a string or a
     /// JSON value; kept so that a bug fails the request instead of the writer.
     #[error("audit event could not be encoded: {reason}")]
@@ -118,6 +127,12 @@ pub enum AuditError {
 impl AuditError {
     pub(super) fn key(reason: impl Into<String>) -> Self {
         Self::Key {
+            reason: reason.into(),
+        }
+    }
+
+    pub(super) fn proof(reason: impl Into<String>) -> Self {
+        Self::Proof {
             reason: reason.into(),
         }
     }

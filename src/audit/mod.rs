@@ -48,6 +48,7 @@ mod error;
 mod log;
 pub mod merkle;
 mod private;
+mod proof;
 mod record;
 mod seal;
 mod tail;
@@ -59,6 +60,10 @@ pub use checkpoint::read_checkpoint;
 pub use error::AuditError;
 pub use log::AuditLog;
 pub use log::{AuditOptions, AuditStatus};
+pub use proof::{
+    ConsistencyBundle, InclusionBundle, MAX_BUNDLE_LEN, ProofBundle, ProofSummary, Proved,
+    prove_consistency, prove_inclusion, verify_bundle,
+};
 pub use record::{AuditEvent, AuditReceipt, AuditRecord, GENESIS_HASH, Outcome};
 pub use seal::{
     AUDIT_ACTOR, AuditPublicKey, Handover, KEY_ACTION, ROOT_PUBLIC_KEY_FILE, SignedCheckpoint,

@@ -25,6 +25,15 @@ pub enum AuditCommand {
     /// Print the root audit key's public half (PEM), for auditors to pin off the host.
     #[command(after_help = PUBLIC_KEY_HELP)]
     PublicKey(KeyDirArgs),
+    /// Print a proof (JSON) that record SEQ is in the log a signed checkpoint vouches for,
+    /// or with --since that the log only grew since a checkpoint you kept; an auditor
+    /// checks it offline with `mayfly audit verify-proof`.
+    #[command(after_help = PROVE_HELP)]
+    Prove(ProveArgs),
+    /// Check a proof from `mayfly audit prove` offline, with only the root public key you
+    /// pinned: the key chain, the checkpoint's signature and the Merkle proof.
+    #[command(after_help = VERIFY_PROOF_HELP)]
+    VerifyProof(VerifyProofArgs),
     /// Print the last records, oldest first.
     #[command(
         after_help = "Examples:\n  mayfly audit tail\n  mayfly audit tail -n 200 --json | jq 'select(.outcome == \"refused\")'"
@@ -54,6 +63,64 @@ Examples:
 The root key signs nothing itself: it vouches for the first key, each key
 signs the hand-over to the next and is then erased. An auditor who pinned
 this key detects a log re-made under another one.";
+
+const PROVE_HELP: &str = "\
+Examples:
+  mayfly audit prove 1042 > proof-1042.json
+  mayfly audit prove 1042 --checkpoint kept/2026-11-01.json
+  mayfly audit prove --since kept/2026-11-01.json > grew-since-november.json
+
+The log is verified first; a log that does not verify gets no proof. An
+inclusion proof is made against the current signed checkpoint (checkpoint.json),
+or the one given with --checkpoint, which must verify against the log. A
+record the server appended in the last second may not be signed for yet:
+wait a second and run it again. The output holds the record, the proof, the
+checkpoint and the key hand-overs from the root key to the key that signed
+it: everything `mayfly audit verify-proof` needs besides the pinned root key.";
+
+const VERIFY_PROOF_HELP: &str = "\
+Examples:
+  mayfly audit verify-proof proof-1042.json --public-key audit-root.pub
+  mayfly audit prove 7 | mayfly audit verify-proof - --public-key audit-root.pub
+
+Needs no access to the log, no data directory and no secret. Exit status 0
+with a one-line summary if the proof holds, 1 with the reason if it does not.
+A key chain that restarts with a new root key (accepted by an operator with a
+reason) is accepted with a warning naming that reason: that key is trusted on
+the operator's word, not by the pinned key.";
+
+/// Arguments of `mayfly audit prove`.
+#[derive(Debug, Args)]
+pub struct ProveArgs {
+    /// The seq of the record to prove (from `mayfly audit tail`).
+    #[arg(
+        value_name = "SEQ",
+        required_unless_present = "since",
+        conflicts_with = "since"
+    )]
+    seq: Option<u64>,
+    /// A signed checkpoint you kept (a copy of checkpoint.json): prove that the log's
+    /// current checkpoint only appended to it.
+    #[arg(long, value_name = "FILE")]
+    since: Option<PathBuf>,
+    /// Prove SEQ against this kept checkpoint instead of the log's current one.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// The audit directory to prove from (a copy, say) instead of <data-dir>/audit.
+    #[arg(long, value_name = "DIR")]
+    audit_dir: Option<PathBuf>,
+}
+
+/// Arguments of `mayfly audit verify-proof`.
+#[derive(Debug, Args)]
+pub struct VerifyProofArgs {
+    /// The proof (from `mayfly audit prove`), or - for standard input.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The root audit key you pinned (PEM, from `mayfly audit public-key`).
+    #[arg(long, value_name = "FILE")]
+    public_key: PathBuf,
+}
 
 /// Arguments of `mayfly audit verify`.
 #[derive(Debug, Args)]
@@ -92,12 +159,21 @@ pub struct TailArgs {
 /// Runs one `mayfly audit` command.
 pub(super) fn run(ctx: &Context, command: AuditCommand) -> Result<ExitCode, CliError> {
     let layout = mayfly_sdk::data_dir::DataDir::new(&ctx.data_dir);
-    if let AuditCommand::PublicKey(args) = &command {
-        let dir = args.key_dir.clone().unwrap_or_else(|| layout.audit_key());
-        return public_key(&dir);
+    match &command {
+        AuditCommand::PublicKey(args) => {
+            let dir = args.key_dir.clone().unwrap_or_else(|| layout.audit_key());
+            return public_key(&dir);
+        }
+        // Offline: no data directory.
+        AuditCommand::VerifyProof(args) => return verify_proof(args),
+        _ => {}
     }
     let dir = match &command {
         AuditCommand::Verify(VerifyArgs {
+            audit_dir: Some(dir),
+            ..
+        })
+        | AuditCommand::Prove(ProveArgs {
             audit_dir: Some(dir),
             ..
         }) => dir.clone(),
@@ -112,7 +188,11 @@ pub(super) fn run(ctx: &Context, command: AuditCommand) -> Result<ExitCode, CliE
     }
     match command {
         AuditCommand::Verify(args) => verify(&dir, &args),
-        AuditCommand::PublicKey(_) => Ok(ExitCode::SUCCESS),
+        AuditCommand::Prove(args) => {
+            prove(&dir, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::PublicKey(_) | AuditCommand::VerifyProof(_) => Ok(ExitCode::SUCCESS),
         AuditCommand::Tail(args) => {
             tail(&dir, &args)?;
             Ok(ExitCode::SUCCESS)
@@ -138,9 +218,7 @@ fn public_key(dir: &Path) -> Result<ExitCode, CliError> {
 fn verify(dir: &Path, args: &VerifyArgs) -> Result<ExitCode, CliError> {
     let mut options = audit::VerifyOptions::default();
     if let Some(path) = &args.public_key {
-        let pem = mayfly_sdk::files::read_public_file(path)
-            .map_err(|e| CliError::file("read", path, e.to_string()))?;
-        options.public_key = Some(audit::AuditPublicKey::from_pem(&pem)?);
+        options.public_key = Some(read_public_key(path)?);
     }
     for path in &args.checkpoint {
         options.checkpoints.push(audit::read_checkpoint(path)?);
@@ -187,6 +265,69 @@ fn verify(dir: &Path, args: &VerifyArgs) -> Result<ExitCode, CliError> {
             ));
             Ok(ExitCode::from(super::error::exit::FAILED))
         }
+    }
+}
+
+fn read_public_key(path: &Path) -> Result<audit::AuditPublicKey, CliError> {
+    let pem = mayfly_sdk::files::read_public_file(path)
+        .map_err(|e| CliError::file("read", path, e.to_string()))?;
+    Ok(audit::AuditPublicKey::from_pem(&pem)?)
+}
+
+fn prove(dir: &Path, args: &ProveArgs) -> Result<(), CliError> {
+    let bundle = match (&args.since, args.seq) {
+        (Some(since), _) => audit::prove_consistency(dir, &audit::read_checkpoint(since)?)?,
+        (None, Some(seq)) => {
+            let against = args
+                .checkpoint
+                .as_deref()
+                .map(audit::read_checkpoint)
+                .transpose()?;
+            audit::prove_inclusion(dir, seq, against.as_ref())?
+        }
+        (None, None) => {
+            return Err(CliError::Usage {
+                message: "give the SEQ of a record, or --since FILE".into(),
+            });
+        }
+    };
+    output::stdout_line(&bundle.to_json_pretty()?)
+}
+
+/// Reads the bundle from `path`, or standard input for `-`, up to the size limit.
+fn read_bundle(path: &Path) -> Result<Vec<u8>, CliError> {
+    if path.as_os_str() != "-" {
+        return mayfly_sdk::files::read_file_with_limit(path, audit::MAX_BUNDLE_LEN)
+            .map_err(|e| CliError::file("read", path, e.to_string()));
+    }
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(audit::MAX_BUNDLE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CliError::file("read", path, e.to_string()))?;
+    Ok(bytes)
+}
+
+fn verify_proof(args: &VerifyProofArgs) -> Result<ExitCode, CliError> {
+    let key = read_public_key(&args.public_key)?;
+    let bytes = read_bundle(&args.file)?;
+    let checked = audit::ProofBundle::from_json(&bytes)
+        .and_then(|bundle| audit::verify_bundle(&bundle, &key));
+    match checked {
+        Ok(summary) => {
+            for warning in &summary.warnings {
+                output::stderr_line(&format!("warning: {}", output::clean(warning)));
+            }
+            output::stdout_line(&output::clean(&summary.to_string()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(audit::AuditError::Proof { reason }) => {
+            output::stderr_line(&format!("proof does NOT hold: {}", output::clean(&reason)));
+            Ok(ExitCode::from(super::error::exit::FAILED))
+        }
+        Err(other) => Err(other.into()),
     }
 }
 
