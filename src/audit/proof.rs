@@ -726,12 +726,11 @@ mod tests {
     use std::path::Path;
 
     use super::super::AuditLog;
-    use super::super::record::{
-        AuditRecord, GENESIS_HASH, canonical_bytes, line_bytes, sha256_hex,
-    };
+    use super::super::record::AuditRecord;
     use super::super::seal::{AuditSigner, KEY_FILE, ROOT_PUBLIC_KEY_FILE, handover_body};
     use super::super::test_support::{
-        append_more, copy_dir, copy_with_key, event, log_lines, write_lines, write_log,
+        append_more, copy_dir, copy_with_key, event, forge, log_lines, relink, write_lines,
+        write_log,
     };
     use super::super::verify;
     use super::*;
@@ -1124,27 +1123,6 @@ mod tests {
             removed.contains("expected audit key epoch 1, found 2"),
             "{removed}"
         );
-    }
-
-    /// Re-encodes a record after `change`, with a fresh hash, as an insider who knows the
-    /// format would.
-    fn forge(line: &str, change: impl FnOnce(&mut AuditRecord)) -> String {
-        let mut record: AuditRecord = serde_json::from_str(line).unwrap();
-        change(&mut record);
-        let canonical =
-            canonical_bytes(record.seq, &record.time, &record.prev, &record.event).unwrap();
-        record.hash = sha256_hex(&canonical);
-        String::from_utf8(line_bytes(&canonical, &record.hash)).unwrap()
-    }
-
-    /// Re-links every line after an edit.
-    fn relink(lines: &mut [String]) {
-        let mut prev = GENESIS_HASH.to_owned();
-        for line in lines.iter_mut() {
-            let previous = prev.clone();
-            *line = forge(line, |r| r.prev = previous);
-            prev = serde_json::from_str::<AuditRecord>(line).unwrap().hash;
-        }
     }
 
     #[tokio::test]

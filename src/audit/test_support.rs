@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use super::{AuditEvent, AuditLog, AuditReceipt, Outcome};
+use super::record::{canonical_bytes, line_bytes, sha256_hex};
+use super::{AuditEvent, AuditLog, AuditReceipt, AuditRecord, GENESIS_HASH, Outcome};
 
 /// A distinct event for record number `n`.
 pub(super) fn event(n: u64) -> AuditEvent {
@@ -89,4 +90,27 @@ pub(super) async fn append_more(dir: &Path, from: u64, n: u64) {
         log.append(event(i)).await.unwrap();
     }
     log.close().await.unwrap();
+}
+
+/// Re-encodes a record after `change`, with a freshly computed hash, as an attacker who
+/// knows the format would.
+pub(super) fn forge(line: &str, change: impl FnOnce(&mut AuditRecord)) -> String {
+    let mut record: AuditRecord = serde_json::from_str(line).unwrap();
+    change(&mut record);
+    let canonical = canonical_bytes(record.seq, &record.time, &record.prev, &record.event).unwrap();
+    record.hash = sha256_hex(&canonical);
+    String::from_utf8(line_bytes(&canonical, &record.hash)).unwrap()
+}
+
+/// Renumbers from 1 and re-links every line, as an attacker does after an edit or a removal.
+pub(super) fn relink(lines: &mut [String]) {
+    let mut prev = GENESIS_HASH.to_owned();
+    for (seq, line) in (1u64..).zip(lines.iter_mut()) {
+        let previous = prev.clone();
+        *line = forge(line, |r| {
+            r.seq = seq;
+            r.prev = previous;
+        });
+        prev = serde_json::from_str::<AuditRecord>(line).unwrap().hash;
+    }
 }

@@ -9,10 +9,9 @@ use std::path::Path;
 
 use super::super::AuditLog;
 use super::super::merkle::{self, Frontier};
-use super::super::record::{canonical_bytes, line_bytes, sha256_hex};
 use super::super::seal::{AuditSigner, KEY_FILE, ROOT_PUBLIC_KEY_FILE};
 use super::super::test_support::{
-    append_more, copy_dir, copy_files, log_lines, write_lines, write_log,
+    append_more, copy_dir, copy_files, forge, log_lines, relink, write_lines, write_log,
 };
 use super::super::trust::KEYS_FILE;
 use super::*;
@@ -41,29 +40,6 @@ fn stolen_key(original: &Path) -> AuditSigner {
     AuditSigner::load(&original.join("key").join(KEY_FILE))
         .unwrap()
         .unwrap()
-}
-
-/// Re-encodes a record after `change`, with a fresh hash, as someone who knows the format.
-fn forge(line: &str, change: impl FnOnce(&mut AuditRecord)) -> String {
-    let mut record: AuditRecord = serde_json::from_str(line).unwrap();
-    change(&mut record);
-    let canonical = canonical_bytes(record.seq, &record.time, &record.prev, &record.event).unwrap();
-    record.hash = sha256_hex(&canonical);
-    String::from_utf8(line_bytes(&canonical, &record.hash)).unwrap()
-}
-
-/// Renumbers from 1 and re-links every line after an edit.
-fn relink(lines: &mut [String]) {
-    let mut prev = GENESIS_HASH.to_owned();
-    for (i, line) in lines.iter_mut().enumerate() {
-        let seq = i as u64 + 1;
-        let previous = prev.clone();
-        *line = forge(line, |r| {
-            r.seq = seq;
-            r.prev = previous;
-        });
-        prev = serde_json::from_str::<AuditRecord>(line).unwrap().hash;
-    }
 }
 
 /// What an insider with `key` writes as checkpoint.json for the lines now in `dir`.

@@ -1,7 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::super::record::{canonical_bytes, line_bytes, sha256_hex};
-use super::super::test_support::{copy_dir, log_lines, write_lines, write_log};
+use super::super::test_support::{copy_dir, forge, log_lines, write_lines, write_log};
 use super::*;
 
 const RECORDS: u64 = 8;
@@ -25,16 +24,6 @@ async fn tampered(edit: impl FnOnce(&mut Vec<String>)) -> VerifyReport {
 
 fn break_of(report: &VerifyReport) -> &ChainBreak {
     report.problem.as_ref().expect("tampering must be detected")
-}
-
-/// Re-encodes a record after `change`, with a freshly computed hash, as an attacker who
-/// knows the format would.
-fn forge(line: &str, change: impl FnOnce(&mut AuditRecord)) -> String {
-    let mut record: AuditRecord = serde_json::from_str(line).unwrap();
-    change(&mut record);
-    let canonical = canonical_bytes(record.seq, &record.time, &record.prev, &record.event).unwrap();
-    record.hash = sha256_hex(&canonical);
-    String::from_utf8(line_bytes(&canonical, &record.hash)).unwrap()
 }
 
 fn hash_of(line: &str) -> String {
