@@ -30,7 +30,8 @@
 //! (with `mayfly-ca`), [`audit`] makes the record durable before the
 //! credential leaves. [`revoke`] and the SDK's revocation index cut
 //! credentials off; [`store`] keeps state (embedded redb, or Redis for
-//! several replicas, which [`replica`] ties together); [`rotation`] drives
+//! several replicas, which [`replica`] ties together and [`witness`] makes
+//! witnesses of each other's audit logs); [`rotation`] drives
 //! the CA's key rotation; [`telemetry`] counts outcomes and serves them at
 //! `/metrics`; [`config`] and [`server`] put it all together.
 //! The command line is a module of the `mayfly` binary, not of this
@@ -51,5 +52,6 @@ pub mod rotation;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod witness;
 
 pub use mayfly_sdk::install_crypto_provider;

@@ -160,9 +160,16 @@ pub struct RunningServer {
     usage: Arc<UsageTracker>,
     revoker: Arc<Revoker>,
     telemetry: Telemetry,
+    witness: Option<Arc<crate::witness::WitnessView>>,
 }
 
 impl RunningServer {
+    /// What this replica's audit witness accepted last of the other replicas'
+    /// audit logs; `None` without a shared store (no witness runs).
+    pub fn audit_witness(&self) -> Option<&Arc<crate::witness::WitnessView>> {
+        self.witness.as_ref()
+    }
+
     /// Drops the revocations that cover nothing any more, now rather than
     /// at the next periodic prune (tests and operators' tools); returns
     /// their keys.
@@ -271,6 +278,11 @@ pub async fn start_with_clock(
     let mut tasks = Tasks::new();
     let crl = Arc::new(tokio::sync::watch::Sender::new(None::<Arc<Vec<u8>>>));
     let report = state.report(&config, &core);
+    // With a shared store, the replicas witness each other's audit logs.
+    let witness = state
+        .feed
+        .is_some()
+        .then(|| Arc::new(crate::witness::WitnessView::default()));
     let grpc_addr = listeners.grpc_addr;
     let http_addr = listeners.http_addr;
     let admin_socket = listeners.admin_socket.clone();
@@ -291,6 +303,7 @@ pub async fn start_with_clock(
         &state.parts,
         &core,
         &crl,
+        witness.clone(),
     );
 
     state
@@ -327,6 +340,7 @@ pub async fn start_with_clock(
         usage: state.parts.usage,
         revoker: core.revoker,
         telemetry: core.telemetry,
+        witness,
     })
 }
 
@@ -408,10 +422,10 @@ impl State {
         let (ca, ca_report) = load_ca(config, clock.as_ref())?;
         let replicas = Arc::new(Replicas::new(crate::replica::load_or_create_id(&data_dir)?));
         let store = open_store(config).await?;
-        let audit = AuditLog::open_with(
-            &config.layout().audit(),
-            &config.audit_options(replicas.id()),
-        )?;
+        let mut audit_options = config.audit_options(replicas.id());
+        audit_options.anchored =
+            witnessed_checkpoint(config, store.as_ref(), replicas.id()).await?;
+        let audit = AuditLog::open_with(&config.layout().audit(), &audit_options)?;
         let usage = Arc::new(UsageTracker::new(store.usage().await?));
         let entries = Arc::new(EntryIndex::new(Vec::new()));
         let (revocations, feed) = match store.subscribe() {
@@ -724,7 +738,8 @@ fn serve(
 
 /// Spawns the background work: usage flushes, pruning, following a shared
 /// store, key publication, rotation, the validator following the bundle,
-/// and the CRL.
+/// the CRL, and with a shared store the audit witness (`witness`).
+#[allow(clippy::too_many_arguments)]
 fn run_background(
     tasks: &mut Tasks,
     config: &Config,
@@ -733,7 +748,19 @@ fn run_background(
     parts: &Parts,
     core: &Core,
     crl: &Arc<tokio::sync::watch::Sender<Option<Arc<Vec<u8>>>>>,
+    witness: Option<Arc<crate::witness::WitnessView>>,
 ) {
+    if let Some(view) = witness {
+        tasks.push(crate::witness::run(
+            parts.replicas.id().to_owned(),
+            parts.store.clone(),
+            parts.audit.clone(),
+            core.telemetry.metrics().clone(),
+            clock.clone(),
+            view,
+            tasks.token(),
+        ));
+    }
     tasks.push(usage_flusher(
         parts.store.clone(),
         parts.usage.clone(),
@@ -799,6 +826,37 @@ async fn validator_follows_bundle(
             () = cancel.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// The checkpoint of this replica's audit log that the shared store witnessed
+/// (Redis `{prefix}:audit`), named for the log to compare itself with at open:
+/// a log rolled back or forked since is refused there. None with the embedded
+/// store, or when Redis holds none yet. A record that cannot be decoded is
+/// passed over with a warning, like an unreadable anchor file: the witness
+/// overwrites it with the next checkpoint, and the other replicas still
+/// remember what they saw.
+async fn witnessed_checkpoint(
+    config: &Config,
+    store: &dyn Store,
+    replica: &str,
+) -> Result<Vec<(String, crate::audit::SignedCheckpoint)>, ServerError> {
+    let StoreLocation::Redis { prefix, .. } = &config.store else {
+        return Ok(Vec::new());
+    };
+    let witness = format!("redis {prefix}:audit");
+    match store.audit_checkpoint(replica).await {
+        Ok(Some(record)) => Ok(vec![(witness, record.checkpoint)]),
+        Ok(None) => {
+            tracing::info!(%witness, "no witnessed audit checkpoint of this replica yet");
+            Ok(Vec::new())
+        }
+        Err(StoreError::Corrupt { reason }) => {
+            tracing::warn!(%witness, %reason,
+                "the witnessed audit checkpoint cannot be read; starting without comparing against it");
+            Ok(Vec::new())
+        }
+        Err(error) => Err(error.into()),
     }
 }
 

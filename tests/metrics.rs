@@ -352,13 +352,14 @@ async fn the_alert_rules_load_fire_as_tested_and_name_real_metrics() {
         .filter_map(|rest| rest.split(' ').next())
         .collect();
     // Exported only with a shared store (Redis), which this broker has not.
-    // (tests/replicas.rs reads these from brokers on Redis.)
+    // (tests/replicas.rs and tests/audit_witness.rs read these from brokers on
+    // Redis.) And the anchor's writes, only with `[audit] anchor_file`.
     let shared_store_only = [
         "mayfly_revocation_staleness_seconds",
         "mayfly_revocation_staleness_bound_seconds",
         "mayfly_store_connected",
-        // Exported once an [audit] anchor_file is written to; tests/audit_evidence.rs
-        // reads it from a broker with one.
+        "mayfly_audit_witness_findings_total",
+        // tests/audit_evidence.rs reads this one from a broker with an anchor file.
         "mayfly_audit_anchor_writes_total",
     ];
     let rules = std::fs::read_to_string(deploy.join("alerts.yml")).unwrap();

@@ -70,7 +70,7 @@ pub use seal::{
     checkpoint_body, handover_body,
 };
 pub use tail::tail;
-pub use trust::KeyEpoch;
+pub use trust::{KeyEpoch, Seen, WitnessProblem, check_foreign};
 pub use verify::{BreakKind, ChainBreak, VerifyOptions, VerifyReport, verify, verify_with};
 pub use writer::CommitObserver;
 

@@ -171,58 +171,15 @@ impl Facts {
                 since: trusted_since,
             });
         }
-        match (handover.epoch, self.epochs.last()) {
-            (0, None) => {
-                if handover.signature.is_some() {
-                    return Err(BreakKind::KeyRecord {
-                        problem: "a root key (epoch 0) carries no signature".into(),
-                    });
-                }
-                if let Some(pinned) = pinned
-                    && pinned != key
-                {
-                    return Err(BreakKind::UnpinnedKey {
-                        found: key.id(),
-                        pinned: pinned.id(),
-                    });
-                }
-            }
-            (0, Some(_)) => {
-                let Some(reason) = &handover.reason else {
-                    return Err(BreakKind::KeyRecord {
-                        problem: "a new root key over an existing chain without the \
-                                  operator's reason"
-                            .into(),
-                    });
-                };
-                self.notes.push(format!(
-                    "at seq {}: the key chain restarts with root key {} (an operator \
-                     accepted: {reason}); what follows is signed by that key, not the one \
-                     before",
-                    handover.size,
-                    key.id()
-                ));
-            }
-            (epoch, None) => {
-                return Err(BreakKind::EpochOutOfOrder {
-                    expected: 0,
-                    found: epoch,
-                });
-            }
-            (epoch, Some(current)) => {
-                if epoch != current.epoch + 1 {
-                    return Err(BreakKind::EpochOutOfOrder {
-                        expected: current.epoch + 1,
-                        found: epoch,
-                    });
-                }
-                if !handover.verifies_with(&current.key) {
-                    return Err(BreakKind::HandoverSignature {
-                        epoch,
-                        since: trusted_since,
-                    });
-                }
-            }
+        let restart = follows(handover, &key, self.epochs.last(), pinned, trusted_since)?;
+        if let Some(reason) = restart {
+            self.notes.push(format!(
+                "at seq {}: the key chain restarts with root key {} (an operator \
+                 accepted: {reason}); what follows is signed by that key, not the one \
+                 before",
+                handover.size,
+                key.id()
+            ));
         }
         self.epochs.push(KeyEpoch {
             epoch: handover.epoch,
@@ -273,5 +230,587 @@ impl Facts {
         (!matches).then_some(BreakKind::CheckpointMismatch {
             seq: checkpoint.seq,
         })
+    }
+}
+
+/// Whether `handover` (introducing `key`) may follow `current`, the last key of the chain
+/// so far: a root key (epoch 0, unsigned, matching `pinned` when given) starts a chain; the
+/// next epoch must be signed by the key before it; a new root key over an existing chain
+/// needs the operator's reason, which is returned (`Some`) so the caller can tell of it.
+/// Only the keys are judged here, not the tree the hand-over pins: the log's own scan
+/// ([`Facts::follow`]) checks that, a witness without the log ([`check_foreign`]) cannot.
+fn follows<'h>(
+    handover: &'h Handover,
+    key: &AuditPublicKey,
+    current: Option<&KeyEpoch>,
+    pinned: Option<AuditPublicKey>,
+    trusted_since: u64,
+) -> Result<Option<&'h str>, BreakKind> {
+    match (handover.epoch, current) {
+        (0, None) => {
+            if handover.signature.is_some() {
+                return Err(BreakKind::KeyRecord {
+                    problem: "a root key (epoch 0) carries no signature".into(),
+                });
+            }
+            if let Some(pinned) = pinned
+                && pinned != *key
+            {
+                return Err(BreakKind::UnpinnedKey {
+                    found: key.id(),
+                    pinned: pinned.id(),
+                });
+            }
+            Ok(None)
+        }
+        (0, Some(_)) => match &handover.reason {
+            Some(reason) => Ok(Some(reason)),
+            None => Err(BreakKind::KeyRecord {
+                problem: "a new root key over an existing chain without the operator's reason"
+                    .into(),
+            }),
+        },
+        (epoch, None) => Err(BreakKind::EpochOutOfOrder {
+            expected: 0,
+            found: epoch,
+        }),
+        (epoch, Some(current)) => {
+            if epoch != current.epoch + 1 {
+                return Err(BreakKind::EpochOutOfOrder {
+                    expected: current.epoch + 1,
+                    found: epoch,
+                });
+            }
+            if !handover.verifies_with(&current.key) {
+                return Err(BreakKind::HandoverSignature {
+                    epoch,
+                    since: trusted_since,
+                });
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// What a witness outside a replica's host last accepted of that replica's log: the head
+/// of its latest signed checkpoint and the key chain that signed it. The next record the
+/// replica publishes is judged against it ([`check_foreign`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The checkpoint's tree size (the seq of its last record).
+    pub seq: u64,
+    /// The Merkle root at that size, hex.
+    pub root: String,
+    /// The hash of the record at that size (the chain's head).
+    pub head: String,
+    /// When the replica signed it (RFC 3339, as signed).
+    pub time: String,
+    /// The key epoch that signed it.
+    pub epoch: u64,
+    /// The public keys of the key chain, in order, base64, from the root key the witness
+    /// first saw (trusted on first use: nothing vouches for a root key but its being there
+    /// first).
+    pub keys: Vec<String>,
+}
+
+impl Seen {
+    /// The checkpoint in a few words, for findings and logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "seq {} (root {}, epoch {}, signed {})",
+            self.seq,
+            short(&self.root),
+            self.epoch,
+            self.time
+        )
+    }
+
+    /// The id of the current root key (the last root of the chain) and of the key in force.
+    fn chain(&self) -> String {
+        let id = |key: Option<&String>| {
+            key.and_then(|key| AuditPublicKey::from_base64(key).ok())
+                .map_or_else(|| "none".to_owned(), |key| key.id())
+        };
+        format!(
+            "key chain from root key {} to key {} ({} hand-overs)",
+            id(self.keys.first()),
+            id(self.keys.last()),
+            self.keys.len()
+        )
+    }
+}
+
+fn short(hex: &str) -> &str {
+    hex.get(..16).unwrap_or(hex)
+}
+
+/// Why a replica's published checkpoint does not continue what a witness saw of it before.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WitnessProblem {
+    /// A smaller tree than before: the log was rolled back (or an old record replayed).
+    #[error("its audit log went backwards: before {before}, now {now}")]
+    Regressed {
+        /// What was seen before.
+        before: String,
+        /// What is published now.
+        now: String,
+    },
+    /// Two different trees of one size, both signed: the log was rewritten.
+    #[error("its audit log forked: before {before}, now {now}")]
+    Forked {
+        /// What was seen before.
+        before: String,
+        /// What is published now.
+        now: String,
+    },
+    /// The checkpoint or a key hand-over does not verify: forged, edited, or of another
+    /// replica.
+    #[error("its published checkpoint does not verify: {problem}")]
+    BadSignature {
+        /// What does not verify.
+        problem: String,
+    },
+    /// The key chain is not the one seen before, and no restart hand-over with an
+    /// operator's reason explains it.
+    #[error(
+        "its audit key changed without a restart hand-over carrying a reason: before {before}, now {now}"
+    )]
+    KeyChanged {
+        /// The chain seen before.
+        before: String,
+        /// The chain published now.
+        now: String,
+    },
+}
+
+impl WitnessProblem {
+    /// Every [`kind`](Self::kind), for metrics that start each at zero.
+    pub const KINDS: [&'static str; 4] = ["regressed", "forked", "bad_signature", "key_changed"];
+
+    /// A bounded name for metrics and records: `regressed`, `forked`, `bad_signature` or
+    /// `key_changed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WitnessProblem::Regressed { .. } => "regressed",
+            WitnessProblem::Forked { .. } => "forked",
+            WitnessProblem::BadSignature { .. } => "bad_signature",
+            WitnessProblem::KeyChanged { .. } => "key_changed",
+        }
+    }
+}
+
+/// Judges another replica's published checkpoint, with the key hand-overs it published,
+/// against what was seen of that replica before (`None` the first time), without its log:
+///
+/// - the hand-overs follow from the first one's root key, each next epoch signed by the key
+///   before it, a new root key only with an operator's reason (as in the log's own scan,
+///   `Facts::follow`, minus the trees, which only the log can check);
+/// - the checkpoint is `replica`'s, signed by the key of its epoch in force at its size,
+///   and names the same tree as a hand-over of the same size;
+/// - against `previous`: the chain seen before is a prefix of this one, or departs from it
+///   only at a restart hand-over with a reason (else [`WitnessProblem::KeyChanged`]); the
+///   size is not smaller ([`WitnessProblem::Regressed`]); at the same size, the tree is the
+///   same ([`WitnessProblem::Forked`]), as it is at every size a new hand-over pins.
+///
+/// The root key itself is trusted on first use: the first record a witness sees sets it.
+///
+/// # Errors
+/// The [`WitnessProblem`] found; what was seen before stays what the witness holds.
+pub fn check_foreign(
+    replica: &str,
+    checkpoint: &SignedCheckpoint,
+    handovers: &[Handover],
+    previous: Option<&Seen>,
+) -> Result<Seen, WitnessProblem> {
+    let bad = |problem: String| WitnessProblem::BadSignature { problem };
+    if handovers.is_empty() {
+        return Err(bad(
+            "no key hand-over: nothing vouches for the checkpoint".into()
+        ));
+    }
+    if handovers.len() > MAX_HANDOVERS {
+        return Err(bad(format!("more than {MAX_HANDOVERS} hand-overs")));
+    }
+    if checkpoint.replica != replica {
+        return Err(bad(format!(
+            "the checkpoint is signed for replica {:?}, published as {replica:?}",
+            checkpoint.replica
+        )));
+    }
+    let mut facts = Facts::default();
+    let mut trusted_since = 0;
+    for handover in handovers {
+        let key = handover
+            .key()
+            .map_err(|e| bad(format!("hand-over to epoch {}: {e}", handover.epoch)))?;
+        if handover.size < trusted_since {
+            return Err(bad(format!(
+                "the hand-over to epoch {} is at size {}, before the one preceding it ({trusted_since})",
+                handover.epoch, handover.size
+            )));
+        }
+        follows(handover, &key, facts.epochs.last(), None, trusted_since).map_err(|kind| {
+            bad(format!(
+                "hand-over to epoch {}: {}",
+                handover.epoch,
+                key_problem(&kind)
+            ))
+        })?;
+        facts.epochs.push(KeyEpoch {
+            epoch: handover.epoch,
+            key,
+            from_size: handover.size,
+            handover: handover.clone(),
+        });
+        trusted_since = handover.size;
+    }
+    let signed = facts
+        .key_for(checkpoint.epoch, checkpoint.seq)
+        .is_some_and(|key| checkpoint.verifies_with(&key.key));
+    if !signed {
+        return Err(bad(format!(
+            "the checkpoint of seq {} is not signed by the key of epoch {} in its key chain",
+            checkpoint.seq, checkpoint.epoch
+        )));
+    }
+    let seen = Seen {
+        seq: checkpoint.seq,
+        root: checkpoint.root.clone(),
+        head: checkpoint.hash.clone(),
+        time: checkpoint.time.clone(),
+        epoch: checkpoint.epoch,
+        keys: handovers.iter().map(|h| h.public_key.clone()).collect(),
+    };
+    let pinned_elsewhere = handovers.iter().find(|h| {
+        h.size == checkpoint.seq && (h.root != checkpoint.root || h.head != checkpoint.hash)
+    });
+    if let Some(handover) = pinned_elsewhere {
+        return Err(WitnessProblem::Forked {
+            before: format!(
+                "the hand-over to epoch {} at seq {} (root {})",
+                handover.epoch,
+                handover.size,
+                short(&handover.root)
+            ),
+            now: seen.describe(),
+        });
+    }
+    let Some(previous) = previous else {
+        return Ok(seen);
+    };
+    let departs = previous
+        .keys
+        .iter()
+        .zip(handovers)
+        .position(|(before, now)| *before != now.public_key);
+    let restarted = |at: usize| {
+        handovers
+            .get(at)
+            .is_some_and(|h| h.epoch == 0 && h.reason.is_some())
+    };
+    // One chain is a prefix of the other (`None`), or the new one departs at a restart.
+    if departs.is_some_and(|at| !restarted(at)) {
+        return Err(WitnessProblem::KeyChanged {
+            before: previous.chain(),
+            now: seen.chain(),
+        });
+    }
+    if seen.seq < previous.seq {
+        return Err(WitnessProblem::Regressed {
+            before: previous.describe(),
+            now: seen.describe(),
+        });
+    }
+    if handovers.len() < previous.keys.len() {
+        // As large a tree as before, under a chain that lost hand-overs: an erased key
+        // signing on.
+        return Err(WitnessProblem::KeyChanged {
+            before: previous.chain(),
+            now: seen.chain(),
+        });
+    }
+    let forked_at_previous = (seen.seq == previous.seq
+        && (seen.root != previous.root || seen.head != previous.head))
+        || handovers.iter().skip(previous.keys.len()).any(|h| {
+            h.size == previous.seq && (h.root != previous.root || h.head != previous.head)
+        });
+    if forked_at_previous {
+        return Err(WitnessProblem::Forked {
+            before: previous.describe(),
+            now: seen.describe(),
+        });
+    }
+    Ok(seen)
+}
+
+/// What [`follows`] found wrong, without the log position a [`ChainBreak`] would give (a
+/// witness has no log).
+fn key_problem(kind: &BreakKind) -> String {
+    match kind {
+        BreakKind::KeyRecord { problem } => problem.clone(),
+        BreakKind::EpochOutOfOrder { expected, found } => {
+            format!("expected epoch {expected}, found {found}: a hand-over was removed or replayed")
+        }
+        BreakKind::HandoverSignature { epoch, .. } => format!(
+            "not signed by the key of epoch {}: forged",
+            epoch.saturating_sub(1)
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::audit::seal::{AuditSigner, handover_body};
+
+    /// A tree of `size` records, as a checkpoint or hand-over names it: distinct per size
+    /// (and per `branch`, for a fork).
+    fn tree(size: u64, branch: u8) -> (Hash, String) {
+        let mut root = [branch; 32];
+        root[..8].copy_from_slice(&size.to_be_bytes());
+        (root, format!("{:064x}", size + u64::from(branch) * 1000))
+    }
+
+    fn root_key(reason: Option<&str>, size: u64) -> (AuditSigner, Handover) {
+        let (signer, _) = AuditSigner::generate(0).unwrap();
+        let (root, head) = tree(size, 0);
+        let handover = Handover {
+            epoch: 0,
+            public_key: signer.public().to_base64(),
+            size,
+            root: merkle::to_hex(&root),
+            head,
+            signature: None,
+            reason: reason.map(str::to_owned),
+        };
+        (signer, handover)
+    }
+
+    fn next_key(current: &AuditSigner, size: u64, branch: u8) -> (AuditSigner, Handover) {
+        let (signer, _) = AuditSigner::generate(current.epoch() + 1).unwrap();
+        let (root, head) = tree(size, branch);
+        let mut handover = Handover {
+            epoch: signer.epoch(),
+            public_key: signer.public().to_base64(),
+            size,
+            root: merkle::to_hex(&root),
+            head,
+            signature: None,
+            reason: None,
+        };
+        handover.signature = Some(current.sign(handover_body(&handover).as_bytes()));
+        (signer, handover)
+    }
+
+    fn checkpoint(signer: &AuditSigner, seq: u64, branch: u8) -> SignedCheckpoint {
+        let (root, head) = tree(seq, branch);
+        SignedCheckpoint::sign(
+            signer,
+            seq,
+            head,
+            &root,
+            "2026-01-01T00:00:00.000Z".into(),
+            "r1".into(),
+        )
+    }
+
+    fn kind(result: Result<Seen, WitnessProblem>) -> &'static str {
+        match result {
+            Ok(_) => "ok",
+            Err(problem) => problem.kind(),
+        }
+    }
+
+    #[test]
+    fn a_chain_that_moves_forward_is_accepted_and_each_break_is_named() {
+        let (k0, h0) = root_key(None, 0);
+        let (k1, h1) = next_key(&k0, 7, 0);
+        let first = check_foreign(
+            "r1",
+            &checkpoint(&k0, 5, 0),
+            std::slice::from_ref(&h0),
+            None,
+        )
+        .unwrap();
+        assert_eq!((first.seq, first.epoch, first.keys.len()), (5, 0, 1));
+        // Positive controls: forward, under the next key; and again unchanged.
+        let chain = [h0.clone(), h1.clone()];
+        let later = check_foreign("r1", &checkpoint(&k1, 9, 0), &chain, Some(&first)).unwrap();
+        assert_eq!(later.seq, 9);
+        assert_eq!(
+            kind(check_foreign(
+                "r1",
+                &checkpoint(&k1, 9, 0),
+                &chain,
+                Some(&later)
+            )),
+            "ok"
+        );
+
+        // Back to an older checkpoint of the same replica.
+        let older = check_foreign(
+            "r1",
+            &checkpoint(&k0, 5, 0),
+            std::slice::from_ref(&h0),
+            Some(&later),
+        );
+        assert_eq!(kind(older.clone()), "regressed", "{older:?}");
+        assert!(older.unwrap_err().to_string().contains("seq 9"));
+        // Another tree of the same size, signed by the key in force (a stolen key).
+        assert_eq!(
+            kind(check_foreign(
+                "r1",
+                &checkpoint(&k1, 9, 1),
+                &chain,
+                Some(&later)
+            )),
+            "forked"
+        );
+        // Hand-overs out of order.
+        let (k2, h2) = next_key(&k1, 5, 1);
+        let pinned = [h0.clone(), h1.clone(), h2];
+        assert_eq!(
+            kind(check_foreign(
+                "r1",
+                &checkpoint(&k2, 12, 0),
+                &pinned,
+                Some(&first)
+            )),
+            "bad_signature",
+            "a hand-over at a size before the one preceding it"
+        );
+        // A new hand-over pinning another tree at the size seen before.
+        let (k2, h2) = next_key(&k1, 9, 1);
+        let pinned = [h0.clone(), h1.clone(), h2];
+        assert_eq!(
+            kind(check_foreign(
+                "r1",
+                &checkpoint(&k2, 12, 0),
+                &pinned,
+                Some(&later)
+            )),
+            "forked"
+        );
+    }
+
+    #[test]
+    fn what_does_not_verify_is_a_bad_signature() {
+        let (k0, h0) = root_key(None, 0);
+        let (k1, h1) = next_key(&k0, 7, 0);
+        let good = checkpoint(&k1, 9, 0);
+        let chain = [h0.clone(), h1.clone()];
+        assert_eq!(
+            kind(check_foreign("r1", &good, &chain, None)),
+            "ok",
+            "control"
+        );
+
+        let mut signature = good.signature.clone().into_bytes();
+        signature[3] = if signature[3] == b'A' { b'B' } else { b'A' };
+        let altered = SignedCheckpoint {
+            signature: String::from_utf8(signature).unwrap(),
+            ..good.clone()
+        };
+        assert_eq!(
+            kind(check_foreign("r1", &altered, &chain, None)),
+            "bad_signature"
+        );
+        // Published as another replica's.
+        assert_eq!(
+            kind(check_foreign("r2", &good, &chain, None)),
+            "bad_signature"
+        );
+        // A hand-over not signed by the key before it.
+        let (stranger, _) = root_key(None, 0);
+        let (k1_forged, h1_forged) = next_key(&stranger, 7, 0);
+        let forged = [h0.clone(), h1_forged];
+        assert_eq!(
+            kind(check_foreign(
+                "r1",
+                &checkpoint(&k1_forged, 9, 0),
+                &forged,
+                None
+            )),
+            "bad_signature"
+        );
+        // Signed by the previous epoch's key beyond its successor's size.
+        assert_eq!(
+            kind(check_foreign("r1", &checkpoint(&k0, 9, 0), &chain, None)),
+            "bad_signature"
+        );
+        // No hand-overs at all.
+        assert_eq!(kind(check_foreign("r1", &good, &[], None)), "bad_signature");
+        // A new root key over the chain without a reason.
+        let (k0b, h0b) = root_key(None, 8);
+        assert_eq!(
+            kind(check_foreign(
+                "r1",
+                &checkpoint(&k0b, 9, 0),
+                &[h0, h1, h0b],
+                None
+            )),
+            "bad_signature"
+        );
+    }
+
+    #[test]
+    fn a_root_key_changes_only_with_a_restart_hand_over_carrying_a_reason() {
+        let (k0, h0) = root_key(None, 0);
+        let (k1, h1) = next_key(&k0, 7, 0);
+        let seen = check_foreign(
+            "r1",
+            &checkpoint(&k1, 9, 0),
+            &[h0.clone(), h1.clone()],
+            None,
+        )
+        .unwrap();
+        // Positive control: a restart with the operator's reason continues the chain.
+        let (r0, restart) = root_key(Some("restored from backup"), 10);
+        let restarted = [h0.clone(), h1.clone(), restart];
+        assert_eq!(
+            kind(check_foreign(
+                "r1",
+                &checkpoint(&r0, 12, 0),
+                &restarted,
+                Some(&seen)
+            )),
+            "ok"
+        );
+        // A chain of another root key altogether (a wiped data directory, or a forgery).
+        let (x0, other) = root_key(None, 0);
+        assert_eq!(
+            kind(check_foreign(
+                "r1",
+                &checkpoint(&x0, 12, 0),
+                &[other],
+                Some(&seen)
+            )),
+            "key_changed"
+        );
+        // A chain that departs from the one seen at a hand-over that is no restart.
+        let (y1, departing) = next_key(&k0, 7, 0);
+        assert_eq!(
+            kind(check_foreign(
+                "r1",
+                &checkpoint(&y1, 12, 0),
+                &[h0.clone(), departing],
+                Some(&seen)
+            )),
+            "key_changed"
+        );
+        // As large a tree as before under a chain that lost its last hand-over.
+        assert_eq!(
+            kind(check_foreign(
+                "r1",
+                &checkpoint(&k0, 9, 0),
+                &[h0],
+                Some(&seen)
+            )),
+            "key_changed"
+        );
     }
 }

@@ -29,6 +29,7 @@ mod redis;
 use serde::{Deserialize, Serialize};
 
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
+use crate::audit::{Handover, SignedCheckpoint};
 use crate::policy::{Entry, EntryId};
 use mayfly_sdk::revocation::Revocation;
 
@@ -246,6 +247,48 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
     async fn live_replicas(&self, now: i64) -> Result<Vec<ReplicaRecord>, StoreError>;
 
+    /// Publishes this replica's latest signed audit checkpoint, with its key hand-overs,
+    /// replacing the one published before: a witness outside the host that the other
+    /// replicas cross-check, and that this replica's log is compared with at its next start.
+    ///
+    /// The default (the embedded store, which has no one to witness for) does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`]; [`StoreError::Internal`] if `record.replica` is not
+    /// `replica`.
+    async fn publish_audit_checkpoint(
+        &self,
+        _replica: &str,
+        _record: &AuditAnchorRecord,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Every replica's published audit checkpoint, in replica id order. The default (the
+    /// embedded store) has none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`], or [`StoreError::Corrupt`] if a record cannot be
+    /// decoded (it names the replica).
+    async fn audit_checkpoints(&self) -> Result<Vec<AuditAnchorRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The audit checkpoint `replica` published last, if any. The default (the embedded
+    /// store) has none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn audit_checkpoint(
+        &self,
+        _replica: &str,
+    ) -> Result<Option<AuditAnchorRecord>, StoreError> {
+        Ok(None)
+    }
+
     /// What the store is, for status output, without secrets: `embedded
     /// <path>` or `redis <host:port>`.
     fn describe(&self) -> String;
@@ -272,6 +315,23 @@ pub struct ReplicaRecord {
     /// heartbeat by the longest JWT lifetime, so tokens it signed keep
     /// validating after it is gone.
     pub keep_until: i64,
+}
+
+/// A replica's latest signed audit checkpoint and the key hand-overs that vouch for it, as
+/// published to a shared store ([`Store::publish_audit_checkpoint`]). Everything in it is
+/// public (hashes, public keys, signatures): a reader checks it with
+/// [`crate::audit::check_foreign`], trusting nothing the store says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditAnchorRecord {
+    /// The replica whose log it is (also signed inside the checkpoint).
+    pub replica: String,
+    /// Its latest signed checkpoint.
+    pub checkpoint: SignedCheckpoint,
+    /// Its audit key's hand-overs, from the root key on (`keys.jsonl`).
+    pub keys: Vec<Handover>,
+    /// Unix seconds of this publication.
+    pub published_at: i64,
 }
 
 /// A change to shared state made by any replica (see [`Store::subscribe`]).

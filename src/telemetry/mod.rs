@@ -33,6 +33,8 @@
 //! | `mayfly_audit_head_sequence` | gauge | the last durable record's sequence number |
 //! | `mayfly_audit_anchor_writes_total` | counter | `outcome` (`ok`, `failed`): signed checkpoints written to `[audit] anchor_file` |
 //! | `mayfly_audit_anchored_sequence` | gauge | the sequence number of the last checkpoint anchored |
+//! | `mayfly_audit_witness_publishes_total` | counter | `outcome` (`ok`, `failed`): this replica's signed audit checkpoint published to the shared store, every 2 s (only with one) |
+//! | `mayfly_audit_witness_findings_total` | counter | `kind` (`regressed`, `forked`, `bad_signature`, `key_changed`): another replica's published checkpoint did not continue what this replica saw of it (only with a shared store; each kind starts at 0) |
 //! | `rpc_server_call_duration_seconds` | histogram | `rpc_system` (`grpc`), `rpc_service` (`mayfly.v1.Broker`, `mayfly.v1.Admin`), `rpc_method` (the service's methods, else `_OTHER`), `rpc_grpc_status_code`: from an RPC's call to the end of its response |
 
 use std::sync::{Arc, Weak};
@@ -399,6 +401,8 @@ pub struct BrokerMetrics {
     audit_head: Gauge<u64>,
     anchor_writes: Counter<u64>,
     anchored: Gauge<u64>,
+    witness_publishes: Counter<u64>,
+    witness_findings: Counter<u64>,
     signing: Histogram<f64>,
 }
 
@@ -474,7 +478,45 @@ impl BrokerMetrics {
                 .with_description("Sequence number of the last audit checkpoint anchored.")
                 .with_unit("{record}")
                 .build(),
+            witness_publishes: meter
+                .u64_counter("mayfly.audit.witness.publishes")
+                .with_description(
+                    "This replica's signed audit checkpoints published to the shared store, by outcome.",
+                )
+                .with_unit("{checkpoint}")
+                .build(),
+            witness_findings: meter
+                .u64_counter("mayfly.audit.witness.findings")
+                .with_description(
+                    "Other replicas' published audit checkpoints that did not continue what this replica saw of them, by kind.",
+                )
+                .with_unit("{finding}")
+                .build(),
         }
+    }
+
+    /// The audit witness started (with a shared store): every kind of finding is
+    /// exported from now on, at zero, so that the first finding is an increase an alert
+    /// rule sees rather than a new series.
+    pub fn witness_started(&self) {
+        for kind in crate::audit::WitnessProblem::KINDS {
+            self.witness_findings.add(0, &[KeyValue::new("kind", kind)]);
+        }
+    }
+
+    /// This replica's audit checkpoint was published to the shared store (`ok`), or
+    /// could not be.
+    pub fn witness_published(&self, ok: bool) {
+        self.witness_publishes.add(
+            1,
+            &[KeyValue::new("outcome", if ok { "ok" } else { "failed" })],
+        );
+    }
+
+    /// The audit witness found another replica's checkpoint of `kind` (one of
+    /// [`WitnessProblem::KINDS`](crate::audit::WitnessProblem::KINDS)).
+    pub fn witness_finding(&self, kind: &'static str) {
+        self.witness_findings.add(1, &[KeyValue::new("kind", kind)]);
     }
 
     /// A credential of `kind` (`jwt`, `x509`) was granted (`refusal` is

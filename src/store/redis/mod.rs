@@ -32,7 +32,9 @@ use self::scripts::{
     PRUNE_REVOCATIONS, PUBLISH_REPLICA, PUT_REVOCATION, RECORD_USAGE, REDEEM_JOIN_TOKEN,
     UPDATE_ENTRY, USE_ONCE, status,
 };
-use super::{RedeemError, ReplicaRecord, Store, StoreError, StoreEvent, UsageRecord};
+use super::{
+    AuditAnchorRecord, RedeemError, ReplicaRecord, Store, StoreError, StoreEvent, UsageRecord,
+};
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
 use crate::policy::{Entry, EntryId};
 
@@ -81,6 +83,7 @@ const REPLICA_GRACE_SECONDS: i64 = 60 * 60;
 /// | `{prefix}:challenge:{id}` | string | `expires_at` (8 bytes, big-endian), then the nonce |
 /// | `{prefix}:revocations` | hash | `kind:value` → [`Revocation`] JSON |
 /// | `{prefix}:replicas` | hash | replica id → [`ReplicaRecord`] JSON |
+/// | `{prefix}:audit` | hash | replica id → [`AuditAnchorRecord`] JSON: its latest signed audit checkpoint and key hand-overs (the audit witness) |
 /// | `{prefix}:version` | string | the change counter (an integer) |
 ///
 /// One-time keys and challenges are judged by the `now` the caller passes,
@@ -164,6 +167,7 @@ struct Names {
     usage: String,
     revocations: String,
     replicas: String,
+    audit: String,
     version: String,
     events: String,
 }
@@ -179,6 +183,7 @@ impl Names {
             usage: key("usage"),
             revocations: key("revocations"),
             replicas: key("replicas"),
+            audit: key("audit"),
             version: key("version"),
             events: key("events"),
             server,
@@ -599,6 +604,49 @@ impl Store for RedisStore {
         Ok(live)
     }
 
+    async fn publish_audit_checkpoint(
+        &self,
+        replica: &str,
+        record: &AuditAnchorRecord,
+    ) -> Result<(), StoreError> {
+        if record.replica != replica {
+            return Err(StoreError::Internal {
+                reason: format!(
+                    "audit checkpoint of replica {} published as replica {replica}",
+                    record.replica
+                ),
+            });
+        }
+        let _: i64 = self
+            .query(
+                redis::cmd("HSET")
+                    .arg(&self.names.audit)
+                    .arg(replica)
+                    .arg(encode("audit checkpoint of replica", replica, record)?),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<AuditAnchorRecord>, StoreError> {
+        self.hash_entries(&self.names.audit)
+            .await?
+            .iter()
+            .map(|(replica, json)| self.decode_audit(replica, json))
+            .collect()
+    }
+
+    async fn audit_checkpoint(
+        &self,
+        replica: &str,
+    ) -> Result<Option<AuditAnchorRecord>, StoreError> {
+        let json: Option<String> = self
+            .query(redis::cmd("HGET").arg(&self.names.audit).arg(replica))
+            .await?;
+        json.map(|json| self.decode_audit(replica, &json))
+            .transpose()
+    }
+
     fn describe(&self) -> String {
         format!("redis {} (prefix {})", self.names.server, self.names.prefix)
     }
@@ -609,6 +657,21 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// An audit checkpoint record, which must be the replica's whose field holds it.
+    fn decode_audit(&self, replica: &str, json: &str) -> Result<AuditAnchorRecord, StoreError> {
+        let record: AuditAnchorRecord =
+            self.decode("audit checkpoint of replica", replica, json)?;
+        if record.replica != replica {
+            return Err(StoreError::Corrupt {
+                reason: format!(
+                    "the audit checkpoint kept for replica {replica} in redis {} is replica {}'s",
+                    self.names.server, record.replica
+                ),
+            });
+        }
+        Ok(record)
+    }
+
     /// Deletes replica records dead for longer than the grace period, each
     /// only if unchanged since it was read.
     async fn forget_replicas(&self, dead: &[(String, String)]) -> Result<(), StoreError> {
