@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::verify::ChainBreak;
+use super::breaks::ChainBreak;
 
 /// Why an audit operation failed.
 ///

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::AuditError;
+use super::breaks::ChainBreak;
 use super::checkpoint::{self, Checkpoint, CheckpointState};
 use super::private;
 use super::record::{AuditEvent, AuditReceipt, Outcome};
 use super::seal::{AUDIT_ACTOR, AuditSigner, KEY_FILE, NEXT_KEY_FILE, SignedCheckpoint};
 use super::trust::{self, Facts, KeysFile};
-use super::verify::{ChainBreak, LOG_FILE, Scan, VerifyOptions, scan};
+use super::verify::{LOG_FILE, Scan, VerifyOptions, scan};
 use super::writer::{self, Command, MAX_BATCH, Seal, Writer};
 
 /// Appends waiting for the writer; beyond this, `append` waits for room (backpressure)

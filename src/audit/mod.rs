@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+mod breaks;
 mod checkpoint;
 mod error;
 mod log;
@@ -56,6 +57,7 @@ mod trust;
 mod verify;
 mod writer;
 
+pub use breaks::{BreakKind, ChainBreak};
 pub use checkpoint::read_checkpoint;
 pub use error::AuditError;
 pub use log::AuditLog;
@@ -71,7 +73,7 @@ pub use seal::{
 };
 pub use tail::tail;
 pub use trust::{KeyEpoch, Seen, WitnessProblem, check_foreign};
-pub use verify::{BreakKind, ChainBreak, VerifyOptions, VerifyReport, verify, verify_with};
+pub use verify::{VerifyOptions, VerifyReport, verify, verify_with};
 pub use writer::CommitObserver;
 
 #[cfg(test)]

@@ -14,9 +14,9 @@ use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::path::Path;
 
 use super::AuditError;
+use super::breaks::{BreakKind, ChainBreak};
 use super::merkle::{self, Hash};
 use super::seal::{AuditPublicKey, Handover, SignedCheckpoint};
-use super::verify::{BreakKind, ChainBreak};
 
 /// File name of the key chain inside the audit directory.
 pub(super) const KEYS_FILE: &str = "keys.jsonl";
