@@ -70,7 +70,7 @@ fn status_text(status: &ServerStatusResponse) -> String {
         ("bundle sequence", status.bundle_sequence.to_string()),
         ("version", status.version.clone()),
         (
-            "audit signed through",
+            "audit signed",
             format!(
                 "seq {} (key epoch {}, root key {})",
                 status.audit_signed_seq, status.audit_key_epoch, status.audit_root_key
