@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::Read as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -174,15 +174,7 @@ impl Site {
                     .push_str(&String::from_utf8_lossy(&buffer[..n]));
             }
         });
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if sender.send(line.unwrap_or_default()).is_err() {
-                    break;
-                }
-            }
-        });
+        let receiver = common::line_channel(child.stdout.take().unwrap());
         let mut banner = String::new();
         loop {
             match receiver.recv_timeout(Duration::from_secs(60)) {

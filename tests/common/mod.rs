@@ -45,6 +45,24 @@ pub struct Svid {
     pub bundle: pb::Bundle,
 }
 
+/// The lines a child process writes to `stdout`, sent one by one on a channel by a thread of
+/// their own, so that a test can wait for a banner line with a timeout; the channel closes
+/// when the child closes its stdout.
+pub fn line_channel(
+    stdout: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if sender.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
 pub fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let body = base64::engine::general_purpose::STANDARD.encode(der);
