@@ -227,15 +227,14 @@ impl AuditLog {
         }
         let head = writer.head.clone();
         // The first signed checkpoint of this run, before anything is appended.
-        writer.unanchored = true;
-        writer.checkpoint();
-        if writer.unanchored {
-            return Err(AuditError::io(
-                "write the signed checkpoint in",
-                dir,
-                std::io::Error::other("see the warning above"),
-            ));
-        }
+        let signed = writer
+            .signed_head()
+            .ok_or_else(|| AuditError::key("no audit key after the hand-over"))?;
+        writer
+            .places()
+            .write(&signed)
+            .map_err(|e| AuditError::io("write the signed checkpoint in", dir, e))?;
+        writer.unanchored = false;
         tracing::info!(dir = %dir.display(), head_seq = head.seq, "audit log open");
         Self::start(writer)
     }

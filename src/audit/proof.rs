@@ -36,11 +36,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::AuditError;
+use super::breaks::BreakKind;
 use super::checkpoint::{self, CHECKPOINT_FILE, CheckpointState};
 use super::merkle::{self, Hash, ProofError};
 use super::record::{LineFault, parse_line};
 use super::seal::{AuditPublicKey, Handover, SignedCheckpoint};
-use super::trust::KeyEpoch;
+use super::trust::{KeyEpoch, follows, signing_position};
 use super::verify::{LOG_FILE, VerifyOptions, VerifyReport, verify_with};
 
 /// The largest bundle [`ProofBundle::from_json`] reads. A bundle grows with its key chain
@@ -370,14 +371,12 @@ fn checked(
     Ok((report, current))
 }
 
-/// The hand-overs from the root key up to the key that signed `checkpoint`, as
-/// `Facts::key_for` finds it.
+/// The hand-overs from the root key up to the key that signed `checkpoint`.
 fn chain_for(
     keys: &[KeyEpoch],
     checkpoint: &SignedCheckpoint,
 ) -> Result<Vec<Handover>, AuditError> {
-    let epochs: Vec<(u64, u64)> = keys.iter().map(|k| (k.epoch, k.from_size)).collect();
-    let position = key_position(&epochs, checkpoint.epoch, checkpoint.seq).ok_or_else(|| {
+    let position = signing_position(keys, checkpoint.epoch, checkpoint.seq).ok_or_else(|| {
         AuditError::proof(format!(
             "no key of the log's chain signs for epoch {} at size {}",
             checkpoint.epoch, checkpoint.seq
@@ -388,17 +387,6 @@ fn chain_for(
         .take(position + 1)
         .map(|key| key.handover.clone())
         .collect())
-}
-
-/// Where in `epochs` (epoch, from size) the key of `epoch` that may sign a checkpoint of
-/// `size` records is: from the size it took over at up to the size its successor took
-/// over at, inclusive (as `Facts::key_for`).
-fn key_position(epochs: &[(u64, u64)], epoch: u64, size: u64) -> Option<usize> {
-    let position = epochs
-        .iter()
-        .rposition(|&(e, from)| e == epoch && from <= size)?;
-    let until = epochs.get(position + 1).map_or(u64::MAX, |&(_, from)| from);
-    (size <= until).then_some(position)
 }
 
 /// The leaf hashes of the first records of a log, and one record's line.
@@ -456,106 +444,73 @@ fn check_root(leaves: &[Hash], checkpoint: &SignedCheckpoint) -> Result<(), Audi
 
 /// The key chain of a bundle, as followed from the pinned root key.
 struct Chain {
-    /// (epoch, key, size it took over at), in order.
-    keys: Vec<(u64, AuditPublicKey, u64)>,
+    /// The keys, in order (the first is the pinned root key).
+    keys: Vec<KeyEpoch>,
     root: AuditPublicKey,
     warnings: Vec<String>,
 }
 
 impl Chain {
-    /// Follows `handovers` from `pinned`: the first is the pinned root key (epoch 0,
-    /// unsigned), each next one is signed by the key before it with the next epoch, or is
-    /// a restarted root key with the operator's reason (a warning).
+    /// Follows `handovers` from `pinned` by the log's own rule ([`follows`]): the first is
+    /// the pinned root key (epoch 0, unsigned), each next one is signed by the key before
+    /// it with the next epoch, or is a restarted root key with the operator's reason (a
+    /// warning). A bundle also has its hand-overs in size order.
     fn follow(handovers: &[Handover], pinned: &AuditPublicKey) -> Result<Chain, AuditError> {
-        let Some((first, rest)) = handovers.split_first() else {
+        if handovers.is_empty() {
             return Err(AuditError::proof(
                 "the bundle holds no key hand-over: nothing leads from the pinned root key \
                  to the key that signed the checkpoint",
             ));
-        };
-        let root = first
-            .key()
-            .map_err(|e| AuditError::proof(format!("key hand-over 1 (the root key): {e}")))?;
-        if first.epoch != 0 {
-            return Err(AuditError::proof(format!(
-                "the bundle's key chain starts at epoch {}, not at a root key (epoch 0)",
-                first.epoch
-            )));
-        }
-        if first.signature.is_some() {
-            return Err(AuditError::proof(
-                "the bundle's root key (epoch 0) carries a signature: a root key is trusted \
-                 by being pinned, never by a signature",
-            ));
-        }
-        if root != *pinned {
-            return Err(AuditError::proof(format!(
-                "the bundle's root audit key is {}, not the pinned key {}: the log was \
-                 started, or re-made, under another key",
-                root.id(),
-                pinned.id()
-            )));
         }
         let mut chain = Chain {
-            keys: vec![(0, root, first.size)],
-            root,
+            keys: Vec::with_capacity(handovers.len()),
+            root: *pinned,
             warnings: Vec::new(),
         };
-        for (i, handover) in rest.iter().enumerate() {
-            chain.admit(i + 2, handover)?;
+        for (number, handover) in (1..).zip(handovers) {
+            chain.admit(number, handover, pinned)?;
         }
         Ok(chain)
     }
 
     /// Checks hand-over number `number` (1-based) against the key before it.
-    fn admit(&mut self, number: usize, handover: &Handover) -> Result<(), AuditError> {
-        let Some(&(previous_epoch, previous, previous_size)) = self.keys.last() else {
-            return Err(AuditError::proof("the key chain is empty"));
-        };
-        let key = handover
-            .key()
-            .map_err(|e| AuditError::proof(format!("key hand-over {number}: {e}")))?;
-        if handover.size < previous_size {
+    fn admit(
+        &mut self,
+        number: usize,
+        handover: &Handover,
+        pinned: &AuditPublicKey,
+    ) -> Result<(), AuditError> {
+        let key = handover.key().map_err(|e| {
+            let which = if number == 1 { " (the root key)" } else { "" };
+            AuditError::proof(format!("key hand-over {number}{which}: {e}"))
+        })?;
+        let previous = self.keys.last();
+        if let Some(previous) = previous
+            && handover.size < previous.from_size
+        {
             return Err(AuditError::proof(format!(
                 "key hand-over {number} (epoch {}) is at size {}, before the one before it \
-                 (size {previous_size}): the hand-overs are out of order",
-                handover.epoch, handover.size
+                 (size {}): the hand-overs are out of order",
+                handover.epoch, handover.size, previous.from_size
             )));
         }
-        if handover.epoch == 0 {
-            let Some(reason) = &handover.reason else {
-                return Err(AuditError::proof(format!(
-                    "key hand-over {number} starts a new root key at size {} without an \
-                     operator's reason, and no earlier key signed it",
-                    handover.size
-                )));
-            };
-            self.warnings.push(format!(
+        match follows(handover, &key, previous, Some(*pinned), 0) {
+            Ok(None) => {}
+            Ok(Some(reason)) => self.warnings.push(format!(
                 "at size {} the key chain restarts with root key {}, which no earlier key \
                  signed: an operator accepted it, giving the reason \"{reason}\"; what it \
                  signs is trusted on that operator's word, not by the pinned key",
                 handover.size,
                 key.id()
-            ));
-        } else {
-            let expected = previous_epoch.saturating_add(1);
-            if handover.epoch != expected {
-                return Err(AuditError::proof(format!(
-                    "key hand-over {number}: expected audit key epoch {expected}, found {}: a \
-                     hand-over was removed from the bundle, or replayed",
-                    handover.epoch
-                )));
-            }
-            if !handover.verifies_with(&previous) {
-                return Err(AuditError::proof(format!(
-                    "key hand-over {number} (to epoch {}) is not signed by the key of epoch \
-                     {previous_epoch} ({}): it was forged",
-                    handover.epoch,
-                    previous.id()
-                )));
-            }
+            )),
+            Err(kind) => return Err(refusal(number, handover, previous, &kind)),
         }
-        self.keys.push((handover.epoch, key, handover.size));
+        self.keys.push(KeyEpoch {
+            epoch: handover.epoch,
+            key,
+            from_size: handover.size,
+            handover: handover.clone(),
+        });
         Ok(())
     }
 
@@ -566,10 +521,9 @@ impl Chain {
         checkpoint: &SignedCheckpoint,
         what: &str,
     ) -> Result<AuditPublicKey, AuditError> {
-        let epochs: Vec<(u64, u64)> = self.keys.iter().map(|&(e, _, from)| (e, from)).collect();
-        let key = key_position(&epochs, checkpoint.epoch, checkpoint.seq)
+        let key = signing_position(&self.keys, checkpoint.epoch, checkpoint.seq)
             .and_then(|position| self.keys.get(position))
-            .map(|&(_, key, _)| key)
+            .map(|epoch| epoch.key)
             .ok_or_else(|| {
                 AuditError::proof(format!(
                     "the {what} (size {}) names key epoch {}, but no key of that epoch in the \
@@ -608,6 +562,45 @@ impl Chain {
             warnings: self.warnings.clone(),
         }
     }
+}
+
+/// Why hand-over number `number` breaks the bundle's key chain, in a bundle's words (the
+/// log's [`BreakKind`] names lines of a log the bundle does not carry).
+fn refusal(
+    number: usize,
+    handover: &Handover,
+    previous: Option<&KeyEpoch>,
+    kind: &BreakKind,
+) -> AuditError {
+    let reason = match (kind, previous) {
+        (BreakKind::EpochOutOfOrder { found, .. }, None) => {
+            format!("the bundle's key chain starts at epoch {found}, not at a root key (epoch 0)")
+        }
+        (BreakKind::EpochOutOfOrder { expected, found }, Some(_)) => format!(
+            "key hand-over {number}: expected audit key epoch {expected}, found {found}: a \
+             hand-over was removed from the bundle, or replayed"
+        ),
+        (BreakKind::KeyRecord { .. }, None) => "the bundle's root key (epoch 0) carries a \
+             signature: a root key is trusted by being pinned, never by a signature"
+            .to_owned(),
+        (BreakKind::KeyRecord { .. }, Some(_)) => format!(
+            "key hand-over {number} starts a new root key at size {} without an operator's \
+             reason, and no earlier key signed it",
+            handover.size
+        ),
+        (BreakKind::UnpinnedKey { found, pinned }, _) => format!(
+            "the bundle's root audit key is {found}, not the pinned key {pinned}: the log was \
+             started, or re-made, under another key"
+        ),
+        (BreakKind::HandoverSignature { epoch, .. }, Some(previous)) => format!(
+            "key hand-over {number} (to epoch {epoch}) is not signed by the key of epoch {} \
+             ({}): it was forged",
+            previous.epoch,
+            previous.key.id()
+        ),
+        (other, _) => format!("key hand-over {number}: {other:?}"),
+    };
+    AuditError::proof(reason)
 }
 
 /// Checks an inclusion bundle's record and proof against its (already verified)

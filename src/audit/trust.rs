@@ -190,20 +190,10 @@ impl Facts {
         Ok(())
     }
 
-    /// Whether the key of `epoch` may sign a checkpoint of `size` records: from the size
-    /// it took over at up to the size its successor took over at (the last checkpoint an
-    /// old key signs can share its size with the hand-over).
+    /// The key of `epoch` that may sign a checkpoint of `size` records (see
+    /// [`signing_position`]).
     fn key_for(&self, epoch: u64, size: u64) -> Option<&KeyEpoch> {
-        let position = self
-            .epochs
-            .iter()
-            .rposition(|key| key.epoch == epoch && key.from_size <= size)?;
-        let until = self
-            .epochs
-            .get(position + 1)
-            .map_or(u64::MAX, |next| next.from_size);
-        let key = self.epochs.get(position)?;
-        (size <= until).then_some(key)
+        signing_position(&self.epochs, epoch, size).and_then(|position| self.epochs.get(position))
     }
 
     /// Why `checkpoint` does not vouch for this log, if it does not: `None` when its key
@@ -233,13 +223,27 @@ impl Facts {
     }
 }
 
+/// Where in `epochs` the key of `epoch` is that may sign a checkpoint of `size` records:
+/// from the size it took over at up to the size its successor took over at (the last
+/// checkpoint an old key signs can share its size with the hand-over). The log's scan, the
+/// witness and the proof verifier all judge signatures by this one rule.
+pub(super) fn signing_position(epochs: &[KeyEpoch], epoch: u64, size: u64) -> Option<usize> {
+    let position = epochs
+        .iter()
+        .rposition(|key| key.epoch == epoch && key.from_size <= size)?;
+    let until = epochs
+        .get(position + 1)
+        .map_or(u64::MAX, |next| next.from_size);
+    (size <= until).then_some(position)
+}
+
 /// Whether `handover` (introducing `key`) may follow `current`, the last key of the chain
 /// so far: a root key (epoch 0, unsigned, matching `pinned` when given) starts a chain; the
 /// next epoch must be signed by the key before it; a new root key over an existing chain
 /// needs the operator's reason, which is returned (`Some`) so the caller can tell of it.
 /// Only the keys are judged here, not the tree the hand-over pins: the log's own scan
 /// ([`Facts::follow`]) checks that, a witness without the log ([`check_foreign`]) cannot.
-fn follows<'h>(
+pub(super) fn follows<'h>(
     handover: &'h Handover,
     key: &AuditPublicKey,
     current: Option<&KeyEpoch>,
@@ -275,9 +279,10 @@ fn follows<'h>(
             found: epoch,
         }),
         (epoch, Some(current)) => {
-            if epoch != current.epoch + 1 {
+            let expected = current.epoch.saturating_add(1);
+            if epoch != expected {
                 return Err(BreakKind::EpochOutOfOrder {
-                    expected: current.epoch + 1,
+                    expected,
                     found: epoch,
                 });
             }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::AuditError;
 use super::checkpoint::{self, Checkpoint};
-use super::merkle::{self, Frontier, Hash};
+use super::merkle::{self, Frontier};
 use super::record::{AuditEvent, AuditReceipt, canonical_bytes, line_bytes, normalize, sha256_hex};
 use super::seal::{
     AuditSigner, Handover, KEY_FILE, NEXT_KEY_FILE, SignedCheckpoint, handover_body,
@@ -89,11 +89,13 @@ pub(super) struct Seal {
     pub(super) published: Arc<watch::Sender<Option<SignedCheckpoint>>>,
 }
 
-/// What the checkpoint thread signs: a head, the root there, and the key in force.
+/// What the checkpoint thread signs: a head, the tree there, and the key in force.
 #[derive(Debug)]
 pub(super) struct Head {
     head: Checkpoint,
-    root: Hash,
+    /// The tree at `head`; its root is computed when the checkpoint is signed (about once a
+    /// second), not for every batch the writer hands over.
+    tree: Frontier,
     signer: Arc<AuditSigner>,
 }
 
@@ -268,7 +270,7 @@ pub(super) struct Places {
 impl Places {
     /// Signs a checkpoint of `head` and writes it to every place. The log's own copy must
     /// be written; an anchor that cannot be is logged (it never blocks issuance).
-    fn write(&self, head: &Head) -> io::Result<()> {
+    pub(super) fn write(&self, head: &Head) -> io::Result<()> {
         let time = OffsetDateTime::now_utc()
             .format(TIME_FORMAT)
             .map_err(io::Error::other)?;
@@ -276,7 +278,7 @@ impl Places {
             &head.signer,
             head.head.seq,
             head.head.hash.clone(),
-            &head.root,
+            &head.tree.root(),
             time,
             self.replica.clone(),
         );
@@ -406,10 +408,10 @@ impl Writer {
     }
 
     /// The head to sign now, if there is a key.
-    fn signed_head(&self) -> Option<Head> {
+    pub(super) fn signed_head(&self) -> Option<Head> {
         Some(Head {
             head: self.head.clone(),
-            root: self.frontier.root(),
+            tree: self.frontier.clone(),
             signer: Arc::clone(self.seal.signer.as_ref()?),
         })
     }
