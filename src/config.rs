@@ -55,6 +55,9 @@
 //! key_dir = "/var/lib/mayfly-audit-key"  # default <data_dir>/audit-key
 //! key_epoch = "1h"                 # a new key this often (and at every start)
 //! anchor_file = "/mnt/witness/mayfly-checkpoint.json"  # another volume; off by default
+//! segment_max_size = "64MiB"       # seal the live segment at this size…
+//! segment_max_age = "24h"          # …or when its first record is this old
+//! retention = "2190d"              # remove sealed segments older than this; default: keep all
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -401,6 +404,12 @@ pub struct AuditConfig {
     /// Start on a log that does not continue its anchored history, for this
     /// reason (`--accept-audit-rollback`; never from a file).
     pub accept_divergence: Option<String>,
+    /// The live segment is sealed at this many bytes (`segment_max_size`).
+    pub segment_max_bytes: Option<u64>,
+    /// … or when its first record is this old.
+    pub segment_max_age: Option<Duration>,
+    /// Sealed segments older than this are removed; `None` keeps them all.
+    pub retention: Option<Duration>,
 }
 
 /// The default audit key epoch.
@@ -508,6 +517,9 @@ struct FileAudit {
     key_dir: Option<PathBuf>,
     key_epoch: Option<String>,
     anchor_file: Option<PathBuf>,
+    segment_max_size: Option<String>,
+    segment_max_age: Option<String>,
+    retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -731,6 +743,16 @@ impl Config {
         if let Some(anchor) = &file.audit.anchor_file {
             self.audit.anchor_file = Some(anchor.clone());
         }
+        if let Some(size) = &file.audit.segment_max_size {
+            self.audit.segment_max_bytes = Some(parse_size("audit.segment_max_size", size)?);
+        }
+        if let Some(age) = &file.audit.segment_max_age {
+            self.audit.segment_max_age =
+                Some(parse_duration("audit.segment_max_age", &file_raw(age))?);
+        }
+        if let Some(retention) = &file.audit.retention {
+            self.audit.retention = Some(parse_duration("audit.retention", &file_raw(retention))?);
+        }
         if let Some(url) = &file.store.url {
             self.store = parse_store("store.url", url, file.store.prefix.as_deref())?;
         } else if file.store.prefix.is_some() {
@@ -892,6 +914,32 @@ impl Config {
                 "must be between 1m and 168h (a key stolen can re-sign at most one epoch)".into(),
             ));
         }
+        if let Some(size) = self.audit.segment_max_bytes
+            && !(4 << 10..=4 << 30).contains(&size)
+        {
+            return Err(invalid(
+                "audit.segment_max_size",
+                "must be between 4KiB and 4GiB".into(),
+            ));
+        }
+        if let Some(age) = self.audit.segment_max_age
+            && (age < Duration::from_secs(60) || age > Duration::from_secs(31 * 86_400))
+        {
+            return Err(invalid(
+                "audit.segment_max_age",
+                "must be between 1m and 31d".into(),
+            ));
+        }
+        if let Some(retention) = self.audit.retention
+            && retention < Duration::from_secs(3600)
+        {
+            return Err(invalid(
+                "audit.retention",
+                "must be at least 1h (what is past it is deleted; leave it out to keep every \
+                 segment)"
+                    .into(),
+            ));
+        }
         if self.revocation_staleness < Duration::from_secs(1)
             || self.revocation_staleness > Duration::from_secs(300)
         {
@@ -985,6 +1033,12 @@ impl Config {
         let mut options = crate::audit::AuditOptions::new(key_dir);
         options.key_epoch = self.audit.key_epoch.unwrap_or(DEFAULT_AUDIT_KEY_EPOCH);
         options.anchor = self.audit.anchor_file.clone();
+        let defaults = crate::audit::Rotation::default();
+        options.rotation = crate::audit::Rotation {
+            max_bytes: self.audit.segment_max_bytes.unwrap_or(defaults.max_bytes),
+            max_age: self.audit.segment_max_age.unwrap_or(defaults.max_age),
+            retention: self.audit.retention,
+        };
         options.accept_divergence = self.audit.accept_divergence.clone();
         options.replica = replica.to_owned();
         options
@@ -1015,6 +1069,32 @@ fn parse_addr(setting: &'static str, raw: &Raw<'_>) -> Result<SocketAddr, Config
             raw.value
         ),
     })
+}
+
+/// Reads a size like `64MiB`, `512KiB`, `1GiB` or a number of bytes.
+fn parse_size(setting: &'static str, value: &str) -> Result<u64, ConfigError> {
+    let text = value.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim() {
+        "" | "B" => Some(0),
+        "KiB" => Some(10),
+        "MiB" => Some(20),
+        "GiB" => Some(30),
+        _ => None,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .zip(shift)
+        .and_then(|(number, shift)| number.checked_mul(1 << shift))
+        .ok_or_else(|| ConfigError::Invalid {
+            setting,
+            source_name: "config file".into(),
+            reason: format!("{value:?} is not a size like 64MiB, 512KiB, 1GiB or 65536"),
+        })
 }
 
 fn parse_duration(setting: &'static str, raw: &Raw<'_>) -> Result<Duration, ConfigError> {

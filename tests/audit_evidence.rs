@@ -611,7 +611,7 @@ async fn kill_9_under_load_loses_no_acknowledged_record_and_the_log_verifies() {
         for (dir, expected) in [
             (
                 site.audit(),
-                &["audit.log", "checkpoint.json", "keys.jsonl"][..],
+                &["audit.log", "audit.lock", "checkpoint.json", "keys.jsonl"][..],
             ),
             (site.keys(), &["audit-key.json", "audit-root.pub"][..]),
             (site.witness(), &["anchor.json"][..]),
@@ -1167,4 +1167,175 @@ fn audit_settings_that_cannot_be_used_stop_the_server_before_it_starts() {
     site.configure("key_epoch = \"1m\"");
     site.start().stop();
     assert!(site.keys().join("audit-key.json").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Segments
+
+/// Rebuilds a sealed segment's Merkle root from its seal's frontier and its lines with
+/// python3's hashlib, checking each record's hash and `prev` link on the way: nothing of
+/// this crate reads the segment. Prints the root.
+const SEGMENT_SCRIPT: &str = r#"
+import hashlib, json, sys
+seal = json.load(open(sys.argv[2]))
+def h(*parts): return hashlib.sha256(b"".join(parts)).digest()
+size, peaks = seal["first"] - 1, [bytes.fromhex(p) for p in seal["start"]]
+if len(peaks) != bin(size).count("1"): sys.exit("frontier shape")
+prev, seq = seal["prev"], seal["first"]
+for line in open(sys.argv[1], "rb").read().split(b"\n")[:-1]:
+    record = json.loads(line)
+    cut = line.rindex(b',"hash":"')
+    if hashlib.sha256(line[:cut] + b"}").hexdigest() != record["hash"]: sys.exit(f"hash of {seq}")
+    if record["seq"] != seq or record["prev"] != prev: sys.exit(f"chain at {seq}")
+    carry, bits = h(b"\x00", line), size
+    while bits & 1:
+        carry = h(b"\x01", peaks.pop(), carry); bits >>= 1
+    peaks.append(carry); size += 1
+    prev, seq = record["hash"], seq + 1
+if size != seal["last"] or prev != seal["checkpoint"]["hash"]: sys.exit("end")
+root = peaks[-1]
+for left in reversed(peaks[:-1]): root = h(b"\x01", left, root)
+print(root.hex())
+"#;
+
+/// With `[audit] segment_max_size = "4KiB"`, a running broker seals its log into segments
+/// while workloads mint; the chain runs on across them and the log verifies against the
+/// pinned key. Each segment verifies on its own with `mayfly audit verify-segment`, and
+/// independently: python3 rebuilds its root from the seal's frontier and its records, and
+/// openssl checks the seal's signature with the key of its epoch. An edited record in a
+/// segment is named by both commands (file and seq), next to the untouched control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_broker_seals_segments_that_each_verify_alone_and_independently() {
+    use base64::Engine as _;
+    let site = Site::new("segment_max_size = \"4KiB\"");
+    let broker = site.start();
+    let workload = broker.enroll("/segments").await;
+    let client = broker.client(&workload).await;
+    let mut jtis = BTreeSet::new();
+    for _ in 0..40 {
+        jtis.insert(mint(&client).await.unwrap());
+    }
+    broker.stop();
+    let pinned = site.pin_root_key("pinned-root.pub");
+
+    let (code, out) = site.verify(&["--public-key", path(&pinned)]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("sealed segment(s) and audit.log"), "{out}");
+    // Every mint is in the log, whichever file holds it.
+    let logged: BTreeSet<String> = tail(&site)
+        .iter()
+        .filter(|record| record["action"] == "jwt.mint")
+        .map(|record| record["jti"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(jtis.is_subset(&logged), "every mint is audited");
+
+    let segments = site.audit().join("segments");
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    logs.sort();
+    assert!(logs.len() >= 3, "40 mints in 4 KiB segments: {logs:?}");
+    let work = tempfile::tempdir().unwrap();
+    let script = work.path().join("segment.py");
+    std::fs::write(&script, SEGMENT_SCRIPT).unwrap();
+    for log in &logs {
+        let output = Command::new(MAYFLY)
+            .args(["audit", "verify-segment"])
+            .arg(log)
+            .arg("--public-key")
+            .arg(&pinned)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        assert!(
+            text(&output).contains("segment OK: records"),
+            "{}",
+            text(&output)
+        );
+
+        let seal_path = log.with_extension("seal.json");
+        let seal: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&seal_path).unwrap()).unwrap();
+        let python = Command::new("python3")
+            .arg(&script)
+            .arg(log)
+            .arg(&seal_path)
+            .output()
+            .expect("python3 is needed for this test");
+        assert!(python.status.success(), "{}", text(&python));
+        let root = String::from_utf8(python.stdout).unwrap();
+        assert_eq!(root.trim(), seal["checkpoint"]["root"], "python's root");
+
+        // The key of the seal's epoch (the last hand-over it carries), as openssl reads it.
+        let checkpoint: mayfly::audit::SignedCheckpoint =
+            serde_json::from_value(seal["checkpoint"].clone()).unwrap();
+        let keys = seal["keys"].as_array().unwrap();
+        let signer = keys.last().unwrap();
+        assert_eq!(signer["epoch"], seal["checkpoint"]["epoch"]);
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(signer["public_key"].as_str().unwrap())
+            .unwrap();
+        let mut spki = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        spki.extend_from_slice(&raw);
+        std::fs::write(work.path().join("key.der"), spki).unwrap();
+        std::fs::write(
+            work.path().join("body"),
+            mayfly::audit::checkpoint_body(&checkpoint),
+        )
+        .unwrap();
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(&checkpoint.signature)
+            .unwrap();
+        std::fs::write(work.path().join("sig"), signature).unwrap();
+        let openssl = Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-pubin", "-keyform", "DER", "-rawin"])
+            .arg("-inkey")
+            .arg(work.path().join("key.der"))
+            .arg("-in")
+            .arg(work.path().join("body"))
+            .arg("-sigfile")
+            .arg(work.path().join("sig"))
+            .output()
+            .expect("openssl is needed for this test");
+        assert!(openssl.status.success(), "{}", text(&openssl));
+    }
+
+    // An edited record in the second segment, its own hash recomputed.
+    let target = &logs[1];
+    let original = std::fs::read_to_string(target).unwrap();
+    let mut lines: Vec<String> = original.lines().map(str::to_owned).collect();
+    let record: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+    let seq = record["seq"].as_u64().unwrap();
+    let (body, _) = split_hash(&lines[2]);
+    let edited = body.replacen("\"outcome\":\"granted\"", "\"outcome\":\"refused\"", 1);
+    assert_ne!(edited, body, "{body}");
+    lines[2] = format!(
+        "{edited},\"hash\":\"{}\"}}",
+        sha256_hex(format!("{edited}}}").as_bytes())
+    );
+    std::fs::write(target, lines.join("\n") + "\n").unwrap();
+    let output = Command::new(MAYFLY)
+        .args(["audit", "verify-segment"])
+        .arg(target)
+        .arg("--public-key")
+        .arg(&pinned)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("does NOT hold"), "{}", text(&output));
+    let (code, out) = site.verify(&["--public-key", path(&pinned)]);
+    assert_eq!(code, Some(1), "{out}");
+    let name = target.file_name().unwrap().to_str().unwrap();
+    assert!(
+        out.contains(&format!("segments/{name} line"))
+            && out.contains(&format!("(seq {}", seq + 1)),
+        "the next record's link names the file and seq: {out}"
+    );
+    // Control: restored, both hold again.
+    std::fs::write(target, original).unwrap();
+    assert_eq!(site.verify(&["--public-key", path(&pinned)]).0, Some(0));
 }

@@ -5,7 +5,10 @@ use std::fmt;
 /// Where and how the chain breaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainBreak {
-    /// 1-based line number in `audit.log`. For [`BreakKind::Truncated`], the line where the
+    /// The file the line is in, relative to the audit directory, when it is a sealed
+    /// segment (`segments/audit-<first>.log`); `None` for `audit.log`.
+    pub file: Option<String>,
+    /// 1-based line number in `audit.log` (or in `file`). For [`BreakKind::Truncated`], the line where the
     /// next record should have been.
     pub line: u64,
     /// The seq written on that line, if it could be read.
@@ -115,14 +118,27 @@ pub enum BreakKind {
         /// The epoch found.
         found: u64,
     },
+    /// The log starts after seq 1 (`segments/start.json`), but no `audit.retention.removed`
+    /// record accounts for the records before: segments were removed by hand.
+    Removed {
+        /// The last seq that is gone.
+        through: u64,
+        /// The furthest seq a retention record accounts for (0: none).
+        accounted: u64,
+    },
 }
 
 impl fmt::Display for ChainBreak {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let line = self.line;
+        let file = self
+            .file
+            .as_ref()
+            .map(|file| format!("{file} "))
+            .unwrap_or_default();
         let at = match self.seq {
-            Some(seq) => format!("line {line} (seq {seq})"),
-            None => format!("line {line}"),
+            Some(seq) => format!("{file}line {line} (seq {seq})"),
+            None => format!("{file}line {line}"),
         };
         match &self.kind {
             BreakKind::Unparseable { reason } => {
@@ -217,6 +233,19 @@ impl fmt::Display for ChainBreak {
                 f,
                 "{at}: expected audit key epoch {expected}, found {found}: a key hand-over \
                  was removed or replayed"
+            ),
+            BreakKind::Removed {
+                through,
+                accounted: 0,
+            } => write!(
+                f,
+                "records 1 to {through} are gone and no audit.retention.removed record \
+                 accounts for them: segments were removed by hand"
+            ),
+            BreakKind::Removed { through, accounted } => write!(
+                f,
+                "records 1 to {through} are gone, but retention accounts only for records \
+                 1 to {accounted}: segments were removed by hand"
             ),
         }
     }

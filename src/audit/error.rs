@@ -115,6 +115,16 @@ pub enum AuditError {
         reason: String,
     },
 
+    /// A segment of the log, its seal or `segments/start.json` does not hold, or cannot be
+    /// made: the reason names the seq and the check.
+    #[error("audit segment {path}: {reason}")]
+    Segment {
+        /// The segment's or the seal's file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// An event could not be encoded as JSON. Not expected: every field is a string or a
     /// JSON value; kept so that a bug fails the request instead of the writer.
     #[error("audit event could not be encoded: {reason}")]

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::fs::{File, TryLockError};
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,9 +13,13 @@ use super::checkpoint::{self, Checkpoint, CheckpointState};
 use super::private;
 use super::record::{AuditEvent, AuditReceipt, Outcome};
 use super::seal::{AUDIT_ACTOR, AuditSigner, KEY_FILE, NEXT_KEY_FILE, SignedCheckpoint};
+use super::segment::Layout;
 use super::trust::{self, Facts, KeysFile};
 use super::verify::{LOG_FILE, Scan, VerifyOptions, scan};
-use super::writer::{self, Command, MAX_BATCH, Seal, Writer};
+use super::writer::{self, Command, MAX_BATCH, Rotation, Seal, SegmentState, Writer};
+
+/// The lock file that keeps a second writer off the log.
+const LOCK_FILE: &str = "audit.lock";
 
 /// Appends waiting for the writer; beyond this, `append` waits for room (backpressure)
 /// instead of queueing without bound while the disk is slow.
@@ -83,6 +86,9 @@ pub struct AuditOptions {
     /// Checkpoints of this log that witnesses outside the host hold (the shared store's
     /// copy), each with where it came from; compared like the anchor file's.
     pub anchored: Vec<(String, SignedCheckpoint)>,
+    /// When the live segment is sealed and a new one started, and how long sealed segments
+    /// are kept.
+    pub rotation: Rotation,
 }
 
 impl AuditOptions {
@@ -95,6 +101,7 @@ impl AuditOptions {
             anchor: None,
             accept_divergence: None,
             anchored: Vec::new(),
+            rotation: Rotation::default(),
         }
     }
 }
@@ -146,14 +153,24 @@ impl AuditLog {
         private::create_dir_all(dir).map_err(|e| AuditError::io("create", dir, e))?;
         private::create_dir_all(&options.key_dir)
             .map_err(|e| AuditError::io("create", &options.key_dir, e))?;
+        // The lock is a file of its own: the log file is renamed away when it rotates.
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = private::options()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&lock_path)
+            .map_err(|e| AuditError::io("open", &lock_path, e))?;
+        lock(&lock_file, &lock_path)?;
         let path = dir.join(LOG_FILE);
+        // A new live segment a crash left before it took the place of the old one.
+        let _ = std::fs::remove_file(dir.join(writer::NEXT_LOG_FILE));
         let file = private::options()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
             .map_err(|e| AuditError::io("open", &path, e))?;
-        lock(&file, &path)?;
         restrict_log(&file, &path)?;
         // A record is acknowledged once its bytes are synced, which is worthless if the file
         // itself can vanish in a crash because its directory entry was never synced.
@@ -173,11 +190,13 @@ impl AuditLog {
         }
         let keys = trust::read_keys(dir)?;
         let kept: Vec<SignedCheckpoint> = anchored.iter().map(|(_, c)| c.clone()).collect();
-        let scan = recover(dir, &file, &path, &keys, &kept)?;
+        let layout = Layout::read(dir)?;
+        let scan = recover(dir, &file, &layout, &keys, &kept)?;
         let mut diverged = Vec::new();
         for (source, checkpoint) in &anchored {
             if let Some(kind) = scan.facts.judge(checkpoint) {
                 let place = ChainBreak {
+                    file: None,
                     line: checkpoint.seq.min(scan.report.records + 1),
                     seq: Some(checkpoint.seq),
                     kind,
@@ -199,13 +218,17 @@ impl AuditLog {
             seq: scan.report.head_seq,
             hash: scan.report.head_hash.clone(),
         };
+        let segment = SegmentState::at_open(&path, &scan)?;
         let mut writer = Writer {
             dir: dir.to_owned(),
             path,
             file,
-            len: scan.good_len,
+            _lock: lock_file,
+            len: scan.file_lens.last().copied().unwrap_or(0),
             head,
-            frontier: scan.frontier,
+            frontier: scan.frontier.clone(),
+            segment,
+            rotation: options.rotation.clone(),
             seal: Seal {
                 signer,
                 key_dir: options.key_dir.clone(),
@@ -221,10 +244,15 @@ impl AuditLog {
             unanchored: false,
             observer: super::writer::Observer::default(),
         };
+        // With the key in force when the segment was made: the next key only signs for
+        // sizes from its hand-over on.
+        writer.seal_unsealed(&layout, &scan)?;
         match (&options.accept_divergence, diverged.is_empty()) {
             (Some(reason), false) => accept(&mut writer, reason, &diverged)?,
             _ => writer.hand_over(None)?,
         }
+        writer.remove_expired_leftovers(&layout);
+        writer.expire();
         let head = writer.head.clone();
         // The first signed checkpoint of this run, before anything is appended.
         let signed = writer
@@ -431,11 +459,12 @@ fn sync_dir(_dir: &Path) -> Result<(), AuditError> {
 }
 
 /// Verifies the existing log (with the key hand-overs of `keys`, and the roots at the
-/// anchored checkpoint's size for the caller to judge) and cuts off a torn final line.
+/// anchored checkpoint's size for the caller to judge) and cuts off a torn final line of the
+/// live segment (`file`).
 fn recover(
     dir: &Path,
     file: &File,
-    path: &Path,
+    layout: &Layout,
     keys: &KeysFile,
     anchored: &[SignedCheckpoint],
 ) -> Result<Scan, AuditError> {
@@ -444,13 +473,8 @@ fn recover(
         public_key: None,
         checkpoints: anchored.to_vec(),
     };
-    let scan = scan(
-        BufReader::new(file),
-        &checkpoint,
-        path,
-        &options,
-        &keys.handovers,
-    )?;
+    let (reader, _) = layout.reader()?;
+    let scan = scan(reader, &checkpoint, layout, &options, &keys.handovers)?;
     if let Some(problem) = scan.report.problem.clone() {
         return Err(AuditError::Broken {
             dir: dir.to_owned(),
@@ -465,11 +489,12 @@ fn recover(
             "keys.jsonl ends with a key hand-over a crash interrupted; it never took effect, removing it");
     }
     if let Some(torn) = scan.torn_len {
-        tracing::warn!(path = %path.display(), bytes = torn,
+        let good = scan.file_lens.last().copied().unwrap_or(0);
+        tracing::warn!(path = %layout.live.display(), bytes = torn,
             "audit log ends with a record a crash interrupted; it was never acknowledged, removing it");
-        file.set_len(scan.good_len)
+        file.set_len(good)
             .and_then(|()| file.sync_data())
-            .map_err(|e| AuditError::io("truncate torn record in", path, e))?;
+            .map_err(|e| AuditError::io("truncate torn record in", &layout.live, e))?;
     }
     Ok(scan)
 }

@@ -35,6 +35,9 @@ use std::fmt;
 
 use aws_lc_rs::digest;
 
+mod partial;
+pub use partial::PartialTree;
+
 /// A SHA-256 output: a leaf hash, an inner node hash or a root.
 pub type Hash = [u8; 32];
 
@@ -47,6 +50,26 @@ const NODE_PREFIX: u8 = 0x01;
 /// Everything that can be wrong with a proof, a tree size or a hex hash.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
+    /// A proof needs the root of leaves `from..to` (0-based, end excluded), which lie in the
+    /// part of a [`PartialTree`] known only by its frontier (records removed by retention).
+    #[error("the proof needs leaves {from}..{to}, which are no longer held (removed by retention)")]
+    Pruned {
+        /// The first leaf of the subtree needed.
+        from: u64,
+        /// One past its last leaf.
+        to: u64,
+    },
+    /// A frontier was given a number of subtree roots that does not fit its size (one per
+    /// set bit).
+    #[error("a frontier of {size} leaves has {expected} subtree roots, not {got}")]
+    FrontierShape {
+        /// The tree size claimed.
+        size: u64,
+        /// The number of roots that size needs.
+        expected: u32,
+        /// The number given.
+        got: usize,
+    },
     /// The leaf index is not inside the tree (a proof needs `index < size`).
     #[error("leaf index {index} is out of range for a tree of {size} leaves")]
     IndexOutOfRange {
@@ -181,6 +204,30 @@ impl Frontier {
     #[must_use]
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The roots of the perfect subtrees the tree is made of, largest (leftmost) first: one
+    /// per set bit of [`size`](Self::size). With the size, all a [`PartialTree`] needs to
+    /// know of the leaves before it.
+    #[must_use]
+    pub fn peaks(&self) -> &[Hash] {
+        &self.peaks
+    }
+
+    /// The frontier of a tree of `size` leaves whose perfect subtrees have the roots `peaks`
+    /// (as [`peaks`](Self::peaks) gives them).
+    ///
+    /// # Errors
+    /// [`ProofError::FrontierShape`] unless there is exactly one root per set bit of `size`.
+    pub fn from_peaks(size: u64, peaks: Vec<Hash>) -> Result<Self, ProofError> {
+        if peaks.len() != capacity(u64::from(size.count_ones())) {
+            return Err(ProofError::FrontierShape {
+                size,
+                expected: size.count_ones(),
+                got: peaks.len(),
+            });
+        }
+        Ok(Frontier { size, peaks })
     }
 
     /// The tree's root, equal to [`root`] over the same leaves.

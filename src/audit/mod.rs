@@ -52,6 +52,7 @@ mod private;
 mod proof;
 mod record;
 mod seal;
+mod segment;
 mod tail;
 mod trust;
 mod verify;
@@ -71,10 +72,11 @@ pub use seal::{
     AUDIT_ACTOR, AuditPublicKey, Handover, KEY_ACTION, ROOT_PUBLIC_KEY_FILE, SignedCheckpoint,
     checkpoint_body, handover_body,
 };
+pub use segment::{SegmentReport, SegmentSeal, verify_segment};
 pub use tail::tail;
 pub use trust::{KeyEpoch, Seen, WitnessProblem, check_foreign};
 pub use verify::{VerifyOptions, VerifyReport, verify, verify_with};
-pub use writer::CommitObserver;
+pub use writer::{CommitObserver, Rotation};
 
 #[cfg(test)]
 mod test_support;

@@ -29,8 +29,7 @@
 //! checkpoint's root from them before building the proof.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{BufRead as _, BufReader};
+use std::io::BufRead as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -38,11 +37,12 @@ use serde::{Deserialize, Serialize};
 use super::AuditError;
 use super::breaks::BreakKind;
 use super::checkpoint::{self, CHECKPOINT_FILE, CheckpointState};
-use super::merkle::{self, Hash, ProofError};
+use super::merkle::{self, Frontier, Hash, PartialTree, ProofError};
 use super::record::{LineFault, parse_line};
 use super::seal::{AuditPublicKey, Handover, SignedCheckpoint};
+use super::segment::Layout;
 use super::trust::{KeyEpoch, follows, signing_position};
-use super::verify::{LOG_FILE, VerifyOptions, VerifyReport, verify_with};
+use super::verify::{VerifyOptions, VerifyReport, verify_with};
 
 /// The largest bundle [`ProofBundle::from_json`] reads. A bundle grows with its key chain
 /// (about 330 bytes a hand-over, one an hour and one a start): 64 MiB holds more than
@@ -239,12 +239,14 @@ pub fn prove_inclusion(
     }
     let keys = chain_for(&report.keys, &checkpoint)?;
     let leaves = read_leaves(dir, checkpoint.seq, Some(seq))?;
-    check_root(&leaves.hashes, &checkpoint)?;
-    let record = leaves.kept.ok_or_else(|| {
+    check_root(&leaves, &checkpoint)?;
+    let record = leaves.kept.clone().ok_or_else(|| {
         AuditError::proof(format!("record {seq} was not found while reading the log"))
     })?;
     let index = seq - 1;
-    let proof = merkle::inclusion_proof(&leaves.hashes, index)
+    let proof = leaves
+        .tree()
+        .inclusion_proof(index)
         .map_err(|e| AuditError::proof(e.to_string()))?;
     Ok(ProofBundle::Inclusion(InclusionBundle {
         record,
@@ -286,9 +288,19 @@ fn consistency_bundle(
     keys: Vec<Handover>,
 ) -> Result<ProofBundle, AuditError> {
     let leaves = read_leaves(dir, new.seq, None)?;
-    check_root(&leaves.hashes, &new)?;
-    let proof = merkle::consistency_proof(&leaves.hashes, old.seq)
-        .map_err(|e| AuditError::proof(e.to_string()))?;
+    check_root(&leaves, &new)?;
+    let proof = leaves
+        .tree()
+        .consistency_proof(old.seq)
+        .map_err(|e| match e {
+            merkle::ProofError::Pruned { .. } => AuditError::proof(format!(
+                "the old checkpoint (size {}) is from before records that retention removed \
+                 (the kept log starts at seq {}): the proof would need them",
+                old.seq,
+                leaves.start.size() + 1
+            )),
+            other => AuditError::proof(other.to_string()),
+        })?;
     Ok(ProofBundle::Consistency(ConsistencyBundle {
         old: old.clone(),
         new,
@@ -324,6 +336,22 @@ pub fn verify_bundle(
             Ok(chain.summary(proved, &bundle.new, key))
         }
     }
+}
+
+/// Checks offline that the key chain `keys` leads from `pinned` to the key that signed
+/// `checkpoint` (what a bundle or a segment's seal carries); returns the chain's warnings
+/// (a root key an operator restarted).
+///
+/// # Errors
+/// [`AuditError::Proof`] naming the first thing that does not hold.
+pub(super) fn check_signed(
+    keys: &[Handover],
+    checkpoint: &SignedCheckpoint,
+    pinned: &AuditPublicKey,
+) -> Result<Vec<String>, AuditError> {
+    let chain = Chain::follow(keys, pinned)?;
+    chain.signed(checkpoint, "checkpoint")?;
+    Ok(chain.warnings)
 }
 
 /// The log's current signed checkpoint, and the log verified against it and `kept`.
@@ -389,33 +417,49 @@ fn chain_for(
         .collect())
 }
 
-/// The leaf hashes of the first records of a log, and one record's line.
+/// The leaf hashes of the first records of a log, and one record's line. Records retention
+/// removed are summed up by the frontier they left (`start`).
 struct Leaves {
+    start: Frontier,
     hashes: Vec<Hash>,
     kept: Option<String>,
 }
 
-/// Reads the first `size` records of the log in `dir` once, hashing each line (without
-/// its newline) as a Merkle leaf, and keeps the line of record `keep`.
+impl Leaves {
+    fn tree(&self) -> PartialTree<'_> {
+        PartialTree::new(&self.start, &self.hashes)
+    }
+}
+
+/// Reads the first `size` records of the log in `dir` once (through its segments), hashing
+/// each line (without its newline) as a Merkle leaf, and keeps the line of record `keep`.
 fn read_leaves(dir: &Path, size: u64, keep: Option<u64>) -> Result<Leaves, AuditError> {
-    let path = dir.join(LOG_FILE);
-    let file = File::open(&path).map_err(|e| AuditError::io("open", &path, e))?;
-    let mut reader = BufReader::new(file);
-    let capacity = usize::try_from(size.min(1 << 20)).unwrap_or(0);
+    let layout = Layout::read(dir)?;
+    let first = layout.start.size + 1;
+    if keep.is_some_and(|keep| keep < first) {
+        return Err(AuditError::proof(format!(
+            "record {} was removed by retention: the kept log starts at seq {first}",
+            keep.unwrap_or_default()
+        )));
+    }
+    let (mut reader, _) = layout.reader()?;
+    let path = &layout.live;
+    let capacity = usize::try_from(size.saturating_sub(first - 1).min(1 << 20)).unwrap_or(0);
     let mut leaves = Leaves {
+        start: layout.start.frontier.clone(),
         hashes: Vec::with_capacity(capacity),
         kept: None,
     };
     let mut buf = Vec::new();
-    for seq in 1..=size {
+    for seq in first..=size {
         buf.clear();
         reader
             .read_until(b'\n', &mut buf)
-            .map_err(|e| AuditError::io("read", &path, e))?;
+            .map_err(|e| AuditError::io("read", path, e))?;
         let Some(line) = buf.strip_suffix(b"\n") else {
             return Err(AuditError::proof(format!(
-                "{} ends before record {seq}, although the checkpoint covers {size}",
-                path.display()
+                "the log in {} ends before record {seq}, although the checkpoint covers {size}",
+                dir.display()
             )));
         };
         leaves.hashes.push(merkle::leaf_hash(line));
@@ -430,8 +474,8 @@ fn read_leaves(dir: &Path, size: u64, keep: Option<u64>) -> Result<Leaves, Audit
 
 /// Checks that the leaves read make the tree `checkpoint` signed (the log could have been
 /// replaced between the check and the read).
-fn check_root(leaves: &[Hash], checkpoint: &SignedCheckpoint) -> Result<(), AuditError> {
-    if merkle::to_hex(&merkle::root(leaves)) != checkpoint.root {
+fn check_root(leaves: &Leaves, checkpoint: &SignedCheckpoint) -> Result<(), AuditError> {
+    if merkle::to_hex(&leaves.tree().root()) != checkpoint.root {
         return Err(AuditError::proof(format!(
             "the log's first {} records, as read now, do not make the tree the checkpoint \
              signed: the log changed while it was read; run this again, and `mayfly audit \

@@ -6,29 +6,54 @@ use std::path::Path;
 
 use super::AuditError;
 use super::record::AuditRecord;
-use super::verify::LOG_FILE;
+use super::segment::Layout;
 
 /// How much of the file one read takes, walking back from the end.
 const CHUNK: u64 = 64 * 1024;
 
 /// The last `count` records of the log in `dir`, oldest first (fewer if the log is shorter).
 ///
-/// Reads backwards from the end of the file, so it costs the same on a log of any length.
-/// Parses but does not verify: use [`verify`](super::verify) for that. Safe while the server
-/// appends; a final line still being written is left out.
+/// Reads backwards from the end of the live segment, and of the sealed segments before it
+/// when the live one holds fewer, so it costs the same on a log of any length. Parses but
+/// does not verify: use [`verify`](super::verify) for that. Safe while the server appends;
+/// a final line still being written is left out.
 ///
 /// # Errors
 /// - [`AuditError::Io`] if the log cannot be read.
 /// - [`AuditError::Malformed`] if one of the lines is not a record.
 pub fn tail(dir: &Path, count: usize) -> Result<Vec<AuditRecord>, AuditError> {
-    let path = dir.join(LOG_FILE);
-    let file = File::open(&path).map_err(|e| AuditError::io("open", &path, e))?;
-    let lines = last_lines(file, count, CHUNK).map_err(|e| AuditError::io("read", &path, e))?;
+    let layout = Layout::read(dir)?;
+    let mut records = Vec::new();
+    for path in layout.files().collect::<Vec<_>>().into_iter().rev() {
+        if records.len() >= count {
+            break;
+        }
+        let mut older = match last_records(path, count - records.len()) {
+            // Rotated away between the listing and the read: the records are in a segment.
+            Err(AuditError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && path == layout.live
+                    && !layout.sealed.is_empty() =>
+            {
+                Vec::new()
+            }
+            other => other?,
+        };
+        older.append(&mut records);
+        records = older;
+    }
+    Ok(records)
+}
+
+/// The last `count` records of one file, oldest first.
+pub(super) fn last_records(path: &Path, count: usize) -> Result<Vec<AuditRecord>, AuditError> {
+    let file = File::open(path).map_err(|e| AuditError::io("open", path, e))?;
+    let lines = last_lines(file, count, CHUNK).map_err(|e| AuditError::io("read", path, e))?;
     lines
         .iter()
         .map(|line| {
             serde_json::from_slice(line).map_err(|e| AuditError::Malformed {
-                path: path.clone(),
+                path: path.to_owned(),
                 reason: e.to_string(),
             })
         })

@@ -53,12 +53,17 @@ pub(super) fn write_lines(dir: &Path, lines: &[String]) {
     std::fs::write(dir.join("audit.log"), text).unwrap();
 }
 
-/// A copy of the audit directory `from` (its files: the log, the checkpoint and the key
-/// chain; not the key directory `AuditLog::open` keeps inside it), for tampering next to an
+/// A copy of the audit directory `from` (its files: the log, its sealed segments, the
+/// checkpoint and the key chain; not the key directory `AuditLog::open` keeps inside it), for tampering next to an
 /// untouched control, or for an auditor who holds no secret.
 pub(super) fn copy_dir(from: &Path) -> tempfile::TempDir {
     let to = tempfile::tempdir().unwrap();
     copy_files(from, to.path());
+    let segments = from.join("segments");
+    if segments.is_dir() {
+        std::fs::create_dir(to.path().join("segments")).unwrap();
+        copy_files(&segments, &to.path().join("segments"));
+    }
     to
 }
 

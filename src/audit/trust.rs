@@ -120,6 +120,9 @@ pub(super) struct Facts {
     pub(super) notes: Vec<String>,
     /// Records in the log.
     pub(super) size: u64,
+    /// Records removed by retention: the trees of smaller sizes cannot be recomputed, so
+    /// what hand-overs and checkpoints say of them is taken on their signatures alone.
+    pub(super) start: u64,
     /// The root and head hash at each size a hand-over or checkpoint names.
     pub(super) at: BTreeMap<u64, (Hash, String)>,
 }
@@ -137,6 +140,7 @@ impl Facts {
         for handover in handovers {
             if let Err(kind) = self.admit(handover, pinned, trusted_since) {
                 return Some(ChainBreak {
+                    file: None,
                     line: handover.size.min(self.size.saturating_add(1)),
                     seq: (handover.size <= self.size).then_some(handover.size),
                     kind,
@@ -162,9 +166,10 @@ impl Facts {
                 last_seq: self.size,
             });
         }
-        let pins_this_tree = self.at.get(&handover.size).is_some_and(|(root, head)| {
-            merkle::to_hex(root) == handover.root && *head == handover.head
-        });
+        let pins_this_tree = handover.size < self.start
+            || self.at.get(&handover.size).is_some_and(|(root, head)| {
+                merkle::to_hex(root) == handover.root && *head == handover.head
+            });
         if !pins_this_tree {
             return Err(BreakKind::HandoverMismatch {
                 epoch: handover.epoch,
@@ -214,9 +219,10 @@ impl Facts {
                 epoch: checkpoint.epoch,
             });
         }
-        let matches = self.at.get(&checkpoint.seq).is_some_and(|(root, head)| {
-            merkle::to_hex(root) == checkpoint.root && *head == checkpoint.hash
-        });
+        let matches = checkpoint.seq < self.start
+            || self.at.get(&checkpoint.seq).is_some_and(|(root, head)| {
+                merkle::to_hex(root) == checkpoint.root && *head == checkpoint.hash
+            });
         (!matches).then_some(BreakKind::CheckpointMismatch {
             seq: checkpoint.seq,
         })

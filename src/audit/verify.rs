@@ -1,8 +1,7 @@
 //! Checking a log: every record against its own hash, the chain, and the checkpoint.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -11,18 +10,28 @@ use super::AuditError;
 pub(super) use super::breaks::{BreakKind, ChainBreak};
 use super::checkpoint::{self, Checkpoint, CheckpointState};
 use super::merkle::{self, Frontier};
-use super::record::{AuditRecord, GENESIS_HASH, LineFault, parse_line};
+use super::record::{AuditRecord, LineFault, parse_line};
 use super::seal::{AuditPublicKey, Handover, SignedCheckpoint};
+use super::segment::Layout;
 use super::trust::{Facts, KeyEpoch};
 
-/// File name of the log inside the audit directory.
+/// File name of the log (its live segment) inside the audit directory.
 pub(super) const LOG_FILE: &str = "audit.log";
+
+/// The action of the record retention appends before it removes segments; its detail's
+/// `through_seq` is the last seq removed.
+pub(super) const RETENTION_ACTION: &str = "audit.retention.removed";
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// Records that verified, from the start up to the first problem (or all of them).
+    /// The seq up to which records verified, from the start up to the first problem (or
+    /// all of them); records removed by retention count, as they did verify when kept.
     pub records: u64,
+    /// Records removed by retention (the kept log starts at `removed + 1`).
+    pub removed: u64,
+    /// Sealed segments before the live `audit.log`.
+    pub segments: usize,
     /// Seq of the last record that verified; 0 if none did.
     pub head_seq: u64,
     /// Hash of the last record that verified; 64 zeros if none did.
@@ -86,50 +95,65 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, AuditError> {
 /// # Errors
 /// As [`verify`].
 pub fn verify_with(dir: &Path, options: &VerifyOptions) -> Result<VerifyReport, AuditError> {
+    // A segment sealed while the files are listed and read moves records from one file
+    // to another under the reader's feet; what looks like a break then is read again.
+    let mut tries = 0;
+    loop {
+        let (report, layout) = verify_once(dir, options)?;
+        tries += 1;
+        if report.problem.is_none() || tries == 3 || Layout::read(dir)?.sealed == layout.sealed {
+            return Ok(report);
+        }
+    }
+}
+
+fn verify_once(dir: &Path, options: &VerifyOptions) -> Result<(VerifyReport, Layout), AuditError> {
     let checkpoint = checkpoint::read(dir)?;
     // Read before the log, as the checkpoint: the log only ever reaches further.
     let keys = super::trust::read_keys(dir)?;
-    let path = dir.join(LOG_FILE);
-    let mut scan = match File::open(&path) {
-        Ok(file) => scan(
-            BufReader::new(file),
-            &checkpoint,
-            &path,
-            options,
-            &keys.handovers,
-        )?,
+    let layout = Layout::read(dir)?;
+    let live_exists = layout.live.exists();
+    if !live_exists && layout.sealed.is_empty() && checkpoint.head().is_none() {
+        return Err(AuditError::io(
+            "open",
+            &layout.live,
+            io::Error::from(io::ErrorKind::NotFound),
+        ));
+    }
+    let (reader, _) = layout.reader()?;
+    let mut scan = scan(reader, &checkpoint, &layout, options, &keys.handovers)?;
+    if !live_exists {
         // A deleted log is the ultimate truncation; the checkpoint says what was lost.
-        Err(e) if e.kind() == io::ErrorKind::NotFound && checkpoint.head().is_some() => {
-            let mut scan = scan(io::empty(), &checkpoint, &path, options, &keys.handovers)?;
-            scan.report.notes.push(format!("{LOG_FILE} does not exist"));
-            scan
-        }
-        Err(e) => return Err(AuditError::io("open", path, e)),
-    };
+        scan.report.notes.push(format!("{LOG_FILE} does not exist"));
+    }
     if scan.report.problem.is_none() {
         scan.report.problem = options.checkpoints.iter().find_map(|kept| {
             scan.facts.judge(kept).map(|kind| ChainBreak {
+                file: None,
                 line: kept.seq.min(scan.report.records + 1),
                 seq: Some(kept.seq),
                 kind,
             })
         });
     }
-    Ok(scan.report)
+    Ok((scan.report, layout))
 }
 
 /// The result of reading a log from its start.
 #[derive(Debug)]
 pub(super) struct Scan {
     pub(super) report: VerifyReport,
-    /// Bytes up to the end of the last record that verified.
-    pub(super) good_len: u64,
     /// Bytes of a final line without newline, if there is one.
     pub(super) torn_len: Option<u64>,
     /// The Merkle tree over the records that verified.
     pub(super) frontier: Frontier,
     /// The key chain, and the roots at the sizes checkpoints name.
     pub(super) facts: Facts,
+    /// Where each file of the layout starts in the chain: the records before it, their
+    /// tree and the last one's hash (for the live segment's seal and unsealed segments).
+    pub(super) starts: Vec<(u64, Frontier, String)>,
+    /// Each file's bytes that hold whole, verified records, in the layout's order.
+    pub(super) file_lens: Vec<u64>,
 }
 
 /// The chain as followed so far.
@@ -144,6 +168,8 @@ struct Chain<'a> {
     facts: Facts,
     /// The sizes whose root and head are kept in `facts`.
     sizes: &'a BTreeSet<u64>,
+    /// The furthest seq an `audit.retention.removed` record accounts for.
+    retained_through: u64,
 }
 
 impl Chain<'_> {
@@ -177,6 +203,16 @@ impl Chain<'_> {
         {
             return Err(BreakKind::CheckpointMismatch { seq: record.seq });
         }
+        if record.event.action == RETENTION_ACTION
+            && let Some(through) = record
+                .event
+                .detail
+                .as_ref()
+                .and_then(|detail| detail.get("through_seq"))
+                .and_then(serde_json::Value::as_u64)
+        {
+            self.retained_through = self.retained_through.max(through);
+        }
         self.frontier.push(merkle::leaf_hash(line));
         self.records += 1;
         if self.sizes.contains(&self.records) {
@@ -184,43 +220,56 @@ impl Chain<'_> {
                 .at
                 .insert(self.records, (self.frontier.root(), record.hash.clone()));
         }
+
         self.prev = record.hash;
         self.good_len += len;
         Ok(())
     }
 }
 
-/// Reads a log from its start, checking every record, the chain, the key chain and the
-/// checkpoint; stops at the first problem. Shared by [`verify`] and `AuditLog::open`.
+/// Reads a log from where its kept records start (`layout.start`), checking every record,
+/// the chain, the key chain and the checkpoint; stops at the first problem. Keeps the tree
+/// where each file starts. Shared by [`verify`] and `AuditLog::open`.
 pub(super) fn scan(
     mut reader: impl BufRead,
     checkpoint: &CheckpointState,
-    path: &Path,
+    layout: &Layout,
     options: &VerifyOptions,
     handovers: &[Handover],
 ) -> Result<Scan, AuditError> {
+    let start = &layout.start;
+    let path = layout.live.as_path();
     let mut notes = Vec::new();
     let mut sizes: BTreeSet<u64> = options.checkpoints.iter().map(|kept| kept.seq).collect();
     sizes.extend(handovers.iter().map(|handover| handover.size));
     if let Some(head) = checkpoint.head() {
         sizes.insert(head.seq);
     }
-    let mut facts = Facts::default();
-    if sizes.contains(&0) {
+    let mut facts = Facts {
+        start: start.size,
+        ..Facts::default()
+    };
+    if sizes.contains(&start.size) {
         facts
             .at
-            .insert(0, (merkle::empty_root(), GENESIS_HASH.to_owned()));
+            .insert(start.size, (start.frontier.root(), start.prev.clone()));
     }
+    let lens = file_lens(layout)?;
     let mut chain = Chain {
         checkpoint: checkpoint.head(),
         line: 0,
-        records: 0,
-        prev: GENESIS_HASH.to_owned(),
+        records: start.size,
+        prev: start.prev.clone(),
         good_len: 0,
-        frontier: Frontier::new(),
+        frontier: start.frontier.clone(),
         facts,
         sizes: &sizes,
+        retained_through: 0,
     };
+    // Which file the stream is in: its index, where it ends, and its first line.
+    let files = lens.len();
+    let mut place = FilePlace::new(lens);
+    let mut starts = vec![(start.size, start.frontier.clone(), start.prev.clone())];
     let mut problem = None;
     let mut torn_len = None;
     let mut buf = Vec::new();
@@ -230,12 +279,16 @@ pub(super) fn scan(
         if n == 0 {
             break;
         }
+        for _ in 0..place.advance(chain.good_len, chain.line) {
+            starts.push((chain.records, chain.frontier.clone(), chain.prev.clone()));
+        }
         let Some(line) = buf.strip_suffix(b"\n") else {
             torn_len = Some(n as u64);
             notes.push(format!(
-                "line {}: final line has no newline ({n} bytes): a record still being \
+                "{}line {}: final line has no newline ({n} bytes): a record still being \
                  written, or torn by a crash; ignored",
-                chain.line + 1
+                place.prefix(layout),
+                chain.line + 1 - place.first_line
             ));
             break;
         };
@@ -244,27 +297,52 @@ pub(super) fn scan(
             continue;
         };
         problem = Some(ChainBreak {
-            line: chain.line,
+            file: place.file(layout),
+            line: chain.line - place.first_line,
             seq: seq_of(line),
             kind,
         });
         break;
     }
     chain.facts.size = chain.records;
+    // Files not reached (empty ones at the end) start where the stream ends.
+    while starts.len() < files {
+        starts.push((chain.records, chain.frontier.clone(), chain.prev.clone()));
+    }
+    let file_lens = place.good_lens(chain.good_len);
     let Chain {
         line,
         records,
         prev,
-        good_len,
         frontier,
         mut facts,
+        retained_through,
         ..
     } = chain;
+    if problem.is_none() && start.size > 0 && retained_through < start.size {
+        problem = Some(ChainBreak {
+            file: None,
+            line: 1,
+            seq: None,
+            kind: BreakKind::Removed {
+                through: start.size,
+                accounted: retained_through,
+            },
+        });
+    }
     if problem.is_none() {
         problem = facts.follow(handovers, options.public_key);
     }
     if problem.is_none() {
         problem = judge_checkpoint(checkpoint, &facts, line, &mut notes);
+    }
+    if start.size > 0 {
+        notes.push(format!(
+            "records 1 to {} were removed by retention (audit.retention.removed); the kept \
+             log starts at seq {}",
+            start.size,
+            start.size + 1
+        ));
     }
     notes.append(&mut facts.notes);
     let signed_through = match (checkpoint, &problem) {
@@ -274,6 +352,8 @@ pub(super) fn scan(
     Ok(Scan {
         report: VerifyReport {
             records,
+            removed: start.size,
+            segments: layout.sealed.len(),
             head_seq: records,
             head_hash: prev,
             root: merkle::to_hex(&frontier.root()),
@@ -283,11 +363,87 @@ pub(super) fn scan(
             problem,
             notes,
         },
-        good_len,
         torn_len,
         frontier,
         facts,
+        starts,
+        file_lens,
     })
+}
+
+/// The length of each file of `layout` as it is now (a missing live file: 0).
+fn file_lens(layout: &Layout) -> Result<Vec<u64>, AuditError> {
+    layout
+        .files()
+        .map(|path| match std::fs::metadata(path) {
+            Ok(meta) => Ok(meta.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(AuditError::io("read the size of", path, e)),
+        })
+        .collect()
+}
+
+/// Which of a layout's files a scan is reading, from the bytes read so far.
+struct FilePlace {
+    lens: Vec<u64>,
+    index: usize,
+    /// Where the current file starts in the stream.
+    offset: u64,
+    /// Lines before the current file.
+    first_line: u64,
+}
+
+impl FilePlace {
+    fn new(lens: Vec<u64>) -> Self {
+        FilePlace {
+            lens,
+            index: 0,
+            offset: 0,
+            first_line: 0,
+        }
+    }
+
+    /// Moves on to the file holding byte `at` (the start of the line about to be read),
+    /// `lines` lines into the stream; returns how many files it moved on.
+    fn advance(&mut self, at: u64, lines: u64) -> usize {
+        let mut moved = 0;
+        while let Some(len) = self.lens.get(self.index)
+            && at >= self.offset + len
+            && self.index + 1 < self.lens.len()
+        {
+            self.offset += len;
+            self.index += 1;
+            self.first_line = lines;
+            moved += 1;
+        }
+        moved
+    }
+
+    /// The current file's name, unless it is the live `audit.log`.
+    fn file(&self, layout: &Layout) -> Option<String> {
+        (self.index < layout.sealed.len())
+            .then(|| layout.names().get(self.index).cloned())
+            .flatten()
+    }
+
+    fn prefix(&self, layout: &Layout) -> String {
+        self.file(layout)
+            .map(|file| format!("{file} "))
+            .unwrap_or_default()
+    }
+
+    /// The verified bytes in each file, given `good` verified bytes in all.
+    fn good_lens(&self, good: u64) -> Vec<u64> {
+        let mut left = good;
+        self.lens
+            .iter()
+            .map(|len| {
+                let here = left.min(*len);
+                left -= here;
+                here
+            })
+            .collect()
+    }
 }
 
 /// What the log's own checkpoint says about the log: a signed one is judged by the key
@@ -303,6 +459,7 @@ fn judge_checkpoint(
     let signed_for = !facts.epochs.is_empty();
     let missing = |found: String| {
         Some(ChainBreak {
+            file: None,
             line: lines + 1,
             seq: None,
             kind: BreakKind::CheckpointMissing { found },
@@ -310,6 +467,7 @@ fn judge_checkpoint(
     };
     match state {
         CheckpointState::Found(signed) if !signed_for => Some(ChainBreak {
+            file: None,
             line: lines + 1,
             seq: None,
             kind: BreakKind::KeyRecord {
@@ -319,6 +477,7 @@ fn judge_checkpoint(
             },
         }),
         CheckpointState::Found(signed) => facts.judge(signed).map(|kind| ChainBreak {
+            file: None,
             line: if signed.seq > facts.size {
                 lines + 1
             } else {
@@ -333,6 +492,7 @@ fn judge_checkpoint(
             missing(format!("{file} is unreadable ({reason})"))
         }
         CheckpointState::Legacy(head) => (head.seq > facts.size).then_some(ChainBreak {
+            file: None,
             line: lines + 1,
             seq: None,
             kind: BreakKind::Truncated {

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -17,7 +17,12 @@ use super::record::{AuditEvent, AuditReceipt, canonical_bytes, line_bytes, norma
 use super::seal::{
     AuditSigner, Handover, KEY_FILE, NEXT_KEY_FILE, SignedCheckpoint, handover_body,
 };
+use super::segment::{self, SEGMENT_DIR, SealParts, Start};
 use super::trust;
+use super::verify::{RETENTION_ACTION, Scan};
+
+/// Where the next live segment is made before it replaces the sealed one.
+pub(super) const NEXT_LOG_FILE: &str = "audit.log.next";
 
 /// Most records one fdatasync covers. Large enough that a burst rarely needs two syncs, small
 /// enough that the first waiter of a batch is not held up writing megabytes.
@@ -49,12 +54,18 @@ pub(super) struct Writer {
     pub(super) path: PathBuf,
     /// Opened for append, so a write after a rollback lands at the new end.
     pub(super) file: File,
+    /// The lock that keeps other writers off the log, held as long as the writer lives.
+    pub(super) _lock: File,
     /// Length of the file up to the last durable record.
     pub(super) len: u64,
     /// The last durable record, which the next one links to.
     pub(super) head: Checkpoint,
     /// The Merkle tree over the durable records.
     pub(super) frontier: Frontier,
+    /// Where the live segment starts, and since when it fills.
+    pub(super) segment: SegmentState,
+    /// When segments are sealed and how long they are kept.
+    pub(super) rotation: Rotation,
     /// The audit key and where checkpoints go.
     pub(super) seal: Seal,
     /// Set when a failed write could not be rolled back.
@@ -87,6 +98,83 @@ pub(super) struct Seal {
     pub(super) anchor_health: Arc<AnchorHealth>,
     /// Every signed checkpoint written, for witnesses.
     pub(super) published: Arc<watch::Sender<Option<SignedCheckpoint>>>,
+}
+
+/// When the live segment (`audit.log`) is sealed into `segments/` and a new one started,
+/// and how long sealed segments are kept (see the `segment` module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The live segment is sealed once it holds this many bytes (checked after each batch).
+    pub max_bytes: u64,
+    /// … or once its first record is this old.
+    pub max_age: std::time::Duration,
+    /// Sealed segments whose last record is older than this are removed (the removal is
+    /// audited first); `None` keeps every segment.
+    pub retention: Option<std::time::Duration>,
+}
+
+impl Default for Rotation {
+    /// 64 MiB or a day per segment, every segment kept.
+    fn default() -> Self {
+        Rotation {
+            max_bytes: 64 << 20,
+            max_age: std::time::Duration::from_secs(24 * 3600),
+            retention: None,
+        }
+    }
+}
+
+/// Where the live segment stands.
+#[derive(Debug, Clone)]
+pub(super) struct SegmentState {
+    /// Where it starts in the chain.
+    pub(super) start: Start,
+    /// When its first record was written; `None` while it is empty.
+    pub(super) opened: Option<OffsetDateTime>,
+    /// Not before this instant is a rotation tried again after one failed.
+    pub(super) retry_after: Option<std::time::Instant>,
+}
+
+impl SegmentState {
+    /// The live segment of a log just scanned: it starts where the scan's last file does.
+    pub(super) fn at_open(path: &Path, scan: &Scan) -> Result<SegmentState, AuditError> {
+        let start = scan
+            .starts
+            .last()
+            .map_or_else(Start::genesis, |(size, frontier, prev)| Start {
+                size: *size,
+                prev: prev.clone(),
+                frontier: frontier.clone(),
+            });
+        Ok(SegmentState {
+            start,
+            opened: first_time(path)?,
+            retry_after: None,
+        })
+    }
+}
+
+/// When the first record of the file at `path` was written (`None`: no whole record).
+fn first_time(path: &Path) -> Result<Option<OffsetDateTime>, AuditError> {
+    use std::io::BufRead as _;
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(AuditError::io("open", path, e)),
+    };
+    let mut line = Vec::new();
+    std::io::BufReader::new(file)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| AuditError::io("read", path, e))?;
+    Ok(line
+        .strip_suffix(b"\n")
+        .and_then(|line| super::record::parse_line(line).ok())
+        .and_then(|record| parse_time(&record.time)))
+}
+
+/// A record's time, as the writer writes it.
+pub(super) fn parse_time(time: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// What the checkpoint thread signs: a head, the tree there, and the key in force.
@@ -238,7 +326,9 @@ pub(super) fn run(
         writer.record_anchor_recovery();
         if std::time::Instant::now() >= writer.seal.next_handover {
             writer.hand_over_on_schedule();
+            writer.expire();
         }
+        writer.rotate_if_due();
         // Without a checkpoint thread, anchor only when the queue runs empty.
         if anchors.is_some() || commands.is_empty() {
             writer.anchor(anchors.as_ref());
@@ -388,6 +478,9 @@ impl Writer {
         self.len += buf.len() as u64;
         self.head = head;
         self.frontier = frontier;
+        if self.segment.opened.is_none() {
+            self.segment.opened = Some(OffsetDateTime::now_utc());
+        }
         // A waiter that gave up (its future was dropped) is no reason to stop.
         for waiter in waiters {
             let _ = waiter.reply.send(Ok(waiter.receipt));
@@ -540,6 +633,271 @@ impl Writer {
         Ok(())
     }
 
+    /// Seals the live segment if it is full or old enough (a failure is logged, the live
+    /// segment grows on, and the next try waits a minute), then applies retention.
+    fn rotate_if_due(&mut self) {
+        if self.halted || self.len == 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self.segment.retry_after.is_some_and(|after| now < after) {
+            return;
+        }
+        let old = self
+            .segment
+            .opened
+            .is_some_and(|opened| OffsetDateTime::now_utc() - opened >= self.rotation.max_age);
+        if self.len < self.rotation.max_bytes && !old {
+            return;
+        }
+        match self.rotate() {
+            Ok(()) => self.expire(),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e,
+                    "audit log segment not sealed; the live segment grows on, retrying in a minute");
+                self.segment.retry_after = Some(now + std::time::Duration::from_secs(60));
+            }
+        }
+    }
+
+    /// Seals the live segment: it moves to `segments/audit-<first>.log` (one rename), a new
+    /// empty `audit.log` takes its place, and the seal is written. The chain runs on: the
+    /// next record links to the segment's last.
+    pub(super) fn rotate(&mut self) -> Result<(), AuditError> {
+        let signer = self
+            .seal
+            .signer
+            .clone()
+            .ok_or_else(|| AuditError::key("no audit key to seal a segment with"))?;
+        let first = self.segment.start.size + 1;
+        if self.head.seq < first {
+            return Ok(());
+        }
+        let segments = self.dir.join(SEGMENT_DIR);
+        super::private::create_dir_all(&segments)
+            .map_err(|e| AuditError::io("create", &segments, e))?;
+        let keys = trust::read_keys(&self.dir)?.handovers;
+        let time =
+            OffsetDateTime::now_utc()
+                .format(TIME_FORMAT)
+                .map_err(|e| AuditError::Encode {
+                    reason: format!("time stamp: {e}"),
+                })?;
+        let checkpoint = SignedCheckpoint::sign(
+            &signer,
+            self.head.seq,
+            self.head.hash.clone(),
+            &self.frontier.root(),
+            time.clone(),
+            self.seal.replica.clone(),
+        );
+        // The next live file is made beside the current one, so that the swap below is two
+        // renames and nothing can fail between them but the renames themselves.
+        let next_path = self.dir.join(NEXT_LOG_FILE);
+        let next = super::private::options()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&next_path)
+            .and_then(|file| file.set_len(0).map(|()| file))
+            .map_err(|e| AuditError::io("create", &next_path, e))?;
+        let sealed = segments.join(segment::log_name(first));
+        std::fs::rename(&self.path, &sealed)
+            .map_err(|e| AuditError::io("move the full segment to", &sealed, e))?;
+        if let Err(e) = std::fs::rename(&next_path, &self.path) {
+            // Put the segment back: the log must have a live file.
+            if std::fs::rename(&sealed, &self.path).is_err() {
+                self.halted = true;
+                tracing::error!(path = %self.path.display(), error = %e,
+                    "audit log has no live segment after a failed rotation; halting");
+            }
+            return Err(AuditError::io(
+                "install the new live segment",
+                &self.path,
+                e,
+            ));
+        }
+        for dir in [&segments, &self.dir] {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| AuditError::io("sync", dir, e))?;
+        }
+        self.file = next;
+        self.len = 0;
+        let start = std::mem::replace(
+            &mut self.segment,
+            SegmentState {
+                start: Start {
+                    size: self.head.seq,
+                    prev: self.head.hash.clone(),
+                    frontier: self.frontier.clone(),
+                },
+                opened: None,
+                retry_after: None,
+            },
+        )
+        .start;
+        // Without a seal the segment is sealed at the next open; the records are safe.
+        segment::write_seal(
+            &segments,
+            SealParts {
+                first,
+                start: &start,
+                last_time: time,
+                checkpoint,
+                keys,
+            },
+        )?;
+        tracing::info!(first, last = self.head.seq, path = %sealed.display(), "audit log segment sealed");
+        Ok(())
+    }
+
+    /// Seals, at open, the segments a crash left without a seal (between the rename and
+    /// the seal), with the key just handed over to.
+    pub(super) fn seal_unsealed(
+        &mut self,
+        layout: &segment::Layout,
+        scan: &Scan,
+    ) -> Result<(), AuditError> {
+        let Some(signer) = self.seal.signer.clone() else {
+            return Ok(());
+        };
+        for (index, sealed) in layout.sealed.iter().enumerate() {
+            if sealed.seal.exists() {
+                continue;
+            }
+            let (Some((size, frontier, prev)), Some((end, end_tree, head))) =
+                (scan.starts.get(index), scan.starts.get(index + 1))
+            else {
+                continue;
+            };
+            let last_time = super::tail::last_records(&sealed.log, 1)?
+                .pop()
+                .map(|record| record.time)
+                .unwrap_or_default();
+            let checkpoint = SignedCheckpoint::sign(
+                &signer,
+                *end,
+                head.clone(),
+                &end_tree.root(),
+                last_time.clone(),
+                self.seal.replica.clone(),
+            );
+            let start = Start {
+                size: *size,
+                prev: prev.clone(),
+                frontier: frontier.clone(),
+            };
+            let segments = self.dir.join(SEGMENT_DIR);
+            segment::write_seal(
+                &segments,
+                SealParts {
+                    first: sealed.first,
+                    start: &start,
+                    last_time,
+                    checkpoint,
+                    keys: trust::read_keys(&self.dir)?.handovers,
+                },
+            )?;
+            tracing::info!(path = %sealed.log.display(), "sealed an audit segment a crash left unsealed");
+        }
+        Ok(())
+    }
+
+    /// Removes segments retention already recorded as removed, which a crash left behind.
+    pub(super) fn remove_expired_leftovers(&self, layout: &segment::Layout) {
+        for expired in &layout.expired {
+            let _ = std::fs::remove_file(&expired.log);
+            let _ = std::fs::remove_file(&expired.seal);
+        }
+    }
+
+    /// Applies retention: removes the sealed segments whose last record is older than
+    /// `[audit] retention`, oldest first, after recording the removal in the log. A failure
+    /// is logged; the segments stay until the next try (every rotation and key epoch).
+    pub(super) fn expire(&mut self) {
+        let Some(retention) = self.rotation.retention else {
+            return;
+        };
+        if let Err(e) = self.try_expire(retention) {
+            tracing::warn!(dir = %self.dir.display(), error = %e,
+                "audit segments past retention not removed; trying again later");
+        }
+    }
+
+    fn try_expire(&mut self, retention: std::time::Duration) -> Result<(), AuditError> {
+        let layout = segment::Layout::read(&self.dir)?;
+        let cutoff = OffsetDateTime::now_utc() - retention;
+        let mut expired = Vec::new();
+        let mut next_start = None;
+        for sealed in &layout.sealed {
+            let Some(seal) = segment::read_seal(&sealed.seal)? else {
+                break;
+            };
+            if parse_time(&seal.last_time).is_none_or(|last| last >= cutoff) {
+                next_start = Some(segment::seal_start(&seal, &sealed.seal)?);
+                break;
+            }
+            expired.push((sealed.clone(), seal));
+        }
+        let Some((_, newest)) = expired.last() else {
+            return Ok(());
+        };
+        let through = newest.last;
+        let start = match next_start {
+            Some(start) => start,
+            None => self.segment.start.clone(),
+        };
+        if start.size != through {
+            return Err(AuditError::Segment {
+                path: self.dir.join(SEGMENT_DIR),
+                reason: format!(
+                    "the segments to remove end at seq {through}, but what follows starts \
+                     after seq {}",
+                    start.size
+                ),
+            });
+        }
+        let (reply, mut receipt) = oneshot::channel();
+        let event = AuditEvent {
+            action: RETENTION_ACTION.into(),
+            actor: super::seal::AUDIT_ACTOR.into(),
+            reason: Some(format!(
+                "older than the retention of {}",
+                humantime::format_duration(retention)
+            )),
+            detail: Some(serde_json::json!({
+                "through_seq": through,
+                "from_seq": expired.first().map_or(through, |(sealed, _)| sealed.first),
+                "segments": expired.len(),
+                "newest_removed_time": newest.last_time,
+            })),
+            ..AuditEvent::default()
+        };
+        self.commit(vec![(event, reply)]);
+        match receipt.try_recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(AuditError::Closed),
+        }
+        let segments = self.dir.join(SEGMENT_DIR);
+        segment::write_start(&segments, &start)?;
+        for (sealed, _) in &expired {
+            std::fs::remove_file(&sealed.log)
+                .map_err(|e| AuditError::io("remove", &sealed.log, e))?;
+            let _ = std::fs::remove_file(&sealed.seal);
+        }
+        File::open(&segments)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| AuditError::io("sync", &segments, e))?;
+        tracing::info!(
+            through,
+            segments = expired.len(),
+            "audit segments past retention removed"
+        );
+        Ok(())
+    }
+
     /// Assigns seq, time and prev in arrival order and encodes the lines. Returns the bytes,
     /// the waiters, and the head the log will have once the bytes are durable; `None` if no
     /// record of the batch could be encoded (each waiter has been answered).
@@ -638,12 +996,19 @@ mod tests {
             dir: dir.to_owned(),
             path: dir.join("audit.log"),
             file,
+            _lock: File::open(dir).unwrap(),
             len: 0,
             head: Checkpoint {
                 seq: 0,
                 hash: super::super::record::GENESIS_HASH.into(),
             },
             frontier: Frontier::new(),
+            segment: SegmentState {
+                start: Start::genesis(),
+                opened: None,
+                retry_after: None,
+            },
+            rotation: Rotation::default(),
             seal: Seal {
                 signer: None,
                 key_dir: dir.join("key"),

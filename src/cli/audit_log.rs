@@ -34,6 +34,10 @@ pub enum AuditCommand {
     /// pinned: the key chain, the checkpoint's signature and the Merkle proof.
     #[command(after_help = VERIFY_PROOF_HELP)]
     VerifyProof(VerifyProofArgs),
+    /// Check one sealed segment (segments/audit-<first>.log) on its own, offline, with
+    /// only the root public key you pinned: its records, their chain and its signed seal.
+    #[command(after_help = VERIFY_SEGMENT_HELP)]
+    VerifySegment(VerifySegmentArgs),
     /// Print the last records, oldest first.
     #[command(
         after_help = "Examples:\n  mayfly audit tail\n  mayfly audit tail -n 200 --json | jq 'select(.outcome == \"refused\")'"
@@ -88,6 +92,30 @@ with a one-line summary if the proof holds, 1 with the reason if it does not.
 A key chain that restarts with a new root key (accepted by an operator with a
 reason) is accepted with a warning naming that reason: that key is trusted on
 the operator's word, not by the pinned key.";
+
+const VERIFY_SEGMENT_HELP: &str = "\
+Examples:
+  mayfly audit verify-segment archive/audit-00000000000000120001.log \\
+      --public-key audit-root.pub
+
+The live audit.log is sealed into segments/ when it reaches [audit]
+segment_max_size or segment_max_age; the chain runs on across segments. The
+seal beside each segment (audit-<first>.seal.json) holds where it starts in
+the chain, a checkpoint of its last record signed by the audit key, and the
+key hand-overs from the root key: so an archived segment is checked without
+the rest of the log, the data directory or any secret. Exit status 0 with a
+summary if it holds, 1 with the seq and the check if it does not.";
+
+/// Arguments of `mayfly audit verify-segment`.
+#[derive(Debug, Args)]
+pub struct VerifySegmentArgs {
+    /// The segment (segments/audit-<first>.log); its seal is read from beside it.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The root audit key you pinned (PEM, from `mayfly audit public-key`).
+    #[arg(long, value_name = "FILE")]
+    public_key: PathBuf,
+}
 
 /// Arguments of `mayfly audit prove`.
 #[derive(Debug, Args)]
@@ -166,6 +194,7 @@ pub(super) fn run(ctx: &Context, command: AuditCommand) -> Result<ExitCode, CliE
         }
         // Offline: no data directory.
         AuditCommand::VerifyProof(args) => return verify_proof(args),
+        AuditCommand::VerifySegment(args) => return verify_segment(args),
         _ => {}
     }
     let dir = match &command {
@@ -192,7 +221,9 @@ pub(super) fn run(ctx: &Context, command: AuditCommand) -> Result<ExitCode, CliE
             prove(&dir, &args)?;
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::PublicKey(_) | AuditCommand::VerifyProof(_) => Ok(ExitCode::SUCCESS),
+        AuditCommand::PublicKey(_)
+        | AuditCommand::VerifyProof(_)
+        | AuditCommand::VerifySegment(_) => Ok(ExitCode::SUCCESS),
         AuditCommand::Tail(args) => {
             tail(&dir, &args)?;
             Ok(ExitCode::SUCCESS)
@@ -233,6 +264,12 @@ fn verify(dir: &Path, args: &VerifyArgs) -> Result<ExitCode, CliError> {
                 "audit log OK: {} records, head seq {} hash {}",
                 report.records, report.head_seq, report.head_hash
             ))?;
+            if report.segments > 0 || report.removed > 0 {
+                output::stdout_line(&format!(
+                    "{} sealed segment(s) and audit.log; records 1 to {} removed by retention",
+                    report.segments, report.removed
+                ))?;
+            }
             if let Some(last) = report.keys.last() {
                 let root = report.keys.first().map(|k| k.key.id()).unwrap_or_default();
                 let pinned = if report.pinned {
@@ -325,6 +362,37 @@ fn verify_proof(args: &VerifyProofArgs) -> Result<ExitCode, CliError> {
         }
         Err(audit::AuditError::Proof { reason }) => {
             output::stderr_line(&format!("proof does NOT hold: {}", output::clean(&reason)));
+            Ok(ExitCode::from(super::error::exit::FAILED))
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn verify_segment(args: &VerifySegmentArgs) -> Result<ExitCode, CliError> {
+    let key = read_public_key(&args.public_key)?;
+    match audit::verify_segment(&args.file, &key) {
+        Ok(report) => {
+            for warning in &report.warnings {
+                output::stderr_line(&format!("warning: {}", output::clean(warning)));
+            }
+            output::stdout_line(&format!(
+                "segment OK: records {} to {} (last written {}), Merkle root {} signed by key \
+                 epoch {} of root key {} (pinned)",
+                report.first,
+                report.last,
+                output::clean(&report.last_time),
+                report.root,
+                report.epoch,
+                report.root_key
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(audit::AuditError::Segment { path, reason }) => {
+            output::stderr_line(&format!(
+                "segment does NOT hold: {}: {}",
+                path.display(),
+                output::clean(&reason)
+            ));
             Ok(ExitCode::from(super::error::exit::FAILED))
         }
         Err(other) => Err(other.into()),

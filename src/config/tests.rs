@@ -235,3 +235,40 @@ fn prometheus_metrics_are_on_by_default_and_can_be_turned_off() {
     assert!(load_text("[telemetry]\nprometheus = \"yes\"\n", HashMap::new()).is_err());
     assert!(load_text("[telemetry]\notlp = true\n", HashMap::new()).is_err());
 }
+
+#[test]
+fn audit_segments_and_retention_load_and_bad_ones_are_refused_by_name() {
+    // Defaults: 64 MiB or a day per segment, every segment kept.
+    let config = load_text("", HashMap::new()).unwrap();
+    let rotation = config.audit_options("r").rotation;
+    assert_eq!(rotation, crate::audit::Rotation::default());
+    assert_eq!(rotation.retention, None);
+
+    let text =
+        "[audit]\nsegment_max_size = \"8MiB\"\nsegment_max_age = \"6h\"\nretention = \"2190d\"\n";
+    let rotation = load_text(text, HashMap::new())
+        .unwrap()
+        .audit_options("r")
+        .rotation;
+    assert_eq!(rotation.max_bytes, 8 << 20);
+    assert_eq!(rotation.max_age, Duration::from_secs(6 * 3600));
+    assert_eq!(rotation.retention, Some(Duration::from_secs(2190 * 86_400)));
+    for (size, bytes) in [("4KiB", 4096), ("65536", 65536), ("1GiB", 1 << 30)] {
+        let text = format!("[audit]\nsegment_max_size = \"{size}\"\n");
+        let config = load_text(&text, HashMap::new()).unwrap();
+        assert_eq!(config.audit.segment_max_bytes, Some(bytes), "{size}");
+    }
+
+    for (text, setting) in [
+        ("segment_max_size = \"64MB\"", "audit.segment_max_size"),
+        ("segment_max_size = \"1KiB\"", "audit.segment_max_size"),
+        ("segment_max_size = \"-1\"", "audit.segment_max_size"),
+        ("segment_max_age = \"10s\"", "audit.segment_max_age"),
+        ("segment_max_age = \"soon\"", "audit.segment_max_age"),
+        ("retention = \"5m\"", "audit.retention"),
+    ] {
+        let err = load_text(&format!("[audit]\n{text}\n"), HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains(setting), "{text}: {err}");
+        assert!(!err.to_string().contains('\n'), "{err}");
+    }
+}
