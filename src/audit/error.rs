@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::breaks::ChainBreak;
+use super::export::ExportBreak;
 
 /// Why an audit operation failed.
 ///
@@ -123,6 +124,17 @@ pub enum AuditError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+
+    /// An export does not hold against its proof (see
+    /// [`verify_export`](super::verify_export)): the problem names the place (a line or
+    /// row and its seq, the record before or after the slice, or the proof file) and the
+    /// check that failed.
+    #[error("audit export does not hold: {problem}")]
+    ExportRefused {
+        /// Where, and which check (boxed: it is large, and every `Result` of the request
+        /// path carries this type).
+        problem: Box<ExportBreak>,
     },
 
     /// An event could not be encoded as JSON. Not expected: every field is a string or a

@@ -10,6 +10,11 @@
 //! `<data>/audit/checkpoint.json` records the head (last seq and hash) for [`verify`] to
 //! compare against.
 //!
+//! # Evidence for auditors
+//! Signed checkpoints, the key chain and proofs ([`prove_inclusion`], [`verify_bundle`])
+//! are described in `docs/architecture.md` §4. [`export`] writes a slice of the log with
+//! a proof that an auditor checks alone with [`verify_export`] and the pinned root key.
+//!
 //! # Durability
 //! One writer thread owns the file. It takes every record that is waiting, writes them with
 //! one `write_all`, makes them durable with one `fdatasync`, and only then answers their
@@ -46,6 +51,7 @@
 mod breaks;
 mod checkpoint;
 mod error;
+mod export;
 mod log;
 pub mod merkle;
 mod private;
@@ -61,6 +67,11 @@ mod writer;
 pub use breaks::{BreakKind, ChainBreak};
 pub use checkpoint::read_checkpoint;
 pub use error::AuditError;
+pub use export::{
+    BoundError, EXPORT_SCHEMA, ExportBound, ExportBreak, ExportCheck, ExportFormat, ExportPlace,
+    ExportProof, ExportRange, ExportSchema, ExportVerified, Exported, MAX_EXPORT_PROOF_LEN, export,
+    export_to_file, verify_export,
+};
 pub use log::AuditLog;
 pub use log::{AuditOptions, AuditStatus};
 pub use proof::{
