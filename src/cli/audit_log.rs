@@ -10,11 +10,13 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use super::Context;
+use super::audit_export::{self, ExportArgs, VerifyExportArgs};
 use super::error::CliError;
 use super::output::{self, Table};
 use mayfly::audit::{self, AuditRecord};
 
-/// Check the audit log's hash chain, or read its last records.
+/// Check the audit log's hash chain, read its last records, prove records to an auditor,
+/// or export a range of them.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check every record, the chain, the audit key's hand-overs and the signed checkpoint;
@@ -38,6 +40,14 @@ pub enum AuditCommand {
     /// only the root public key you pinned: its records, their chain and its signed seal.
     #[command(after_help = VERIFY_SEGMENT_HELP)]
     VerifySegment(VerifySegmentArgs),
+    /// Write the records of a time or seq range (JSON lines or CSV) and a proof with
+    /// which an auditor checks that slice alone, with `mayfly audit verify-export`.
+    #[command(after_help = audit_export::EXPORT_HELP)]
+    Export(ExportArgs),
+    /// Check an export offline with only the root public key you pinned: every record,
+    /// the chain, the edges of the range and the inclusion proof.
+    #[command(after_help = audit_export::VERIFY_EXPORT_HELP)]
+    VerifyExport(VerifyExportArgs),
     /// Print the last records, oldest first.
     #[command(
         after_help = "Examples:\n  mayfly audit tail\n  mayfly audit tail -n 200 --json | jq 'select(.outcome == \"refused\")'"
@@ -195,6 +205,7 @@ pub(super) fn run(ctx: &Context, command: AuditCommand) -> Result<ExitCode, CliE
         // Offline: no data directory.
         AuditCommand::VerifyProof(args) => return verify_proof(args),
         AuditCommand::VerifySegment(args) => return verify_segment(args),
+        AuditCommand::VerifyExport(args) => return audit_export::verify_export(args),
         _ => {}
     }
     let dir = match &command {
@@ -203,6 +214,10 @@ pub(super) fn run(ctx: &Context, command: AuditCommand) -> Result<ExitCode, CliE
             ..
         })
         | AuditCommand::Prove(ProveArgs {
+            audit_dir: Some(dir),
+            ..
+        })
+        | AuditCommand::Export(ExportArgs {
             audit_dir: Some(dir),
             ..
         }) => dir.clone(),
@@ -221,9 +236,11 @@ pub(super) fn run(ctx: &Context, command: AuditCommand) -> Result<ExitCode, CliE
             prove(&dir, &args)?;
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::Export(args) => audit_export::export(&dir, &args),
         AuditCommand::PublicKey(_)
         | AuditCommand::VerifyProof(_)
-        | AuditCommand::VerifySegment(_) => Ok(ExitCode::SUCCESS),
+        | AuditCommand::VerifySegment(_)
+        | AuditCommand::VerifyExport(_) => Ok(ExitCode::SUCCESS),
         AuditCommand::Tail(args) => {
             tail(&dir, &args)?;
             Ok(ExitCode::SUCCESS)
@@ -305,7 +322,7 @@ fn verify(dir: &Path, args: &VerifyArgs) -> Result<ExitCode, CliError> {
     }
 }
 
-fn read_public_key(path: &Path) -> Result<audit::AuditPublicKey, CliError> {
+pub(super) fn read_public_key(path: &Path) -> Result<audit::AuditPublicKey, CliError> {
     let pem = mayfly_sdk::files::read_public_file(path)
         .map_err(|e| CliError::file("read", path, e.to_string()))?;
     Ok(audit::AuditPublicKey::from_pem(&pem)?)

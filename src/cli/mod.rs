@@ -22,6 +22,7 @@
 //! (key pair and CSR).
 
 mod agent;
+mod audit_export;
 mod audit_log;
 mod bench;
 mod ca;
@@ -142,7 +143,7 @@ pub enum Command {
     /// Check a JWT-SVID for an audience (exit 0 valid, 1 rejected).
     #[command(after_help = VALIDATE_EXAMPLES)]
     Validate(ValidateArgs),
-    /// Verify or read the audit log.
+    /// Verify, read, prove or export the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Revoke credentials by entry, SPIFFE ID, jti, serial or agent; `revoke list` shows them.
