@@ -68,7 +68,7 @@
 //! ```
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,7 @@ use super::checkpoint::{self, CHECKPOINT_FILE, CheckpointState};
 use super::proof::{InclusionBundle, ProofBundle, prove_inclusion, verify_bundle};
 use super::record::{AuditRecord, LineFault, parse_line};
 use super::seal::{AuditPublicKey, SignedCheckpoint};
-use super::verify::LOG_FILE;
+use super::segment::Layout;
 
 mod check;
 mod csv;
@@ -87,18 +87,22 @@ mod range;
 pub use check::{ExportBreak, ExportCheck, ExportPlace, ExportVerified};
 pub use range::{BoundError, ExportBound, ExportRange};
 
+/// One record of the log as read: its seq and its line without the newline.
+type Line = Result<(u64, Vec<u8>), AuditError>;
+
 /// The log's complete records in order, as `(seq, line without its newline)`: the one place
-/// this module reads the log. A final line without its newline is a record still being
-/// written and is left out.
-fn read_lines(
-    dir: &Path,
-) -> Result<impl Iterator<Item = Result<(u64, Vec<u8>), AuditError>>, AuditError> {
-    let path = dir.join(LOG_FILE);
-    let file = File::open(&path).map_err(|e| AuditError::io("open", &path, e))?;
-    let mut reader = BufReader::new(file);
-    let mut seq = 0u64;
+/// this module reads the log (its sealed segments, then `audit.log`, from the first record
+/// retention kept). A final line without its newline is a record still being written and
+/// is left out. Also returns how many records retention removed, and the last one's hash.
+fn read_lines(dir: &Path) -> Result<((u64, String), impl Iterator<Item = Line>), AuditError> {
+    let layout = Layout::read(dir)?;
+    let removed = layout.start.size;
+    let start = (removed, layout.start.prev.clone());
+    let (mut reader, _) = layout.reader()?;
+    let path = layout.live;
+    let mut seq = removed;
     let mut done = false;
-    Ok(std::iter::from_fn(move || {
+    let lines = std::iter::from_fn(move || {
         if done {
             return None;
         }
@@ -118,7 +122,8 @@ fn read_lines(
                 Some(Err(AuditError::io("read", &path, e)))
             }
         }
-    }))
+    });
+    Ok((start, lines))
 }
 
 /// The value of the proof file's `schema` field.
@@ -262,8 +267,9 @@ pub fn export(
     if format == ExportFormat::Csv {
         out.write_all(&csv::header()).map_err(written)?;
     }
-    let mut slice = Slicer::new(range, checkpoint.seq);
-    for item in read_lines(dir)? {
+    let ((removed, prev), lines) = read_lines(dir)?;
+    let mut slice = Slicer::new(range, checkpoint.seq, prev);
+    for item in lines {
         let (seq, line) = item?;
         if seq > checkpoint.seq {
             break;
@@ -283,6 +289,14 @@ pub fn export(
         }
     }
     out.flush().map_err(written)?;
+    if removed > 0 && slice.before.is_none() {
+        return Err(AuditError::proof(format!(
+            "records 1 to {removed} were removed by retention, so the record just before the \
+             range cannot be shown and the range's start cannot be proven complete: start it \
+             at seq:{} or later",
+            removed + 2
+        )));
+    }
     slice.finish(dir, &checkpoint)
 }
 
@@ -355,11 +369,11 @@ struct Slicer<'a> {
 }
 
 impl<'a> Slicer<'a> {
-    fn new(range: &'a ExportRange, signed: u64) -> Slicer<'a> {
+    fn new(range: &'a ExportRange, signed: u64, prev: String) -> Slicer<'a> {
         Slicer {
             range,
             signed,
-            prev: super::GENESIS_HASH.to_owned(),
+            prev,
             started: false,
             before: None,
             after: None,

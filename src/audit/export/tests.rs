@@ -12,6 +12,7 @@ use super::super::seal::{AuditSigner, KEY_FILE, ROOT_PUBLIC_KEY_FILE};
 use super::super::test_support::{
     append_more, copy_with_key, event, forge, log_lines, relink, write_lines, write_log,
 };
+use super::super::verify::LOG_FILE;
 use super::super::{AuditEvent, AuditLog, Outcome};
 use super::*;
 
