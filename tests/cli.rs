@@ -7,7 +7,6 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 mod common;
 
@@ -55,24 +54,7 @@ impl ServerProcess {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let receiver = common::line_channel(child.stdout.take().unwrap());
-        let mut banner = String::new();
-        loop {
-            let line = receiver
-                .recv_timeout(Duration::from_secs(60))
-                .expect("server banner");
-            banner.push_str(&line);
-            banner.push('\n');
-            if line.starts_with("Stop with") {
-                break;
-            }
-        }
-        let url = banner
-            .lines()
-            .find(|l| l.contains("broker (gRPC)"))
-            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("https://")))
-            .unwrap()
-            .to_owned();
+        let (banner, url) = common::server_banner(child.stdout.take().unwrap());
         ServerProcess { child, url, banner }
     }
 

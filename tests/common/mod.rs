@@ -63,6 +63,30 @@ pub fn line_channel(
     receiver
 }
 
+/// A `mayfly server`'s banner, read from its `stdout` up to the "Stop with" line (at most
+/// 60 s), and the broker's gRPC URL in it.
+pub fn server_banner(stdout: impl std::io::Read + Send + 'static) -> (String, String) {
+    let receiver = line_channel(stdout);
+    let mut banner = String::new();
+    loop {
+        let line = receiver
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("no server banner ({e}): {banner}"));
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("Stop with") {
+            break;
+        }
+    }
+    let url = banner
+        .lines()
+        .find(|l| l.contains("broker (gRPC)"))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("https://")))
+        .unwrap_or_else(|| panic!("no broker URL in the banner: {banner}"))
+        .to_owned();
+    (banner, url)
+}
+
 pub fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let body = base64::engine::general_purpose::STANDARD.encode(der);
