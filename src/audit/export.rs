@@ -26,9 +26,10 @@
 //! seq 1, without `until` it runs to the signed checkpoint's last record. Only records a
 //! signed checkpoint covers are exported: records appended since are not signed for yet.
 //!
-//! Record times are the writer's clock at commit. They only go back if the host's clock
-//! was set back; the verifier then warns, naming the seqs, because a record outside the
-//! slice may then carry a time inside the range.
+//! Record times are the writer's clock at commit, never earlier than the record before (a
+//! clock set back holds the times where they were until it catches up). A log written
+//! before that rule may have times that go back; the verifier then warns, naming the seqs,
+//! because a record outside the slice may then carry a time inside the range.
 //!
 //! # Formats
 //! - **jsonl**: the records' lines, byte for byte as stored, one per line: hashes

@@ -229,6 +229,9 @@ impl AuditLog {
             frontier: scan.frontier.clone(),
             segment,
             rotation: options.rotation.clone(),
+            last_time: super::tail::tail(dir, 1)?
+                .pop()
+                .and_then(|record| writer::parse_time(&record.time)),
             seal: Seal {
                 signer,
                 key_dir: options.key_dir.clone(),

@@ -66,6 +66,8 @@ pub(super) struct Writer {
     pub(super) segment: SegmentState,
     /// When segments are sealed and how long they are kept.
     pub(super) rotation: Rotation,
+    /// When the last record was committed: the next batch's time is never earlier.
+    pub(super) last_time: Option<OffsetDateTime>,
     /// The audit key and where checkpoints go.
     pub(super) seal: Seal,
     /// Set when a failed write could not be rolled back.
@@ -451,7 +453,12 @@ impl Writer {
             return;
         }
         let started = std::time::Instant::now();
-        let Some((buf, waiters, head, frontier)) = self.encode(batch) else {
+        // One clock read per batch: the batch commits at one instant, never before the
+        // last one (a clock set back does not make the log's times go back, which time
+        // ranges and retention rely on).
+        let now = OffsetDateTime::now_utc();
+        let at = self.last_time.map_or(now, |last| last.max(now));
+        let Some((buf, waiters, head, frontier)) = self.encode(batch, at) else {
             return;
         };
         let persisted = self.persist(&buf);
@@ -478,6 +485,7 @@ impl Writer {
         self.len += buf.len() as u64;
         self.head = head;
         self.frontier = frontier;
+        self.last_time = Some(at);
         if self.segment.opened.is_none() {
             self.segment.opened = Some(OffsetDateTime::now_utc());
         }
@@ -904,9 +912,9 @@ impl Writer {
     fn encode(
         &self,
         batch: Vec<(AuditEvent, Reply)>,
+        at: OffsetDateTime,
     ) -> Option<(Vec<u8>, Vec<Waiter>, Checkpoint, Frontier)> {
-        // One clock read per batch: the batch commits at one instant.
-        let time = match OffsetDateTime::now_utc().format(TIME_FORMAT) {
+        let time = match at.format(TIME_FORMAT) {
             Ok(time) => time,
             Err(e) => {
                 for (_, reply) in batch {
@@ -1009,6 +1017,7 @@ mod tests {
                 retry_after: None,
             },
             rotation: Rotation::default(),
+            last_time: None,
             seal: Seal {
                 signer: None,
                 key_dir: dir.join("key"),
@@ -1075,6 +1084,38 @@ mod tests {
             time.ends_with('Z') && time.len() == "2025-01-01T00:00:00.000Z".len(),
             "{time}"
         );
+    }
+
+    #[test]
+    fn record_times_never_go_back_when_the_clock_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("audit.log"))
+            .unwrap();
+        let mut writer = writer_on(file, dir.path());
+        // The last batch was committed an hour ahead of this clock (set back since).
+        let ahead = OffsetDateTime::now_utc() + std::time::Duration::from_secs(3600);
+        writer.last_time = Some(ahead);
+        submit(&mut writer, 2);
+        let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            let time = parse_time(record["time"].as_str().unwrap()).unwrap();
+            assert!(
+                time >= ahead - std::time::Duration::from_millis(1),
+                "{line}"
+            );
+        }
+        // Control: without a later last time, the batch gets the clock's time.
+        writer.last_time = None;
+        let before = OffsetDateTime::now_utc() - std::time::Duration::from_millis(1);
+        submit(&mut writer, 1);
+        let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        let time = parse_time(last["time"].as_str().unwrap()).unwrap();
+        assert!(time >= before && time < ahead, "{last}");
     }
 
     #[test]
