@@ -389,7 +389,26 @@ impl Admin for AdminService {
             audit_signed_seq: audit.signed_seq,
             audit_key_epoch: audit.key_epoch,
             audit_root_key: audit.root_key,
-            audit_anchor: audit.anchor,
+            audit_anchor: if audit.anchors.is_empty() {
+                "none".to_owned()
+            } else {
+                audit
+                    .anchors
+                    .iter()
+                    .map(|anchor| format!("{} {anchor}", anchor.sink))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+            audit_anchors: audit
+                .anchors
+                .into_iter()
+                .map(|anchor| pb::AuditAnchor {
+                    sink: anchor.sink,
+                    target: anchor.target,
+                    failures: anchor.failures,
+                    first_error: anchor.first_error,
+                })
+                .collect(),
         }))
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::AuditError;
+use super::anchor::{AnchorHealth, AnchorStatus};
 use super::breaks::ChainBreak;
 use super::checkpoint::{self, Checkpoint, CheckpointState};
 use super::private;
@@ -45,9 +46,9 @@ struct Inner {
     stopped: watch::Receiver<bool>,
     /// Shared with the writer thread.
     observer: super::writer::Observer,
-    /// Where checkpoints are anchored, and how that fares.
-    anchor: Option<PathBuf>,
-    anchor_health: Arc<super::writer::AnchorHealth>,
+    /// Every anchor outside the host and how it fares: the anchor file first, if there is
+    /// one, then the sinks added with [`AuditLog::add_anchor`].
+    anchors: std::sync::Mutex<Vec<Arc<AnchorHealth>>>,
     /// The last signed checkpoint written.
     checkpoints: watch::Receiver<Option<SignedCheckpoint>>,
 }
@@ -61,8 +62,9 @@ pub struct AuditStatus {
     pub key_epoch: u64,
     /// The id of the root key of the current chain (what auditors pin).
     pub root_key: String,
-    /// `none`, or the anchor file and whether its last write worked.
-    pub anchor: String,
+    /// Every anchor outside the host (the anchor file, an HTTP witness, syslog) and
+    /// whether it works; empty without one.
+    pub anchors: Vec<AnchorStatus>,
 }
 
 /// How a log is opened: its audit key, the key's epoch, the replica named in checkpoints,
@@ -240,7 +242,14 @@ impl AuditLog {
                 keys_len: keys.good_len,
                 replica: options.replica.clone(),
                 anchor: options.anchor.clone(),
-                anchor_health: Arc::default(),
+                anchor_health: Arc::new(AnchorHealth::new(
+                    "file",
+                    options
+                        .anchor
+                        .as_ref()
+                        .map(|path| path.display().to_string())
+                        .unwrap_or_default(),
+                )),
                 published: Arc::new(watch::channel(None).0),
             },
             halted: false,
@@ -274,8 +283,13 @@ impl AuditLog {
         let dir = writer.dir.clone();
         let observer = writer.observer.clone();
         let checkpoints = writer.seal.published.subscribe();
-        let anchor = writer.seal.anchor.clone();
-        let anchor_health = Arc::clone(&writer.seal.anchor_health);
+        let anchors = writer
+            .seal
+            .anchor
+            .is_some()
+            .then(|| Arc::clone(&writer.seal.anchor_health))
+            .into_iter()
+            .collect();
         let (commands, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (stopped_tx, stopped) = watch::channel(false);
         std::thread::Builder::new()
@@ -288,15 +302,14 @@ impl AuditLog {
                 commands,
                 stopped,
                 observer,
-                anchor,
-                anchor_health,
+                anchors: std::sync::Mutex::new(anchors),
                 checkpoints,
             }),
         })
     }
 
     /// Where the log stands, for `mayfly status`: the last signed checkpoint, the key, the
-    /// root key, and the anchor.
+    /// root key, and the anchors.
     pub fn status(&self) -> AuditStatus {
         let signed = self.inner.checkpoints.borrow().clone();
         let root_key = self
@@ -310,20 +323,30 @@ impl AuditLog {
                     .and_then(|root| root.key().ok())
             })
             .map(|key| key.id());
-        let anchor = match (&self.inner.anchor, self.inner.anchor_health.failing()) {
-            (None, _) => "none".to_owned(),
-            (Some(path), None) => format!("{}: ok", path.display()),
-            (Some(path), Some((failures, error))) => format!(
-                "{}: FAILING, {failures} checkpoint(s) not written ({error})",
-                path.display()
-            ),
-        };
+        let anchors = self
+            .inner
+            .anchors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|anchor| anchor.status())
+            .collect();
         AuditStatus {
             signed_seq: signed.as_ref().map_or(0, |checkpoint| checkpoint.seq),
             key_epoch: signed.as_ref().map_or(0, |checkpoint| checkpoint.epoch),
             root_key: root_key.unwrap_or_default(),
-            anchor,
+            anchors,
         }
+    }
+
+    /// Adds an anchor that a task of its own writes (an HTTP witness, syslog) to what
+    /// [`status`](Self::status) reports; the task records each try in `health`.
+    pub fn add_anchor(&self, health: Arc<AnchorHealth>) {
+        self.inner
+            .anchors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(health);
     }
 
     /// The last signed checkpoint, updated about once a second while records are appended

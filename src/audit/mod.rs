@@ -48,6 +48,7 @@
 //! # }
 //! ```
 
+mod anchor;
 mod breaks;
 mod checkpoint;
 mod error;
@@ -64,6 +65,7 @@ mod trust;
 mod verify;
 mod writer;
 
+pub use anchor::{ANCHOR_RECOVERED_ACTION, AnchorHealth, AnchorStatus, Outage};
 pub use breaks::{BreakKind, ChainBreak};
 pub use checkpoint::read_checkpoint;
 pub use error::AuditError;

@@ -11,6 +11,7 @@ use time::macros::format_description;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::AuditError;
+use super::anchor::AnchorHealth;
 use super::checkpoint::{self, Checkpoint};
 use super::merkle::{self, Frontier};
 use super::record::{AuditEvent, AuditReceipt, canonical_bytes, line_bytes, normalize, sha256_hex};
@@ -96,7 +97,7 @@ pub(super) struct Seal {
     pub(super) replica: String,
     /// A second place every checkpoint is written to (another volume), if configured.
     pub(super) anchor: Option<PathBuf>,
-    /// How writing the anchor fares.
+    /// How writing the anchor fares (unused without one).
     pub(super) anchor_health: Arc<AnchorHealth>,
     /// Every signed checkpoint written, for witnesses.
     pub(super) published: Arc<watch::Sender<Option<SignedCheckpoint>>>,
@@ -200,84 +201,12 @@ pub trait CommitObserver: Send + Sync + std::fmt::Debug {
     /// head is then at `head_seq`.
     fn committed(&self, records: usize, took: std::time::Duration, durable: bool, head_seq: u64);
 
-    /// A signed checkpoint of `seq` was written to the anchor (`ok`), or could not be.
-    /// Called from the checkpoint thread, about once a second while the log moves.
-    fn anchored(&self, ok: bool, seq: u64) {
-        let _ = (ok, seq);
-    }
-}
-
-/// How the anchor fares, shared by the checkpoint thread (which writes it) and the writer
-/// (which records the anchor's recovery in the log).
-#[derive(Debug, Default)]
-pub(super) struct AnchorHealth {
-    /// Set when the anchor works again after failures; the writer takes it.
-    recovered: std::sync::atomic::AtomicBool,
-    state: std::sync::Mutex<AnchorState>,
-}
-
-#[derive(Debug, Default)]
-struct AnchorState {
-    /// Failed writes since the last one that worked.
-    failures: u64,
-    /// The first failure's error, for the recovery record.
-    first_error: Option<String>,
-    /// What the recovery record tells: how many failed, and the first error.
-    outage: Option<(u64, String)>,
-}
-
-impl AnchorHealth {
-    fn record(&self, result: Result<(), String>) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match result {
-            Ok(()) if state.failures > 0 => {
-                let error = state.first_error.take().unwrap_or_default();
-                state.outage = Some((state.failures, error));
-                state.failures = 0;
-                self.recovered
-                    .store(true, std::sync::atomic::Ordering::Release);
-            }
-            Ok(()) => {}
-            Err(error) => {
-                if state.failures == 0 {
-                    tracing::warn!(%error, "audit checkpoint not anchored; issuance goes on, the anchor lags");
-                }
-                state.failures += 1;
-                state.first_error.get_or_insert(error);
-            }
-        }
-    }
-
-    /// Failed writes since the last one that worked, and the first one's error.
-    pub(super) fn failing(&self) -> Option<(u64, String)> {
-        let state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (state.failures > 0).then(|| {
-            (
-                state.failures,
-                state.first_error.clone().unwrap_or_default(),
-            )
-        })
-    }
-
-    /// The outage that just ended, once.
-    fn take_recovery(&self) -> Option<(u64, String)> {
-        if !self
-            .recovered
-            .swap(false, std::sync::atomic::Ordering::AcqRel)
-        {
-            return None;
-        }
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .outage
-            .take()
+    /// A signed checkpoint of `seq` was written to the anchor of kind `sink` (`file`,
+    /// `http`, `syslog`: see [`AnchorHealth`]) (`ok`), or could not be. The file anchor's
+    /// is told from the checkpoint thread, about once a second while the log moves; the
+    /// other sinks tell from their own tasks.
+    fn anchored(&self, sink: &'static str, ok: bool, seq: u64) {
+        let _ = (sink, ok, seq);
     }
 }
 
@@ -379,7 +308,7 @@ impl Places {
             let written = checkpoint::write(anchor, &signed)
                 .map_err(|e| format!("{}: {e}", anchor.display()));
             if let Some(observer) = self.observer.get() {
-                observer.anchored(written.is_ok(), signed.seq);
+                observer.anchored(self.health.sink(), written.is_ok(), signed.seq);
             }
             self.health.record(written);
         }
@@ -554,19 +483,16 @@ impl Writer {
     /// Records, once, that the anchor works again after an outage (the outage itself is
     /// in the server log and the metrics; the log gets one record, not one a second).
     fn record_anchor_recovery(&mut self) {
-        let Some((failures, first_error)) = self.seal.anchor_health.take_recovery() else {
+        let Some(outage) = self.seal.anchor_health.take_recovery() else {
             return;
         };
-        tracing::info!(failures, "audit checkpoints are anchored again");
+        tracing::info!(
+            sink = outage.sink,
+            failures = outage.failures,
+            "audit checkpoints are anchored again"
+        );
         let (reply, _receipt) = oneshot::channel();
-        let event = AuditEvent {
-            action: "audit.anchor.recovered".into(),
-            actor: super::seal::AUDIT_ACTOR.into(),
-            reason: Some(first_error),
-            detail: Some(serde_json::json!({ "failed_writes": failures })),
-            ..AuditEvent::default()
-        };
-        self.commit(vec![(event, reply)]);
+        self.commit(vec![(outage.event(), reply)]);
     }
 
     /// The scheduled hand-over; a failure is logged and retried at the next batch (the
@@ -1026,7 +952,7 @@ mod tests {
                 keys_len: 0,
                 replica: "test".into(),
                 anchor: None,
-                anchor_health: Arc::default(),
+                anchor_health: Arc::new(AnchorHealth::new("file", "")),
                 published: Arc::new(watch::channel(None).0),
             },
             halted: false,

@@ -31,8 +31,8 @@
 //! | `mayfly_audit_commit_duration_seconds` | histogram | `outcome` (`durable`, `failed`): write and fdatasync of one group commit |
 //! | `mayfly_audit_commit_records` | histogram | records per group commit |
 //! | `mayfly_audit_head_sequence` | gauge | the last durable record's sequence number |
-//! | `mayfly_audit_anchor_writes_total` | counter | `outcome` (`ok`, `failed`): signed checkpoints written to `[audit] anchor_file` |
-//! | `mayfly_audit_anchored_sequence` | gauge | the sequence number of the last checkpoint anchored |
+//! | `mayfly_audit_anchor_writes_total` | counter | `sink` (`file`: `[audit] anchor_file`; `http`: `anchor_url`; `syslog`: `anchor_syslog`), `outcome` (`ok`, `failed`): signed checkpoints sent to an anchor outside the host (only with one configured) |
+//! | `mayfly_audit_anchored_sequence` | gauge | `sink`: the sequence number of the last checkpoint that anchor took |
 //! | `mayfly_audit_witness_publishes_total` | counter | `outcome` (`ok`, `failed`): this replica's signed audit checkpoint published to the shared store, every 2 s (only with one) |
 //! | `mayfly_audit_witness_findings_total` | counter | `kind` (`regressed`, `forked`, `bad_signature`, `key_changed`): another replica's published checkpoint did not continue what this replica saw of it (only with a shared store; each kind starts at 0) |
 //! | `rpc_server_call_duration_seconds` | histogram | `rpc_system` (`grpc`), `rpc_service` (`mayfly.v1.Broker`, `mayfly.v1.Admin`), `rpc_method` (the service's methods, else `_OTHER`), `rpc_grpc_status_code`: from an RPC's call to the end of its response |
@@ -469,13 +469,13 @@ impl BrokerMetrics {
             anchor_writes: meter
                 .u64_counter("mayfly.audit.anchor.writes")
                 .with_description(
-                    "Signed audit checkpoints written to the anchor outside the host, by outcome.",
+                    "Signed audit checkpoints sent to an anchor outside the host, by sink and outcome.",
                 )
                 .with_unit("{checkpoint}")
                 .build(),
             anchored: meter
                 .u64_gauge("mayfly.audit.anchored.sequence")
-                .with_description("Sequence number of the last audit checkpoint anchored.")
+                .with_description("Sequence number of the last audit checkpoint each anchor took, by sink.")
                 .with_unit("{record}")
                 .build(),
             witness_publishes: meter
@@ -608,11 +608,14 @@ impl CommitObserver for BrokerMetrics {
         }
     }
 
-    fn anchored(&self, ok: bool, seq: u64) {
-        let outcome = [KeyValue::new("outcome", if ok { "ok" } else { "failed" })];
-        self.anchor_writes.add(1, &outcome);
+    fn anchored(&self, sink: &'static str, ok: bool, seq: u64) {
+        let labels = [
+            KeyValue::new("sink", sink),
+            KeyValue::new("outcome", if ok { "ok" } else { "failed" }),
+        ];
+        self.anchor_writes.add(1, &labels);
         if ok {
-            self.anchored.record(seq, &[]);
+            self.anchored.record(seq, &labels[..1]);
         }
     }
 }
