@@ -58,6 +58,13 @@
 //! segment_max_size = "64MiB"       # seal the live segment at this size…
 //! segment_max_age = "24h"          # …or when its first record is this old
 //! retention = "2190d"              # remove sealed segments older than this; default: keep all
+//! # An HTTP witness (docs/operations.md, "An HTTP witness"): every new
+//! # checkpoint is POSTed, and GET at start is compared with the log. Off by default.
+//! anchor_url = "https://witness.example/mayfly/replica-a"
+//! anchor_url_ca = "/etc/mayfly/witness-ca.pem"        # a private CA instead of the system's
+//! anchor_url_token_file = "/etc/mayfly/witness.token" # 0600; sent as a bearer token
+//! # Every new checkpoint as an RFC 5424 message; or "udp:127.0.0.1:514". Off by default.
+//! anchor_syslog = "unix:/dev/log"
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -401,6 +408,11 @@ pub struct AuditConfig {
     pub key_epoch: Option<Duration>,
     /// A file on another volume every signed checkpoint is also written to.
     pub anchor_file: Option<PathBuf>,
+    /// An HTTP witness every signed checkpoint is POSTed to, and read at start
+    /// (`anchor_url`, `anchor_url_ca`, `anchor_url_token_file`).
+    pub anchor_http: Option<crate::anchor::HttpAnchorConfig>,
+    /// A syslog socket every signed checkpoint is sent to (`anchor_syslog`).
+    pub anchor_syslog: Option<crate::anchor::SyslogTarget>,
     /// Start on a log that does not continue its anchored history, for this
     /// reason (`--accept-audit-rollback`; never from a file).
     pub accept_divergence: Option<String>,
@@ -410,6 +422,73 @@ pub struct AuditConfig {
     pub segment_max_age: Option<Duration>,
     /// Sealed segments older than this are removed; `None` keeps them all.
     pub retention: Option<Duration>,
+}
+
+impl AuditConfig {
+    /// `anchor_url` (with its CA and token files) and `anchor_syslog` from the file.
+    fn apply_anchor_sinks(&mut self, file: &FileAudit) -> Result<(), ConfigError> {
+        let invalid = |setting: &'static str, reason: String| ConfigError::Invalid {
+            setting,
+            source_name: "config file".into(),
+            reason,
+        };
+        match &file.anchor_url {
+            Some(url) => {
+                let url = crate::anchor::AnchorUrl::parse(url)
+                    .map_err(|e| invalid("audit.anchor_url", e.to_string()))?;
+                self.anchor_http = Some(crate::anchor::HttpAnchorConfig {
+                    url,
+                    ca_file: file.anchor_url_ca.clone(),
+                    token_file: file.anchor_url_token_file.clone(),
+                });
+            }
+            None => {
+                for (setting, given) in [
+                    ("audit.anchor_url_ca", file.anchor_url_ca.is_some()),
+                    (
+                        "audit.anchor_url_token_file",
+                        file.anchor_url_token_file.is_some(),
+                    ),
+                ] {
+                    if given {
+                        return Err(invalid(setting, "needs audit.anchor_url".into()));
+                    }
+                }
+            }
+        }
+        if let Some(spec) = &file.anchor_syslog {
+            self.anchor_syslog = Some(
+                crate::anchor::SyslogTarget::parse(spec)
+                    .map_err(|e| invalid("audit.anchor_syslog", e.to_string()))?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets up the HTTP anchor's client, which reads its CA and token files, so that a
+    /// file that cannot be used stops the server before it binds anything.
+    fn check_anchor_sinks(&self) -> Result<(), ConfigError> {
+        let Some(http) = &self.anchor_http else {
+            return Ok(());
+        };
+        crate::anchor::HttpAnchor::new(http).map(drop).map_err(|e| {
+            use crate::anchor::AnchorError;
+            let setting = match &e {
+                AnchorError::CaFile { .. } | AnchorError::CaCertificates { .. } => {
+                    "audit.anchor_url_ca"
+                }
+                AnchorError::TokenFile { .. } | AnchorError::TokenFormat { .. } => {
+                    "audit.anchor_url_token_file"
+                }
+                _ => "audit.anchor_url",
+            };
+            ConfigError::Invalid {
+                setting,
+                source_name: "config file".into(),
+                reason: e.to_string(),
+            }
+        })
+    }
 }
 
 /// The default audit key epoch.
@@ -520,6 +599,10 @@ struct FileAudit {
     segment_max_size: Option<String>,
     segment_max_age: Option<String>,
     retention: Option<String>,
+    anchor_url: Option<String>,
+    anchor_url_ca: Option<PathBuf>,
+    anchor_url_token_file: Option<PathBuf>,
+    anchor_syslog: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -753,6 +836,7 @@ impl Config {
         if let Some(retention) = &file.audit.retention {
             self.audit.retention = Some(parse_duration("audit.retention", &file_raw(retention))?);
         }
+        self.audit.apply_anchor_sinks(&file.audit)?;
         if let Some(url) = &file.store.url {
             self.store = parse_store("store.url", url, file.store.prefix.as_deref())?;
         } else if file.store.prefix.is_some() {
@@ -940,6 +1024,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.audit.check_anchor_sinks()?;
         if self.revocation_staleness < Duration::from_secs(1)
             || self.revocation_staleness > Duration::from_secs(300)
         {

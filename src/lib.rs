@@ -39,12 +39,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 pub mod api;
 pub mod attest;
 pub mod audit;
 pub use mayfly_sdk::clock;
 pub mod config;
 pub mod mint;
+mod outbound;
 pub mod policy;
 pub mod replica;
 pub mod revoke;

@@ -87,6 +87,9 @@ pub enum ServerError {
     /// The audit log could not be opened or written.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// An anchor sink of the audit log cannot be set up (its CA or token file).
+    #[error("audit anchor: {0}")]
+    Anchor(#[from] crate::anchor::AnchorError),
     /// The mint path could not be wired (its JWT validator or issuer).
     #[error("mint path: {0}")]
     Mint(#[from] MintError),
@@ -300,6 +303,7 @@ pub async fn start_with_clock(
         &config,
         &clock,
         state.feed,
+        state.anchors,
         &state.parts,
         &core,
         &crl,
@@ -391,6 +395,8 @@ impl Drop for Tasks {
 /// the store, before anything is wired or served.
 struct State {
     parts: Parts,
+    /// The audit log's anchor sinks (HTTP, syslog), each run by a task once serving.
+    anchors: Vec<crate::anchor::Sink>,
     ca_report: LoadReport,
     /// A shared store's change feed, followed once serving.
     feed: Option<mpsc::Receiver<StoreEvent>>,
@@ -425,7 +431,10 @@ impl State {
         let mut audit_options = config.audit_options(replicas.id());
         audit_options.anchored =
             witnessed_checkpoint(config, store.as_ref(), replicas.id()).await?;
+        let anchors = crate::anchor::Sinks::open(&config.audit)?;
+        audit_options.anchored.extend(anchors.read_at_start().await);
         let audit = AuditLog::open_with(&config.layout().audit(), &audit_options)?;
+        let anchors = anchors.attach(&audit);
         let usage = Arc::new(UsageTracker::new(store.usage().await?));
         let entries = Arc::new(EntryIndex::new(Vec::new()));
         let (revocations, feed) = match store.subscribe() {
@@ -444,6 +453,7 @@ impl State {
             }
         };
         Ok(State {
+            anchors,
             parts: Parts {
                 ca: Arc::new(ca),
                 replicas,
@@ -738,13 +748,15 @@ fn serve(
 
 /// Spawns the background work: usage flushes, pruning, following a shared
 /// store, key publication, rotation, the validator following the bundle,
-/// the CRL, and with a shared store the audit witness (`witness`).
+/// the CRL, the audit anchor sinks (`anchors`), and with a shared store the
+/// audit witness (`witness`).
 #[allow(clippy::too_many_arguments)]
 fn run_background(
     tasks: &mut Tasks,
     config: &Config,
     clock: &Arc<dyn Clock>,
     feed: Option<mpsc::Receiver<StoreEvent>>,
+    anchors: Vec<crate::anchor::Sink>,
     parts: &Parts,
     core: &Core,
     crl: &Arc<tokio::sync::watch::Sender<Option<Arc<Vec<u8>>>>>,
@@ -758,6 +770,15 @@ fn run_background(
             core.telemetry.metrics().clone(),
             clock.clone(),
             view,
+            tasks.token(),
+        ));
+    }
+    for sink in anchors {
+        tasks.push(crate::anchor::run(
+            sink,
+            parts.replicas.id().to_owned(),
+            parts.audit.clone(),
+            core.telemetry.metrics().clone(),
             tasks.token(),
         ));
     }

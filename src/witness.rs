@@ -34,9 +34,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{
-    AUDIT_ACTOR, AuditEvent, AuditLog, Seen, SignedCheckpoint, WitnessProblem, check_foreign,
-};
+use crate::anchor::AnchorRecords;
+use crate::audit::{AUDIT_ACTOR, AuditEvent, AuditLog, Seen, WitnessProblem, check_foreign};
 use crate::clock::Clock;
 use crate::store::{AuditAnchorRecord, Store, StoreError};
 use crate::telemetry::BrokerMetrics;
@@ -135,9 +134,9 @@ struct Witness {
     metrics: Arc<BrokerMetrics>,
     clock: Arc<dyn Clock>,
     view: Arc<WitnessView>,
-    /// This replica's record as last built: rebuilt when the checkpoint changes, its key
-    /// hand-overs re-read when the signing key changes.
-    record: Option<AuditAnchorRecord>,
+    /// This replica's records: rebuilt when the checkpoint changes, its key hand-overs
+    /// re-read when the signing key changes.
+    records: AnchorRecords,
     publishing: Outage,
     reading: Outage,
     others: BTreeMap<String, Watched>,
@@ -153,13 +152,13 @@ impl Witness {
         view: Arc<WitnessView>,
     ) -> Self {
         Witness {
+            records: AnchorRecords::new(replica.clone()),
             replica,
             board,
             audit,
             metrics,
             clock,
             view,
-            record: None,
             publishing: Outage::default(),
             reading: Outage::default(),
             others: BTreeMap::new(),
@@ -177,12 +176,18 @@ impl Witness {
         let Some(checkpoint) = latest else {
             return;
         };
-        let Some(mut record) = self.record_of(checkpoint).await else {
-            return;
+        let record = match self
+            .records
+            .record(&self.audit, checkpoint, self.clock.unix_now())
+            .await
+        {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::warn!(%error, "cannot build the audit checkpoint record to publish");
+                return;
+            }
         };
-        record.published_at = self.clock.unix_now();
         let published = self.board.publish(&self.replica, &record).await;
-        self.record = Some(record);
         self.metrics.witness_published(published.is_ok());
         match published {
             Ok(()) => self.published_again().await,
@@ -197,38 +202,6 @@ impl Witness {
                     .get_or_insert_with(|| error.to_string());
             }
         }
-    }
-
-    /// The record for `checkpoint`: the one built before with the new checkpoint, or with
-    /// the hand-overs read again when another key signed it. `None` (logged) if
-    /// `keys.jsonl` cannot be read.
-    async fn record_of(&self, checkpoint: SignedCheckpoint) -> Option<AuditAnchorRecord> {
-        if let Some(record) = &self.record
-            && record.checkpoint.key == checkpoint.key
-        {
-            return Some(AuditAnchorRecord {
-                checkpoint,
-                ..record.clone()
-            });
-        }
-        let audit = self.audit.clone();
-        let keys = match tokio::task::spawn_blocking(move || audit.handovers()).await {
-            Ok(Ok(keys)) => keys,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "cannot read the audit key hand-overs to publish");
-                return None;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "reading the audit key hand-overs failed");
-                return None;
-            }
-        };
-        Some(AuditAnchorRecord {
-            replica: self.replica.clone(),
-            checkpoint,
-            keys,
-            published_at: 0,
-        })
     }
 
     /// Publishing worked: if it had failed before, says so once, in the log.
@@ -376,7 +349,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::audit::AuditOptions;
+    use crate::audit::{AuditOptions, SignedCheckpoint};
     use crate::clock::SystemClock;
     use crate::telemetry::Telemetry;
 

@@ -353,13 +353,15 @@ async fn the_alert_rules_load_fire_as_tested_and_name_real_metrics() {
         .collect();
     // Exported only with a shared store (Redis), which this broker has not.
     // (tests/replicas.rs and tests/audit_witness.rs read these from brokers on
-    // Redis.) And the anchor's writes, only with `[audit] anchor_file`.
+    // Redis.) And the anchors' writes, only with an anchor configured (`[audit]
+    // anchor_file`, `anchor_url`, `anchor_syslog`).
     let shared_store_only = [
         "mayfly_revocation_staleness_seconds",
         "mayfly_revocation_staleness_bound_seconds",
         "mayfly_store_connected",
         "mayfly_audit_witness_findings_total",
-        // tests/audit_evidence.rs reads this one from a broker with an anchor file.
+        // tests/audit_evidence.rs reads this one from a broker with an anchor file,
+        // tests/audit_sinks.rs from brokers with an HTTP witness and syslog.
         "mayfly_audit_anchor_writes_total",
     ];
     let rules = std::fs::read_to_string(deploy.join("alerts.yml")).unwrap();

@@ -58,7 +58,7 @@ use http_body_util::{BodyExt as _, Empty, LengthLimitError, Limited};
 use hyper::body::Bytes;
 use hyper::header::{ACCEPT, CONTENT_LENGTH, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -71,6 +71,7 @@ use mayfly_sdk::error_chain;
 
 use super::{AttestError, truncated};
 use crate::clock::{Clock, SystemClock};
+use crate::outbound::{ConnectorError, Roots};
 
 mod error;
 use error::BoxError;
@@ -434,25 +435,20 @@ struct Discovery {
 impl Discovery {
     fn new(issuer: &str, url: &str) -> Result<Self, JwksError> {
         let uri = checked_url(url)?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = if uri.scheme_str() == Some("https") {
-            HttpsConnectorBuilder::new()
-                .with_provider_and_native_roots(provider)
-                .map_err(|source| JwksError::RootCertificates { source })?
+        // Loopback http only gets no root at all: no certificate is ever trusted. Every URL
+        // is checked by `checked_url` before it is requested, which is what keeps plain
+        // http on loopback.
+        let roots = if uri.scheme_str() == Some("https") {
+            Roots::Native
         } else {
-            // Loopback http only: no certificate is ever trusted.
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| JwksError::Tls {
-                    source: Box::new(e),
-                })?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            HttpsConnectorBuilder::new().with_tls_config(tls)
+            Roots::Nothing
         };
-        // Every URL is checked by `checked_url` before it is requested, which
-        // is what keeps plain http on loopback.
-        let connector = builder.https_or_http().enable_http1().build();
+        let connector = crate::outbound::connector(roots, None).map_err(|e| match e {
+            ConnectorError::NativeRoots(source) => JwksError::RootCertificates { source },
+            ConnectorError::Tls(e) => JwksError::Tls {
+                source: Box::new(e),
+            },
+        })?;
         let client = Client::builder(TokioExecutor::new())
             // Fetches are minutes apart: keeping idle connections buys nothing.
             .pool_max_idle_per_host(0)

@@ -271,4 +271,116 @@ fn audit_segments_and_retention_load_and_bad_ones_are_refused_by_name() {
         assert!(err.to_string().contains(setting), "{text}: {err}");
         assert!(!err.to_string().contains('\n'), "{err}");
     }
+fn audit_anchor_sinks_load_from_the_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("witness.token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = load_text(
+        &format!(
+            "[audit]\nanchor_url = \"https://witness.example/mayfly/replica-a\"\n\
+             anchor_url_token_file = '{}'\nanchor_syslog = \"udp:127.0.0.1:514\"\n",
+            token.display()
+        ),
+        HashMap::new(),
+    )
+    .unwrap();
+    let http = config.audit.anchor_http.unwrap();
+    assert_eq!(
+        http.url.to_string(),
+        "https://witness.example/mayfly/replica-a"
+    );
+    assert_eq!(http.token_file.as_deref(), Some(token.as_path()));
+    assert_eq!(
+        config.audit.anchor_syslog,
+        Some(crate::anchor::SyslogTarget::Udp(
+            "127.0.0.1:514".parse().unwrap()
+        ))
+    );
+    // Off unless set.
+    let config = Config::load(None, no_env, &Overrides::default()).unwrap();
+    assert!(config.audit.anchor_http.is_none() && config.audit.anchor_syslog.is_none());
+}
+
+#[test]
+fn audit_anchor_sinks_that_cannot_be_used_are_refused_by_name() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("witness.token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let missing_ca = dir.path().join("missing-ca.pem");
+    let url = "anchor_url = \"https://witness.example/a\"";
+    for (audit, setting, needle) in [
+        (
+            "anchor_url = \"ftp://witness.example/a\"".to_owned(),
+            "audit.anchor_url",
+            "http or https",
+        ),
+        (
+            "anchor_syslog = \"/dev/log\"".to_owned(),
+            "audit.anchor_syslog",
+            "unix:<socket path> or udp:<IP>:<port>",
+        ),
+        (
+            "anchor_syslog = \"udp:syslog.example:514\"".to_owned(),
+            "audit.anchor_syslog",
+            "IP address and a port",
+        ),
+        (
+            format!("{url}\nanchor_url_ca = '{}'", missing_ca.display()),
+            "audit.anchor_url_ca",
+            "missing-ca.pem",
+        ),
+        (
+            format!("anchor_url_ca = '{}'", missing_ca.display()),
+            "audit.anchor_url_ca",
+            "needs audit.anchor_url",
+        ),
+        (
+            format!("{url}\nanchor_url_token_file = '{}'", token.display()),
+            "audit.anchor_url_token_file",
+            "witness.token",
+        ),
+        (
+            format!(
+                "anchor_url = \"http://witness.example/a\"\nanchor_url_token_file = '{}'",
+                token.display()
+            ),
+            // Refused for its mode before the URL is looked at.
+            "audit.anchor_url_token_file",
+            "witness.token",
+        ),
+    ] {
+        let error = load_text(&format!("[audit]\n{audit}\n"), HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!("{setting} (from config file)")),
+            "{audit}: {error}"
+        );
+        assert!(error.contains(needle), "{audit}: {error}");
+        assert!(!error.contains("t0ken"), "{error}");
+    }
+    // The controls: the same settings, usable.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let error = load_text(
+        &format!(
+            "[audit]\nanchor_url = \"http://witness.example/a\"\nanchor_url_token_file = '{}'\n",
+            token.display()
+        ),
+        HashMap::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("only over https"), "{error}");
+    load_text(
+        &format!(
+            "[audit]\n{url}\nanchor_url_token_file = '{}'\nanchor_syslog = \"unix:/dev/log\"\n",
+            token.display()
+        ),
+        HashMap::new(),
+    )
+    .unwrap();
 }
