@@ -31,7 +31,8 @@
 //! credential leaves. [`revoke`] and the SDK's revocation index cut
 //! credentials off; [`store`] keeps state (embedded redb, or Redis for
 //! several replicas, which [`replica`] ties together and [`witness`] makes
-//! witnesses of each other's audit logs); [`rotation`] drives
+//! witnesses of each other's audit logs; [`anchor`] sends the audit log's
+//! signed checkpoints to an HTTP witness and to syslog); [`rotation`] drives
 //! the CA's key rotation; [`telemetry`] counts outcomes and serves them at
 //! `/metrics`; [`config`] and [`server`] put it all together.
 //! The command line is a module of the `mayfly` binary, not of this
