@@ -271,6 +271,9 @@ fn audit_segments_and_retention_load_and_bad_ones_are_refused_by_name() {
         assert!(err.to_string().contains(setting), "{text}: {err}");
         assert!(!err.to_string().contains('\n'), "{err}");
     }
+}
+
+#[test]
 fn audit_anchor_sinks_load_from_the_file() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
