@@ -431,7 +431,10 @@ impl State {
         let mut audit_options = config.audit_options(replicas.id());
         audit_options.anchored =
             witnessed_checkpoint(config, store.as_ref(), replicas.id()).await?;
-        let anchors = crate::anchor::Sinks::open(&config.audit)?;
+        let anchors = crate::anchor::Sinks::open(
+            config.audit.anchor_http.as_ref(),
+            config.audit.anchor_syslog.as_ref(),
+        )?;
         audit_options.anchored.extend(anchors.read_at_start().await);
         let audit = AuditLog::open_with(&config.layout().audit(), &audit_options)?;
         let anchors = anchors.attach(&audit);

@@ -30,7 +30,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AnchorHealth, AuditLog, CommitObserver as _, SignedCheckpoint};
-use crate::config::AuditConfig;
 use crate::store::AuditAnchorRecord;
 use crate::telemetry::BrokerMetrics;
 
@@ -64,20 +63,23 @@ enum SinkKind {
 }
 
 impl Sinks {
-    /// The sinks of `config` (`anchor_url`, `anchor_syslog`); none when neither is set.
+    /// The sinks configured (`[audit] anchor_url`, `anchor_syslog`); none when neither is.
     ///
     /// # Errors
     /// As [`HttpAnchor::new`]: a CA or token file that cannot be used.
-    pub fn open(config: &AuditConfig) -> Result<Sinks, AnchorError> {
+    pub fn open(
+        http: Option<&HttpAnchorConfig>,
+        syslog: Option<&SyslogTarget>,
+    ) -> Result<Sinks, AnchorError> {
         let mut sinks = Vec::new();
-        if let Some(http) = &config.anchor_http {
+        if let Some(http) = http {
             let anchor = HttpAnchor::new(http)?;
             sinks.push(Sink {
                 health: Arc::new(AnchorHealth::new("http", anchor.url().to_string())),
                 kind: SinkKind::Http(Box::new(anchor)),
             });
         }
-        if let Some(target) = &config.anchor_syslog {
+        if let Some(target) = syslog {
             sinks.push(Sink {
                 health: Arc::new(AnchorHealth::new("syslog", target.to_string())),
                 kind: SinkKind::Syslog(SyslogAnchor::new(target.clone())),

@@ -373,11 +373,7 @@ async fn the_task_retries_a_failing_witness_and_records_its_recovery_once() {
     let (log, _) = record_of_a_log(dir.path()).await;
     let (url, witness) = serve_witness().await;
     *witness.post_status.lock().unwrap() = Some(500);
-    let audit = crate::config::AuditConfig {
-        anchor_http: Some(config(&url)),
-        ..Default::default()
-    };
-    let sinks = Sinks::open(&audit).unwrap().attach(&log);
+    let sinks = Sinks::open(Some(&config(&url)), None).unwrap().attach(&log);
     assert_eq!(sinks.len(), 1);
     let health = Arc::clone(sinks[0].health());
     let telemetry = crate::telemetry::Telemetry::new();

@@ -59,6 +59,7 @@ mod private;
 mod proof;
 mod record;
 mod seal;
+mod sealed;
 mod segment;
 mod tail;
 mod trust;
@@ -85,7 +86,8 @@ pub use seal::{
     AUDIT_ACTOR, AuditPublicKey, Handover, KEY_ACTION, ROOT_PUBLIC_KEY_FILE, SignedCheckpoint,
     checkpoint_body, handover_body,
 };
-pub use segment::{SegmentReport, SegmentSeal, verify_segment};
+pub use sealed::{SegmentReport, verify_segment};
+pub use segment::SegmentSeal;
 pub use tail::tail;
 pub use trust::{KeyEpoch, Seen, WitnessProblem, check_foreign};
 pub use verify::{VerifyOptions, VerifyReport, verify, verify_with};

@@ -15,8 +15,7 @@ use super::seal::{AuditPublicKey, Handover, SignedCheckpoint};
 use super::segment::Layout;
 use super::trust::{Facts, KeyEpoch};
 
-/// File name of the log (its live segment) inside the audit directory.
-pub(super) const LOG_FILE: &str = "audit.log";
+pub(super) use super::segment::LOG_FILE;
 
 /// The action of the record retention appends before it removes segments; its detail's
 /// `through_seq` is the last seq removed.

@@ -197,7 +197,7 @@ fn shell_word(path: &Path) -> String {
 
 /// Runs `mayfly audit verify-export`: offline, with no data directory.
 pub(super) fn verify_export(args: &VerifyExportArgs) -> Result<ExitCode, CliError> {
-    let key = super::audit_log::read_public_key(&args.public_key)?;
+    let key = super::audit_key::read_public_key(&args.public_key)?;
     let proof_path = args
         .proof
         .clone()

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::Context;
 use super::audit_export::{self, ExportArgs, VerifyExportArgs};
+use super::audit_key::read_public_key;
 use super::error::CliError;
 use super::output::{self, Table};
 use mayfly::audit::{self, AuditRecord};
@@ -320,12 +321,6 @@ fn verify(dir: &Path, args: &VerifyArgs) -> Result<ExitCode, CliError> {
             Ok(ExitCode::from(super::error::exit::FAILED))
         }
     }
-}
-
-pub(super) fn read_public_key(path: &Path) -> Result<audit::AuditPublicKey, CliError> {
-    let pem = mayfly_sdk::files::read_public_file(path)
-        .map_err(|e| CliError::file("read", path, e.to_string()))?;
-    Ok(audit::AuditPublicKey::from_pem(&pem)?)
 }
 
 fn prove(dir: &Path, args: &ProveArgs) -> Result<(), CliError> {

@@ -23,6 +23,7 @@
 
 mod agent;
 mod audit_export;
+mod audit_key;
 mod audit_log;
 mod bench;
 mod ca;

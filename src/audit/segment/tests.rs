@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::super::test_support::event;
 use super::super::{
     AuditLog, AuditOptions, AuditPublicKey, BreakKind, ProofBundle, Rotation, prove_consistency,
-    prove_inclusion, read_checkpoint, verify, verify_bundle,
+    prove_inclusion, read_checkpoint, verify, verify_bundle, verify_segment,
 };
 use super::*;
 
