@@ -461,15 +461,31 @@ fn restrict_log(file: &File, path: &Path) -> Result<(), AuditError> {
 }
 
 /// Takes the advisory lock: two writers would both continue the chain from the same head.
+///
+/// A lock that is held is tried again for up to [`LOCK_PATIENCE`] before the log counts as
+/// open elsewhere: a process that forks (to start a helper program) holds a copy of every
+/// open file until its child calls exec, so a log closed a moment ago can still look
+/// locked for a few milliseconds.
 fn lock(file: &File, path: &Path) -> Result<(), AuditError> {
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => Err(AuditError::Locked {
-            path: path.to_owned(),
-        }),
-        Err(TryLockError::Error(e)) => Err(AuditError::io("lock", path, e)),
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(AuditError::Locked {
+                    path: path.to_owned(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(AuditError::io("lock", path, e)),
+        }
     }
 }
+
+/// How long [`lock`] waits for a lock that is held.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> Result<(), AuditError> {
