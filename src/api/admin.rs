@@ -99,6 +99,37 @@ impl AdminService {
         found.ok_or_else(|| Status::not_found(format!("no entry {id_or_spiffe_id}")))
     }
 
+    /// Stores `next` in place of `current` (refused if another change came
+    /// first: the store compares revisions), publishes it to the mint path
+    /// and audits `action` with the given detail.
+    async fn change_entry(
+        &self,
+        current: &Entry,
+        next: Entry,
+        action: &str,
+        actor: String,
+        detail: serde_json::Value,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let state = &self.inner;
+        state.store.update_entry(&next, current.revision).await?;
+        state.entries.upsert(next.clone());
+        self.audit(AuditEvent {
+            action: action.into(),
+            outcome: Outcome::Ok,
+            actor,
+            entry_id: Some(next.id.to_string()),
+            spiffe_id: Some(next.spiffe_id.to_string()),
+            reason: detail
+                .get("reason")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            detail: Some(detail),
+            ..AuditEvent::default()
+        })
+        .await?;
+        Ok(Response::new(self.to_proto(&next)))
+    }
+
     async fn audit(&self, event: AuditEvent) -> Result<(), Status> {
         self.inner.audit.append(event).await.map(|_| ()).map_err(|e| {
             tracing::error!(error = %e, "audit append failed");
@@ -161,6 +192,11 @@ pub fn entry_to_proto(entry: &Entry, last_minted_at: i64, mint_count: u64) -> pb
             .map(ToString::to_string)
             .unwrap_or_default(),
         unique_jti: entry.unique_jti,
+        disabled: entry.disabled.as_ref().map(|d| pb::EntryDisabled {
+            at: d.at,
+            by: d.by.clone(),
+            reason: d.reason.clone(),
+        }),
     }
 }
 
@@ -311,6 +347,16 @@ impl Admin for AdminService {
             seconds => Duration::from_secs(seconds.into()),
         };
         let now = state.clock.unix_now();
+        if let Some(disabled) = &entry.disabled {
+            return Err(Status::failed_precondition(format!(
+                "entry {} is disabled since {} by {}: {}; `mayfly entry enable {} --reason ...` first",
+                entry.id,
+                crate::clock::rfc3339(disabled.at),
+                disabled.by,
+                disabled.reason,
+                entry.id
+            )));
+        }
         if entry.is_expired(now) {
             return Err(Status::failed_precondition(format!(
                 "entry {} expired at {}; extend it with `mayfly entry update {} --expires ...` first",
@@ -537,6 +583,39 @@ impl Admin for AdminService {
             ca.import_intermediate(&pem, now)
         })
         .await
+    }
+
+    async fn disable_entry(
+        &self,
+        request: Request<pb::DisableEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let actor = Self::actor(&request);
+        let request = request.into_inner();
+        let current = self.find(&request.id)?;
+        let now = self.inner.clock.unix_now();
+        let next = current.disabled(&actor, &request.reason, now)?;
+        let detail =
+            serde_json::json!({ "reason": request.reason.trim(), "revision": next.revision });
+        self.change_entry(&current, next, "entry.disable", actor, detail)
+            .await
+    }
+
+    async fn enable_entry(
+        &self,
+        request: Request<pb::EnableEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let actor = Self::actor(&request);
+        let request = request.into_inner();
+        let current = self.find(&request.id)?;
+        let now = self.inner.clock.unix_now();
+        let next = current.enabled(&request.reason, now)?;
+        let detail = serde_json::json!({
+            "reason": request.reason.trim(),
+            "revision": next.revision,
+            "was_disabled": &current.disabled,
+        });
+        self.change_entry(&current, next, "entry.enable", actor, detail)
+            .await
     }
 
     async fn list_revocations(

@@ -94,7 +94,19 @@ pub(crate) fn ca_code(error: &CaError) -> Code {
 
 impl From<EntryError> for Status {
     fn from(error: EntryError) -> Self {
-        Status::invalid_argument(error.to_string())
+        let code = entry_code(&error);
+        Status::new(code, error.to_string())
+    }
+}
+
+/// The status code of every entry error: an exhaustive match, so that a new
+/// variant must be given its code here. All are the operator's to fix.
+pub(crate) fn entry_code(error: &EntryError) -> Code {
+    match error {
+        EntryError::Missing { .. } | EntryError::Invalid { .. } | EntryError::TtlTooLong { .. } => {
+            Code::InvalidArgument
+        }
+        EntryError::State { .. } => Code::FailedPrecondition,
     }
 }
 

@@ -2,8 +2,8 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 use mayfly_sdk::proto::v1::{
-    CreateEntryRequest, DeleteEntryRequest, Entry, EntrySpec, GetEntryRequest, ListEntriesRequest,
-    StringList, UpdateEntryRequest,
+    CreateEntryRequest, DeleteEntryRequest, DisableEntryRequest, EnableEntryRequest, Entry,
+    EntrySpec, GetEntryRequest, ListEntriesRequest, StringList, UpdateEntryRequest,
 };
 use serde::Serialize;
 
@@ -34,7 +34,23 @@ pub enum EntryCommand {
     /// Remove an entry. Credentials already issued stay valid until they expire.
     #[command(after_help = "Examples:\n  mayfly entry delete 7aff5b4acb408a99")]
     Delete(DeleteArgs),
+    /// Stop an entry minting; every refusal quotes the reason. Audited.
+    #[command(after_help = DISABLE_EXAMPLES)]
+    Disable(GovernArgs),
+    /// Let a disabled entry mint again. Audited.
+    #[command(
+        after_help = "Examples:\n  mayfly entry enable 7aff5b4acb408a99 --reason \"owner confirmed, CHG-1234\""
+    )]
+    Enable(GovernArgs),
 }
+
+const DISABLE_EXAMPLES: &str = "\
+Examples:
+  mayfly entry disable 7aff5b4acb408a99 --reason \"owner left; pending review\"
+
+Credentials already issued stay valid until they expire (revoke them with
+`mayfly revoke entry <ID>`); agents stop handing out cached JWT-SVIDs at
+their next sync.";
 
 const CREATE_EXAMPLES: &str = "\
 Examples:
@@ -207,6 +223,20 @@ pub struct DeleteArgs {
     json: bool,
 }
 
+/// Arguments of `mayfly entry disable` and `mayfly entry enable`.
+#[derive(Debug, Args)]
+pub struct GovernArgs {
+    /// The entry's id, or its SPIFFE ID.
+    #[arg(value_name = "ID|SPIFFE_ID")]
+    id: String,
+    /// Why, for the audit log (required, at most 1024 bytes).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Print the entry as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 /// An entry as `--json` prints it: the API's fields, times in RFC 3339 (`null` for never).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct EntryView {
@@ -250,6 +280,32 @@ pub struct EntryView {
     pub parent_id: Option<String>,
     /// Whether every JWT-SVID is freshly signed with its own jti (no reuse).
     pub unique_jti: bool,
+    /// `active`, `disabled` or `expired` (disabled wins).
+    pub state: String,
+    /// Who disabled it, when and why; `null` while it is not disabled.
+    pub disabled: Option<DisabledView>,
+}
+
+/// Who disabled an entry, as `--json` prints it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DisabledView {
+    /// When, RFC 3339.
+    pub at: Option<String>,
+    /// Who: the admin peer, or `mayfly-governance`.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// An entry's state in one word: `disabled` before `expired` before `active`.
+pub(super) fn entry_state(e: &Entry, now: i64) -> &'static str {
+    if e.disabled.is_some() {
+        "disabled"
+    } else if now >= e.expires_at {
+        "expired"
+    } else {
+        "active"
+    }
 }
 
 impl From<&Entry> for EntryView {
@@ -275,6 +331,12 @@ impl From<&Entry> for EntryView {
             mint_count: e.mint_count,
             parent_id: (!e.parent_id.is_empty()).then(|| e.parent_id.clone()),
             unique_jti: e.unique_jti,
+            state: entry_state(e, now_unix()).to_owned(),
+            disabled: e.disabled.as_ref().map(|d| DisabledView {
+                at: optional_rfc3339(d.at),
+                by: d.by.clone(),
+                reason: d.reason.clone(),
+            }),
         }
     }
 }
@@ -291,6 +353,22 @@ pub(super) async fn run(ctx: &Context, command: EntryCommand) -> Result<(), CliE
         }
         EntryCommand::Update(args) => update(ctx, args).await,
         EntryCommand::Delete(args) => delete(ctx, args).await,
+        EntryCommand::Disable(args) => {
+            let request = DisableEntryRequest {
+                id: args.id,
+                reason: args.reason,
+            };
+            let entry = ctx.admin().await?.disable_entry(request).await?;
+            print_entry(&entry.into_inner(), args.json, Some("disabled entry"))
+        }
+        EntryCommand::Enable(args) => {
+            let request = EnableEntryRequest {
+                id: args.id,
+                reason: args.reason,
+            };
+            let entry = ctx.admin().await?.enable_entry(request).await?;
+            print_entry(&entry.into_inner(), args.json, Some("enabled entry"))
+        }
     }
 }
 
@@ -437,6 +515,7 @@ pub(super) fn entry_table(entries: &[Entry], now: i64) -> String {
         "AUDIENCES",
         "EXPIRES",
         "LAST MINTED",
+        "STATE",
     ]);
     for e in entries {
         table.row([
@@ -451,6 +530,7 @@ pub(super) fn entry_table(entries: &[Entry], now: i64) -> String {
                 0 => "never".to_string(),
                 at => relative(at, now),
             },
+            entry_state(e, now).to_owned(),
         ]);
     }
     table.render()
@@ -466,8 +546,13 @@ pub(super) fn entry_details(e: &Entry, now: i64) -> String {
         0 => "default".to_string(),
         secs => output::compact_duration(u64::from(secs)),
     };
+    let state = match &e.disabled {
+        Some(d) => format!("disabled since {} by {}: {}", when(d.at), d.by, d.reason),
+        None => entry_state(e, now).to_owned(),
+    };
     key_values(&[
         ("id", e.id.clone()),
+        ("state", state),
         ("spiffe id", e.spiffe_id.clone()),
         ("owner", e.owner.clone()),
         ("purpose", e.purpose.clone()),

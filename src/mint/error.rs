@@ -15,7 +15,7 @@ use mayfly_sdk::revocation::{Revocation, RevocationError};
 use crate::attest::AttestError;
 use crate::audit::AuditError;
 use crate::clock::rfc3339;
-use crate::policy::{CredentialKind, EntryError, EntryId};
+use crate::policy::{CredentialKind, Disabled, EntryError, EntryId};
 use crate::store::StoreError;
 
 /// Why a mint operation was refused or failed.
@@ -245,6 +245,20 @@ pub enum Denied {
         spiffe_id: SpiffeId,
         /// Unix seconds.
         expired_at: i64,
+    },
+    /// The entry (or the calling agent's own entry) is disabled: the
+    /// message names who disabled it, when, why, and the way back.
+    #[error(
+        "entry {entry_id} is disabled since {} by {}: {}; `mayfly entry enable {entry_id} --reason ...`",
+        rfc3339(disabled.at),
+        disabled.by,
+        disabled.reason
+    )]
+    EntryDisabled {
+        /// The disabled entry.
+        entry_id: EntryId,
+        /// Who, when and why.
+        disabled: Disabled,
     },
     /// The entry does not allow this kind of credential.
     #[error("entry {entry_id} does not allow {} credentials", kind.as_str())]

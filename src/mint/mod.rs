@@ -10,7 +10,9 @@
 //! A JWT-SVID is reused for the same entry, audience and TTL until half its
 //! lifetime has passed ([`JwtSvidCache`]), unless the entry requires a
 //! unique `jti`; every check runs before the cache is consulted, and every
-//! mint, reused or not, is audited.
+//! mint, reused or not, is audited. So a token cached for an entry that was
+//! disabled (or expired) since is never handed out: the entry check refuses
+//! first.
 
 mod error;
 mod jwt_cache;
@@ -543,6 +545,7 @@ impl Minter {
 
     fn check_agent(&self, agent: &Caller) -> Result<Arc<Entry>, MintError> {
         let own = self.entry_for(agent)?;
+        check_enabled(&own)?;
         if own.is_expired(self.clock.unix_now()) {
             return Err(Denied::AgentEntryExpired {
                 entry_id: own.id.clone(),
@@ -942,6 +945,7 @@ impl Minter {
 
     fn check_entry(&self, entry: &Entry, kind: CredentialKind, now: i64) -> Result<(), MintError> {
         self.check_not_revoked(entry)?;
+        check_enabled(entry)?;
         if entry.is_expired(now) {
             return Err(Denied::EntryExpired {
                 entry_id: entry.id.clone(),
@@ -1097,6 +1101,19 @@ fn check_bound_to(entry: &Entry, wanted: &str) -> Result<(), MintError> {
         requested: crate::attest::truncated(wanted),
     }
     .into())
+}
+
+/// Refuses an entry an operator or the governance sweeper disabled, naming
+/// who, when, why and the way back.
+fn check_enabled(entry: &Entry) -> Result<(), MintError> {
+    match &entry.disabled {
+        Some(disabled) => Err(Denied::EntryDisabled {
+            entry_id: entry.id.clone(),
+            disabled: (**disabled).clone(),
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 fn check_audience(entry: &Entry, audience: &Audience) -> Result<(), MintError> {

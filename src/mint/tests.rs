@@ -430,6 +430,7 @@ fn mint_variant(error: &MintError) -> usize {
             Denied::EntryExpired { .. } => 22,
             Denied::KindNotAllowed { .. } => 23,
             Denied::AudienceNotAllowed { .. } => 24,
+            Denied::EntryDisabled { .. } => 33,
         },
         MintError::Attestation(_) => 25,
         MintError::Ca(_) => 26,
@@ -446,7 +447,7 @@ fn mint_variant(error: &MintError) -> usize {
     }
 }
 
-const MINT_VARIANTS: usize = 33;
+const MINT_VARIANTS: usize = 34;
 
 /// One example of every mint error and reason, with its status code.
 /// (`Attestation` and `Ca` have their own tables above.)
@@ -618,6 +619,18 @@ fn mint_errors() -> Vec<(MintError, Code)> {
                 audience: "db".into(),
                 spiffe_id: id(),
                 allowed: vec!["web".into()],
+            }
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::EntryDisabled {
+                entry_id: entry_id(),
+                disabled: crate::policy::Disabled {
+                    at: 1,
+                    by: "admin:uid=0".into(),
+                    reason: "owner left".into(),
+                },
             }
             .into(),
             Code::PermissionDenied,

@@ -45,6 +45,13 @@ pub enum EntryError {
         /// The cap, in seconds.
         max: u64,
     },
+    /// The entry is not in the state the operation needs (enabling an
+    /// entry that is not disabled, disabling one that is).
+    #[error("{reason}")]
+    State {
+        /// What the state is, naming the entry.
+        reason: String,
+    },
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> EntryError {
@@ -217,6 +224,23 @@ pub struct Entry {
     /// until half its lifetime has passed.
     #[serde(default)]
     pub unique_jti: bool,
+    /// Set while an operator (or the governance sweeper) has disabled the
+    /// entry: it mints nothing until enabled again. Boxed: rare, and the
+    /// store's change events carry whole entries.
+    #[serde(default)]
+    pub disabled: Option<Box<Disabled>>,
+}
+
+/// Who disabled an entry, when and why: kept on the entry so that every
+/// refusal can name it, and the way back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disabled {
+    /// Unix seconds.
+    pub at: i64,
+    /// The admin peer, or `mayfly-governance` for the sweeper.
+    pub by: String,
+    /// Why, in the operator's words (or the rule and dates that applied).
+    pub reason: String,
 }
 
 impl Entry {
@@ -234,6 +258,73 @@ impl Entry {
     pub fn is_expired(&self, now: i64) -> bool {
         now >= self.expires_at
     }
+
+    /// This entry, disabled at `now` by `by` for `reason` (checked with
+    /// [`governance_text`]), as the next revision.
+    ///
+    /// # Errors
+    ///
+    /// [`EntryError::Missing`] or [`EntryError::Invalid`] for the reason;
+    /// [`EntryError::State`] if the entry is already disabled.
+    pub fn disabled(&self, by: &str, reason: &str, now: i64) -> Result<Entry, EntryError> {
+        let reason = governance_text("reason", reason)?;
+        if let Some(disabled) = &self.disabled {
+            return Err(EntryError::State {
+                reason: format!(
+                    "entry {} is already disabled since {} by {}",
+                    self.id,
+                    crate::clock::rfc3339(disabled.at),
+                    disabled.by
+                ),
+            });
+        }
+        let mut next = self.next_revision(now);
+        next.disabled = Some(Box::new(Disabled {
+            at: now,
+            by: by.to_owned(),
+            reason,
+        }));
+        Ok(next)
+    }
+
+    /// This entry, enabled again at `now`, as the next revision; `reason`
+    /// is checked like [`Entry::disabled`]'s but kept only in the audit log.
+    ///
+    /// # Errors
+    ///
+    /// [`EntryError::Missing`] or [`EntryError::Invalid`] for the reason;
+    /// [`EntryError::State`] if the entry is not disabled.
+    pub fn enabled(&self, reason: &str, now: i64) -> Result<Entry, EntryError> {
+        governance_text("reason", reason)?;
+        if self.disabled.is_none() {
+            return Err(EntryError::State {
+                reason: format!("entry {} is not disabled", self.id),
+            });
+        }
+        let mut next = self.next_revision(now);
+        next.disabled = None;
+        Ok(next)
+    }
+
+    /// A copy with the revision bumped and `updated_at` = `now`, for the
+    /// optimistic concurrency of the store.
+    fn next_revision(&self, now: i64) -> Entry {
+        let mut next = self.clone();
+        next.updated_at = now;
+        next.revision = self.revision.saturating_add(1);
+        next
+    }
+}
+
+/// Checks a governance text (a disable or enable reason, a review note):
+/// required, trimmed, at most 1024 bytes, no control characters.
+///
+/// # Errors
+///
+/// [`EntryError::Missing`] when empty, [`EntryError::Invalid`] when too
+/// long or holding control characters; both name `field`.
+pub fn governance_text(field: &'static str, value: &str) -> Result<String, EntryError> {
+    parse_text(field, value)
 }
 
 /// An operator's create or update request, already decoded from the wire.
@@ -301,6 +392,7 @@ impl EntrySpec {
             revision: 1,
             parent_id: None,
             unique_jti: false,
+            disabled: None,
         };
         let entry = self.apply_to(draft, trust_domain, ttl, now)?;
         Ok(entry)

@@ -10,6 +10,7 @@ mod entry;
 mod index;
 
 pub use entry::{
-    CredentialKind, Entry, EntryError, EntryId, EntrySpec, HARD_TTL_CAP, Selector, TtlPolicy,
+    CredentialKind, Disabled, Entry, EntryError, EntryId, EntrySpec, HARD_TTL_CAP, Selector,
+    TtlPolicy, governance_text,
 };
 pub use index::EntryIndex;

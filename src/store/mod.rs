@@ -337,6 +337,9 @@ pub struct AuditAnchorRecord {
 /// A change to shared state made by any replica (see [`Store::subscribe`]).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
+// An entry (with its governance state) is the largest variant; events are
+// received one at a time and applied once, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum StoreEvent {
     /// The whole state: at the start, after a missed message or a
     /// reconnect. Replaces what the subscriber holds.

@@ -93,6 +93,8 @@ pub static ADMIN_SERVICE: RpcService = RpcService {
         "CaRetire",
         "CaIntermediateCsr",
         "CaImportIntermediate",
+        "DisableEntry",
+        "EnableEntry",
     ],
 };
 

@@ -33,14 +33,14 @@ fn list_table_has_the_promised_columns() {
         lines.next(),
         Some(
             "ID  SPIFFE ID                OWNER         ENV   DATA  AUDIENCES           \
-                 EXPIRES               LAST MINTED"
+                 EXPIRES               LAST MINTED  STATE"
         )
     );
     assert_eq!(
         lines.next(),
         Some(
             "e1  spiffe://td/billing/api  team-billing  prod  phi   billing-db,reports  \
-                 2027-01-31T00:00:00Z  4m12s ago"
+                 2027-01-31T00:00:00Z  4m12s ago    active"
         )
     );
 }
@@ -56,7 +56,8 @@ fn details_show_every_field() {
         text.contains("unique jti:  no: a JWT-SVID is reused until half its life\n"),
         "{text}"
     );
-    assert_eq!(text.lines().count(), 20);
+    assert_eq!(text.lines().count(), 21);
+    assert!(text.contains("state:       active\n"), "{text}");
     let unique = Entry {
         unique_jti: true,
         ..sample()
@@ -66,6 +67,58 @@ fn details_show_every_field() {
         text.contains("unique jti:  yes: a fresh JWT-SVID on every request\n"),
         "{text}"
     );
+}
+
+#[test]
+fn a_disabled_entry_says_so_in_the_table_the_details_and_json() -> Result<(), serde_json::Error> {
+    let disabled = Entry {
+        disabled: Some(mayfly_sdk::proto::v1::EntryDisabled {
+            at: 1_000 - 60,
+            by: "admin:uid=0".into(),
+            reason: "owner left".into(),
+        }),
+        ..sample()
+    };
+    let table = entry_table(std::slice::from_ref(&disabled), 1_000);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .ends_with("disabled"),
+        "{table}"
+    );
+    let details = entry_details(&disabled, 1_000);
+    assert!(
+        details.contains(
+            "state:       disabled since 1970-01-01T00:15:40Z (1m ago) by admin:uid=0: owner left\n"
+        ),
+        "{details}"
+    );
+    let json = serde_json::to_value(EntryView::from(&disabled))?;
+    assert_eq!(json["state"], "disabled");
+    assert_eq!(json["disabled"]["reason"], "owner left");
+    assert_eq!(json["disabled"]["at"], "1970-01-01T00:15:40Z");
+    // Positive control: an entry past its expiry is expired, not disabled.
+    let expired = Entry {
+        expires_at: 10,
+        ..sample()
+    };
+    assert_eq!(entry_state(&expired, 1_000), "expired");
+    assert_eq!(
+        serde_json::to_value(EntryView::from(&sample()))?["disabled"],
+        serde_json::Value::Null
+    );
+    Ok(())
+}
+
+#[test]
+fn disable_and_enable_require_a_reason() {
+    assert!(entry_command(&["disable", "0123456789abcdef"]).is_err());
+    assert!(entry_command(&["enable", "0123456789abcdef"]).is_err());
+    // Positive control.
+    assert!(entry_command(&["disable", "0123456789abcdef", "--reason", "why"]).is_ok());
+    assert!(entry_command(&["enable", "0123456789abcdef", "--reason", "why"]).is_ok());
 }
 
 #[test]

@@ -18,6 +18,9 @@ const ONE_TIME_GRACE_SECONDS: i64 = 10 * 60;
 /// "event": ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// An entry (with its governance state) is the largest variant; events are
+// decoded one at a time and moved once, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum WireEvent {
     EntryUpserted { entry: Entry },
     EntryDeleted { id: EntryId },
