@@ -65,6 +65,10 @@
 //! anchor_url_token_file = "/etc/mayfly/witness.token" # 0600; sent as a bearer token
 //! # Every new checkpoint as an RFC 5424 message; or "udp:127.0.0.1:514". Off by default.
 //! anchor_syslog = "unix:/dev/log"
+//!
+//! # Entry lifecycle governance (docs/operations.md, "Governing identities").
+//! [governance]
+//! review_every = "90d"             # owner reviews; an entry may set its own; "0s" = never
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -74,6 +78,10 @@ use std::time::Duration;
 use mayfly_sdk::TrustDomain;
 use mayfly_sdk::data_dir::DataDir;
 use serde::Deserialize;
+
+mod governance;
+
+pub use governance::{DEFAULT_REVIEW_EVERY, GovernanceConfig};
 
 use crate::attest::AttestorsConfig;
 use crate::policy::{HARD_TTL_CAP, TtlPolicy};
@@ -396,6 +404,8 @@ pub struct Config {
     pub revocation_staleness: Duration,
     /// The audit log's key and anchor.
     pub audit: AuditConfig,
+    /// Entry lifecycle governance: reviews.
+    pub governance: GovernanceConfig,
 }
 
 /// Where the audit log's signing key lives, how long one key signs, and
@@ -551,6 +561,7 @@ impl Default for Config {
             store: StoreLocation::Embedded,
             revocation_staleness: Duration::from_secs(15),
             audit: AuditConfig::default(),
+            governance: GovernanceConfig::default(),
         }
     }
 }
@@ -588,6 +599,8 @@ struct FileConfig {
     revocation_staleness: Option<String>,
     #[serde(default)]
     audit: FileAudit,
+    #[serde(default)]
+    governance: governance::FileGovernance,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -837,6 +850,7 @@ impl Config {
             self.audit.retention = Some(parse_duration("audit.retention", &file_raw(retention))?);
         }
         self.audit.apply_anchor_sinks(&file.audit)?;
+        self.governance.apply_file(&file.governance)?;
         if let Some(url) = &file.store.url {
             self.store = parse_store("store.url", url, file.store.prefix.as_deref())?;
         } else if file.store.prefix.is_some() {

@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Svid, TestBroker};
 use mayfly_sdk::proto::v1 as pb;
 use tonic::Code;
@@ -187,4 +189,100 @@ async fn a_disabled_state_survives_a_restart() {
     assert_eq!(shown.disabled.unwrap().reason, "quarantined");
     let refused = broker.mint(&svid, "orders", 0).await.unwrap_err();
     assert!(refused.message().contains("quarantined"), "{refused:?}");
+}
+
+async fn review(broker: &TestBroker, id: &str, note: &str) -> Result<pb::Entry, tonic::Status> {
+    broker
+        .admin()
+        .await
+        .review_entry(pb::ReviewEntryRequest {
+            id: id.into(),
+            note: note.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn show(broker: &TestBroker, id: &str) -> pb::Entry {
+    broker
+        .admin()
+        .await
+        .get_entry(pb::GetEntryRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+const DAY: u64 = 86_400;
+
+#[tokio::test]
+async fn a_review_is_due_one_interval_after_creation_or_the_last_review() {
+    let broker = TestBroker::start().await;
+    let entry = broker.create_entry("/billing/api", &["orders"]).await;
+    // The server default, 90 days, from creation.
+    assert_eq!(entry.review_every_seconds, 90 * DAY);
+    assert_eq!(entry.review_due_at, entry.created_at + (90 * DAY) as i64);
+    assert!(entry.last_review.is_none());
+
+    broker.clock.advance(Duration::from_secs(91 * DAY));
+    let now = broker.clock_dyn().unix_now();
+    assert!(
+        show(&broker, &entry.id).await.review_due_at <= now,
+        "overdue"
+    );
+
+    let reviewed = review(&broker, &entry.id, "still needed; scope ok")
+        .await
+        .unwrap();
+    let last = reviewed.last_review.clone().unwrap();
+    assert_eq!(
+        (last.at, last.note.as_str()),
+        (now, "still needed; scope ok")
+    );
+    assert!(last.by.starts_with("admin"), "{}", last.by);
+    assert_eq!(reviewed.review_due_at, now + (90 * DAY) as i64);
+    assert_eq!(reviewed.revision, entry.revision + 1);
+
+    let records = records(&broker, "entry.review");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["entry_id"], entry.id.as_str());
+    assert_eq!(records[0]["detail"]["note"], "still needed; scope ok");
+    assert_eq!(records[0]["detail"]["was_due_at"], entry.review_due_at);
+
+    // A note is required; the entry's own interval wins; 0 turns reviews off.
+    let refused = review(&broker, &entry.id, " ").await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let monthly = broker
+        .update_entry(
+            &entry.id,
+            pb::EntrySpec {
+                review_every_seconds: Some(30 * DAY),
+                ..pb::EntrySpec::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(monthly.review_due_at, now + (30 * DAY) as i64);
+    let never = broker
+        .update_entry(
+            &entry.id,
+            pb::EntrySpec {
+                review_every_seconds: Some(0),
+                ..pb::EntrySpec::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((never.review_every_seconds, never.review_due_at), (0, 0));
+    let too_long = broker
+        .update_entry(
+            &entry.id,
+            pb::EntrySpec {
+                review_every_seconds: Some(11 * 365 * DAY),
+                ..pb::EntrySpec::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(too_long.code(), Code::InvalidArgument, "{too_long:?}");
 }

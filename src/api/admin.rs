@@ -84,7 +84,11 @@ impl AdminService {
 
     fn to_proto(&self, entry: &Entry) -> pb::Entry {
         let (last_minted_at, mint_count) = self.inner.usage.usage(&entry.id);
-        entry_to_proto(entry, last_minted_at, mint_count)
+        let mut proto = entry_to_proto(entry, last_minted_at, mint_count);
+        let default = self.inner.config.governance.review_every;
+        proto.review_every_seconds = entry.review_interval(default);
+        proto.review_due_at = entry.review_due_at(default).unwrap_or(0);
+        proto
     }
 
     fn find(&self, id_or_spiffe_id: &str) -> Result<Arc<Entry>, Status> {
@@ -197,6 +201,13 @@ pub fn entry_to_proto(entry: &Entry, last_minted_at: i64, mint_count: u64) -> pb
             by: d.by.clone(),
             reason: d.reason.clone(),
         }),
+        last_review: entry.last_review.as_ref().map(|r| pb::EntryReview {
+            at: r.at,
+            by: r.by.clone(),
+            note: r.note.clone(),
+        }),
+        review_every_seconds: entry.review_every_seconds.unwrap_or(0),
+        review_due_at: 0,
     }
 }
 
@@ -217,6 +228,7 @@ fn spec_from_proto(spec: Option<pb::EntrySpec>) -> EntrySpec {
         expires_at: spec.expires_at,
         parent_id: spec.parent_id,
         unique_jti: spec.unique_jti,
+        review_every_seconds: spec.review_every_seconds,
     }
 }
 
@@ -615,6 +627,26 @@ impl Admin for AdminService {
             "was_disabled": &current.disabled,
         });
         self.change_entry(&current, next, "entry.enable", actor, detail)
+            .await
+    }
+
+    async fn review_entry(
+        &self,
+        request: Request<pb::ReviewEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let actor = Self::actor(&request);
+        let request = request.into_inner();
+        let current = self.find(&request.id)?;
+        let now = self.inner.clock.unix_now();
+        let next = current.reviewed(&actor, &request.note, now)?;
+        let default = self.inner.config.governance.review_every;
+        let detail = serde_json::json!({
+            "note": request.note.trim(),
+            "revision": next.revision,
+            "was_due_at": current.review_due_at(default),
+            "next_due_at": next.review_due_at(default),
+        });
+        self.change_entry(&current, next, "entry.review", actor, detail)
             .await
     }
 

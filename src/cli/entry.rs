@@ -3,14 +3,15 @@
 use clap::{Args, Subcommand, ValueEnum};
 use mayfly_sdk::proto::v1::{
     CreateEntryRequest, DeleteEntryRequest, DisableEntryRequest, EnableEntryRequest, Entry,
-    EntrySpec, GetEntryRequest, ListEntriesRequest, StringList, UpdateEntryRequest,
+    EntrySpec, GetEntryRequest, ListEntriesRequest, ReviewEntryRequest, StringList,
+    UpdateEntryRequest,
 };
 use serde::Serialize;
 
 use super::Context;
 use super::error::CliError;
 use super::output::{self, Table, key_values, optional_rfc3339, relative, time_and_relative};
-use super::values::{Expiry, now_unix, parse_expiry, parse_spiffe_id, parse_ttl};
+use super::values::{Expiry, now_unix, parse_expiry, parse_interval, parse_spiffe_id, parse_ttl};
 
 /// Register, inspect, change and remove identities.
 #[derive(Debug, Subcommand)]
@@ -42,7 +43,17 @@ pub enum EntryCommand {
         after_help = "Examples:\n  mayfly entry enable 7aff5b4acb408a99 --reason \"owner confirmed, CHG-1234\""
     )]
     Enable(GovernArgs),
+    /// Record an owner review of an entry: who, when, and a note. Audited.
+    #[command(after_help = REVIEW_EXAMPLES)]
+    Review(ReviewArgs),
 }
+
+const REVIEW_EXAMPLES: &str = "\
+Examples:
+  mayfly entry review 7aff5b4acb408a99 --note \"still needed; scope ok\"
+
+The next review is due one interval later: the entry's --review-every, or
+[governance] review_every (default 90d). `entry show` says when.";
 
 const DISABLE_EXAMPLES: &str = "\
 Examples:
@@ -141,6 +152,10 @@ pub struct EntryFields {
         default_missing_value = "true"
     )]
     unique_jti: Option<bool>,
+    /// How often its owner must review it, e.g. 30d; never turns reviews off
+    /// [server default: [governance] review_every].
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    review_every: Option<u64>,
 }
 
 /// Arguments of `mayfly entry create`.
@@ -237,6 +252,20 @@ pub struct GovernArgs {
     json: bool,
 }
 
+/// Arguments of `mayfly entry review`.
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// The entry's id, or its SPIFFE ID.
+    #[arg(value_name = "ID|SPIFFE_ID")]
+    id: String,
+    /// What the owner checked and decided (required, at most 1024 bytes).
+    #[arg(long, value_name = "TEXT")]
+    note: String,
+    /// Print the entry as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 /// An entry as `--json` prints it: the API's fields, times in RFC 3339 (`null` for never).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct EntryView {
@@ -280,10 +309,27 @@ pub struct EntryView {
     pub parent_id: Option<String>,
     /// Whether every JWT-SVID is freshly signed with its own jti (no reuse).
     pub unique_jti: bool,
-    /// `active`, `disabled` or `expired` (disabled wins).
+    /// `disabled`, `expired`, `review-overdue` or `active` (the first that holds).
     pub state: String,
     /// Who disabled it, when and why; `null` while it is not disabled.
     pub disabled: Option<DisabledView>,
+    /// Seconds between owner reviews; 0: never.
+    pub review_every_seconds: u64,
+    /// When the next review is due; `null`: never.
+    pub review_due_at: Option<String>,
+    /// The last review; `null` before the first.
+    pub last_review: Option<ReviewView>,
+}
+
+/// An owner review, as `--json` prints it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReviewView {
+    /// When, RFC 3339.
+    pub at: Option<String>,
+    /// Who recorded it.
+    pub by: String,
+    /// The reviewer's note.
+    pub note: String,
 }
 
 /// Who disabled an entry, as `--json` prints it.
@@ -297,12 +343,14 @@ pub struct DisabledView {
     pub reason: String,
 }
 
-/// An entry's state in one word: `disabled` before `expired` before `active`.
+/// An entry's state in one word: `disabled`, `expired`, `review-overdue`, else `active`.
 pub(super) fn entry_state(e: &Entry, now: i64) -> &'static str {
     if e.disabled.is_some() {
         "disabled"
     } else if now >= e.expires_at {
         "expired"
+    } else if e.review_due_at != 0 && now >= e.review_due_at {
+        "review-overdue"
     } else {
         "active"
     }
@@ -337,6 +385,13 @@ impl From<&Entry> for EntryView {
                 by: d.by.clone(),
                 reason: d.reason.clone(),
             }),
+            review_every_seconds: e.review_every_seconds,
+            review_due_at: optional_rfc3339(e.review_due_at),
+            last_review: e.last_review.as_ref().map(|r| ReviewView {
+                at: optional_rfc3339(r.at),
+                by: r.by.clone(),
+                note: r.note.clone(),
+            }),
         }
     }
 }
@@ -368,6 +423,14 @@ pub(super) async fn run(ctx: &Context, command: EntryCommand) -> Result<(), CliE
             };
             let entry = ctx.admin().await?.enable_entry(request).await?;
             print_entry(&entry.into_inner(), args.json, Some("enabled entry"))
+        }
+        EntryCommand::Review(args) => {
+            let request = ReviewEntryRequest {
+                id: args.id,
+                note: args.note,
+            };
+            let entry = ctx.admin().await?.review_entry(request).await?;
+            print_entry(&entry.into_inner(), args.json, Some("reviewed entry"))
         }
     }
 }
@@ -490,6 +553,7 @@ impl EntryFields {
             expires_at: self.expires.map(|e| e.resolve(now)).transpose()?,
             parent_id: self.parent.clone(),
             unique_jti: self.unique_jti,
+            review_every_seconds: self.review_every,
         })
     }
 }
@@ -579,6 +643,21 @@ pub(super) fn entry_details(e: &Entry, now: i64) -> String {
         ("revision", e.revision.to_string()),
         ("last minted", when(e.last_minted_at)),
         ("mint count", e.mint_count.to_string()),
+        (
+            "reviews",
+            match e.review_every_seconds {
+                0 => "never".to_string(),
+                secs => format!("every {}", output::compact_duration(secs)),
+            },
+        ),
+        ("review due", when(e.review_due_at)),
+        (
+            "last review",
+            e.last_review.as_ref().map_or_else(
+                || "never".to_string(),
+                |r| format!("{} by {}: {}", when(r.at), r.by, r.note),
+            ),
+        ),
     ])
 }
 

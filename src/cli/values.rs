@@ -61,6 +61,24 @@ pub fn parse_ttl(text: &str) -> Result<u32, String> {
     }
 }
 
+/// Parses a governance interval such as "90d" or "30d" into whole seconds; "never" (or
+/// "0s") is 0, which turns the interval off.
+///
+/// # Errors
+/// A message if the text is neither a duration nor "never", or has a fraction of a second.
+pub fn parse_interval(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text == "never" {
+        return Ok(0);
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; expected a duration such as 90d or 30d, or never"))?;
+    if duration.subsec_nanos() != 0 {
+        return Err("must be a whole number of seconds".to_string());
+    }
+    Ok(duration.as_secs())
+}
+
 /// Parses `--expires`: a duration from now ("90d"), a date ("2027-01-31", midnight UTC) or
 /// an RFC 3339 time ("2027-01-31T12:00:00Z").
 ///

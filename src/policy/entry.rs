@@ -229,7 +229,29 @@ pub struct Entry {
     /// store's change events carry whole entries.
     #[serde(default)]
     pub disabled: Option<Box<Disabled>>,
+    /// How often its owner must review it, in seconds; `None`: the
+    /// server's `[governance] review_every`; 0: never.
+    #[serde(default)]
+    pub review_every_seconds: Option<u64>,
+    /// The last owner review; until the first, reviews count from
+    /// `created_at`. Boxed like `disabled`.
+    #[serde(default)]
+    pub last_review: Option<Box<Review>>,
 }
+
+/// An owner's review of an entry: who, when, and what they said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    /// Unix seconds.
+    pub at: i64,
+    /// The admin peer that recorded it.
+    pub by: String,
+    /// The reviewer's note (required).
+    pub note: String,
+}
+
+/// The longest review interval an entry may set: ten years.
+pub const MAX_REVIEW_EVERY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
 /// Who disabled an entry, when and why: kept on the entry so that every
 /// refusal can name it, and the way back.
@@ -306,6 +328,40 @@ impl Entry {
         Ok(next)
     }
 
+    /// This entry with an owner review recorded at `now` by `by`, as the
+    /// next revision.
+    ///
+    /// # Errors
+    ///
+    /// [`EntryError::Missing`] or [`EntryError::Invalid`] for the note.
+    pub fn reviewed(&self, by: &str, note: &str, now: i64) -> Result<Entry, EntryError> {
+        let note = governance_text("note", note)?;
+        let mut next = self.next_revision(now);
+        next.last_review = Some(Box::new(Review {
+            at: now,
+            by: by.to_owned(),
+            note,
+        }));
+        Ok(next)
+    }
+
+    /// How often this entry must be reviewed, in seconds: its own interval,
+    /// else `default`; 0 means never.
+    pub fn review_interval(&self, default: Duration) -> u64 {
+        self.review_every_seconds.unwrap_or(default.as_secs())
+    }
+
+    /// When the next owner review is due (Unix seconds): the last review
+    /// (or the creation) plus the interval; `None` when reviews are off.
+    pub fn review_due_at(&self, default: Duration) -> Option<i64> {
+        let interval = self.review_interval(default);
+        if interval == 0 {
+            return None;
+        }
+        let since = self.last_review.as_ref().map_or(self.created_at, |r| r.at);
+        Some(since.saturating_add(i64::try_from(interval).unwrap_or(i64::MAX)))
+    }
+
     /// A copy with the revision bumped and `updated_at` = `now`, for the
     /// optimistic concurrency of the store.
     fn next_revision(&self, now: i64) -> Entry {
@@ -359,6 +415,8 @@ pub struct EntrySpec {
     pub parent_id: Option<String>,
     /// Whether every JWT-SVID gets its own `jti` (no reuse).
     pub unique_jti: Option<bool>,
+    /// Seconds between owner reviews; 0: never.
+    pub review_every_seconds: Option<u64>,
 }
 
 impl EntrySpec {
@@ -393,6 +451,8 @@ impl EntrySpec {
             parent_id: None,
             unique_jti: false,
             disabled: None,
+            review_every_seconds: None,
+            last_review: None,
         };
         let entry = self.apply_to(draft, trust_domain, ttl, now)?;
         Ok(entry)
@@ -468,6 +528,16 @@ impl EntrySpec {
         }
         if let Some(unique_jti) = self.unique_jti {
             entry.unique_jti = unique_jti;
+        }
+        if let Some(seconds) = self.review_every_seconds {
+            if seconds > MAX_REVIEW_EVERY.as_secs() {
+                return Err(EntryError::TtlTooLong {
+                    field: "review-every",
+                    asked: seconds,
+                    max: MAX_REVIEW_EVERY.as_secs(),
+                });
+            }
+            entry.review_every_seconds = Some(seconds);
         }
         if let Some(expires_at) = self.expires_at {
             if expires_at <= now {

@@ -10,7 +10,7 @@ mod entry;
 mod index;
 
 pub use entry::{
-    CredentialKind, Disabled, Entry, EntryError, EntryId, EntrySpec, HARD_TTL_CAP, Selector,
-    TtlPolicy, governance_text,
+    CredentialKind, Disabled, Entry, EntryError, EntryId, EntrySpec, HARD_TTL_CAP,
+    MAX_REVIEW_EVERY, Review, Selector, TtlPolicy, governance_text,
 };
 pub use index::EntryIndex;

@@ -95,6 +95,7 @@ pub static ADMIN_SERVICE: RpcService = RpcService {
         "CaImportIntermediate",
         "DisableEntry",
         "EnableEntry",
+        "ReviewEntry",
     ],
 };
 

@@ -56,7 +56,7 @@ fn details_show_every_field() {
         text.contains("unique jti:  no: a JWT-SVID is reused until half its life\n"),
         "{text}"
     );
-    assert_eq!(text.lines().count(), 21);
+    assert_eq!(text.lines().count(), 24);
     assert!(text.contains("state:       active\n"), "{text}");
     let unique = Entry {
         unique_jti: true,
@@ -119,6 +119,35 @@ fn disable_and_enable_require_a_reason() {
     // Positive control.
     assert!(entry_command(&["disable", "0123456789abcdef", "--reason", "why"]).is_ok());
     assert!(entry_command(&["enable", "0123456789abcdef", "--reason", "why"]).is_ok());
+}
+
+#[test]
+fn review_needs_a_note_and_review_every_takes_never() -> Result<(), Box<dyn std::error::Error>> {
+    assert!(entry_command(&["review", "0123456789abcdef"]).is_err());
+    assert!(entry_command(&["review", "0123456789abcdef", "--note", "ok"]).is_ok());
+    let spec_of = |args: &[&str]| -> Result<Option<u64>, Box<dyn std::error::Error>> {
+        match entry_command(args)? {
+            EntryCommand::Update(update) => Ok(update.spec(0)?.review_every_seconds),
+            other => Err(format!("{other:?}").into()),
+        }
+    };
+    assert_eq!(
+        spec_of(&["update", "e1", "--review-every", "30d"])?,
+        Some(30 * 86_400)
+    );
+    assert_eq!(
+        spec_of(&["update", "e1", "--review-every", "never"])?,
+        Some(0)
+    );
+    assert!(entry_command(&["update", "e1", "--review-every", "soon"]).is_err());
+    // An overdue review shows in the state; before it is due it does not.
+    let due = Entry {
+        review_due_at: 900,
+        ..sample()
+    };
+    assert_eq!(entry_state(&due, 1_000), "review-overdue");
+    assert_eq!(entry_state(&due, 899), "active");
+    Ok(())
 }
 
 #[test]

@@ -281,3 +281,29 @@ fn an_entry_stored_before_governance_existed_still_loads() {
     let round: Entry = serde_json::from_value(serde_json::to_value(&disabled).unwrap()).unwrap();
     assert_eq!(round.disabled.unwrap().reason, "why");
 }
+
+#[test]
+fn a_review_is_due_one_interval_after_the_last_or_the_creation() {
+    let default = Duration::from_secs(100);
+    let entry = spec().create(&td(), &TtlPolicy::default(), 1_000).unwrap();
+    assert_eq!(entry.review_due_at(default), Some(1_100));
+    let reviewed = entry.reviewed("admin", " checked ", 1_050).unwrap();
+    assert_eq!(reviewed.last_review.as_ref().unwrap().note, "checked");
+    assert_eq!(reviewed.review_due_at(default), Some(1_150));
+    assert_eq!(reviewed.revision, entry.revision + 1);
+    let own = Entry {
+        review_every_seconds: Some(10),
+        ..reviewed.clone()
+    };
+    assert_eq!(own.review_due_at(default), Some(1_060));
+    let never = Entry {
+        review_every_seconds: Some(0),
+        ..reviewed
+    };
+    assert_eq!(never.review_due_at(default), None);
+    assert_eq!(entry.review_due_at(Duration::ZERO), None);
+    assert_eq!(
+        entry.reviewed("admin", "", 1),
+        Err(EntryError::Missing { field: "note" })
+    );
+}
