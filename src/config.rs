@@ -69,6 +69,11 @@
 //! # Entry lifecycle governance (docs/operations.md, "Governing identities").
 //! [governance]
 //! review_every = "90d"             # owner reviews; an entry may set its own; "0s" = never
+//! sweep_every = "1m"               # one replica per round looks at every entry
+//! dormant_after = "30d"            # no mint for this long (or since creation); off by default
+//! on_dormant = "disable"           # or "report" (default): log and audit once
+//! on_review_overdue = "report"     # or "disable"
+//! on_expired = "report"            # or "disable"
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -81,7 +86,9 @@ use serde::Deserialize;
 
 mod governance;
 
-pub use governance::{DEFAULT_REVIEW_EVERY, GovernanceConfig};
+pub use governance::{
+    DEFAULT_REVIEW_EVERY, DEFAULT_SWEEP_EVERY, GovernanceAction, GovernanceConfig,
+};
 
 use crate::attest::AttestorsConfig;
 use crate::policy::{HARD_TTL_CAP, TtlPolicy};
@@ -404,7 +411,7 @@ pub struct Config {
     pub revocation_staleness: Duration,
     /// The audit log's key and anchor.
     pub audit: AuditConfig,
-    /// Entry lifecycle governance: reviews.
+    /// Entry lifecycle governance: reviews and the sweeper.
     pub governance: GovernanceConfig,
 }
 

@@ -46,6 +46,7 @@ pub mod attest;
 pub mod audit;
 pub use mayfly_sdk::clock;
 pub mod config;
+pub mod governance;
 pub mod mint;
 mod outbound;
 pub mod policy;

@@ -164,9 +164,24 @@ pub struct RunningServer {
     revoker: Arc<Revoker>,
     telemetry: Telemetry,
     witness: Option<Arc<crate::witness::WitnessView>>,
+    governance: Arc<crate::governance::Sweeper>,
 }
 
 impl RunningServer {
+    /// Runs one governance sweep round now rather than at the next tick
+    /// (tests, on a clock they control); another replica may have taken
+    /// the round.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::governance::GovernanceError`] if the store or the audit log
+    /// fails.
+    pub async fn sweep_governance(
+        &self,
+    ) -> Result<crate::governance::SweepOutcome, crate::governance::GovernanceError> {
+        self.governance.sweep().await
+    }
+
     /// What this replica's audit witness accepted last of the other replicas'
     /// audit logs; `None` without a shared store (no witness runs).
     pub fn audit_witness(&self) -> Option<&Arc<crate::witness::WitnessView>> {
@@ -309,6 +324,15 @@ pub async fn start_with_clock(
         &crl,
         witness.clone(),
     );
+    let governance = Arc::new(crate::governance::Sweeper::new(
+        config.governance.clone(),
+        state.parts.store.clone(),
+        state.parts.entries.clone(),
+        state.parts.usage.clone(),
+        state.parts.audit.clone(),
+        clock.clone(),
+    ));
+    tasks.push(governance.clone().run(tasks.token()));
 
     state
         .parts
@@ -345,6 +369,7 @@ pub async fn start_with_clock(
         revoker: core.revoker,
         telemetry: core.telemetry,
         witness,
+        governance,
     })
 }
 

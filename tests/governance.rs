@@ -286,3 +286,316 @@ async fn a_review_is_due_one_interval_after_creation_or_the_last_review() {
         .unwrap_err();
     assert_eq!(too_long.code(), Code::InvalidArgument, "{too_long:?}");
 }
+
+// ---------------------------------------------------------------------------
+// The sweeper, on the manual clock. `sweep_every` is a day (its maximum), so
+// that the periodic task never runs during a test and a round is a day of
+// the test's clock: the tests advance it by days between sweeps.
+
+fn governance(
+    configure: impl Fn(&mut mayfly::config::GovernanceConfig) + Send + Sync + 'static,
+) -> impl Fn(&mut mayfly::config::Config) + Send + Sync + 'static {
+    move |config| {
+        config.governance.sweep_every = Duration::from_secs(DAY);
+        configure(&mut config.governance);
+    }
+}
+
+/// An entry at `path` that expires in a year (later than any test looks).
+async fn long_lived(broker: &TestBroker, path: &str) -> pb::Entry {
+    let mut spec = TestBroker::entry_spec(path, &["orders"], &[]);
+    spec.expires_at = Some(broker.clock_dyn().unix_now() + (365 * DAY) as i64);
+    broker.create_entry_from(spec).await.unwrap()
+}
+
+async fn sweep(broker: &TestBroker) -> Vec<mayfly::governance::Finding> {
+    match broker.server().sweep_governance().await.unwrap() {
+        mayfly::governance::SweepOutcome::Swept { findings, .. } => findings,
+        other => panic!("a lone broker sweeps every round: {other:?}"),
+    }
+}
+
+fn advance_days(broker: &TestBroker, days: u64) {
+    broker.clock.advance(Duration::from_secs(days * DAY));
+}
+
+#[tokio::test]
+async fn an_overdue_review_disables_by_policy_and_enable_brings_it_back() {
+    use mayfly::config::GovernanceAction;
+    let broker = TestBroker::start_on_manual_clock(governance(|g| {
+        g.on_review_overdue = GovernanceAction::Disable;
+    }))
+    .await;
+    let entry = long_lived(&broker, "/billing/api").await;
+    // Active: nothing to do, and it attests.
+    assert_eq!(sweep(&broker).await, vec![]);
+    broker
+        .attest(&broker.join_token(&entry.id, 0).await)
+        .await
+        .unwrap();
+
+    // Review overdue: the sweep disables it, naming the rule and the dates.
+    advance_days(&broker, 91);
+    let token = broker.join_token(&entry.id, 0).await;
+    let findings = sweep(&broker).await;
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].rule, mayfly::governance::Rule::ReviewOverdue);
+    let disabled = show(&broker, &entry.id).await.disabled.unwrap();
+    assert_eq!(disabled.by, "mayfly-governance");
+    assert!(
+        disabled.reason.starts_with("owner review overdue since "),
+        "{}",
+        disabled.reason
+    );
+    assert!(
+        disabled
+            .reason
+            .contains("never reviewed since its creation"),
+        "{}",
+        disabled.reason
+    );
+    let refused = broker.attest(&token).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("owner review overdue since"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("mayfly entry enable"),
+        "{refused:?}"
+    );
+    let disables = records(&broker, "entry.disable");
+    assert_eq!(disables.len(), 1, "{disables:?}");
+    assert_eq!(disables[0]["actor"], "mayfly-governance");
+    assert_eq!(disables[0]["detail"]["rule"], "review_overdue");
+    // A disabled entry is not looked at again.
+    advance_days(&broker, 1);
+    assert_eq!(sweep(&broker).await, vec![]);
+
+    // Enabled and reviewed: active again, and the sweep leaves it alone.
+    enable(&broker, &entry.id, "owner reviewed it")
+        .await
+        .unwrap();
+    review(&broker, &entry.id, "still needed").await.unwrap();
+    advance_days(&broker, 1);
+    assert_eq!(sweep(&broker).await, vec![]);
+    broker
+        .attest(&broker.join_token(&entry.id, 0).await)
+        .await
+        .unwrap();
+    assert_eq!(records(&broker, "entry.enable").len(), 1);
+    assert_eq!(records(&broker, "entry.disable").len(), 1);
+}
+
+#[tokio::test]
+async fn a_dormant_entry_is_disabled_and_one_in_use_is_not() {
+    use mayfly::config::GovernanceAction;
+    let broker = TestBroker::start_on_manual_clock(governance(|g| {
+        g.dormant_after = Some(Duration::from_secs(30 * DAY));
+        g.on_dormant = GovernanceAction::Disable;
+    }))
+    .await;
+    let never_used = long_lived(&broker, "/never").await;
+    let used_once = long_lived(&broker, "/once").await;
+    let in_use = long_lived(&broker, "/busy").await;
+    let minted_at = broker.clock_dyn().unix_now();
+    broker
+        .attest(&broker.join_token(&used_once.id, 0).await)
+        .await
+        .unwrap();
+    advance_days(&broker, 29);
+    assert_eq!(sweep(&broker).await, vec![], "not dormant yet");
+    broker
+        .attest(&broker.join_token(&in_use.id, 0).await)
+        .await
+        .unwrap();
+    advance_days(&broker, 2);
+    let mut disabled: Vec<_> = sweep(&broker)
+        .await
+        .into_iter()
+        .map(|f| (f.entry_id, f.rule))
+        .collect();
+    disabled.sort();
+    let mut expected = vec![
+        (never_used.id.clone(), mayfly::governance::Rule::Dormant),
+        (used_once.id.clone(), mayfly::governance::Rule::Dormant),
+    ];
+    expected.sort();
+    assert_eq!(disabled, expected);
+    let reason = show(&broker, &never_used.id).await.disabled.unwrap().reason;
+    assert!(
+        reason.contains("never minted since its creation at"),
+        "{reason}"
+    );
+    assert!(reason.contains("dormant_after = 30days"), "{reason}");
+    let reason = show(&broker, &used_once.id).await.disabled.unwrap().reason;
+    assert!(
+        reason.contains(&format!(
+            "last minted at {}",
+            mayfly::clock::rfc3339(minted_at)
+        )),
+        "{reason}"
+    );
+    // Positive control: the entry used two days ago is still active.
+    assert!(show(&broker, &in_use.id).await.disabled.is_none());
+    assert_eq!(records(&broker, "entry.disable").len(), 2);
+}
+
+#[tokio::test]
+async fn a_report_is_made_once_per_entry_and_state_and_disables_nothing() {
+    let broker = TestBroker::start_on_manual_clock(governance(|_| {})).await;
+    let entry = long_lived(&broker, "/reports").await;
+    advance_days(&broker, 91);
+    let first = sweep(&broker).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].action, mayfly::config::GovernanceAction::Report);
+    advance_days(&broker, 1);
+    assert_eq!(sweep(&broker).await, vec![], "reported already");
+    assert!(show(&broker, &entry.id).await.disabled.is_none());
+    let reports = records(&broker, "governance.report");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["detail"]["rule"], "review_overdue");
+    assert_eq!(reports[0]["actor"], "mayfly-governance");
+    // A change of state (an expiry) is reported again.
+    broker
+        .update_entry(
+            &entry.id,
+            pb::EntrySpec {
+                expires_at: Some(broker.clock_dyn().unix_now() + 3600),
+                ..pb::EntrySpec::default()
+            },
+        )
+        .await
+        .unwrap();
+    advance_days(&broker, 1);
+    let expired = sweep(&broker).await;
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0].rule, mayfly::governance::Rule::Expired);
+    assert_eq!(records(&broker, "governance.report").len(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// Two replicas on the real Redis (MAYFLY_TEST_REDIS; skipped without one,
+// except under CI=true, where that fails).
+
+async fn replica(
+    dir: &std::path::Path,
+    name: &str,
+    url: &str,
+    prefix: &str,
+    clock: std::sync::Arc<mayfly::clock::ManualClock>,
+    root_from: Option<&std::path::Path>,
+) -> mayfly::server::RunningServer {
+    let data = dir.join(name);
+    if let Some(first) = root_from {
+        // Several replicas share one root: the operator copies it.
+        mayfly_sdk::files::ensure_private_dir(&data).unwrap();
+        mayfly_ca::export_active_root(&first.join("ca"), &data.join("ca")).unwrap();
+    }
+    let mut config = mayfly::config::Config {
+        store: mayfly::config::StoreLocation::Redis {
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+        },
+        ..common::test_config(data)
+    };
+    governance(|g| g.on_review_overdue = mayfly::config::GovernanceAction::Disable)(&mut config);
+    mayfly::server::start_with_clock(config, clock)
+        .await
+        .unwrap()
+}
+
+fn audit_records(data: &std::path::Path, action: &str) -> Vec<serde_json::Value> {
+    common::read_audit(data)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|record| record["action"] == action)
+        .collect()
+}
+
+#[tokio::test]
+async fn two_replicas_sweeping_the_same_round_disable_once() {
+    use mayfly::governance::SweepOutcome;
+    let Some(url) = common::redis::redis_url_or_skip() else {
+        return;
+    };
+    let guard = common::redis::PrefixGuard::new(&url, "governance");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(mayfly::clock::ManualClock::new(std::time::SystemTime::now()));
+    let a = replica(dir.path(), "a", &url, &guard.prefix, clock.clone(), None).await;
+    let b_dir = dir.path().join("a");
+    let b = replica(
+        dir.path(),
+        "b",
+        &url,
+        &guard.prefix,
+        clock.clone(),
+        Some(&b_dir),
+    )
+    .await;
+
+    let mut spec = TestBroker::entry_spec("/shared", &["orders"], &[]);
+    spec.expires_at = Some(
+        mayfly::clock::unix_seconds(mayfly::clock::Clock::now(clock.as_ref())) + (365 * DAY) as i64,
+    );
+    let entry = mayfly_sdk::client::connect_admin(a.admin_socket())
+        .await
+        .unwrap()
+        .create_entry(pb::CreateEntryRequest { spec: Some(spec) })
+        .await
+        .unwrap()
+        .into_inner();
+    // Replica b learns of it through the change feed.
+    let mut b_admin = mayfly_sdk::client::connect_admin(b.admin_socket())
+        .await
+        .unwrap();
+    let mut known = false;
+    for _ in 0..100 {
+        let found = b_admin
+            .get_entry(pb::GetEntryRequest {
+                id: entry.id.clone(),
+            })
+            .await;
+        if found.is_ok() {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(known, "replica b never heard of the entry");
+
+    clock.advance(Duration::from_secs(91 * DAY));
+    let (on_a, on_b) = tokio::join!(a.sweep_governance(), b.sweep_governance());
+    let outcomes = [on_a.unwrap(), on_b.unwrap()];
+    let swept: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            SweepOutcome::Swept { findings, .. } => Some(findings.len()),
+            SweepOutcome::Skipped { .. } => None,
+        })
+        .collect();
+    assert_eq!(
+        swept,
+        vec![1],
+        "exactly one replica swept the round: {outcomes:?}"
+    );
+    let data = |server: &mayfly::server::RunningServer| server.config().data_dir.clone();
+    let disables = audit_records(&data(&a), "entry.disable").len()
+        + audit_records(&data(&b), "entry.disable").len();
+    assert_eq!(disables, 1, "exactly one disable record");
+
+    // The next round is swept by one replica again, and finds nothing new.
+    clock.advance(Duration::from_secs(DAY));
+    let (on_a, on_b) = tokio::join!(a.sweep_governance(), b.sweep_governance());
+    let outcomes = [on_a.unwrap(), on_b.unwrap()];
+    let swept: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            SweepOutcome::Swept { findings, .. } => Some(findings.len()),
+            SweepOutcome::Skipped { .. } => None,
+        })
+        .collect();
+    assert_eq!(swept, vec![0], "{outcomes:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -1,8 +1,14 @@
-//! The `[governance]` section: how entries are reviewed.
+//! The `[governance]` section: how entries are reviewed, and what the
+//! governance sweeper does about expired, dormant and review-overdue ones.
 //!
 //! ```toml
 //! [governance]
-//! review_every = "90d"   # owner reviews; an entry may set its own; "0s" = never
+//! review_every = "90d"          # owner reviews; an entry may set its own; "0s" = never
+//! sweep_every = "1m"            # how often one replica looks
+//! dormant_after = "30d"         # no mint for this long (or since creation); off by default
+//! on_dormant = "disable"        # or "report" (the default)
+//! on_review_overdue = "report"  # or "disable"
+//! on_expired = "report"         # or "disable"
 //! ```
 
 use std::time::Duration;
@@ -18,15 +24,54 @@ pub struct GovernanceConfig {
     /// How often an entry's owner must review it, unless the entry sets its
     /// own interval; zero: never. Default 90 days.
     pub review_every: Duration,
+    /// How often the sweeper runs (one replica per round). Default 1 minute.
+    pub sweep_every: Duration,
+    /// An entry that minted nothing for this long (an entry never used:
+    /// since its creation) is dormant. `None` (the default): off.
+    pub dormant_after: Option<Duration>,
+    /// What to do about a dormant entry.
+    pub on_dormant: GovernanceAction,
+    /// What to do about an entry whose owner review is overdue.
+    pub on_review_overdue: GovernanceAction,
+    /// What to do about an expired entry (it mints nothing either way).
+    pub on_expired: GovernanceAction,
+}
+
+/// What the sweeper does about an entry a rule finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GovernanceAction {
+    /// Log it and audit it, once per entry and state.
+    #[default]
+    Report,
+    /// Disable the entry (audited as `entry.disable` by `mayfly-governance`).
+    Disable,
+}
+
+impl GovernanceAction {
+    /// `report` or `disable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GovernanceAction::Report => "report",
+            GovernanceAction::Disable => "disable",
+        }
+    }
 }
 
 /// The default `[governance] review_every`.
 pub const DEFAULT_REVIEW_EVERY: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+/// The default `[governance] sweep_every`.
+pub const DEFAULT_SWEEP_EVERY: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Default for GovernanceConfig {
     fn default() -> Self {
         GovernanceConfig {
             review_every: DEFAULT_REVIEW_EVERY,
+            sweep_every: DEFAULT_SWEEP_EVERY,
+            dormant_after: None,
+            on_dormant: GovernanceAction::Report,
+            on_review_overdue: GovernanceAction::Report,
+            on_expired: GovernanceAction::Report,
         }
     }
 }
@@ -36,6 +81,11 @@ impl Default for GovernanceConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileGovernance {
     review_every: Option<String>,
+    sweep_every: Option<String>,
+    dormant_after: Option<String>,
+    on_dormant: Option<String>,
+    on_review_overdue: Option<String>,
+    on_expired: Option<String>,
 }
 
 impl GovernanceConfig {
@@ -48,8 +98,78 @@ impl GovernanceConfig {
                 MAX_REVIEW_EVERY,
             )?;
         }
+        if let Some(value) = &file.sweep_every {
+            let every = bounded("governance.sweep_every", &file_raw(value), DAY)?;
+            if every < Duration::from_secs(1) {
+                return Err(invalid("governance.sweep_every", "must be at least 1s"));
+            }
+            self.sweep_every = every;
+        }
+        if let Some(value) = &file.dormant_after {
+            let after = bounded(
+                "governance.dormant_after",
+                &file_raw(value),
+                MAX_REVIEW_EVERY,
+            )?;
+            if after < DAY {
+                return Err(invalid(
+                    "governance.dormant_after",
+                    "must be at least 1d (leave it out to turn dormancy off)",
+                ));
+            }
+            self.dormant_after = Some(after);
+        }
+        action(
+            &mut self.on_dormant,
+            "governance.on_dormant",
+            file.on_dormant.as_deref(),
+        )?;
+        action(
+            &mut self.on_review_overdue,
+            "governance.on_review_overdue",
+            file.on_review_overdue.as_deref(),
+        )?;
+        action(
+            &mut self.on_expired,
+            "governance.on_expired",
+            file.on_expired.as_deref(),
+        )?;
+        if file.on_dormant.is_some() && self.dormant_after.is_none() {
+            return Err(invalid(
+                "governance.on_dormant",
+                "needs governance.dormant_after",
+            ));
+        }
         Ok(())
     }
+}
+
+fn invalid(setting: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        source_name: "config file".into(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads `report` or `disable` into `target` when given.
+fn action(
+    target: &mut GovernanceAction,
+    setting: &'static str,
+    value: Option<&str>,
+) -> Result<(), ConfigError> {
+    match value {
+        None => {}
+        Some("report") => *target = GovernanceAction::Report,
+        Some("disable") => *target = GovernanceAction::Disable,
+        Some(other) => {
+            return Err(invalid(
+                setting,
+                &format!("{other:?} is not one of \"report\", \"disable\""),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A duration no longer than `max`.
@@ -101,5 +221,45 @@ mod tests {
                 "{bad}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn the_sweeper_settings_are_read_and_bad_values_named() {
+        let defaults = apply("").unwrap();
+        assert_eq!(defaults, GovernanceConfig::default());
+        assert_eq!(defaults.dormant_after, None, "dormancy is off by default");
+        let set = apply(
+            "sweep_every = \"5m\"\ndormant_after = \"30d\"\non_dormant = \"disable\"\n\
+             on_review_overdue = \"disable\"\non_expired = \"report\"",
+        )
+        .unwrap();
+        assert_eq!(set.sweep_every, Duration::from_secs(300));
+        assert_eq!(set.dormant_after, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(set.on_dormant, GovernanceAction::Disable);
+        assert_eq!(set.on_review_overdue, GovernanceAction::Disable);
+        assert_eq!(set.on_expired, GovernanceAction::Report);
+        for (bad, setting) in [
+            ("sweep_every = \"0s\"", "governance.sweep_every"),
+            ("sweep_every = \"2d\"", "governance.sweep_every"),
+            ("sweep_every = \"often\"", "governance.sweep_every"),
+            ("dormant_after = \"1h\"", "governance.dormant_after"),
+            (
+                "dormant_after = \"30d\"\non_dormant = \"delete\"",
+                "governance.on_dormant",
+            ),
+            ("on_dormant = \"disable\"", "governance.on_dormant"),
+            (
+                "on_review_overdue = \"Disable\"",
+                "governance.on_review_overdue",
+            ),
+            ("on_expired = \"purge\"", "governance.on_expired"),
+        ] {
+            let error = apply(bad).unwrap_err().to_string();
+            assert!(error.starts_with(setting), "{bad}: {error}");
+        }
+        assert!(
+            apply("on_dormant_after = \"1d\"").is_err(),
+            "unknown keys are refused"
+        );
     }
 }

@@ -147,6 +147,23 @@ impl TestBroker {
         broker
     }
 
+    /// A broker on the test's manual clock with `configure` applied to its
+    /// config (governance tests: time the test controls, settings it sets).
+    pub async fn start_on_manual_clock(
+        configure: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> Self {
+        let mut broker = TestBroker {
+            server: None,
+            dir: tempfile::tempdir().unwrap(),
+            clock: Arc::new(ManualClock::new(SystemTime::now())),
+            attestors: Default::default(),
+            configure: Some(Arc::new(configure)),
+            real_clock: false,
+        };
+        broker.boot().await;
+        broker
+    }
+
     /// The clock the broker runs on.
     pub fn clock_dyn(&self) -> Arc<dyn mayfly::clock::Clock> {
         if self.real_clock {

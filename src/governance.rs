@@ -1,0 +1,353 @@
+//! The governance sweeper: every `[governance] sweep_every` one replica
+//! looks at every entry that is not disabled and finds those that are
+//! expired, dormant (no mint for `dormant_after`; an entry never used counts
+//! from its creation) or overdue for their owner review. Per policy it
+//! disables them (an `entry.disable` audit record by `mayfly-governance`,
+//! the reason naming the rule and the dates) or reports them (a
+//! `governance.report` record and a log line).
+//!
+//! Invariants, and why:
+//! - **One replica per round.** Every replica wakes on its own timer, and
+//!   the round is the clock's time divided by `sweep_every`; the first
+//!   replica to record the round's key through [`Store::use_once`] sweeps,
+//!   the others skip it. So with a shared store exactly one disable record
+//!   is written per entry and round, whatever the number of replicas.
+//! - **A report is made once per entry, rule and entry revision** (again
+//!   after [`REPORT_AGAIN_AFTER`] while it lasts), recorded through the store
+//!   too, so that neither every minute nor every replica repeats it.
+//! - **A disable is an ordinary entry update**, with the store's optimistic
+//!   concurrency: an operator's change made meanwhile wins, and the entry is
+//!   looked at again next round.
+//!
+//! What it cannot do: dormancy is judged on the usage this replica knows
+//! (its own mints and the saved usage of every replica, saved every few
+//! seconds), so an entry used only in the last seconds on another replica
+//! may look a little older than it is. `dormant_after` is at least a day.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::{AuditError, AuditEvent, AuditLog, Outcome};
+use crate::clock::{Clock, rfc3339};
+use crate::config::{GovernanceAction, GovernanceConfig};
+use crate::mint::UsageTracker;
+use crate::policy::{Entry, EntryIndex};
+use crate::store::{Store, StoreError};
+
+/// The actor of every record the sweeper writes.
+pub const GOVERNANCE_ACTOR: &str = "mayfly-governance";
+
+/// A report is repeated this long after the last one while what it found
+/// lasts (and the entry is not changed meanwhile).
+pub const REPORT_AGAIN_AFTER: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Why a sweep could not finish; the next round tries again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GovernanceError {
+    /// The store could not coordinate the round or save a change.
+    #[error("governance sweep: the store failed: {0}")]
+    Store(#[from] StoreError),
+    /// An audit record could not be written; the change it describes was
+    /// made (a disable) or not reported yet (a report).
+    #[error("governance sweep: the audit log failed for entry {entry_id}: {source}")]
+    Audit {
+        /// The entry.
+        entry_id: String,
+        /// Why.
+        #[source]
+        source: AuditError,
+    },
+}
+
+/// A rule an entry broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rule {
+    /// Past its expiry date.
+    Expired,
+    /// No mint for `dormant_after`.
+    Dormant,
+    /// Its owner review is overdue.
+    ReviewOverdue,
+}
+
+impl Rule {
+    /// `expired`, `dormant` or `review_overdue`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Expired => "expired",
+            Rule::Dormant => "dormant",
+            Rule::ReviewOverdue => "review_overdue",
+        }
+    }
+}
+
+/// What one entry was found to be, and what was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The entry.
+    pub entry_id: String,
+    /// The rule it broke.
+    pub rule: Rule,
+    /// What the policy said to do.
+    pub action: GovernanceAction,
+    /// The rule and the dates, as audited.
+    pub reason: String,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SweepOutcome {
+    /// Another replica took this round.
+    Skipped {
+        /// The round.
+        round: i64,
+    },
+    /// This replica swept the round.
+    Swept {
+        /// The round.
+        round: i64,
+        /// The entries it disabled or reported (a report already made is
+        /// not listed again).
+        findings: Vec<Finding>,
+    },
+}
+
+/// Sweeps the entries for governance rules (module docs).
+#[derive(Debug)]
+pub struct Sweeper {
+    config: GovernanceConfig,
+    store: Arc<dyn Store>,
+    entries: Arc<EntryIndex>,
+    usage: Arc<UsageTracker>,
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+}
+
+impl Sweeper {
+    /// A sweeper on these parts of the broker.
+    pub fn new(
+        config: GovernanceConfig,
+        store: Arc<dyn Store>,
+        entries: Arc<EntryIndex>,
+        usage: Arc<UsageTracker>,
+        audit: AuditLog,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Sweeper {
+            config,
+            store,
+            entries,
+            usage,
+            audit,
+            clock,
+        }
+    }
+
+    /// Runs until `cancel`: a sweep every `sweep_every`; a failed one is
+    /// logged and the next round tries again.
+    pub async fn run(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(self.config.sweep_every) => {}
+            }
+            if let Err(error) = self.sweep().await {
+                tracing::warn!(%error, "governance sweep failed; the next round tries again");
+            }
+        }
+    }
+
+    /// One round, now (tests and the periodic task).
+    ///
+    /// # Errors
+    ///
+    /// [`GovernanceError::Store`] when the round cannot be claimed or a
+    /// change saved; [`GovernanceError::Audit`] when a record cannot be
+    /// written.
+    pub async fn sweep(&self) -> Result<SweepOutcome, GovernanceError> {
+        let now = self.clock.unix_now();
+        let every = i64::try_from(self.config.sweep_every.as_secs().max(1)).unwrap_or(i64::MAX);
+        let round = now.div_euclid(every);
+        let claimed = self
+            .store
+            .use_once(
+                &format!("governance-round:{round}"),
+                round.saturating_add(2).saturating_mul(every),
+                now,
+            )
+            .await?;
+        if !claimed {
+            return Ok(SweepOutcome::Skipped { round });
+        }
+        let mut findings = Vec::new();
+        for entry in self.entries.all() {
+            if entry.disabled.is_some() {
+                continue;
+            }
+            let Some((rule, action, reason)) = self.judge(&entry, now) else {
+                continue;
+            };
+            let acted = match action {
+                GovernanceAction::Disable => self.disable(&entry, rule, &reason, now).await?,
+                GovernanceAction::Report => self.report(&entry, rule, &reason, now).await?,
+            };
+            if acted {
+                findings.push(Finding {
+                    entry_id: entry.id.to_string(),
+                    rule,
+                    action,
+                    reason,
+                });
+            }
+        }
+        Ok(SweepOutcome::Swept { round, findings })
+    }
+
+    /// The first rule `entry` breaks at `now` (expired, dormant, review
+    /// overdue), what the policy says to do, and the reason with its dates.
+    fn judge(&self, entry: &Entry, now: i64) -> Option<(Rule, GovernanceAction, String)> {
+        let policy = &self.config;
+        if entry.is_expired(now) {
+            let reason = format!("expired at {}", rfc3339(entry.expires_at));
+            return Some((Rule::Expired, policy.on_expired, reason));
+        }
+        if let Some(after) = policy.dormant_after {
+            let (last_minted, _) = self.usage.usage(&entry.id);
+            let since = if last_minted > 0 {
+                last_minted
+            } else {
+                entry.created_at
+            };
+            let limit = i64::try_from(after.as_secs()).unwrap_or(i64::MAX);
+            if now.saturating_sub(since) >= limit {
+                let what = if last_minted > 0 {
+                    format!("last minted at {}", rfc3339(last_minted))
+                } else {
+                    format!("never minted since its creation at {}", rfc3339(since))
+                };
+                let reason = format!(
+                    "dormant: {what}, [governance] dormant_after = {}",
+                    humantime::format_duration(after)
+                );
+                return Some((Rule::Dormant, policy.on_dormant, reason));
+            }
+        }
+        let due = entry.review_due_at(policy.review_every)?;
+        if now >= due {
+            let last = entry.last_review.as_ref().map_or_else(
+                || {
+                    format!(
+                        "never reviewed since its creation at {}",
+                        rfc3339(entry.created_at)
+                    )
+                },
+                |review| format!("last reviewed at {} by {}", rfc3339(review.at), review.by),
+            );
+            let reason = format!(
+                "owner review overdue since {} ({last}); `mayfly entry review {} --note ...`",
+                rfc3339(due),
+                entry.id
+            );
+            return Some((Rule::ReviewOverdue, policy.on_review_overdue, reason));
+        }
+        None
+    }
+
+    /// Disables `entry`; `false` when an operator changed it meanwhile.
+    async fn disable(
+        &self,
+        entry: &Entry,
+        rule: Rule,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, GovernanceError> {
+        let Ok(next) = entry.disabled(GOVERNANCE_ACTOR, reason, now) else {
+            return Ok(false);
+        };
+        match self.store.update_entry(&next, entry.revision).await {
+            Ok(()) => {}
+            // Changed or deleted meanwhile: looked at again next round.
+            Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => return Ok(false),
+            Err(error) => return Err(error.into()),
+        }
+        self.entries.upsert(next.clone());
+        tracing::info!(entry_id = %entry.id, spiffe_id = %entry.spiffe_id, rule = rule.as_str(),
+            %reason, "governance disabled an entry");
+        self.record(
+            AuditEvent {
+                action: "entry.disable".into(),
+                outcome: Outcome::Ok,
+                actor: GOVERNANCE_ACTOR.into(),
+                entry_id: Some(entry.id.to_string()),
+                spiffe_id: Some(entry.spiffe_id.to_string()),
+                reason: Some(reason.to_owned()),
+                detail: Some(serde_json::json!({
+                    "rule": rule.as_str(),
+                    "revision": next.revision,
+                })),
+                ..AuditEvent::default()
+            },
+            entry,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Reports `entry` unless this entry, rule and revision was reported
+    /// within [`REPORT_AGAIN_AFTER`]; `true` when it was reported now.
+    async fn report(
+        &self,
+        entry: &Entry,
+        rule: Rule,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, GovernanceError> {
+        let key = format!(
+            "governance-report:{}:{}:{}",
+            entry.id,
+            rule.as_str(),
+            entry.revision
+        );
+        let again = i64::try_from(REPORT_AGAIN_AFTER.as_secs()).unwrap_or(i64::MAX);
+        if !self
+            .store
+            .use_once(&key, now.saturating_add(again), now)
+            .await?
+        {
+            return Ok(false);
+        }
+        tracing::info!(entry_id = %entry.id, spiffe_id = %entry.spiffe_id, owner = %entry.owner,
+            rule = rule.as_str(), %reason, "governance report");
+        self.record(
+            AuditEvent {
+                action: "governance.report".into(),
+                outcome: Outcome::Ok,
+                actor: GOVERNANCE_ACTOR.into(),
+                entry_id: Some(entry.id.to_string()),
+                spiffe_id: Some(entry.spiffe_id.to_string()),
+                reason: Some(reason.to_owned()),
+                detail: Some(serde_json::json!({
+                    "rule": rule.as_str(),
+                    "owner": entry.owner,
+                    "revision": entry.revision,
+                })),
+                ..AuditEvent::default()
+            },
+            entry,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn record(&self, event: AuditEvent, entry: &Entry) -> Result<(), GovernanceError> {
+        self.audit
+            .append(event)
+            .await
+            .map(drop)
+            .map_err(|source| GovernanceError::Audit {
+                entry_id: entry.id.to_string(),
+                source,
+            })
+    }
+}
