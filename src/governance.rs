@@ -41,6 +41,18 @@ pub const GOVERNANCE_ACTOR: &str = "mayfly-governance";
 /// lasts (and the entry is not changed meanwhile).
 pub const REPORT_AGAIN_AFTER: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
+/// A duration as an operator writes it in the config: whole days as `90d`,
+/// else whole hours as `36h`, else seconds (`humantime` would say
+/// `2months 29days 13h 26m 24s` for 90 days).
+pub fn describe_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s => format!("{s}s"),
+    }
+}
+
 /// Why a sweep could not finish; the next round tries again.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -228,7 +240,7 @@ impl Sweeper {
                 };
                 let reason = format!(
                     "dormant: {what}, [governance] dormant_after = {}",
-                    humantime::format_duration(after)
+                    describe_duration(after)
                 );
                 return Some((Rule::Dormant, policy.on_dormant, reason));
             }
@@ -349,5 +361,19 @@ impl Sweeper {
                 entry_id: entry.id.to_string(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_the_config_writes_them() {
+        let d = |s| describe_duration(Duration::from_secs(s));
+        assert_eq!(d(90 * 86_400), "90d");
+        assert_eq!(d(36 * 3_600), "36h");
+        assert_eq!(d(90), "90s");
+        assert_eq!(d(0), "0s");
     }
 }

@@ -427,7 +427,7 @@ async fn a_dormant_entry_is_disabled_and_one_in_use_is_not() {
         reason.contains("never minted since its creation at"),
         "{reason}"
     );
-    assert!(reason.contains("dormant_after = 30days"), "{reason}");
+    assert!(reason.contains("dormant_after = 30d"), "{reason}");
     let reason = show(&broker, &used_once.id).await.disabled.unwrap().reason;
     assert!(
         reason.contains(&format!(
@@ -598,4 +598,75 @@ async fn two_replicas_sweeping_the_same_round_disable_once() {
     assert_eq!(swept, vec![0], "{outcomes:?}");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+async fn purge(
+    broker: &TestBroker,
+    expired_for_days: u64,
+    confirm: bool,
+) -> Result<pb::PurgeEntriesResponse, tonic::Status> {
+    broker
+        .admin()
+        .await
+        .purge_entries(pb::PurgeEntriesRequest {
+            expired_for_seconds: expired_for_days * DAY,
+            confirm,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn purge_lists_by_default_and_deletes_long_expired_entries_with_confirm() {
+    let broker = TestBroker::start_on_manual_clock(governance(|_| {})).await;
+    let expiring = |path: &'static str, in_days: u64| {
+        let broker = &broker;
+        async move {
+            let mut spec = TestBroker::entry_spec(path, &["orders"], &[]);
+            spec.expires_at = Some(broker.clock_dyn().unix_now() + (in_days * DAY) as i64);
+            broker.create_entry_from(spec).await.unwrap()
+        }
+    };
+    let long_gone = expiring("/long-gone", 1).await;
+    let recent = expiring("/recent", 90).await;
+    let active = long_lived(&broker, "/active").await;
+    advance_days(&broker, 100);
+
+    let listed = purge(&broker, 90, false).await.unwrap();
+    assert!(!listed.deleted);
+    let ids: Vec<_> = listed.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, vec![long_gone.id.as_str()], "expired 99 days ago only");
+    assert!(
+        records(&broker, "entry.purge").is_empty(),
+        "a dry run changes nothing"
+    );
+    show(&broker, &long_gone.id).await;
+
+    let purged = purge(&broker, 90, true).await.unwrap();
+    assert!(purged.deleted);
+    assert_eq!(purged.entries.len(), 1);
+    let gone = broker
+        .admin()
+        .await
+        .get_entry(pb::GetEntryRequest {
+            id: long_gone.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    // Positive controls: the recently expired and the active entry stay.
+    show(&broker, &recent.id).await;
+    show(&broker, &active.id).await;
+    let purges = records(&broker, "entry.purge");
+    assert_eq!(purges.len(), 1, "{purges:?}");
+    assert_eq!(purges[0]["entry_id"], long_gone.id.as_str());
+    assert!(
+        purges[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("more than 90d ago")
+    );
+    // A threshold under a day is refused.
+    let refused = purge(&broker, 0, true).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
 }

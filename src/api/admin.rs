@@ -142,6 +142,9 @@ impl AdminService {
     }
 }
 
+/// `PurgeEntries` only takes entries expired for at least a day.
+const PURGE_MIN_EXPIRED_FOR: u64 = 24 * 60 * 60;
+
 /// Only the data directory's owner (or root) may use the admin socket.
 /// The socket's own mode already says so; this holds even if someone loosens it.
 pub fn admin_peer_check(
@@ -648,6 +651,64 @@ impl Admin for AdminService {
         });
         self.change_entry(&current, next, "entry.review", actor, detail)
             .await
+    }
+
+    async fn purge_entries(
+        &self,
+        request: Request<pb::PurgeEntriesRequest>,
+    ) -> Result<Response<pb::PurgeEntriesResponse>, Status> {
+        let actor = Self::actor(&request);
+        let request = request.into_inner();
+        if request.expired_for_seconds < PURGE_MIN_EXPIRED_FOR {
+            return Err(Status::invalid_argument(format!(
+                "expired_for must be at least {PURGE_MIN_EXPIRED_FOR}s (1d)"
+            )));
+        }
+        let state = &self.inner;
+        let now = state.clock.unix_now();
+        let expired_for = i64::try_from(request.expired_for_seconds).unwrap_or(i64::MAX);
+        let due: Vec<Arc<Entry>> = state
+            .entries
+            .all()
+            .into_iter()
+            .filter(|e| now.saturating_sub(e.expires_at) >= expired_for)
+            .collect();
+        let mut entries = Vec::with_capacity(due.len());
+        for entry in due {
+            if !request.confirm {
+                entries.push(self.to_proto(&entry));
+                continue;
+            }
+            let removed = match state.store.delete_entry(&entry.id).await {
+                Ok(removed) => removed,
+                // Deleted meanwhile: nothing to purge.
+                Err(crate::store::StoreError::NotFound { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            state.entries.remove(&removed.id);
+            entries.push(self.to_proto(&removed));
+            state.usage.forget(&removed.id);
+            self.audit(AuditEvent {
+                action: "entry.purge".into(),
+                actor: actor.clone(),
+                entry_id: Some(removed.id.to_string()),
+                spiffe_id: Some(removed.spiffe_id.to_string()),
+                reason: Some(format!(
+                    "expired at {}, more than {} ago",
+                    crate::clock::rfc3339(removed.expires_at),
+                    crate::governance::describe_duration(Duration::from_secs(
+                        request.expired_for_seconds
+                    ))
+                )),
+                detail: serde_json::to_value(&removed).ok(),
+                ..AuditEvent::default()
+            })
+            .await?;
+        }
+        Ok(Response::new(pb::PurgeEntriesResponse {
+            entries,
+            deleted: request.confirm,
+        }))
     }
 
     async fn list_revocations(

@@ -3,8 +3,8 @@
 use clap::{Args, Subcommand, ValueEnum};
 use mayfly_sdk::proto::v1::{
     CreateEntryRequest, DeleteEntryRequest, DisableEntryRequest, EnableEntryRequest, Entry,
-    EntrySpec, GetEntryRequest, ListEntriesRequest, ReviewEntryRequest, StringList,
-    UpdateEntryRequest,
+    EntrySpec, GetEntryRequest, ListEntriesRequest, PurgeEntriesRequest, ReviewEntryRequest,
+    StringList, UpdateEntryRequest,
 };
 use serde::Serialize;
 
@@ -46,7 +46,15 @@ pub enum EntryCommand {
     /// Record an owner review of an entry: who, when, and a note. Audited.
     #[command(after_help = REVIEW_EXAMPLES)]
     Review(ReviewArgs),
+    /// Delete entries expired longer than --expired-for; lists only, unless --yes.
+    #[command(after_help = PURGE_EXAMPLES)]
+    Purge(PurgeArgs),
 }
+
+const PURGE_EXAMPLES: &str = "\
+Examples:
+  mayfly entry purge --expired-for 90d         # lists what would be deleted
+  mayfly entry purge --expired-for 90d --yes   # deletes them, each audited";
 
 const REVIEW_EXAMPLES: &str = "\
 Examples:
@@ -252,6 +260,20 @@ pub struct GovernArgs {
     json: bool,
 }
 
+/// Arguments of `mayfly entry purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Only entries that expired at least this long ago, e.g. 90d (at least 1d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    expired_for: u64,
+    /// Delete them; without it, only list what would be deleted.
+    #[arg(long)]
+    yes: bool,
+    /// Print the entries as a JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Arguments of `mayfly entry review`.
 #[derive(Debug, Args)]
 pub struct ReviewArgs {
@@ -432,7 +454,44 @@ pub(super) async fn run(ctx: &Context, command: EntryCommand) -> Result<(), CliE
             let entry = ctx.admin().await?.review_entry(request).await?;
             print_entry(&entry.into_inner(), args.json, Some("reviewed entry"))
         }
+        EntryCommand::Purge(args) => purge(ctx, args).await,
     }
+}
+
+async fn purge(ctx: &Context, args: PurgeArgs) -> Result<(), CliError> {
+    let request = PurgeEntriesRequest {
+        expired_for_seconds: args.expired_for,
+        confirm: args.yes,
+    };
+    let response = ctx
+        .admin()
+        .await?
+        .purge_entries(request)
+        .await?
+        .into_inner();
+    if args.json {
+        let views: Vec<EntryView> = response.entries.iter().map(EntryView::from).collect();
+        return output::json(&views);
+    }
+    let verb = if response.deleted {
+        "deleted"
+    } else {
+        "would delete"
+    };
+    for entry in &response.entries {
+        output::stdout_line(&format!(
+            "{verb} {} ({}), expired {}",
+            output::clean(&entry.id),
+            output::clean(&entry.spiffe_id),
+            optional_rfc3339(entry.expires_at).unwrap_or_default()
+        ))?;
+    }
+    if response.entries.is_empty() {
+        output::stderr_line("no entry expired that long ago");
+    } else if !response.deleted {
+        output::stderr_line("nothing was deleted; run again with --yes to delete these");
+    }
+    Ok(())
 }
 
 async fn create(ctx: &Context, args: CreateArgs) -> Result<(), CliError> {

@@ -96,6 +96,7 @@ pub static ADMIN_SERVICE: RpcService = RpcService {
         "DisableEntry",
         "EnableEntry",
         "ReviewEntry",
+        "PurgeEntries",
     ],
 };
 

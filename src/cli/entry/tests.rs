@@ -151,6 +151,23 @@ fn review_needs_a_note_and_review_every_takes_never() -> Result<(), Box<dyn std:
 }
 
 #[test]
+fn purge_needs_a_threshold_and_deletes_only_with_yes() -> Result<(), Box<dyn std::error::Error>> {
+    assert!(entry_command(&["purge"]).is_err());
+    match entry_command(&["purge", "--expired-for", "90d"])? {
+        EntryCommand::Purge(args) => {
+            assert_eq!(args.expired_for, 90 * 86_400);
+            assert!(!args.yes, "a dry run unless --yes");
+        }
+        other => return Err(format!("{other:?}").into()),
+    }
+    match entry_command(&["purge", "--expired-for", "90d", "--yes"])? {
+        EntryCommand::Purge(args) => assert!(args.yes),
+        other => return Err(format!("{other:?}").into()),
+    }
+    Ok(())
+}
+
+#[test]
 fn json_view_uses_rfc3339_and_null_for_never() -> Result<(), serde_json::Error> {
     let json = serde_json::to_value(EntryView::from(&sample()))?;
     assert_eq!(json["expires_at"], "2027-01-31T00:00:00Z");
