@@ -792,3 +792,67 @@ async fn the_agent_refuses_tokens_living_too_long_or_naming_no_workload() {
     }
     setup.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_disabled_entrys_cached_jwt_svid_is_not_handed_out_after_the_agents_next_sync() {
+    let (setup, workload) = Setup::start(None, None).await;
+    let client = setup.client().await;
+    // Positive control: the agent serves its cached token.
+    let first = client.fetch_jwt_svid(&[AUDIENCE], None).await.unwrap();
+    let again = client.fetch_jwt_svid(&[AUDIENCE], None).await.unwrap();
+    assert_eq!(again.token(), first.token());
+
+    setup
+        .broker
+        .admin()
+        .await
+        .disable_entry(pb::DisableEntryRequest {
+            id: workload.id.clone(),
+            reason: "owner left".into(),
+        })
+        .await
+        .unwrap();
+    // The disable bumps the entry's revision; at its next sync the agent
+    // drops the tokens of the old revision and asks the broker, which
+    // refuses, naming the reason.
+    let raw = common::raw_workload_client(&setup.socket()).await;
+    let refused = eventually("the agent to stop serving the disabled entry", || {
+        let mut raw = raw.clone();
+        async move {
+            raw.fetch_jwtsvid(with_header(wl::JwtsvidRequest {
+                audience: vec![AUDIENCE.into()],
+                spiffe_id: String::new(),
+            }))
+            .await
+            .err()
+        }
+    })
+    .await;
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("owner left"), "{refused:?}");
+
+    setup
+        .broker
+        .admin()
+        .await
+        .enable_entry(pb::EnableEntryRequest {
+            id: workload.id.clone(),
+            reason: "owner back".into(),
+        })
+        .await
+        .unwrap();
+    let next = eventually("the agent to serve the enabled entry again", || {
+        let mut raw = raw.clone();
+        async move {
+            raw.fetch_jwtsvid(with_header(wl::JwtsvidRequest {
+                audience: vec![AUDIENCE.into()],
+                spiffe_id: String::new(),
+            }))
+            .await
+            .ok()
+        }
+    })
+    .await;
+    assert!(!next.into_inner().svids.is_empty());
+    setup.shutdown().await;
+}
