@@ -203,6 +203,59 @@ impl LogLimiter {
 mod tests {
     use super::*;
 
+    /// One example of every entry error with the code the operator gets;
+    /// the match fails to compile when a variant is added.
+    #[test]
+    fn every_entry_error_has_its_code() {
+        fn number(error: &EntryError) -> usize {
+            match error {
+                EntryError::Missing { .. } => 0,
+                EntryError::Invalid { .. } => 1,
+                EntryError::TtlTooLong { .. } => 2,
+                EntryError::State { .. } => 3,
+            }
+        }
+        let cases = [
+            (
+                EntryError::Missing { field: "reason" },
+                Code::InvalidArgument,
+            ),
+            (
+                EntryError::Invalid {
+                    field: "note",
+                    reason: "too long".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                EntryError::TtlTooLong {
+                    field: "review-every",
+                    asked: 2,
+                    max: 1,
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                EntryError::State {
+                    reason: "entry 0123456789abcdef is not disabled".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+        ];
+        let mut seen = [false; 4];
+        for (error, code) in cases {
+            seen[number(&error)] = true;
+            let message = error.to_string();
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message, "the operator is told why");
+        }
+        assert!(
+            seen.iter().all(|s| *s),
+            "a variant has no example: {seen:?}"
+        );
+    }
+
     #[test]
     fn limiter_admits_a_few_lines_a_second_and_counts_the_rest() {
         let limiter = LogLimiter::new(3);
