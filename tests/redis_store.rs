@@ -90,6 +90,77 @@ async fn long_dead_replica_records_are_deleted() {
 }
 
 // ---------------------------------------------------------------------------
+// The index revocation listings page through
+
+/// Revocations written by a version without the key index (or by such a
+/// replica during an upgrade) are in the hash only; the first range read
+/// rebuilds the index, and keys whose revocation is gone are passed over.
+#[tokio::test]
+async fn the_revocation_key_index_is_rebuilt_from_what_older_writers_left() {
+    let Some(replicas) = Replicas::connect("revocation_index").await else {
+        return;
+    };
+    let (a, b) = (&replicas.a, &replicas.b);
+    let mut raw = replicas.keys.connection().await;
+    // More than one pass of the script (1000 keys) and than one read asks.
+    let planted: Vec<_> = (0..2_500)
+        .map(|n| jti(&format!("old-{n:05}"), Some(NOW + 100)))
+        .collect();
+    let mut hset = redis::cmd("HSET");
+    hset.arg(replicas.keys.key("revocations"));
+    for revocation in &planted {
+        hset.arg(revocation.key())
+            .arg(serde_json::to_string(revocation).unwrap());
+    }
+    hset.exec_async(&mut raw).await.unwrap();
+    // One written by this version: the index holds it alone.
+    let new = jti("new", Some(NOW + 100));
+    a.put_revocation(&new).await.unwrap();
+    let indexed = |raw: &mut redis::aio::MultiplexedConnection| {
+        let key = replicas.keys.key("revocation_keys");
+        let mut raw = raw.clone();
+        async move {
+            redis::cmd("ZCARD")
+                .arg(key)
+                .query_async::<usize>(&mut raw)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(indexed(&mut raw).await, 1);
+
+    let first = b.revocations_after(None, 1_500).await.unwrap();
+    assert_eq!(indexed(&mut raw).await, 2_501, "rebuilt");
+    let rest = b
+        .revocations_after(Some(&first.last().unwrap().key()), 1_500)
+        .await
+        .unwrap();
+    let mut expected = planted.clone();
+    expected.push(new.clone());
+    expected.sort_by_key(|r| r.key());
+    assert_eq!([first, rest].concat(), expected);
+
+    // An older replica deletes from the hash alone: its key stays in the
+    // index, is passed over, and dropped from it.
+    redis::cmd("HDEL")
+        .arg(replicas.keys.key("revocations"))
+        .arg(planted[0].key())
+        .exec_async(&mut raw)
+        .await
+        .unwrap();
+    expected.retain(|r| r.key() != planted[0].key());
+    let read = b.revocations_after(None, 2).await.unwrap();
+    assert_eq!(read, expected[..2].to_vec());
+    assert_eq!(indexed(&mut raw).await, 2_500);
+    // This version's deletes and prunes keep the index in step.
+    assert!(a.delete_revocation(&new.key()).await.unwrap());
+    assert_eq!(indexed(&mut raw).await, 2_499);
+    assert_eq!(a.prune_revocations(NOW + 100).await.unwrap().len(), 2_499);
+    assert_eq!(indexed(&mut raw).await, 0);
+    assert!(b.revocations_after(None, 10).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------
 // Connecting and secrets
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! directory.
 
 use std::fs::OpenOptions;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -327,6 +328,16 @@ impl Store for EmbeddedStore {
         self.run(|db| read_all(db, REVOCATIONS, "revocation")).await
     }
 
+    async fn revocations_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        let after = after.map(str::to_owned);
+        self.run(move |db| read_after(db, REVOCATIONS, "revocation", after.as_deref(), limit))
+            .await
+    }
+
     async fn prune_revocations(&self, now: i64) -> Result<Vec<String>, StoreError> {
         self.run(move |db| {
             write(db, |txn| {
@@ -478,6 +489,30 @@ fn read_all<T: DeserializeOwned>(
     let mut values =
         Vec::with_capacity(usize::try_from(table.len().map_err(backend)?).unwrap_or(0));
     for row in table.iter().map_err(backend)? {
+        let (key, value) = row.map_err(backend)?;
+        values.push(decode(what, key.value(), value.value())?);
+    }
+    Ok(values)
+}
+
+/// Up to `limit` rows of `table` whose key sorts after `after` (from the
+/// first when `None`), decoded, in key order: a range read, so a page costs
+/// what it returns, not the table's size.
+fn read_after<T: DeserializeOwned>(
+    db: &Database,
+    table: JsonTable,
+    what: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(table).map_err(backend)?;
+    let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let rows = table
+        .range::<&str>((lower, Bound::Unbounded))
+        .map_err(backend)?;
+    let mut values = Vec::with_capacity(limit.min(1024));
+    for row in rows.take(limit) {
         let (key, value) = row.map_err(backend)?;
         values.push(decode(what, key.value(), value.value())?);
     }

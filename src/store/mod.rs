@@ -224,6 +224,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
     async fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError>;
 
+    /// Up to `limit` saved revocations, expired or not, whose key
+    /// (`kind:value`) sorts after `after` (from the first when `None`), in
+    /// key order: one step of a listing that resumes after the last key it
+    /// saw, so that revocations put or deleted in between do not shift the
+    /// others. Fewer than `limit` only when no more follow. Keys compare
+    /// bytewise, as [`Revocation::key`] strings do in Rust.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn revocations_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Revocation>, StoreError>;
+
     /// Deletes the revocations that have expired at `now` (they cover no
     /// live credential); returns their keys.
     ///

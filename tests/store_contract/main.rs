@@ -76,6 +76,7 @@ contract! {
     one_time::pruning_one_time_records_keeps_live_ones,
     revocations::revocations_are_kept_replaced_and_pruned_when_expired,
     revocations::concurrent_prunes_report_each_revocation_once,
+    revocations::revocations_are_read_in_key_order_after_any_key,
     usage::usage_counts_add_up_and_the_latest_time_wins,
     replicas::replicas_are_live_until_keep_until,
     replicas::subscribers_start_from_the_stored_state,

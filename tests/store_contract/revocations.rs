@@ -1,5 +1,5 @@
 //! Revocations: saved by key (`kind:value`), replaced, listed in key order,
-//! deleted, and pruned once expired.
+//! read a range at a time after any key, deleted, and pruned once expired.
 
 use mayfly_sdk::revocation::{Revocation, RevocationKind};
 
@@ -103,4 +103,88 @@ pub async fn concurrent_prunes_report_each_revocation_once(stores: Stores) {
     reported.sort();
     assert_eq!(reported, keys);
     assert_eq!(stores.a.list_revocations().await.unwrap(), vec![survivor]);
+}
+
+/// Reads every revocation `store` holds, `limit` at a time, each read
+/// starting after the last key of the one before.
+async fn read_in_steps(store: &dyn mayfly::store::Store, limit: usize) -> Vec<Revocation> {
+    let mut read = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let step = store
+            .revocations_after(after.as_deref(), limit)
+            .await
+            .unwrap();
+        assert!(step.len() <= limit, "{} > {limit}", step.len());
+        let done = step.len() < limit;
+        after = step.last().map(Revocation::key);
+        read.extend(step);
+        if done {
+            return read;
+        }
+    }
+}
+
+pub async fn revocations_are_read_in_key_order_after_any_key(stores: Stores) {
+    let (a, b) = (&stores.a, &stores.b);
+    let mut all: Vec<Revocation> = ["m", "c", "x", "a", "q"]
+        .into_iter()
+        .map(|value| jti(value, Some(NOW + 100)))
+        .collect();
+    all.push(jti("expired", Some(NOW - 1)));
+    all.push(Revocation::new(RevocationKind::Serial, "ff", NOW, Some(NOW + 10)).unwrap());
+    all.push(
+        Revocation::new(
+            RevocationKind::SpiffeId,
+            "spiffe://example.org/s",
+            NOW,
+            None,
+        )
+        .unwrap(),
+    );
+    all.push(Revocation::new(RevocationKind::Agent, "spiffe://example.org/n", NOW, None).unwrap());
+    for revocation in &all {
+        a.put_revocation(revocation).await.unwrap();
+    }
+    let sorted = sorted_by_key(all);
+    // Expired or not: the store does not judge time.
+    for limit in [1, 2, 3, 9, 10, 100] {
+        assert_eq!(
+            read_in_steps(b.as_ref(), limit).await,
+            sorted,
+            "steps of {limit}"
+        );
+    }
+    let keys =
+        |revocations: Vec<Revocation>| revocations.iter().map(Revocation::key).collect::<Vec<_>>();
+    // After a key that is not stored: from the next one that is.
+    assert_eq!(
+        keys(b.revocations_after(Some("jti:b"), 2).await.unwrap()),
+        ["jti:c", "jti:expired"]
+    );
+    // Keys compare as bytes: `jti:` sorts before every jti.
+    assert_eq!(
+        keys(b.revocations_after(Some("jti:"), 1).await.unwrap()),
+        ["jti:a"]
+    );
+    assert!(
+        b.revocations_after(Some("spiffe-id:spiffe://example.org/s"), 5)
+            .await
+            .unwrap()
+            .is_empty(),
+        "after the last key"
+    );
+    assert!(b.revocations_after(None, 0).await.unwrap().is_empty());
+
+    // Deleted and pruned revocations are gone from the range too.
+    assert!(a.delete_revocation("jti:c").await.unwrap());
+    assert_eq!(
+        a.prune_revocations(NOW).await.unwrap(),
+        vec!["jti:expired".to_owned()]
+    );
+    assert_eq!(
+        keys(b.revocations_after(Some("jti:a"), 2).await.unwrap()),
+        ["jti:m", "jti:q"]
+    );
+    assert_eq!(read_in_steps(b.as_ref(), 4).await.len(), sorted.len() - 2);
 }

@@ -72,6 +72,13 @@ impl Store for DownStore {
     async fn list_revocations(&self) -> Result<Vec<Revocation>, StoreError> {
         Err(down())
     }
+    async fn revocations_after(
+        &self,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        Err(down())
+    }
     async fn prune_revocations(&self, _: i64) -> Result<Vec<String>, StoreError> {
         Err(down())
     }

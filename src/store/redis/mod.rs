@@ -30,7 +30,7 @@ use self::codec::{
 use self::scripts::{
     CREATE_ENTRY, DELETE_ENTRY, DELETE_REVOCATION, FORGET_REPLICAS, INSERT_JOIN_TOKEN,
     PRUNE_REVOCATIONS, PUBLISH_REPLICA, PUT_REVOCATION, RECORD_USAGE, REDEEM_JOIN_TOKEN,
-    UPDATE_ENTRY, USE_ONCE, status,
+    REVOCATIONS_AFTER, UPDATE_ENTRY, USE_ONCE, status,
 };
 use super::{
     AuditAnchorRecord, RedeemError, ReplicaRecord, Store, StoreError, StoreEvent, UsageRecord,
@@ -82,6 +82,7 @@ const REPLICA_GRACE_SECONDS: i64 = 60 * 60;
 /// | `{prefix}:once:{key}` | string | a one-time key's `expires_at` |
 /// | `{prefix}:challenge:{id}` | string | `expires_at` (8 bytes, big-endian), then the nonce |
 /// | `{prefix}:revocations` | hash | `kind:value` → [`Revocation`] JSON |
+/// | `{prefix}:revocation_keys` | sorted set | every `kind:value`, score 0: the key order a listing pages through (rebuilt from the hash when it holds fewer); about 120 bytes a revocation |
 /// | `{prefix}:replicas` | hash | replica id → [`ReplicaRecord`] JSON |
 /// | `{prefix}:audit` | hash | replica id → [`AuditAnchorRecord`] JSON: its latest signed audit checkpoint and key hand-overs (the audit witness) |
 /// | `{prefix}:version` | string | the change counter (an integer) |
@@ -166,6 +167,7 @@ struct Names {
     join_tokens_used: String,
     usage: String,
     revocations: String,
+    revocation_keys: String,
     replicas: String,
     audit: String,
     version: String,
@@ -182,6 +184,7 @@ impl Names {
             join_tokens_used: key("join_tokens_used"),
             usage: key("usage"),
             revocations: key("revocations"),
+            revocation_keys: key("revocation_keys"),
             replicas: key("replicas"),
             audit: key("audit"),
             version: key("version"),
@@ -519,6 +522,7 @@ impl Store for RedisStore {
                 PUT_REVOCATION
                     .key(&self.names.revocations)
                     .key(&self.names.version)
+                    .key(&self.names.revocation_keys)
                     .arg(&self.names.events)
                     .arg(&key)
                     .arg(encode("revocation", &key, revocation)?)
@@ -537,6 +541,7 @@ impl Store for RedisStore {
                 DELETE_REVOCATION
                     .key(&self.names.revocations)
                     .key(&self.names.version)
+                    .key(&self.names.revocation_keys)
                     .arg(&self.names.events)
                     .arg(key)
                     .arg(event_json(&event)?),
@@ -549,9 +554,39 @@ impl Store for RedisStore {
         self.read_all(&self.names.revocations, "revocation").await
     }
 
+    async fn revocations_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let from = after.map_or_else(|| "-".to_owned(), |key| format!("({key}"));
+        let reply: Vec<String> = self
+            .invoke(
+                REVOCATIONS_AFTER
+                    .key(&self.names.revocations)
+                    .key(&self.names.revocation_keys)
+                    .arg(from)
+                    .arg(limit),
+            )
+            .await?;
+        if !reply.len().is_multiple_of(2) {
+            return Err(self.unexpected_reply("revocations after", &reply));
+        }
+        reply
+            .chunks_exact(2)
+            .map(|pair| self.decode("revocation", &pair[0], &pair[1]))
+            .collect()
+    }
+
     async fn prune_revocations(&self, now: i64) -> Result<Vec<String>, StoreError> {
         let mut invocation = PRUNE_REVOCATIONS.key(&self.names.revocations);
-        invocation.key(&self.names.version).arg(&self.names.events);
+        invocation
+            .key(&self.names.version)
+            .key(&self.names.revocation_keys)
+            .arg(&self.names.events);
         let mut expired = 0;
         for (key, json) in self.hash_entries(&self.names.revocations).await? {
             let revocation: Revocation = self.decode("revocation", &key, &json)?;

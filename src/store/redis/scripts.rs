@@ -177,21 +177,24 @@ return 1
     )
 });
 
-/// KEYS: revocations, version. ARGV: channel, key, revocation JSON, event JSON.
+/// KEYS: revocations, version, revocation_keys.
+/// ARGV: channel, key, revocation JSON, event JSON.
 pub(super) static PUT_REVOCATION: LazyLock<Script> = LazyLock::new(|| {
     script_with_publish(
         r#"
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], 0, ARGV[2])
 publish(KEYS[2], ARGV[1], ARGV[4])
 return 1
 "#,
     )
 });
 
-/// KEYS: revocations, version. ARGV: channel, key, event JSON.
+/// KEYS: revocations, version, revocation_keys. ARGV: channel, key, event JSON.
 pub(super) static DELETE_REVOCATION: LazyLock<Script> = LazyLock::new(|| {
     script_with_publish(
         r#"
+redis.call('ZREM', KEYS[3], ARGV[2])
 if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return 0 end
 publish(KEYS[2], ARGV[1], ARGV[3])
 return 1
@@ -199,10 +202,10 @@ return 1
     )
 });
 
-/// KEYS: revocations, version. ARGV: channel, then (key, JSON as read,
-/// event JSON)... Deletes each only if unchanged since it was read, so a
-/// revocation put again in between (say with a later expiry) stays, and of
-/// two concurrent pruners only one deletes and reports a key.
+/// KEYS: revocations, version, revocation_keys. ARGV: channel, then (key,
+/// JSON as read, event JSON)... Deletes each only if unchanged since it was
+/// read, so a revocation put again in between (say with a later expiry)
+/// stays, and of two concurrent pruners only one deletes and reports a key.
 pub(super) static PRUNE_REVOCATIONS: LazyLock<Script> = LazyLock::new(|| {
     script_with_publish(
         r#"
@@ -210,11 +213,60 @@ local pruned = {}
 for i = 2, #ARGV, 3 do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
     redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[3], ARGV[i])
     publish(KEYS[2], ARGV[1], ARGV[i + 2])
     pruned[#pruned + 1] = ARGV[i]
   end
 end
 return pruned
+"#,
+    )
+});
+
+/// KEYS: revocations, revocation_keys. ARGV: where to start (`-` for the
+/// first key, `(<key>` for the first after `<key>`), limit. Replies
+/// `key, JSON, key, JSON, ...`: up to `limit` revocations in key order.
+///
+/// The sorted set of keys (all scores 0, so ordered bytewise) is the index
+/// that makes this a range read. It is kept by the scripts above; revocations
+/// written before it existed, or by a replica of an older version during an
+/// upgrade, are not in it, so it is rebuilt from the hash whenever it holds
+/// fewer keys than the hash (one pass, once). A key in it whose revocation
+/// is gone (deleted by such a replica) is dropped when met.
+pub(super) static REVOCATIONS_AFTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('ZCARD', KEYS[2]) < redis.call('HLEN', KEYS[1]) then
+  redis.call('DEL', KEYS[2])
+  local keys = redis.call('HKEYS', KEYS[1])
+  for i = 1, #keys, 1000 do
+    local members = {}
+    for j = i, math.min(i + 999, #keys) do
+      members[#members + 1] = 0
+      members[#members + 1] = keys[j]
+    end
+    redis.call('ZADD', KEYS[2], unpack(members))
+  end
+end
+local limit = tonumber(ARGV[2])
+local found = {}
+local from = ARGV[1]
+while #found < 2 * limit do
+  local want = math.min(limit - #found / 2, 1000)
+  local keys = redis.call('ZRANGE', KEYS[2], from, '+', 'BYLEX', 'LIMIT', 0, want)
+  if #keys == 0 then break end
+  local values = redis.call('HMGET', KEYS[1], unpack(keys))
+  for i = 1, #keys do
+    if values[i] then
+      found[#found + 1] = keys[i]
+      found[#found + 1] = values[i]
+    else
+      redis.call('ZREM', KEYS[2], keys[i])
+    end
+  end
+  from = '(' .. keys[#keys]
+end
+return found
 "#,
     )
 });
