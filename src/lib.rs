@@ -29,7 +29,8 @@
 //! and the in-process [`policy::EntryIndex`], [`mint`] decides and signs
 //! (with `mayfly-ca`), [`audit`] makes the record durable before the
 //! credential leaves. [`revoke`] and the SDK's revocation index cut
-//! credentials off; [`store`] keeps state (embedded redb, or Redis for
+//! credentials off; [`listing`] pages the operator's lists of both;
+//! [`store`] keeps state (embedded redb, or Redis for
 //! several replicas, which [`replica`] ties together and [`witness`] makes
 //! witnesses of each other's audit logs; [`anchor`] sends the audit log's
 //! signed checkpoints to an HTTP witness and to syslog); [`rotation`] drives
@@ -47,6 +48,7 @@ pub mod audit;
 pub use mayfly_sdk::clock;
 pub mod config;
 pub mod governance;
+pub mod listing;
 pub mod mint;
 mod outbound;
 pub mod policy;

@@ -137,7 +137,7 @@ impl Replica {
     async fn revocations(&self) -> Vec<pb::Revocation> {
         self.admin()
             .await
-            .list_revocations(pb::ListRevocationsRequest {})
+            .list_revocations(pb::ListRevocationsRequest::default())
             .await
             .unwrap()
             .into_inner()

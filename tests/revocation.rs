@@ -42,7 +42,7 @@ async fn listed(broker: &TestBroker) -> Vec<String> {
     broker
         .admin()
         .await
-        .list_revocations(pb::ListRevocationsRequest {})
+        .list_revocations(pb::ListRevocationsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -101,7 +101,7 @@ async fn a_revoked_jti_is_rejected_until_it_expires_and_then_dropped() {
     let full = broker
         .admin()
         .await
-        .list_revocations(pb::ListRevocationsRequest {})
+        .list_revocations(pb::ListRevocationsRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -185,6 +185,12 @@ def strings() -> None:
         write("selector", name, text)
     write("join_token", "token", "mf1." + b64url(bytes(range(32))))
     write("join_token", "hash", "0123456789abcdef" * 4)
+    for name, after in {
+        "entries": "0123456789abcdef",
+        "revocations": "spiffe-id:spiffe://example.org/billing",
+    }.items():
+        body = {"v": 1, "list": name, "after": after}
+        write("page_token", name, b64url(json.dumps(body, separators=(",", ":")).encode()))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 //! socket. The socket is owner-only, and every call is also checked against
 //! the peer's uid: only the data directory's owner (or root) may administer.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -10,19 +11,22 @@ use mayfly_ca::{CaError, CertificateAuthority, RotationEvent};
 use mayfly_sdk::SpiffeId;
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::proto::v1::admin_server::Admin;
+use mayfly_sdk::revocation::Revocation;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
 use super::bundle::BundlePublisher;
+use super::paging::{self, ListError, Listing, PageRequest, PageTokenError, Unpaged};
 use crate::attest::Attestors;
 use crate::attest::join_token::{JoinTokenRecord, JoinTokenSecret};
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::listing::PageFill;
 use crate::mint::UsageTracker;
-use crate::policy::{Entry, EntryId, EntryIndex, EntrySpec};
+use crate::policy::{Entry, EntryFilter, EntryId, EntryIndex, EntrySpec};
 use crate::replica::Replicas;
-use crate::revoke::{RevokeError, Revoker};
+use crate::revoke::{RevocationFilter, RevokeError, Revoker};
 use crate::rotation::Rotation;
 use crate::store::Store;
 
@@ -268,16 +272,12 @@ impl Admin for AdminService {
 
     async fn list_entries(
         &self,
-        _request: Request<pb::ListEntriesRequest>,
+        request: Request<pb::ListEntriesRequest>,
     ) -> Result<Response<pb::ListEntriesResponse>, Status> {
-        let entries = self
-            .inner
-            .entries
-            .all()
-            .iter()
-            .map(|e| self.to_proto(e))
-            .collect();
-        Ok(Response::new(pb::ListEntriesResponse { entries }))
+        let request = request.into_inner();
+        self.entries_listed(&request)
+            .map(Response::new)
+            .map_err(list_status)
     }
 
     async fn get_entry(
@@ -713,19 +713,124 @@ impl Admin for AdminService {
 
     async fn list_revocations(
         &self,
-        _request: Request<pb::ListRevocationsRequest>,
+        request: Request<pb::ListRevocationsRequest>,
     ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
-        Ok(Response::new(pb::ListRevocationsResponse {
-            revocations: self
+        let request = request.into_inner();
+        self.revocations_listed(&request)
+            .await
+            .map(Response::new)
+            .map_err(list_status)
+    }
+}
+
+impl AdminService {
+    /// One page of entries, or all of them for a client that does not page.
+    fn entries_listed(
+        &self,
+        request: &pb::ListEntriesRequest,
+    ) -> Result<pb::ListEntriesResponse, ListError> {
+        let filter = paging::entry_filter(request)?;
+        let page = PageRequest::parse(Listing::Entries, request.page_size, &request.page_token)?;
+        let PageRequest::Paged { size, after } = page else {
+            return Ok(pb::ListEntriesResponse {
+                entries: self.entries_unpaged(&filter)?,
+                next_page_token: String::new(),
+            });
+        };
+        let after = after
+            .map(|key| {
+                EntryId::parse(&key).map_err(|error| PageTokenError::BadKey {
+                    listing: Listing::Entries,
+                    reason: error.to_string(),
+                    key,
+                })
+            })
+            .transpose()?;
+        let mut fill = PageFill::new(size, paging::SCAN_BUDGET);
+        self.inner.entries.scan_after(after.as_ref(), |entry| {
+            fill.offer(
+                entry.id.as_str(),
+                filter.matches(entry).then(|| entry.clone()),
+            )
+        });
+        let page = fill.finish();
+        Ok(pb::ListEntriesResponse {
+            entries: page.items.iter().map(|e| self.to_proto(e)).collect(),
+            next_page_token: page
+                .resume_after
+                .map(|key| paging::encode_token(Listing::Entries, &key))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Every entry `filter` passes, if they fit in one unpaged response.
+    fn entries_unpaged(&self, filter: &EntryFilter) -> Result<Vec<pb::Entry>, ListError> {
+        let mut unpaged = Unpaged::new(Listing::Entries);
+        let mut result = Ok(());
+        self.inner.entries.scan_after(None, |entry| {
+            if filter.matches(entry) {
+                result = unpaged.push(self.to_proto(entry));
+            }
+            if result.is_ok() {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        });
+        result.map(|()| unpaged.into_items())
+    }
+
+    /// One page of revocations, or all of them for a client that does not
+    /// page.
+    async fn revocations_listed(
+        &self,
+        request: &pb::ListRevocationsRequest,
+    ) -> Result<pb::ListRevocationsResponse, ListError> {
+        let filter = paging::revocation_filter(request)?;
+        let page =
+            PageRequest::parse(Listing::Revocations, request.page_size, &request.page_token)?;
+        let PageRequest::Paged { size, after } = page else {
+            return Ok(pb::ListRevocationsResponse {
+                revocations: self.revocations_unpaged(&filter).await?,
+                next_page_token: String::new(),
+            });
+        };
+        let page = self
+            .inner
+            .revoker
+            .page(after.as_deref(), &filter, size, paging::SCAN_BUDGET)
+            .await?;
+        Ok(pb::ListRevocationsResponse {
+            revocations: page.items.iter().map(Revocation::to_proto).collect(),
+            next_page_token: page
+                .resume_after
+                .map(|key| paging::encode_token(Listing::Revocations, &key))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Every revocation in force `filter` passes, if they fit in one
+    /// unpaged response: read in the largest pages, stopping at the limit.
+    async fn revocations_unpaged(
+        &self,
+        filter: &RevocationFilter,
+    ) -> Result<Vec<pb::Revocation>, ListError> {
+        let mut unpaged = Unpaged::new(Listing::Revocations);
+        let mut after = None;
+        loop {
+            let page = self
                 .inner
                 .revoker
-                .list()
-                .await
-                .map_err(revoke_status)?
-                .iter()
-                .map(mayfly_sdk::revocation::Revocation::to_proto)
-                .collect(),
-        }))
+                .page(after.as_deref(), filter, paging::MAX_PAGE_SIZE, usize::MAX)
+                .await?;
+            for revocation in &page.items {
+                unpaged.push(revocation.to_proto())?;
+            }
+            match page.resume_after {
+                Some(key) => after = Some(key),
+                None => return Ok(unpaged.into_items()),
+            }
+        }
     }
 }
 
@@ -776,6 +881,22 @@ fn ca_status(error: CaError) -> Status {
     Status::new(code, error.to_string())
 }
 
+fn list_status(error: ListError) -> Status {
+    Status::new(list_code(&error), error.to_string())
+}
+
+/// The status code of every listing error: an exhaustive match, so a new
+/// variant must be given its code here. A bad token or filter is the
+/// caller's; an unpaged request too large to answer waits for the caller to
+/// page.
+fn list_code(error: &ListError) -> Code {
+    match error {
+        ListError::PageToken(_) | ListError::Filter { .. } => Code::InvalidArgument,
+        ListError::TooLargeUnpaged { .. } => Code::FailedPrecondition,
+        ListError::Revocations(error) => revoke_code(error),
+    }
+}
+
 fn revoke_status(error: RevokeError) -> Status {
     Status::new(revoke_code(&error), error.to_string())
 }
@@ -800,6 +921,7 @@ mod tests {
     use mayfly_sdk::revocation::RevocationKind;
 
     use super::*;
+    use crate::api::paging::{decode_token, encode_token};
     use crate::policy::EntryError;
 
     /// One example of every revocation error with the code the operator
@@ -874,6 +996,92 @@ mod tests {
             seen[number(&error)] = true;
             let message = error.to_string();
             let status = revoke_status(error);
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message);
+        }
+        assert!(
+            seen.iter().all(|s| *s),
+            "a variant has no example: {seen:?}"
+        );
+    }
+
+    /// One example of every listing error, each page token error among
+    /// them, with the code the operator gets: a malformed token is the
+    /// caller's mistake, never INTERNAL. `number` fails to compile when a
+    /// variant is added to either enum.
+    #[test]
+    fn every_listing_error_has_its_code() {
+        fn number(error: &ListError) -> usize {
+            match error {
+                ListError::PageToken(token) => match token {
+                    PageTokenError::TooLong { .. } => 0,
+                    PageTokenError::Malformed => 1,
+                    PageTokenError::Version { .. } => 2,
+                    PageTokenError::OtherListing { .. } => 3,
+                    PageTokenError::BadKey { .. } => 4,
+                },
+                ListError::Filter { .. } => 5,
+                ListError::TooLargeUnpaged { .. } => 6,
+                ListError::Revocations(_) => 7,
+            }
+        }
+        use base64::Engine as _;
+        let token = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        let refused =
+            |listing, text: &str| ListError::from(decode_token(listing, text).unwrap_err());
+        let cases = [
+            (
+                refused(Listing::Entries, &"A".repeat(5000)),
+                Code::InvalidArgument,
+            ),
+            (refused(Listing::Entries, "%%%"), Code::InvalidArgument),
+            (
+                refused(
+                    Listing::Entries,
+                    &token(r#"{"v":9,"list":"entries","after":"0123456789abcdef"}"#),
+                ),
+                Code::InvalidArgument,
+            ),
+            (
+                refused(
+                    Listing::Revocations,
+                    &encode_token(Listing::Entries, "0123456789abcdef"),
+                ),
+                Code::InvalidArgument,
+            ),
+            (
+                refused(
+                    Listing::Entries,
+                    &token(r#"{"v":1,"list":"entries","after":"jti:x"}"#),
+                ),
+                Code::InvalidArgument,
+            ),
+            (
+                ListError::Filter {
+                    field: "kind",
+                    reason: "unknown".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (
+                ListError::TooLargeUnpaged {
+                    listing: Listing::Revocations,
+                    limit_bytes: paging::UNPAGED_LIMIT_BYTES,
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                ListError::Revocations(RevokeError::Store(crate::store::StoreError::Unavailable {
+                    reason: "down".into(),
+                })),
+                Code::Unavailable,
+            ),
+        ];
+        let mut seen = [false; 8];
+        for (error, code) in cases {
+            seen[number(&error)] = true;
+            let message = error.to_string();
+            let status = list_status(error);
             assert_eq!(status.code(), code, "{message}");
             assert_eq!(status.message(), message);
         }

@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod connections;
 pub mod crl;
 pub mod http;
+pub mod paging;
 pub mod revocations;
 pub mod status;
 pub mod tls;

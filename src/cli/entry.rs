@@ -506,7 +506,7 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<(), CliError> {
 async fn list(ctx: &Context, args: ListArgs) -> Result<(), CliError> {
     let mut admin = ctx.admin().await?;
     let response = admin
-        .list_entries(ListEntriesRequest {})
+        .list_entries(ListEntriesRequest::default())
         .await?
         .into_inner();
     if args.json {

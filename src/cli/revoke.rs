@@ -186,7 +186,7 @@ async fn run_list(ctx: &Context, args: ListRevocationsArgs) -> Result<(), CliErr
     let list = ctx
         .admin()
         .await?
-        .list_revocations(ListRevocationsRequest {})
+        .list_revocations(ListRevocationsRequest::default())
         .await?
         .into_inner()
         .revocations;

@@ -1,6 +1,7 @@
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
+use std::ops::{Bound, ControlFlow};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -223,6 +224,19 @@ impl Snapshot {
     fn all(&self) -> Vec<Arc<Entry>> {
         self.by_id.iter().map(|found| found.0.clone()).collect()
     }
+
+    fn scan_after(
+        &self,
+        after: Option<&EntryId>,
+        mut visit: impl FnMut(&Arc<Entry>) -> ControlFlow<()>,
+    ) {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for found in self.by_id.range::<_, EntryId>((lower, Bound::Unbounded)) {
+            if visit(&found.0).is_break() {
+                return;
+            }
+        }
+    }
 }
 
 fn add_to_bucket<K: Ord + Clone>(
@@ -335,6 +349,17 @@ impl EntryIndex {
     /// Every entry, in id order.
     pub fn all(&self) -> Vec<Arc<Entry>> {
         self.current.load().all()
+    }
+
+    /// Shows `visit` each entry whose id sorts after `after` (from the first
+    /// when `None`), in id order, until it answers `Break`: a listing reads
+    /// one page of one consistent snapshot without copying the others.
+    pub fn scan_after(
+        &self,
+        after: Option<&EntryId>,
+        visit: impl FnMut(&Arc<Entry>) -> ControlFlow<()>,
+    ) {
+        self.current.load().scan_after(after, visit);
     }
 
     /// How many entries there are.

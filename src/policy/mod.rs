@@ -7,10 +7,12 @@
 //! [`EntryIndex`] is the in-process, lock-free snapshot the mint path reads.
 
 mod entry;
+mod filter;
 mod index;
 
 pub use entry::{
     CredentialKind, Disabled, Entry, EntryError, EntryId, EntrySpec, HARD_TTL_CAP,
     MAX_REVIEW_EVERY, Review, Selector, TtlPolicy, governance_text,
 };
+pub use filter::EntryFilter;
 pub use index::EntryIndex;

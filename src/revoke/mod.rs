@@ -22,6 +22,7 @@ use mayfly_sdk::revocation::{self, Revocation, RevocationKind, RevocationSet};
 
 use crate::audit::{AuditError, AuditEvent, AuditLog, Outcome};
 use crate::clock::{Clock, rfc3339};
+use crate::listing::{Page, PageFill};
 use crate::policy::{EntryError, EntryId, EntryIndex, HARD_TTL_CAP};
 use crate::store::{Store, StoreError};
 
@@ -85,6 +86,39 @@ pub enum RevokeError {
         /// Why.
         source: AuditError,
     },
+}
+
+/// What `ListRevocations` narrows the list to. Every field that is set
+/// must match; one left `None` matches every revocation, so the default
+/// matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationFilter {
+    /// The kind.
+    pub kind: Option<RevocationKind>,
+    /// A SPIFFE ID the revocation covers (one of its subjects).
+    pub subject: Option<SpiffeId>,
+    /// Who revoked it, exactly.
+    pub actor: Option<String>,
+    /// Revoked at or after this time, Unix seconds.
+    pub revoked_since: Option<i64>,
+}
+
+impl RevocationFilter {
+    /// Whether `revocation` passes every filter that is set.
+    pub fn matches(&self, revocation: &Revocation) -> bool {
+        self.kind.is_none_or(|kind| kind == revocation.kind)
+            && self
+                .subject
+                .as_ref()
+                .is_none_or(|subject| revocation.subjects.contains(subject))
+            && self
+                .actor
+                .as_deref()
+                .is_none_or(|actor| actor == revocation.actor)
+            && self
+                .revoked_since
+                .is_none_or(|since| revocation.revoked_at >= since)
+    }
 }
 
 /// Revokes and lifts revocations, and drops expired ones.
@@ -220,19 +254,60 @@ impl Revoker {
         Ok(lifted)
     }
 
-    /// Every revocation still covering something at the current time, in
-    /// key order, with its reason and actor: read from the store, since the
-    /// index keeps `jti` and `serial` revocations without them.
+    /// One page of the revocations still covering something at the current
+    /// time that pass `filter`, in key order, with their reason and actor:
+    /// read from the store, since the index keeps `jti` and `serial`
+    /// revocations without them.
+    ///
+    /// Starts after the key `after` (from the first when `None`), and stops
+    /// once the page holds `limit` revocations or `budget` keys were looked
+    /// at, matching or not, so that a narrow filter over a million
+    /// revocations does not hold one call for the whole scan. A filter on
+    /// the kind reads that kind's keys only.
     ///
     /// # Errors
     ///
     /// [`RevokeError::Store`] if the store cannot answer.
-    pub async fn list(&self) -> Result<Vec<Revocation>, RevokeError> {
+    pub async fn page(
+        &self,
+        after: Option<&str>,
+        filter: &RevocationFilter,
+        limit: usize,
+        budget: usize,
+    ) -> Result<Page<Revocation>, RevokeError> {
         let now = self.clock.unix_now();
-        let mut all = self.store.list_revocations().await?;
-        all.retain(|r| !r.is_expired(now));
-        all.sort_by_key(Revocation::key);
-        Ok(all)
+        // Every key of a kind starts with `kind:`, which sorts just before them.
+        let kind_start = filter.kind.map(|kind| format!("{}:", kind.as_str()));
+        let mut cursor = match (after, kind_start.as_deref()) {
+            (Some(after), Some(start)) => Some(after.max(start).to_owned()),
+            (after, start) => after.or(start).map(str::to_owned),
+        };
+        let mut fill = PageFill::new(limit, budget);
+        loop {
+            let wanted = fill.wanted().clamp(16, 1000);
+            let batch = self
+                .store
+                .revocations_after(cursor.as_deref(), wanted)
+                .await?;
+            let complete = batch.len() < wanted;
+            if let Some(last) = batch.last() {
+                cursor = Some(last.key());
+            }
+            for revocation in batch {
+                if kind_start.is_some() && filter.kind != Some(revocation.kind) {
+                    // Past the last key of the kind asked for: nothing follows.
+                    return Ok(fill.finish());
+                }
+                let key = revocation.key();
+                let keep = !revocation.is_expired(now) && filter.matches(&revocation);
+                if fill.offer(&key, keep.then_some(revocation)).is_break() {
+                    return Ok(fill.finish());
+                }
+            }
+            if complete {
+                return Ok(fill.finish());
+            }
+        }
     }
 
     /// Drops the revocations that cover nothing any more, from the store
@@ -356,4 +431,65 @@ fn checked_reason(reason: &str) -> Result<&str, RevokeError> {
         });
     }
     Ok(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revocation(kind: RevocationKind, value: &str, revoked_at: i64, actor: &str) -> Revocation {
+        let mut revocation = Revocation::new(kind, value, revoked_at, None).unwrap();
+        if kind.is_identity() {
+            revocation.subjects = vec![value.parse().unwrap()];
+        }
+        revocation.actor = actor.to_owned();
+        revocation
+    }
+
+    #[test]
+    fn every_revocation_filter_that_is_set_must_match() {
+        let agent = "spiffe://example.org/agent/1";
+        let all = [
+            revocation(RevocationKind::Jti, "t1", 100, "admin:uid=0"),
+            revocation(RevocationKind::Agent, agent, 200, "admin:uid=1000"),
+            revocation(RevocationKind::SpiffeId, agent, 300, "admin:uid=0"),
+        ];
+        let passing = |filter: RevocationFilter| -> Vec<String> {
+            all.iter()
+                .filter(|r| filter.matches(r))
+                .map(Revocation::key)
+                .collect()
+        };
+        assert_eq!(passing(RevocationFilter::default()).len(), 3);
+        let covering = RevocationFilter {
+            subject: Some(agent.parse().unwrap()),
+            ..RevocationFilter::default()
+        };
+        assert_eq!(
+            passing(covering.clone()),
+            [format!("agent:{agent}"), format!("spiffe-id:{agent}")]
+        );
+        assert_eq!(
+            passing(RevocationFilter {
+                kind: Some(RevocationKind::Agent),
+                ..covering.clone()
+            }),
+            [format!("agent:{agent}")]
+        );
+        assert_eq!(
+            passing(RevocationFilter {
+                actor: Some("admin:uid=0".into()),
+                revoked_since: Some(200),
+                ..RevocationFilter::default()
+            }),
+            [format!("spiffe-id:{agent}")]
+        );
+        assert!(
+            passing(RevocationFilter {
+                revoked_since: Some(301),
+                ..covering
+            })
+            .is_empty()
+        );
+    }
 }

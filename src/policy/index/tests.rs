@@ -215,6 +215,39 @@ fn a_hundred_thousand_upserts_and_removals_stay_correct() {
 }
 
 #[test]
+fn a_scan_starts_after_its_key_in_id_order_and_stops_when_told() {
+    let template = entry("/t", &["k8s:ns:a"]);
+    // Inserted out of order; 4 is never there.
+    let index = EntryIndex::new([7, 1, 9, 3, 5].map(|i| numbered(&template, i)));
+    let scanned = |after: Option<usize>, take: usize| {
+        let mut ids = Vec::new();
+        index.scan_after(after.map(numbered_id).as_ref(), |entry| {
+            ids.push(entry.id.clone());
+            if ids.len() == take {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        ids
+    };
+    let ids = |numbers: &[usize]| numbers.iter().map(|&i| numbered_id(i)).collect::<Vec<_>>();
+    assert_eq!(scanned(None, usize::MAX), ids(&[1, 3, 5, 7, 9]));
+    assert_eq!(
+        scanned(Some(3), usize::MAX),
+        ids(&[5, 7, 9]),
+        "after, not from"
+    );
+    assert_eq!(
+        scanned(Some(4), usize::MAX),
+        ids(&[5, 7, 9]),
+        "an absent key"
+    );
+    assert_eq!(scanned(None, 2), ids(&[1, 3]), "Break stops the scan");
+    assert!(scanned(Some(9), usize::MAX).is_empty());
+}
+
+#[test]
 fn a_bucket_grows_from_one_entry_and_shrinks_back() {
     let index = EntryIndex::new([]);
     let shared = selectors(&["k8s:ns:prod"]);
