@@ -1079,3 +1079,136 @@ fn agent_help_gives_the_agents_own_data_directory() {
     let server = ok(&mayfly(dir.path(), &["server", "--help"], None));
     assert!(server.contains("./mayfly-data"), "{server}");
 }
+
+/// A revocation list too large for one gRPC message (the 4 MiB a client
+/// accepts by default) is listed whole by `mayfly revoke list`, a page at a
+/// time; a client from before paging is refused with a message that says
+/// to page, instead of getting a cut list or an undecodable one.
+#[test]
+fn a_revocation_list_larger_than_one_grpc_message_is_listed_whole_through_pages() {
+    use mayfly_sdk::proto::v1 as pb;
+    use mayfly_sdk::revocation::{Revocation, RevocationKind};
+    use prost::Message as _;
+
+    const GRPC_LIMIT: usize = 4 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    ServerProcess::start(cwd).stop();
+
+    // What one revocation costs in a response, shaped as the broker makes
+    // them: a 22-character jti, an operator's reason, the admin actor.
+    let now = mayfly_sdk::clock::now_unix();
+    let revocation = |n: usize| {
+        let mut revocation = Revocation::new(
+            RevocationKind::Jti,
+            &format!("load-{n:017}"),
+            now,
+            Some(now + 3600),
+        )
+        .unwrap();
+        revocation.reason = "token leaked in a CI build log (INC-2041)".into();
+        revocation.actor = "admin:uid=1000".into();
+        revocation
+    };
+    let one = pb::ListRevocationsResponse {
+        revocations: vec![revocation(0).to_proto()],
+        next_page_token: String::new(),
+    }
+    .encoded_len();
+    // A quarter past the limit.
+    let count = GRPC_LIMIT * 5 / 4 / one + 1;
+    let planted: Vec<Revocation> = (0..count).map(revocation).collect();
+    let unpaged = pb::ListRevocationsResponse {
+        revocations: planted.iter().map(Revocation::to_proto).collect(),
+        next_page_token: String::new(),
+    };
+    assert!(
+        unpaged.encoded_len() > GRPC_LIMIT + GRPC_LIMIT / 8,
+        "{count} revocations of {one} bytes: {} bytes in one response",
+        unpaged.encoded_len()
+    );
+
+    // Into the stopped broker's store in one transaction, in the layout
+    // store.redb keeps them (as tests/store_contract/harness.rs plants
+    // records): through the admin API, a commit and an audit record each
+    // would take minutes. The broker reads them at start like any others.
+    let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("revocations");
+    let db = redb::Database::create(cwd.join("mayfly-data").join("store.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut revocations = txn.open_table(table).unwrap();
+        for revocation in &planted {
+            let json = serde_json::to_vec(revocation).unwrap();
+            revocations
+                .insert(revocation.key().as_str(), json.as_slice())
+                .unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    drop(db);
+
+    let server = ServerProcess::start(cwd);
+
+    // Pages of the default size (500), one JSON line per revocation.
+    let listed = ok(&mayfly(cwd, &["revoke", "list", "--json"], None));
+    let values: Vec<String> = listed
+        .lines()
+        .map(|line| {
+            let view: serde_json::Value = serde_json::from_str(line).unwrap();
+            view["value"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(values.len(), count);
+    assert!(
+        values.windows(2).all(|pair| pair[0] < pair[1]),
+        "each once, in key order"
+    );
+    let expected: Vec<&str> = planted.iter().map(|r| r.value.as_str()).collect();
+    assert_eq!(values, expected);
+    // The table, in the largest pages: a header and a row each.
+    let table = ok(&mayfly(
+        cwd,
+        &["revoke", "list", "--page-size", "5000"],
+        None,
+    ));
+    assert_eq!(table.lines().count(), count + 1);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let socket = cwd.join("mayfly-data").join("admin.sock");
+        let mut admin = mayfly_sdk::client::connect_admin(&socket).await.unwrap();
+        let status = admin
+            .server_status(pb::ServerStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            status.revocations,
+            u64::try_from(count).unwrap(),
+            "all loaded"
+        );
+        // A client from before paging sends no page size.
+        let refused = admin
+            .list_revocations(pb::ListRevocationsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+        assert!(refused.message().contains("page_size"), "{refused:?}");
+        // A page size past the maximum is clamped, not refused.
+        let clamped = admin
+            .list_revocations(pb::ListRevocationsRequest {
+                page_size: Some(u32::MAX),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(clamped.revocations.len(), 5000);
+        assert!(!clamped.next_page_token.is_empty());
+    });
+    server.stop();
+}

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::Context;
 use super::error::CliError;
 use super::output::{self, Table, key_values, optional_rfc3339, relative, time_and_relative};
+use super::pages;
 use super::values::{Expiry, now_unix, parse_expiry, parse_interval, parse_spiffe_id, parse_ttl};
 
 /// Register, inspect, change and remove identities.
@@ -19,10 +20,8 @@ pub enum EntryCommand {
     /// Register a new identity: who it is, who owns it, what it may be used for.
     #[command(after_help = CREATE_EXAMPLES)]
     Create(CreateArgs),
-    /// List every registered identity.
-    #[command(
-        after_help = "Examples:\n  mayfly entry list\n  mayfly entry list --json | jq -r '.[].spiffe_id'"
-    )]
+    /// List the registered identities, or those that match the filters.
+    #[command(after_help = LIST_EXAMPLES)]
     List(ListArgs),
     /// Show every field of one entry.
     #[command(
@@ -87,6 +86,18 @@ Examples:
 
 --expires takes a duration from now (90d), a date (midnight UTC) or an
 RFC 3339 time.";
+
+const LIST_EXAMPLES: &str = "\
+Examples:
+  mayfly entry list
+  mayfly entry list --owner team-billing --environment prod
+  mayfly entry list --spiffe-id-prefix spiffe://mayfly.internal/billing/
+  mayfly entry list --parent spiffe://mayfly.internal/agent/node-7
+  mayfly entry list --data-class phi --json | jq -r .spiffe_id
+
+Entries come in id order, fetched a page at a time (--page-size); the
+filters given must all match. --json prints one entry per line (JSON lines)
+as each page arrives.";
 
 const UPDATE_EXAMPLES: &str = "\
 Examples:
@@ -219,9 +230,50 @@ pub struct UpdateArgs {
 /// Arguments of `mayfly entry list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Print a JSON array of entries.
+    /// Only entries of this owner (exact match).
+    #[arg(long, value_name = "OWNER")]
+    owner: Option<String>,
+    /// Only entries of this environment (exact match).
+    #[arg(long, value_name = "ENV")]
+    environment: Option<String>,
+    /// Only entries of this data class (exact match).
+    #[arg(long, value_name = "CLASS")]
+    data_class: Option<String>,
+    /// Only entries whose SPIFFE ID starts with this text (end it with / for a path).
+    #[arg(long, value_name = "PREFIX")]
+    spiffe_id_prefix: Option<String>,
+    /// Only entries registered under this agent.
+    #[arg(long, value_name = "AGENT_SPIFFE_ID", value_parser = parse_spiffe_id)]
+    parent: Option<String>,
+    /// Entries per request, at most 5000 [default: the server's, 500].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    page_size: Option<u32>,
+    /// Print JSON lines, one entry per line, as the pages arrive.
     #[arg(long)]
     json: bool,
+}
+
+impl ListArgs {
+    /// The request for the first page; the others differ in their token.
+    fn request(&self) -> ListEntriesRequest {
+        ListEntriesRequest {
+            page_size: Some(self.page_size.unwrap_or(0)),
+            page_token: String::new(),
+            owner: self.owner.clone().unwrap_or_default(),
+            environment: self.environment.clone().unwrap_or_default(),
+            data_class: self.data_class.clone().unwrap_or_default(),
+            spiffe_id_prefix: self.spiffe_id_prefix.clone().unwrap_or_default(),
+            parent_id: self.parent.clone().unwrap_or_default(),
+        }
+    }
+
+    fn filtered(&self) -> bool {
+        self.owner.is_some()
+            || self.environment.is_some()
+            || self.data_class.is_some()
+            || self.spiffe_id_prefix.is_some()
+            || self.parent.is_some()
+    }
 }
 
 /// Arguments of `mayfly entry show`.
@@ -504,19 +556,43 @@ async fn create(ctx: &Context, args: CreateArgs) -> Result<(), CliError> {
 }
 
 async fn list(ctx: &Context, args: ListArgs) -> Result<(), CliError> {
-    let mut admin = ctx.admin().await?;
-    let response = admin
-        .list_entries(ListEntriesRequest::default())
-        .await?
-        .into_inner();
+    let admin = ctx.admin().await?;
+    let first = args.request();
+    // JSON lines go out as each page arrives; the table waits for all of
+    // them, to size its columns.
+    let mut rows = Vec::new();
+    pages::follow(
+        |page_token| {
+            let mut admin = admin.clone();
+            let request = ListEntriesRequest {
+                page_token,
+                ..first.clone()
+            };
+            async move {
+                let page = admin.list_entries(request).await?.into_inner();
+                Ok((page.entries, page.next_page_token))
+            }
+        },
+        |entry| {
+            if args.json {
+                output::json_line(&EntryView::from(&entry))
+            } else {
+                rows.push(entry);
+                Ok(())
+            }
+        },
+    )
+    .await?;
     if args.json {
-        let views: Vec<EntryView> = response.entries.iter().map(EntryView::from).collect();
-        output::json(&views)
-    } else if response.entries.is_empty() {
+        Ok(())
+    } else if rows.is_empty() && args.filtered() {
+        output::stderr_line("no entries match these filters");
+        Ok(())
+    } else if rows.is_empty() {
         output::stderr_line("no entries yet; register one with `mayfly entry create --help`");
         Ok(())
     } else {
-        output::stdout(&entry_table(&response.entries, now_unix()))
+        output::stdout(&entry_table(&rows, now_unix()))
     }
 }
 

@@ -31,6 +31,7 @@ mod client;
 mod entry;
 mod error;
 mod output;
+mod pages;
 mod revoke;
 mod server;
 mod status;

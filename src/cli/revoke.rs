@@ -8,7 +8,8 @@ use serde::Serialize;
 use super::Context;
 use super::error::CliError;
 use super::output::{self, Table, time_and_relative};
-use super::values::now_unix;
+use super::pages;
+use super::values::{Since, now_unix, parse_since, parse_spiffe_id};
 
 /// What a revocation names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,19 +62,68 @@ pub struct RevokeArgs {
 /// `mayfly revoke list`.
 #[derive(Debug, Subcommand)]
 pub enum RevokeSubcommand {
-    /// Show every revocation in force.
-    #[command(
-        after_help = "Examples:\n  mayfly revoke list\n  mayfly revoke list --json | jq -r 'select(.kind == \"jti\") | .value'"
-    )]
+    /// Show the revocations in force, or those that match the filters.
+    #[command(after_help = LIST_EXAMPLES)]
     List(ListRevocationsArgs),
 }
+
+const LIST_EXAMPLES: &str = "\
+Examples:
+  mayfly revoke list
+  mayfly revoke list --kind jti --since 24h
+  mayfly revoke list --subject spiffe://mayfly.internal/billing/api
+  mayfly revoke list --actor admin:uid=1000 --since 2026-05-01
+  mayfly revoke list --kind serial --json | jq -r .value
+
+Revocations come in key order (kind, then value), fetched a page at a time
+(--page-size); the filters given must all match. --json prints one
+revocation per line (JSON lines) as each page arrives.";
 
 /// Arguments of `mayfly revoke list`.
 #[derive(Debug, Args)]
 pub struct ListRevocationsArgs {
-    /// Print JSON lines, one revocation per line.
+    /// Only revocations of this kind.
+    #[arg(long, value_enum, value_name = "KIND")]
+    kind: Option<RevokeKind>,
+    /// Only revocations that cover this SPIFFE ID.
+    #[arg(long, value_name = "SPIFFE_ID", value_parser = parse_spiffe_id)]
+    subject: Option<String>,
+    /// Only revocations made by this actor, as the list shows it (admin:uid=1000).
+    #[arg(long, value_name = "ACTOR")]
+    actor: Option<String>,
+    /// Only revocations made since then: 24h (ago), 2026-05-01 or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    since: Option<Since>,
+    /// Revocations per request, at most 5000 [default: the server's, 500].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    page_size: Option<u32>,
+    /// Print JSON lines, one revocation per line, as the pages arrive.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
+}
+
+impl ListRevocationsArgs {
+    /// The request for the first page; the others differ in their token.
+    fn request(&self, now: i64) -> ListRevocationsRequest {
+        ListRevocationsRequest {
+            page_size: Some(self.page_size.unwrap_or(0)),
+            page_token: String::new(),
+            kind: self
+                .kind
+                .map(|kind| kind.as_str().to_owned())
+                .unwrap_or_default(),
+            subject: self.subject.clone().unwrap_or_default(),
+            actor: self.actor.clone().unwrap_or_default(),
+            revoked_since: self.since.map_or(0, |since| since.resolve(now)),
+        }
+    }
+
+    fn filtered(&self) -> bool {
+        self.kind.is_some()
+            || self.subject.is_some()
+            || self.actor.is_some()
+            || self.since.is_some()
+    }
 }
 
 /// Arguments of `mayfly unrevoke`.
@@ -183,25 +233,46 @@ pub(super) async fn run_unrevoke(ctx: &Context, args: UnrevokeArgs) -> Result<()
 }
 
 async fn run_list(ctx: &Context, args: ListRevocationsArgs) -> Result<(), CliError> {
-    let list = ctx
-        .admin()
-        .await?
-        .list_revocations(ListRevocationsRequest::default())
-        .await?
-        .into_inner()
-        .revocations;
+    let admin = ctx.admin().await?;
+    let now = now_unix();
+    let first = args.request(now);
+    // JSON lines go out as each page arrives; the table waits for all of
+    // them, to size its columns.
+    let mut rows = Vec::new();
+    pages::follow(
+        |page_token| {
+            let mut admin = admin.clone();
+            let request = ListRevocationsRequest {
+                page_token,
+                ..first.clone()
+            };
+            async move {
+                let page = admin.list_revocations(request).await?.into_inner();
+                Ok((page.revocations, page.next_page_token))
+            }
+        },
+        |revocation| {
+            if args.json {
+                output::json_line(&RevocationView::new(&revocation))
+            } else {
+                rows.push(revocation);
+                Ok(())
+            }
+        },
+    )
+    .await?;
     if args.json {
-        for revocation in &list {
-            output::json_line(&RevocationView::new(revocation))?;
-        }
         return Ok(());
     }
-    if list.is_empty() {
-        return output::stdout("no revocations in force\n");
+    if rows.is_empty() {
+        return output::stdout(if args.filtered() {
+            "no revocations in force match these filters\n"
+        } else {
+            "no revocations in force\n"
+        });
     }
-    let now = now_unix();
     let mut table = Table::new(&["KIND", "VALUE", "REVOKED", "UNTIL", "REASON"]);
-    for revocation in &list {
+    for revocation in &rows {
         table.row([
             output::clean(&revocation.kind),
             output::clean(&revocation.value),
@@ -252,7 +323,61 @@ fn describe(what: &str, revocation: &Revocation, now: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn list_args(args: &[&str]) -> Result<ListRevocationsArgs, Box<dyn std::error::Error>> {
+        let cli = Cli::try_parse_from([&["mayfly", "revoke", "list"], args].concat())?;
+        match cli.command {
+            Command::Revoke(RevokeArgs {
+                list: Some(RevokeSubcommand::List(list)),
+                ..
+            }) => Ok(list),
+            _ => Err("not revoke list".into()),
+        }
+    }
+
+    #[test]
+    fn list_flags_become_the_requests_filters() -> Result<(), Box<dyn std::error::Error>> {
+        let args = list_args(&[
+            "--kind",
+            "spiffe-id",
+            "--subject",
+            "spiffe://td/a",
+            "--actor",
+            "admin:uid=0",
+            "--since",
+            "1h",
+            "--page-size",
+            "9",
+        ])?;
+        assert!(args.filtered());
+        assert_eq!(
+            args.request(10_000),
+            ListRevocationsRequest {
+                page_size: Some(9),
+                page_token: String::new(),
+                kind: "spiffe-id".into(),
+                subject: "spiffe://td/a".into(),
+                actor: "admin:uid=0".into(),
+                revoked_since: 10_000 - 3_600,
+            }
+        );
+        let plain = list_args(&[])?;
+        assert!(!plain.filtered());
+        assert_eq!(
+            plain.request(10_000),
+            ListRevocationsRequest {
+                page_size: Some(0),
+                ..Default::default()
+            }
+        );
+        assert!(list_args(&["--kind", "token"]).is_err());
+        assert!(list_args(&["--since", "soon"]).is_err());
+        Ok(())
+    }
 
     #[test]
     fn describes_an_identity_revocation_and_its_lifting() {

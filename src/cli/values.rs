@@ -88,19 +88,68 @@ pub fn parse_expiry(text: &str) -> Result<Expiry, String> {
     let text = text.trim();
     const FORMS: &str = "expected a duration from now (90d), a date (2027-01-31, midnight UTC) \
                          or an RFC 3339 time (2027-01-31T12:00:00Z)";
-    if let Ok(date) = Date::parse(text, format_description!("[year]-[month]-[day]")) {
-        return Ok(Expiry::At(date.midnight().assume_utc().unix_timestamp()));
-    }
-    if text.contains(['T', 't']) && text.contains(['-']) {
-        return OffsetDateTime::parse(text, &Rfc3339)
-            .map(|at| Expiry::At(at.unix_timestamp()))
-            .map_err(|e| format!("not an RFC 3339 time ({e}); {FORMS}"));
+    if let Some(at) = parse_point_in_time(text) {
+        return at.map(Expiry::At).map_err(|e| format!("{e}; {FORMS}"));
     }
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err(format!("must be in the future; {FORMS}")),
         Ok(duration) => Ok(Expiry::In(duration)),
         Err(_) => Err(FORMS.to_string()),
     }
+}
+
+/// A moment in the past, as given to `--since`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// A duration before the moment the command runs ("24h").
+    Ago(Duration),
+    /// A point in time, Unix seconds (a date or an RFC 3339 time).
+    At(i64),
+}
+
+impl Since {
+    /// The Unix time this names, counted back from `now` (Unix seconds).
+    pub fn resolve(self, now: i64) -> i64 {
+        match self {
+            Since::Ago(duration) => {
+                now.saturating_sub(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX))
+            }
+            Since::At(at) => at,
+        }
+    }
+}
+
+/// Parses `--since`: a duration before now ("24h"), a date ("2026-05-01", midnight UTC)
+/// or an RFC 3339 time ("2026-05-01T12:00:00Z").
+///
+/// # Errors
+/// A message naming the three accepted forms.
+pub fn parse_since(text: &str) -> Result<Since, String> {
+    let text = text.trim();
+    const FORMS: &str = "expected a duration before now (24h), a date (2026-05-01, midnight \
+                         UTC) or an RFC 3339 time (2026-05-01T12:00:00Z)";
+    if let Some(at) = parse_point_in_time(text) {
+        return at.map(Since::At).map_err(|e| format!("{e}; {FORMS}"));
+    }
+    humantime::parse_duration(text)
+        .map(Since::Ago)
+        .map_err(|_| FORMS.to_string())
+}
+
+/// A date (midnight UTC) or an RFC 3339 time, as Unix seconds; `None` when `text` looks
+/// like neither (it may be a duration).
+fn parse_point_in_time(text: &str) -> Option<Result<i64, String>> {
+    if let Ok(date) = Date::parse(text, format_description!("[year]-[month]-[day]")) {
+        return Some(Ok(date.midnight().assume_utc().unix_timestamp()));
+    }
+    if text.contains(['T', 't']) && text.contains(['-']) {
+        return Some(
+            OffsetDateTime::parse(text, &Rfc3339)
+                .map(OffsetDateTime::unix_timestamp)
+                .map_err(|e| format!("not an RFC 3339 time ({e})")),
+        );
+    }
+    None
 }
 
 /// Checks a SPIFFE ID by the spec before it goes to the server.
@@ -121,6 +170,22 @@ pub fn now_unix() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_is_a_duration_back_a_date_or_a_time() {
+        assert_eq!(
+            parse_since("24h"),
+            Ok(Since::Ago(Duration::from_secs(86_400)))
+        );
+        assert_eq!(Since::Ago(Duration::from_secs(60)).resolve(1_000), 940);
+        assert_eq!(parse_since("1970-01-02"), Ok(Since::At(86_400)));
+        assert_eq!(parse_since("1970-01-01T00:01:00Z"), Ok(Since::At(60)));
+        assert_eq!(Since::At(60).resolve(1_000), 60);
+        for bad in ["yesterday", "", "2026-13-01T00:00:00Z", "-5m"] {
+            let error = parse_since(bad).unwrap_err();
+            assert!(error.contains("duration before now"), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn ttl_accepts_humantime() {

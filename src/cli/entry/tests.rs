@@ -356,3 +356,54 @@ fn expiry_in_the_past_is_a_usage_error() -> Result<(), Box<dyn std::error::Error
     assert_eq!(args.spec(now_unix()).err().map(|e| e.exit_code()), Some(64));
     Ok(())
 }
+
+#[test]
+fn list_flags_become_the_requests_filters() -> Result<(), Box<dyn std::error::Error>> {
+    let list = |args: &[&str]| -> Result<ListArgs, Box<dyn std::error::Error>> {
+        match entry_command(&[&["list"], args].concat())? {
+            EntryCommand::List(args) => Ok(args),
+            _ => Err("not list".into()),
+        }
+    };
+    let args = list(&[
+        "--owner",
+        "team-billing",
+        "--environment",
+        "prod",
+        "--data-class",
+        "phi",
+        "--spiffe-id-prefix",
+        "spiffe://td/billing/",
+        "--parent",
+        "spiffe://td/agent/1",
+        "--page-size",
+        "50",
+    ])?;
+    assert!(args.filtered());
+    assert_eq!(
+        args.request(),
+        ListEntriesRequest {
+            page_size: Some(50),
+            page_token: String::new(),
+            owner: "team-billing".into(),
+            environment: "prod".into(),
+            data_class: "phi".into(),
+            spiffe_id_prefix: "spiffe://td/billing/".into(),
+            parent_id: "spiffe://td/agent/1".into(),
+        }
+    );
+    // Without flags: no filter, and always a page size, so that the
+    // server pages (0 is its default size).
+    let plain = list(&[])?;
+    assert!(!plain.filtered());
+    assert_eq!(
+        plain.request(),
+        ListEntriesRequest {
+            page_size: Some(0),
+            ..Default::default()
+        }
+    );
+    assert!(list(&["--parent", "node-7"]).is_err());
+    assert!(list(&["--page-size", "0"]).is_err());
+    Ok(())
+}
