@@ -39,8 +39,9 @@ pub use syslog::{SyslogAnchor, SyslogTarget};
 
 /// The shortest time between two checkpoints sent to one sink.
 pub const SEND_INTERVAL: Duration = Duration::from_secs(1);
-/// While a sink fails, it is tried again this often even when no new checkpoint arrives.
-pub const RETRY_INTERVAL: Duration = Duration::from_secs(5);
+/// While a sink fails, it is tried again this often even when no new checkpoint arrives:
+/// the anchor file's rhythm, one constant for every anchor.
+pub const RETRY_INTERVAL: Duration = crate::audit::ANCHOR_RETRY;
 
 /// The configured sinks, each with its health; built before the audit log opens, so the
 /// HTTP witness can be read first.

@@ -515,8 +515,8 @@ fn recover(
         public_key: None,
         checkpoints: anchored.to_vec(),
     };
-    let (reader, _) = layout.reader()?;
-    let scan = scan(reader, &checkpoint, layout, &options, &keys.handovers)?;
+    let (reader, lens) = layout.reader()?;
+    let scan = scan(reader, lens, &checkpoint, layout, &options, &keys.handovers)?;
     if let Some(problem) = scan.report.problem.clone() {
         return Err(AuditError::Broken {
             dir: dir.to_owned(),

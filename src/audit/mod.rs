@@ -91,7 +91,7 @@ pub use segment::SegmentSeal;
 pub use tail::tail;
 pub use trust::{KeyEpoch, Seen, WitnessProblem, check_foreign};
 pub use verify::{VerifyOptions, VerifyReport, verify, verify_with};
-pub use writer::{CommitObserver, Rotation};
+pub use writer::{ANCHOR_RETRY, CommitObserver, Rotation};
 
 #[cfg(test)]
 mod test_support;

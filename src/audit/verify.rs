@@ -119,8 +119,8 @@ fn verify_once(dir: &Path, options: &VerifyOptions) -> Result<(VerifyReport, Lay
             io::Error::from(io::ErrorKind::NotFound),
         ));
     }
-    let (reader, _) = layout.reader()?;
-    let mut scan = scan(reader, &checkpoint, &layout, options, &keys.handovers)?;
+    let (reader, lens) = layout.reader()?;
+    let mut scan = scan(reader, lens, &checkpoint, &layout, options, &keys.handovers)?;
     if !live_exists {
         // A deleted log is the ultimate truncation; the checkpoint says what was lost.
         scan.report.notes.push(format!("{LOG_FILE} does not exist"));
@@ -226,11 +226,13 @@ impl Chain<'_> {
     }
 }
 
-/// Reads a log from where its kept records start (`layout.start`), checking every record,
+/// Reads a log from where its kept records start (`layout.start`), `reader` and `lens`
+/// being its files and their lengths as [`Layout::reader`] opened them, checking every record,
 /// the chain, the key chain and the checkpoint; stops at the first problem. Keeps the tree
 /// where each file starts. Shared by [`verify`] and `AuditLog::open`.
 pub(super) fn scan(
     mut reader: impl BufRead,
+    lens: Vec<u64>,
     checkpoint: &CheckpointState,
     layout: &Layout,
     options: &VerifyOptions,
@@ -253,7 +255,6 @@ pub(super) fn scan(
             .at
             .insert(start.size, (start.frontier.root(), start.prev.clone()));
     }
-    let lens = file_lens(layout)?;
     let mut chain = Chain {
         checkpoint: checkpoint.head(),
         line: 0,
@@ -368,18 +369,6 @@ pub(super) fn scan(
         starts,
         file_lens,
     })
-}
-
-/// The length of each file of `layout` as it is now (a missing live file: 0).
-fn file_lens(layout: &Layout) -> Result<Vec<u64>, AuditError> {
-    layout
-        .files()
-        .map(|path| match std::fs::metadata(path) {
-            Ok(meta) => Ok(meta.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(AuditError::io("read the size of", path, e)),
-        })
-        .collect()
 }
 
 /// Which of a layout's files a scan is reading, from the bytes read so far.

@@ -367,7 +367,7 @@ fn write_checkpoints(places: &Places, heads: &std::sync::mpsc::Receiver<Head>) {
 }
 
 /// How often a failing anchor is tried again while no new record arrives.
-const ANCHOR_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+pub const ANCHOR_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Writer {
     /// Appends a batch with one write and one fdatasync, then answers every waiter.
@@ -577,11 +577,13 @@ impl Writer {
         if self.segment.retry_after.is_some_and(|after| now < after) {
             return;
         }
-        let old = self
-            .segment
-            .opened
-            .is_some_and(|opened| OffsetDateTime::now_utc() - opened >= self.rotation.max_age);
-        if self.len < self.rotation.max_bytes && !old {
+        // The clock is read only when the size does not already call for a seal.
+        let full = self.len >= self.rotation.max_bytes
+            || self
+                .segment
+                .opened
+                .is_some_and(|opened| OffsetDateTime::now_utc() - opened >= self.rotation.max_age);
+        if !full {
             return;
         }
         match self.rotate() {
