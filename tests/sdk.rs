@@ -22,7 +22,7 @@ use mayfly_sdk::jose::JoseError;
 use mayfly_sdk::jwt::{Audience, JwtSvidError};
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::workload::{
-    Authorizer, JwtSource, JwtVerifier, WorkloadClient, WorkloadError, X509Source,
+    Authorizer, JwtSource, JwtVerifier, WorkloadClient, WorkloadError, X509Source, X509Svid,
 };
 use mayfly_sdk::{SpiffeId, TrustDomain};
 use tempfile::TempDir;
@@ -551,7 +551,7 @@ async fn the_verifier_and_the_agent_reject_a_revoked_token() {
     setup.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_through_x509_sources_refuses_a_peer_revoked_at_the_broker() {
     use mayfly_sdk::revocation::RevocationWatch;
     let setup = Setup::start(&[API_PATH, WEB_PATH], None, None).await;
@@ -569,17 +569,26 @@ async fn mtls_through_x509_sources_refuses_a_peer_revoked_at_the_broker() {
         .with_revocations(watch);
     let server = Arc::new(api.server_config(Authorizer::exact(id(WEB_PATH))).unwrap());
     let client_tls = Arc::new(web.client_config(Authorizer::exact(id(API_PATH))).unwrap());
-    // Positive control.
+    // The agent replaces a revoked SVID, and the source then presents the
+    // new one: to see the server refuse the revoked certificate, this
+    // client keeps presenting it, whatever the source holds.
+    let revoked_svid = web.svid();
+    let pinned_tls = Arc::new(presenting(
+        web.client_config(Authorizer::exact(id(API_PATH))).unwrap(),
+        &revoked_svid,
+    ));
+    // Positive controls, before the revocation.
     exchange(server.clone(), client_tls.clone()).await.unwrap();
+    exchange(server.clone(), pinned_tls.clone()).await.unwrap();
 
-    let web_serial = serial(web.svid().leaf_der());
+    let web_serial = serial(revoked_svid.leaf_der());
     setup
         .broker
         .admin()
         .await
         .revoke(pb::RevokeRequest {
             kind: "serial".into(),
-            value: web_serial,
+            value: web_serial.clone(),
             reason: "client key leaked".into(),
         })
         .await
@@ -589,7 +598,7 @@ async fn mtls_through_x509_sources_refuses_a_peer_revoked_at_the_broker() {
     let started = std::time::Instant::now();
     let mut refused = None;
     while started.elapsed() < Duration::from_secs(10) {
-        if let Err(error) = exchange(server.clone(), client_tls.clone()).await {
+        if let Err(error) = exchange(server.clone(), pinned_tls.clone()).await {
             refused = Some(error);
             break;
         }
@@ -604,7 +613,36 @@ async fn mtls_through_x509_sources_refuses_a_peer_revoked_at_the_broker() {
         refused.contains("revocation") || refused.contains("revoked"),
         "{refused}"
     );
+    // And the workload itself goes on: the agent hands it a new SVID,
+    // which the same server accepts.
+    let mut updates = web.updated();
+    while serial(web.svid().leaf_der()) == web_serial {
+        tokio::time::timeout(Duration::from_secs(10), updates.changed())
+            .await
+            .expect("the agent replaces the revoked SVID")
+            .unwrap();
+    }
+    let accepted = exchange(server.clone(), client_tls.clone()).await.unwrap();
+    assert_ne!(serial(&accepted.client_leaf), web_serial);
     setup.shutdown().await;
+}
+
+/// `config`, presenting `svid` whatever its source holds later.
+fn presenting(mut config: rustls::ClientConfig, svid: &X509Svid) -> rustls::ClientConfig {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::sign::{CertifiedKey, SingleCertAndKey};
+    let chain = svid
+        .cert_chain_der()
+        .iter()
+        .map(|der| CertificateDer::from(der.clone()))
+        .collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        svid.private_key_pkcs8_der().to_vec(),
+    ));
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let certified = CertifiedKey::from_der(chain, key, &provider).unwrap();
+    config.client_auth_cert_resolver = Arc::new(SingleCertAndKey::from(certified));
+    config
 }
 
 #[tokio::test]
