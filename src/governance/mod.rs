@@ -34,6 +34,10 @@ use crate::mint::UsageTracker;
 use crate::policy::{Entry, EntryIndex};
 use crate::store::{Store, StoreError};
 
+mod standing;
+
+pub use standing::{EXPIRING_WITHIN, EntryState, dormant_since, is_dormant, standing};
+
 /// The actor of every record the sweeper writes.
 pub const GOVERNANCE_ACTOR: &str = "mayfly-governance";
 
@@ -226,13 +230,8 @@ impl Sweeper {
         }
         if let Some(after) = policy.dormant_after {
             let (last_minted, _) = self.usage.usage(&entry.id);
-            let since = if last_minted > 0 {
-                last_minted
-            } else {
-                entry.created_at
-            };
-            let limit = i64::try_from(after.as_secs()).unwrap_or(i64::MAX);
-            if now.saturating_sub(since) >= limit {
+            if is_dormant(entry, last_minted, now, policy) {
+                let since = dormant_since(entry, last_minted);
                 let what = if last_minted > 0 {
                     format!("last minted at {}", rfc3339(last_minted))
                 } else {
