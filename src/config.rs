@@ -74,6 +74,12 @@
 //! on_dormant = "disable"           # or "report" (default): log and audit once
 //! on_review_overdue = "report"     # or "disable"
 //! on_expired = "report"            # or "disable"
+//!
+//! # Alerts for people: the owners' digest by webhook (docs/operations.md, "Alerts").
+//! [alerts]
+//! webhook_url = "https://alerts.example/mayfly"    # off by default
+//! webhook_secret_file = "/etc/mayfly/webhook.key"  # 0600, 32+ bytes: signs every body
+//! owner_digest_every = "1d"                        # "0s" = never
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -84,7 +90,10 @@ use mayfly_sdk::TrustDomain;
 use mayfly_sdk::data_dir::DataDir;
 use serde::Deserialize;
 
+mod alerts;
 mod governance;
+
+pub use alerts::{AlertsConfig, DEFAULT_OWNER_DIGEST_EVERY};
 
 pub use governance::{
     DEFAULT_REVIEW_EVERY, DEFAULT_SWEEP_EVERY, GovernanceAction, GovernanceConfig,
@@ -413,6 +422,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Entry lifecycle governance: reviews and the sweeper.
     pub governance: GovernanceConfig,
+    /// Alerts for people: the webhook and the owners' digest.
+    pub alerts: AlertsConfig,
 }
 
 /// Where the audit log's signing key lives, how long one key signs, and
@@ -569,6 +580,7 @@ impl Default for Config {
             revocation_staleness: Duration::from_secs(15),
             audit: AuditConfig::default(),
             governance: GovernanceConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -608,6 +620,8 @@ struct FileConfig {
     audit: FileAudit,
     #[serde(default)]
     governance: governance::FileGovernance,
+    #[serde(default)]
+    alerts: alerts::FileAlerts,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -858,6 +872,7 @@ impl Config {
         }
         self.audit.apply_anchor_sinks(&file.audit)?;
         self.governance.apply_file(&file.governance)?;
+        self.alerts.apply_file(&file.alerts)?;
         if let Some(url) = &file.store.url {
             self.store = parse_store("store.url", url, file.store.prefix.as_deref())?;
         } else if file.store.prefix.is_some() {
@@ -1046,6 +1061,7 @@ impl Config {
             ));
         }
         self.audit.check_anchor_sinks()?;
+        self.alerts.check()?;
         if self.revocation_staleness < Duration::from_secs(1)
             || self.revocation_staleness > Duration::from_secs(300)
         {

@@ -41,6 +41,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod anchor;
 pub mod api;
 pub mod attest;
@@ -50,7 +51,7 @@ pub mod config;
 pub mod governance;
 pub mod listing;
 pub mod mint;
-mod outbound;
+pub mod outbound;
 pub mod policy;
 pub mod replica;
 pub mod revoke;

@@ -90,6 +90,9 @@ pub enum ServerError {
     /// An anchor sink of the audit log cannot be set up (its CA or token file).
     #[error("audit anchor: {0}")]
     Anchor(#[from] crate::anchor::AnchorError),
+    /// The alert webhook cannot be set up (its secret or CA file).
+    #[error("alert webhook: {0}")]
+    Alerts(#[from] crate::alert::WebhookError),
     /// The mint path could not be wired (its JWT validator or issuer).
     #[error("mint path: {0}")]
     Mint(#[from] MintError),
@@ -180,6 +183,18 @@ impl RunningServer {
         &self,
     ) -> Result<crate::governance::SweepOutcome, crate::governance::GovernanceError> {
         self.governance.sweep().await
+    }
+
+    /// Runs one owners' digest round now rather than at the next tick (tests, on a clock
+    /// they control); another replica may have taken the round.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::governance::GovernanceError`] if the store or the audit log fails.
+    pub async fn send_owner_digests(
+        &self,
+    ) -> Result<crate::governance::DigestOutcome, crate::governance::GovernanceError> {
+        self.governance.send_owner_digests().await
     }
 
     /// What this replica's audit witness accepted last of the other replicas'
@@ -324,14 +339,32 @@ pub async fn start_with_clock(
         &crl,
         witness.clone(),
     );
-    let governance = Arc::new(crate::governance::Sweeper::new(
+    let mut governance = crate::governance::Sweeper::new(
         config.governance.clone(),
         state.parts.store.clone(),
         state.parts.entries.clone(),
         state.parts.usage.clone(),
         state.parts.audit.clone(),
         clock.clone(),
-    ));
+    );
+    if let Some(webhook) = &config.alerts.webhook {
+        // Checked with the config: only a file changed since can fail here.
+        let webhook = crate::alert::Webhook::new(webhook)?;
+        let (sink, task) = crate::alert::start(
+            webhook,
+            state.parts.audit.clone(),
+            clock.clone(),
+            core.telemetry.metrics().clone(),
+            tasks.token(),
+        );
+        tasks.push(task);
+        governance = governance.with_alerts(
+            sink,
+            config.alerts.owner_digest_every,
+            config.trust_domain.as_str(),
+        );
+    }
+    let governance = Arc::new(governance);
     tasks.push(governance.clone().run(tasks.token()));
 
     state

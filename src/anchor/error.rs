@@ -13,13 +13,8 @@ use mayfly_sdk::files::FileError;
 pub enum AnchorError {
     /// `anchor_url` is not an absolute `http` or `https` URL without credentials or
     /// fragment.
-    #[error("{url:?} is not usable: {reason}")]
-    Url {
-        /// The URL as given (it holds no credentials: those are refused).
-        url: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    Url(#[from] crate::outbound::UrlError),
     /// The private CA file cannot be read.
     #[error("cannot read the CA file {}: {source}", path.display())]
     CaFile {

@@ -12,7 +12,6 @@
 //! [`REQUEST_TIMEOUT`]; redirects are not followed.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,17 +20,15 @@ use hyper::body::Bytes;
 use hyper::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT,
 };
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject as _;
 use zeroize::Zeroizing;
 
 use super::{AnchorError, SinkError};
-use crate::outbound::{self, ConnectorError, Roots};
+use crate::outbound::{self, CaFileError, ConnectorError, HttpUrl, Roots};
 use crate::store::AuditAnchorRecord;
 
 /// Time limit for the TCP connection to the witness.
@@ -48,81 +45,8 @@ const MAX_POST_ANSWER_BYTES: usize = 64 * 1024;
 const MAX_TOKEN_LEN: usize = 4096;
 
 /// `anchor_url`: an absolute `http` or `https` URL, without credentials (use
-/// `anchor_url_token_file`) or fragment. Printing it shows nothing secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AnchorUrl(Uri);
-
-impl AnchorUrl {
-    /// Reads an anchor URL.
-    ///
-    /// # Errors
-    /// [`AnchorError::Url`] for anything but an absolute `http(s)://host[:port]/path` URL
-    /// without user information or fragment.
-    pub fn parse(text: &str) -> Result<Self, AnchorError> {
-        let invalid = |reason| AnchorError::Url {
-            url: without_credentials(text).chars().take(200).collect(),
-            reason,
-        };
-        let uri: Uri = text.parse().map_err(|_| invalid("not a URL"))?;
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return Err(invalid("not an absolute URL"));
-        };
-        if !matches!(scheme, "http" | "https") {
-            return Err(invalid("the scheme must be http or https"));
-        }
-        if authority.as_str().contains('@') {
-            return Err(invalid(
-                "credentials in the URL are refused (use anchor_url_token_file)",
-            ));
-        }
-        if text.contains('#') {
-            return Err(invalid("a fragment is never sent"));
-        }
-        if authority.host().is_empty() {
-            return Err(invalid("no host"));
-        }
-        Ok(AnchorUrl(uri))
-    }
-
-    /// Whether it is `https`.
-    pub fn is_https(&self) -> bool {
-        self.0.scheme_str() == Some("https")
-    }
-
-    /// Whether its host is a literal loopback address.
-    fn is_loopback(&self) -> bool {
-        self.0
-            .host()
-            .map(|host| host.trim_start_matches('[').trim_end_matches(']'))
-            .and_then(|host| host.parse::<IpAddr>().ok())
-            .is_some_and(|ip| ip.is_loopback())
-    }
-}
-
-/// `text` with whatever stands before an `@` in its authority replaced, so that a refused
-/// URL is never printed with its password.
-fn without_credentials(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else {
-        return text.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://[redacted]{}", &rest[at..]),
-        None => text.to_owned(),
-    }
-}
-
-impl fmt::Display for AnchorUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for AnchorUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AnchorUrl({})", self.0)
-    }
-}
+/// `anchor_url_token_file`) or fragment.
+pub type AnchorUrl = HttpUrl;
 
 /// The settings of the HTTP anchor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,7 +140,12 @@ impl HttpAnchor {
             });
         }
         let roots = match &config.ca_file {
-            Some(path) => Roots::Only(read_ca_file(path)?),
+            Some(path) => Roots::Only(outbound::read_ca_file(path).map_err(|e| match e {
+                CaFileError::Read { path, source } => AnchorError::CaFile { path, source },
+                CaFileError::Certificates { path, reason } => {
+                    AnchorError::CaCertificates { path, reason }
+                }
+            })?),
             None => Roots::Native,
         };
         let connector = outbound::connector(roots, Some(CONNECT_TIMEOUT)).map_err(|e| {
@@ -323,7 +252,7 @@ impl HttpAnchor {
     ) -> Result<Request<Full<Bytes>>, SinkError> {
         let mut builder = Request::builder()
             .method(method)
-            .uri(self.url.0.clone())
+            .uri(self.url.uri().clone())
             .header(USER_AGENT, concat!("mayfly/", env!("CARGO_PKG_VERSION")))
             .header(header.0, header.1);
         if let Some(value) = self.token.as_ref().and_then(BearerToken::header) {
@@ -359,25 +288,4 @@ async fn timed<T>(exchange: impl Future<Output = Result<T, SinkError>>) -> Resul
 /// [`SinkError::NotARecord`] with the parser's message.
 pub fn parse_record(body: &[u8]) -> Result<AuditAnchorRecord, SinkError> {
     serde_json::from_slice(body).map_err(|e| SinkError::NotARecord(e.to_string()))
-}
-
-/// The certificates of a PEM file, for `anchor_url_ca`.
-fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, AnchorError> {
-    let pem = mayfly_sdk::files::read_public_file(path).map_err(|source| AnchorError::CaFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| AnchorError::CaCertificates {
-            path: path.to_owned(),
-            reason: format!("not PEM certificates: {e}"),
-        })?;
-    if certificates.is_empty() {
-        return Err(AnchorError::CaCertificates {
-            path: path.to_owned(),
-            reason: "no CERTIFICATE block".into(),
-        });
-    }
-    Ok(certificates)
 }

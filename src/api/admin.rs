@@ -721,6 +721,24 @@ impl Admin for AdminService {
             .map(Response::new)
             .map_err(list_status)
     }
+
+    async fn owner_digests(
+        &self,
+        request: Request<pb::OwnerDigestsRequest>,
+    ) -> Result<Response<pb::OwnerDigestsResponse>, Status> {
+        let request = request.into_inner();
+        let state = &self.inner;
+        let now = state.clock.unix_now();
+        let owner = (!request.owner.is_empty()).then_some(request.owner.as_str());
+        let digests = crate::governance::digest::current(
+            &state.entries,
+            &state.usage,
+            now,
+            &state.config.governance,
+            owner,
+        );
+        super::digests::page(digests, &request.page_token, now).map(Response::new)
+    }
 }
 
 impl AdminService {

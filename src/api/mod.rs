@@ -7,6 +7,7 @@ pub mod broker;
 pub mod bundle;
 pub mod connections;
 pub mod crl;
+pub mod digests;
 pub mod http;
 pub mod paging;
 pub mod revocations;

@@ -32,6 +32,7 @@ mod entry;
 mod error;
 mod output;
 mod pages;
+mod report;
 mod revoke;
 mod server;
 mod status;
@@ -157,6 +158,9 @@ pub enum Command {
     /// The CA: status of every key, and the operator's root rotation (see docs/operations.md).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Governance reports: `report owners` (what each owner should look at).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Show what the running server says about itself.
     #[command(after_help = "Examples:\n  mayfly status\n  mayfly status --json")]
     Status(StatusArgs),
@@ -332,6 +336,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Ca(command) => ca::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),
+        Command::Report(command) => report::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status::run(&ctx, args).await.map(|()| ExitCode::SUCCESS),
         Command::Agent(args) => return agent::run(&cli.global, args).await,
         Command::Bench(args) => return bench::run(&cli.global, args).await,

@@ -27,6 +27,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::alert::{Alert, AlertSink};
 use crate::audit::{AuditError, AuditEvent, AuditLog, Outcome};
 use crate::clock::{Clock, rfc3339};
 use crate::config::{GovernanceAction, GovernanceConfig};
@@ -34,6 +35,7 @@ use crate::mint::UsageTracker;
 use crate::policy::{Entry, EntryIndex};
 use crate::store::{Store, StoreError};
 
+pub mod digest;
 mod standing;
 
 pub use standing::{EXPIRING_WITHIN, EntryState, dormant_since, is_dormant, standing};
@@ -70,6 +72,15 @@ pub enum GovernanceError {
     Audit {
         /// The entry.
         entry_id: String,
+        /// Why.
+        #[source]
+        source: AuditError,
+    },
+    /// The owners' digest could not be recorded for an owner: the round stops there.
+    #[error("owners' digest: the audit log failed for owner {owner:?}: {source}")]
+    DigestAudit {
+        /// The owner.
+        owner: String,
         /// Why.
         #[source]
         source: AuditError,
@@ -138,6 +149,35 @@ pub struct Sweeper {
     usage: Arc<UsageTracker>,
     audit: AuditLog,
     clock: Arc<dyn Clock>,
+    alerts: Option<DigestAlerts>,
+}
+
+/// Where the owners' digest goes, and how often.
+#[derive(Debug)]
+struct DigestAlerts {
+    sink: AlertSink,
+    every: Duration,
+    trust_domain: String,
+}
+
+/// What one owners' digest round did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DigestOutcome {
+    /// No webhook, or `owner_digest_every` is zero.
+    Off,
+    /// Another replica (or an earlier call) took this round.
+    Skipped {
+        /// The round: the clock's time divided by `owner_digest_every`.
+        round: i64,
+    },
+    /// This replica queued a digest for each of these owners.
+    Sent {
+        /// The round.
+        round: i64,
+        /// The owners, in order.
+        owners: Vec<String>,
+    },
 }
 
 impl Sweeper {
@@ -157,7 +197,86 @@ impl Sweeper {
             usage,
             audit,
             clock,
+            alerts: None,
         }
+    }
+
+    /// Also sends each owner's digest to `sink` every `every` (never when zero).
+    #[must_use]
+    pub fn with_alerts(mut self, sink: AlertSink, every: Duration, trust_domain: &str) -> Self {
+        self.alerts = Some(DigestAlerts {
+            sink,
+            every,
+            trust_domain: trust_domain.to_owned(),
+        });
+        self
+    }
+
+    /// One owners' digest round, now, if the webhook is set and no replica took the round
+    /// yet: one alert per owner with something to do, each audited as `governance.digest`.
+    ///
+    /// # Errors
+    ///
+    /// [`GovernanceError`] when the store cannot coordinate the round or the audit log
+    /// cannot record it.
+    pub async fn send_owner_digests(&self) -> Result<DigestOutcome, GovernanceError> {
+        let Some(alerts) = self.alerts.as_ref().filter(|a| !a.every.is_zero()) else {
+            return Ok(DigestOutcome::Off);
+        };
+        let now = self.clock.unix_now();
+        let every = i64::try_from(alerts.every.as_secs().max(1)).unwrap_or(i64::MAX);
+        let round = now.div_euclid(every);
+        let claimed = self
+            .store
+            .use_once(
+                &format!("owner-digest-round:{round}"),
+                round.saturating_add(2).saturating_mul(every),
+                now,
+            )
+            .await?;
+        if !claimed {
+            return Ok(DigestOutcome::Skipped { round });
+        }
+        let mut owners = Vec::new();
+        let digests = digest::current(&self.entries, &self.usage, now, &self.config, None);
+        for digest in digests {
+            let counts: serde_json::Map<String, serde_json::Value> = digest
+                .counts()
+                .iter()
+                .map(|(name, n)| ((*name).to_owned(), (*n).into()))
+                .collect();
+            let body = serde_json::to_value(&digest).unwrap_or_default();
+            let alert = Alert::new(
+                "owner-digest",
+                &alerts.trust_domain,
+                now,
+                &digest.owner,
+                body,
+            );
+            let delivery = alert.delivery.clone();
+            let queued = alerts.sink.send(alert);
+            self.audit
+                .append(AuditEvent {
+                    action: "governance.digest".into(),
+                    outcome: Outcome::Ok,
+                    actor: GOVERNANCE_ACTOR.into(),
+                    reason: queued.as_ref().err().map(ToString::to_string),
+                    detail: Some(serde_json::json!({
+                        "owner": digest.owner,
+                        "counts": counts,
+                        "delivery": delivery,
+                        "queued": queued.is_ok(),
+                    })),
+                    ..AuditEvent::default()
+                })
+                .await
+                .map_err(|source| GovernanceError::DigestAudit {
+                    owner: digest.owner.clone(),
+                    source,
+                })?;
+            owners.push(digest.owner);
+        }
+        Ok(DigestOutcome::Sent { round, owners })
     }
 
     /// Runs until `cancel`: a sweep every `sweep_every`; a failed one is
@@ -170,6 +289,9 @@ impl Sweeper {
             }
             if let Err(error) = self.sweep().await {
                 tracing::warn!(%error, "governance sweep failed; the next round tries again");
+            }
+            if let Err(error) = self.send_owner_digests().await {
+                tracing::warn!(%error, "the owners' digest failed; the next round tries again");
             }
         }
     }

@@ -32,6 +32,7 @@
 //! | `mayfly_audit_commit_records` | histogram | records per group commit |
 //! | `mayfly_audit_head_sequence` | gauge | the last durable record's sequence number |
 //! | `mayfly_audit_anchor_writes_total` | counter | `sink` (`file`: `[audit] anchor_file`; `http`: `anchor_url`; `syslog`: `anchor_syslog`), `outcome` (`ok`, `failed`): signed checkpoints sent to an anchor outside the host (only with one configured) |
+//! | `mayfly_alert_deliveries_total` | counter | `sink` (`webhook`), `outcome` (`delivered`, `retried`: a try failed and another follows, `failed`: every try failed or a final status) (only with `[alerts] webhook_url`) |
 //! | `mayfly_audit_anchored_sequence` | gauge | `sink`: the sequence number of the last checkpoint that anchor took |
 //! | `mayfly_audit_witness_publishes_total` | counter | `outcome` (`ok`, `failed`): this replica's signed audit checkpoint published to the shared store, every 2 s (only with one) |
 //! | `mayfly_audit_witness_findings_total` | counter | `kind` (`regressed`, `forked`, `bad_signature`, `key_changed`): another replica's published checkpoint did not continue what this replica saw of it (only with a shared store; each kind starts at 0) |
@@ -97,6 +98,7 @@ pub static ADMIN_SERVICE: RpcService = RpcService {
         "EnableEntry",
         "ReviewEntry",
         "PurgeEntries",
+        "OwnerDigests",
     ],
 };
 
@@ -405,6 +407,7 @@ pub struct BrokerMetrics {
     audit_head: Gauge<u64>,
     anchor_writes: Counter<u64>,
     anchored: Gauge<u64>,
+    alert_deliveries: Counter<u64>,
     witness_publishes: Counter<u64>,
     witness_findings: Counter<u64>,
     signing: Histogram<f64>,
@@ -470,6 +473,13 @@ impl BrokerMetrics {
                 .with_description("Sequence number of the last durable audit record.")
                 .with_unit("{record}")
                 .build(),
+            alert_deliveries: meter
+                .u64_counter("mayfly.alert.deliveries")
+                .with_description(
+                    "Tries to deliver an alert to the webhook, by outcome: delivered, retried, failed.",
+                )
+                .with_unit("{try}")
+                .build(),
             anchor_writes: meter
                 .u64_counter("mayfly.audit.anchor.writes")
                 .with_description(
@@ -497,6 +507,17 @@ impl BrokerMetrics {
                 .with_unit("{finding}")
                 .build(),
         }
+    }
+
+    /// One try to deliver an alert: `delivered`, `retried` or `failed`.
+    pub fn alert_delivery(&self, sink: &'static str, outcome: &'static str) {
+        self.alert_deliveries.add(
+            1,
+            &[
+                KeyValue::new("sink", sink),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
     }
 
     /// The audit witness started (with a shared store): every kind of finding is

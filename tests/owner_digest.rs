@@ -1,0 +1,343 @@
+//! The owners' digest (issue 16, "Owners are told") against a real broker on a clock the
+//! test controls, a real HTTP receiver (axum) standing for the owners' alerting, and the
+//! `mayfly` binary:
+//!
+//! - `mayfly report owners` lists, per owner, identities expiring soon and dormant ones;
+//!   an owner with nothing to do is left out.
+//! - A digest round sends each such owner one signed JSON POST; the signature verifies with
+//!   the shared secret in Rust and in Python's `hmac` (an independent implementation), and
+//!   not over a changed body. A 503 is tried again with the same delivery id; a 400 is
+//!   final. Each fate is an audit record (`governance.digest`, `alert.delivered`,
+//!   `alert.undelivered`), and a round is sent once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::VecDeque;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use common::TestBroker;
+use mayfly::alert::WebhookConfig;
+use mayfly::alert::webhook::{SignatureError, verify_signature};
+use mayfly::governance::DigestOutcome;
+use mayfly::outbound::HttpUrl;
+use mayfly_sdk::proto::v1 as pb;
+
+const MAYFLY: &str = env!("CARGO_BIN_EXE_mayfly");
+const DAY: u64 = 86_400;
+const SECRET: &str = "4f1c2b9e7a3d5f60c8e1b2a3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b";
+/// How long a test waits for something the broker does in the background.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// One POST the receiver got.
+#[derive(Debug, Clone)]
+struct Delivery {
+    headers: HeaderMap,
+    body: Bytes,
+    answered: u16,
+}
+
+/// The owners' alerting: answers each POST with the next planned status (204 once the
+/// plan is used up) and keeps what it got.
+#[derive(Default)]
+struct Receiver {
+    plan: Mutex<VecDeque<u16>>,
+    got: Mutex<Vec<Delivery>>,
+}
+
+async fn take(
+    State(receiver): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let answered = receiver.plan.lock().unwrap().pop_front().unwrap_or(204);
+    receiver.got.lock().unwrap().push(Delivery {
+        headers,
+        body,
+        answered,
+    });
+    StatusCode::from_u16(answered).unwrap()
+}
+
+impl Receiver {
+    async fn start(plan: &[u16]) -> (Arc<Self>, String) {
+        let receiver = Arc::new(Receiver {
+            plan: Mutex::new(plan.iter().copied().collect()),
+            got: Mutex::default(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route("/alerts", post(take))
+            .with_state(Arc::clone(&receiver));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, format!("http://{address}/alerts"))
+    }
+
+    fn got(&self) -> Vec<Delivery> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+fn secret_file(dir: &Path) -> PathBuf {
+    let path = dir.join("webhook.key");
+    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// A broker on the test's clock whose digest goes to `url`; dormancy after 30 days; the
+/// sweeper's own rounds a day apart, so that only the test starts them.
+async fn broker_with_webhook(url: &str, secret: PathBuf) -> TestBroker {
+    let url = HttpUrl::parse(url).unwrap();
+    TestBroker::start_on_manual_clock(move |config| {
+        config.governance.sweep_every = Duration::from_secs(DAY);
+        config.governance.dormant_after = Some(Duration::from_secs(30 * DAY));
+        config.alerts.webhook = Some(WebhookConfig {
+            url: url.clone(),
+            secret_file: secret.clone(),
+            ca_file: None,
+        });
+    })
+    .await
+}
+
+/// An entry of `owner` at `path` expiring in `days`.
+async fn entry(broker: &TestBroker, path: &str, owner: &str, days: u64) -> pb::Entry {
+    let mut spec = TestBroker::entry_spec(path, &["orders"], &[]);
+    spec.owner = Some(owner.into());
+    spec.expires_at = Some(broker.clock_dyn().unix_now() + (days * DAY) as i64);
+    broker.create_entry_from(spec).await.unwrap()
+}
+
+fn mayfly(data: &Path, args: &[&str]) -> Output {
+    Command::new(MAYFLY)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("MAYFLY_DATA_DIR")
+        .env_remove("MAYFLY_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn records(broker: &TestBroker, action: &str) -> Vec<serde_json::Value> {
+    common::read_audit(&broker.data_dir())
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|record| record["action"] == action)
+        .collect()
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < PATIENCE, "waited too long for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Python's `hmac` and `hashlib` recompute the signature header over `body`.
+fn python_signature(timestamp: &str, body: &[u8], dir: &Path) -> String {
+    let path = dir.join("body.json");
+    std::fs::write(&path, body).unwrap();
+    let script = "import hmac, hashlib, sys\n\
+                  t, key, path = sys.argv[1], sys.argv[2].encode(), sys.argv[3]\n\
+                  body = open(path, 'rb').read()\n\
+                  mac = hmac.new(key, t.encode() + b'.' + body, hashlib.sha256).hexdigest()\n\
+                  print(f't={t},v1={mac}')\n";
+    let output = Command::new("python3")
+        .args(["-c", script, timestamp, SECRET])
+        .arg(&path)
+        .output()
+        .expect("python3 runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_owner_gets_a_signed_digest_of_what_needs_them_and_a_503_is_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, url) = Receiver::start(&[503]).await;
+    let mut broker = broker_with_webhook(&url, secret_file(dir.path())).await;
+    let expiring = entry(&broker, "/billing/api", "team-billing", 40).await;
+    let idle = entry(&broker, "/billing/batch", "team-billing", 365).await;
+    let reports = entry(&broker, "/reports/api", "team-reports", 365).await;
+    // The billing API and the reports API are issued an X509-SVID on day 29 (JWT-SVIDs
+    // would need mTLS, which checks certificates on the real clock); the batch job never
+    // minted anything.
+    broker.clock.advance(Duration::from_secs(29 * DAY));
+    for used in [&expiring, &reports] {
+        broker
+            .attest(&broker.join_token(&used.id, 0).await)
+            .await
+            .unwrap();
+    }
+    broker.clock.advance(Duration::from_secs(2 * DAY));
+
+    // What `mayfly report owners` shows: billing's expiring API and idle batch job; the
+    // reports team has nothing to do and is left out.
+    let data = broker.data_dir();
+    let shown = mayfly(&data, &["report", "owners", "--json"]);
+    assert!(shown.status.success(), "{shown:?}");
+    let digests: Vec<serde_json::Value> = String::from_utf8(shown.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(digests.len(), 1, "{digests:#?}");
+    let billing = &digests[0];
+    assert_eq!(billing["owner"], "team-billing");
+    assert_eq!(
+        billing["expiring"]["items"][0]["entry_id"],
+        expiring.id.as_str()
+    );
+    assert_eq!(billing["dormant"]["items"][0]["entry_id"], idle.id.as_str());
+    assert_eq!(billing["review_overdue"]["items"], serde_json::json!([]));
+    let text = mayfly(&data, &["report", "owners", "--owner", "team-billing"]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("expiring within 14 days (1)"), "{text}");
+    assert!(
+        text.contains(&format!("mayfly entry update {}", expiring.id)),
+        "{text}"
+    );
+    let none = mayfly(&data, &["report", "owners", "--owner", "team-reports"]);
+    assert!(none.status.success());
+    assert!(none.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("nothing to look at"),
+        "{none:?}"
+    );
+
+    // A round: one digest, to billing only; the same round is not sent twice.
+    let outcome = broker.server().send_owner_digests().await.unwrap();
+    let DigestOutcome::Sent { round, owners } = outcome else {
+        panic!("a lone broker sends its round: {outcome:?}");
+    };
+    assert_eq!(owners, ["team-billing"]);
+    assert_eq!(
+        broker.server().send_owner_digests().await.unwrap(),
+        DigestOutcome::Skipped { round }
+    );
+
+    // The receiver answered 503 first; the broker tried again and it took it.
+    wait_for("a second try", || receiver.got().len() >= 2).await;
+    wait_for("the delivery record", || {
+        !records(&broker, "alert.delivered").is_empty()
+    })
+    .await;
+    let got = receiver.got();
+    assert_eq!(got.len(), 2, "delivered once, after one retry");
+    assert_eq!((got[0].answered, got[1].answered), (503, 204));
+    let header = |d: &Delivery, name: &str| d.headers[name].to_str().unwrap().to_owned();
+    assert_eq!(header(&got[0], "mayfly-event"), "owner-digest");
+    assert_eq!(
+        header(&got[0], "mayfly-delivery"),
+        header(&got[1], "mayfly-delivery"),
+        "the same delivery id on every try"
+    );
+    assert_eq!(header(&got[1], "content-type"), "application/json");
+
+    // The body is the digest, for billing; its signature holds.
+    let delivered = &got[1];
+    let body: serde_json::Value = serde_json::from_slice(&delivered.body).unwrap();
+    assert_eq!(body["kind"], "owner-digest");
+    assert_eq!(body["subject"], "team-billing");
+    assert_eq!(
+        body["body"]["expiring"]["items"][0]["entry_id"],
+        expiring.id.as_str()
+    );
+    assert_eq!(
+        body["body"]["dormant"]["items"][0]["entry_id"],
+        idle.id.as_str()
+    );
+    let signature = header(delivered, "mayfly-signature");
+    let now = broker.clock_dyn().unix_now();
+    verify_signature(
+        SECRET.as_bytes(),
+        &signature,
+        &delivered.body,
+        now,
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    let timestamp = signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split(',').next())
+        .unwrap();
+    assert_eq!(
+        python_signature(timestamp, &delivered.body, dir.path()),
+        signature,
+        "Python's hmac computes the same signature"
+    );
+    // Negative controls: a changed body, another secret.
+    let mut changed = delivered.body.to_vec();
+    let at = changed.iter().position(|b| *b == b'b').unwrap();
+    changed[at] = b'B';
+    assert_eq!(
+        verify_signature(
+            SECRET.as_bytes(),
+            &signature,
+            &changed,
+            now,
+            Duration::from_secs(300)
+        ),
+        Err(SignatureError::Mismatch)
+    );
+    assert_ne!(python_signature(timestamp, &changed, dir.path()), signature);
+
+    // The evidence: the digest queued, and delivered after two tries.
+    let digest = records(&broker, "governance.digest");
+    assert_eq!(digest.len(), 1, "{digest:#?}");
+    assert_eq!(digest[0]["detail"]["owner"], "team-billing");
+    assert_eq!(digest[0]["detail"]["counts"]["expiring"], 1);
+    assert_eq!(digest[0]["detail"]["counts"]["dormant"], 1);
+    let delivery = &records(&broker, "alert.delivered")[0];
+    assert_eq!(delivery["detail"]["tries"], 2);
+    assert_eq!(
+        delivery["detail"]["delivery"],
+        header(delivered, "mayfly-delivery")
+    );
+    assert!(records(&broker, "alert.undelivered").is_empty());
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_refusal_is_not_tried_again_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, url) = Receiver::start(&[400]).await;
+    let mut broker = broker_with_webhook(&url, secret_file(dir.path())).await;
+    entry(&broker, "/billing/api", "team-billing", 10).await;
+    let outcome = broker.server().send_owner_digests().await.unwrap();
+    assert!(matches!(outcome, DigestOutcome::Sent { .. }), "{outcome:?}");
+    wait_for("the undelivered record", || {
+        !records(&broker, "alert.undelivered").is_empty()
+    })
+    .await;
+    let undelivered = &records(&broker, "alert.undelivered")[0];
+    assert_eq!(undelivered["reason"], "status 400");
+    assert_eq!(undelivered["detail"]["tries"], 1);
+    assert_eq!(receiver.got().len(), 1, "a 400 is final");
+    assert!(records(&broker, "alert.delivered").is_empty());
+
+    // Positive control: the next round (a day later) is delivered at the first try.
+    broker.clock.advance(Duration::from_secs(DAY));
+    let outcome = broker.server().send_owner_digests().await.unwrap();
+    assert!(matches!(outcome, DigestOutcome::Sent { .. }), "{outcome:?}");
+    wait_for("the delivered record", || {
+        !records(&broker, "alert.delivered").is_empty()
+    })
+    .await;
+    assert_eq!(receiver.got().len(), 2);
+    broker.stop().await;
+}
