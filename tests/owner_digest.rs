@@ -9,6 +9,8 @@
 //!   not over a changed body. A 503 is tried again with the same delivery id; a 400 is
 //!   final. Each fate is an audit record (`governance.digest`, `alert.delivered`,
 //!   `alert.undelivered`), and a round is sent once.
+//! - Two replicas on the real Redis (MAYFLY_TEST_REDIS; skipped without one, except under
+//!   CI=true, where that fails) send each round exactly once between them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -340,4 +342,117 @@ async fn a_final_refusal_is_not_tried_again_and_is_audited() {
     .await;
     assert_eq!(receiver.got().len(), 2);
     broker.stop().await;
+}
+
+/// A replica on the real Redis (MAYFLY_TEST_REDIS) sending its digest to `url`.
+async fn replica(
+    dir: &Path,
+    name: &str,
+    redis: &str,
+    prefix: &str,
+    clock: Arc<mayfly::clock::ManualClock>,
+    webhook: &WebhookConfig,
+    root_from: Option<&Path>,
+) -> mayfly::server::RunningServer {
+    let data = dir.join(name);
+    if let Some(first) = root_from {
+        // Several replicas share one root: the operator copies it.
+        mayfly_sdk::files::ensure_private_dir(&data).unwrap();
+        mayfly_ca::export_active_root(&first.join("ca"), &data.join("ca")).unwrap();
+    }
+    let mut config = mayfly::config::Config {
+        store: mayfly::config::StoreLocation::Redis {
+            url: redis.to_owned(),
+            prefix: prefix.to_owned(),
+        },
+        ..common::test_config(data)
+    };
+    config.governance.sweep_every = Duration::from_secs(DAY);
+    config.alerts.webhook = Some(webhook.clone());
+    mayfly::server::start_with_clock(config, clock)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_send_each_round_once() {
+    let Some(redis) = common::redis::redis_url_or_skip() else {
+        return;
+    };
+    let guard = common::redis::PrefixGuard::new(&redis, "digest");
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, url) = Receiver::start(&[]).await;
+    let webhook = WebhookConfig {
+        url: HttpUrl::parse(&url).unwrap(),
+        secret_file: secret_file(dir.path()),
+        ca_file: None,
+    };
+    let clock = Arc::new(mayfly::clock::ManualClock::new(std::time::SystemTime::now()));
+    let now = || mayfly::clock::unix_seconds(mayfly::clock::Clock::now(clock.as_ref()));
+    let a = replica(
+        dir.path(),
+        "a",
+        &redis,
+        &guard.prefix,
+        clock.clone(),
+        &webhook,
+        None,
+    )
+    .await;
+    let a_data = dir.path().join("a");
+    let b = replica(
+        dir.path(),
+        "b",
+        &redis,
+        &guard.prefix,
+        clock.clone(),
+        &webhook,
+        Some(&a_data),
+    )
+    .await;
+    let mut spec = TestBroker::entry_spec("/shared", &["orders"], &[]);
+    spec.expires_at = Some(now() + (10 * DAY) as i64);
+    let entry = mayfly_sdk::client::connect_admin(a.admin_socket())
+        .await
+        .unwrap()
+        .create_entry(pb::CreateEntryRequest { spec: Some(spec) })
+        .await
+        .unwrap()
+        .into_inner();
+    // Replica b learns of it through the change feed.
+    let mut b_admin = mayfly_sdk::client::connect_admin(b.admin_socket())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while b_admin
+        .get_entry(pb::GetEntryRequest {
+            id: entry.id.clone(),
+        })
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "replica b never heard of the entry"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    for round in 0..2 {
+        let (on_a, on_b) = tokio::join!(a.send_owner_digests(), b.send_owner_digests());
+        let outcomes = [on_a.unwrap(), on_b.unwrap()];
+        let sent = outcomes
+            .iter()
+            .filter(|o| matches!(o, DigestOutcome::Sent { .. }))
+            .count();
+        assert_eq!(
+            sent, 1,
+            "exactly one replica sends round {round}: {outcomes:?}"
+        );
+        wait_for("the delivery", || receiver.got().len() > round).await;
+        clock.advance(Duration::from_secs(DAY));
+    }
+    assert_eq!(receiver.got().len(), 2, "one digest a round");
+    a.shutdown().await;
+    b.shutdown().await;
 }
