@@ -319,8 +319,33 @@ pub async fn start_with_clock(
     let grpc_addr = listeners.grpc_addr;
     let http_addr = listeners.http_addr;
     let admin_socket = listeners.admin_socket.clone();
+    let alerts = match &config.alerts.webhook {
+        Some(webhook) => {
+            // Checked with the config: only a file changed since can fail here.
+            let webhook = crate::alert::Webhook::new(webhook)?;
+            let (sink, task) = crate::alert::start(
+                webhook,
+                state.parts.audit.clone(),
+                clock.clone(),
+                core.telemetry.metrics().clone(),
+                tasks.token(),
+            );
+            tasks.push(task);
+            Some(sink)
+        }
+        None => None,
+    };
     serve(
-        &mut tasks, &config, &clock, &state, &core, listeners, tls_config, issuer, &crl,
+        &mut tasks,
+        &config,
+        &clock,
+        &state,
+        &core,
+        listeners,
+        tls_config,
+        issuer,
+        &crl,
+        alerts.clone(),
     );
     tasks.push(identity.keep_fresh(
         resolver,
@@ -347,19 +372,9 @@ pub async fn start_with_clock(
         state.parts.audit.clone(),
         clock.clone(),
     );
-    if let Some(webhook) = &config.alerts.webhook {
-        // Checked with the config: only a file changed since can fail here.
-        let webhook = crate::alert::Webhook::new(webhook)?;
-        let (sink, task) = crate::alert::start(
-            webhook,
-            state.parts.audit.clone(),
-            clock.clone(),
-            core.telemetry.metrics().clone(),
-            tasks.token(),
-        );
-        tasks.push(task);
+    if let Some(sink) = &alerts {
         governance = governance.with_alerts(
-            sink,
+            sink.clone(),
             config.alerts.owner_digest_every,
             config.trust_domain.as_str(),
         );
@@ -703,6 +718,7 @@ fn serve(
     tls_config: Arc<rustls::ServerConfig>,
     issuer: String,
     crl: &Arc<tokio::sync::watch::Sender<Option<Arc<Vec<u8>>>>>,
+    alerts: Option<crate::alert::AlertSink>,
 ) {
     let parts = &state.parts;
     let limits = config.limits.clone();
@@ -765,6 +781,7 @@ fn serve(
         revoker: core.revoker.clone(),
         replicas: parts.replicas.clone(),
         rotation: core.rotation.clone(),
+        alerts,
     };
     let admin = AdminServer::with_interceptor(
         AdminService::new(admin_state),

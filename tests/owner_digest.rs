@@ -456,3 +456,66 @@ async fn two_replicas_send_each_round_once() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_test_says_whether_the_webhook_took_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, url) = Receiver::start(&[401]).await;
+    let mut broker = broker_with_webhook(&url, secret_file(dir.path())).await;
+    let data = broker.data_dir();
+    let run = |args: &[&str]| {
+        let output = mayfly(&data, args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    };
+    // A 401 is final: not delivered, exit status 1, the reason shown.
+    let (ok, text) = run(&["alerts", "test"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("NOT delivered") && text.contains("status 401"),
+        "{text}"
+    );
+    // Positive control: the receiver takes the next one.
+    let (ok, text) = run(&["alerts", "test", "--note", "new receiver, CHG-1"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("delivered to") && text.contains("after 1 try"),
+        "{text}"
+    );
+    let got = receiver.got();
+    assert_eq!(got.len(), 2);
+    let body: serde_json::Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(body["kind"], "test");
+    assert_eq!(body["body"]["note"], "new receiver, CHG-1");
+    assert!(
+        body["subject"].as_str().unwrap().starts_with("admin"),
+        "{body}"
+    );
+    verify_signature(
+        SECRET.as_bytes(),
+        got[1].headers["mayfly-signature"].to_str().unwrap(),
+        &got[1].body,
+        broker.clock_dyn().unix_now(),
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    assert_eq!(records(&broker, "alert.undelivered").len(), 1);
+    assert_eq!(records(&broker, "alert.delivered").len(), 1);
+    // A note with a control character is the caller's mistake, and changes nothing.
+    let (ok, text) = run(&["alerts", "test", "--note", "two\nlines"]);
+    assert!(!ok && text.contains("control characters"), "{text}");
+    assert_eq!(receiver.got().len(), 2);
+    broker.stop().await;
+
+    // Without a webhook, the command says what to configure.
+    let mut plain = TestBroker::start().await;
+    let output = mayfly(&plain.data_dir(), &["alerts", "test"]);
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(text.contains("[alerts] webhook_url"), "{text}");
+    plain.stop().await;
+}

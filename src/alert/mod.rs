@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEvent, AuditLog, Outcome};
@@ -88,20 +88,56 @@ pub enum AlertError {
     Stopped,
 }
 
+/// What became of one alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The receiver's URL.
+    pub url: String,
+    /// Tries made.
+    pub tries: u32,
+    /// `None` when delivered, else the last try's error.
+    pub error: Option<String>,
+}
+
+/// An alert waiting, and who waits for its fate.
+#[derive(Debug)]
+struct Queued {
+    alert: Alert,
+    done: Option<oneshot::Sender<Delivery>>,
+}
+
 /// The producers' end of the queue; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AlertSink {
-    queue: mpsc::Sender<Alert>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl AlertSink {
-    /// Queues `alert` for delivery.
+    /// Queues `alert` for delivery; never waits.
     ///
     /// # Errors
     /// [`AlertError::QueueFull`] when [`QUEUE_CAPACITY`] alerts wait already;
     /// [`AlertError::Stopped`] after shutdown.
     pub fn send(&self, alert: Alert) -> Result<(), AlertError> {
-        self.queue.try_send(alert).map_err(|e| match e {
+        self.enqueue(Queued { alert, done: None })
+    }
+
+    /// Queues `alert` and waits for its fate: every try, with the waits between them
+    /// (`mayfly alerts test`).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); [`AlertError::Stopped`] if the server stops first.
+    pub async fn deliver(&self, alert: Alert) -> Result<Delivery, AlertError> {
+        let (done, fate) = oneshot::channel();
+        self.enqueue(Queued {
+            alert,
+            done: Some(done),
+        })?;
+        fate.await.map_err(|_| AlertError::Stopped)
+    }
+
+    fn enqueue(&self, queued: Queued) -> Result<(), AlertError> {
+        self.queue.try_send(queued).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => AlertError::QueueFull,
             mpsc::error::TrySendError::Closed(_) => AlertError::Stopped,
         })
@@ -117,19 +153,23 @@ pub fn start(
     metrics: Arc<BrokerMetrics>,
     cancel: CancellationToken,
 ) -> (AlertSink, impl Future<Output = ()> + Send + 'static) {
-    let (queue, mut waiting) = mpsc::channel::<Alert>(QUEUE_CAPACITY);
+    let (queue, mut waiting) = mpsc::channel::<Queued>(QUEUE_CAPACITY);
     let task = async move {
         loop {
-            let alert = tokio::select! {
+            let queued = tokio::select! {
                 () = cancel.cancelled() => return,
-                alert = waiting.recv() => match alert {
-                    Some(alert) => alert,
+                queued = waiting.recv() => match queued {
+                    Some(queued) => queued,
                     None => return,
                 },
             };
-            tokio::select! {
+            let delivery = tokio::select! {
                 () = cancel.cancelled() => return,
-                () = deliver(&webhook, &alert, &audit, clock.as_ref(), &metrics) => {}
+                delivery = deliver(&webhook, &queued.alert, &audit, clock.as_ref(), &metrics) => delivery,
+            };
+            if let Some(done) = queued.done {
+                // The waiter may have given up; the audit record holds the fate anyway.
+                let _ = done.send(delivery);
             }
         }
     };
@@ -144,12 +184,16 @@ async fn deliver(
     audit: &AuditLog,
     clock: &dyn Clock,
     metrics: &BrokerMetrics,
-) {
+) -> Delivery {
     let body = match serde_json::to_vec(alert) {
         Ok(body) => body,
         Err(error) => {
             tracing::error!(%error, kind = alert.kind, "cannot encode an alert");
-            return;
+            return Delivery {
+                url: webhook.url().to_string(),
+                tries: 0,
+                error: Some(format!("cannot encode the alert: {error}")),
+            };
         }
     };
     let mut wait = webhook::FIRST_RETRY_AFTER;
@@ -198,5 +242,10 @@ async fn deliver(
     };
     if let Err(error) = audit.append(record).await {
         tracing::warn!(%error, delivery = %alert.delivery, "cannot audit an alert's delivery");
+    }
+    Delivery {
+        url: webhook.url().to_string(),
+        tries,
+        error: result.err().map(|e| e.to_string()),
     }
 }

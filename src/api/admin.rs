@@ -65,6 +65,8 @@ pub struct AdminState {
     pub replicas: Arc<Replicas>,
     /// The CA and its rotation.
     pub rotation: Arc<Rotation>,
+    /// Where alerts go; `None` without `[alerts] webhook_url`.
+    pub alerts: Option<crate::alert::AlertSink>,
 }
 
 impl AdminService {
@@ -738,6 +740,44 @@ impl Admin for AdminService {
             owner,
         );
         super::digests::page(digests, &request.page_token, now).map(Response::new)
+    }
+
+    async fn test_alert(
+        &self,
+        request: Request<pb::TestAlertRequest>,
+    ) -> Result<Response<pb::TestAlertResponse>, Status> {
+        let actor = Self::actor(&request);
+        let note = request.into_inner().note;
+        if note.chars().count() > 256 || note.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(
+                "note: at most 256 characters, without control characters",
+            ));
+        }
+        let state = &self.inner;
+        let Some(sink) = &state.alerts else {
+            return Err(Status::failed_precondition(
+                "no alert webhook: set [alerts] webhook_url and webhook_secret_file",
+            ));
+        };
+        let alert = crate::alert::Alert::new(
+            "test",
+            state.config.trust_domain.as_str(),
+            state.clock.unix_now(),
+            &actor,
+            serde_json::json!({
+                "note": note,
+                "message": "a test alert, sent by `mayfly alerts test`",
+            }),
+        );
+        let delivery_id = alert.delivery.clone();
+        let delivery = sink.deliver(alert).await?;
+        Ok(Response::new(pb::TestAlertResponse {
+            delivery: delivery_id,
+            url: delivery.url,
+            tries: delivery.tries,
+            delivered: delivery.error.is_none(),
+            error: delivery.error.unwrap_or_default(),
+        }))
     }
 }
 

@@ -110,6 +110,22 @@ pub(crate) fn entry_code(error: &EntryError) -> Code {
     }
 }
 
+impl From<crate::alert::AlertError> for Status {
+    fn from(error: crate::alert::AlertError) -> Self {
+        Status::new(alert_code(&error), error.to_string())
+    }
+}
+
+/// The status code of every alert error: an exhaustive match. Neither is the caller's
+/// mistake: a full queue is to be tried later, a stopped sink means shutdown.
+pub(crate) fn alert_code(error: &crate::alert::AlertError) -> Code {
+    use crate::alert::AlertError;
+    match error {
+        AlertError::QueueFull => Code::ResourceExhausted,
+        AlertError::Stopped => Code::Unavailable,
+    }
+}
+
 impl From<StoreError> for Status {
     fn from(error: StoreError) -> Self {
         match error {
@@ -202,6 +218,23 @@ impl LogLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_alert_error_has_its_code() {
+        use crate::alert::AlertError;
+        for (error, code) in [
+            (AlertError::QueueFull, Code::ResourceExhausted),
+            (AlertError::Stopped, Code::Unavailable),
+        ] {
+            // Fails to compile when a variant is added without a case here.
+            match error {
+                AlertError::QueueFull | AlertError::Stopped => {}
+            }
+            let status = Status::from(error.clone());
+            assert_eq!(status.code(), code, "{error}");
+            assert_eq!(status.message(), error.to_string());
+        }
+    }
 
     /// One example of every entry error with the code the operator gets;
     /// the match fails to compile when a variant is added.

@@ -22,6 +22,7 @@
 //! (key pair and CSR).
 
 mod agent;
+mod alerts;
 mod audit_export;
 mod audit_key;
 mod audit_log;
@@ -158,6 +159,9 @@ pub enum Command {
     /// The CA: status of every key, and the operator's root rotation (see docs/operations.md).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The alert webhook: `alerts test` sends a test alert.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Governance reports: `report owners` (what each owner should look at).
     #[command(subcommand)]
     Report(report::ReportCommand),
@@ -336,6 +340,13 @@ pub async fn run(cli: Cli) -> ExitCode {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Ca(command) => ca::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),
+        Command::Alerts(command) => alerts::run(&ctx, command).await.map(|delivered| {
+            if delivered {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
         Command::Report(command) => report::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status::run(&ctx, args).await.map(|()| ExitCode::SUCCESS),
         Command::Agent(args) => return agent::run(&cli.global, args).await,

@@ -99,6 +99,7 @@ pub static ADMIN_SERVICE: RpcService = RpcService {
         "ReviewEntry",
         "PurgeEntries",
         "OwnerDigests",
+        "TestAlert",
     ],
 };
 
