@@ -41,7 +41,7 @@ use crate::telemetry::BrokerMetrics;
 
 pub use error::{Denied, Internal, InvalidRequest, MintError, Unavailable, Unproven};
 pub use jwt_cache::{CachedJwt, JwtCacheKey, JwtSvidCache};
-pub use usage::UsageTracker;
+pub use usage::{Minted, UsageDetail, UsageTracker};
 pub use verified::VerifiedTokens;
 
 /// A caller authenticated by the X509-SVID it presented over mTLS.
@@ -734,7 +734,7 @@ impl Minter {
             event.reason = Some("lifetime shortened to the signing CA's expiry".into());
         }
         self.usage
-            .record(&entry.id, crate::clock::unix_seconds(now));
+            .record(&entry.id, Minted::X509, crate::clock::unix_seconds(now));
         Ok(X509Issued { entry, svid })
     }
 
@@ -821,7 +821,13 @@ impl Minter {
             }
         };
         event.jti = Some(jwt.jti.clone());
-        self.usage.record(&entry.id, now);
+        self.usage.record(
+            &entry.id,
+            Minted::Jwt {
+                audience: audience.as_str(),
+            },
+            now,
+        );
         Ok(JwtIssued {
             token: jwt.token.to_string(),
             jti: jwt.jti.clone(),

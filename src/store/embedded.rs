@@ -1,6 +1,7 @@
 //! [`EmbeddedStore`]: the single-replica store, one redb file in the data
 //! directory.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{RedeemError, ReplicaRecord, Store, StoreError, UsageRecord};
+use super::{RedeemError, ReplicaRecord, Store, StoreError, UsageCount, UsageRecord};
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
 use crate::policy::{Entry, EntryId};
 use mayfly_sdk::revocation::Revocation;
@@ -747,16 +748,16 @@ fn record_usage(txn: &WriteTransaction, batch: &[UsageRecord]) -> Result<(), Sto
             continue;
         }
         let stored: Option<UsageRecord> = get_json(&usage, "usage record", id)?;
-        let merged = UsageRecord {
+        // A first record starts from nothing, so that the audience bound
+        // applies to it too.
+        let mut merged = stored.unwrap_or_else(|| UsageRecord {
             entry_id: record.entry_id.clone(),
-            last_minted_at: stored.as_ref().map_or(record.last_minted_at, |stored| {
-                stored.last_minted_at.max(record.last_minted_at)
-            }),
-            mint_count: stored
-                .as_ref()
-                .map_or(0, |stored| stored.mint_count)
-                .saturating_add(record.mint_count),
-        };
+            last_minted_at: 0,
+            mint_count: 0,
+            x509: UsageCount::default(),
+            audiences: BTreeMap::new(),
+        });
+        merged.merge(record);
         usage
             .insert(id, encode("usage record", id, &merged)?.as_slice())
             .map_err(backend)?;

@@ -26,6 +26,8 @@
 mod embedded;
 mod redis;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
@@ -395,6 +397,62 @@ pub struct UsageRecord {
     pub last_minted_at: i64,
     /// Credentials minted for it in total.
     pub mint_count: u64,
+    /// The X509-SVIDs among them. Records saved before this was kept read
+    /// as zero.
+    #[serde(default, skip_serializing_if = "UsageCount::is_zero")]
+    pub x509: UsageCount,
+    /// The JWT-SVIDs among them, per audience: at most
+    /// [`MAX_USAGE_AUDIENCES`] audiences (an entry has at most 64), so a
+    /// record stays small. Records saved before this was kept read as empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audiences: BTreeMap<String, UsageCount>,
+}
+
+/// How many audiences a [`UsageRecord`] counts at most; mints for further
+/// audiences count only in its totals.
+pub const MAX_USAGE_AUDIENCES: usize = 64;
+
+/// When one kind of credential (or one audience) of an entry last minted,
+/// and how often.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageCount {
+    /// Unix seconds of the last one; 0: never.
+    #[serde(default)]
+    pub last_minted_at: i64,
+    /// How many.
+    #[serde(default)]
+    pub mint_count: u64,
+}
+
+impl UsageCount {
+    /// Whether it counts nothing (never minted).
+    pub fn is_zero(&self) -> bool {
+        self.last_minted_at == 0 && self.mint_count == 0
+    }
+
+    /// Adds `other` to it: counts add up, the later time wins.
+    pub fn merge(&mut self, other: &UsageCount) {
+        self.last_minted_at = self.last_minted_at.max(other.last_minted_at);
+        self.mint_count = self.mint_count.saturating_add(other.mint_count);
+    }
+}
+
+impl UsageRecord {
+    /// Adds the usage `batch` reports to this record (same entry): counts
+    /// add up, later times win, and audiences beyond
+    /// [`MAX_USAGE_AUDIENCES`] are left out of the per-audience map.
+    pub fn merge(&mut self, batch: &UsageRecord) {
+        self.last_minted_at = self.last_minted_at.max(batch.last_minted_at);
+        self.mint_count = self.mint_count.saturating_add(batch.mint_count);
+        self.x509.merge(&batch.x509);
+        for (audience, count) in &batch.audiences {
+            if let Some(stored) = self.audiences.get_mut(audience) {
+                stored.merge(count);
+            } else if self.audiences.len() < MAX_USAGE_AUDIENCES {
+                self.audiences.insert(audience.clone(), *count);
+            }
+        }
+    }
 }
 
 /// Why a store operation failed.

@@ -20,11 +20,6 @@ use tempfile::TempDir;
 use crate::fixtures::entry;
 use crate::redis_support::{PrefixGuard, Replicas};
 
-/// The embedded store's table of entries, as laid out in the file: only to
-/// plant a record the store cannot decode.
-const EMBEDDED_ENTRIES: TableDefinition<'static, &'static str, &'static [u8]> =
-    TableDefinition::new("entries");
-
 /// Two handles on one store, and what keeps it alive (and cleans it up).
 pub struct Stores {
     pub a: Arc<dyn Store>,
@@ -90,13 +85,20 @@ impl Stores {
     /// The same store with an undecodable entry stored under `id`, written
     /// behind the store's back as a damaged file or a foreign writer would.
     pub async fn with_undecodable_entry(self, id: &EntryId) -> Stores {
+        self.with_raw("entries", id.as_str(), "{not json").await
+    }
+
+    /// The same store with `value` stored under `key` in its table (Redis:
+    /// hash) `table`, behind the store's back: a record an older version
+    /// wrote, or a damaged one.
+    pub async fn with_raw(self, table: &str, key: &str, value: &str) -> Stores {
         let Stores { a, b, backing } = self;
         match backing {
             Backing::Redis { keys } => {
                 redis::cmd("HSET")
-                    .arg(keys.key("entries"))
-                    .arg(id.as_str())
-                    .arg("{not json")
+                    .arg(keys.key(table))
+                    .arg(key)
+                    .arg(value)
                     .exec_async(&mut keys.connection().await)
                     .await
                     .unwrap();
@@ -112,9 +114,10 @@ impl Stores {
                 let path = embedded_path(&dir);
                 let db = redb::Database::create(&path).unwrap();
                 let txn = db.begin_write().unwrap();
-                txn.open_table(EMBEDDED_ENTRIES)
+                let definition: TableDefinition<'_, &str, &[u8]> = TableDefinition::new(table);
+                txn.open_table(definition)
                     .unwrap()
-                    .insert(id.as_str(), b"{not json".as_slice())
+                    .insert(key, value.as_bytes())
                     .unwrap();
                 txn.commit().unwrap();
                 drop(db);

@@ -78,6 +78,7 @@ contract! {
     revocations::concurrent_prunes_report_each_revocation_once,
     revocations::revocations_are_read_in_key_order_after_any_key,
     usage::usage_counts_add_up_and_the_latest_time_wins,
+    usage::usage_per_audience_adds_up_is_bounded_and_old_records_read,
     replicas::replicas_are_live_until_keep_until,
     replicas::subscribers_start_from_the_stored_state,
     replicas::describe_names_the_store,

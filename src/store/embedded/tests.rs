@@ -50,6 +50,8 @@ async fn data_survives_close_and_reopen() {
         entry_id: node.id.clone(),
         last_minted_at: NOW,
         mint_count: 7,
+        x509: UsageCount::default(),
+        audiences: BTreeMap::new(),
     };
     let revocation = Revocation::new(RevocationKind::Jti, "t1", NOW, Some(NOW + 60)).unwrap();
     {

@@ -437,10 +437,15 @@ impl Store for RedisStore {
         let mut invocation = RECORD_USAGE.key(&self.names.entries);
         invocation.key(&self.names.usage);
         for record in usage {
+            let part = serde_json::json!({
+                "x509": record.x509,
+                "audiences": record.audiences,
+            });
             invocation
                 .arg(record.entry_id.as_str())
                 .arg(record.last_minted_at)
-                .arg(record.mint_count);
+                .arg(record.mint_count)
+                .arg(part.to_string());
         }
         let reply: Vec<String> = self.invoke(&invocation).await?;
         match status(&reply) {

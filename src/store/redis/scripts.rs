@@ -123,35 +123,70 @@ return {'ok', stored}
 });
 
 /// KEYS: entries, usage. ARGV: (entry id, last_minted_at, mints since the
-/// last save)... Counts add up across replicas; the later time wins.
+/// last save, JSON of the per-kind part `{"x509":{..},"audiences":{..}}`)...
+/// Counts add up across replicas; the later time wins; at most
+/// `MAX_USAGE_AUDIENCES` (64) audiences are counted per entry, as
+/// [`UsageRecord::merge`](crate::store::UsageRecord::merge) does.
 ///
 /// Checks every stored record first, so a corrupt one fails the batch
-/// before anything is written.
+/// before anything is written. Records saved before per-audience counts
+/// (no `x509`, no `audiences`) read as zero.
 pub(super) static RECORD_USAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local latest = {}
-local count = {}
-for i = 1, #ARGV, 3 do
+local function count(c)
+  return type(c) == 'table' and type(c.last_minted_at) == 'number'
+    and type(c.mint_count) == 'number'
+end
+local function add(into, c)
+  if c.last_minted_at > into.last_minted_at then into.last_minted_at = c.last_minted_at end
+  into.mint_count = into.mint_count + c.mint_count
+end
+local records = {}
+for i = 1, #ARGV, 4 do
   local id = ARGV[i]
-  latest[i] = tonumber(ARGV[i + 1])
-  count[i] = tonumber(ARGV[i + 2])
+  local ok, part = pcall(cjson.decode, ARGV[i + 3])
+  if not ok or type(part) ~= 'table' then return {'bad argument', id} end
+  local record = {entry_id = id, last_minted_at = 0, mint_count = 0,
+    x509 = {last_minted_at = 0, mint_count = 0}, audiences = {}}
   local stored = redis.call('HGET', KEYS[2], id)
   if stored then
-    local ok, record = pcall(cjson.decode, stored)
-    if not ok or type(record) ~= 'table' or type(record.last_minted_at) ~= 'number'
-      or type(record.mint_count) ~= 'number' then
+    local decoded
+    ok, decoded = pcall(cjson.decode, stored)
+    if not ok or type(decoded) ~= 'table' or not count(decoded)
+      or (decoded.x509 ~= nil and not count(decoded.x509))
+      or (decoded.audiences ~= nil and type(decoded.audiences) ~= 'table') then
       return {'corrupt', id}
     end
-    if record.last_minted_at > latest[i] then latest[i] = record.last_minted_at end
-    count[i] = count[i] + record.mint_count
+    add(record, decoded)
+    if decoded.x509 then add(record.x509, decoded.x509) end
+    for audience, c in pairs(decoded.audiences or {}) do
+      if not count(c) then return {'corrupt', id} end
+      record.audiences[audience] = {last_minted_at = c.last_minted_at, mint_count = c.mint_count}
+    end
   end
+  add(record, {last_minted_at = tonumber(ARGV[i + 1]), mint_count = tonumber(ARGV[i + 2])})
+  if count(part.x509) then add(record.x509, part.x509) end
+  local n = 0
+  for _ in pairs(record.audiences) do n = n + 1 end
+  for audience, c in pairs(part.audiences or {}) do
+    if count(c) then
+      if record.audiences[audience] then
+        add(record.audiences[audience], c)
+      elseif n < 64 then
+        record.audiences[audience] = {last_minted_at = c.last_minted_at, mint_count = c.mint_count}
+        n = n + 1
+      end
+    end
+  end
+  records[i] = record
 end
-for i = 1, #ARGV, 3 do
+for i = 1, #ARGV, 4 do
   local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[1], id) == 1 then
-    redis.call('HSET', KEYS[2], id, '{"entry_id":"' .. id .. '","last_minted_at":'
-      .. string.format('%d', latest[i]) .. ',"mint_count":' .. string.format('%d', count[i]) .. '}')
+    local record = records[i]
+    if next(record.audiences) == nil then record.audiences = nil end
+    redis.call('HSET', KEYS[2], id, cjson.encode(record))
   end
 end
 return {'ok'}
