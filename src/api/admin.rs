@@ -22,6 +22,7 @@ use crate::attest::join_token::{JoinTokenRecord, JoinTokenSecret};
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::governance::{EntryState, standing};
 use crate::listing::PageFill;
 use crate::mint::UsageTracker;
 use crate::policy::{Entry, EntryFilter, EntryId, EntryIndex, EntrySpec};
@@ -89,12 +90,58 @@ impl AdminService {
     }
 
     fn to_proto(&self, entry: &Entry) -> pb::Entry {
-        let (last_minted_at, mint_count) = self.inner.usage.usage(&entry.id);
-        let mut proto = entry_to_proto(entry, last_minted_at, mint_count);
+        let usage = self.inner.usage.detail(&entry.id);
+        let mut proto = entry_to_proto(entry, usage.total.last_minted_at, usage.total.mint_count);
         let default = self.inner.config.governance.review_every;
         proto.review_every_seconds = entry.review_interval(default);
         proto.review_due_at = entry.review_due_at(default).unwrap_or(0);
+        proto.states = self
+            .standing(entry)
+            .iter()
+            .map(|state| state.as_str().to_owned())
+            .collect();
+        proto.audience_usage = usage
+            .audiences
+            .iter()
+            .map(|(audience, count)| pb::AudienceUsage {
+                audience: audience.clone(),
+                mint_count: count.mint_count,
+                last_minted_at: count.last_minted_at,
+            })
+            .collect();
+        proto.x509_mint_count = usage.x509.mint_count;
+        proto.x509_last_minted_at = usage.x509.last_minted_at;
         proto
+    }
+
+    /// The entry's governance states now: [`standing`] by the broker's
+    /// clock, `[governance]` settings, usage and revocation set (a
+    /// revocation of the entry, its SPIFFE ID or its parent agent).
+    fn standing(&self, entry: &Entry) -> Vec<EntryState> {
+        let state = &self.inner;
+        let (last_minted, _) = state.usage.usage(&entry.id);
+        let set = state.revoker.set();
+        let revoked = set.minting_blocked(&entry.spiffe_id).is_some()
+            || entry
+                .parent_id
+                .as_ref()
+                .is_some_and(|parent| set.minting_blocked(parent).is_some());
+        standing(
+            entry,
+            state.clock.unix_now(),
+            &state.config.governance,
+            last_minted,
+            revoked,
+        )
+    }
+
+    /// Whether `entry` is in any of `states` (all pass when none is given).
+    fn in_states(&self, entry: &Entry, states: &[EntryState]) -> bool {
+        states.is_empty()
+            || self
+                .standing(entry)
+                .iter()
+                .any(|state| states.contains(state))
     }
 
     fn find(&self, id_or_spiffe_id: &str) -> Result<Arc<Entry>, Status> {
@@ -217,6 +264,10 @@ pub fn entry_to_proto(entry: &Entry, last_minted_at: i64, mint_count: u64) -> pb
         }),
         review_every_seconds: entry.review_every_seconds.unwrap_or(0),
         review_due_at: 0,
+        states: Vec::new(),
+        audience_usage: Vec::new(),
+        x509_mint_count: 0,
+        x509_last_minted_at: 0,
     }
 }
 
@@ -782,16 +833,18 @@ impl Admin for AdminService {
 }
 
 impl AdminService {
-    /// One page of entries, or all of them for a client that does not page.
+    /// One page of entries (filtered by `filter` and by state), or all of
+    /// them for a client that does not page.
     fn entries_listed(
         &self,
         request: &pb::ListEntriesRequest,
     ) -> Result<pb::ListEntriesResponse, ListError> {
         let filter = paging::entry_filter(request)?;
+        let states = paging::entry_states(request)?;
         let page = PageRequest::parse(Listing::Entries, request.page_size, &request.page_token)?;
         let PageRequest::Paged { size, after } = page else {
             return Ok(pb::ListEntriesResponse {
-                entries: self.entries_unpaged(&filter)?,
+                entries: self.entries_unpaged(&filter, &states)?,
                 next_page_token: String::new(),
             });
         };
@@ -808,7 +861,7 @@ impl AdminService {
         self.inner.entries.scan_after(after.as_ref(), |entry| {
             fill.offer(
                 entry.id.as_str(),
-                filter.matches(entry).then(|| entry.clone()),
+                (filter.matches(entry) && self.in_states(entry, &states)).then(|| entry.clone()),
             )
         });
         let page = fill.finish();
@@ -822,11 +875,15 @@ impl AdminService {
     }
 
     /// Every entry `filter` passes, if they fit in one unpaged response.
-    fn entries_unpaged(&self, filter: &EntryFilter) -> Result<Vec<pb::Entry>, ListError> {
+    fn entries_unpaged(
+        &self,
+        filter: &EntryFilter,
+        states: &[EntryState],
+    ) -> Result<Vec<pb::Entry>, ListError> {
         let mut unpaged = Unpaged::new(Listing::Entries);
         let mut result = Ok(());
         self.inner.entries.scan_after(None, |entry| {
-            if filter.matches(entry) {
+            if filter.matches(entry) && self.in_states(entry, states) {
                 result = unpaged.push(self.to_proto(entry));
             }
             if result.is_ok() {

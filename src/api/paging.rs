@@ -29,6 +29,7 @@ use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::revocation::RevocationKind;
 use serde::{Deserialize, Serialize};
 
+use crate::governance::EntryState;
 use crate::policy::{EntryFilter, EntryId};
 use crate::revoke::{RevocationFilter, RevokeError};
 
@@ -302,6 +303,19 @@ pub fn entry_filter(request: &pb::ListEntriesRequest) -> Result<EntryFilter, Lis
         spiffe_id_prefix,
         parent_id: spiffe_id("parent_id", &request.parent_id)?,
     })
+}
+
+/// The states a `ListEntries` request asks for (any of them); empty: all.
+///
+/// # Errors
+///
+/// [`ListError::Filter`] naming the unknown state and every valid one.
+pub fn entry_states(request: &pb::ListEntriesRequest) -> Result<Vec<EntryState>, ListError> {
+    request
+        .states
+        .iter()
+        .map(|name| EntryState::parse(name).map_err(|e| filter_error("states", e)))
+        .collect()
 }
 
 /// The filters of a `ListRevocations` request.

@@ -264,6 +264,7 @@ impl ListArgs {
             data_class: self.data_class.clone().unwrap_or_default(),
             spiffe_id_prefix: self.spiffe_id_prefix.clone().unwrap_or_default(),
             parent_id: self.parent.clone().unwrap_or_default(),
+            states: Vec::new(),
         }
     }
 

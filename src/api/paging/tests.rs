@@ -236,3 +236,41 @@ fn tokens_written_elsewhere_from_the_documented_format_are_read() {
         "byte for byte what this server makes"
     );
 }
+
+#[test]
+fn states_are_read_and_an_unknown_one_names_the_valid_ones() {
+    let request = pb::ListEntriesRequest {
+        states: vec!["dormant".into(), "review-overdue".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        entry_states(&request).unwrap(),
+        [EntryState::Dormant, EntryState::ReviewOverdue]
+    );
+    assert!(
+        entry_states(&pb::ListEntriesRequest::default())
+            .unwrap()
+            .is_empty(),
+        "none given: no state filter"
+    );
+    let error = entry_states(&pb::ListEntriesRequest {
+        states: vec!["active".into(), "stale".into()],
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ListError::Filter {
+                field: "states",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("\"stale\"") && text.contains("review-overdue"),
+        "{text}"
+    );
+}

@@ -390,6 +390,7 @@ fn list_flags_become_the_requests_filters() -> Result<(), Box<dyn std::error::Er
             data_class: "phi".into(),
             spiffe_id_prefix: "spiffe://td/billing/".into(),
             parent_id: "spiffe://td/agent/1".into(),
+            states: Vec::new(),
         }
     );
     // Without flags: no filter, and always a page size, so that the
