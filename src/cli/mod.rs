@@ -162,7 +162,7 @@ pub enum Command {
     /// The alert webhook: `alerts test` sends a test alert.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
-    /// Governance reports: `report owners` (what each owner should look at).
+    /// Reports for owners and compliance: `report inventory`, `report owners`.
     #[command(subcommand)]
     Report(report::ReportCommand),
     /// Show what the running server says about itself.
