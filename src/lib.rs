@@ -45,6 +45,7 @@ pub mod alert;
 pub mod anchor;
 pub mod api;
 pub mod attest;
+pub mod audience;
 pub mod audit;
 pub use mayfly_sdk::clock;
 pub mod config;

@@ -9,6 +9,14 @@
 //! on_dormant = "disable"        # or "report" (the default)
 //! on_review_overdue = "report"  # or "disable"
 //! on_expired = "report"         # or "disable"
+//! # Registered audiences (`mayfly audience`): the order of data classes,
+//! # lowest first (an entry's data class is its clearance; an audience whose
+//! # class ranks above it, or is not listed, is refused at mint).
+//! data_classes = ["none", "internal", "confidential", "phi"]
+//! # Refuse JWT-SVIDs for audiences nobody registered. Off by default, so a
+//! # first entry works without registering its audience first (the quick
+//! # start); the inventory report lists every unregistered audience.
+//! require_registered_audiences = false
 //! ```
 
 use std::time::Duration;
@@ -16,6 +24,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{ConfigError, Raw, file_raw, parse_duration};
+use crate::audience::{AudiencePolicy, DataClasses};
 use crate::policy::MAX_REVIEW_EVERY;
 
 /// What the broker does about entry lifecycle governance.
@@ -35,6 +44,11 @@ pub struct GovernanceConfig {
     pub on_review_overdue: GovernanceAction,
     /// What to do about an expired entry (it mints nothing either way).
     pub on_expired: GovernanceAction,
+    /// The order of data classes, lowest first (`data_classes`).
+    pub data_classes: DataClasses,
+    /// Whether JWT-SVIDs are only minted for registered audiences
+    /// (`require_registered_audiences`). Default false.
+    pub require_registered_audiences: bool,
 }
 
 /// What the sweeper does about an entry a rule finds.
@@ -72,6 +86,18 @@ impl Default for GovernanceConfig {
             on_dormant: GovernanceAction::Report,
             on_review_overdue: GovernanceAction::Report,
             on_expired: GovernanceAction::Report,
+            data_classes: DataClasses::default(),
+            require_registered_audiences: false,
+        }
+    }
+}
+
+impl GovernanceConfig {
+    /// What the mint path enforces about audiences.
+    pub fn audience_policy(&self) -> AudiencePolicy {
+        AudiencePolicy {
+            data_classes: self.data_classes.clone(),
+            require_registered: self.require_registered_audiences,
         }
     }
 }
@@ -86,6 +112,8 @@ pub(super) struct FileGovernance {
     on_dormant: Option<String>,
     on_review_overdue: Option<String>,
     on_expired: Option<String>,
+    data_classes: Option<Vec<String>>,
+    require_registered_audiences: Option<bool>,
 }
 
 impl GovernanceConfig {
@@ -134,6 +162,13 @@ impl GovernanceConfig {
             "governance.on_expired",
             file.on_expired.as_deref(),
         )?;
+        if let Some(classes) = &file.data_classes {
+            self.data_classes = DataClasses::new(classes.clone())
+                .map_err(|reason| invalid("governance.data_classes", &reason))?;
+        }
+        if let Some(require) = file.require_registered_audiences {
+            self.require_registered_audiences = require;
+        }
         if file.on_dormant.is_some() && self.dormant_after.is_none() {
             return Err(invalid(
                 "governance.on_dormant",
@@ -261,5 +296,28 @@ mod tests {
             apply("on_dormant_after = \"1d\"").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn audience_settings_are_read_and_checked() {
+        let defaults = apply("").unwrap();
+        assert_eq!(defaults.data_classes, DataClasses::default());
+        assert!(!defaults.require_registered_audiences);
+        let set =
+            apply("data_classes = [\"public\", \"secret\"]\nrequire_registered_audiences = true")
+                .unwrap();
+        assert_eq!(set.data_classes.rank("secret"), Some(1));
+        assert!(set.audience_policy().require_registered);
+        for bad in [
+            "data_classes = []",
+            "data_classes = [\"a\", \"a\"]",
+            "data_classes = [\"Secret\"]",
+        ] {
+            let error = apply(bad).unwrap_err().to_string();
+            assert!(
+                error.starts_with("governance.data_classes"),
+                "{bad}: {error}"
+            );
+        }
     }
 }
