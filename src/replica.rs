@@ -28,6 +28,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::bundle::{BundleFileError, BundlePublisher};
+use crate::audience::AudienceIndex;
 use crate::clock::Clock;
 use crate::mint::UsageTracker;
 use crate::policy::{EntryIndex, HARD_TTL_CAP};
@@ -120,9 +121,11 @@ pub fn load_or_create_id(data_dir: &Path) -> Result<String, ReplicaIdError> {
 /// Applies the store's change feed to the in-process indexes until the feed
 /// ends or `cancel` fires. `replicas` is told when another replica
 /// published keys, and whether the feed is connected.
+#[allow(clippy::too_many_arguments)]
 pub async fn follow(
     mut events: mpsc::Receiver<StoreEvent>,
     entries: Arc<EntryIndex>,
+    audiences: Arc<AudienceIndex>,
     revocations: Arc<RevocationSet>,
     usage: Arc<UsageTracker>,
     replicas: Arc<Replicas>,
@@ -141,6 +144,7 @@ pub async fn follow(
         };
         let now_ms = crate::clock::unix_millis(clock.now());
         apply(&event, &entries, &revocations, &usage, &replicas, now_ms);
+        apply_audiences(&event, &audiences);
         match event {
             StoreEvent::Lost { reason } if !lost => {
                 lost = true;
@@ -190,6 +194,22 @@ pub fn apply(
             replicas.store_connected.store(true, Ordering::Relaxed);
         }
         StoreEvent::Lost { .. } => replicas.store_connected.store(false, Ordering::Relaxed),
+        // The audience registry: see [`apply_audiences`].
+        StoreEvent::AudiencesReplaced(_)
+        | StoreEvent::AudienceUpserted(_)
+        | StoreEvent::AudienceDeleted(_) => {}
+    }
+}
+
+/// Applies one event to the audience registry (other events do nothing
+/// here), so that every replica enforces the audiences any replica
+/// registered.
+pub fn apply_audiences(event: &StoreEvent, audiences: &AudienceIndex) {
+    match event {
+        StoreEvent::AudiencesReplaced(all) => audiences.replace_all(all.iter().cloned()),
+        StoreEvent::AudienceUpserted(record) => audiences.upsert(record.clone()),
+        StoreEvent::AudienceDeleted(name) => audiences.remove(name),
+        _ => {}
     }
 }
 

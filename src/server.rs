@@ -484,6 +484,8 @@ struct Parts {
     usage: Arc<UsageTracker>,
     entries: Arc<EntryIndex>,
     revocations: Arc<RevocationSet>,
+    /// The registered audiences the mint path enforces.
+    audiences: Arc<crate::audience::AudienceIndex>,
 }
 
 impl State {
@@ -513,16 +515,19 @@ impl State {
         let anchors = anchors.attach(&audit);
         let usage = Arc::new(UsageTracker::new(store.usage().await?));
         let entries = Arc::new(EntryIndex::new(Vec::new()));
+        let audiences = Arc::new(crate::audience::AudienceIndex::default());
         let (revocations, feed) = match store.subscribe() {
             // A shared store: the index follows its feed and knows how fresh it is.
             Some(mut feed) => {
                 let set = Arc::new(RevocationSet::following(config.revocation_staleness));
-                first_sync(&mut feed, &entries, &set, &usage, &replicas, clock.as_ref()).await?;
+                let indexes = (&*entries, &*audiences);
+                first_sync(&mut feed, indexes, &set, &usage, &replicas, clock.as_ref()).await?;
                 (set, Some(feed))
             }
             // The embedded store: this process is the only writer.
             None => {
                 entries.replace_all(store.list_entries().await?);
+                audiences.replace_all(store.list_audiences().await?);
                 let set = Arc::new(RevocationSet::authoritative());
                 set.replace_all(store.list_revocations().await?);
                 (set, None)
@@ -538,6 +543,7 @@ impl State {
                 usage,
                 entries,
                 revocations,
+                audiences,
             },
             ca_report,
             feed,
@@ -631,7 +637,8 @@ impl Core {
                 leeway: config.jwt_leeway,
                 metrics: telemetry.metrics().clone(),
             })?
-            .with_ttl_caps(config.ttl.jwt_max, config.ttl.x509_max),
+            .with_ttl_caps(config.ttl.jwt_max, config.ttl.x509_max)
+            .with_audiences(parts.audiences.clone(), config.governance.audience_policy()),
         );
         let rotation = Arc::new(Rotation::new(
             ca.clone(),
@@ -782,6 +789,7 @@ fn serve(
         replicas: parts.replicas.clone(),
         rotation: core.rotation.clone(),
         alerts,
+        audiences: parts.audiences.clone(),
     };
     let admin = AdminServer::with_interceptor(
         AdminService::new(admin_state),
@@ -875,6 +883,7 @@ fn run_background(
         tasks.push(crate::replica::follow(
             feed,
             parts.entries.clone(),
+            parts.audiences.clone(),
             parts.revocations.clone(),
             parts.usage.clone(),
             parts.replicas.clone(),
@@ -970,7 +979,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> {
 /// replica starts with complete, fresh indexes.
 async fn first_sync(
     feed: &mut mpsc::Receiver<StoreEvent>,
-    entries: &EntryIndex,
+    (entries, audiences): (&EntryIndex, &crate::audience::AudienceIndex),
     revocations: &RevocationSet,
     usage: &UsageTracker,
     replicas: &Replicas,
@@ -989,6 +998,7 @@ async fn first_sync(
             }
             let now_ms = crate::clock::unix_millis(clock.now());
             crate::replica::apply(&event, entries, revocations, usage, replicas, now_ms);
+            crate::replica::apply_audiences(&event, audiences);
         }
         Ok(())
     };

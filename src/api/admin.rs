@@ -68,6 +68,8 @@ pub struct AdminState {
     pub rotation: Arc<Rotation>,
     /// Where alerts go; `None` without `[alerts] webhook_url`.
     pub alerts: Option<crate::alert::AlertSink>,
+    /// The registered audiences the mint path enforces.
+    pub audiences: Arc<crate::audience::AudienceIndex>,
 }
 
 impl AdminService {

@@ -13,6 +13,7 @@ use mayfly_sdk::jwt::{AudienceError, JwtSvidError};
 use mayfly_sdk::revocation::{Revocation, RevocationError};
 
 use crate::attest::AttestError;
+use crate::audience::AudienceRefusal;
 use crate::audit::AuditError;
 use crate::clock::rfc3339;
 use crate::policy::{CredentialKind, Disabled, EntryError, EntryId};
@@ -281,6 +282,12 @@ pub enum Denied {
         /// The entry's audiences.
         allowed: Vec<String>,
     },
+    /// The audience registry refuses this audience for this entry: another
+    /// environment, a data class above the entry's, a class outside the
+    /// configured order, or an unregistered audience where registration is
+    /// required.
+    #[error(transparent)]
+    Audience(#[from] AudienceRefusal),
 }
 
 /// A dependency cannot answer; the request may succeed later.

@@ -12,7 +12,9 @@
 //! unique `jti`; every check runs before the cache is consulted, and every
 //! mint, reused or not, is audited. So a token cached for an entry that was
 //! disabled (or expired) since is never handed out: the entry check refuses
-//! first.
+//! first. The audience registry ([`crate::audience::check_mint`]: the
+//! audience's environment and data class against the entry's) is one of
+//! those checks, so a registry change applies to cached tokens too.
 
 mod error;
 mod jwt_cache;
@@ -33,6 +35,7 @@ use mayfly_sdk::revocation::{RevocationError, RevocationSet};
 
 use crate::attest::join_token::{JoinTokenRecord, JoinTokenSecret, TokenHash};
 use crate::attest::{Attestation, Attestors, Evidence};
+use crate::audience::{AudienceIndex, AudiencePolicy};
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::clock::Clock;
 use crate::policy::{CredentialKind, Entry, EntryIndex};
@@ -137,6 +140,9 @@ pub struct Minter {
     /// it can depend on the HTTP port the server bound after this was built.
     issuer: OnceLock<Box<str>>,
     metrics: Arc<BrokerMetrics>,
+    /// The registered audiences and what is enforced about them.
+    audiences: Arc<AudienceIndex>,
+    audience_policy: AudiencePolicy,
 }
 
 impl Minter {
@@ -181,7 +187,21 @@ impl Minter {
             x509_cap: crate::policy::HARD_TTL_CAP.as_secs(),
             issuer: OnceLock::new(),
             metrics,
+            audiences: Arc::new(AudienceIndex::default()),
+            audience_policy: AudiencePolicy::default(),
         })
+    }
+
+    /// Enforces the audience registry on every JWT-SVID mint (cached tokens
+    /// too): `audiences` is the index the store's changes keep current,
+    /// `policy` the configured data class order and whether unregistered
+    /// audiences are refused. Without this, no audience is registered and
+    /// unregistered ones are allowed.
+    #[must_use]
+    pub fn with_audiences(mut self, audiences: Arc<AudienceIndex>, policy: AudiencePolicy) -> Self {
+        self.audiences = audiences;
+        self.audience_policy = policy;
+        self
     }
 
     /// Caps every credential's lifetime at the configured maximum, whatever
@@ -778,6 +798,8 @@ impl Minter {
             let _policy = mayfly_telemetry::stage("mint.policy").entered();
             self.check_entry(entry, CredentialKind::Jwt, now)?;
             check_audience(entry, audience)?;
+            crate::audience::check_mint(entry, audience, &self.audiences, &self.audience_policy)
+                .map_err(Denied::Audience)?;
             self.jwt_lifetime(entry, ttl)?
         };
         let signer = self.ca.jwt_signer();

@@ -17,6 +17,7 @@ use mayfly_sdk::revocation::{Revocation, RevocationError, RevocationKind};
 use super::{Denied, Internal, InvalidRequest, MintError, Unavailable, Unproven};
 use crate::api::status::INTERNAL_MESSAGE;
 use crate::attest::AttestError;
+use crate::audience::AudienceRefusal;
 use crate::policy::{CredentialKind, EntryError, EntryId};
 
 /// The levels of the events logged while `f` runs on this thread.
@@ -431,6 +432,12 @@ fn mint_variant(error: &MintError) -> usize {
             Denied::KindNotAllowed { .. } => 23,
             Denied::AudienceNotAllowed { .. } => 24,
             Denied::EntryDisabled { .. } => 33,
+            Denied::Audience(refusal) => match refusal {
+                AudienceRefusal::EnvironmentMismatch { .. } => 34,
+                AudienceRefusal::AboveClearance { .. } => 35,
+                AudienceRefusal::UnknownDataClass { .. } => 36,
+                AudienceRefusal::Unregistered { .. } => 37,
+            },
         },
         MintError::Attestation(_) => 25,
         MintError::Ca(_) => 26,
@@ -447,7 +454,7 @@ fn mint_variant(error: &MintError) -> usize {
     }
 }
 
-const MINT_VARIANTS: usize = 34;
+const MINT_VARIANTS: usize = 38;
 
 /// One example of every mint error and reason, with its status code.
 /// (`Attestation` and `Ca` have their own tables above.)
@@ -632,6 +639,43 @@ fn mint_errors() -> Vec<(MintError, Code)> {
                     reason: "owner left".into(),
                 },
             }
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::Audience(AudienceRefusal::EnvironmentMismatch {
+                audience: "billing".into(),
+                spiffe_id: id().to_string(),
+                entry_env: "staging".into(),
+                audience_env: "prod".into(),
+            })
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::Audience(AudienceRefusal::AboveClearance {
+                audience: "records".into(),
+                spiffe_id: id().to_string(),
+                entry_class: "internal".into(),
+                audience_class: "phi".into(),
+                order: "none < internal < confidential < phi".into(),
+            })
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::Audience(AudienceRefusal::UnknownDataClass {
+                whose: "audience \"billing\"".into(),
+                class: "secret".into(),
+                order: "none < phi".into(),
+            })
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::Audience(AudienceRefusal::Unregistered {
+                audience: "ledger".into(),
+            })
             .into(),
             Code::PermissionDenied,
         ),

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::{RedeemError, ReplicaRecord, Store, StoreError, UsageCount, UsageRecord};
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
+use crate::audience::AudienceRecord;
 use crate::policy::{Entry, EntryId};
 use mayfly_sdk::revocation::Revocation;
 
@@ -40,6 +41,9 @@ const CHALLENGES: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("challenges");
 /// Revocation key (`kind:value`) → [`Revocation`] JSON.
 const REVOCATIONS: JsonTable = TableDefinition::new("revocations");
+/// Audience name → [`AudienceRecord`] JSON. Added without a schema change:
+/// a file without it gets it on open.
+const AUDIENCES: JsonTable = TableDefinition::new("audiences");
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const SCHEMA_VERSION: &str = "1";
@@ -370,6 +374,86 @@ impl Store for EmbeddedStore {
         Ok(Vec::new())
     }
 
+    async fn list_audiences(&self) -> Result<Vec<AudienceRecord>, StoreError> {
+        self.run(|db| read_all(db, AUDIENCES, "audience")).await
+    }
+
+    async fn create_audience(&self, record: &AudienceRecord) -> Result<(), StoreError> {
+        let name = record.name.as_str().to_owned();
+        let json = encode("audience", &name, record)?;
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(AUDIENCES).map_err(backend)?;
+                if table.get(name.as_str()).map_err(backend)?.is_some() {
+                    return Err(StoreError::Conflict {
+                        reason: format!("audience {name:?} already exists"),
+                    });
+                }
+                table
+                    .insert(name.as_str(), json.as_slice())
+                    .map_err(backend)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn update_audience(
+        &self,
+        record: &AudienceRecord,
+        expected_revision: u64,
+    ) -> Result<(), StoreError> {
+        let name = record.name.as_str().to_owned();
+        if record.revision <= expected_revision {
+            return Err(StoreError::Internal {
+                reason: format!(
+                    "update of audience {name:?} to revision {} does not raise expected revision {expected_revision}",
+                    record.revision
+                ),
+            });
+        }
+        let json = encode("audience", &name, record)?;
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(AUDIENCES).map_err(backend)?;
+                let stored: AudienceRecord = get_json(&table, "audience", &name)?.ok_or_else(
+                    || StoreError::NotFound {
+                        what: format!("audience {name:?}"),
+                    },
+                )?;
+                if stored.revision != expected_revision {
+                    return Err(StoreError::Conflict {
+                        reason: format!(
+                            "audience {name:?} is at revision {}, not {expected_revision}; it changed since it was read",
+                            stored.revision
+                        ),
+                    });
+                }
+                table
+                    .insert(name.as_str(), json.as_slice())
+                    .map_err(backend)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete_audience(&self, name: &str) -> Result<AudienceRecord, StoreError> {
+        let name = name.to_owned();
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(AUDIENCES).map_err(backend)?;
+                let Some(value) = table.remove(name.as_str()).map_err(backend)? else {
+                    return Err(StoreError::NotFound {
+                        what: format!("audience {name:?}"),
+                    });
+                };
+                decode("audience", &name, value.value())
+            })
+        })
+        .await
+    }
+
     fn describe(&self) -> String {
         format!("embedded {}", self.path.display())
     }
@@ -455,7 +539,7 @@ fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
                 }
             }
         }
-        for table in [ENTRIES, JOIN_TOKENS, USAGE, REVOCATIONS] {
+        for table in [ENTRIES, JOIN_TOKENS, USAGE, REVOCATIONS, AUDIENCES] {
             txn.open_table(table).map_err(backend)?;
         }
         txn.open_table(SPIFFE_IDS).map_err(backend)?;

@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
+use crate::audience::AudienceRecord;
 use crate::audit::{Handover, SignedCheckpoint};
 use crate::policy::{Entry, EntryId};
 use mayfly_sdk::revocation::Revocation;
@@ -307,6 +308,45 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// Every registered audience, in name order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`], or [`StoreError::Corrupt`] if a stored
+    /// record cannot be decoded.
+    async fn list_audiences(&self) -> Result<Vec<AudienceRecord>, StoreError>;
+
+    /// Registers a new audience (and tells the other replicas).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] if an audience with this name exists;
+    /// [`StoreError::Unavailable`].
+    async fn create_audience(&self, record: &AudienceRecord) -> Result<(), StoreError>;
+
+    /// Replaces the audience named `record.name` if its stored revision is
+    /// `expected_revision` (optimistic concurrency, as for entries).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] if absent; [`StoreError::Conflict`] if the
+    /// stored revision differs; [`StoreError::Internal`] if
+    /// `record.revision` is not greater than `expected_revision`;
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`].
+    async fn update_audience(
+        &self,
+        record: &AudienceRecord,
+        expected_revision: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Removes and returns the audience with this name.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] if absent; [`StoreError::Unavailable`];
+    /// [`StoreError::Corrupt`].
+    async fn delete_audience(&self, name: &str) -> Result<AudienceRecord, StoreError>;
+
     /// What the store is, for status output, without secrets: `embedded
     /// <path>` or `redis <host:port>`.
     fn describe(&self) -> String;
@@ -385,6 +425,14 @@ pub enum StoreEvent {
         /// Why, without secrets.
         reason: String,
     },
+    /// Every registered audience: sent right after each
+    /// [`StoreEvent::Snapshot`] (read in the same transaction). Replaces
+    /// what the subscriber holds.
+    AudiencesReplaced(Vec<AudienceRecord>),
+    /// An audience was registered or updated.
+    AudienceUpserted(AudienceRecord),
+    /// An audience was deleted (by name).
+    AudienceDeleted(String),
 }
 
 /// How much an entry has been used: the inventory's answer to "is anything

@@ -132,7 +132,23 @@ pub async fn wait_for_heard(feed: &mut Receiver<StoreEvent>) -> i64 {
     }
 }
 
-/// Skips heartbeats only: the next real event.
+/// Skips heartbeats, and the audience list that follows every snapshot,
+/// only: the next real event.
 pub async fn next_change(feed: &mut Receiver<StoreEvent>) -> StoreEvent {
-    wait_for(feed, "a change", |e| !matches!(e, StoreEvent::Heard(_))).await
+    wait_for(feed, "a change", |e| {
+        !matches!(e, StoreEvent::Heard(_) | StoreEvent::AudiencesReplaced(_))
+    })
+    .await
+}
+
+/// A registered audience `name` (revision 1) in `prod`, data class `internal`.
+pub fn audience(name: &str) -> mayfly::audience::AudienceRecord {
+    mayfly::audience::AudienceSpec {
+        owner: Some("team@example.org".into()),
+        environment: Some("prod".into()),
+        data_class: Some("internal".into()),
+        description: None,
+    }
+    .create(name, &mayfly::audience::DataClasses::default(), NOW)
+    .unwrap()
 }

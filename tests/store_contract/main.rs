@@ -20,6 +20,7 @@ mod harness;
 #[path = "../common/redis.rs"]
 mod redis_support;
 
+mod audiences;
 mod entries;
 mod join_tokens;
 mod one_time;
@@ -82,4 +83,6 @@ contract! {
     replicas::replicas_are_live_until_keep_until,
     replicas::subscribers_start_from_the_stored_state,
     replicas::describe_names_the_store,
+    audiences::audience_crud_round_trip,
+    audiences::audience_changes_reach_subscribers,
 }

@@ -32,6 +32,25 @@ impl Store for DownStore {
     async fn delete_entry(&self, _: &EntryId) -> Result<Entry, StoreError> {
         Err(down())
     }
+    async fn list_audiences(&self) -> Result<Vec<crate::audience::AudienceRecord>, StoreError> {
+        Err(down())
+    }
+    async fn create_audience(&self, _: &crate::audience::AudienceRecord) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn update_audience(
+        &self,
+        _: &crate::audience::AudienceRecord,
+        _: u64,
+    ) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn delete_audience(
+        &self,
+        _: &str,
+    ) -> Result<crate::audience::AudienceRecord, StoreError> {
+        Err(down())
+    }
     async fn insert_join_token(&self, _: &JoinTokenRecord) -> Result<(), StoreError> {
         Err(down())
     }

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{RedisStore, StoreError, StoreEvent};
+use crate::audience::AudienceRecord;
 use crate::policy::{Entry, EntryId};
 use mayfly_sdk::revocation::Revocation;
 
@@ -27,6 +28,8 @@ pub(super) enum WireEvent {
     RevocationPut { revocation: Revocation },
     RevocationDeleted { key: String },
     ReplicasChanged,
+    AudienceUpserted { audience: AudienceRecord },
+    AudienceDeleted { name: String },
 }
 
 impl From<WireEvent> for StoreEvent {
@@ -37,6 +40,8 @@ impl From<WireEvent> for StoreEvent {
             WireEvent::RevocationPut { revocation } => StoreEvent::RevocationPut(revocation),
             WireEvent::RevocationDeleted { key } => StoreEvent::RevocationDeleted(key),
             WireEvent::ReplicasChanged => StoreEvent::ReplicasChanged,
+            WireEvent::AudienceUpserted { audience } => StoreEvent::AudienceUpserted(audience),
+            WireEvent::AudienceDeleted { name } => StoreEvent::AudienceDeleted(name),
         }
     }
 }

@@ -15,7 +15,11 @@ use tokio_stream::StreamExt as _;
 use super::codec::decode_message;
 use super::connection::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use super::{RedisStore, StoreError, StoreEvent};
+use crate::audience::AudienceRecord;
 use crate::policy::Entry;
+
+/// What a resync reads: entries, revocations, audiences and the version.
+type Snapshot = (Vec<Entry>, Vec<Revocation>, Vec<AudienceRecord>, u64);
 
 /// The shortest poll interval accepted.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -38,16 +42,24 @@ impl RedisStore {
         self
     }
 
-    /// The entries, revocations and version, read in one transaction.
-    async fn snapshot(&self) -> Result<(Vec<Entry>, Vec<Revocation>, u64), StoreError> {
+    /// The entries, revocations, audiences and version, read in one
+    /// transaction.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut connection = self.commands.clone();
         type Rows = Vec<(String, String)>;
-        let (mut entries, mut revocations, version): (Rows, Rows, Option<u64>) = redis::pipe()
+        let (mut entries, mut revocations, mut audiences, version): (
+            Rows,
+            Rows,
+            Rows,
+            Option<u64>,
+        ) = redis::pipe()
             .atomic()
             .cmd("HGETALL")
             .arg(&self.names.entries)
             .cmd("HGETALL")
             .arg(&self.names.revocations)
+            .cmd("HGETALL")
+            .arg(&self.names.audiences)
             .cmd("GET")
             .arg(&self.names.version)
             .query_async(&mut connection)
@@ -63,7 +75,12 @@ impl RedisStore {
             .iter()
             .map(|(key, json)| self.decode("revocation", key, json))
             .collect::<Result<_, _>>()?;
-        Ok((entries, revocations, version.unwrap_or(0)))
+        audiences.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let audiences = audiences
+            .iter()
+            .map(|(name, json)| self.decode("audience", name, json))
+            .collect::<Result<_, _>>()?;
+        Ok((entries, revocations, audiences, version.unwrap_or(0)))
     }
 
     /// The change counter.
@@ -193,7 +210,7 @@ impl Feed {
     /// Sends the whole state, then a heartbeat.
     async fn resync(&mut self) -> Result<(), End> {
         let heard_at = now_millis();
-        let (entries, revocations, version) = self
+        let (entries, revocations, audiences, version) = self
             .store
             .snapshot()
             .await
@@ -203,6 +220,7 @@ impl Feed {
             revocations,
         })
         .await?;
+        self.send(StoreEvent::AudiencesReplaced(audiences)).await?;
         self.last_version = version;
         self.send(StoreEvent::Heard(heard_at)).await
     }

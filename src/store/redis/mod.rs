@@ -28,14 +28,16 @@ use self::codec::{
     WireEvent, decode_challenge, encode, encode_challenge, event_json, garbage_after_ms,
 };
 use self::scripts::{
-    CREATE_ENTRY, DELETE_ENTRY, DELETE_REVOCATION, FORGET_REPLICAS, INSERT_JOIN_TOKEN,
-    PRUNE_REVOCATIONS, PUBLISH_REPLICA, PUT_REVOCATION, RECORD_USAGE, REDEEM_JOIN_TOKEN,
-    REVOCATIONS_AFTER, UPDATE_ENTRY, USE_ONCE, status,
+    CREATE_AUDIENCE, CREATE_ENTRY, DELETE_AUDIENCE, DELETE_ENTRY, DELETE_REVOCATION,
+    FORGET_REPLICAS, INSERT_JOIN_TOKEN, PRUNE_REVOCATIONS, PUBLISH_REPLICA, PUT_REVOCATION,
+    RECORD_USAGE, REDEEM_JOIN_TOKEN, REVOCATIONS_AFTER, UPDATE_AUDIENCE, UPDATE_ENTRY, USE_ONCE,
+    status,
 };
 use super::{
     AuditAnchorRecord, RedeemError, ReplicaRecord, Store, StoreError, StoreEvent, UsageRecord,
 };
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
+use crate::audience::AudienceRecord;
 use crate::policy::{Entry, EntryId};
 
 /// A replica record dead for this long is deleted by
@@ -83,6 +85,7 @@ const REPLICA_GRACE_SECONDS: i64 = 60 * 60;
 /// | `{prefix}:challenge:{id}` | string | `expires_at` (8 bytes, big-endian), then the nonce |
 /// | `{prefix}:revocations` | hash | `kind:value` → [`Revocation`] JSON |
 /// | `{prefix}:revocation_keys` | sorted set | every `kind:value`, score 0: the key order a listing pages through (rebuilt from the hash when it holds fewer); about 120 bytes a revocation |
+/// | `{prefix}:audiences` | hash | audience name → [`AudienceRecord`] JSON |
 /// | `{prefix}:replicas` | hash | replica id → [`ReplicaRecord`] JSON |
 /// | `{prefix}:audit` | hash | replica id → [`AuditAnchorRecord`] JSON: its latest signed audit checkpoint and key hand-overs (the audit witness) |
 /// | `{prefix}:version` | string | the change counter (an integer) |
@@ -105,8 +108,12 @@ const REPLICA_GRACE_SECONDS: i64 = 60 * 60;
 /// where `event` is one of `{"type": "entry_upserted", "entry": Entry}`,
 /// `{"type": "entry_deleted", "id": "<entry id>"}`,
 /// `{"type": "revocation_put", "revocation": Revocation}`,
-/// `{"type": "revocation_deleted", "key": "<kind:value>"}` or
-/// `{"type": "replicas_changed"}`.
+/// `{"type": "revocation_deleted", "key": "<kind:value>"}`,
+/// `{"type": "audience_upserted", "audience": AudienceRecord}`,
+/// `{"type": "audience_deleted", "name": "<audience>"}` or
+/// `{"type": "replicas_changed"}`. Every snapshot (step 1 below) also
+/// reads every audience and sends them as [`StoreEvent::AudiencesReplaced`]
+/// right after [`StoreEvent::Snapshot`].
 ///
 /// [`RedisStore::subscribe`] turns that into [`StoreEvent`]s. It spawns a
 /// task on the current Tokio runtime (called outside one, the receiver gets
@@ -170,6 +177,7 @@ struct Names {
     revocation_keys: String,
     replicas: String,
     audit: String,
+    audiences: String,
     version: String,
     events: String,
 }
@@ -187,6 +195,7 @@ impl Names {
             revocation_keys: key("revocation_keys"),
             replicas: key("replicas"),
             audit: key("audit"),
+            audiences: key("audiences"),
             version: key("version"),
             events: key("events"),
             server,
@@ -687,6 +696,102 @@ impl Store for RedisStore {
             .transpose()
     }
 
+    async fn list_audiences(&self) -> Result<Vec<AudienceRecord>, StoreError> {
+        let mut rows = self.hash_entries(&self.names.audiences).await?;
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rows.iter()
+            .map(|(name, json)| self.decode("audience", name, json))
+            .collect()
+    }
+
+    async fn create_audience(&self, record: &AudienceRecord) -> Result<(), StoreError> {
+        let name = record.name.as_str();
+        let event = WireEvent::AudienceUpserted {
+            audience: record.clone(),
+        };
+        let reply: Vec<String> = self
+            .invoke(
+                CREATE_AUDIENCE
+                    .key(&self.names.audiences)
+                    .key(&self.names.version)
+                    .arg(&self.names.events)
+                    .arg(name)
+                    .arg(encode("audience", name, record)?)
+                    .arg(event_json(&event)?),
+            )
+            .await?;
+        match status(&reply) {
+            ("ok", _) => Ok(()),
+            ("exists", _) => Err(StoreError::Conflict {
+                reason: format!("audience {name:?} already exists"),
+            }),
+            _ => Err(self.unexpected_reply("create audience", &reply)),
+        }
+    }
+
+    async fn update_audience(
+        &self,
+        record: &AudienceRecord,
+        expected_revision: u64,
+    ) -> Result<(), StoreError> {
+        let name = record.name.as_str();
+        if record.revision <= expected_revision {
+            return Err(StoreError::Internal {
+                reason: format!(
+                    "update of audience {name:?} to revision {} does not raise expected revision {expected_revision}",
+                    record.revision
+                ),
+            });
+        }
+        let event = WireEvent::AudienceUpserted {
+            audience: record.clone(),
+        };
+        let reply: Vec<String> = self
+            .invoke(
+                UPDATE_AUDIENCE
+                    .key(&self.names.audiences)
+                    .key(&self.names.version)
+                    .arg(&self.names.events)
+                    .arg(name)
+                    .arg(expected_revision)
+                    .arg(encode("audience", name, record)?)
+                    .arg(event_json(&event)?),
+            )
+            .await?;
+        match status(&reply) {
+            ("ok", _) => Ok(()),
+            ("missing", _) => Err(audience_not_found(name)),
+            ("corrupt", _) => Err(self.corrupt("audience", name)),
+            ("stale", Some(stored)) => Err(StoreError::Conflict {
+                reason: format!(
+                    "audience {name:?} is at revision {stored}, not {expected_revision}; it changed since it was read"
+                ),
+            }),
+            _ => Err(self.unexpected_reply("update audience", &reply)),
+        }
+    }
+
+    async fn delete_audience(&self, name: &str) -> Result<AudienceRecord, StoreError> {
+        let event = WireEvent::AudienceDeleted {
+            name: name.to_owned(),
+        };
+        let reply: Vec<String> = self
+            .invoke(
+                DELETE_AUDIENCE
+                    .key(&self.names.audiences)
+                    .key(&self.names.version)
+                    .arg(&self.names.events)
+                    .arg(name)
+                    .arg(event_json(&event)?),
+            )
+            .await?;
+        match status(&reply) {
+            ("ok", Some(stored)) => self.decode("audience", name, stored),
+            ("missing", _) => Err(audience_not_found(name)),
+            _ => Err(self.unexpected_reply("delete audience", &reply)),
+        }
+    }
+
     fn describe(&self) -> String {
         format!("redis {} (prefix {})", self.names.server, self.names.prefix)
     }
@@ -731,5 +836,11 @@ impl RedisStore {
 fn entry_not_found(id: &EntryId) -> StoreError {
     StoreError::NotFound {
         what: format!("entry {id}"),
+    }
+}
+
+fn audience_not_found(name: &str) -> StoreError {
+    StoreError::NotFound {
+        what: format!("audience {name:?}"),
     }
 }

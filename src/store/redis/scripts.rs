@@ -342,3 +342,48 @@ pub(super) fn status(reply: &[String]) -> (&str, Option<&str>) {
         reply.get(1).map(String::as_str),
     )
 }
+
+/// KEYS: audiences, version. ARGV: channel, name, record JSON, event JSON.
+pub(super) static CREATE_AUDIENCE: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then return {'exists'} end
+publish(KEYS[2], ARGV[1], ARGV[4])
+return {'ok'}
+"#,
+    )
+});
+
+/// KEYS: audiences, version.
+/// ARGV: channel, name, expected revision, record JSON, event JSON.
+pub(super) static UPDATE_AUDIENCE: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+local stored = redis.call('HGET', KEYS[1], ARGV[2])
+if not stored then return {'missing'} end
+local ok, old = pcall(cjson.decode, stored)
+if not ok or type(old) ~= 'table' or type(old.revision) ~= 'number' then
+  return {'corrupt'}
+end
+if old.revision ~= tonumber(ARGV[3]) then
+  return {'stale', string.format('%d', old.revision)}
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
+publish(KEYS[2], ARGV[1], ARGV[5])
+return {'ok'}
+"#,
+    )
+});
+
+/// KEYS: audiences, version. ARGV: channel, name, event JSON.
+pub(super) static DELETE_AUDIENCE: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+local stored = redis.call('HGET', KEYS[1], ARGV[2])
+if not stored then return {'missing'} end
+redis.call('HDEL', KEYS[1], ARGV[2])
+publish(KEYS[2], ARGV[1], ARGV[3])
+return {'ok', stored}
+"#,
+    )
+});
