@@ -15,6 +15,10 @@ use mayfly_sdk::revocation::Revocation;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
+mod audiences;
+
+pub use audiences::audience_to_proto;
+
 use super::bundle::BundlePublisher;
 use super::paging::{self, ListError, Listing, PageRequest, PageTokenError, Unpaged};
 use crate::attest::Attestors;
@@ -113,6 +117,7 @@ impl AdminService {
             .collect();
         proto.x509_mint_count = usage.x509.mint_count;
         proto.x509_last_minted_at = usage.x509.last_minted_at;
+        proto.unregistered_audiences = self.inner.audiences.unregistered_of(entry);
         proto
     }
 
@@ -270,6 +275,7 @@ pub fn entry_to_proto(entry: &Entry, last_minted_at: i64, mint_count: u64) -> pb
         audience_usage: Vec::new(),
         x509_mint_count: 0,
         x509_last_minted_at: 0,
+        unregistered_audiences: Vec::new(),
     }
 }
 
@@ -311,6 +317,7 @@ impl Admin for AdminService {
             .attestors
             .check_entry_selectors(&entry.selectors)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check_entry_audiences(&entry)?;
         state.store.create_entry(&entry).await?;
         state.entries.upsert(entry.clone());
         self.audit(AuditEvent {
@@ -361,6 +368,7 @@ impl Admin for AdminService {
             .attestors
             .check_entry_selectors(&updated.selectors)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check_entry_audiences(&updated)?;
         state.store.update_entry(&updated, current.revision).await?;
         state.entries.upsert(updated.clone());
         self.audit(AuditEvent {
@@ -764,6 +772,42 @@ impl Admin for AdminService {
             entries,
             deleted: request.confirm,
         }))
+    }
+
+    async fn create_audience(
+        &self,
+        request: Request<pb::CreateAudienceRequest>,
+    ) -> Result<Response<pb::Audience>, Status> {
+        self.audience_create(request).await
+    }
+
+    async fn list_audiences(
+        &self,
+        _request: Request<pb::ListAudiencesRequest>,
+    ) -> Result<Response<pb::ListAudiencesResponse>, Status> {
+        Ok(Response::new(self.audience_list()))
+    }
+
+    async fn get_audience(
+        &self,
+        request: Request<pb::GetAudienceRequest>,
+    ) -> Result<Response<pb::Audience>, Status> {
+        self.audience_get(&request.into_inner().name)
+            .map(Response::new)
+    }
+
+    async fn update_audience(
+        &self,
+        request: Request<pb::UpdateAudienceRequest>,
+    ) -> Result<Response<pb::Audience>, Status> {
+        self.audience_update(request).await
+    }
+
+    async fn delete_audience(
+        &self,
+        request: Request<pb::DeleteAudienceRequest>,
+    ) -> Result<Response<pb::DeleteAudienceResponse>, Status> {
+        self.audience_delete(request).await
     }
 
     async fn list_revocations(

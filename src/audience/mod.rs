@@ -183,15 +183,15 @@ pub enum AudienceError {
         /// The name.
         name: String,
     },
-    /// The stored revision is not the one the caller read.
-    #[error("audience {name:?} is at revision {stored}, not {expected}; read it again")]
+    /// The audience changed since the caller read it.
+    #[error(
+        "audience {name:?} changed since revision {expected} was read; read it again (`mayfly audience list`)"
+    )]
     Stale {
         /// The name.
         name: String,
-        /// The revision the caller expected.
+        /// The revision the caller read.
         expected: u64,
-        /// The revision stored.
-        stored: u64,
     },
 }
 

@@ -100,6 +100,11 @@ pub static ADMIN_SERVICE: RpcService = RpcService {
         "PurgeEntries",
         "OwnerDigests",
         "TestAlert",
+        "CreateAudience",
+        "ListAudiences",
+        "GetAudience",
+        "UpdateAudience",
+        "DeleteAudience",
     ],
 };
 
