@@ -23,6 +23,7 @@
 
 mod agent;
 mod alerts;
+mod audience;
 mod audit_export;
 mod audit_key;
 mod audit_log;
@@ -174,6 +175,9 @@ pub enum Command {
     /// Load-test a broker: throughput and latency of each path against the raw ES256 limit.
     #[command(after_help = bench::BENCH_EXAMPLES)]
     Bench(bench::BenchArgs),
+    /// Register the audiences JWT-SVIDs are for (owner, environment, data class).
+    #[command(subcommand)]
+    Audience(audience::AudienceCommand),
 }
 
 const SERVER_EXAMPLES: &str = "\
@@ -351,6 +355,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => status::run(&ctx, args).await.map(|()| ExitCode::SUCCESS),
         Command::Agent(args) => return agent::run(&cli.global, args).await,
         Command::Bench(args) => return bench::run(&cli.global, args).await,
+        Command::Audience(command) => audience::run(&ctx, command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
