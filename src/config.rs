@@ -74,6 +74,12 @@
 //! on_dormant = "disable"           # or "report" (default): log and audit once
 //! on_review_overdue = "report"     # or "disable"
 //! on_expired = "report"            # or "disable"
+//! data_classes = ["none", "internal", "confidential", "phi"]  # lowest first
+//! require_registered_audiences = false  # true: JWT-SVIDs only for `mayfly audience create`d
+//!
+//! # Claims for relying parties that enforce governance themselves.
+//! [jwt]
+//! governance_claims = false        # true: JWT-SVIDs carry mayfly_env and mayfly_data_class
 //!
 //! # Alerts for people: the owners' digest by webhook (docs/operations.md, "Alerts").
 //! [alerts]
@@ -424,6 +430,10 @@ pub struct Config {
     pub governance: GovernanceConfig,
     /// Alerts for people: the webhook and the owners' digest.
     pub alerts: AlertsConfig,
+    /// `[jwt] governance_claims`: JWT-SVIDs carry `mayfly_env` and
+    /// `mayfly_data_class` (the entry's environment and data class), for
+    /// relying parties that enforce them themselves. Default false.
+    pub jwt_governance_claims: bool,
 }
 
 /// Where the audit log's signing key lives, how long one key signs, and
@@ -581,6 +591,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             governance: GovernanceConfig::default(),
             alerts: AlertsConfig::default(),
+            jwt_governance_claims: false,
         }
     }
 }
@@ -622,6 +633,15 @@ struct FileConfig {
     governance: governance::FileGovernance,
     #[serde(default)]
     alerts: alerts::FileAlerts,
+    #[serde(default)]
+    jwt: FileJwt,
+}
+
+/// `[jwt]` as written in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJwt {
+    governance_claims: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -873,6 +893,9 @@ impl Config {
         self.audit.apply_anchor_sinks(&file.audit)?;
         self.governance.apply_file(&file.governance)?;
         self.alerts.apply_file(&file.alerts)?;
+        if let Some(on) = file.jwt.governance_claims {
+            self.jwt_governance_claims = on;
+        }
         if let Some(url) = &file.store.url {
             self.store = parse_store("store.url", url, file.store.prefix.as_deref())?;
         } else if file.store.prefix.is_some() {

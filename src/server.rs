@@ -638,7 +638,8 @@ impl Core {
                 metrics: telemetry.metrics().clone(),
             })?
             .with_ttl_caps(config.ttl.jwt_max, config.ttl.x509_max)
-            .with_audiences(parts.audiences.clone(), config.governance.audience_policy()),
+            .with_audiences(parts.audiences.clone(), config.governance.audience_policy())
+            .with_governance_claims(config.jwt_governance_claims),
         );
         let rotation = Arc::new(Rotation::new(
             ca.clone(),

@@ -382,6 +382,32 @@ async fn required_registration_refuses_unregistered_audiences() {
     lenient.mint(&svid, "unknown", 0).await.unwrap();
 }
 
+#[tokio::test]
+async fn governance_claims_are_in_jwt_svids_only_when_configured() {
+    let on = TestBroker::start_on_manual_clock(|config| config.jwt_governance_claims = true).await;
+    let off = TestBroker::start_on_manual_clock(|_| {}).await;
+    for (broker, expected) in [(&on, true), (&off, false)] {
+        let (_, svid) = broker.enrolled("/billing/api", &["ledger"]).await;
+        let minted = broker.mint(&svid, "ledger", 0).await.unwrap();
+        let (status, jwks) = broker.http_get("/keys").await;
+        assert_eq!(status, 200, "{jwks}");
+        // jwt-simple, an independent JOSE implementation, verifies the
+        // signature and reads every claim.
+        let claims = common::jwt_simple_claims(&jwks, &minted.token, "ledger", None).unwrap();
+        assert_eq!(claims["sub"], minted.spiffe_id, "{claims}");
+        if expected {
+            assert_eq!(claims["mayfly_env"], "test", "{claims}");
+            assert_eq!(claims["mayfly_data_class"], "phi", "{claims}");
+        } else {
+            assert!(claims.get("mayfly_env").is_none(), "{claims}");
+            assert!(claims.get("mayfly_data_class").is_none(), "{claims}");
+        }
+        // A reused (cached) token is the same one, claims and all.
+        let again = broker.mint(&svid, "ledger", 0).await.unwrap();
+        assert_eq!(again.token, minted.token);
+    }
+}
+
 /// A broker replica on the shared Redis store.
 async fn replica(
     dir: &Path,

@@ -96,6 +96,18 @@ struct Claims<'a> {
     jti: &'a str,
 }
 
+/// The claims [`JwtSigner::sign_with_claims`] sets itself.
+const REGISTERED_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti"];
+
+/// [`Claims`] and extra string claims.
+#[derive(Serialize)]
+struct WithExtra<'a> {
+    #[serde(flatten)]
+    base: Claims<'a>,
+    #[serde(flatten)]
+    extra: std::collections::BTreeMap<&'a str, &'a str>,
+}
+
 impl JwtSigner {
     /// Builds a signer from a P-256 key.
     ///
@@ -176,6 +188,26 @@ impl JwtSigner {
         issued_at: i64,
         expires_at: i64,
     ) -> Result<SignedJwt, CaError> {
+        self.sign_with_claims(issuer, subject, audience, issued_at, expires_at, &[])
+    }
+
+    /// Like [`sign_with_issuer`](Self::sign_with_issuer), with `extra` string claims
+    /// added (the JWT-SVID format allows claims beyond the required ones). An extra
+    /// claim may not replace a registered one (`iss`, `sub`, `aud`, `exp`, `iat`,
+    /// `nbf`, `jti`) or appear twice.
+    ///
+    /// # Errors
+    /// As [`sign`](Self::sign); [`CaError::Internal`] for an extra claim name that is
+    /// registered or repeated (a caller's bug).
+    pub fn sign_with_claims(
+        &self,
+        issuer: Option<&str>,
+        subject: &SpiffeId,
+        audience: &Audience,
+        issued_at: i64,
+        expires_at: i64,
+        extra: &[(&str, &str)],
+    ) -> Result<SignedJwt, CaError> {
         if expires_at <= issued_at {
             return Err(CaError::InvalidTokenLifetime {
                 issued_at,
@@ -183,14 +215,28 @@ impl JwtSigner {
             });
         }
         let jti = random_jti()?;
-        let claims = serde_json::to_vec(&Claims {
+        let base = Claims {
             iss: issuer,
             sub: subject.as_str(),
             aud: audience.as_str(),
             exp: expires_at,
             iat: issued_at,
             jti: &jti,
-        })
+        };
+        let claims = if extra.is_empty() {
+            serde_json::to_vec(&base)
+        } else {
+            let mut map = std::collections::BTreeMap::new();
+            for (name, value) in extra {
+                if REGISTERED_CLAIMS.contains(name) || map.insert(*name, *value).is_some() {
+                    return Err(CaError::internal(
+                        "adding JWT claims",
+                        format!("claim {name:?} is registered or given twice"),
+                    ));
+                }
+            }
+            serde_json::to_vec(&WithExtra { base, extra: map })
+        }
         .map_err(|e| CaError::internal("encoding JWT claims", e))?;
         // header "." claims "." signature; a 64-byte signature takes 86 characters.
         let capacity = self.encoded_header.len() + claims.len().div_ceil(3) * 4 + 88;
@@ -300,6 +346,40 @@ mod tests {
             signer.sign_with_issuer(Some(issuer), &subject, &audience, 200, 200),
             Err(CaError::InvalidTokenLifetime { .. })
         ));
+    }
+
+    #[test]
+    fn extra_claims_are_added_but_never_replace_registered_ones() {
+        let signer = JwtSigner::new(&SigningKey::generate().unwrap()).unwrap();
+        let subject = SpiffeId::parse("spiffe://example.org/billing").unwrap();
+        let audience = Audience::new("payments").unwrap();
+        let signed = signer
+            .sign_with_claims(
+                None,
+                &subject,
+                &audience,
+                100,
+                200,
+                &[("mayfly_env", "prod"), ("mayfly_data_class", "phi")],
+            )
+            .unwrap();
+        let claims = claims_of(&signed.token);
+        assert_eq!(claims["mayfly_env"], "prod");
+        assert_eq!(claims["mayfly_data_class"], "phi");
+        assert_eq!(claims["sub"], subject.as_str());
+        assert_eq!(claims.as_object().unwrap().len(), 7);
+        for bad in [
+            &[("sub", "spiffe://example.org/other")][..],
+            &[("a", "1"), ("a", "2")],
+        ] {
+            assert!(
+                matches!(
+                    signer.sign_with_claims(None, &subject, &audience, 100, 200, bad),
+                    Err(CaError::Internal { .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

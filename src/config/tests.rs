@@ -387,3 +387,20 @@ fn audit_anchor_sinks_that_cannot_be_used_are_refused_by_name() {
     )
     .unwrap();
 }
+
+#[test]
+fn governance_claims_are_off_by_default_and_read_from_the_jwt_section() {
+    let defaults = load_text("", HashMap::new()).unwrap();
+    assert!(!defaults.jwt_governance_claims);
+    let on = load_text("[jwt]\ngoverness = true\n", HashMap::new());
+    assert!(on.is_err(), "unknown keys are refused");
+    let on = load_text("[jwt]\ngovernance_claims = true\n", HashMap::new()).unwrap();
+    assert!(on.jwt_governance_claims);
+    let audiences = load_text(
+        "[governance]\nrequire_registered_audiences = true\ndata_classes = [\"low\", \"high\"]\n",
+        HashMap::new(),
+    )
+    .unwrap();
+    assert!(audiences.governance.require_registered_audiences);
+    assert_eq!(audiences.governance.data_classes.rank("high"), Some(1));
+}

@@ -11,7 +11,9 @@
 //!
 //! The key carries the entry's revision, so a token minted under an entry's
 //! old settings is never served after an update, and the requested TTL, so
-//! that a caller asking for a short-lived token never gets a longer one.
+//! that a caller asking for a short-lived token never gets a longer one,
+//! and whether the token carries the governance claims, so that tokens with
+//! and without them are never mixed.
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,6 +40,9 @@ pub struct JwtCacheKey {
     audience: Audience,
     /// The TTL the caller asked for; `None` for the entry's.
     ttl_seconds: Option<u64>,
+    /// Whether the token carries the governance claims (`[jwt]
+    /// governance_claims`): tokens with and without never share a key.
+    governance_claims: bool,
 }
 
 impl JwtCacheKey {
@@ -48,7 +53,16 @@ impl JwtCacheKey {
             revision: entry.revision,
             audience: audience.clone(),
             ttl_seconds: ttl.map(|ttl| ttl.as_secs()),
+            governance_claims: false,
         }
+    }
+
+    /// The same key for a token with (`true`) or without the governance
+    /// claims.
+    #[must_use]
+    pub fn with_governance_claims(mut self, on: bool) -> Self {
+        self.governance_claims = on;
+        self
     }
 }
 
@@ -211,6 +225,7 @@ mod tests {
             revision,
             audience: Audience::new(audience).unwrap(),
             ttl_seconds: ttl,
+            governance_claims: false,
         }
     }
 
@@ -287,6 +302,7 @@ mod tests {
             key(ENTRY, 2, "db", None),
             key(ENTRY, 1, "cache", None),
             key(ENTRY, 1, "db", Some(60)),
+            key(ENTRY, 1, "db", None).with_governance_claims(true),
         ] {
             assert!(cache.reusable(&other, "k", 1_000).is_none(), "{other:?}");
         }

@@ -47,6 +47,14 @@ pub use jwt_cache::{CachedJwt, JwtCacheKey, JwtSvidCache};
 pub use usage::{Minted, UsageDetail, UsageTracker};
 pub use verified::VerifiedTokens;
 
+/// The JWT-SVID claim holding the entry's environment, with `[jwt]
+/// governance_claims` (a private claim name, prefixed so that it cannot
+/// collide with a registered or SPIFFE one).
+pub const GOVERNANCE_ENV_CLAIM: &str = "mayfly_env";
+/// The JWT-SVID claim holding the entry's data class, with `[jwt]
+/// governance_claims`.
+pub const GOVERNANCE_CLASS_CLAIM: &str = "mayfly_data_class";
+
 /// A caller authenticated by the X509-SVID it presented over mTLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -143,6 +151,8 @@ pub struct Minter {
     /// The registered audiences and what is enforced about them.
     audiences: Arc<AudienceIndex>,
     audience_policy: AudiencePolicy,
+    /// Whether JWT-SVIDs carry `mayfly_env` and `mayfly_data_class`.
+    governance_claims: bool,
 }
 
 impl Minter {
@@ -189,7 +199,17 @@ impl Minter {
             metrics,
             audiences: Arc::new(AudienceIndex::default()),
             audience_policy: AudiencePolicy::default(),
+            governance_claims: false,
         })
+    }
+
+    /// With `on`, every JWT-SVID carries the entry's environment
+    /// (`mayfly_env`) and data class (`mayfly_data_class`), for relying
+    /// parties that enforce them themselves (`[jwt] governance_claims`).
+    #[must_use]
+    pub fn with_governance_claims(mut self, on: bool) -> Self {
+        self.governance_claims = on;
+        self
     }
 
     /// Enforces the audience registry on every JWT-SVID mint (cached tokens
@@ -803,7 +823,9 @@ impl Minter {
             self.jwt_lifetime(entry, ttl)?
         };
         let signer = self.ca.jwt_signer();
-        let key = (!entry.unique_jti).then(|| JwtCacheKey::new(entry, audience, ttl));
+        let key = (!entry.unique_jti).then(|| {
+            JwtCacheKey::new(entry, audience, ttl).with_governance_claims(self.governance_claims)
+        });
         let reused = match &key {
             Some(key) => {
                 let reused = self.reusable_jwt(key, entry, signer.key_id(), now)?;
@@ -821,12 +843,22 @@ impl Minter {
                 let expires_at = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
                 let _sign = mayfly_telemetry::stage("mint.sign").entered();
                 let started = Instant::now();
-                let signed = signer.sign_with_issuer(
+                let governance = [
+                    (GOVERNANCE_ENV_CLAIM, entry.environment.as_str()),
+                    (GOVERNANCE_CLASS_CLAIM, entry.data_class.as_str()),
+                ];
+                let extra: &[(&str, &str)] = if self.governance_claims {
+                    &governance
+                } else {
+                    &[]
+                };
+                let signed = signer.sign_with_claims(
                     self.issuer.get().map(|issuer| &**issuer),
                     &entry.spiffe_id,
                     audience,
                     now,
                     expires_at,
+                    extra,
                 )?;
                 self.metrics.signed("jwt", started.elapsed());
                 let jwt = Arc::new(CachedJwt {

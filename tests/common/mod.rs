@@ -518,6 +518,22 @@ pub fn jwt_simple_verify_with_issuer(
     audience: &str,
     issuer: Option<&str>,
 ) -> Result<String, String> {
+    let claims = jwt_simple_claims(jwks_json, token, audience, issuer)?;
+    claims["sub"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "no sub".to_owned())
+}
+
+/// Every claim of a JWT that jwt-simple verified as
+/// [`jwt_simple_verify_with_issuer`] does, as JSON (the registered claims
+/// and any others, e.g. the governance claims).
+pub fn jwt_simple_claims(
+    jwks_json: &str,
+    token: &str,
+    audience: &str,
+    issuer: Option<&str>,
+) -> Result<serde_json::Value, String> {
     use base64::Engine;
     use jwt_simple::prelude::*;
     let metadata = Token::decode_metadata(token).map_err(|e| e.to_string())?;
@@ -548,9 +564,9 @@ pub fn jwt_simple_verify_with_issuer(
         ..VerificationOptions::default()
     };
     let claims = key
-        .verify_token::<NoCustomClaims>(token, Some(options))
+        .verify_token::<serde_json::Map<String, serde_json::Value>>(token, Some(options))
         .map_err(|e| e.to_string())?;
-    claims.subject.ok_or_else(|| "no sub".to_owned())
+    serde_json::to_value(&claims).map_err(|e| e.to_string())
 }
 
 pub fn read_audit(dir: &Path) -> String {
