@@ -2,8 +2,10 @@
 //! error codes and audit records), every refusal at JWT mint with its
 //! reason and audit record next to a positive control (a cached token
 //! included), `require_registered_audiences` on and off, entries that
-//! certainly conflict refused at create/update, and a second replica on
-//! Redis enforcing an audience registered on the first.
+//! certainly conflict refused at create/update, `mayfly audience …` through
+//! the binary, the optional governance claims (read by jwt-simple) on and
+//! off, and a second replica on Redis enforcing an audience registered on
+//! the first.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -245,6 +247,31 @@ async fn minting_refuses_other_environments_and_classes_above_clearance() {
         "{message}"
     );
 
+    // A clearance outside the order fails closed at mint, naming the fix
+    // (the entry got it before the audience was registered).
+    let (odd, odd_svid) = broker.enrolled("/odd", &["late"]).await;
+    let secret = pb::EntrySpec {
+        data_class: Some("secret".into()),
+        ..pb::EntrySpec::default()
+    };
+    broker.update_entry(&odd.id, secret).await.unwrap();
+    register(&mut admin, "late", "test", "none").await.unwrap();
+    let refused = broker.mint(&odd_svid, "late", 0).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("\"secret\"")
+            && refused.message().contains("add it there or fix the record"),
+        "{refused:?}"
+    );
+    assert_eq!(refused_mints(&broker.data_dir(), "late").len(), 1);
+    // Positive control: a clearance in the order.
+    let internal = pb::EntrySpec {
+        data_class: Some("internal".into()),
+        ..pb::EntrySpec::default()
+    };
+    broker.update_entry(&odd.id, internal).await.unwrap();
+    broker.mint(&odd_svid, "late", 0).await.unwrap();
+
     // Raising the audience's class refuses the cached token too.
     broker.mint(&svid, "same-env", 0).await.unwrap();
     admin
@@ -406,6 +433,89 @@ async fn governance_claims_are_in_jwt_svids_only_when_configured() {
         let again = broker.mint(&svid, "ledger", 0).await.unwrap();
         assert_eq!(again.token, minted.token);
     }
+}
+
+/// Runs the `mayfly` binary on `data_dir`'s admin socket.
+fn mayfly(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mayfly"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("MAYFLY_DATA_DIR")
+        .env_remove("MAYFLY_SERVER")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_lists_updates_and_deletes_audiences() {
+    let broker = TestBroker::start_on_manual_clock(|_| {}).await;
+    let dir = broker.data_dir();
+    let run = move |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || mayfly(&dir, args))
+    };
+    let created = run(&[
+        "audience",
+        "create",
+        "billing-api",
+        "--owner",
+        "team-billing",
+        "--environment",
+        "prod",
+        "--data-class",
+        "confidential",
+    ])
+    .await
+    .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let text = String::from_utf8(created.stdout).unwrap();
+    assert!(text.contains("registered: audience billing-api"), "{text}");
+
+    // A class outside the order: refused, naming the setting; no change.
+    let refused = run(&[
+        "audience",
+        "create",
+        "ledger",
+        "--owner",
+        "o",
+        "--environment",
+        "prod",
+        "--data-class",
+        "secret",
+    ])
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    assert!(stderr.contains("data_classes"), "{stderr}");
+
+    let updated = run(&["audience", "update", "billing-api", "--data-class", "phi"])
+        .await
+        .unwrap();
+    assert!(updated.status.success(), "{updated:?}");
+    let listed = run(&["audience", "list", "--json"]).await.unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(listed.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["name"], "billing-api");
+    assert_eq!(lines[0]["data_class"], "phi");
+    assert_eq!(lines[0]["revision"], 2);
+
+    let deleted = run(&["audience", "delete", "billing-api"]).await.unwrap();
+    assert!(deleted.status.success(), "{deleted:?}");
+    let again = run(&["audience", "delete", "billing-api"]).await.unwrap();
+    assert!(!again.status.success(), "{again:?}");
+    let table = run(&["audience", "list"]).await.unwrap();
+    assert_eq!(
+        String::from_utf8(table.stdout).unwrap(),
+        "no audiences registered\n"
+    );
 }
 
 /// A broker replica on the shared Redis store.
