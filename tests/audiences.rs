@@ -73,7 +73,7 @@ fn update(name: &str) -> pb::UpdateAudienceRequest {
 
 #[tokio::test]
 async fn audiences_are_managed_with_clear_codes_and_audited() {
-    let broker = TestBroker::start_on_manual_clock(|_| {}).await;
+    let mut broker = TestBroker::start_on_manual_clock(|_| {}).await;
     let mut admin = broker.admin().await;
     let created = register(&mut admin, "billing-api", "prod", "confidential")
         .await
@@ -187,6 +187,18 @@ async fn audiences_are_managed_with_clear_codes_and_audited() {
     let deletes = records(&dir, "audience.delete");
     assert_eq!(deletes.len(), 1, "{deletes:?}");
     assert_eq!(deletes[0]["audience"], "audit-sink");
+
+    // The registry is durable: a restarted broker loads it from its store.
+    broker.restart().await;
+    let listed = broker
+        .admin()
+        .await
+        .list_audiences(pb::ListAudiencesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .audiences;
+    assert_eq!(listed, [updated]);
 }
 
 #[tokio::test]
