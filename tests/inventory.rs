@@ -367,10 +367,90 @@ async fn the_json_and_csv_reports_show_every_state_and_usage() {
         .iter()
         .find(|l| l.contains(&spiffe_id("overdue")))
         .unwrap();
-    assert!(overdue.ends_with("review-overdue"), "{overdue}");
+    assert!(overdue.contains("  review-overdue  "), "{overdue}");
+    // Nothing is registered here: the last column flags the entry's audiences.
+    assert!(overdue.ends_with("orders"), "{overdue}");
 }
 
 /// The SPIFFE IDs a JSON report with `filters` lists, sorted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregistered_audiences_are_flagged_until_registered() {
+    let broker = TestBroker::start().await;
+    let spec = TestBroker::entry_spec("/billing/api", &["orders", "ledger"], &[]);
+    broker.create_entry_from(spec).await.unwrap();
+    let data_dir = broker.data_dir();
+    let report = |format: &'static str| {
+        let data_dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let output = Command::new(MAYFLY)
+                .args(["report", "inventory", "--format", format, "--data-dir"])
+                .arg(&data_dir)
+                .env_remove("MAYFLY_DATA_DIR")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            ok(&output)
+        })
+    };
+    let flags = |json: &str| -> (Vec<String>, Vec<(String, Value)>) {
+        let report: Value = serde_json::from_str(json).unwrap();
+        let identity = &report["identities"][0];
+        let registered = identity["audiences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["audience"].as_str().unwrap().to_owned(),
+                    a["registered"].clone(),
+                )
+            })
+            .collect();
+        (strings(&identity["unregistered_audiences"]), registered)
+    };
+    // Nothing is registered: both audiences are flagged, in JSON and CSV.
+    let (unregistered, registered) = flags(&report("json").await.unwrap());
+    assert_eq!(unregistered, ["ledger", "orders"]);
+    assert!(
+        registered.iter().all(|(_, r)| *r == Value::Bool(false)),
+        "{registered:?}"
+    );
+    let csv = python(PY_CSV, report("csv").await.unwrap().as_bytes());
+    let row = &csv["rows"][0];
+    assert_eq!(
+        row["spiffe_id"],
+        format!("spiffe://{TRUST_DOMAIN}/billing/api")
+    );
+    assert_eq!(row["unregistered_audiences"], "ledger;orders", "{csv}");
+
+    // Registering one takes its flag away; the other stays flagged.
+    broker
+        .admin()
+        .await
+        .create_audience(pb::CreateAudienceRequest {
+            name: "orders".into(),
+            owner: "team-orders".into(),
+            environment: "test".into(),
+            data_class: "internal".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    let (unregistered, registered) = flags(&report("json").await.unwrap());
+    assert_eq!(unregistered, ["ledger"]);
+    assert!(
+        registered.contains(&("orders".to_owned(), Value::Bool(true))),
+        "{registered:?}"
+    );
+    assert!(
+        registered.contains(&("ledger".to_owned(), Value::Bool(false))),
+        "{registered:?}"
+    );
+    let html = report("html").await.unwrap();
+    assert!(html.contains("ledger=0 (unregistered)"), "{html}");
+    assert!(!html.contains("orders=0 (unregistered)"), "{html}");
+}
+
 async fn listed(fleet: &Fleet, filters: &[&str]) -> Vec<String> {
     let mut args = vec!["report", "inventory", "--format", "json"];
     args.extend_from_slice(filters);
@@ -653,7 +733,10 @@ async fn the_html_report_renders_in_chromium_escaped_and_self_contained() {
     assert_eq!(counts["revoked"], "2");
     assert_eq!(counts["active"], "2");
     assert_eq!(counts["dormant"], "1");
-    assert_eq!(counts.len(), 7, "every state counted: {counts:?}");
+    // Every state, and the identities with an unregistered audience (all:
+    // nothing is registered here).
+    assert_eq!(counts.len(), 8, "every state counted: {counts:?}");
+    assert_eq!(counts["unregistered audience"], EXPECTED.len().to_string());
 
     // A screenshot: a PNG of the window's size with something drawn on it,
     // next to a blank page as the control of the blankness check.

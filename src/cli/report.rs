@@ -202,6 +202,8 @@ struct Identity {
     data_class: String,
     kinds: Vec<String>,
     audiences: Vec<AudienceRow>,
+    /// Audiences of the entry that are not registered (`mayfly audience create`).
+    unregistered_audiences: Vec<String>,
     parent_agent: Option<String>,
     created_at: String,
     expires_at: String,
@@ -219,6 +221,10 @@ struct Identity {
 #[derive(Debug, Clone, Serialize)]
 struct AudienceRow {
     audience: String,
+    /// Whether it is a registered audience (an entry's audience that is not
+    /// is flagged in every format); `None` for an audience the entry minted
+    /// for before it was taken off the entry, which the broker does not say.
+    registered: Option<bool>,
     mint_count: u64,
     last_minted_at: Option<String>,
 }
@@ -239,6 +245,7 @@ impl From<&Entry> for Identity {
                 let (mint_count, last) = used.remove(audience.as_str()).unwrap_or((0, 0));
                 AudienceRow {
                     audience: audience.clone(),
+                    registered: Some(!entry.unregistered_audiences.contains(audience)),
                     mint_count,
                     last_minted_at: optional_rfc3339(last),
                 }
@@ -248,6 +255,7 @@ impl From<&Entry> for Identity {
             used.into_iter()
                 .map(|(audience, (mint_count, last))| AudienceRow {
                     audience: audience.to_owned(),
+                    registered: None,
                     mint_count,
                     last_minted_at: optional_rfc3339(last),
                 }),
@@ -261,6 +269,7 @@ impl From<&Entry> for Identity {
             data_class: entry.data_class.clone(),
             kinds: entry.kinds.clone(),
             audiences,
+            unregistered_audiences: entry.unregistered_audiences.clone(),
             parent_agent: (!entry.parent_id.is_empty()).then(|| entry.parent_id.clone()),
             created_at: rfc3339(entry.created_at),
             expires_at: rfc3339(entry.expires_at),
@@ -285,10 +294,26 @@ impl Identity {
             .collect::<Vec<_>>()
             .join(";")
     }
+
+    /// Like [`audience_counts`](Self::audience_counts), each unregistered
+    /// audience marked, for a person.
+    fn audience_counts_flagged(&self) -> String {
+        self.audiences
+            .iter()
+            .map(|a| {
+                let flag = match a.registered {
+                    Some(false) => " (unregistered)",
+                    Some(true) | None => "",
+                };
+                format!("{}={}{flag}", a.audience, a.mint_count)
+            })
+            .collect::<Vec<_>>()
+            .join(";")
+    }
 }
 
 /// The CSV columns, in order.
-const CSV_HEADER: [&str; 18] = [
+const CSV_HEADER: [&str; 19] = [
     "id",
     "spiffe_id",
     "owner",
@@ -298,6 +323,7 @@ const CSV_HEADER: [&str; 18] = [
     "kinds",
     "audiences",
     "audience_mint_counts",
+    "unregistered_audiences",
     "parent_agent",
     "created_at",
     "expires_at",
@@ -348,6 +374,7 @@ td.num{text-align:right}
 .revoked,.disabled,.expired{background:#f3b4b4}
 .dormant,.review-overdue,.expiring{background:#f5dd9a}
 .active{background:#bfe3bf}
+.unregistered{background:#cfd8f0}
 @media print{body{margin:0}table{font-size:.7rem}th{background:#e8e8e8 !important}
  tr{page-break-inside:avoid}thead{display:table-header-group}}
 ";
@@ -366,6 +393,7 @@ impl Inventory {
             "LAST MINTED",
             "EXPIRES",
             "STATES",
+            "UNREGISTERED AUD",
         ]);
         for i in &self.identities {
             table.row([
@@ -377,6 +405,7 @@ impl Inventory {
                 i.last_minted_at.clone().unwrap_or_else(|| "never".into()),
                 i.expires_at.clone(),
                 i.states.join(","),
+                i.unregistered_audiences.join(","),
             ]);
         }
         table.render()
@@ -406,6 +435,7 @@ impl Inventory {
                 i.kinds.join(";"),
                 audiences.join(";"),
                 i.audience_counts(),
+                i.unregistered_audiences.join(";"),
                 i.parent_agent.clone().unwrap_or_default(),
                 i.created_at.clone(),
                 i.expires_at.clone(),
@@ -482,6 +512,16 @@ impl Inventory {
                 state.as_str()
             );
         }
+        let unregistered = self
+            .identities
+            .iter()
+            .filter(|i| !i.unregistered_audiences.is_empty())
+            .count();
+        let _ = writeln!(
+            out,
+            "<tr><td><span class=\"state unregistered\">unregistered audience</span></td>\
+             <td class=\"num\">{unregistered}</td></tr>"
+        );
         out.push_str("</tbody>\n</table>\n<h2>Identities</h2>\n");
         out.push_str("<table id=\"inventory\">\n<thead><tr>");
         for header in [
@@ -523,7 +563,7 @@ impl Inventory {
                 e(&i.environment),
                 e(&i.data_class),
                 e(&i.kinds.join(", ")),
-                e(&i.audience_counts().replace(';', "; ")),
+                e(&i.audience_counts_flagged().replace(';', "; ")),
                 e(i.parent_agent.as_deref().unwrap_or("")),
                 e(&i.created_at),
                 e(&i.expires_at),
