@@ -52,6 +52,13 @@ async fn pyjwt_verifies_jwt_svids_from_oidc_discovery_and_refuses_forgeries() {
     assert_eq!(json["aud"], AUDIENCE);
     assert_eq!(json["iss"], document["issuer"]);
     assert_eq!(json["issuer"], document["issuer"]);
+    // Governance claims are off by default: none in the token.
+    assert_eq!(
+        json["governance"],
+        serde_json::json!({}),
+        "{}",
+        run.transcript
+    );
     let checks: Vec<&str> = json["checks"]
         .as_array()
         .unwrap()
@@ -98,5 +105,46 @@ async fn pyjwt_verifies_jwt_svids_from_oidc_discovery_and_refuses_forgeries() {
             .contains("InvalidAudienceError"),
         "{}",
         refused.transcript
+    );
+}
+
+#[tokio::test]
+async fn pyjwt_reads_the_governance_claims_when_they_are_on() {
+    let Some(clients) = common::interop::clients_or_skip() else {
+        return;
+    };
+    let broker = TestBroker::start_on_manual_clock(|config| {
+        config.jwt_governance_claims = true;
+    })
+    .await;
+    let (_, svid) = broker.enrolled("/billing/api", &[AUDIENCE]).await;
+    let minted = broker.mint(&svid, AUDIENCE, 0).await.unwrap();
+    let discovery = format!(
+        "http://{}/.well-known/openid-configuration",
+        broker.server().http_addr()
+    );
+    let unused_socket = broker.data_dir().join("no.sock");
+    let run = clients
+        .run_python(
+            "oidc_relying_party.py",
+            &[
+                "--discovery",
+                &discovery,
+                "--token",
+                &minted.token,
+                "--audience",
+                AUDIENCE,
+            ],
+            &unused_socket,
+        )
+        .await;
+    assert!(run.success, "{}", run.transcript);
+    // The entry's environment and data class (tests/common's entry_spec),
+    // in a token PyJWT verified.
+    assert_eq!(
+        run.json["governance"],
+        serde_json::json!({"mayfly_env": "test", "mayfly_data_class": "phi"}),
+        "{}",
+        run.transcript
     );
 }

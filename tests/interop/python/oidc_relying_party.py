@@ -94,6 +94,13 @@ def main():
             aud=claims["aud"],
             iss=claims["iss"],
             kid=key.key_id,
+            # Mayfly's optional governance claims ([jwt] governance_claims),
+            # as a relying party that enforces them would read them.
+            governance={
+                name: claims[name]
+                for name in ("mayfly_env", "mayfly_data_class")
+                if name in claims
+            },
         )
         result["checks"].append("accepted")
 
