@@ -637,11 +637,10 @@ async fn owners(ctx: &Context, args: OwnersArgs) -> Result<(), CliError> {
         page_token = page.next_page_token;
     }
     if first && !args.json {
-        let whose = args
-            .owner
-            .as_deref()
-            .map_or_else(|| "no owner".to_owned(), |o| format!("{} has", clean(o)));
-        output::stderr_line(&format!("{whose} nothing to look at now"));
+        output::stderr_line(&match args.owner.as_deref() {
+            Some(owner) => format!("{} has nothing to look at now", clean(owner)),
+            None => "no owner has anything to look at now".to_owned(),
+        });
     }
     Ok(())
 }
