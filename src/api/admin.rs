@@ -202,6 +202,52 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// Refuses, and audits the refusal of, an entry that would put a
+    /// workload in another environment than its agent
+    /// ([`crate::policy::separation`]); `current` is `None` on create.
+    async fn check_separation(
+        &self,
+        current: Option<&Entry>,
+        next: &Entry,
+        action: &str,
+        actor: &str,
+    ) -> Result<(), Status> {
+        use crate::policy::separation::{check_registration, separation_relevant};
+        if !separation_relevant(current, next) {
+            return Ok(());
+        }
+        let Err(error) = check_registration(next, &self.inner.entries) else {
+            return Ok(());
+        };
+        let audited = self
+            .inner
+            .audit
+            .append(AuditEvent {
+                action: action.into(),
+                outcome: Outcome::Refused,
+                actor: actor.to_owned(),
+                entry_id: Some(next.id.to_string()),
+                spiffe_id: Some(next.spiffe_id.to_string()),
+                reason: Some(error.to_string()),
+                detail: Some(serde_json::json!({
+                    "rule": "environment_separation",
+                    "environment": &next.environment,
+                    "parent_id": &next.parent_id,
+                })),
+                ..AuditEvent::default()
+            })
+            .await;
+        if let Err(e) = audited {
+            tracing::error!(error = %e, "audit append failed");
+            return Err(Status::unavailable(
+                "audit log unavailable; the entry was not changed",
+            ));
+        }
+        Err((*error).into())
+    }
+}
+
 /// `PurgeEntries` only takes entries expired for at least a day.
 const PURGE_MIN_EXPIRED_FOR: u64 = 24 * 60 * 60;
 
@@ -318,6 +364,8 @@ impl Admin for AdminService {
             .check_entry_selectors(&entry.selectors)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.check_entry_audiences(&entry)?;
+        self.check_separation(None, &entry, "entry.create", &actor)
+            .await?;
         state.store.create_entry(&entry).await?;
         state.entries.upsert(entry.clone());
         self.audit(AuditEvent {
@@ -369,6 +417,8 @@ impl Admin for AdminService {
             .check_entry_selectors(&updated.selectors)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.check_entry_audiences(&updated)?;
+        self.check_separation(Some(&current), &updated, "entry.update", &actor)
+            .await?;
         state.store.update_entry(&updated, current.revision).await?;
         state.entries.upsert(updated.clone());
         self.audit(AuditEvent {

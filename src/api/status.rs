@@ -17,6 +17,7 @@ use mayfly_ca::{CaError, Fault};
 use crate::attest::AttestError;
 use crate::mint::MintError;
 use crate::policy::EntryError;
+use crate::policy::SeparationError;
 use crate::store::StoreError;
 
 /// What the caller is told about our own bug; the details are in the log.
@@ -123,6 +124,22 @@ pub(crate) fn alert_code(error: &crate::alert::AlertError) -> Code {
     match error {
         AlertError::QueueFull => Code::ResourceExhausted,
         AlertError::Stopped => Code::Unavailable,
+    }
+}
+
+impl From<SeparationError> for Status {
+    fn from(error: SeparationError) -> Self {
+        Status::new(separation_code(&error), error.to_string())
+    }
+}
+
+/// The status code of every separation error: an exhaustive match. The
+/// request is well formed; other entries' environments do not allow it.
+pub(crate) fn separation_code(error: &SeparationError) -> Code {
+    match error {
+        SeparationError::ParentEnvironment { .. } | SeparationError::ChildrenEnvironment { .. } => {
+            Code::FailedPrecondition
+        }
     }
 }
 
@@ -287,6 +304,43 @@ mod tests {
             seen.iter().all(|s| *s),
             "a variant has no example: {seen:?}"
         );
+    }
+
+    /// Every separation error is the operator's to fix, never INTERNAL.
+    #[test]
+    fn every_separation_error_has_its_code() {
+        use mayfly_sdk::SpiffeId;
+        let id = |p: &str| SpiffeId::parse(&format!("spiffe://example.org{p}")).unwrap();
+        let entry_id = || crate::policy::EntryId::parse("0123456789abcdef").unwrap();
+        let cases = [
+            SeparationError::ParentEnvironment {
+                entry_id: entry_id(),
+                spiffe_id: id("/w"),
+                environment: "prod".into(),
+                agent: id("/agent"),
+                agent_entry_id: entry_id(),
+                agent_environment: "test".into(),
+            },
+            SeparationError::ChildrenEnvironment {
+                agent_entry_id: entry_id(),
+                agent: id("/agent"),
+                environment: "test".into(),
+                count: 1,
+                examples: vec![(entry_id(), id("/w"), "prod".into())],
+            },
+        ];
+        let mut seen = [false; 2];
+        for error in cases {
+            seen[match &error {
+                SeparationError::ParentEnvironment { .. } => 0,
+                SeparationError::ChildrenEnvironment { .. } => 1,
+            }] = true;
+            let message = error.to_string();
+            let status = Status::from(error);
+            assert_eq!(status.code(), Code::FailedPrecondition, "{message}");
+            assert_eq!(status.message(), message, "the operator is told why");
+        }
+        assert!(seen.iter().all(|s| *s), "{seen:?}");
     }
 
     #[test]

@@ -153,6 +153,15 @@ pub enum AttestorConfigError {
         /// The longest accepted.
         max: Duration,
     },
+    /// An attestor configuration's `environments` pin is empty, holds
+    /// something that is not an environment, or names one twice.
+    #[error("attestors.{section}: environments: {reason}")]
+    InvalidEnvironments {
+        /// The section: `k8s_psat: cluster prod`, `oidc: issuer gh`, `x509pop`.
+        section: String,
+        /// What is wrong, naming the value.
+        reason: String,
+    },
     /// The CA bundle file cannot be read.
     #[error("attestors.x509pop: cannot read ca_bundle {}: {source}", .path.display())]
     ReadCaBundle {

@@ -65,6 +65,11 @@ pub struct K8sClusterConfig {
     /// Tokens issued longer ago than this are refused (default 1h).
     #[serde(default, deserialize_with = "jwt_evidence::optional_duration")]
     pub max_token_age: Option<Duration>,
+    /// The only environments an entry attested through this cluster may
+    /// have, e.g. `["staging", "test"]`; unset: no pin. Checked at
+    /// attestation, refusing (and auditing) any other entry.
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
 }
 
 /// Verifies projected service-account tokens from the configured clusters.

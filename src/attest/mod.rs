@@ -38,7 +38,7 @@ pub mod x509pop;
 
 pub use error::{AttestorConfigError, EntrySelectorError};
 pub use jwks::{JwksError, UrlError};
-pub use registry::{Attestors, AttestorsConfig, Evidence};
+pub use registry::{Attestors, AttestorsConfig, EnvironmentPin, Evidence};
 pub use x509pop::{CaBundleError, CertificateError};
 
 use crate::policy::Selector;

@@ -1,5 +1,6 @@
 //! The configured attestors, and the one entry point the mint path calls.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::Deserialize;
@@ -77,6 +78,24 @@ pub struct Attestors {
     k8s_psat: Option<K8sPsatAttestor>,
     oidc: Option<OidcAttestor>,
     x509pop: Option<X509PopAttestor>,
+    /// `environments` of each pinned cluster, by cluster name.
+    k8s_pins: BTreeMap<String, Vec<String>>,
+    /// `environments` of each pinned OIDC issuer, by alias.
+    oidc_pins: BTreeMap<String, Vec<String>>,
+    /// `environments` of `[attestors.x509pop]`, when pinned.
+    x509pop_pin: Option<Vec<String>>,
+}
+
+/// The environments an attestor configuration may yield (its
+/// `environments`), for the entry an attestation matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentPin<'a> {
+    /// The configuration, as messages name it: `k8s_psat cluster staging`,
+    /// `oidc issuer gh`, `x509pop`.
+    pub source: String,
+    /// The allowed environments; empty (nothing allowed) only when the
+    /// configuration that proved the evidence cannot be told, to fail closed.
+    pub environments: &'a [String],
 }
 
 impl Attestors {
@@ -98,11 +117,63 @@ impl Attestors {
             .as_ref()
             .map(X509PopAttestor::new)
             .transpose()?;
+        let mut k8s_pins = BTreeMap::new();
+        for cluster in &config.k8s_psat {
+            let source = format!("k8s_psat: cluster {}", cluster.cluster);
+            if let Some(pin) = checked_pin(&source, cluster.environments.as_deref())? {
+                k8s_pins.insert(cluster.cluster.clone(), pin);
+            }
+        }
+        let mut oidc_pins = BTreeMap::new();
+        for issuer in &config.oidc {
+            let source = format!("oidc: issuer {}", issuer.alias);
+            if let Some(pin) = checked_pin(&source, issuer.environments.as_deref())? {
+                oidc_pins.insert(issuer.alias.clone(), pin);
+            }
+        }
+        let x509pop_pin = match &config.x509pop {
+            Some(x509pop) => checked_pin("x509pop", x509pop.environments.as_deref())?,
+            None => None,
+        };
         Ok(Attestors {
             k8s_psat,
             oidc,
             x509pop,
+            k8s_pins,
+            oidc_pins,
+            x509pop_pin,
         })
+    }
+
+    /// The environments the configuration that made `attestation` may
+    /// yield, or `None` when it is not pinned. A pinned attestor whose
+    /// configuration cannot be told from the attestation (no cluster
+    /// selector, no alias in the subject) yields an empty pin: fail closed.
+    pub fn environment_pin(&self, attestation: &Attestation) -> Option<EnvironmentPin<'_>> {
+        match attestation.attestor {
+            "k8s_psat" => {
+                let cluster = attestation
+                    .selectors
+                    .iter()
+                    .find_map(|s| s.as_str().strip_prefix("k8s:cluster:"));
+                pinned("k8s_psat cluster", &self.k8s_pins, cluster)
+            }
+            "oidc" => {
+                let alias = attestation
+                    .subject
+                    .strip_prefix("oidc:")
+                    .and_then(|rest| rest.split(':').next());
+                pinned("oidc issuer", &self.oidc_pins, alias)
+            }
+            "x509pop" => self
+                .x509pop_pin
+                .as_deref()
+                .map(|environments| EnvironmentPin {
+                    source: "x509pop".to_owned(),
+                    environments,
+                }),
+            _ => None,
+        }
     }
 
     /// The names of the configured attestors (always including join_token).
@@ -222,6 +293,66 @@ impl Attestors {
         }
         Ok(attestation)
     }
+}
+
+/// The pin of the configuration `name` of one attestor `kind`; when the
+/// name cannot be told and some configuration of that kind is pinned, an
+/// empty pin (fail closed).
+fn pinned<'a>(
+    kind: &str,
+    pins: &'a BTreeMap<String, Vec<String>>,
+    name: Option<&str>,
+) -> Option<EnvironmentPin<'a>> {
+    match name {
+        Some(name) => pins.get(name).map(|environments| EnvironmentPin {
+            source: format!("{kind} {name}"),
+            environments,
+        }),
+        None if pins.is_empty() => None,
+        None => Some(EnvironmentPin {
+            source: format!("{kind} (unknown)"),
+            environments: &[],
+        }),
+    }
+}
+
+/// Checks an attestor configuration's `environments`: unset is no pin;
+/// set, it names at least one environment, each a valid environment label
+/// (as entries spell them), none twice.
+fn checked_pin(
+    section: &str,
+    environments: Option<&[String]>,
+) -> Result<Option<Vec<String>>, AttestorConfigError> {
+    let Some(environments) = environments else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| AttestorConfigError::InvalidEnvironments {
+        section: section.to_owned(),
+        reason,
+    };
+    if environments.is_empty() {
+        return Err(invalid(
+            "names no environment, so nothing could be attested; leave it out for no pin".into(),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for environment in environments {
+        let valid = !environment.is_empty()
+            && environment.len() <= 64
+            && environment
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(invalid(format!(
+                "{:?} is not an environment: 1-64 lowercase letters, digits, '-' or '_' (e.g. prod, staging)",
+                super::truncated(environment)
+            )));
+        }
+        if !seen.insert(environment.as_str()) {
+            return Err(invalid(format!("{environment} is listed twice")));
+        }
+    }
+    Ok(Some(environments.to_vec()))
 }
 
 #[cfg(test)]

@@ -120,6 +120,11 @@ pub struct X509PopConfig {
     /// default 30 s, at most 5 min.
     #[serde(default, deserialize_with = "deserialize_duration")]
     pub challenge_ttl: Option<Duration>,
+    /// The only environments an entry attested through this CA bundle may
+    /// have, e.g. `["staging", "test"]`; unset: no pin. Checked at
+    /// attestation, refusing (and auditing) any other entry.
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
 }
 
 /// Reads a humantime duration (`"30s"`, `"2m"`); only called when the field

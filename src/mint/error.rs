@@ -288,6 +288,55 @@ pub enum Denied {
     /// required.
     #[error(transparent)]
     Audience(#[from] AudienceRefusal),
+    /// The calling agent's own entry has another environment than the
+    /// workload entry it asks a credential for.
+    #[error(
+        "agent {} (entry {}) has environment {:?}, but entry {} ({}) under it has environment \
+         {:?}; a workload must be in its agent's environment",
+        .0.agent, .0.agent_entry_id, .0.agent_environment, .0.entry_id, .0.spiffe_id, .0.environment
+    )]
+    AgentEnvironment(Box<AgentEnvironment>),
+    /// The attestor configuration that proved the evidence is pinned to
+    /// environments that do not include the entry's.
+    #[error(
+        "attestor {} may only yield environments [{}], but entry {} ({}) has environment {:?}",
+        .0.attestor, .0.allowed.join(", "), .0.entry_id, .0.spiffe_id, .0.environment
+    )]
+    AttestorEnvironment(Box<AttestorEnvironment>),
+}
+
+/// A workload entry an agent asked for, in another environment than the
+/// agent's own entry ([`Denied::AgentEnvironment`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEnvironment {
+    /// The workload entry asked for.
+    pub entry_id: EntryId,
+    /// Its SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// Its environment.
+    pub environment: String,
+    /// The calling agent.
+    pub agent: SpiffeId,
+    /// The agent's own entry.
+    pub agent_entry_id: EntryId,
+    /// The agent's environment.
+    pub agent_environment: String,
+}
+
+/// An entry whose environment the attestor configuration that proved the
+/// evidence may not yield ([`Denied::AttestorEnvironment`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestorEnvironment {
+    /// The attestor configuration (`k8s_psat cluster staging`).
+    pub attestor: String,
+    /// The entry the evidence matched.
+    pub entry_id: EntryId,
+    /// Its SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// Its environment.
+    pub environment: String,
+    /// The configuration's `environments`.
+    pub allowed: Vec<String>,
 }
 
 /// A dependency cannot answer; the request may succeed later.

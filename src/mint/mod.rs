@@ -42,7 +42,10 @@ use crate::policy::{CredentialKind, Entry, EntryIndex};
 use crate::store::{RedeemError, Store};
 use crate::telemetry::BrokerMetrics;
 
-pub use error::{Denied, Internal, InvalidRequest, MintError, Unavailable, Unproven};
+pub use error::{
+    AgentEnvironment, AttestorEnvironment, Denied, Internal, InvalidRequest, MintError,
+    Unavailable, Unproven,
+};
 pub use jwt_cache::{CachedJwt, JwtCacheKey, JwtSvidCache};
 pub use usage::{Minted, UsageDetail, UsageTracker};
 pub use verified::VerifiedTokens;
@@ -527,6 +530,7 @@ impl Minter {
         };
         event.entry_id = Some(entry.id.to_string());
         event.spiffe_id = Some(entry.spiffe_id.to_string());
+        check_attestor_environment(&self.attestors, &attestation, &entry)?;
         Ok(entry)
     }
 
@@ -655,9 +659,10 @@ impl Minter {
             ..AuditEvent::default()
         };
         let result = (|| {
-            self.check_agent(agent)?;
+            let own = self.check_agent(agent)?;
             let entry = self.child_entry(agent, entry_id)?;
             event.spiffe_id = Some(entry.spiffe_id.to_string());
+            check_agent_environment(&own, &entry)?;
             let csr = mayfly_ca::csr::parse_and_verify_csr(csr_der)?;
             self.issue_x509(entry, &csr, &mut event)
         })();
@@ -709,9 +714,10 @@ impl Minter {
         };
         let result = (|| {
             let audience = Audience::new(audience).map_err(InvalidRequest::Audience)?;
-            self.check_agent(agent)?;
+            let own = self.check_agent(agent)?;
             let entry = self.child_entry(agent, entry_id)?;
             event.spiffe_id = Some(entry.spiffe_id.to_string());
+            check_agent_environment(&own, &entry)?;
             self.sign_jwt(&entry, &audience, ttl, &mut event)
         })();
         (event, result)
@@ -1160,6 +1166,47 @@ fn check_bound_to(entry: &Entry, wanted: &str) -> Result<(), MintError> {
         bound_to: entry.spiffe_id.clone(),
         requested: crate::attest::truncated(wanted),
     }
+    .into())
+}
+
+/// Refuses a workload entry whose environment is not its agent's: checked
+/// at every agent mint, whatever the registration checks let through
+/// (`crate::policy::separation`).
+fn check_agent_environment(agent: &Entry, entry: &Entry) -> Result<(), MintError> {
+    if agent.environment == entry.environment {
+        return Ok(());
+    }
+    Err(Denied::AgentEnvironment(Box::new(AgentEnvironment {
+        entry_id: entry.id.clone(),
+        spiffe_id: entry.spiffe_id.clone(),
+        environment: entry.environment.clone(),
+        agent: agent.spiffe_id.clone(),
+        agent_entry_id: agent.id.clone(),
+        agent_environment: agent.environment.clone(),
+    }))
+    .into())
+}
+
+/// Refuses an entry whose environment the attestor configuration that
+/// proved the evidence is not pinned to (its `environments`).
+fn check_attestor_environment(
+    attestors: &Attestors,
+    attestation: &Attestation,
+    entry: &Entry,
+) -> Result<(), MintError> {
+    let Some(pin) = attestors.environment_pin(attestation) else {
+        return Ok(());
+    };
+    if pin.environments.contains(&entry.environment) {
+        return Ok(());
+    }
+    Err(Denied::AttestorEnvironment(Box::new(AttestorEnvironment {
+        attestor: pin.source,
+        entry_id: entry.id.clone(),
+        spiffe_id: entry.spiffe_id.clone(),
+        environment: entry.environment.clone(),
+        allowed: pin.environments.to_vec(),
+    }))
     .into())
 }
 

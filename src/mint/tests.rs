@@ -438,6 +438,8 @@ fn mint_variant(error: &MintError) -> usize {
                 AudienceRefusal::UnknownDataClass { .. } => 36,
                 AudienceRefusal::Unregistered { .. } => 37,
             },
+            Denied::AgentEnvironment(_) => 38,
+            Denied::AttestorEnvironment(_) => 39,
         },
         MintError::Attestation(_) => 25,
         MintError::Ca(_) => 26,
@@ -454,7 +456,7 @@ fn mint_variant(error: &MintError) -> usize {
     }
 }
 
-const MINT_VARIANTS: usize = 38;
+const MINT_VARIANTS: usize = 40;
 
 /// One example of every mint error and reason, with its status code.
 /// (`Attestation` and `Ca` have their own tables above.)
@@ -653,6 +655,18 @@ fn mint_errors() -> Vec<(MintError, Code)> {
             Code::PermissionDenied,
         ),
         (
+            Denied::AgentEnvironment(Box::new(super::AgentEnvironment {
+                entry_id: entry_id(),
+                spiffe_id: id(),
+                environment: "prod".into(),
+                agent: id(),
+                agent_entry_id: entry_id(),
+                agent_environment: "test".into(),
+            }))
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
             Denied::Audience(AudienceRefusal::AboveClearance {
                 audience: "records".into(),
                 spiffe_id: id().to_string(),
@@ -676,6 +690,17 @@ fn mint_errors() -> Vec<(MintError, Code)> {
             Denied::Audience(AudienceRefusal::Unregistered {
                 audience: "ledger".into(),
             })
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::AttestorEnvironment(Box::new(super::AttestorEnvironment {
+                attestor: "k8s_psat cluster staging".into(),
+                entry_id: entry_id(),
+                spiffe_id: id(),
+                environment: "prod".into(),
+                allowed: vec!["staging".into()],
+            }))
             .into(),
             Code::PermissionDenied,
         ),
@@ -749,4 +774,82 @@ fn a_failed_attestation_says_so_and_an_unconfigured_attestor_does_not() {
         !unconfigured.starts_with("attestation failed"),
         "{unconfigured}"
     );
+}
+
+fn separation_entry(path: &str, environment: &str) -> crate::policy::Entry {
+    crate::policy::EntrySpec {
+        spiffe_id: Some(format!("spiffe://example.org{path}")),
+        audiences: Some(vec!["a".into()]),
+        owner: Some("team".into()),
+        purpose: Some("p".into()),
+        environment: Some(environment.into()),
+        ..crate::policy::EntrySpec::default()
+    }
+    .create(
+        &mayfly_sdk::TrustDomain::new("example.org").unwrap(),
+        &crate::policy::TtlPolicy::default(),
+        0,
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_agent_mints_only_in_its_own_environment() {
+    let agent = separation_entry("/agent/test-1", "test");
+    // Positive control: same environment.
+    super::check_agent_environment(&agent, &separation_entry("/web", "test")).unwrap();
+    let prod = separation_entry("/billing", "prod");
+    let error = super::check_agent_environment(&agent, &prod).unwrap_err();
+    assert!(
+        matches!(error, MintError::Denied(Denied::AgentEnvironment(_))),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    for needle in [
+        "\"test\"",
+        "\"prod\"",
+        agent.id.as_str(),
+        prod.id.as_str(),
+        "spiffe://example.org/agent/test-1",
+        "spiffe://example.org/billing",
+    ] {
+        assert!(message.contains(needle), "{message} lacks {needle}");
+    }
+    assert_eq!(Status::from(error).code(), Code::PermissionDenied);
+}
+
+#[test]
+fn a_pinned_attestor_yields_only_its_environments() {
+    let key = crate::attest::testing::TestKey::p256("k1");
+    let config: crate::attest::AttestorsConfig = toml::from_str(&format!(
+        "[[k8s_psat]]\ncluster = \"staging\"\nissuer = \"https://k8s\"\naudience = \"mayfly\"\njwks = {}\nenvironments = [\"staging\", \"test\"]\n",
+        serde_json::Value::String(crate::attest::testing::jwks_of(&[&key]))
+    ))
+    .unwrap();
+    let attestors = crate::attest::Attestors::new(&config).unwrap();
+    let attestation = crate::attest::Attestation {
+        attestor: "k8s_psat",
+        subject: "k8s:staging/ns/sa".into(),
+        selectors: vec![crate::policy::Selector::parse("k8s:cluster:staging").unwrap()],
+        evidence_sha256: String::new(),
+        replay: None,
+    };
+    // Positive control: an allowed environment.
+    super::check_attestor_environment(&attestors, &attestation, &separation_entry("/web", "test"))
+        .unwrap();
+    let prod = separation_entry("/billing", "prod");
+    let error = super::check_attestor_environment(&attestors, &attestation, &prod).unwrap_err();
+    assert!(
+        matches!(error, MintError::Denied(Denied::AttestorEnvironment(_))),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    for needle in [
+        "k8s_psat cluster staging",
+        "[staging, test]",
+        "\"prod\"",
+        prod.id.as_str(),
+    ] {
+        assert!(message.contains(needle), "{message} lacks {needle}");
+    }
 }

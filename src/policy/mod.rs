@@ -9,6 +9,7 @@
 mod entry;
 mod filter;
 mod index;
+pub mod separation;
 
 pub use entry::{
     CredentialKind, Disabled, Entry, EntryError, EntryId, EntrySpec, HARD_TTL_CAP,
@@ -16,3 +17,4 @@ pub use entry::{
 };
 pub use filter::EntryFilter;
 pub use index::EntryIndex;
+pub use separation::SeparationError;

@@ -17,6 +17,7 @@ fn config(jwks: String) -> K8sClusterConfig {
         jwks: Some(jwks),
         audience: "mayfly".into(),
         max_token_age: None,
+        environments: None,
     }
 }
 

@@ -17,6 +17,7 @@ fn config(jwks: String) -> OidcIssuerConfig {
         claims: default_claims(),
         identity_claims: default_identity_claims(),
         max_token_age: None,
+        environments: None,
     }
 }
 

@@ -208,6 +208,7 @@ async fn challenges_fail_closed_when_the_store_is_down() {
         x509pop: Some(X509PopConfig {
             ca_bundle: bundle,
             challenge_ttl: None,
+            environments: None,
         }),
         ..AttestorsConfig::default()
     };
@@ -233,5 +234,124 @@ async fn challenges_fail_closed_when_the_store_is_down() {
     assert_eq!(
         format!("{:?}", Evidence::Oidc("secret.token.here".into())),
         "oidc([redacted])"
+    );
+}
+
+/// Attestors from `[[oidc]]` (alias ci) and `[[k8s_psat]]` (clusters
+/// staging and prod), with the given `environments` lines.
+fn pinned_attestors(key: &TestKey, oidc_pin: &str, staging_pin: &str) -> Attestors {
+    let jwks = serde_json::Value::String(jwks_of(&[key]));
+    let config: AttestorsConfig = toml::from_str(&format!(
+        "[[oidc]]\nalias = \"ci\"\nissuer = \"{ISSUER}\"\naudience = \"mayfly\"\njwks = {jwks}\n{oidc_pin}\n\
+         [[k8s_psat]]\ncluster = \"staging\"\nissuer = \"https://k8s-staging\"\naudience = \"mayfly\"\njwks = {jwks}\n{staging_pin}\n\
+         [[k8s_psat]]\ncluster = \"prod\"\nissuer = \"https://k8s-prod\"\naudience = \"mayfly\"\njwks = {jwks}\n"
+    ))
+    .unwrap();
+    Attestors::new(&config).unwrap()
+}
+
+fn attestation(attestor: &'static str, subject: &str, selectors: &[&str]) -> Attestation {
+    Attestation {
+        attestor,
+        subject: subject.into(),
+        selectors: selectors
+            .iter()
+            .map(|s| Selector::parse(s).unwrap())
+            .collect(),
+        evidence_sha256: String::new(),
+        replay: None,
+    }
+}
+
+#[test]
+fn an_attestor_configuration_pins_the_environments_it_may_yield() {
+    let key = TestKey::p256("k1");
+    let attestors = pinned_attestors(
+        &key,
+        "environments = [\"prod\"]",
+        "environments = [\"staging\", \"test\"]",
+    );
+    let staging = attestation(
+        "k8s_psat",
+        "k8s:staging/ns/sa",
+        &["k8s:cluster:staging", "k8s:ns:ns"],
+    );
+    let pin = attestors.environment_pin(&staging).unwrap();
+    assert_eq!(pin.source, "k8s_psat cluster staging");
+    assert_eq!(pin.environments, ["staging", "test"]);
+    // Unset is no pin: the prod cluster yields any environment.
+    let prod = attestation("k8s_psat", "k8s:prod/ns/sa", &["k8s:cluster:prod"]);
+    assert_eq!(attestors.environment_pin(&prod), None);
+    let oidc = attestation(
+        "oidc",
+        "oidc:ci:repo:acme/app",
+        &["oidc:ci:sub:repo:acme/app"],
+    );
+    let pin = attestors.environment_pin(&oidc).unwrap();
+    assert_eq!(
+        (pin.source.as_str(), pin.environments),
+        ("oidc issuer ci", &["prod".to_owned()][..])
+    );
+    // A pinned attestor whose configuration cannot be told: fail closed.
+    let unknown = attestation("k8s_psat", "k8s:?", &["k8s:ns:ns"]);
+    assert_eq!(
+        attestors
+            .environment_pin(&unknown)
+            .unwrap()
+            .environments
+            .len(),
+        0
+    );
+    // No pins at all: nothing to check.
+    let unpinned = pinned_attestors(&key, "", "");
+    assert_eq!(unpinned.environment_pin(&staging), None);
+    assert_eq!(unpinned.environment_pin(&unknown), None);
+}
+
+#[test]
+fn environments_are_checked_at_config_load() {
+    let key = TestKey::p256("k1");
+    for (pin, needle) in [
+        ("environments = []", "names no environment"),
+        ("environments = [\"\"]", "is not an environment"),
+        (
+            "environments = [\"Prod\"]",
+            "\"Prod\" is not an environment",
+        ),
+        (
+            "environments = [\"prod\", \"prod\"]",
+            "prod is listed twice",
+        ),
+    ] {
+        let jwks = serde_json::Value::String(jwks_of(&[&key]));
+        let config: AttestorsConfig = toml::from_str(&format!(
+            "[[k8s_psat]]\ncluster = \"staging\"\nissuer = \"https://k8s\"\naudience = \"mayfly\"\njwks = {jwks}\n{pin}\n"
+        ))
+        .unwrap();
+        let error = Attestors::new(&config).unwrap_err();
+        assert!(
+            matches!(error, AttestorConfigError::InvalidEnvironments { .. }),
+            "{pin}: {error}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.starts_with("attestors.k8s_psat: cluster staging: environments: "),
+            "{message}"
+        );
+        assert!(message.contains(needle), "{pin}: {message}");
+    }
+    // Positive control: a valid pin loads.
+    let _ = pinned_attestors(
+        &key,
+        "environments = [\"prod\"]",
+        "environments = [\"staging\"]",
+    );
+    // x509pop names its section too.
+    let error = checked_pin("x509pop", Some(&[])).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("attestors.x509pop: environments: "),
+        "{error}"
     );
 }

@@ -774,6 +774,7 @@ fn config_reads_durations_and_names_the_bundle_file() {
     let missing = X509PopConfig {
         ca_bundle: dir.path().join("absent.pem"),
         challenge_ttl: None,
+        environments: None,
     };
     let error = X509PopAttestor::new(&missing).unwrap_err();
     assert!(
@@ -785,6 +786,7 @@ fn config_reads_durations_and_names_the_bundle_file() {
     let empty = X509PopConfig {
         ca_bundle: bundle.clone(),
         challenge_ttl: None,
+        environments: None,
     };
     let error = X509PopAttestor::new(&empty).unwrap_err();
     assert!(
