@@ -20,6 +20,8 @@ async fn child_entry(broker: &TestBroker, path: &str, parent: &str) -> pb::Entry
         }),
         owner: Some("team@example.org".into()),
         purpose: Some("agent test".into()),
+        // The agents' environment: a workload must be in its agent's.
+        environment: Some("test".into()),
         parent_id: Some(parent.into()),
         ..pb::EntrySpec::default()
     };

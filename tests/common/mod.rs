@@ -197,6 +197,12 @@ impl TestBroker {
         }
     }
 
+    /// Starts the server again after [`stop`](Self::stop), on the same data
+    /// directory (a test may change its files in between).
+    pub async fn restart_after_stop(&mut self) {
+        self.boot().await;
+    }
+
     pub fn server(&self) -> &RunningServer {
         self.server.as_ref().unwrap()
     }
