@@ -87,6 +87,12 @@
 //! webhook_secret_file = "/etc/mayfly/webhook.key"  # 0600, 32+ bytes: signs every body
 //! owner_digest_every = "1d"                        # "0s" = never
 //! ```
+//!
+//! Each attestor configuration (`[[attestors.k8s_psat]]`, `[[attestors.oidc]]`,
+//! `[attestors.x509pop]`, see `crate::attest`) may pin the environments of
+//! the identities it yields, e.g. `environments = ["staging", "test"]`
+//! (unset: no pin); at load the list must name at least one valid
+//! environment, none twice, or the server does not start.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -25,7 +25,12 @@
 //! jwks_file = "/etc/mayfly/prod-jwks.json"  # or discovery_url, or jwks (inline)
 //! audience = "mayfly"
 //! max_token_age = "1h"                      # the default
+//! environments = ["staging", "test"]        # optional pin; unset: any
 //! ```
+//!
+//! `environments` pins the environments this cluster may yield: an entry it
+//! matches with another environment is refused at attestation (audited).
+//! Checked at load: not empty, valid environment names, none twice.
 
 use std::collections::HashSet;
 use std::path::PathBuf;

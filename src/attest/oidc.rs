@@ -25,7 +25,12 @@
 //! claims = ["sub", "repository", "ref", "environment", "workflow_ref"]  # the default
 //! identity_claims = ["sub", "repository", "repository_id", "project_path"]  # the default
 //! max_token_age = "1h"  # the default
+//! environments = ["prod"]  # optional pin; unset: any
 //! ```
+//!
+//! `environments` pins the environments this issuer may yield: an entry it
+//! matches with another environment is refused at attestation (audited).
+//! Checked at load: not empty, valid environment names, none twice.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;

@@ -108,7 +108,11 @@ static SIGNATURE_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
 /// [attestors.x509pop]
 /// ca_bundle = "/etc/mayfly/device-ca.pem"
 /// challenge_ttl = "30s"
+/// environments = ["prod"]   # optional pin; unset: any
 /// ```
+///
+/// `environments` pins the environments devices of this CA bundle may be
+/// given: an entry matched with another is refused at attestation (audited).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct X509PopConfig {
