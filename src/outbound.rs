@@ -109,6 +109,22 @@ impl fmt::Debug for HttpUrl {
     }
 }
 
+/// A secret file for a request (a bearer token, a signing secret): private to its owner
+/// ([`mayfly_sdk::files::read_secret_file`]), with one final newline (LF or CRLF) dropped.
+///
+/// # Errors
+/// The [`FileError`] of reading it.
+pub fn read_secret_line(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, FileError> {
+    let mut bytes = mayfly_sdk::files::read_secret_file(path)?;
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    Ok(bytes)
+}
+
 /// Why a private CA file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CaFileError {

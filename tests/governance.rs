@@ -486,23 +486,10 @@ async fn replica(
     clock: std::sync::Arc<mayfly::clock::ManualClock>,
     root_from: Option<&std::path::Path>,
 ) -> mayfly::server::RunningServer {
-    let data = dir.join(name);
-    if let Some(first) = root_from {
-        // Several replicas share one root: the operator copies it.
-        mayfly_sdk::files::ensure_private_dir(&data).unwrap();
-        mayfly_ca::export_active_root(&first.join("ca"), &data.join("ca")).unwrap();
-    }
-    let mut config = mayfly::config::Config {
-        store: mayfly::config::StoreLocation::Redis {
-            url: url.to_owned(),
-            prefix: prefix.to_owned(),
-        },
-        ..common::test_config(data)
-    };
-    governance(|g| g.on_review_overdue = mayfly::config::GovernanceAction::Disable)(&mut config);
-    mayfly::server::start_with_clock(config, clock)
-        .await
-        .unwrap()
+    common::replica_on_clock(dir, name, url, prefix, clock, root_from, |config| {
+        governance(|g| g.on_review_overdue = mayfly::config::GovernanceAction::Disable)(config);
+    })
+    .await
 }
 
 fn audit_records(data: &std::path::Path, action: &str) -> Vec<serde_json::Value> {

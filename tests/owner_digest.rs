@@ -344,7 +344,7 @@ async fn a_final_refusal_is_not_tried_again_and_is_audited() {
     broker.stop().await;
 }
 
-/// A replica on the real Redis (MAYFLY_TEST_REDIS) sending its digest to `url`.
+/// A replica on the real Redis (MAYFLY_TEST_REDIS) sending its digest to `webhook`.
 async fn replica(
     dir: &Path,
     name: &str,
@@ -354,24 +354,11 @@ async fn replica(
     webhook: &WebhookConfig,
     root_from: Option<&Path>,
 ) -> mayfly::server::RunningServer {
-    let data = dir.join(name);
-    if let Some(first) = root_from {
-        // Several replicas share one root: the operator copies it.
-        mayfly_sdk::files::ensure_private_dir(&data).unwrap();
-        mayfly_ca::export_active_root(&first.join("ca"), &data.join("ca")).unwrap();
-    }
-    let mut config = mayfly::config::Config {
-        store: mayfly::config::StoreLocation::Redis {
-            url: redis.to_owned(),
-            prefix: prefix.to_owned(),
-        },
-        ..common::test_config(data)
-    };
-    config.governance.sweep_every = Duration::from_secs(DAY);
-    config.alerts.webhook = Some(webhook.clone());
-    mayfly::server::start_with_clock(config, clock)
-        .await
-        .unwrap()
+    common::replica_on_clock(dir, name, redis, prefix, clock, root_from, |config| {
+        config.governance.sweep_every = Duration::from_secs(DAY);
+        config.alerts.webhook = Some(webhook.clone());
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

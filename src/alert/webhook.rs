@@ -138,22 +138,17 @@ impl Secret {
     /// Reads the secret file: private to its owner, [`MIN_SECRET_LEN`] to 4096 bytes (a
     /// final newline is dropped).
     fn read(path: &Path) -> Result<Self, WebhookError> {
-        let bytes = mayfly_sdk::files::read_secret_file(path).map_err(|source| {
-            WebhookError::SecretFile {
+        let secret =
+            outbound::read_secret_line(path).map_err(|source| WebhookError::SecretFile {
                 path: path.to_owned(),
                 source,
-            }
-        })?;
-        let secret = bytes
-            .strip_suffix(b"\n")
-            .map(|s| s.strip_suffix(b"\r").unwrap_or(s))
-            .unwrap_or(&bytes);
+            })?;
         if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&secret.len()) {
             return Err(WebhookError::SecretLength {
                 path: path.to_owned(),
             });
         }
-        Ok(Secret(Zeroizing::new(secret.to_vec())))
+        Ok(Secret(secret))
     }
 }
 

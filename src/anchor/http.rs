@@ -73,26 +73,21 @@ impl BearerToken {
     /// Reads the token file: private to its owner, one line of visible ASCII (a final
     /// newline is dropped).
     fn read(path: &Path) -> Result<Self, AnchorError> {
-        let bytes =
-            mayfly_sdk::files::read_secret_file(path).map_err(|source| AnchorError::TokenFile {
-                path: path.to_owned(),
-                source,
-            })?;
+        let token = outbound::read_secret_line(path).map_err(|source| AnchorError::TokenFile {
+            path: path.to_owned(),
+            source,
+        })?;
         let bad = || AnchorError::TokenFormat {
             path: path.to_owned(),
             max: MAX_TOKEN_LEN,
         };
-        let token = bytes
-            .strip_suffix(b"\n")
-            .map(|t| t.strip_suffix(b"\r").unwrap_or(t))
-            .unwrap_or(&bytes);
         if token.is_empty()
             || token.len() > MAX_TOKEN_LEN
             || !token.iter().all(|b| b.is_ascii_graphic())
         {
             return Err(bad());
         }
-        let text = std::str::from_utf8(token).map_err(|_| bad())?;
+        let text = std::str::from_utf8(&token).map_err(|_| bad())?;
         Ok(BearerToken(Zeroizing::new(format!("Bearer {text}"))))
     }
 

@@ -212,6 +212,28 @@ impl Sweeper {
         self
     }
 
+    /// The round `now` falls in (the clock's time divided by `every`), and
+    /// whether this replica claimed it first through [`Store::use_once`]
+    /// under `<kind>:<round>` (kept until two rounds later).
+    async fn claim_round(
+        &self,
+        kind: &str,
+        every: Duration,
+        now: i64,
+    ) -> Result<(i64, bool), GovernanceError> {
+        let every = i64::try_from(every.as_secs().max(1)).unwrap_or(i64::MAX);
+        let round = now.div_euclid(every);
+        let claimed = self
+            .store
+            .use_once(
+                &format!("{kind}:{round}"),
+                round.saturating_add(2).saturating_mul(every),
+                now,
+            )
+            .await?;
+        Ok((round, claimed))
+    }
+
     /// One owners' digest round, now, if the webhook is set and no replica took the round
     /// yet: one alert per owner with something to do, each audited as `governance.digest`.
     ///
@@ -224,15 +246,8 @@ impl Sweeper {
             return Ok(DigestOutcome::Off);
         };
         let now = self.clock.unix_now();
-        let every = i64::try_from(alerts.every.as_secs().max(1)).unwrap_or(i64::MAX);
-        let round = now.div_euclid(every);
-        let claimed = self
-            .store
-            .use_once(
-                &format!("owner-digest-round:{round}"),
-                round.saturating_add(2).saturating_mul(every),
-                now,
-            )
+        let (round, claimed) = self
+            .claim_round("owner-digest-round", alerts.every, now)
             .await?;
         if !claimed {
             return Ok(DigestOutcome::Skipped { round });
@@ -305,15 +320,8 @@ impl Sweeper {
     /// written.
     pub async fn sweep(&self) -> Result<SweepOutcome, GovernanceError> {
         let now = self.clock.unix_now();
-        let every = i64::try_from(self.config.sweep_every.as_secs().max(1)).unwrap_or(i64::MAX);
-        let round = now.div_euclid(every);
-        let claimed = self
-            .store
-            .use_once(
-                &format!("governance-round:{round}"),
-                round.saturating_add(2).saturating_mul(every),
-                now,
-            )
+        let (round, claimed) = self
+            .claim_round("governance-round", self.config.sweep_every, now)
             .await?;
         if !claimed {
             return Ok(SweepOutcome::Skipped { round });

@@ -835,3 +835,34 @@ pub async fn raw_workload_client(
         .unwrap();
     mayfly_sdk::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel)
 }
+
+/// A broker replica named `name` under `dir`, on the shared Redis at `url`
+/// with `prefix`, on `clock`, its config adjusted by `configure`. With
+/// `root_from` (another replica's data directory) it shares that replica's
+/// root CA, as an operator copies it.
+pub async fn replica_on_clock(
+    dir: &std::path::Path,
+    name: &str,
+    url: &str,
+    prefix: &str,
+    clock: std::sync::Arc<mayfly::clock::ManualClock>,
+    root_from: Option<&std::path::Path>,
+    configure: impl FnOnce(&mut mayfly::config::Config),
+) -> mayfly::server::RunningServer {
+    let data = dir.join(name);
+    if let Some(first) = root_from {
+        mayfly_sdk::files::ensure_private_dir(&data).unwrap();
+        mayfly_ca::export_active_root(&first.join("ca"), &data.join("ca")).unwrap();
+    }
+    let mut config = mayfly::config::Config {
+        store: mayfly::config::StoreLocation::Redis {
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+        },
+        ..test_config(data)
+    };
+    configure(&mut config);
+    mayfly::server::start_with_clock(config, clock)
+        .await
+        .unwrap()
+}
