@@ -86,6 +86,16 @@
 //! webhook_url = "https://alerts.example/mayfly"    # off by default
 //! webhook_secret_file = "/etc/mayfly/webhook.key"  # 0600, 32+ bytes: signs every body
 //! owner_digest_every = "1d"                        # "0s" = never
+//!
+//! # Operators (docs/operations.md, "Emergency access").
+//! [admin]
+//! socket_path = "/run/mayfly/admin.sock"  # default <data_dir>/admin.sock
+//! socket_group = "mayfly-operators"       # members may administer too; off by default
+//!
+//! # Break-glass grants: two operators, a clock.
+//! [breakglass]
+//! max_ttl = "4h"                   # the longest grant (at most 24h)
+//! approve_within = "1h"            # unapproved grants lapse after this
 //! ```
 //!
 //! Each attestor configuration (`[[attestors.k8s_psat]]`, `[[attestors.oidc]]`,
@@ -102,9 +112,13 @@ use mayfly_sdk::TrustDomain;
 use mayfly_sdk::data_dir::DataDir;
 use serde::Deserialize;
 
+mod admin;
 mod alerts;
 mod governance;
 
+pub use admin::{
+    AdminConfig, BreakglassConfig, DEFAULT_APPROVE_WITHIN, DEFAULT_GRANT_MAX_TTL, GRANT_HARD_CAP,
+};
 pub use alerts::{AlertsConfig, DEFAULT_OWNER_DIGEST_EVERY};
 
 pub use governance::{
@@ -436,6 +450,10 @@ pub struct Config {
     pub governance: GovernanceConfig,
     /// Alerts for people: the webhook and the owners' digest.
     pub alerts: AlertsConfig,
+    /// `[admin]`: where the admin socket is and which group may open it.
+    pub admin: AdminConfig,
+    /// `[breakglass]`: how long emergency grants may last.
+    pub breakglass: BreakglassConfig,
     /// `[jwt] governance_claims`: JWT-SVIDs carry `mayfly_env` and
     /// `mayfly_data_class` (the entry's environment and data class), for
     /// relying parties that enforce them themselves. Default false.
@@ -597,6 +615,8 @@ impl Default for Config {
             audit: AuditConfig::default(),
             governance: GovernanceConfig::default(),
             alerts: AlertsConfig::default(),
+            admin: AdminConfig::default(),
+            breakglass: BreakglassConfig::default(),
             jwt_governance_claims: false,
         }
     }
@@ -639,6 +659,10 @@ struct FileConfig {
     governance: governance::FileGovernance,
     #[serde(default)]
     alerts: alerts::FileAlerts,
+    #[serde(default)]
+    admin: admin::FileAdmin,
+    #[serde(default)]
+    breakglass: admin::FileBreakglass,
     #[serde(default)]
     jwt: FileJwt,
 }
@@ -899,6 +923,8 @@ impl Config {
         self.audit.apply_anchor_sinks(&file.audit)?;
         self.governance.apply_file(&file.governance)?;
         self.alerts.apply_file(&file.alerts)?;
+        self.admin.apply_file(&file.admin)?;
+        self.breakglass.apply_file(&file.breakglass)?;
         if let Some(on) = file.jwt.governance_claims {
             self.jwt_governance_claims = on;
         }
@@ -1168,9 +1194,12 @@ impl Config {
         DataDir::new(&self.data_dir)
     }
 
-    /// The admin socket path inside the data directory.
+    /// The admin socket: `[admin] socket_path`, else `<data_dir>/admin.sock`.
     pub fn admin_socket(&self) -> PathBuf {
-        self.layout().admin_socket()
+        self.admin
+            .socket_path
+            .clone()
+            .unwrap_or_else(|| self.layout().admin_socket())
     }
 
     /// How the audit log is opened: the configured key directory (default

@@ -47,6 +47,7 @@ pub mod api;
 pub mod attest;
 pub mod audience;
 pub mod audit;
+pub mod breakglass;
 pub use mayfly_sdk::clock;
 pub mod config;
 pub mod governance;

@@ -20,11 +20,12 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::admin::{AdminService, AdminState, admin_peer_check};
+use crate::api::admin::{AdminService, AdminState};
 use crate::api::broker::BrokerService;
 use crate::api::bundle::{BundleFileError, BundleFiles, BundlePublisher};
 use crate::api::connections::{InFlightLayer, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::api::http::{HttpState, router};
+use crate::api::operators::{AdminPeers, SocketGroupError, admin_peer_check};
 use crate::api::revocations::RevocationFeed;
 use crate::api::tls::{ServerIdentity, TlsError, incoming};
 use crate::attest::{AttestorConfigError, Attestors};
@@ -54,6 +55,9 @@ const FIRST_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// The operators' group cannot be given the admin socket.
+    #[error(transparent)]
+    AdminSocket(#[from] SocketGroupError),
     /// The data directory cannot be used.
     #[error("data directory {}: {source}", path.display())]
     DataDir {
@@ -335,6 +339,20 @@ pub async fn start_with_clock(
         }
         None => None,
     };
+    let breakglass = Arc::new(crate::breakglass::Breakglass::new(
+        crate::breakglass::BreakglassParts {
+            store: state.parts.store.clone(),
+            entries: state.parts.entries.clone(),
+            revoker: core.revoker.clone(),
+            audit: state.parts.audit.clone(),
+            alerts: alerts.clone(),
+            clock: clock.clone(),
+            config: config.breakglass,
+            trust_domain: config.trust_domain.as_str().to_owned(),
+        },
+    ));
+    core.minter.set_breakglass(breakglass.clone());
+    tasks.push(breakglass.clone().run(tasks.token()));
     serve(
         &mut tasks,
         &config,
@@ -346,6 +364,7 @@ pub async fn start_with_clock(
         issuer,
         &crl,
         alerts.clone(),
+        breakglass,
     );
     tasks.push(identity.keep_fresh(
         resolver,
@@ -680,8 +699,9 @@ struct Listeners {
     http_addr: SocketAddr,
     admin: UnixListener,
     admin_socket: PathBuf,
-    /// Who may use the admin socket: the owner of the data directory.
-    admin_uid: u32,
+    /// Who may use the admin socket: the owner of the data directory, root
+    /// and the operators' group.
+    admin_peers: AdminPeers,
 }
 
 impl Listeners {
@@ -691,8 +711,17 @@ impl Listeners {
         let grpc_addr = local_addr(&grpc, config.grpc_listen)?;
         let http_addr = local_addr(&http, config.http_listen)?;
         let admin_socket = config.admin_socket();
+        let group = config
+            .admin
+            .socket_group
+            .as_deref()
+            .map(crate::api::operators::resolve_group)
+            .transpose()?;
         let admin = bind_admin_socket(&admin_socket)?;
-        let admin_uid = std::fs::metadata(&config.data_dir)
+        if let Some(gid) = group {
+            crate::api::operators::open_to_group(&admin_socket, gid)?;
+        }
+        let owner_uid = std::fs::metadata(&config.data_dir)
             .map(|m| m.uid())
             .map_err(|source| ServerError::DataDir {
                 path: config.data_dir.clone(),
@@ -709,7 +738,7 @@ impl Listeners {
             http_addr,
             admin,
             admin_socket,
-            admin_uid,
+            admin_peers: AdminPeers { owner_uid, group },
         })
     }
 }
@@ -727,6 +756,7 @@ fn serve(
     issuer: String,
     crl: &Arc<tokio::sync::watch::Sender<Option<Arc<Vec<u8>>>>>,
     alerts: Option<crate::alert::AlertSink>,
+    breakglass: Arc<crate::breakglass::Breakglass>,
 ) {
     let parts = &state.parts;
     let limits = config.limits.clone();
@@ -791,10 +821,11 @@ fn serve(
         rotation: core.rotation.clone(),
         alerts,
         audiences: parts.audiences.clone(),
+        breakglass: Some(breakglass),
     };
     let admin = AdminServer::with_interceptor(
         AdminService::new(admin_state),
-        admin_peer_check(listeners.admin_uid),
+        admin_peer_check(listeners.admin_peers),
     );
     let admin_listener = listeners.admin;
     let shutdown = tasks.token();

@@ -16,8 +16,10 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
 mod audiences;
+mod grants;
 
 pub use audiences::audience_to_proto;
+pub use grants::grant_to_proto;
 
 use super::bundle::BundlePublisher;
 use super::paging::{self, ListError, Listing, PageRequest, PageTokenError, Unpaged};
@@ -74,6 +76,8 @@ pub struct AdminState {
     pub alerts: Option<crate::alert::AlertSink>,
     /// The registered audiences the mint path enforces.
     pub audiences: Arc<crate::audience::AudienceIndex>,
+    /// Break-glass grants.
+    pub breakglass: Option<Arc<crate::breakglass::Breakglass>>,
 }
 
 impl AdminService {
@@ -118,6 +122,11 @@ impl AdminService {
         proto.x509_mint_count = usage.x509.mint_count;
         proto.x509_last_minted_at = usage.x509.last_minted_at;
         proto.unregistered_audiences = self.inner.audiences.unregistered_of(entry);
+        if let Some(grant) = entry.grant_in_force(self.inner.clock.unix_now()) {
+            proto.active_grant.clone_from(&grant.grant_id);
+            proto.active_grant_expires_at = grant.expires_at;
+        }
+        proto.unreviewed_grants = entry.unreviewed_grants().to_vec();
         proto
     }
 
@@ -251,29 +260,6 @@ impl AdminService {
 /// `PurgeEntries` only takes entries expired for at least a day.
 const PURGE_MIN_EXPIRED_FOR: u64 = 24 * 60 * 60;
 
-/// Only the data directory's owner (or root) may use the admin socket.
-/// The socket's own mode already says so; this holds even if someone loosens it.
-pub fn admin_peer_check(
-    allowed_uid: u32,
-) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |request: Request<()>| {
-        let uid = request
-            .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred)
-            .map(|cred| cred.uid());
-        match uid {
-            Some(uid) if uid == allowed_uid || uid == 0 => Ok(request),
-            Some(uid) => Err(Status::permission_denied(format!(
-                "uid {uid} may not administer this broker (only uid {allowed_uid} or root)"
-            ))),
-            None => Err(Status::permission_denied(
-                "cannot identify the admin socket's peer",
-            )),
-        }
-    }
-}
-
 /// An entry on the wire, with its usage.
 pub fn entry_to_proto(entry: &Entry, last_minted_at: i64, mint_count: u64) -> pb::Entry {
     pb::Entry {
@@ -322,6 +308,9 @@ pub fn entry_to_proto(entry: &Entry, last_minted_at: i64, mint_count: u64) -> pb
         x509_mint_count: 0,
         x509_last_minted_at: 0,
         unregistered_audiences: Vec::new(),
+        active_grant: String::new(),
+        active_grant_expires_at: 0,
+        unreviewed_grants: Vec::new(),
     }
 }
 
@@ -858,6 +847,41 @@ impl Admin for AdminService {
         request: Request<pb::DeleteAudienceRequest>,
     ) -> Result<Response<pb::DeleteAudienceResponse>, Status> {
         self.audience_delete(request).await
+    }
+
+    async fn request_grant(
+        &self,
+        request: Request<pb::RequestGrantRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        self.grant_request(request).await
+    }
+
+    async fn approve_grant(
+        &self,
+        request: Request<pb::ApproveGrantRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        self.grant_approve(request).await
+    }
+
+    async fn revoke_grant(
+        &self,
+        request: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
+        self.grant_revoke(request).await
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        self.grant_list(request).await
+    }
+
+    async fn review_grant(
+        &self,
+        request: Request<pb::ReviewGrantRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        self.grant_review(request).await
     }
 
     async fn list_revocations(

@@ -9,6 +9,7 @@ pub mod connections;
 pub mod crl;
 pub mod digests;
 pub mod http;
+pub mod operators;
 pub mod paging;
 pub mod revocations;
 pub mod status;

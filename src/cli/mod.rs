@@ -28,6 +28,7 @@ mod audit_export;
 mod audit_key;
 mod audit_log;
 mod bench;
+mod breakglass;
 mod ca;
 mod client;
 mod entry;
@@ -128,6 +129,10 @@ pub struct GlobalArgs {
                 for `client renew` and `client jwt`: <dir>/bundle.pem]"
     )]
     pub bundle: Option<PathBuf>,
+    /// The admin socket [default: <data-dir>/admin.sock]; set it when the
+    /// server's [admin] socket_path puts it elsewhere.
+    #[arg(long, global = true, env = "MAYFLY_ADMIN_SOCKET", value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// The commands.
@@ -178,6 +183,9 @@ pub enum Command {
     /// Register the audiences JWT-SVIDs are for (owner, environment, data class).
     #[command(subcommand)]
     Audience(audience::AudienceCommand),
+    /// Emergency access: a grant two operators agree on, for a short time.
+    #[command(subcommand)]
+    Breakglass(breakglass::BreakglassCommand),
 }
 
 const SERVER_EXAMPLES: &str = "\
@@ -261,6 +269,8 @@ pub(crate) struct Context {
     pub(crate) server: String,
     /// `--bundle` if given.
     pub(crate) bundle: Option<PathBuf>,
+    /// `--admin-socket` if given.
+    pub(crate) admin_socket: Option<PathBuf>,
 }
 
 impl Context {
@@ -272,12 +282,15 @@ impl Context {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             server: global.server.clone(),
             bundle: global.bundle.clone(),
+            admin_socket: global.admin_socket.clone(),
         }
     }
 
-    /// `<data-dir>/admin.sock`.
+    /// `--admin-socket`, else `<data-dir>/admin.sock`.
     pub(crate) fn admin_socket(&self) -> PathBuf {
-        mayfly_sdk::data_dir::DataDir::new(&self.data_dir).admin_socket()
+        self.admin_socket
+            .clone()
+            .unwrap_or_else(|| mayfly_sdk::data_dir::DataDir::new(&self.data_dir).admin_socket())
     }
 
     /// `--bundle`, else `<data-dir>/bundle.pem`.
@@ -356,6 +369,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Agent(args) => return agent::run(&cli.global, args).await,
         Command::Bench(args) => return bench::run(&cli.global, args).await,
         Command::Audience(command) => audience::run(&ctx, command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Breakglass(command) => breakglass::run(&ctx, command)
             .await
             .map(|()| ExitCode::SUCCESS),
     };

@@ -48,9 +48,10 @@ Examples:
   mayfly report inventory --format json | jq '.identities[].states'
   mayfly report inventory --format html --out inventory.html
 
-States (most severe first): revoked, disabled, expired, dormant,
-review-overdue, expiring (within 14 days), active. An identity may be in
-several; --state picks those in any of the given ones.
+States (most severe first): revoked, breakglass (a grant is in force),
+disabled, expired, dormant, breakglass-review-overdue (a grant ended
+without its review), review-overdue, expiring (within 14 days), active.
+An identity may be in several; --state picks those in any of the given ones.
 
 HTML is one self-contained file (no script, nothing loaded) meant to be
 saved with --out and opened or printed by anyone; it prints to stdout
@@ -373,6 +374,7 @@ td.num{text-align:right}
 .state{display:inline-block;padding:0 .3rem;margin:1px;border-radius:3px;background:#ddd}
 .revoked,.disabled,.expired{background:#f3b4b4}
 .dormant,.review-overdue,.expiring{background:#f5dd9a}
+.breakglass,.breakglass-review-overdue{background:#f2a3a3}
 .active{background:#bfe3bf}
 .unregistered{background:#cfd8f0}
 @media print{body{margin:0}table{font-size:.7rem}th{background:#e8e8e8 !important}

@@ -201,7 +201,19 @@ pub fn owner_digests<'a>(
                         ),
                     ));
                 }
+                EntryState::BreakglassReviewOverdue => {
+                    for grant in entry.unreviewed_grants() {
+                        digest.review_overdue.push(item(
+                            entry.updated_at,
+                            format!(
+                                "break-glass grant {grant} ended without its post-incident \
+                                 review; `mayfly breakglass review {grant} --note ...`"
+                            ),
+                        ));
+                    }
+                }
                 EntryState::Revoked
+                | EntryState::Breakglass
                 | EntryState::Disabled
                 | EntryState::Expired
                 | EntryState::Active => {}

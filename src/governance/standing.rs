@@ -19,12 +19,16 @@ pub enum EntryState {
     /// A revocation of the entry, of its SPIFFE ID or of its parent agent
     /// is in force: it mints nothing the revocation covers.
     Revoked,
+    /// A break-glass grant is in force on it: wider than registered.
+    Breakglass,
     /// An operator or the sweeper disabled it.
     Disabled,
     /// Its own expiry date has passed.
     Expired,
     /// No mint for `[governance] dormant_after` (or since its creation).
     Dormant,
+    /// A break-glass grant on it ended without its post-incident review.
+    BreakglassReviewOverdue,
     /// Its owner review is due and not done.
     ReviewOverdue,
     /// It expires within [`EXPIRING_WITHIN`].
@@ -35,24 +39,29 @@ pub enum EntryState {
 
 impl EntryState {
     /// Every state, most severe first.
-    pub const ALL: [EntryState; 7] = [
+    pub const ALL: [EntryState; 9] = [
         EntryState::Revoked,
+        EntryState::Breakglass,
         EntryState::Disabled,
         EntryState::Expired,
         EntryState::Dormant,
+        EntryState::BreakglassReviewOverdue,
         EntryState::ReviewOverdue,
         EntryState::Expiring,
         EntryState::Active,
     ];
 
-    /// The wire and CLI name: `revoked`, `disabled`, `expired`, `dormant`,
-    /// `review-overdue`, `expiring`, `active`.
+    /// The wire and CLI name: `revoked`, `breakglass`, `disabled`,
+    /// `expired`, `dormant`, `breakglass-review-overdue`, `review-overdue`,
+    /// `expiring`, `active`.
     pub fn as_str(self) -> &'static str {
         match self {
             EntryState::Revoked => "revoked",
+            EntryState::Breakglass => "breakglass",
             EntryState::Disabled => "disabled",
             EntryState::Expired => "expired",
             EntryState::Dormant => "dormant",
+            EntryState::BreakglassReviewOverdue => "breakglass-review-overdue",
             EntryState::ReviewOverdue => "review-overdue",
             EntryState::Expiring => "expiring",
             EntryState::Active => "active",
@@ -116,6 +125,9 @@ pub fn standing(
     if revoked {
         states.push(EntryState::Revoked);
     }
+    if entry.grant_in_force(now).is_some() {
+        states.push(EntryState::Breakglass);
+    }
     if entry.disabled.is_some() {
         states.push(EntryState::Disabled);
     }
@@ -124,6 +136,9 @@ pub fn standing(
     }
     if is_dormant(entry, last_minted, now, config) {
         states.push(EntryState::Dormant);
+    }
+    if !entry.unreviewed_grants().is_empty() {
+        states.push(EntryState::BreakglassReviewOverdue);
     }
     if entry
         .review_due_at(config.review_every)

@@ -303,6 +303,10 @@ pub enum Denied {
         .0.attestor, .0.allowed.join(", "), .0.entry_id, .0.spiffe_id, .0.environment
     )]
     AttestorEnvironment(Box<AttestorEnvironment>),
+    /// The break-glass grant the credential was issued under ended before
+    /// it could be recorded, or issued its most.
+    #[error(transparent)]
+    Breakglass(crate::breakglass::UseRefused),
 }
 
 /// A workload entry an agent asked for, in another environment than the
@@ -356,6 +360,10 @@ pub enum Unavailable {
     /// The audit record could not be made durable, so nothing was issued.
     #[error("audit log unavailable; nothing was issued")]
     Audit(#[source] AuditError),
+    /// The use of a break-glass grant could not be recorded, so nothing
+    /// was issued.
+    #[error(transparent)]
+    Breakglass(crate::breakglass::UseRefused),
 }
 
 /// Our own bug.

@@ -37,8 +37,9 @@ use crate::attest::join_token::{JoinTokenRecord, JoinTokenSecret, TokenHash};
 use crate::attest::{Attestation, Attestors, Evidence};
 use crate::audience::{AudienceIndex, AudiencePolicy};
 use crate::audit::{AuditEvent, AuditLog, Outcome};
+use crate::breakglass::{Breakglass, GrantUse, IssuedCredential, IssuedKind, UseRefused};
 use crate::clock::Clock;
-use crate::policy::{CredentialKind, Entry, EntryIndex};
+use crate::policy::{ActiveGrant, CredentialKind, Entry, EntryIndex};
 use crate::store::{RedeemError, Store};
 use crate::telemetry::BrokerMetrics;
 
@@ -76,6 +77,8 @@ pub struct X509Issued {
     pub entry: Arc<Entry>,
     /// The certificate chain and its facts.
     pub svid: IssuedX509Svid,
+    /// The break-glass grant it was issued under, if any.
+    pub breakglass: Option<GrantUse>,
 }
 
 /// A freshly minted JWT-SVID. Debug does not print the token.
@@ -88,6 +91,8 @@ pub struct JwtIssued {
     pub spiffe_id: SpiffeId,
     /// Its `exp`.
     pub expires_at: i64,
+    /// The break-glass grant it was minted under, if any.
+    pub breakglass: Option<GrantUse>,
 }
 
 impl std::fmt::Debug for JwtIssued {
@@ -97,6 +102,7 @@ impl std::fmt::Debug for JwtIssued {
             .field("jti", &self.jti)
             .field("spiffe_id", &self.spiffe_id)
             .field("expires_at", &self.expires_at)
+            .field("breakglass", &self.breakglass)
             .finish()
     }
 }
@@ -156,6 +162,9 @@ pub struct Minter {
     audience_policy: AudiencePolicy,
     /// Whether JWT-SVIDs carry `mayfly_env` and `mayfly_data_class`.
     governance_claims: bool,
+    /// Records and announces every credential issued under a break-glass
+    /// grant; without it, no grant is applied.
+    breakglass: OnceLock<Arc<Breakglass>>,
 }
 
 impl Minter {
@@ -203,7 +212,17 @@ impl Minter {
             audiences: Arc::new(AudienceIndex::default()),
             audience_policy: AudiencePolicy::default(),
             governance_claims: false,
+            breakglass: OnceLock::new(),
         })
+    }
+
+    /// Applies break-glass grants in force on entries from now on: each
+    /// credential issued under one is recorded on the grant before it is
+    /// handed out, and announced after its audit record. Set once, before
+    /// serving (it needs the alert sink, made after the mint path); a second
+    /// call changes nothing.
+    pub fn set_breakglass(&self, breakglass: Arc<Breakglass>) {
+        let _ = self.breakglass.set(breakglass);
     }
 
     /// With `on`, every JWT-SVID carries the entry's environment
@@ -753,13 +772,15 @@ impl Minter {
         event: &mut AuditEvent,
     ) -> Result<X509Issued, MintError> {
         let now = self.clock.now();
-        {
+        let unix_now = crate::clock::unix_seconds(now);
+        let grant = {
             let _policy = mayfly_telemetry::stage("mint.policy").entered();
-            self.check_entry(
-                &entry,
-                CredentialKind::X509,
-                crate::clock::unix_seconds(now),
-            )?;
+            self.check_entry(&entry, CredentialKind::X509, unix_now)?
+        };
+        let mut ttl = u64::from(entry.x509_ttl_seconds).min(self.x509_cap);
+        if let Some(grant) = &grant {
+            ttl = ttl.min(grant_seconds_left(grant, unix_now));
+            mark_breakglass(event, &grant.grant_id);
         }
         let _sign = mayfly_telemetry::stage("mint.sign").entered();
         let started = Instant::now();
@@ -770,7 +791,7 @@ impl Minter {
                 csr_der: &[],
                 spiffe_id: &entry.spiffe_id,
                 dns_names: &entry.dns_names,
-                ttl: Duration::from_secs(u64::from(entry.x509_ttl_seconds).min(self.x509_cap)),
+                ttl: Duration::from_secs(ttl),
                 now,
             },
         )?;
@@ -779,9 +800,24 @@ impl Minter {
         if svid.clamped_to_signer {
             event.reason = Some("lifetime shortened to the signing CA's expiry".into());
         }
-        self.usage
-            .record(&entry.id, Minted::X509, crate::clock::unix_seconds(now));
-        Ok(X509Issued { entry, svid })
+        self.usage.record(&entry.id, Minted::X509, unix_now);
+        let breakglass = grant.map(|grant| GrantUse {
+            grant_id: grant.grant_id,
+            entry_id: entry.id.clone(),
+            spiffe_id: entry.spiffe_id.clone(),
+            owner: entry.owner.clone(),
+            audience: None,
+            credential: IssuedCredential {
+                kind: IssuedKind::X509,
+                id: svid.serial_hex.clone(),
+                expires_at: crate::clock::unix_seconds(svid.not_after),
+            },
+        });
+        Ok(X509Issued {
+            entry,
+            svid,
+            breakglass,
+        })
     }
 
     /// Mints a JWT-SVID for the caller's identity and one allowed audience.
@@ -820,16 +856,34 @@ impl Minter {
         event: &mut AuditEvent,
     ) -> Result<JwtIssued, MintError> {
         let now = self.clock.unix_now();
-        let seconds = {
+        let (seconds, grant) = {
             let _policy = mayfly_telemetry::stage("mint.policy").entered();
-            self.check_entry(entry, CredentialKind::Jwt, now)?;
-            check_audience(entry, audience)?;
+            let mut grant = self.check_entry(entry, CredentialKind::Jwt, now)?;
+            if let Err(refused) = check_audience(entry, audience) {
+                // An audience grant widens an enabled entry by its one audience.
+                let widened = self
+                    .grant_in_force(entry, now)
+                    .filter(|g| g.audience.as_ref() == Some(audience) && grant.is_none());
+                match widened {
+                    Some(widened) if entry.disabled.is_none() => grant = Some(widened.clone()),
+                    _ => return Err(refused),
+                }
+            }
             crate::audience::check_mint(entry, audience, &self.audiences, &self.audience_policy)
                 .map_err(Denied::Audience)?;
-            self.jwt_lifetime(entry, ttl)?
+            let mut seconds = self.jwt_lifetime(entry, ttl)?;
+            if let Some(grant) = &grant {
+                seconds = seconds.min(grant_seconds_left(grant, now));
+            }
+            (seconds, grant)
         };
+        if let Some(grant) = &grant {
+            mark_breakglass(event, &grant.grant_id);
+        }
         let signer = self.ca.jwt_signer();
-        let key = (!entry.unique_jti).then(|| {
+        // Nothing minted under a grant is cached or handed out from the cache:
+        // each one is recorded on its grant.
+        let key = (!entry.unique_jti && grant.is_none()).then(|| {
             JwtCacheKey::new(entry, audience, ttl).with_governance_claims(self.governance_claims)
         });
         let reused = match &key {
@@ -888,11 +942,24 @@ impl Minter {
             },
             now,
         );
+        let breakglass = grant.map(|grant| GrantUse {
+            grant_id: grant.grant_id,
+            entry_id: entry.id.clone(),
+            spiffe_id: entry.spiffe_id.clone(),
+            owner: entry.owner.clone(),
+            audience: Some(audience.clone()),
+            credential: IssuedCredential {
+                kind: IssuedKind::Jwt,
+                id: jwt.jti.clone(),
+                expires_at: jwt.expires_at,
+            },
+        });
         Ok(JwtIssued {
             token: jwt.token.to_string(),
             jti: jwt.jti.clone(),
             spiffe_id: entry.spiffe_id.clone(),
             expires_at: jwt.expires_at,
+            breakglass,
         })
     }
 
@@ -1009,9 +1076,25 @@ impl Minter {
         })
     }
 
-    fn check_entry(&self, entry: &Entry, kind: CredentialKind, now: i64) -> Result<(), MintError> {
+    /// Checks that `entry` may have a `kind` credential at `now`; returns
+    /// the break-glass grant that lets a disabled entry mint, when one does.
+    fn check_entry(
+        &self,
+        entry: &Entry,
+        kind: CredentialKind,
+        now: i64,
+    ) -> Result<Option<ActiveGrant>, MintError> {
         self.check_not_revoked(entry)?;
-        check_enabled(entry)?;
+        let mut grant = None;
+        if let Err(disabled) = check_enabled(entry) {
+            grant = self
+                .grant_in_force(entry, now)
+                .filter(|g| g.audience.is_none())
+                .cloned();
+            if grant.is_none() {
+                return Err(disabled);
+            }
+        }
         if entry.is_expired(now) {
             return Err(Denied::EntryExpired {
                 entry_id: entry.id.clone(),
@@ -1027,27 +1110,36 @@ impl Minter {
             }
             .into());
         }
-        Ok(())
+        Ok(grant)
+    }
+
+    /// The break-glass grant in force on `entry`, when grants are applied.
+    fn grant_in_force<'e>(&self, entry: &'e Entry, now: i64) -> Option<&'e ActiveGrant> {
+        self.breakglass.get()?;
+        entry.grant_in_force(now)
     }
 
     /// Appends the audit record for `result` and waits until it is durable;
     /// a credential is only returned once its record is. Every refusal is
     /// audited here; it is logged (rate-limited, never as an error unless it
     /// is our bug) where it becomes a status, in `api::status`.
-    async fn finish<T>(
+    async fn finish<T: Issued>(
         &self,
         event: AuditEvent,
         result: Result<T, MintError>,
     ) -> Result<T, MintError> {
         let kind = credential_kind(&event.action);
+        let result = self.record_grant_use(result).await;
         let event = outcome_event(event, &result);
         annotate_call(&event);
+        let actor = event.actor.clone();
         let receipt = self
             .audit
             .append(event)
             .instrument(mayfly_telemetry::stage("mint.audit_commit"))
             .await;
         let result = refuse_unaudited(result, receipt);
+        self.announce_grant_use(&result, &actor);
         self.metrics
             .credential(kind, result.as_ref().err().map(MintError::class));
         annotate_refusal(&result);
@@ -1056,15 +1148,20 @@ impl Minter {
 
     /// [`finish`](Self::finish) for many: the records are queued together,
     /// so they share one group commit.
-    async fn finish_all<T>(
+    async fn finish_all<T: Issued>(
         &self,
         outcomes: Vec<(AuditEvent, Result<T, MintError>)>,
     ) -> Vec<Result<T, MintError>> {
-        let (events, results): (Vec<_>, Vec<_>) = outcomes
+        let mut recorded = Vec::with_capacity(outcomes.len());
+        for (event, result) in outcomes {
+            recorded.push((event, self.record_grant_use(result).await));
+        }
+        let (events, results): (Vec<_>, Vec<_>) = recorded
             .into_iter()
             .map(|(event, result)| {
                 let kind = credential_kind(&event.action);
-                (outcome_event(event, &result), (kind, result))
+                let actor = event.actor.clone();
+                (outcome_event(event, &result), (kind, actor, result))
             })
             .unzip();
         let receipts = self
@@ -1075,13 +1172,88 @@ impl Minter {
         results
             .into_iter()
             .zip(receipts)
-            .map(|((kind, result), receipt)| {
+            .map(|((kind, actor, result), receipt)| {
                 let result = refuse_unaudited(result, receipt);
+                self.announce_grant_use(&result, &actor);
                 self.metrics
                     .credential(kind, result.as_ref().err().map(MintError::class));
                 result
             })
             .collect()
+    }
+}
+
+/// A credential the mint path hands out, which may have been issued under
+/// a break-glass grant.
+trait Issued {
+    /// The grant it was issued under, if any.
+    fn breakglass(&self) -> Option<&GrantUse>;
+}
+
+impl Issued for JwtIssued {
+    fn breakglass(&self) -> Option<&GrantUse> {
+        self.breakglass.as_ref()
+    }
+}
+
+impl Issued for X509Issued {
+    fn breakglass(&self) -> Option<&GrantUse> {
+        self.breakglass.as_ref()
+    }
+}
+
+impl Minter {
+    /// Records a credential issued under a grant on the grant, before its
+    /// audit record: refused (and so never handed out) if the grant ended
+    /// meanwhile, issued its most, or the store cannot record it.
+    async fn record_grant_use<T: Issued>(
+        &self,
+        result: Result<T, MintError>,
+    ) -> Result<T, MintError> {
+        let issued = result?;
+        let (Some(grant_use), Some(breakglass)) = (issued.breakglass(), self.breakglass.get())
+        else {
+            return Ok(issued);
+        };
+        match breakglass.record_use(grant_use).await {
+            Ok(()) => Ok(issued),
+            Err(refused @ UseRefused::Store { .. }) => Err(Unavailable::Breakglass(refused).into()),
+            Err(refused) => Err(Denied::Breakglass(refused).into()),
+        }
+    }
+
+    /// Raises the alert for a credential handed out under a grant.
+    fn announce_grant_use<T: Issued>(&self, result: &Result<T, MintError>, actor: &str) {
+        if let (Ok(issued), Some(breakglass)) = (result, self.breakglass.get())
+            && let Some(grant_use) = issued.breakglass()
+        {
+            breakglass.announce_use(grant_use, actor);
+        }
+    }
+}
+
+/// Seconds left of `grant` at `now` (at least 1: it is in force), which no
+/// credential issued under it may outlive.
+fn grant_seconds_left(grant: &ActiveGrant, now: i64) -> u64 {
+    u64::try_from(grant.expires_at.saturating_sub(now))
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// Names the grant in the mint's audit record (`breakglass: <grant>`).
+fn mark_breakglass(event: &mut AuditEvent, grant_id: &str) {
+    let grant = serde_json::Value::String(grant_id.to_owned());
+    match event.detail.take() {
+        Some(serde_json::Value::Object(mut detail)) => {
+            detail.insert("breakglass".to_owned(), grant);
+            event.detail = Some(serde_json::Value::Object(detail));
+        }
+        None | Some(serde_json::Value::Null) => {
+            event.detail = Some(serde_json::json!({ "breakglass": grant }));
+        }
+        Some(other) => {
+            event.detail = Some(serde_json::json!({ "breakglass": grant, "detail": other }));
+        }
     }
 }
 

@@ -440,6 +440,10 @@ fn mint_variant(error: &MintError) -> usize {
             },
             Denied::AgentEnvironment(_) => 38,
             Denied::AttestorEnvironment(_) => 39,
+            Denied::Breakglass(refused) => match refused {
+                crate::breakglass::UseRefused::Exhausted { .. } => 41,
+                _ => 40,
+            },
         },
         MintError::Attestation(_) => 25,
         MintError::Ca(_) => 26,
@@ -448,6 +452,7 @@ fn mint_variant(error: &MintError) -> usize {
             Unavailable::JoinTokenLookup(_) => 28,
             Unavailable::JoinTokenRedeem(_) => 29,
             Unavailable::Audit(_) => 30,
+            Unavailable::Breakglass(_) => 42,
         },
         MintError::Internal(reason) => match reason {
             Internal::IssuerAlreadySet { .. } => 31,
@@ -456,7 +461,7 @@ fn mint_variant(error: &MintError) -> usize {
     }
 }
 
-const MINT_VARIANTS: usize = 40;
+const MINT_VARIANTS: usize = 43;
 
 /// One example of every mint error and reason, with its status code.
 /// (`Attestation` and `Ca` have their own tables above.)
@@ -703,6 +708,29 @@ fn mint_errors() -> Vec<(MintError, Code)> {
             }))
             .into(),
             Code::PermissionDenied,
+        ),
+        (
+            Denied::Breakglass(crate::breakglass::UseRefused::Ended {
+                grant: "0123456789abcdef".into(),
+                state: "revoked",
+            })
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Denied::Breakglass(crate::breakglass::UseRefused::Exhausted {
+                grant: "0123456789abcdef".into(),
+            })
+            .into(),
+            Code::PermissionDenied,
+        ),
+        (
+            Unavailable::Breakglass(crate::breakglass::UseRefused::Store {
+                grant: "0123456789abcdef".into(),
+                source: store(),
+            })
+            .into(),
+            Code::Unavailable,
         ),
         (AttestError::BadSignature.into(), Code::Unauthenticated),
         (CaError::CsrBadSignature.into(), Code::InvalidArgument),

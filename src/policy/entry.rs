@@ -237,6 +237,47 @@ pub struct Entry {
     /// `created_at`. Boxed like `disabled`.
     #[serde(default)]
     pub last_review: Option<Box<Review>>,
+    /// Break-glass: the grant in force, and grants that ended without
+    /// their post-incident review (`crate::breakglass`). Boxed: rare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakglass: Option<Box<EntryBreakglass>>,
+}
+
+/// What break-glass leaves on an entry, so that every replica's mint path
+/// and the inventory see it with the entry itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryBreakglass {
+    /// The approved grant, until it ends; it is in force until its
+    /// `expires_at` whether or not its end has been recorded yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveGrant>,
+    /// Grants that were in force and ended without a post-incident review,
+    /// newest last, at most [`MAX_UNREVIEWED_GRANTS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreviewed: Vec<String>,
+}
+
+/// How many unreviewed grant ids an entry keeps (the grants themselves are
+/// all in the store).
+pub const MAX_UNREVIEWED_GRANTS: usize = 32;
+
+/// An approved break-glass grant as the mint path applies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveGrant {
+    /// The grant's id.
+    pub grant_id: String,
+    /// The one audience it adds; `None`: it lets the disabled entry mint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Audience>,
+    /// Unix seconds when it lapses; no credential issued under it lives longer.
+    pub expires_at: i64,
+}
+
+impl ActiveGrant {
+    /// Whether it is in force at `now`.
+    pub fn in_force(&self, now: i64) -> bool {
+        now < self.expires_at
+    }
 }
 
 /// An owner's review of an entry: who, when, and what they said.
@@ -343,6 +384,72 @@ impl Entry {
             note,
         }));
         Ok(next)
+    }
+
+    /// The break-glass grant in force at `now`, if any.
+    pub fn grant_in_force(&self, now: i64) -> Option<&ActiveGrant> {
+        self.breakglass
+            .as_ref()
+            .and_then(|b| b.active.as_ref())
+            .filter(|grant| grant.in_force(now))
+    }
+
+    /// Break-glass grants that ended without a post-incident review.
+    pub fn unreviewed_grants(&self) -> &[String] {
+        self.breakglass
+            .as_ref()
+            .map_or(&[][..], |b| b.unreviewed.as_slice())
+    }
+
+    /// This entry with `grant` in force, as the next revision.
+    #[must_use]
+    pub fn with_grant(&self, grant: ActiveGrant, now: i64) -> Entry {
+        let mut next = self.next_revision(now);
+        next.breakglass.get_or_insert_with(Box::default).active = Some(grant);
+        next
+    }
+
+    /// This entry without grant `grant_id` in force (if it was), as the
+    /// next revision; with `needs_review`, the grant is listed as awaiting
+    /// its post-incident review. `None` when there is nothing to change.
+    #[must_use]
+    pub fn grant_ended(&self, grant_id: &str, needs_review: bool, now: i64) -> Option<Entry> {
+        let current = self.breakglass.as_deref().cloned().unwrap_or_default();
+        let was_active = current
+            .active
+            .as_ref()
+            .is_some_and(|active| active.grant_id == grant_id);
+        let listed = current.unreviewed.iter().any(|id| id == grant_id);
+        if !was_active && (listed || !needs_review) {
+            return None;
+        }
+        let mut state = current;
+        if was_active {
+            state.active = None;
+        }
+        if needs_review && !listed {
+            state.unreviewed.push(grant_id.to_owned());
+            let excess = state.unreviewed.len().saturating_sub(MAX_UNREVIEWED_GRANTS);
+            state.unreviewed.drain(..excess);
+        }
+        let mut next = self.next_revision(now);
+        next.breakglass = (state != EntryBreakglass::default()).then(|| Box::new(state));
+        Some(next)
+    }
+
+    /// This entry with grant `grant_id` reviewed (no longer listed as
+    /// awaiting review), as the next revision; `None` if it was not listed.
+    #[must_use]
+    pub fn grant_reviewed(&self, grant_id: &str, now: i64) -> Option<Entry> {
+        let mut state = self.breakglass.as_deref().cloned()?;
+        let before = state.unreviewed.len();
+        state.unreviewed.retain(|id| id != grant_id);
+        if state.unreviewed.len() == before {
+            return None;
+        }
+        let mut next = self.next_revision(now);
+        next.breakglass = (state != EntryBreakglass::default()).then(|| Box::new(state));
+        Some(next)
     }
 
     /// How often this entry must be reviewed, in seconds: its own interval,
@@ -453,6 +560,7 @@ impl EntrySpec {
             disabled: None,
             review_every_seconds: None,
             last_review: None,
+            breakglass: None,
         };
         let entry = self.apply_to(draft, trust_domain, ttl, now)?;
         Ok(entry)

@@ -8,12 +8,14 @@
 
 mod entry;
 mod filter;
+pub mod grant;
 mod index;
 pub mod separation;
 
 pub use entry::{
-    CredentialKind, Disabled, Entry, EntryError, EntryId, EntrySpec, HARD_TTL_CAP,
-    MAX_REVIEW_EVERY, Review, Selector, TtlPolicy, governance_text,
+    ActiveGrant, CredentialKind, Disabled, Entry, EntryBreakglass, EntryError, EntryId, EntrySpec,
+    HARD_TTL_CAP, MAX_REVIEW_EVERY, MAX_UNREVIEWED_GRANTS, Review, Selector, TtlPolicy,
+    governance_text,
 };
 pub use filter::EntryFilter;
 pub use index::EntryIndex;

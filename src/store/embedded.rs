@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use super::{RedeemError, ReplicaRecord, Store, StoreError, UsageCount, UsageRecord};
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
 use crate::audience::AudienceRecord;
+use crate::policy::grant::GrantRecord;
 use crate::policy::{Entry, EntryId};
 use mayfly_sdk::revocation::Revocation;
 
@@ -44,6 +45,8 @@ const REVOCATIONS: JsonTable = TableDefinition::new("revocations");
 /// Audience name → [`AudienceRecord`] JSON. Added without a schema change:
 /// a file without it gets it on open.
 const AUDIENCES: JsonTable = TableDefinition::new("audiences");
+/// Grant id → [`GrantRecord`] JSON.
+const GRANTS: JsonTable = TableDefinition::new("grants");
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const SCHEMA_VERSION: &str = "1";
@@ -454,6 +457,77 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn list_grants(&self) -> Result<Vec<GrantRecord>, StoreError> {
+        self.run(|db| read_all(db, GRANTS, "grant")).await
+    }
+
+    async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(GRANTS).map_err(backend)?;
+            get_json(&table, "grant", &id)
+        })
+        .await
+    }
+
+    async fn create_grant(&self, record: &GrantRecord) -> Result<(), StoreError> {
+        let id = record.id.clone();
+        let json = encode("grant", &id, record)?;
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(GRANTS).map_err(backend)?;
+                if table.get(id.as_str()).map_err(backend)?.is_some() {
+                    return Err(StoreError::Conflict {
+                        reason: format!("grant {id} already exists"),
+                    });
+                }
+                table
+                    .insert(id.as_str(), json.as_slice())
+                    .map_err(backend)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn update_grant(
+        &self,
+        record: &GrantRecord,
+        expected_revision: u64,
+    ) -> Result<(), StoreError> {
+        let id = record.id.clone();
+        if record.revision <= expected_revision {
+            return Err(StoreError::Internal {
+                reason: format!(
+                    "update of grant {id} to revision {} does not raise expected revision {expected_revision}",
+                    record.revision
+                ),
+            });
+        }
+        let json = encode("grant", &id, record)?;
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(GRANTS).map_err(backend)?;
+                let stored: GrantRecord =
+                    get_json(&table, "grant", &id)?.ok_or_else(|| StoreError::NotFound {
+                        what: format!("grant {id}"),
+                    })?;
+                if stored.revision != expected_revision {
+                    return Err(StoreError::Conflict {
+                        reason: format!(
+                            "grant {id} is at revision {}, not {expected_revision}; it changed since it was read",
+                            stored.revision
+                        ),
+                    });
+                }
+                table.insert(id.as_str(), json.as_slice()).map_err(backend)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     fn describe(&self) -> String {
         format!("embedded {}", self.path.display())
     }
@@ -539,7 +613,7 @@ fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
                 }
             }
         }
-        for table in [ENTRIES, JOIN_TOKENS, USAGE, REVOCATIONS, AUDIENCES] {
+        for table in [ENTRIES, JOIN_TOKENS, USAGE, REVOCATIONS, AUDIENCES, GRANTS] {
             txn.open_table(table).map_err(backend)?;
         }
         txn.open_table(SPIFFE_IDS).map_err(backend)?;

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
 use crate::audience::AudienceRecord;
 use crate::audit::{Handover, SignedCheckpoint};
+use crate::policy::grant::GrantRecord;
 use crate::policy::{Entry, EntryId};
 use mayfly_sdk::revocation::Revocation;
 
@@ -346,6 +347,45 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::NotFound`] if absent; [`StoreError::Unavailable`];
     /// [`StoreError::Corrupt`].
     async fn delete_audience(&self, name: &str) -> Result<AudienceRecord, StoreError>;
+
+    /// Every break-glass grant (`crate::breakglass`), in id order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`], or [`StoreError::Corrupt`] if a stored
+    /// record cannot be decoded.
+    async fn list_grants(&self) -> Result<Vec<GrantRecord>, StoreError>;
+
+    /// The break-glass grant with this id, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError>;
+
+    /// Records a new break-glass grant.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] if a grant with this id exists;
+    /// [`StoreError::Unavailable`].
+    async fn create_grant(&self, record: &GrantRecord) -> Result<(), StoreError>;
+
+    /// Replaces grant `record.id` if its stored revision is
+    /// `expected_revision` (optimistic concurrency, as for entries): the
+    /// one write that approves, uses, ends or reviews a grant.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] if absent; [`StoreError::Conflict`] if the
+    /// stored revision differs; [`StoreError::Internal`] if
+    /// `record.revision` is not greater than `expected_revision`;
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`].
+    async fn update_grant(
+        &self,
+        record: &GrantRecord,
+        expected_revision: u64,
+    ) -> Result<(), StoreError>;
 
     /// What the store is, for status output, without secrets: `embedded
     /// <path>` or `redis <host:port>`.

@@ -105,6 +105,11 @@ pub static ADMIN_SERVICE: RpcService = RpcService {
         "GetAudience",
         "UpdateAudience",
         "DeleteAudience",
+        "RequestGrant",
+        "ApproveGrant",
+        "RevokeGrant",
+        "ListGrants",
+        "ReviewGrant",
     ],
 };
 

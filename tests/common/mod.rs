@@ -702,6 +702,7 @@ pub mod interop;
 pub mod mtls;
 pub mod prometheus;
 pub mod redis;
+pub mod webhook;
 
 /// Attests with a join token through `broker` (any replica).
 pub async fn attest_via(

@@ -22,6 +22,7 @@ mod redis_support;
 
 mod audiences;
 mod entries;
+mod grants;
 mod join_tokens;
 mod one_time;
 mod replicas;
@@ -85,4 +86,5 @@ contract! {
     replicas::describe_names_the_store,
     audiences::audience_crud_round_trip,
     audiences::audience_changes_reach_subscribers,
+    grants::grant_round_trip_with_optimistic_revisions,
 }

@@ -51,6 +51,25 @@ impl Store for DownStore {
     ) -> Result<crate::audience::AudienceRecord, StoreError> {
         Err(down())
     }
+    async fn list_grants(&self) -> Result<Vec<crate::policy::grant::GrantRecord>, StoreError> {
+        Err(down())
+    }
+    async fn grant(
+        &self,
+        _: &str,
+    ) -> Result<Option<crate::policy::grant::GrantRecord>, StoreError> {
+        Err(down())
+    }
+    async fn create_grant(&self, _: &crate::policy::grant::GrantRecord) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn update_grant(
+        &self,
+        _: &crate::policy::grant::GrantRecord,
+        _: u64,
+    ) -> Result<(), StoreError> {
+        Err(down())
+    }
     async fn insert_join_token(&self, _: &JoinTokenRecord) -> Result<(), StoreError> {
         Err(down())
     }

@@ -30,14 +30,15 @@ use self::codec::{
 use self::scripts::{
     CREATE_AUDIENCE, CREATE_ENTRY, DELETE_AUDIENCE, DELETE_ENTRY, DELETE_REVOCATION,
     FORGET_REPLICAS, INSERT_JOIN_TOKEN, PRUNE_REVOCATIONS, PUBLISH_REPLICA, PUT_REVOCATION,
-    RECORD_USAGE, REDEEM_JOIN_TOKEN, REVOCATIONS_AFTER, UPDATE_AUDIENCE, UPDATE_ENTRY, USE_ONCE,
-    status,
+    RECORD_USAGE, REDEEM_JOIN_TOKEN, REVOCATIONS_AFTER, UPDATE_AUDIENCE, UPDATE_ENTRY,
+    UPDATE_GRANT, USE_ONCE, status,
 };
 use super::{
     AuditAnchorRecord, RedeemError, ReplicaRecord, Store, StoreError, StoreEvent, UsageRecord,
 };
 use crate::attest::join_token::{JoinTokenRecord, TokenHash};
 use crate::audience::AudienceRecord;
+use crate::policy::grant::GrantRecord;
 use crate::policy::{Entry, EntryId};
 
 /// A replica record dead for this long is deleted by
@@ -86,6 +87,7 @@ const REPLICA_GRACE_SECONDS: i64 = 60 * 60;
 /// | `{prefix}:revocations` | hash | `kind:value` → [`Revocation`] JSON |
 /// | `{prefix}:revocation_keys` | sorted set | every `kind:value`, score 0: the key order a listing pages through (rebuilt from the hash when it holds fewer); about 120 bytes a revocation |
 /// | `{prefix}:audiences` | hash | audience name → [`AudienceRecord`] JSON |
+/// | `{prefix}:grants` | hash | break-glass grant id → [`GrantRecord`] JSON (read when needed: the entry carries a grant in force) |
 /// | `{prefix}:replicas` | hash | replica id → [`ReplicaRecord`] JSON |
 /// | `{prefix}:audit` | hash | replica id → [`AuditAnchorRecord`] JSON: its latest signed audit checkpoint and key hand-overs (the audit witness) |
 /// | `{prefix}:version` | string | the change counter (an integer) |
@@ -178,6 +180,7 @@ struct Names {
     replicas: String,
     audit: String,
     audiences: String,
+    grants: String,
     version: String,
     events: String,
 }
@@ -196,6 +199,7 @@ impl Names {
             replicas: key("replicas"),
             audit: key("audit"),
             audiences: key("audiences"),
+            grants: key("grants"),
             version: key("version"),
             events: key("events"),
             server,
@@ -789,6 +793,77 @@ impl Store for RedisStore {
             ("ok", Some(stored)) => self.decode("audience", name, stored),
             ("missing", _) => Err(audience_not_found(name)),
             _ => Err(self.unexpected_reply("delete audience", &reply)),
+        }
+    }
+
+    async fn list_grants(&self) -> Result<Vec<GrantRecord>, StoreError> {
+        let mut rows = self.hash_entries(&self.names.grants).await?;
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rows.iter()
+            .map(|(id, json)| self.decode("grant", id, json))
+            .collect()
+    }
+
+    async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        let json: Option<String> = self
+            .query(redis::cmd("HGET").arg(&self.names.grants).arg(id))
+            .await?;
+        json.map(|json| self.decode("grant", id, &json)).transpose()
+    }
+
+    async fn create_grant(&self, record: &GrantRecord) -> Result<(), StoreError> {
+        let created: bool = self
+            .query(
+                redis::cmd("HSETNX")
+                    .arg(&self.names.grants)
+                    .arg(&record.id)
+                    .arg(encode("grant", &record.id, record)?),
+            )
+            .await?;
+        if created {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict {
+                reason: format!("grant {} already exists", record.id),
+            })
+        }
+    }
+
+    async fn update_grant(
+        &self,
+        record: &GrantRecord,
+        expected_revision: u64,
+    ) -> Result<(), StoreError> {
+        let id = record.id.as_str();
+        if record.revision <= expected_revision {
+            return Err(StoreError::Internal {
+                reason: format!(
+                    "update of grant {id} to revision {} does not raise expected revision {expected_revision}",
+                    record.revision
+                ),
+            });
+        }
+        let reply: Vec<String> = self
+            .invoke(
+                UPDATE_GRANT
+                    .key(&self.names.grants)
+                    .arg(id)
+                    .arg(expected_revision)
+                    .arg(encode("grant", id, record)?),
+            )
+            .await?;
+        match status(&reply) {
+            ("ok", _) => Ok(()),
+            ("missing", _) => Err(StoreError::NotFound {
+                what: format!("grant {id}"),
+            }),
+            ("corrupt", _) => Err(self.corrupt("grant", id)),
+            ("stale", Some(stored)) => Err(StoreError::Conflict {
+                reason: format!(
+                    "grant {id} is at revision {stored}, not {expected_revision}; it changed since it was read"
+                ),
+            }),
+            _ => Err(self.unexpected_reply("update grant", &reply)),
         }
     }
 

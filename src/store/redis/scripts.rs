@@ -387,3 +387,23 @@ return {'ok', stored}
 "#,
     )
 });
+
+/// KEYS: grants. ARGV: id, expected revision, record JSON. Grants are read
+/// from the store when needed, so no change event is published.
+pub(super) static UPDATE_GRANT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if not stored then return {'missing'} end
+local ok, old = pcall(cjson.decode, stored)
+if not ok or type(old) ~= 'table' or type(old.revision) ~= 'number' then
+  return {'corrupt'}
+end
+if old.revision ~= tonumber(ARGV[2]) then
+  return {'stale', string.format('%d', old.revision)}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return {'ok'}
+"#,
+    )
+});
