@@ -490,3 +490,176 @@ async fn no_grant_without_an_alert_output() {
     assert!(refused.message().contains("alert"), "{refused:?}");
     assert!(grants(&broker, &entry.id).await.is_empty());
 }
+
+/// Two replicas on the real Redis: a grant asked for on one and approved on the other
+/// applies on both, every use on either is recorded on the one grant, and a revocation on
+/// one stops the other at once and rejects what it issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_holds_on_every_replica_and_a_revocation_everywhere() {
+    let Some(redis) = common::redis::redis_url_or_skip() else {
+        return;
+    };
+    if !can_switch_users() {
+        return;
+    }
+    let guard = common::redis::PrefixGuard::new(&redis, "breakglass");
+    let dir = tempfile::tempdir().unwrap();
+    let ops = ops_dir();
+    let socket_b = ops.path().join("b.sock");
+    let (receiver, url) = Receiver::start(&[]).await;
+    let secret = secret_file(dir.path());
+    let clock = std::sync::Arc::new(mayfly::clock::ManualClock::new(std::time::SystemTime::now()));
+    let alerting = |config: &mut mayfly::config::Config| {
+        config.alerts.webhook = Some(WebhookConfig {
+            url: HttpUrl::parse(&url).unwrap(),
+            secret_file: secret.clone(),
+            ca_file: None,
+        });
+    };
+    let a = common::replica_on_clock(
+        dir.path(),
+        "a",
+        &redis,
+        &guard.prefix,
+        clock.clone(),
+        None,
+        alerting,
+    )
+    .await;
+    let b = common::replica_on_clock(
+        dir.path(),
+        "b",
+        &redis,
+        &guard.prefix,
+        clock.clone(),
+        Some(&dir.path().join("a")),
+        |config| {
+            alerting(config);
+            config.admin.socket_path = Some(socket_b.clone());
+            config.admin.socket_group = Some(OPS_GID.to_string());
+        },
+    )
+    .await;
+    let bundle = std::fs::read(a.config().data_dir.join("bundle.pem")).unwrap();
+    let url_of = |server: &mayfly::server::RunningServer| {
+        format!("https://127.0.0.1:{}", server.grpc_addr().port())
+    };
+    let broker = |server: &mayfly::server::RunningServer, svid: Option<&common::Svid>| {
+        let (url, bundle) = (url_of(server), bundle.clone());
+        let identity = svid.map(|s| (s.chain_pem.clone(), s.key_pem.clone()));
+        async move {
+            let identity = identity
+                .as_ref()
+                .map(|(chain, key)| (chain.as_bytes(), key.as_bytes()));
+            mayfly_sdk::client::connect_broker(&url, &bundle, identity)
+                .await
+                .unwrap()
+        }
+    };
+    let mut admin_a = mayfly_sdk::client::connect_admin(a.admin_socket())
+        .await
+        .unwrap();
+    let entry = admin_a
+        .create_entry(pb::CreateEntryRequest {
+            spec: Some(TestBroker::entry_spec("/shared", &["reports"], &[])),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let token = admin_a
+        .create_join_token(pb::CreateJoinTokenRequest {
+            entry_id: entry.id.clone(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let svid = common::attest_via(broker(&a, None).await, &token)
+        .await
+        .unwrap();
+
+    // Asked for on a by root, approved on b by the second operator.
+    let grant = admin_a
+        .request_grant(pb::RequestGrantRequest {
+            entry_id: entry.id.clone(),
+            audience: "ledger".into(),
+            enable: false,
+            ttl_seconds: 600,
+            reason: "shared outage".into(),
+            ticket: "INC-200".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let approved = mayfly_as(
+        SECOND_OPERATOR,
+        OPS_GID,
+        &socket_b,
+        &["breakglass", "approve", &grant.id],
+    );
+    assert!(approved.status.success(), "{}", text(&approved));
+
+    // b applies it at once; a as soon as the entry reaches it.
+    let on_b = common::mint_via(broker(&b, Some(&svid)).await, "ledger", 0)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let on_a = loop {
+        match common::mint_via(broker(&a, Some(&svid)).await, "ledger", 0).await {
+            Ok(minted) => break minted,
+            Err(refused) => {
+                assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+                assert!(started.elapsed() < PATIENCE, "replica a never applied it");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let listed = admin_a
+        .list_grants(pb::ListGrantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    assert_eq!((listed[0].state.as_str(), listed[0].issued), ("active", 2));
+
+    // Revoked on a: b refuses the next mint at once (the grant's record says so), and
+    // rejects the token it issued once the revocation reaches it.
+    let revoked = admin_a
+        .revoke_grant(pb::RevokeGrantRequest {
+            id: grant.id.clone(),
+            reason: "resolved".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.credentials_revoked, 2);
+    let refused = common::mint_via(broker(&b, Some(&svid)).await, "ledger", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let started = Instant::now();
+    loop {
+        match common::validate_via(broker(&b, None).await, &on_b.token, "ledger").await {
+            Err(rejected) if rejected.code() == Code::Unauthenticated => break,
+            other => {
+                assert!(
+                    started.elapsed() < PATIENCE,
+                    "replica b still accepts it: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let rejected = common::validate_via(broker(&a, None).await, &on_a.token, "ledger")
+        .await
+        .unwrap_err();
+    assert_eq!(rejected.code(), Code::Unauthenticated, "{rejected:?}");
+    let now = mayfly::clock::Clock::unix_now(clock.as_ref());
+    wait_for("one approval alert", || {
+        alerts(&receiver, "breakglass.approved", now).len() == 1
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
