@@ -449,3 +449,99 @@ async fn the_crl_lists_revoked_serials_and_openssl_honours_it() {
     let first = next_update(&mut stream).await;
     assert_eq!(first.crl, after);
 }
+
+/// `mayfly revoke bulk`: every line revoked (a real token among them, rejected after),
+/// each with its own audit record; a line already in force, a repeated one and refused
+/// ones are answered per line, and the rest go ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_revoke_takes_each_line_and_answers_each() {
+    let broker = TestBroker::start().await;
+    let (_, svid) = broker.enrolled("/bulk", &["db"]).await;
+    let minted = broker.mint(&svid, "db", 0).await.unwrap();
+    let jti =
+        common::jwt_simple_claims(&broker.http_get("/keys").await.1, &minted.token, "db", None)
+            .unwrap()["jti"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    broker.validate(&minted.token, "db").await.unwrap();
+    revoke(&broker, "jti", "already-1", "earlier")
+        .await
+        .unwrap();
+
+    let mut lines = vec![
+        "# leaked in INC-77".to_owned(),
+        format!("jti {jti}"),
+        "jti already-1".to_owned(),
+        String::new(),
+        "bogus x".to_owned(),
+        "entry ffffffffffffffff".to_owned(),
+    ];
+    lines.extend((0..2500).map(|n| format!("jti bulk-{n}")));
+    lines.push("jti bulk-7".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("revoke.txt");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mayfly"))
+        .arg("--data-dir")
+        .arg(broker.data_dir())
+        .args(["revoke", "bulk"])
+        .arg(&file)
+        .args(["--reason", "INC-77", "--batch", "1000"])
+        .env_remove("MAYFLY_ADMIN_SOCKET")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "two lines refused: {stderr}");
+    assert!(
+        stdout.contains("revoked 2501, already in force 2, refused 2"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("line 5: bogus"), "{stderr}");
+    assert!(
+        stderr.contains("line 6: entry ffffffffffffffff"),
+        "{stderr}"
+    );
+
+    let rejected = broker.validate(&minted.token, "db").await;
+    assert_code(rejected, Code::Unauthenticated, "revoked");
+    assert_eq!(in_force(&broker).await, 2502, "each once");
+    let records = common::read_audit(&broker.data_dir())
+        .lines()
+        .filter(|line| line.contains("\"revocation.revoke\"") && line.contains("INC-77"))
+        .count();
+    assert_eq!(records, 2501, "one audit record per new revocation");
+
+    // A malformed file changes nothing.
+    std::fs::write(&file, "jti one\njti two three\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mayfly"))
+        .arg("--data-dir")
+        .arg(broker.data_dir())
+        .args(["revoke", "bulk"])
+        .arg(&file)
+        .args(["--reason", "x"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("line 2"),
+        "{output:?}"
+    );
+    assert_eq!(in_force(&broker).await, 2502);
+}
+
+async fn in_force(broker: &TestBroker) -> usize {
+    broker
+        .admin()
+        .await
+        .list_revocations(pb::ListRevocationsRequest {
+            page_size: Some(5000),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revocations
+        .len()
+}

@@ -590,6 +590,62 @@ impl Admin for AdminService {
         Ok(Response::new(revocation.to_proto()))
     }
 
+    async fn revoke_many(
+        &self,
+        request: Request<pb::RevokeManyRequest>,
+    ) -> Result<Response<pb::RevokeManyResponse>, Status> {
+        let actor = Self::actor(&request);
+        let request = request.into_inner();
+        if request.items.len() > crate::revoke::MAX_BULK {
+            return Err(revoke_status(RevokeError::TooMany {
+                max: crate::revoke::MAX_BULK,
+            }));
+        }
+        let items: Vec<_> = request
+            .items
+            .iter()
+            .map(|item| crate::revoke::RevokeItem {
+                kind: &item.kind,
+                value: &item.value,
+                reason: &item.reason,
+            })
+            .collect();
+        let answers = self
+            .inner
+            .revoker
+            .revoke_many(&items, &actor)
+            .await
+            .map_err(revoke_status)?;
+        let mut response = pb::RevokeManyResponse::default();
+        for answer in answers {
+            let result = match answer {
+                crate::revoke::Bulk::Revoked(revocation) => {
+                    response.revoked += 1;
+                    pb::RevokeManyResult {
+                        revocation: Some(revocation.to_proto()),
+                        error: String::new(),
+                    }
+                }
+                crate::revoke::Bulk::InForce(revocation) => {
+                    response.in_force += 1;
+                    pb::RevokeManyResult {
+                        revocation: Some(revocation.to_proto()),
+                        error: String::new(),
+                    }
+                }
+                crate::revoke::Bulk::Refused(error) => {
+                    response.refused += 1;
+                    pb::RevokeManyResult {
+                        revocation: None,
+                        error: error.to_string(),
+                    }
+                }
+            };
+            response.results.push(result);
+        }
+        Ok(Response::new(response))
+    }
+
     async fn unrevoke(
         &self,
         request: Request<pb::UnrevokeRequest>,
@@ -1145,7 +1201,8 @@ fn revoke_code(error: &RevokeError) -> Code {
         | RevokeError::EntryId(_)
         | RevokeError::ReasonMissing
         | RevokeError::ReasonTooLong { .. }
-        | RevokeError::NotLiftable { .. } => Code::InvalidArgument,
+        | RevokeError::NotLiftable { .. }
+        | RevokeError::TooMany { .. } => Code::InvalidArgument,
         RevokeError::NoSuchEntry { .. } | RevokeError::NotRevoked { .. } => Code::NotFound,
         RevokeError::Store(_) | RevokeError::Audit { .. } => Code::Unavailable,
     }
@@ -1175,6 +1232,7 @@ mod tests {
                 RevokeError::NotRevoked { .. } => 7,
                 RevokeError::Store(_) => 8,
                 RevokeError::Audit { .. } => 9,
+                RevokeError::TooMany { .. } => 10,
             }
         }
         let cases = [
@@ -1192,6 +1250,7 @@ mod tests {
             ),
             (RevokeError::ReasonMissing, Code::InvalidArgument),
             (RevokeError::ReasonTooLong { max: 1 }, Code::InvalidArgument),
+            (RevokeError::TooMany { max: 1 }, Code::InvalidArgument),
             (
                 RevokeError::NotLiftable {
                     kind: RevocationKind::Jti,
@@ -1226,7 +1285,7 @@ mod tests {
                 Code::Unavailable,
             ),
         ];
-        let mut seen = [false; 10];
+        let mut seen = [false; 11];
         for (error, code) in cases {
             seen[number(&error)] = true;
             let message = error.to_string();

@@ -350,9 +350,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Client(command) => client::run(&ctx, command).await.map(|()| ExitCode::SUCCESS),
         Command::Validate(args) => validate::run(&ctx, args).await,
         Command::Audit(command) => audit_log::run(&ctx, command),
-        Command::Revoke(args) => revoke::run_revoke(&ctx, args)
-            .await
-            .map(|()| ExitCode::SUCCESS),
+        Command::Revoke(args) => revoke::run_revoke(&ctx, args).await,
         Command::Unrevoke(args) => revoke::run_unrevoke(&ctx, args)
             .await
             .map(|()| ExitCode::SUCCESS),

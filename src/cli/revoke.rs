@@ -2,7 +2,11 @@
 //! on every replica and every subscribed verifier.
 
 use clap::{Args, Subcommand, ValueEnum};
-use mayfly_sdk::proto::v1::{ListRevocationsRequest, Revocation, RevokeRequest, UnrevokeRequest};
+use std::process::ExitCode;
+
+use mayfly_sdk::proto::v1::{
+    ListRevocationsRequest, Revocation, RevokeManyRequest, RevokeRequest, UnrevokeRequest,
+};
 use serde::Serialize;
 
 use super::Context;
@@ -65,6 +69,35 @@ pub enum RevokeSubcommand {
     /// Show the revocations in force, or those that match the filters.
     #[command(after_help = LIST_EXAMPLES)]
     List(ListRevocationsArgs),
+    /// Revoke many at once, from a file of `KIND VALUE` lines.
+    #[command(after_help = BULK_EXAMPLES)]
+    Bulk(BulkArgs),
+}
+
+const BULK_EXAMPLES: &str = "\
+Examples:
+  mayfly revoke bulk leaked-tokens.txt --reason \"tokens pasted in INC-77\"
+  cut -f1 serials.tsv | sed 's/^/serial /' | mayfly revoke bulk - --reason \"batch\"
+
+Each line is KIND VALUE (entry, spiffe-id, jti, serial or agent); blank
+lines and lines starting with # are skipped. Lines go to the broker in
+batches (--batch); each batch is stored in one write and audited in one
+group commit, one record per revocation, and is durable before the next is
+sent. Lines the broker refuses are listed with their line number; the rest
+go ahead. Exit 0 when every line is revoked (or already was), else 1.";
+
+/// Arguments of `mayfly revoke bulk`.
+#[derive(Debug, Args)]
+pub struct BulkArgs {
+    /// The file of `KIND VALUE` lines; `-` reads standard input.
+    pub file: std::path::PathBuf,
+    /// Why: required, it goes into every revocation's audit record.
+    #[arg(long)]
+    pub reason: String,
+    /// Revocations per request (at most 10000).
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
 }
 
 const LIST_EXAMPLES: &str = "\
@@ -189,9 +222,13 @@ impl<'a> RevocationView<'a> {
 }
 
 /// Runs `mayfly revoke`.
-pub(super) async fn run_revoke(ctx: &Context, args: RevokeArgs) -> Result<(), CliError> {
-    if let Some(RevokeSubcommand::List(list)) = args.list {
-        return run_list(ctx, list).await;
+pub(super) async fn run_revoke(ctx: &Context, args: RevokeArgs) -> Result<ExitCode, CliError> {
+    match args.list {
+        Some(RevokeSubcommand::List(list)) => {
+            return run_list(ctx, list).await.map(|()| ExitCode::SUCCESS);
+        }
+        Some(RevokeSubcommand::Bulk(bulk)) => return run_bulk(ctx, bulk).await,
+        None => {}
     }
     let (Some(kind), Some(value), Some(reason)) = (args.kind, args.value, args.reason) else {
         return Err(CliError::usage(
@@ -209,9 +246,107 @@ pub(super) async fn run_revoke(ctx: &Context, args: RevokeArgs) -> Result<(), Cl
         .await?
         .into_inner();
     if args.json {
-        return output::json(&RevocationView::new(&revocation));
+        output::json(&RevocationView::new(&revocation))?;
+    } else {
+        output::stdout(&describe("revoked", &revocation, now_unix()))?;
     }
-    output::stdout(&describe("revoked", &revocation, now_unix()))
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of a bulk file: its number, kind and value.
+type BulkLine = (usize, String, String);
+
+/// Reads `KIND VALUE` lines, skipping blanks and comments.
+///
+/// # Errors
+/// A usage error naming the first malformed line.
+fn bulk_lines(text: &str) -> Result<Vec<BulkLine>, CliError> {
+    let mut lines = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some(kind), Some(value), None) => {
+                lines.push((index + 1, kind.to_owned(), value.to_owned()));
+            }
+            _ => {
+                return Err(CliError::usage(format!(
+                    "line {}: expected KIND VALUE (e.g. \"jti 3q2-7Hn0aC1b\"), got {:?}",
+                    index + 1,
+                    output::clean(line)
+                )));
+            }
+        }
+    }
+    Ok(lines)
+}
+
+async fn run_bulk(ctx: &Context, args: BulkArgs) -> Result<ExitCode, CliError> {
+    let text = if args.file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| CliError::usage(format!("cannot read standard input: {e}")))?;
+        text
+    } else {
+        std::fs::read_to_string(&args.file)
+            .map_err(|e| CliError::usage(format!("cannot read {}: {e}", args.file.display())))?
+    };
+    let lines = bulk_lines(&text)?;
+    let mut admin = ctx.admin().await?;
+    let started = std::time::Instant::now();
+    let (mut revoked, mut in_force, mut refused) = (0u64, 0u64, Vec::new());
+    let batch = usize::try_from(args.batch).unwrap_or(1000);
+    for chunk in lines.chunks(batch) {
+        let items = chunk
+            .iter()
+            .map(|(_, kind, value)| RevokeRequest {
+                kind: kind.clone(),
+                value: value.clone(),
+                reason: args.reason.clone(),
+            })
+            .collect();
+        let answer = admin
+            .revoke_many(RevokeManyRequest { items })
+            .await?
+            .into_inner();
+        revoked += answer.revoked;
+        in_force += answer.in_force;
+        for ((line, kind, value), result) in chunk.iter().zip(&answer.results) {
+            if !result.error.is_empty() {
+                refused.push(format!(
+                    "line {line}: {kind} {}: {}",
+                    output::clean(value),
+                    output::clean(&result.error)
+                ));
+            }
+        }
+        let done = revoked + in_force + refused.len() as u64;
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        output::stderr_line(&format!(
+            "{done}/{} lines ({rate:.0}/s): {revoked} revoked, {in_force} already, {} refused",
+            lines.len(),
+            refused.len()
+        ));
+    }
+    for line in refused.iter().take(20) {
+        output::stderr_line(line);
+    }
+    if refused.len() > 20 {
+        output::stderr_line(&format!("... and {} more refused", refused.len() - 20));
+    }
+    output::stdout(&format!(
+        "revoked {revoked}, already in force {in_force}, refused {} in {:.1}s\n",
+        refused.len(),
+        started.elapsed().as_secs_f64()
+    ))?;
+    Ok(if refused.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Runs `mayfly unrevoke`.

@@ -320,6 +320,29 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn put_revocations(&self, revocations: &[Revocation]) -> Result<(), StoreError> {
+        let rows = revocations
+            .iter()
+            .map(|revocation| {
+                let key = revocation.key();
+                let json = encode("revocation", &key, revocation)?;
+                Ok((key, json))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.run(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(REVOCATIONS).map_err(backend)?;
+                for (key, json) in &rows {
+                    table
+                        .insert(key.as_str(), json.as_slice())
+                        .map_err(backend)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn delete_revocation(&self, key: &str) -> Result<bool, StoreError> {
         let key = key.to_owned();
         self.run(move |db| {

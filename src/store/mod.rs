@@ -214,6 +214,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Unavailable`].
     async fn put_revocation(&self, revocation: &Revocation) -> Result<(), StoreError>;
 
+    /// Saves many revocations, as [`put_revocation`](Self::put_revocation) does each: in
+    /// one transaction where the store has them (embedded), or pipelined on one
+    /// connection (Redis), so that a bulk revoke is not one round trip or fsync apiece.
+    /// The default saves them one by one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`]; with the embedded store none is saved then, with
+    /// Redis some may be (saving them again is harmless).
+    async fn put_revocations(&self, revocations: &[Revocation]) -> Result<(), StoreError> {
+        for revocation in revocations {
+            self.put_revocation(revocation).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes the revocation with this key; `false` if there was none.
     ///
     /// # Errors

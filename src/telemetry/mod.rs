@@ -86,6 +86,7 @@ pub static ADMIN_SERVICE: RpcService = RpcService {
         "CreateJoinToken",
         "ServerStatus",
         "Revoke",
+        "RevokeMany",
         "Unrevoke",
         "ListRevocations",
         "CaStatus",

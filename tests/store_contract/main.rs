@@ -79,6 +79,7 @@ contract! {
     revocations::revocations_are_kept_replaced_and_pruned_when_expired,
     revocations::concurrent_prunes_report_each_revocation_once,
     revocations::revocations_are_read_in_key_order_after_any_key,
+    revocations::a_batch_of_revocations_is_saved_and_told_like_single_ones,
     usage::usage_counts_add_up_and_the_latest_time_wins,
     usage::usage_per_audience_adds_up_is_bounded_and_old_records_read,
     replicas::replicas_are_live_until_keep_until,

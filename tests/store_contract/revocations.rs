@@ -188,3 +188,43 @@ pub async fn revocations_are_read_in_key_order_after_any_key(stores: Stores) {
     );
     assert_eq!(read_in_steps(b.as_ref(), 4).await.len(), sorted.len() - 2);
 }
+
+/// A batch is saved like as many single puts: each kept once, in key order, and (in a
+/// shared store) each told to subscribers.
+pub async fn a_batch_of_revocations_is_saved_and_told_like_single_ones(stores: Stores) {
+    let (a, b) = (&stores.a, &stores.b);
+    let mut feed = b.subscribe();
+    if let Some(feed) = feed.as_mut() {
+        crate::fixtures::wait_for(feed, "the first snapshot", |e| {
+            matches!(e, mayfly::store::StoreEvent::Snapshot { .. })
+        })
+        .await;
+    }
+    let batch: Vec<Revocation> = (0..1203)
+        .map(|n| jti(&format!("bulk-{n:05}"), Some(NOW + 100)))
+        .collect();
+    a.put_revocations(&batch).await.unwrap();
+    // Again: replaced, not duplicated.
+    a.put_revocations(&batch[..3]).await.unwrap();
+    assert_eq!(
+        b.list_revocations().await.unwrap(),
+        sorted_by_key(batch.clone())
+    );
+    a.put_revocations(&[]).await.unwrap();
+    let Some(mut feed) = feed else {
+        assert!(
+            !stores.is_shared(),
+            "a shared store must have a change feed"
+        );
+        return;
+    };
+    let mut told = Vec::new();
+    while told.len() < batch.len() {
+        if let mayfly::store::StoreEvent::RevocationPut(revocation) =
+            crate::fixtures::next_change(&mut feed).await
+        {
+            told.push(revocation);
+        }
+    }
+    assert_eq!(told, batch, "each one told, in order");
+}

@@ -30,8 +30,8 @@ use self::codec::{
 use self::scripts::{
     CREATE_AUDIENCE, CREATE_ENTRY, DELETE_AUDIENCE, DELETE_ENTRY, DELETE_REVOCATION,
     FORGET_REPLICAS, INSERT_JOIN_TOKEN, PRUNE_REVOCATIONS, PUBLISH_REPLICA, PUT_REVOCATION,
-    RECORD_USAGE, REDEEM_JOIN_TOKEN, REVOCATIONS_AFTER, UPDATE_AUDIENCE, UPDATE_ENTRY,
-    UPDATE_GRANT, USE_ONCE, status,
+    PUT_REVOCATIONS, RECORD_USAGE, REDEEM_JOIN_TOKEN, REVOCATIONS_AFTER, UPDATE_AUDIENCE,
+    UPDATE_ENTRY, UPDATE_GRANT, USE_ONCE, status,
 };
 use super::{
     AuditAnchorRecord, RedeemError, ReplicaRecord, Store, StoreError, StoreEvent, UsageRecord,
@@ -547,6 +547,31 @@ impl Store for RedisStore {
                     .arg(event_json(&event)?),
             )
             .await?;
+        Ok(())
+    }
+
+    async fn put_revocations(&self, revocations: &[Revocation]) -> Result<(), StoreError> {
+        // One script call a chunk: atomic, one round trip, and short enough not to hold
+        // Redis up for long.
+        const CHUNK: usize = 500;
+        for chunk in revocations.chunks(CHUNK) {
+            let mut invocation = PUT_REVOCATIONS.key(&self.names.revocations);
+            invocation
+                .key(&self.names.version)
+                .key(&self.names.revocation_keys)
+                .arg(&self.names.events);
+            for revocation in chunk {
+                let key = revocation.key();
+                let event = WireEvent::RevocationPut {
+                    revocation: revocation.clone(),
+                };
+                invocation
+                    .arg(&key)
+                    .arg(encode("revocation", &key, revocation)?)
+                    .arg(event_json(&event)?);
+            }
+            let _: i64 = self.invoke(&invocation).await?;
+        }
         Ok(())
     }
 

@@ -225,6 +225,23 @@ return 1
     )
 });
 
+/// KEYS: revocations, version, revocation_keys.
+/// ARGV: channel, then (key, revocation JSON, event JSON) per revocation.
+pub(super) static PUT_REVOCATIONS: LazyLock<Script> = LazyLock::new(|| {
+    script_with_publish(
+        r#"
+local n = 0
+for i = 2, #ARGV, 3 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[3], 0, ARGV[i])
+  publish(KEYS[2], ARGV[1], ARGV[i + 2])
+  n = n + 1
+end
+return n
+"#,
+    )
+});
+
 /// KEYS: revocations, version, revocation_keys. ARGV: channel, key, event JSON.
 pub(super) static DELETE_REVOCATION: LazyLock<Script> = LazyLock::new(|| {
     script_with_publish(
