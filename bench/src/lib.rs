@@ -384,6 +384,7 @@ impl Lab {
             broker_pid: self.pid,
             server_cpus: options.server_cpus.clone(),
             load_cpus: options.load_cpus.clone(),
+            load_cores: load_cores(),
         }
     }
 
@@ -509,6 +510,7 @@ impl Lab {
         );
         let mut result = path_result(path, &mut outcome, report.raw_limits.as_ref());
         (result.server_cpu_percent, result.load_cpu_percent) = (cpu.server, cpu.load);
+        result.limited_by = report::limited_by(cpu.server, cpu.load, load_cores());
         progress(&summary(
             path,
             result.rate_per_s,
@@ -544,6 +546,7 @@ impl Lab {
             );
             let mut result = half_load_result(path, rate, outcome);
             (result.server_cpu_percent, result.load_cpu_percent) = (cpu.server, cpu.load);
+            result.limited_by = report::limited_by(cpu.server, cpu.load, load_cores());
             progress(&summary(
                 path,
                 result.achieved_per_s,
@@ -703,6 +706,7 @@ fn path_result(path: PathKind, outcome: &mut Outcome, limits: Option<&Measured>)
         verdict: limits.and_then(|m| report::judge_rate(path, rate_per_s, &m.limits)),
         server_cpu_percent: None,
         load_cpu_percent: None,
+        limited_by: None,
     }
 }
 
@@ -719,6 +723,7 @@ fn half_load_result(path: PathKind, rate: f64, mut outcome: Outcome) -> HalfLoad
         target_p99_ms: report::HALF_LOAD_P99_TARGET_MS,
         server_cpu_percent: None,
         load_cpu_percent: None,
+        limited_by: None,
     }
 }
 
@@ -730,4 +735,10 @@ fn summary(path: PathKind, rate: f64, latency: Option<&Percentiles>, errors: u64
         "{path}: {}/s, {latency}, {errors} errors",
         report::thousands(rate)
     )
+}
+
+/// How many cores this process (the load) may run on: its CPU affinity, as `taskset`
+/// left it.
+fn load_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }

@@ -134,6 +134,8 @@ pub struct PathResult {
     /// Share of one core this process (the load) used in the window, percent: near 100 %
     /// on one pinned core, the load generator itself is the limit.
     pub load_cpu_percent: Option<f64>,
+    /// Which side was the limit, when one was saturated ([`limited_by`]).
+    pub limited_by: Option<LimitedBy>,
 }
 
 /// One path at half its peak rate (open loop).
@@ -159,6 +161,8 @@ pub struct HalfLoadResult {
     pub server_cpu_percent: Option<f64>,
     /// Share of one core this process used in the window, percent.
     pub load_cpu_percent: Option<f64>,
+    /// Which side was the limit, when one was saturated ([`limited_by`]).
+    pub limited_by: Option<LimitedBy>,
 }
 
 /// A resident set size and its target.
@@ -232,6 +236,42 @@ pub struct Settings {
     pub server_cpus: Option<String>,
     /// The CPUs the load runs on, if pinned.
     pub load_cpus: Option<String>,
+    /// How many cores the load may use (its CPU affinity): a load CPU share near this many
+    /// times 100 % means the load generator, not the broker, was the limit.
+    #[serde(default)]
+    pub load_cores: usize,
+}
+
+/// A process at or above this share of the cores it may use is saturated, percent.
+pub const SATURATED_PERCENT: f64 = 90.0;
+
+/// Which side held a path's figure back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitedBy {
+    /// The load generator was saturated: the figure is a floor of the broker's.
+    Load,
+    /// The broker (and agent) used its cores up.
+    Broker,
+}
+
+/// Who was the limit: the load when it used at least [`SATURATED_PERCENT`] of each of the
+/// `load_cores` it may use (it is named first: then the broker's figure is only a floor),
+/// else the broker when it used that much of one core; `None` when neither was saturated
+/// (latency, the network or the in-flight bound) or the shares are unknown.
+pub fn limited_by(
+    server_cpu_percent: Option<f64>,
+    load_cpu_percent: Option<f64>,
+    load_cores: usize,
+) -> Option<LimitedBy> {
+    let cores = f64::from(u32::try_from(load_cores.max(1)).unwrap_or(u32::MAX));
+    if load_cpu_percent.is_some_and(|load| load >= SATURATED_PERCENT * cores) {
+        return Some(LimitedBy::Load);
+    }
+    if server_cpu_percent.is_some_and(|server| server >= SATURATED_PERCENT) {
+        return Some(LimitedBy::Broker);
+    }
+    None
 }
 
 /// Everything one run measured.
@@ -269,11 +309,26 @@ impl Report {
             );
             out.push_str(&self.half_load_table());
             for result in self.half_load.iter().filter(|r| r.not_sent > 0) {
+                let why = match result.limited_by {
+                    Some(LimitedBy::Load) => format!(
+                        "the load generator was the limit ({} of its cores), not the broker",
+                        percent(result.load_cpu_percent)
+                    ),
+                    _ => "the broker fell behind the in-flight limit".to_owned(),
+                };
                 let _ = writeln!(
                     out,
-                    "  {}: {} requests never sent: the broker fell behind the in-flight limit",
+                    "  {}: {} requests never sent: {why}",
                     result.path.name(),
                     result.not_sent
+                );
+            }
+            for result in &self.half_load {
+                self.render_load_limit(
+                    &mut out,
+                    result.path,
+                    result.limited_by,
+                    result.load_cpu_percent,
                 );
             }
         }
@@ -376,6 +431,9 @@ impl Report {
             }
             let _ = writeln!(out, "{line}");
         }
+        for result in &self.paths {
+            self.render_load_limit(out, result.path, result.limited_by, result.load_cpu_percent);
+        }
         for result in self
             .paths
             .iter()
@@ -387,6 +445,26 @@ impl Report {
                 result.path.name(),
                 result.errors,
                 result.first_error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+
+    /// Says so when the load, not the broker, was the limit of a figure.
+    fn render_load_limit(
+        &self,
+        out: &mut String,
+        path: PathKind,
+        limited: Option<LimitedBy>,
+        load_cpu_percent: Option<f64>,
+    ) {
+        if limited == Some(LimitedBy::Load) {
+            let _ = writeln!(
+                out,
+                "  {}: the load generator was the limit: it used {} of one core on {} core(s); \
+                 the broker's rate is at least this (spread the load over more --load-cpus)",
+                path.name(),
+                percent(load_cpu_percent),
+                self.settings.load_cores.max(1)
             );
         }
     }
@@ -647,6 +725,30 @@ mod tests {
     }
 
     #[test]
+    fn a_saturated_load_is_named_as_the_limit_before_the_broker() {
+        assert_eq!(limited_by(Some(95.0), Some(97.0), 1), Some(LimitedBy::Load));
+        assert_eq!(
+            limited_by(Some(95.0), Some(60.0), 1),
+            Some(LimitedBy::Broker)
+        );
+        assert_eq!(
+            limited_by(Some(50.0), Some(120.0), 2),
+            None,
+            "120 % of one core is not 90 % of two"
+        );
+        assert_eq!(
+            limited_by(Some(50.0), Some(185.0), 2),
+            Some(LimitedBy::Load)
+        );
+        assert_eq!(limited_by(None, None, 1), None);
+        assert_eq!(
+            limited_by(Some(89.9), Some(89.9), 0),
+            None,
+            "0 cores counts as one"
+        );
+    }
+
+    #[test]
     fn the_table_shows_ratios_and_verdicts() {
         let report = Report {
             settings: Settings {
@@ -659,6 +761,7 @@ mod tests {
                 broker_pid: Some(42),
                 server_cpus: Some("0".into()),
                 load_cpus: Some("1".into()),
+                load_cores: 1,
             },
             raw_limits: Some(Measured {
                 limits: LIMITS,
@@ -679,6 +782,7 @@ mod tests {
                 verdict: judge_rate(PathKind::Mint, 12_345.0, &LIMITS),
                 server_cpu_percent: Some(99.6),
                 load_cpu_percent: None,
+                limited_by: None,
             }],
             half_load: Vec::new(),
             memory: MemoryReport {
@@ -705,5 +809,20 @@ mod tests {
         assert_eq!(json["paths"][0]["path"], "mint");
         assert_eq!(json["paths"][0]["verdict"]["met"], false);
         assert_eq!(json["raw_limits"]["sign_per_s"], 40_000.0);
+        assert!(!text.contains("load generator was the limit"), "{text}");
+
+        // The same figure with the load saturated names the load, not the broker.
+        let mut loaded = report.clone();
+        loaded.paths[0].load_cpu_percent = Some(97.0);
+        loaded.paths[0].limited_by = limited_by(Some(99.6), Some(97.0), 1);
+        let text = loaded.render();
+        assert!(
+            text.contains("mint: the load generator was the limit: it used 97 %"),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::to_value(&loaded).unwrap()["paths"][0]["limited_by"],
+            "load"
+        );
     }
 }
