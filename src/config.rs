@@ -81,10 +81,12 @@
 //! [jwt]
 //! governance_claims = false        # true: JWT-SVIDs carry mayfly_env and mayfly_data_class
 //!
-//! # Alerts for people: the owners' digest by webhook (docs/operations.md, "Alerts").
+//! # Alerts for people: the owners' digest and more, by webhook and/or as OTel log
+//! # events (docs/operations.md, "Alerts").
 //! [alerts]
 //! webhook_url = "https://alerts.example/mayfly"    # off by default
 //! webhook_secret_file = "/etc/mayfly/webhook.key"  # 0600, 32+ bytes: signs every body
+//! otel_logs = false                                # true: log records to otlp_endpoint
 //! owner_digest_every = "1d"                        # "0s" = never
 //!
 //! # Operators (docs/operations.md, "Emergency access").
@@ -1116,7 +1118,7 @@ impl Config {
             ));
         }
         self.audit.check_anchor_sinks()?;
-        self.alerts.check()?;
+        self.alerts.check(&self.telemetry.otlp)?;
         if self.revocation_staleness < Duration::from_secs(1)
             || self.revocation_staleness > Duration::from_secs(300)
         {

@@ -97,6 +97,9 @@ pub enum ServerError {
     /// The alert webhook cannot be set up (its secret or CA file).
     #[error("alert webhook: {0}")]
     Alerts(#[from] crate::alert::WebhookError),
+    /// The OTel log events output of the alerts cannot be set up (its OTLP endpoint).
+    #[error("alert log events ([alerts] otel_logs): {0}")]
+    AlertLogs(#[source] mayfly_telemetry::TracingError),
     /// The mint path could not be wired (its JWT validator or issuer).
     #[error("mint path: {0}")]
     Mint(#[from] MintError),
@@ -323,21 +326,33 @@ pub async fn start_with_clock(
     let grpc_addr = listeners.grpc_addr;
     let http_addr = listeners.http_addr;
     let admin_socket = listeners.admin_socket.clone();
-    let alerts = match &config.alerts.webhook {
-        Some(webhook) => {
+    let alerts = if config.alerts.any_output() {
+        let mut outputs = Vec::new();
+        if let Some(webhook) = &config.alerts.webhook {
             // Checked with the config: only a file changed since can fail here.
-            let webhook = crate::alert::Webhook::new(webhook)?;
-            let (sink, task) = crate::alert::start(
+            outputs.push(crate::alert::Output::Webhook(crate::alert::Webhook::new(
                 webhook,
-                state.parts.audit.clone(),
-                clock.clone(),
-                core.telemetry.metrics().clone(),
-                tasks.token(),
-            );
-            tasks.push(task);
-            Some(sink)
+            )?));
         }
-        None => None,
+        if config.alerts.otel_logs {
+            // The endpoint was checked with the config ([alerts] otel_logs needs one).
+            let logs = mayfly_telemetry::OtlpLogs::new(&config.telemetry.otlp)
+                .map_err(ServerError::AlertLogs)?;
+            outputs.push(crate::alert::Output::OtelLogs(logs));
+        }
+        let (sink, output_tasks) = crate::alert::start(
+            outputs,
+            state.parts.audit.clone(),
+            clock.clone(),
+            core.telemetry.metrics().clone(),
+            tasks.token(),
+        );
+        for task in output_tasks {
+            tasks.push(task);
+        }
+        Some(sink)
+    } else {
+        None
     };
     let breakglass = Arc::new(crate::breakglass::Breakglass::new(
         crate::breakglass::BreakglassParts {

@@ -983,7 +983,8 @@ impl Admin for AdminService {
         let state = &self.inner;
         let Some(sink) = &state.alerts else {
             return Err(Status::failed_precondition(
-                "no alert webhook: set [alerts] webhook_url and webhook_secret_file",
+                "no alert output: set [alerts] webhook_url and webhook_secret_file, \
+                 or [alerts] otel_logs = true with [telemetry] otlp_endpoint",
             ));
         };
         let alert = crate::alert::Alert::new(
@@ -997,13 +998,30 @@ impl Admin for AdminService {
             }),
         );
         let delivery_id = alert.delivery.clone();
-        let delivery = sink.deliver(alert).await?;
+        let fates = sink.deliver_each(alert).await?;
+        let outputs: Vec<pb::AlertOutputFate> = fates
+            .into_iter()
+            .map(|fate| pb::AlertOutputFate {
+                output: fate.output.to_owned(),
+                url: fate.delivery.url,
+                tries: fate.delivery.tries,
+                delivered: fate.delivery.error.is_none(),
+                error: fate.delivery.error.unwrap_or_default(),
+            })
+            .collect();
+        let summary = outputs
+            .iter()
+            .find(|fate| !fate.delivered)
+            .or(outputs.first())
+            .cloned()
+            .unwrap_or_default();
         Ok(Response::new(pb::TestAlertResponse {
             delivery: delivery_id,
-            url: delivery.url,
-            tries: delivery.tries,
-            delivered: delivery.error.is_none(),
-            error: delivery.error.unwrap_or_default(),
+            url: summary.url,
+            tries: summary.tries,
+            delivered: outputs.iter().all(|fate| fate.delivered),
+            error: summary.error,
+            outputs,
         }))
     }
 }

@@ -1,16 +1,22 @@
-//! The `[alerts]` section: where the broker sends alerts for people (today the owners'
-//! governance digest), and how often the digest goes out.
+//! The `[alerts]` section: where the broker sends alerts for people (the owners'
+//! governance digest, `mayfly alerts test`, ...), and how often the digest goes out.
 //!
 //! ```toml
 //! [alerts]
 //! webhook_url = "https://alerts.example/mayfly"    # off by default
 //! webhook_secret_file = "/etc/mayfly/webhook.key"  # 0600, 32+ bytes; signs each body
 //! webhook_ca = "/etc/mayfly/alerts-ca.pem"         # a private CA instead of the system's
+//! otel_logs = true                                 # also OTel log events, to [telemetry]'s
+//!                                                  # collector; off by default
 //! owner_digest_every = "1d"                        # one digest per owner with work; "0s" = never
 //! ```
 //!
-//! Checked at start: a webhook without a secret file, a secret file that others may read
-//! or a CA file that holds no certificate stops the server before it binds anything.
+//! Either output, both or none may be configured; alerts go to each configured one.
+//!
+//! Checked at start: a webhook without a secret file, a secret file that others may read,
+//! a CA file that holds no certificate, or `otel_logs` without an OTLP endpoint
+//! (`[telemetry] otlp_endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`) stops the server before
+//! it binds anything.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +38,9 @@ pub struct AlertsConfig {
     /// The webhook; `None` (the default): alerts are not sent, and
     /// `mayfly report owners` is the only way to read the digest.
     pub webhook: Option<WebhookConfig>,
+    /// `otel_logs`: each alert is also an OpenTelemetry log record exported to the OTLP
+    /// collector of `[telemetry]`. Default off.
+    pub otel_logs: bool,
     /// How often each owner with something to do gets a digest (rounds aligned on the
     /// clock, one replica per round); zero: never. Default one day.
     pub owner_digest_every: Duration,
@@ -41,6 +50,7 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
             webhook: None,
+            otel_logs: false,
             owner_digest_every: DEFAULT_OWNER_DIGEST_EVERY,
         }
     }
@@ -53,6 +63,7 @@ pub(super) struct FileAlerts {
     webhook_url: Option<String>,
     webhook_secret_file: Option<PathBuf>,
     webhook_ca: Option<PathBuf>,
+    otel_logs: Option<bool>,
     owner_digest_every: Option<String>,
 }
 
@@ -90,6 +101,9 @@ impl AlertsConfig {
                 }
             }
         }
+        if let Some(on) = file.otel_logs {
+            self.otel_logs = on;
+        }
         if let Some(value) = &file.owner_digest_every {
             let every = parse_duration("alerts.owner_digest_every", &file_raw(value))?;
             if every != Duration::ZERO && !(HOUR..=MAX_DIGEST_EVERY).contains(&every) {
@@ -103,9 +117,23 @@ impl AlertsConfig {
         Ok(())
     }
 
-    /// Sets up the webhook's client, which reads its secret and CA files, so that a file
-    /// that cannot be used stops the server before it binds anything.
-    pub(super) fn check(&self) -> Result<(), ConfigError> {
+    /// Whether any output is configured (then the broker runs an alert sink).
+    pub fn any_output(&self) -> bool {
+        self.webhook.is_some() || self.otel_logs
+    }
+
+    /// Checks that `otel_logs` has a collector to go to (`otlp`, the file's and the
+    /// environment's `[telemetry]` settings), and sets up the webhook's client, which
+    /// reads its secret and CA files, so that a file that cannot be used stops the
+    /// server before it binds anything.
+    pub(super) fn check(&self, otlp: &mayfly_telemetry::OtlpConfig) -> Result<(), ConfigError> {
+        if self.otel_logs && otlp.endpoint.is_none() {
+            return Err(invalid(
+                "alerts.otel_logs",
+                "needs an OTLP collector: set [telemetry] otlp_endpoint (or \
+                 OTEL_EXPORTER_OTLP_ENDPOINT), or set otel_logs = false",
+            ));
+        }
         let Some(webhook) = &self.webhook else {
             return Ok(());
         };
@@ -193,5 +221,23 @@ mod tests {
             apply("webhook = \"x\"").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn otel_logs_needs_an_otlp_endpoint() {
+        let on = apply("otel_logs = true").unwrap();
+        assert!(on.otel_logs && on.any_output());
+        assert!(!AlertsConfig::default().any_output());
+        assert!(!apply("otel_logs = false").unwrap().any_output());
+        let mut otlp = mayfly_telemetry::OtlpConfig::off("mayfly-test");
+        let error = on.check(&otlp).unwrap_err().to_string();
+        assert!(
+            error.starts_with("alerts.otel_logs") && error.contains("otlp_endpoint"),
+            "{error}"
+        );
+        // Positive control: with an endpoint, the same setting is accepted.
+        otlp.endpoint = Some("http://127.0.0.1:4317".into());
+        on.check(&otlp).unwrap();
+        assert!(apply("otel_logs = \"yes\"").is_err(), "a boolean only");
     }
 }

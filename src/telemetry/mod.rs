@@ -32,7 +32,7 @@
 //! | `mayfly_audit_commit_records` | histogram | records per group commit |
 //! | `mayfly_audit_head_sequence` | gauge | the last durable record's sequence number |
 //! | `mayfly_audit_anchor_writes_total` | counter | `sink` (`file`: `[audit] anchor_file`; `http`: `anchor_url`; `syslog`: `anchor_syslog`), `outcome` (`ok`, `failed`): signed checkpoints sent to an anchor outside the host (only with one configured) |
-//! | `mayfly_alert_deliveries_total` | counter | `sink` (`webhook`), `outcome` (`delivered`, `retried`: a try failed and another follows, `failed`: every try failed or a final status) (only with `[alerts] webhook_url`) |
+//! | `mayfly_alert_deliveries_total` | counter | `output` (`webhook`: `[alerts] webhook_url`; `otel_logs`: `[alerts] otel_logs`), `outcome` (`delivered`, `retried`: a try failed and another follows, `failed`: every try failed or a final answer, `refused`: the output's queue was full) (only with an alert output) |
 //! | `mayfly_audit_anchored_sequence` | gauge | `sink`: the sequence number of the last checkpoint that anchor took |
 //! | `mayfly_audit_witness_publishes_total` | counter | `outcome` (`ok`, `failed`): this replica's signed audit checkpoint published to the shared store, every 2 s (only with one) |
 //! | `mayfly_audit_witness_findings_total` | counter | `kind` (`regressed`, `forked`, `bad_signature`, `key_changed`): another replica's published checkpoint did not continue what this replica saw of it (only with a shared store; each kind starts at 0) |
@@ -488,7 +488,7 @@ impl BrokerMetrics {
             alert_deliveries: meter
                 .u64_counter("mayfly.alert.deliveries")
                 .with_description(
-                    "Tries to deliver an alert to the webhook, by outcome: delivered, retried, failed.",
+                    "Tries to deliver an alert, by output (webhook, otel_logs) and outcome: delivered, retried, failed, refused (queue full).",
                 )
                 .with_unit("{try}")
                 .build(),
@@ -521,12 +521,13 @@ impl BrokerMetrics {
         }
     }
 
-    /// One try to deliver an alert: `delivered`, `retried` or `failed`.
-    pub fn alert_delivery(&self, sink: &'static str, outcome: &'static str) {
+    /// One try to deliver an alert at `output` (`webhook`, `otel_logs`): `delivered`,
+    /// `retried` or `failed`; or `refused` when the output's queue was full.
+    pub fn alert_delivery(&self, output: &'static str, outcome: &'static str) {
         self.alert_deliveries.add(
             1,
             &[
-                KeyValue::new("sink", sink),
+                KeyValue::new("output", output),
                 KeyValue::new("outcome", outcome),
             ],
         );

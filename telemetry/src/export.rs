@@ -1,4 +1,5 @@
-//! The OTLP exporters: spans and metrics over gRPC (tonic) or HTTP/protobuf
+//! The OTLP exporters: spans and metrics (and, in [`crate::logs`], log
+//! events) over gRPC (tonic) or HTTP/protobuf
 //! (hyper over rustls on aws-lc-rs, the platform's roots for `https://`).
 //! Both are built inside the tokio runtime and run on it.
 
@@ -71,13 +72,16 @@ pub(crate) fn metrics(
 }
 
 /// `<base>/v1/<signal>`, as OTLP/HTTP names a signal's path.
-fn signal_url(base: &str, signal: &str) -> String {
+pub(crate) fn signal_url(base: &str, signal: &str) -> String {
     format!("{}/v1/{signal}", base.trim_end_matches('/'))
 }
 
 /// A lazy gRPC channel to the collector (connected at the first export;
 /// TLS with the platform's roots for `https://`).
-fn channel(endpoint: &str, timeout: Duration) -> Result<tonic::transport::Channel, TracingError> {
+pub(crate) fn channel(
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<tonic::transport::Channel, TracingError> {
     let bad = |error: tonic::transport::Error| TracingError::Exporter(error.to_string());
     let mut builder = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
         .map_err(bad)?
@@ -96,13 +100,13 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 /// OTLP/HTTP's client: hyper over rustls (aws-lc-rs), each request bounded
 /// by the export timeout and each answer by [`MAX_RESPONSE_BYTES`].
 #[derive(Debug, Clone)]
-struct HttpExportClient {
+pub(crate) struct HttpExportClient {
     client: HttpsClient,
     timeout: Duration,
 }
 
 impl HttpExportClient {
-    fn new(timeout: Duration) -> Result<Self, TracingError> {
+    pub(crate) fn new(timeout: Duration) -> Result<Self, TracingError> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|error| TracingError::Exporter(format!("the platform's TLS roots: {error}")))?

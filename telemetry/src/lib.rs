@@ -11,6 +11,8 @@
 //! - [`propagation`]: `traceparent` in and out of gRPC metadata, so that a
 //!   trace follows a request from the workload through the agent to the
 //!   broker.
+//! - [`OtlpLogs`]: log events (the broker's alerts) exported one record
+//!   per request to the same collector, each export's fate returned.
 //! - [`stage`]: a child span of the current RPC span for one stage of a hot
 //!   path (attest, policy, sign, audit commit, store), and nothing at all
 //!   when the request is not sampled.
@@ -24,6 +26,7 @@
 mod config;
 mod endpoint;
 mod export;
+pub mod logs;
 mod metrics;
 pub mod prometheus;
 pub mod propagation;
@@ -33,6 +36,7 @@ mod subscriber;
 pub use config::{OtlpConfig, OtlpConfigError, Protocol};
 pub use endpoint::serve_metrics;
 pub use export::TracingError;
+pub use logs::{LogEvent, LogExportError, LogValue, OtlpLogs, Severity};
 pub use metrics::Metrics;
 pub use rpc::{OTHER_METHOD, RpcLayer, RpcService, RpcServiceLayer, TimedBody};
 pub use subscriber::{LOG_ENV, Sampling, Tracing};
