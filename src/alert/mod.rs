@@ -471,3 +471,131 @@ async fn deliver(
         error: result.err().map(|failure| failure.error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::Telemetry;
+
+    /// A sink over two lanes of capacity one whose queues the test reads itself, as the
+    /// outputs' tasks would.
+    fn sink(telemetry: &Telemetry) -> (AlertSink, Vec<mpsc::Receiver<Queued>>) {
+        let mut lanes = Vec::new();
+        let mut receivers = Vec::new();
+        for (output, url) in [
+            ("webhook", "http://127.0.0.1:9/alerts"),
+            ("otel_logs", "http://127.0.0.1:9"),
+        ] {
+            let (queue, waiting) = mpsc::channel(1);
+            lanes.push(Lane {
+                output,
+                url: url.to_owned(),
+                queue,
+            });
+            receivers.push(waiting);
+        }
+        let sink = AlertSink {
+            lanes: lanes.into(),
+            metrics: telemetry.metrics().clone(),
+        };
+        (sink, receivers)
+    }
+
+    fn alert() -> Alert {
+        Alert::new(
+            "test",
+            "example.org",
+            1_800_000_000,
+            "ops",
+            serde_json::json!({}),
+        )
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_alert_for_its_output_only() {
+        let telemetry = Telemetry::new();
+        let (sink, mut receivers) = sink(&telemetry);
+        // Positive control: both outputs take the first alert, with one delivery id.
+        let first = alert();
+        sink.send(first.clone()).unwrap();
+        let webhook = receivers[0].try_recv().unwrap().alert;
+        assert_eq!(webhook.delivery, first.delivery);
+        // The log output has not taken its copy off the queue: that queue is full, the
+        // webhook's is not; the alert still goes to the webhook.
+        let second = alert();
+        sink.send(second.clone()).unwrap();
+        assert_eq!(
+            receivers[0].try_recv().unwrap().alert.delivery,
+            second.delivery
+        );
+        assert_eq!(
+            receivers[1].try_recv().unwrap().alert.delivery,
+            first.delivery
+        );
+        assert!(
+            receivers[1].try_recv().is_err(),
+            "the second was dropped there"
+        );
+        let text = telemetry.render().unwrap();
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with("mayfly_alert_deliveries_total{")
+                    && line.contains("output=\"otel_logs\"")
+                    && line.contains("outcome=\"refused\"")
+                    && line.ends_with(" 1")),
+            "{text}"
+        );
+        // Every queue full: the producer is told.
+        sink.send(alert()).unwrap();
+        assert_eq!(sink.send(alert()), Err(AlertError::QueueFull));
+        // After shutdown: stopped.
+        drop(receivers);
+        assert_eq!(sink.send(alert()), Err(AlertError::Stopped));
+    }
+
+    #[tokio::test]
+    async fn deliver_each_says_what_became_of_the_alert_at_each_output() {
+        let telemetry = Telemetry::new();
+        let (sink, mut receivers) = sink(&telemetry);
+        let mut webhook = receivers.remove(0);
+        let logs = receivers.remove(0);
+        // The log output's queue is full; the webhook's task answers.
+        sink.lanes[1]
+            .queue
+            .try_send(Queued {
+                alert: alert(),
+                done: None,
+            })
+            .unwrap();
+        let answering = tokio::spawn(async move {
+            let queued = webhook.recv().await.unwrap();
+            queued
+                .done
+                .unwrap()
+                .send(Delivery {
+                    url: "http://127.0.0.1:9/alerts".into(),
+                    tries: 1,
+                    error: None,
+                })
+                .unwrap();
+        });
+        let fates = sink.deliver_each(alert()).await.unwrap();
+        answering.await.unwrap();
+        assert_eq!(fates.len(), 2);
+        assert_eq!(fates[0].output, "webhook");
+        assert_eq!(fates[0].delivery.error, None);
+        assert_eq!(fates[1].output, "otel_logs");
+        assert_eq!(fates[1].delivery.tries, 0);
+        assert!(
+            fates[1]
+                .delivery
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("queue is full"),
+            "{fates:?}"
+        );
+        // Held until here, so that the log output's lane is full rather than stopped.
+        drop(logs);
+    }
+}
