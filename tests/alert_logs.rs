@@ -1,7 +1,7 @@
 //! Alerts as OpenTelemetry log events (issue 17, "Alerts": a sink behind one interface),
 //! received by an OTLP collector inside the test: a tonic server and an HTTP endpoint
 //! (axum, decoding with prost) built from the `opentelemetry-proto` crate's definitions,
-//! not from Mayfly's code; beside it, the webhook's receiver (axum) and the `mayfly`
+//! not from Mayfly's code; beside it, the webhook's receiver (axum, tests/common/webhook.rs) and the `mayfly`
 //! binary.
 //!
 //! - `mayfly alerts test` and an owners' digest round each become one log record
@@ -20,7 +20,6 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -30,6 +29,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::TestBroker;
+use common::webhook::{Receiver, SECRET, secret_file};
 use mayfly::alert::WebhookConfig;
 use mayfly::outbound::HttpUrl;
 use mayfly_sdk::proto::v1 as pb;
@@ -47,7 +47,6 @@ use prost::Message as _;
 
 const MAYFLY: &str = env!("CARGO_BIN_EXE_mayfly");
 const DAY: u64 = 86_400;
-const SECRET: &str = "9b2e7d4c1a0f3e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d";
 /// How long a test waits for something the broker does in the background.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -194,48 +193,6 @@ fn attribute(record: &LogRecord, key: &str) -> Option<String> {
         .map(|a| text(a.value.as_ref()))
 }
 
-/// One POST the webhook's receiver got.
-#[derive(Debug, Clone)]
-struct Post {
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// The webhook's receiver: answers 204, keeps what it got.
-#[derive(Default)]
-struct Webhook {
-    got: Mutex<Vec<Post>>,
-}
-
-async fn take(State(webhook): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    webhook.got.lock().unwrap().push(Post { headers, body });
-    StatusCode::NO_CONTENT
-}
-
-impl Webhook {
-    async fn start() -> (Arc<Self>, String) {
-        let webhook = Arc::new(Webhook::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let app = axum::Router::new()
-            .route("/alerts", axum::routing::post(take))
-            .with_state(webhook.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (webhook, format!("http://{address}/alerts"))
-    }
-
-    fn got(&self) -> Vec<Post> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-fn secret_file(dir: &Path) -> PathBuf {
-    let path = dir.join("webhook.key");
-    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
 /// A broker on the test's clock with both outputs: the webhook at `webhook_url` and log
 /// events to the collector at `endpoint` over `protocol`.
 async fn broker_with_both(
@@ -339,7 +296,7 @@ async fn both_outputs_get_each_alert(protocol: Protocol) {
         Protocol::Grpc => &[],
     };
     let (collector, endpoint) = Collector::start(protocol, http_plan).await;
-    let (webhook, url) = Webhook::start().await;
+    let (webhook, url) = Receiver::start(&[]).await;
     let mut broker = broker_with_both(&url, secret_file(dir.path()), &endpoint, protocol).await;
     let data = broker.data_dir();
 

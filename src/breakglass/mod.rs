@@ -120,8 +120,8 @@ pub enum BreakglassError {
     TooManyOpen,
     /// No alert output is configured.
     #[error(
-        "break-glass needs an alert output (set [alerts] webhook_url): a grant no one hears of \
-         is not allowed"
+        "break-glass needs an alert output (set [alerts] webhook_url, or otel_logs = true): \
+         a grant no one hears of is not allowed"
     )]
     NoAlerts,
     /// The grant or its entry kept changing under us.
