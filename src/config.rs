@@ -98,6 +98,15 @@
 //! [breakglass]
 //! max_ttl = "4h"                   # the longest grant (at most 24h)
 //! approve_within = "1h"            # unapproved grants lapse after this
+//!
+//! # Anomaly detection on the mint path (docs/operations.md, "Anomaly detection and
+//! # quarantine"); every setting in `config::anomaly`. Defaults alert, never quarantine.
+//! [anomaly]
+//! rate_floor = 1000                # a spike: above this many mints per rate_window...
+//! [[anomaly.rules]]                # first match wins
+//! environment = "prod"
+//! data_class = "phi"
+//! action = "quarantine"            # disable the entry and revoke what it issued
 //! ```
 //!
 //! Each attestor configuration (`[[attestors.k8s_psat]]`, `[[attestors.oidc]]`,
@@ -116,12 +125,16 @@ use serde::Deserialize;
 
 mod admin;
 mod alerts;
+mod anomaly;
 mod governance;
 
 pub use admin::{
     AdminConfig, BreakglassConfig, DEFAULT_APPROVE_WITHIN, DEFAULT_GRANT_MAX_TTL, GRANT_HARD_CAP,
 };
 pub use alerts::{AlertsConfig, DEFAULT_OWNER_DIGEST_EVERY};
+pub use anomaly::{
+    AnomalyAction, AnomalyConfig, AnomalyRule, MAX_ANOMALY_RULES, MAX_REFUSAL_COUNT,
+};
 
 pub use governance::{
     DEFAULT_REVIEW_EVERY, DEFAULT_SWEEP_EVERY, GovernanceAction, GovernanceConfig,
@@ -456,6 +469,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[breakglass]`: how long emergency grants may last.
     pub breakglass: BreakglassConfig,
+    /// Anomaly detection on the mint path, and what a finding does.
+    pub anomaly: AnomalyConfig,
     /// `[jwt] governance_claims`: JWT-SVIDs carry `mayfly_env` and
     /// `mayfly_data_class` (the entry's environment and data class), for
     /// relying parties that enforce them themselves. Default false.
@@ -619,6 +634,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             admin: AdminConfig::default(),
             breakglass: BreakglassConfig::default(),
+            anomaly: AnomalyConfig::default(),
             jwt_governance_claims: false,
         }
     }
@@ -665,6 +681,7 @@ struct FileConfig {
     admin: admin::FileAdmin,
     #[serde(default)]
     breakglass: admin::FileBreakglass,
+    anomaly: anomaly::FileAnomaly,
     #[serde(default)]
     jwt: FileJwt,
 }
@@ -927,6 +944,7 @@ impl Config {
         self.alerts.apply_file(&file.alerts)?;
         self.admin.apply_file(&file.admin)?;
         self.breakglass.apply_file(&file.breakglass)?;
+        self.anomaly.apply_file(&file.anomaly)?;
         if let Some(on) = file.jwt.governance_claims {
             self.jwt_governance_claims = on;
         }

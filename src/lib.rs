@@ -28,7 +28,8 @@
 //! [`attest`] turns evidence into selectors, [`policy`] holds the entries
 //! and the in-process [`policy::EntryIndex`], [`mint`] decides and signs
 //! (with `mayfly-ca`), [`audit`] makes the record durable before the
-//! credential leaves. [`revoke`] and the SDK's revocation index cut
+//! credential leaves; [`anomaly`] watches every outcome per entry and
+//! alerts, or quarantines, on unusual use. [`revoke`] and the SDK's revocation index cut
 //! credentials off; [`listing`] pages the operator's lists of both;
 //! [`store`] keeps state (embedded redb, or Redis for
 //! several replicas, which [`replica`] ties together and [`witness`] makes
@@ -43,6 +44,7 @@
 
 pub mod alert;
 pub mod anchor;
+pub mod anomaly;
 pub mod api;
 pub mod attest;
 pub mod audience;

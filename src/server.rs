@@ -298,7 +298,7 @@ pub async fn start_with_clock(
 ) -> Result<RunningServer, ServerError> {
     crate::install_crypto_provider();
     let state = State::open(&config, &clock).await?;
-    let core = Core::wire(&config, &clock, &state).await?;
+    let mut core = Core::wire(&config, &clock, &state).await?;
     let listeners = Listeners::bind(&config).await?;
     let identity = Arc::new(ServerIdentity::new(
         core.ca.clone(),
@@ -415,6 +415,21 @@ pub async fn start_with_clock(
     }
     let governance = Arc::new(governance);
     tasks.push(governance.clone().run(tasks.token()));
+    if let Some((detector, findings)) = core.anomaly.take() {
+        let responder = crate::anomaly::Responder::new(crate::anomaly::ResponderParts {
+            config: config.anomaly.clone(),
+            detector,
+            store: state.parts.store.clone(),
+            entries: state.parts.entries.clone(),
+            revoker: core.revoker.clone(),
+            audit: state.parts.audit.clone(),
+            alerts: alerts.clone(),
+            clock: clock.clone(),
+            metrics: core.telemetry.metrics().clone(),
+            trust_domain: config.trust_domain.as_str().to_owned(),
+        });
+        tasks.push(responder.run(findings, tasks.token()));
+    }
 
     state
         .parts
@@ -613,7 +628,16 @@ struct Core {
     minter: Arc<Minter>,
     rotation: Arc<Rotation>,
     keys: KeyPublisher,
+    /// The anomaly detectors and their findings, for the task that handles them
+    /// (taken when it is spawned); `None` with `[anomaly] enabled = false`.
+    anomaly: Option<AnomalyWiring>,
 }
+
+/// The anomaly detectors the minter reports to, and the queue of their findings.
+type AnomalyWiring = (
+    Arc<crate::anomaly::Detector>,
+    tokio::sync::mpsc::Receiver<crate::anomaly::Finding>,
+);
 
 impl Core {
     /// Wires revocation, the bundle, the attestors, the mint path and
@@ -658,23 +682,34 @@ impl Core {
             }),
         )?);
         let attestors = Arc::new(Attestors::new(&config.attestors)?);
-        let minter = Arc::new(
-            Minter::new(MinterParts {
-                ca: ca.clone(),
-                entries: parts.entries.clone(),
-                store: parts.store.clone(),
-                audit: parts.audit.clone(),
-                usage: parts.usage.clone(),
-                clock: clock.clone(),
-                attestors: attestors.clone(),
-                revocations: parts.revocations.clone(),
-                leeway: config.jwt_leeway,
-                metrics: telemetry.metrics().clone(),
-            })?
-            .with_ttl_caps(config.ttl.jwt_max, config.ttl.x509_max)
-            .with_audiences(parts.audiences.clone(), config.governance.audience_policy())
-            .with_governance_claims(config.jwt_governance_claims),
-        );
+        let anomaly = config.anomaly.enabled.then(|| {
+            let (detector, findings) = crate::anomaly::Detector::new(
+                &config.anomaly,
+                parts.entries.clone(),
+                clock.clone(),
+                telemetry.metrics().clone(),
+            );
+            (Arc::new(detector), findings)
+        });
+        let mut minter = Minter::new(MinterParts {
+            ca: ca.clone(),
+            entries: parts.entries.clone(),
+            store: parts.store.clone(),
+            audit: parts.audit.clone(),
+            usage: parts.usage.clone(),
+            clock: clock.clone(),
+            attestors: attestors.clone(),
+            revocations: parts.revocations.clone(),
+            leeway: config.jwt_leeway,
+            metrics: telemetry.metrics().clone(),
+        })?
+        .with_ttl_caps(config.ttl.jwt_max, config.ttl.x509_max)
+        .with_audiences(parts.audiences.clone(), config.governance.audience_policy())
+        .with_governance_claims(config.jwt_governance_claims);
+        if let Some((detector, _)) = &anomaly {
+            minter = minter.with_anomaly(detector.clone());
+        }
+        let minter = Arc::new(minter);
         let rotation = Arc::new(Rotation::new(
             ca.clone(),
             bundle.clone(),
@@ -702,6 +737,7 @@ impl Core {
             minter,
             rotation,
             keys,
+            anomaly,
         })
     }
 }

@@ -165,6 +165,8 @@ pub struct Minter {
     /// Records and announces every credential issued under a break-glass
     /// grant; without it, no grant is applied.
     breakglass: OnceLock<Arc<Breakglass>>,
+    /// The anomaly detectors, told of every outcome ([`crate::anomaly`]).
+    anomaly: Option<Arc<crate::anomaly::Detector>>,
 }
 
 impl Minter {
@@ -213,6 +215,7 @@ impl Minter {
             audience_policy: AudiencePolicy::default(),
             governance_claims: false,
             breakglass: OnceLock::new(),
+            anomaly: None,
         })
     }
 
@@ -223,6 +226,28 @@ impl Minter {
     /// call changes nothing.
     pub fn set_breakglass(&self, breakglass: Arc<Breakglass>) {
         let _ = self.breakglass.set(breakglass);
+    }
+
+    /// Tells `detector` of every outcome (granted or refused, with its entry, caller and
+    /// audience), synchronously and without I/O, before the audit record is written.
+    #[must_use]
+    pub fn with_anomaly(mut self, detector: Arc<crate::anomaly::Detector>) -> Self {
+        self.anomaly = Some(detector);
+        self
+    }
+
+    /// Counts one outcome in the anomaly detectors, if they run.
+    fn observe<T>(&self, event: &AuditEvent, result: &Result<T, MintError>) {
+        if let Some(detector) = &self.anomaly {
+            let seen = match result {
+                Ok(_) => crate::anomaly::Seen::Granted,
+                Err(MintError::Ca(_) | MintError::Unavailable(_) | MintError::Internal(_)) => {
+                    crate::anomaly::Seen::Failed
+                }
+                Err(_) => crate::anomaly::Seen::Refused,
+            };
+            detector.observe(event, seen);
+        }
     }
 
     /// With `on`, every JWT-SVID carries the entry's environment
@@ -1131,6 +1156,7 @@ impl Minter {
         let kind = credential_kind(&event.action);
         let result = self.record_grant_use(result).await;
         let event = outcome_event(event, &result);
+        self.observe(&event, &result);
         annotate_call(&event);
         let actor = event.actor.clone();
         let receipt = self
@@ -1161,7 +1187,9 @@ impl Minter {
             .map(|(event, result)| {
                 let kind = credential_kind(&event.action);
                 let actor = event.actor.clone();
-                (outcome_event(event, &result), (kind, actor, result))
+                let event = outcome_event(event, &result);
+                self.observe(&event, &result);
+                (event, (kind, actor, result))
             })
             .unzip();
         let receipts = self

@@ -333,6 +333,50 @@ impl Revoker {
         Ok(answers)
     }
 
+    /// Revokes every credential of an entry, SPIFFE ID or agent issued up to now, without
+    /// blocking later mints: the revocation is made already lifted (kept for the longest
+    /// credential lifetime), as [`unrevoke`](Self::unrevoke) would leave it. The anomaly
+    /// detectors' quarantine uses it beside disabling the entry, so that enabling the
+    /// entry again is all an operator does to let it mint. A revocation in force that
+    /// blocks minting is kept as it is and returned.
+    ///
+    /// # Errors
+    ///
+    /// As [`revoke`](Self::revoke); a `jti` or `serial` kind is
+    /// [`RevokeError::NotLiftable`].
+    pub async fn revoke_issued(
+        &self,
+        kind: &str,
+        value: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Revocation, RevokeError> {
+        let (kind, value, reason) = checked_request(kind, value, reason)?;
+        if !kind.is_identity() {
+            return Err(RevokeError::NotLiftable { kind });
+        }
+        if let Some(existing) = self.set.get(kind, &value)
+            && existing.blocks_minting()
+        {
+            return Ok(existing.as_ref().clone());
+        }
+        let now = self.clock.unix_now();
+        let revocation = Revocation {
+            kind,
+            subjects: self.subjects(kind, &value)?,
+            value,
+            revoked_at: now,
+            expires_at: Some(now.saturating_add(self.cover)),
+            reason: reason.to_owned(),
+            actor: actor.to_owned(),
+        };
+        self.store.put_revocation(&revocation).await?;
+        self.set.upsert(revocation.clone());
+        self.audit_change("revoke", &revocation, actor, reason)
+            .await?;
+        Ok(revocation)
+    }
+
     /// Lifts an entry, SPIFFE ID or agent revocation: minting resumes, and
     /// what was issued before the revocation stays revoked until it expires.
     ///

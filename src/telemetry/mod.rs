@@ -33,6 +33,8 @@
 //! | `mayfly_audit_head_sequence` | gauge | the last durable record's sequence number |
 //! | `mayfly_audit_anchor_writes_total` | counter | `sink` (`file`: `[audit] anchor_file`; `http`: `anchor_url`; `syslog`: `anchor_syslog`), `outcome` (`ok`, `failed`): signed checkpoints sent to an anchor outside the host (only with one configured) |
 //! | `mayfly_alert_deliveries_total` | counter | `output` (`webhook`: `[alerts] webhook_url`; `otel_logs`: `[alerts] otel_logs`), `outcome` (`delivered`, `retried`: a try failed and another follows, `failed`: every try failed or a final answer, `refused`: the output's queue was full) (only with an alert output) |
+//! | `mayfly_anomalies_total` | counter | `detector` (`rate-spike`, `refusal-burst`, `new-source`), `action` (`alert`, `quarantine`): findings of the anomaly detectors, by what was done (each pair starts at 0 while `[anomaly] enabled`) |
+//! | `mayfly_anomaly_findings_dropped_total` | counter | `reason` (`queue_full`: a finding the anomaly task's queue had no room for; `untracked`: an entry beyond the detectors' cap, not watched) |
 //! | `mayfly_audit_anchored_sequence` | gauge | `sink`: the sequence number of the last checkpoint that anchor took |
 //! | `mayfly_audit_witness_publishes_total` | counter | `outcome` (`ok`, `failed`): this replica's signed audit checkpoint published to the shared store, every 2 s (only with one) |
 //! | `mayfly_audit_witness_findings_total` | counter | `kind` (`regressed`, `forked`, `bad_signature`, `key_changed`): another replica's published checkpoint did not continue what this replica saw of it (only with a shared store; each kind starts at 0) |
@@ -420,6 +422,8 @@ pub struct BrokerMetrics {
     anchor_writes: Counter<u64>,
     anchored: Gauge<u64>,
     alert_deliveries: Counter<u64>,
+    anomalies: Counter<u64>,
+    anomaly_dropped: Counter<u64>,
     witness_publishes: Counter<u64>,
     witness_findings: Counter<u64>,
     signing: Histogram<f64>,
@@ -492,6 +496,20 @@ impl BrokerMetrics {
                 )
                 .with_unit("{try}")
                 .build(),
+            anomalies: meter
+                .u64_counter("mayfly.anomalies")
+                .with_description(
+                    "Findings of the anomaly detectors on the mint path, by detector and action.",
+                )
+                .with_unit("{finding}")
+                .build(),
+            anomaly_dropped: meter
+                .u64_counter("mayfly.anomaly.findings.dropped")
+                .with_description(
+                    "Anomaly findings dropped (the anomaly task's queue was full) and entries not tracked (the detectors' map was full).",
+                )
+                .with_unit("{finding}")
+                .build(),
             anchor_writes: meter
                 .u64_counter("mayfly.audit.anchor.writes")
                 .with_description(
@@ -531,6 +549,33 @@ impl BrokerMetrics {
                 KeyValue::new("outcome", outcome),
             ],
         );
+    }
+
+    /// The anomaly detectors started: every detector and action is exported from now on,
+    /// at zero, so that the first finding is an increase an alert rule sees.
+    pub fn anomaly_started(&self, detectors: &[&'static str], actions: &[&'static str]) {
+        for detector in detectors {
+            for action in actions {
+                self.anomaly(detector, action, 0);
+            }
+        }
+    }
+
+    /// `count` findings of `detector`, handled with `action`.
+    pub fn anomaly(&self, detector: &'static str, action: &'static str, count: u64) {
+        self.anomalies.add(
+            count,
+            &[
+                KeyValue::new("detector", detector),
+                KeyValue::new("action", action),
+            ],
+        );
+    }
+
+    /// A finding or an entry the detectors let go: `queue_full` or `untracked`.
+    pub fn anomaly_dropped(&self, reason: &'static str) {
+        self.anomaly_dropped
+            .add(1, &[KeyValue::new("reason", reason)]);
     }
 
     /// The audit witness started (with a shared store): every kind of finding is
