@@ -17,6 +17,13 @@
 //!   revocation index (no audit record), with an empty index and with 10,000 `jti`
 //!   revocations loaded.
 //! - `spiffe_id_parse`: `SpiffeId::parse`, which every request pays.
+//! - `mint_jwt_anomaly/{off,on}/{signed,cached}_concurrent_64`: the anomaly detectors'
+//!   cost on the mint path (issue 17): the same calls without and with
+//!   `Minter::with_anomaly`, 64 in flight, signed every time or answered from the JWT
+//!   cache (the cheapest mint, where the detectors weigh most). One entry takes all the
+//!   load, as the load generator's does: the rate detector fires once, then its cooldown
+//!   holds.
+//! - `anomaly_observe`: `Detector::observe` alone, for one granted mint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -26,9 +33,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mayfly::anomaly::{Detector, Seen};
 use mayfly::attest::Attestors;
 use mayfly::audit::AuditLog;
+use mayfly::audit::{AuditEvent, Outcome};
 use mayfly::clock::{Clock, SystemClock};
+use mayfly::config::AnomalyConfig;
 use mayfly::mint::{Caller, Minter, MinterParts, UsageTracker};
 use mayfly::policy::{EntryIndex, EntrySpec, TtlPolicy};
 use mayfly::store::EmbeddedStore;
@@ -51,12 +61,24 @@ struct Fixture {
     _dir: tempfile::TempDir,
     minter: Arc<Minter>,
     caller: Caller,
+    /// The anomaly findings' queue, kept open (nothing reads it: a full queue drops).
+    _findings: Option<tokio::sync::mpsc::Receiver<mayfly::anomaly::Finding>>,
 }
 
 /// A Minter with one entry. `unique_jti`: every JWT-SVID is signed (the
 /// default here, what the mint path costs); without it, the server-side
 /// cache answers repeated requests.
 fn fixture(runtime: &Runtime, revocations: RevocationSet, unique_jti: bool) -> Fixture {
+    fixture_with(runtime, revocations, unique_jti, false)
+}
+
+/// [`fixture`], with the anomaly detectors (default thresholds) when `anomaly`.
+fn fixture_with(
+    runtime: &Runtime,
+    revocations: RevocationSet,
+    unique_jti: bool,
+    anomaly: bool,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let trust_domain = TrustDomain::new(TRUST_DOMAIN).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -82,19 +104,28 @@ fn fixture(runtime: &Runtime, revocations: RevocationSet, unique_jti: bool) -> F
     let audit = runtime
         .block_on(async { AuditLog::open(&dir.path().join("audit")) })
         .unwrap();
-    let minter = Minter::new(MinterParts {
+    let entries = Arc::new(EntryIndex::new([entry]));
+    let metrics = mayfly::telemetry::Telemetry::new().metrics().clone();
+    let mut minter = Minter::new(MinterParts {
         ca: Arc::new(ca),
-        entries: Arc::new(EntryIndex::new([entry])),
+        entries: entries.clone(),
         store: Arc::new(store),
         audit,
         usage: Arc::new(UsageTracker::new(Vec::new())),
-        clock,
+        clock: clock.clone(),
         attestors: Arc::new(Attestors::new(&Default::default()).unwrap()),
         revocations: Arc::new(revocations),
         leeway: LEEWAY,
-        metrics: mayfly::telemetry::Telemetry::new().metrics().clone(),
+        metrics: metrics.clone(),
     })
     .unwrap();
+    let mut findings = None;
+    if anomaly {
+        let (detector, receiver) =
+            Detector::new(&AnomalyConfig::default(), entries, clock.clone(), metrics);
+        minter = minter.with_anomaly(Arc::new(detector));
+        findings = Some(receiver);
+    }
     let caller = Caller {
         spiffe_id: SpiffeId::parse(WORKLOAD).unwrap(),
         serial: "5c0f31a2".into(),
@@ -104,6 +135,7 @@ fn fixture(runtime: &Runtime, revocations: RevocationSet, unique_jti: bool) -> F
         _dir: dir,
         minter: Arc::new(minter),
         caller,
+        _findings: findings,
     }
 }
 
@@ -248,5 +280,66 @@ fn spiffe_id(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, mint_jwt, renew_x509, validate_jwt, spiffe_id);
+/// The mint path without and with the anomaly detectors.
+fn mint_jwt_anomaly(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("mint_jwt_anomaly");
+    group.throughput(Throughput::Elements(IN_FLIGHT as u64));
+    for (mode, on) in [("off", false), ("on", true)] {
+        for (kind, unique_jti) in [("signed", true), ("cached", false)] {
+            let fixture = fixture_with(&runtime, RevocationSet::authoritative(), unique_jti, on);
+            group.bench_function(format!("{mode}/{kind}_concurrent_64"), |b| {
+                b.iter(|| {
+                    concurrently(&runtime, &fixture, |minter, caller| async move {
+                        minter.mint_jwt(&caller, AUDIENCE, None).await.unwrap();
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// `Detector::observe` alone: one granted mint of a busy entry.
+fn anomaly_observe(c: &mut Criterion) {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let trust_domain = TrustDomain::new(TRUST_DOMAIN).unwrap();
+    let entry = EntrySpec {
+        spiffe_id: Some(WORKLOAD.into()),
+        audiences: Some(vec![AUDIENCE.into()]),
+        owner: Some("billing@example.org".into()),
+        purpose: Some("criterion".into()),
+        ..EntrySpec::default()
+    }
+    .create(&trust_domain, &TtlPolicy::default(), clock.unix_now())
+    .unwrap();
+    let event = AuditEvent {
+        action: "jwt.mint".into(),
+        outcome: Outcome::Granted,
+        actor: WORKLOAD.into(),
+        entry_id: Some(entry.id.to_string()),
+        spiffe_id: Some(WORKLOAD.into()),
+        audience: Some(AUDIENCE.into()),
+        ..AuditEvent::default()
+    };
+    let (detector, _findings) = Detector::new(
+        &AnomalyConfig::default(),
+        Arc::new(EntryIndex::new([entry])),
+        clock,
+        mayfly::telemetry::Telemetry::new().metrics().clone(),
+    );
+    c.bench_function("anomaly_observe", |b| {
+        b.iter(|| detector.observe(black_box(&event), Seen::Granted))
+    });
+}
+
+criterion_group!(
+    benches,
+    mint_jwt,
+    renew_x509,
+    validate_jwt,
+    spiffe_id,
+    mint_jwt_anomaly,
+    anomaly_observe
+);
 criterion_main!(benches);
