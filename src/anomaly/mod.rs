@@ -36,7 +36,8 @@
 pub mod respond;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::collections::hash_map::Entry as Slot;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -439,8 +440,35 @@ struct NewSourceSeen {
     stable_for_secs: i64,
 }
 
-/// One lock stripe of the state map: entry id to state.
-type Shard = Mutex<HashMap<Box<str>, EntryState>>;
+/// One lock stripe of the state map: the entry id's hash to the entry's state.
+type Shard = Mutex<HashMap<u64, Tracked, BuildHasherDefault<Prehashed>>>;
+
+/// An entry's state, with its id (a different id with the same hash is not tracked).
+#[derive(Debug)]
+struct Tracked {
+    id: Box<str>,
+    state: EntryState,
+}
+
+/// The map's hasher: its keys are hashes already.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// The detectors: the per-entry state, read and updated on every mint.
 #[derive(Debug)]
@@ -449,6 +477,8 @@ pub struct Detector {
     shards: Box<[Shard]>,
     tracked: AtomicUsize,
     hasher: std::hash::RandomState,
+    /// The seed of [`quick_hash`](Self::quick_hash).
+    seed: u64,
     entries: Arc<EntryIndex>,
     clock: Arc<dyn Clock>,
     metrics: Arc<BrokerMetrics>,
@@ -479,6 +509,7 @@ impl Detector {
                 shards,
                 tracked: AtomicUsize::new(0),
                 hasher: std::hash::RandomState::new(),
+                seed: std::hash::RandomState::new().hash_one(0x6d61_7966_6c79_u64),
                 entries,
                 clock,
                 metrics,
@@ -499,9 +530,47 @@ impl Detector {
         hasher.finish().max(1)
     }
 
-    fn shard(&self, entry_id: &str) -> &Shard {
-        let index = usize::try_from(self.hash(&[entry_id]) % SHARDS as u64).unwrap_or(0);
+    /// A fast seeded hash (multiply and rotate, 8 bytes a step) for what is not the
+    /// caller's choice or where a collision costs nothing: the entry id (a colliding id is
+    /// told apart by the stored one) and the audience (a figure). Callers' names, which
+    /// decide the new-source detector, take [`hash`](Self::hash) (SipHash, keyed).
+    fn quick_hash(&self, text: &str) -> u64 {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mix = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
+        let bytes = text.as_bytes();
+        let mut chunks = bytes.chunks_exact(8);
+        let mut h = self.seed;
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            h = mix(h, u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        h = mix(h, u64::from_le_bytes(word));
+        h = mix(h, bytes.len() as u64);
+        // 0 marks an empty slot.
+        h.max(1)
+    }
+
+    fn shard(&self, key: u64) -> &Shard {
+        let index = usize::try_from(key % SHARDS as u64).unwrap_or(0);
         &self.shards[index]
+    }
+
+    /// The mints in the current window of `entry_id`, if it is tracked (tests).
+    #[cfg(test)]
+    fn mints_of(&self, entry_id: &str) -> Option<u32> {
+        let key = self.quick_hash(entry_id);
+        let shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        shard
+            .get(&key)
+            .filter(|tracked| &*tracked.id == entry_id)
+            .map(|tracked| tracked.state.mints)
     }
 
     /// Counts one outcome of the mint path, as its audit record says it (the entry, the
@@ -520,23 +589,33 @@ impl Detector {
             .and_then(|detail| detail.get("attestor"))
             .and_then(serde_json::Value::as_str);
         let source = self.hash(&[&event.actor, attestor.unwrap_or("")]);
-        let audience = event.audience.as_deref().map(|a| self.hash(&[a]));
+        let audience = event.audience.as_deref().map(|a| self.quick_hash(a));
+        let key = self.quick_hash(entry_id);
         let mut found: [Option<Figures>; 2] = [None, None];
         {
             let mut shard = self
-                .shard(entry_id)
+                .shard(key)
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let state = match shard.get_mut(entry_id) {
-                Some(state) => state,
-                None => {
+            let state = match shard.entry(key) {
+                Slot::Occupied(slot) => {
+                    if &*slot.get().id != entry_id {
+                        // Another id with the same hash: not tracked.
+                        return;
+                    }
+                    &mut slot.into_mut().state
+                }
+                Slot::Vacant(slot) => {
                     if !self.may_track(entry_id, seen) {
                         return;
                     }
                     let warming = now < self.started_at.saturating_add(self.limits.window);
-                    shard
-                        .entry(entry_id.into())
-                        .or_insert_with(|| EntryState::new(now, warming))
+                    &mut slot
+                        .insert(Tracked {
+                            id: entry_id.into(),
+                            state: EntryState::new(now, warming),
+                        })
+                        .state
                 }
             };
             match seen {
@@ -617,8 +696,8 @@ impl Detector {
         for shard in &*self.shards {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let before = shard.len();
-            shard.retain(|id, _| {
-                EntryId::parse(id)
+            shard.retain(|_, tracked| {
+                EntryId::parse(&tracked.id)
                     .ok()
                     .is_some_and(|id| self.entries.by_id(&id).is_some())
             });

@@ -190,6 +190,28 @@ fn a_new_source_counts_only_once_the_sources_were_stable() {
 }
 
 #[test]
+fn the_quick_hash_tells_texts_apart_and_never_marks_an_empty_slot() {
+    let (detector, _findings, _clock) = detector(&config(), &[]);
+    let texts = [
+        "",
+        "a",
+        "payments",
+        "payments-db",
+        "payments-dc",
+        "12345678",
+        "123456789",
+    ];
+    let hashes: std::collections::HashSet<u64> =
+        texts.iter().map(|t| detector.quick_hash(t)).collect();
+    assert_eq!(hashes.len(), texts.len());
+    assert!(!hashes.contains(&0));
+    assert_eq!(
+        detector.quick_hash("payments"),
+        detector.quick_hash("payments")
+    );
+}
+
+#[test]
 fn the_state_of_an_entry_has_a_fixed_small_size() {
     assert!(
         std::mem::size_of::<EntryState>() <= 512,
@@ -291,12 +313,9 @@ fn the_map_is_capped_and_pruned_of_deleted_entries() {
     detector.entries.upsert(late.clone());
     detector.observe(&event(&late, "a", Outcome::Granted), Seen::Granted);
     assert_eq!(detector.tracked(), MAX_TRACKED);
-    let shard = detector.shard(late.id.as_str()).lock().unwrap();
-    assert!(!shard.contains_key(late.id.as_str()));
-    drop(shard);
+    assert_eq!(detector.mints_of(late.id.as_str()), None);
     detector.observe(&event(&kept, "a", Outcome::Granted), Seen::Granted);
-    let shard = detector.shard(kept.id.as_str()).lock().unwrap();
-    assert_eq!(shard[kept.id.as_str()].mints, 2);
+    assert_eq!(detector.mints_of(kept.id.as_str()), Some(2));
 }
 
 #[test]
