@@ -681,6 +681,7 @@ struct FileConfig {
     admin: admin::FileAdmin,
     #[serde(default)]
     breakglass: admin::FileBreakglass,
+    #[serde(default)]
     anomaly: anomaly::FileAnomaly,
     #[serde(default)]
     jwt: FileJwt,

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -47,8 +47,6 @@ use prost::Message as _;
 
 const MAYFLY: &str = env!("CARGO_BIN_EXE_mayfly");
 const DAY: u64 = 86_400;
-/// How long a test waits for something the broker does in the background.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The collector: what it received, per request, and the statuses its HTTP endpoint
 /// answers next (200 once the plan is used up).
@@ -234,22 +232,6 @@ fn mayfly(data: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn records(broker: &TestBroker, action: &str) -> Vec<serde_json::Value> {
-    common::read_audit(&broker.data_dir())
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|record| record["action"] == action)
-        .collect()
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < PATIENCE, "waited too long for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// What must never leave the broker in an alert: the webhook's secret, and the base64
 /// lines of every private key (PEM) in the data directory.
 fn secrets(data_dir: &Path) -> Vec<String> {
@@ -374,7 +356,7 @@ async fn both_outputs_get_each_alert(protocol: Protocol) {
         matches!(outcome, mayfly::governance::DigestOutcome::Sent { .. }),
         "{outcome:?}"
     );
-    wait_for("the digest at both outputs", || {
+    common::wait_for("the digest at both outputs", || {
         collector.records().len() == 2 && webhook.got().len() == 2
     })
     .await;
@@ -401,11 +383,12 @@ async fn both_outputs_get_each_alert(protocol: Protocol) {
     );
 
     // Each output's fate is its own audit record.
-    wait_for("four delivered records", || {
-        records(&broker, "alert.delivered").len() == 4
+    common::wait_for("four delivered records", || {
+        broker.audit_records("alert.delivered").len() == 4
     })
     .await;
-    let outputs: Vec<String> = records(&broker, "alert.delivered")
+    let outputs: Vec<String> = broker
+        .audit_records("alert.delivered")
         .iter()
         .map(|r| r["detail"]["output"].as_str().unwrap().to_owned())
         .collect();
@@ -477,7 +460,7 @@ async fn with_the_webhook_down_the_log_output_still_delivers() {
             .await
     });
     // The record arrives while the webhook's tries (1 + 2 + 4 + 8 s of waiting) go on.
-    wait_for("the log record", || collector.records().len() == 1).await;
+    common::wait_for("the log record", || collector.records().len() == 1).await;
     assert!(
         !asked.is_finished(),
         "the webhook's fate is still open when the log output has delivered"
@@ -501,14 +484,14 @@ async fn with_the_webhook_down_the_log_output_still_delivers() {
         attribute(record, "mayfly.alert.delivery"),
         Some(answer.delivery.clone())
     );
-    let undelivered = records(&broker, "alert.undelivered");
+    let undelivered = broker.audit_records("alert.undelivered");
     assert_eq!(undelivered.len(), 1);
     assert_eq!(undelivered[0]["detail"]["output"], "webhook");
     assert_eq!(
         undelivered[0]["detail"]["delivery"],
         answer.delivery.as_str()
     );
-    let delivered = records(&broker, "alert.delivered");
+    let delivered = broker.audit_records("alert.delivered");
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0]["detail"]["output"], "otel_logs");
     assert_eq!(delivered[0]["detail"]["delivery"], answer.delivery.as_str());

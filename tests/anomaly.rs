@@ -18,15 +18,10 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use common::webhook::{Receiver, SECRET, secret_file};
 use common::{TRUST_DOMAIN, TestBroker};
 use mayfly::alert::WebhookConfig;
 use mayfly::alert::webhook::verify_signature;
@@ -39,7 +34,6 @@ use mayfly_sdk::workload::{JwtVerifier, WorkloadClient, WorkloadError};
 
 const AUDIENCE: &str = "billing-db";
 const AGENT_PATH: &str = "/agent/node-1";
-const SECRET: &str = "9a1c2b9e7a3d5f60c8e1b2a3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6c";
 /// The rate floor of these tests: mints in one window.
 const FLOOR: u32 = 20;
 /// How long a test waits for something the broker does in the background; a bound on a
@@ -120,38 +114,13 @@ async fn mints(broker: &TestBroker, svid: &common::Svid, count: u32) -> String {
     token
 }
 
-async fn get_entry(broker: &TestBroker, id: &str) -> pb::Entry {
-    broker
-        .admin()
-        .await
-        .get_entry(pb::GetEntryRequest { id: id.into() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-fn records(broker: &TestBroker, action: &str) -> Vec<serde_json::Value> {
-    common::read_audit(&broker.data_dir())
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|record| record["action"] == action)
-        .collect()
-}
-
 /// The `anomaly.detected` records about `entry`.
 fn findings(broker: &TestBroker, entry: &pb::Entry) -> Vec<serde_json::Value> {
-    records(broker, "anomaly.detected")
+    broker
+        .audit_records("anomaly.detected")
         .into_iter()
         .filter(|record| record["entry_id"] == entry.id.as_str())
         .collect()
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < PATIENCE, "waited too long for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The value of `mayfly_anomalies_total` for `detector` and `action`.
@@ -275,7 +244,8 @@ async fn a_burst_quarantines_the_entry_and_every_verifier_rejects_the_token_it_h
     assert!(refused.message().contains("revoked"), "{refused:?}");
 
     // Disabled by the detectors, with the detector and figures in the reason.
-    let disabled = get_entry(&broker, &quarantined.id)
+    let disabled = broker
+        .entry(&quarantined.id)
         .await
         .disabled
         .expect("the entry is disabled");
@@ -290,7 +260,7 @@ async fn a_burst_quarantines_the_entry_and_every_verifier_rejects_the_token_it_h
         "{}",
         disabled.reason
     );
-    wait_for("the quarantine's finding", || {
+    common::wait_for("the quarantine's finding", || {
         !findings(&broker, &quarantined).is_empty()
     })
     .await;
@@ -319,7 +289,8 @@ async fn a_burst_quarantines_the_entry_and_every_verifier_rejects_the_token_it_h
         "no token in the record"
     );
     let by_detectors = |action: &str| {
-        records(&broker, action)
+        broker
+            .audit_records(action)
             .into_iter()
             .filter(|r| r["actor"] == "mayfly-anomaly")
             .count()
@@ -336,7 +307,7 @@ async fn a_burst_quarantines_the_entry_and_every_verifier_rejects_the_token_it_h
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0]["detail"]["action"], "alert");
     assert_eq!(found[0]["detail"]["alert"], "no webhook");
-    assert!(get_entry(&broker, &alerted.id).await.disabled.is_none());
+    assert!(broker.entry(&alerted.id).await.disabled.is_none());
     broker.validate(&alerted_token, AUDIENCE).await.unwrap();
     mints(&broker, &alerted_svid, 1).await;
     assert_eq!(
@@ -388,56 +359,6 @@ async fn a_burst_quarantines_the_entry_and_every_verifier_rejects_the_token_it_h
     broker.stop().await;
 }
 
-/// One POST the receiver got.
-#[derive(Debug, Clone)]
-struct Delivery {
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// The owners' alerting: answers 204 and keeps what it got.
-#[derive(Default)]
-struct Receiver {
-    got: Mutex<Vec<Delivery>>,
-}
-
-async fn take(
-    State(receiver): State<Arc<Receiver>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    receiver
-        .got
-        .lock()
-        .unwrap()
-        .push(Delivery { headers, body });
-    StatusCode::NO_CONTENT
-}
-
-impl Receiver {
-    async fn start() -> (Arc<Self>, String) {
-        let receiver = Arc::new(Receiver::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let app = axum::Router::new()
-            .route("/alerts", post(take))
-            .with_state(Arc::clone(&receiver));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (receiver, format!("http://{address}/alerts"))
-    }
-
-    fn got(&self) -> Vec<Delivery> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-fn secret_file(dir: &Path) -> PathBuf {
-    let path = dir.join("webhook.key");
-    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
 async fn broker_with_webhook(url: &str, secret: PathBuf) -> TestBroker {
     let url = HttpUrl::parse(url).unwrap();
     broker(move |config| {
@@ -464,7 +385,7 @@ async fn probe(broker: &TestBroker, svid: &common::Svid, count: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusal_probing_raises_a_signed_alert_and_fewer_refusals_none() {
     let dir = tempfile::tempdir().unwrap();
-    let (receiver, url) = Receiver::start().await;
+    let (receiver, url) = Receiver::start(&[]).await;
     let mut broker = broker_with_webhook(&url, secret_file(dir.path())).await;
     let control = entry(&broker, "/probe/control", "internal", None, &[]).await;
     let prober = entry(&broker, "/probe/prober", "internal", None, &[]).await;
@@ -476,8 +397,8 @@ async fn refusal_probing_raises_a_signed_alert_and_fewer_refusals_none() {
     // Positive control: the prober's allowed audience still mints.
     mints(&broker, &prober_svid, 1).await;
 
-    wait_for("the alert", || !receiver.got().is_empty()).await;
-    wait_for("the finding", || !findings(&broker, &prober).is_empty()).await;
+    common::wait_for("the alert", || !receiver.got().is_empty()).await;
+    common::wait_for("the finding", || !findings(&broker, &prober).is_empty()).await;
     let got = receiver.got();
     assert_eq!(got.len(), 1, "{got:#?}");
     let delivered = &got[0];
@@ -533,8 +454,8 @@ async fn refusal_probing_raises_a_signed_alert_and_fewer_refusals_none() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0]["detail"]["alert"], "queued");
     assert!(findings(&broker, &control).is_empty());
-    wait_for("the delivery's record", || {
-        !records(&broker, "alert.delivered").is_empty()
+    common::wait_for("the delivery's record", || {
+        !broker.audit_records("alert.delivered").is_empty()
     })
     .await;
     broker.stop().await;
@@ -551,7 +472,7 @@ async fn a_new_source_after_stable_ones_is_a_finding_and_before_stability_it_is_
     broker.clock.advance(Duration::from_secs(11 * 60));
     let token = broker.join_token(&used.id, 0).await;
     broker.attest(&token).await.unwrap();
-    wait_for("the finding", || !findings(&broker, &used).is_empty()).await;
+    common::wait_for("the finding", || !findings(&broker, &used).is_empty()).await;
     let found = findings(&broker, &used);
     assert_eq!(found.len(), 1, "one finding, after stability: {found:#?}");
     let detail = &found[0]["detail"];
@@ -576,7 +497,7 @@ async fn minting_goes_on_while_the_webhook_is_down_and_the_finding_is_audited() 
     let busy = entry(&broker, "/busy/api", "internal", None, &[]).await;
     let svid = enroll(&broker, &busy).await;
     let token = mints(&broker, &svid, FLOOR * 3).await;
-    wait_for("the finding", || !findings(&broker, &busy).is_empty()).await;
+    common::wait_for("the finding", || !findings(&broker, &busy).is_empty()).await;
     let found = findings(&broker, &busy);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0]["detail"]["detector"], "rate-spike");

@@ -132,16 +132,8 @@ fn head_seq(data: &Path) -> u64 {
     common::last_audit_record(data)["seq"].as_u64().unwrap()
 }
 
-fn records_of(data: &Path, action: &str) -> Vec<serde_json::Value> {
-    common::read_audit(data)
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|record| record["action"] == action)
-        .collect()
-}
-
 fn recovered(data: &Path) -> Vec<serde_json::Value> {
-    records_of(data, "audit.anchor.recovered")
+    common::audit_records(data, "audit.anchor.recovered")
 }
 
 /// `mayfly --data-dir <data> <args>`.
@@ -355,7 +347,7 @@ async fn an_http_witness_keeps_checkpoints_that_verify_and_its_outage_never_bloc
         "nothing kept"
     );
     assert!(recovered(&data).is_empty(), "not yet");
-    let minted = records_of(&data, "jwt.mint").len();
+    let minted = common::audit_records(&data, "jwt.mint").len();
     assert!(minted >= 5, "{minted} mints recorded");
 
     // Back: one recovery record naming the sink, however many checkpoints follow.
@@ -494,7 +486,7 @@ async fn a_rollback_behind_the_http_witness_is_refused_at_start() {
     let mut accepting = config();
     accepting.audit.accept_divergence = Some("restored from backup, INC-7".into());
     start(accepting).await.unwrap().shutdown().await;
-    let accepted = records_of(&data, "audit.divergence.accepted");
+    let accepted = common::audit_records(&data, "audit.divergence.accepted");
     assert_eq!(accepted.len(), 1, "{accepted:?}");
     assert_eq!(accepted[0]["seq"], backup_head + 1);
     assert!(

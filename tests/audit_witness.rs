@@ -76,7 +76,7 @@ impl Replica {
 
     /// Its audit records of `action`.
     fn records(&self, action: &str) -> Vec<serde_json::Value> {
-        audit_records(&self.data, action)
+        common::audit_records(&self.data, action)
     }
 
     async fn metric(&self, series: &str) -> Option<f64> {
@@ -88,15 +88,6 @@ impl Replica {
             .map(|value| value.parse().unwrap())
             .next()
     }
-}
-
-fn audit_records(data: &Path, action: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(data.join("audit/audit.log"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|record| record["action"] == action)
-        .collect()
 }
 
 /// Polls `condition` every 100 ms for at most `limit`.
@@ -379,7 +370,7 @@ async fn a_rolled_back_audit_directory_is_refused_at_start_naming_the_redis_witn
     let server = mayfly::server::start_with_clock(accepted, Arc::new(SystemClock))
         .await
         .unwrap();
-    let records = audit_records(&data, "audit.divergence.accepted");
+    let records = common::audit_records(&data, "audit.divergence.accepted");
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["seq"].as_u64(), Some(backed_up + 1));
     assert!(records[0]["detail"]["found"].to_string().contains(&witness));

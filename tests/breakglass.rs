@@ -103,22 +103,6 @@ fn text(output: &Output) -> String {
     )
 }
 
-fn records(broker: &TestBroker, action: &str) -> Vec<serde_json::Value> {
-    common::read_audit(&broker.data_dir())
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|record| record["action"] == action)
-        .collect()
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < PATIENCE, "waited too long for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The alerts of `kind` the receiver got, each checked against its signature.
 fn alerts(receiver: &Receiver, kind: &str, now: i64) -> Vec<serde_json::Value> {
     receiver
@@ -152,16 +136,6 @@ async fn grants(broker: &TestBroker, entry: &str) -> Vec<pb::Grant> {
         .unwrap()
         .into_inner()
         .grants
-}
-
-async fn entry_now(broker: &TestBroker, id: &str) -> pb::Entry {
-    broker
-        .admin()
-        .await
-        .get_entry(pb::GetEntryRequest { id: id.into() })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,14 +245,15 @@ async fn two_operators_open_one_audience_for_a_while_and_the_clock_closes_it() {
     broker.mint(&svid, "reports", 0).await.unwrap();
 
     // Every use is on record and was announced, signed.
-    let uses: Vec<_> = records(&broker, "jwt.mint")
+    let uses: Vec<_> = broker
+        .audit_records("jwt.mint")
         .into_iter()
         .filter(|r| r["detail"]["breakglass"] == grant.id.as_str())
         .collect();
     assert_eq!(uses.len(), 2, "{uses:#?}");
     assert_eq!(uses[0]["audience"], "ledger");
     let now = broker.clock_dyn().unix_now();
-    wait_for("the alerts", || {
+    common::wait_for("the alerts", || {
         alerts(&receiver, "breakglass.used", now).len() == 2
     })
     .await;
@@ -290,7 +265,7 @@ async fn two_operators_open_one_audience_for_a_while_and_the_clock_closes_it() {
     }
     let listed = grants(&broker, &entry.id).await;
     assert_eq!((listed[0].state.as_str(), listed[0].issued), ("active", 2));
-    let current = entry_now(&broker, &entry.id).await;
+    let current = broker.entry(&entry.id).await;
     assert!(
         current.states.contains(&"breakglass".to_owned()),
         "{current:?}"
@@ -304,15 +279,15 @@ async fn two_operators_open_one_audience_for_a_while_and_the_clock_closes_it() {
     assert_eq!(lapsed.code(), Code::PermissionDenied, "{lapsed:?}");
     broker.mint(&svid, "reports", 0).await.unwrap();
     let now = broker.clock_dyn().unix_now();
-    wait_for("the expiry alert", || {
+    common::wait_for("the expiry alert", || {
         !alerts(&receiver, "breakglass.expired", now).is_empty()
     })
     .await;
-    assert_eq!(records(&broker, "breakglass.expire").len(), 1);
+    assert_eq!(broker.audit_records("breakglass.expire").len(), 1);
     let listed = grants(&broker, &entry.id).await;
     assert_eq!(listed[0].state, "expired");
     assert_eq!(listed[0].ended_by, "mayfly-breakglass");
-    let current = entry_now(&broker, &entry.id).await;
+    let current = broker.entry(&entry.id).await;
     assert!(
         current
             .states
@@ -336,7 +311,7 @@ async fn two_operators_open_one_audience_for_a_while_and_the_clock_closes_it() {
         ],
     );
     assert!(reviewed.status.success(), "{}", text(&reviewed));
-    let current = entry_now(&broker, &entry.id).await;
+    let current = broker.entry(&entry.id).await;
     assert!(
         !current
             .states
@@ -358,10 +333,10 @@ async fn two_operators_open_one_audience_for_a_while_and_the_clock_closes_it() {
         "breakglass.approve",
         "breakglass.review",
     ] {
-        assert_eq!(records(&broker, action).len(), 1, "{action}");
+        assert_eq!(broker.audit_records(action).len(), 1, "{action}");
     }
     assert_eq!(
-        records(&broker, "breakglass.approve")[0]["actor"],
+        broker.audit_records("breakglass.approve")[0]["actor"],
         format!("admin:uid={SECOND_OPERATOR}")
     );
     broker.stop().await;
@@ -447,7 +422,7 @@ async fn a_revoked_grant_takes_back_what_it_issued() {
     let stopped = broker.mint(&svid, "vault", 0).await.unwrap_err();
     assert_eq!(stopped.code(), Code::PermissionDenied, "{stopped:?}");
     let now = broker.clock_dyn().unix_now();
-    wait_for("the revocation alert", || {
+    common::wait_for("the revocation alert", || {
         !alerts(&receiver, "breakglass.revoked", now).is_empty()
     })
     .await;
@@ -656,7 +631,7 @@ async fn a_grant_holds_on_every_replica_and_a_revocation_everywhere() {
         .unwrap_err();
     assert_eq!(rejected.code(), Code::Unauthenticated, "{rejected:?}");
     let now = mayfly::clock::Clock::unix_now(clock.as_ref());
-    wait_for("one approval alert", || {
+    common::wait_for("one approval alert", || {
         alerts(&receiver, "breakglass.approved", now).len() == 1
     })
     .await;

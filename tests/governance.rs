@@ -492,14 +492,6 @@ async fn replica(
     .await
 }
 
-fn audit_records(data: &std::path::Path, action: &str) -> Vec<serde_json::Value> {
-    common::read_audit(data)
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|record| record["action"] == action)
-        .collect()
-}
-
 #[tokio::test]
 async fn two_replicas_sweeping_the_same_round_disable_once() {
     use mayfly::governance::SweepOutcome;
@@ -567,8 +559,8 @@ async fn two_replicas_sweeping_the_same_round_disable_once() {
         "exactly one replica swept the round: {outcomes:?}"
     );
     let data = |server: &mayfly::server::RunningServer| server.config().data_dir.clone();
-    let disables = audit_records(&data(&a), "entry.disable").len()
-        + audit_records(&data(&b), "entry.disable").len();
+    let disables = common::audit_records(&data(&a), "entry.disable").len()
+        + common::audit_records(&data(&b), "entry.disable").len();
     assert_eq!(disables, 1, "exactly one disable record");
 
     // The next round is swept by one replica again, and finds nothing new.

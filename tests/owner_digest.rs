@@ -70,22 +70,6 @@ fn mayfly(data: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn records(broker: &TestBroker, action: &str) -> Vec<serde_json::Value> {
-    common::read_audit(&broker.data_dir())
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|record| record["action"] == action)
-        .collect()
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < PATIENCE, "waited too long for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Python's `hmac` and `hashlib` recompute the signature header over `body`.
 fn python_signature(timestamp: &str, body: &[u8], dir: &Path) -> String {
     let path = dir.join("body.json");
@@ -170,9 +154,9 @@ async fn each_owner_gets_a_signed_digest_of_what_needs_them_and_a_503_is_tried_a
     );
 
     // The receiver answered 503 first; the broker tried again and it took it.
-    wait_for("a second try", || receiver.got().len() >= 2).await;
-    wait_for("the delivery record", || {
-        !records(&broker, "alert.delivered").is_empty()
+    common::wait_for("a second try", || receiver.got().len() >= 2).await;
+    common::wait_for("the delivery record", || {
+        !broker.audit_records("alert.delivered").is_empty()
     })
     .await;
     let got = receiver.got();
@@ -236,18 +220,18 @@ async fn each_owner_gets_a_signed_digest_of_what_needs_them_and_a_503_is_tried_a
     assert_ne!(python_signature(timestamp, &changed, dir.path()), signature);
 
     // The evidence: the digest queued, and delivered after two tries.
-    let digest = records(&broker, "governance.digest");
+    let digest = broker.audit_records("governance.digest");
     assert_eq!(digest.len(), 1, "{digest:#?}");
     assert_eq!(digest[0]["detail"]["owner"], "team-billing");
     assert_eq!(digest[0]["detail"]["counts"]["expiring"], 1);
     assert_eq!(digest[0]["detail"]["counts"]["dormant"], 1);
-    let delivery = &records(&broker, "alert.delivered")[0];
+    let delivery = &broker.audit_records("alert.delivered")[0];
     assert_eq!(delivery["detail"]["tries"], 2);
     assert_eq!(
         delivery["detail"]["delivery"],
         header(delivered, "mayfly-delivery")
     );
-    assert!(records(&broker, "alert.undelivered").is_empty());
+    assert!(broker.audit_records("alert.undelivered").is_empty());
     broker.stop().await;
 }
 
@@ -259,22 +243,22 @@ async fn a_final_refusal_is_not_tried_again_and_is_audited() {
     entry(&broker, "/billing/api", "team-billing", 10).await;
     let outcome = broker.server().send_owner_digests().await.unwrap();
     assert!(matches!(outcome, DigestOutcome::Sent { .. }), "{outcome:?}");
-    wait_for("the undelivered record", || {
-        !records(&broker, "alert.undelivered").is_empty()
+    common::wait_for("the undelivered record", || {
+        !broker.audit_records("alert.undelivered").is_empty()
     })
     .await;
-    let undelivered = &records(&broker, "alert.undelivered")[0];
+    let undelivered = &broker.audit_records("alert.undelivered")[0];
     assert_eq!(undelivered["reason"], "status 400");
     assert_eq!(undelivered["detail"]["tries"], 1);
     assert_eq!(receiver.got().len(), 1, "a 400 is final");
-    assert!(records(&broker, "alert.delivered").is_empty());
+    assert!(broker.audit_records("alert.delivered").is_empty());
 
     // Positive control: the next round (a day later) is delivered at the first try.
     broker.clock.advance(Duration::from_secs(DAY));
     let outcome = broker.server().send_owner_digests().await.unwrap();
     assert!(matches!(outcome, DigestOutcome::Sent { .. }), "{outcome:?}");
-    wait_for("the delivered record", || {
-        !records(&broker, "alert.delivered").is_empty()
+    common::wait_for("the delivered record", || {
+        !broker.audit_records("alert.delivered").is_empty()
     })
     .await;
     assert_eq!(receiver.got().len(), 2);
@@ -373,7 +357,7 @@ async fn two_replicas_send_each_round_once() {
             sent, 1,
             "exactly one replica sends round {round}: {outcomes:?}"
         );
-        wait_for("the delivery", || receiver.got().len() > round).await;
+        common::wait_for("the delivery", || receiver.got().len() > round).await;
         clock.advance(Duration::from_secs(DAY));
     }
     assert_eq!(receiver.got().len(), 2, "one digest a round");
@@ -427,8 +411,8 @@ async fn alerts_test_says_whether_the_webhook_took_it() {
         Duration::from_secs(300),
     )
     .unwrap();
-    assert_eq!(records(&broker, "alert.undelivered").len(), 1);
-    assert_eq!(records(&broker, "alert.delivered").len(), 1);
+    assert_eq!(broker.audit_records("alert.undelivered").len(), 1);
+    assert_eq!(broker.audit_records("alert.delivered").len(), 1);
     // A note with a control character is the caller's mistake, and changes nothing.
     let (ok, text) = run(&["alerts", "test", "--note", "two\nlines"]);
     assert!(!ok && text.contains("control characters"), "{text}");

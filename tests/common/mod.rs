@@ -575,6 +575,44 @@ pub fn jwt_simple_claims(
     serde_json::to_value(&claims).map_err(|e| e.to_string())
 }
 
+/// The audit records of `action` in the log under `data_dir`, in order.
+pub fn audit_records(data_dir: &Path, action: &str) -> Vec<serde_json::Value> {
+    read_audit(data_dir)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|record| record["action"] == action)
+        .collect()
+}
+
+/// Waits until `done` holds, looking every 50 ms; fails the test after 30 s.
+pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "waited too long for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl TestBroker {
+    /// The audit records of `action` this broker wrote, in order.
+    pub fn audit_records(&self, action: &str) -> Vec<serde_json::Value> {
+        audit_records(&self.data_dir(), action)
+    }
+
+    /// The entry `id` as the admin API shows it now.
+    pub async fn entry(&self, id: &str) -> pb::Entry {
+        self.admin()
+            .await
+            .get_entry(pb::GetEntryRequest { id: id.into() })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+}
+
 pub fn read_audit(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("audit").join("audit.log")).unwrap()
 }
