@@ -212,6 +212,37 @@ fn the_quick_hash_tells_texts_apart_and_never_marks_an_empty_slot() {
 }
 
 #[test]
+fn the_source_hash_is_the_streamed_siphash_whether_or_not_it_fits_the_stack() {
+    let (detector, _findings, _clock) = detector(&config(), &[]);
+    let streamed = |actor: &str, attestor: &str| {
+        let mut hasher = detector.hasher.build_hasher();
+        for part in [actor, attestor] {
+            hasher.write(part.as_bytes());
+            hasher.write_u8(0xff);
+        }
+        hasher.finish().max(1)
+    };
+    let long = format!("spiffe://example.org/{}", "a".repeat(300));
+    for (actor, attestor) in [
+        ("spiffe://example.org/billing", ""),
+        ("spiffe://example.org/billing", "join_token"),
+        ("", ""),
+        (long.as_str(), "k8s_psat"),
+        (&long[..250], "oidc"),
+    ] {
+        assert_eq!(
+            detector.source_hash(actor, attestor),
+            streamed(actor, attestor)
+        );
+    }
+    // The separator keeps the parts apart: moving a byte across it changes the hash.
+    assert_ne!(
+        detector.source_hash("spiffe://example.org/ab", "c"),
+        detector.source_hash("spiffe://example.org/a", "bc")
+    );
+}
+
+#[test]
 fn the_state_of_an_entry_has_a_fixed_small_size() {
     assert!(
         std::mem::size_of::<EntryState>() <= 512,
