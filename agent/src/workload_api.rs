@@ -93,11 +93,13 @@ impl WorkloadApi {
         }
     }
 
-    /// Attests the caller from the socket's peer credentials.
+    /// Attests the caller from the socket's peer credentials: from memory when the same
+    /// process was attested in full moments ago and still runs the same executable (a
+    /// `/proc` read and a `stat`, on this task), else in full on a blocking thread.
     async fn caller_selectors<T>(
         &self,
         request: &Request<T>,
-    ) -> Result<Vec<Selector>, WorkloadError> {
+    ) -> Result<Arc<[Selector]>, WorkloadError> {
         let credentials = request
             .extensions()
             .get::<UdsConnectInfo>()
@@ -108,20 +110,25 @@ impl WorkloadApi {
                     "the socket did not give the caller's credentials".to_owned(),
                 )
             })?;
+        if let Some(selectors) = self.attestor.attest_remembered(&credentials) {
+            return Ok(selectors);
+        }
         let attestor = self.attestor.clone();
         // Reading /proc and hashing the executable block; keep them off the
         // async workers.
         let attested = tokio::task::spawn_blocking(move || attestor.attest(&credentials))
             .await
             .map_err(|e| WorkloadError::AttestationFailed(e.to_string()))?;
-        attested.map_err(|e| WorkloadError::AttestationFailed(e.to_string()))
+        attested
+            .map(Arc::from)
+            .map_err(|e| WorkloadError::AttestationFailed(e.to_string()))
     }
 
     /// Attests the caller and checks it is entitled to something.
     async fn entitled_caller<T>(
         &self,
         request: &Request<T>,
-    ) -> Result<Vec<Selector>, WorkloadError> {
+    ) -> Result<Arc<[Selector]>, WorkloadError> {
         let selectors = self.caller_selectors(request).await?;
         let snapshot = self.state.snapshot();
         if snapshot

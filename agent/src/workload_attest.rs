@@ -56,6 +56,22 @@
 //!   them, and a peer in a pid namespace the agent cannot see has pid 0,
 //!   which is treated as no pid.
 //!
+//! # Attestations remembered
+//!
+//! Sidecars call the Workload API many times a second from one process. After a full
+//! attestation the attestor remembers the selectors it found for that pid, with the
+//! process's start time and the identity of its executable (device, inode, size,
+//! modification and change times). [`WorkloadAttestor::attest_remembered`] answers a
+//! later call from memory when the socket's uid and gid are the same, the pid's start
+//! time in `/proc/<pid>/stat` is the same (so it is the same process, not a reused
+//! pid), and `/proc/<pid>/exe` still names the same unchanged file (so the process has
+//! not executed another program): one small `/proc` read and one `stat`, no hashing,
+//! no `status`, no account files. Anything else, or a memory older than
+//! [`REMEMBER_FOR`], means a full attestation. So a change to `/etc/passwd` or
+//! `/etc/group`, or a process changing its effective uid after it connected, shows in
+//! the selectors within [`REMEMBER_FOR`]; the socket's credentials, which the kernel
+//! fixed at `connect()`, are checked on every call.
+//!
 //! `/proc/<pid>` is not compared by owner: its owner is the effective uid
 //! only while the process is dumpable (root otherwise), so it would refuse
 //! legitimate setuid programs, and `Uid:` in `status` already says the same.
@@ -67,6 +83,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use mayfly_sdk::Selector;
 
@@ -85,6 +102,14 @@ const MAX_ACCOUNT_FILE_SIZE: u64 = 64 << 20;
 /// Read size while hashing: large enough to stream at disk speed, small
 /// enough that the executable is never held in memory.
 const HASH_BUFFER_SIZE: usize = 64 * 1024;
+
+/// How long a full attestation is answered from memory
+/// ([`WorkloadAttestor::attest_remembered`]).
+pub const REMEMBER_FOR: Duration = Duration::from_secs(10);
+
+/// How many processes' attestations are remembered. A node serves far fewer workloads
+/// than this; when it is reached, the expired ones go, and if none has, all of them.
+const REMEMBERED_CAPACITY: usize = 4096;
 
 /// `ESRCH` on Linux: reading a `/proc/<pid>` file of a process that exits
 /// mid-read fails with it rather than `ENOENT`.
@@ -212,6 +237,21 @@ pub struct WorkloadAttestor {
     max_executable_size: u64,
     /// How many files were hashed; tests check that the cache works.
     files_hashed: AtomicU64,
+    /// Full attestations by pid, for [`attest_remembered`](Self::attest_remembered).
+    remembered: Mutex<HashMap<i32, Remembered>>,
+    /// How long one is used; [`REMEMBER_FOR`] but in tests.
+    remember_for: Duration,
+}
+
+/// One full attestation of a process, and what must still hold to reuse it.
+#[derive(Debug, Clone)]
+struct Remembered {
+    uid: u32,
+    gid: u32,
+    start_time: u64,
+    executable: FileKey,
+    selectors: Arc<[Selector]>,
+    at: Instant,
 }
 
 impl Default for WorkloadAttestor {
@@ -241,7 +281,43 @@ impl WorkloadAttestor {
             digests: Mutex::new(DigestCache::new(DIGEST_CACHE_CAPACITY)),
             max_executable_size: MAX_EXECUTABLE_SIZE,
             files_hashed: AtomicU64::new(0),
+            remembered: Mutex::new(HashMap::new()),
+            remember_for: REMEMBER_FOR,
         }
+    }
+
+    /// The selectors of a full attestation of this peer's process made less than
+    /// [`REMEMBER_FOR`] ago, if the process is still the one attested and runs the same
+    /// unchanged executable (see the [module docs](self#attestations-remembered)).
+    /// `None`: attest in full with [`attest`](Self::attest).
+    ///
+    /// It reads `/proc/<pid>/stat` and stats `/proc/<pid>/exe`, which the kernel
+    /// answers from memory, so it may be called on an async worker.
+    pub fn attest_remembered(&self, peer: &PeerCredentials) -> Option<Arc<[Selector]>> {
+        let pid = peer.pid.filter(|pid| *pid > 0)?;
+        let known = lock(&self.remembered).get(&pid).cloned()?;
+        if (known.uid, known.gid) != (peer.uid, peer.gid) || known.at.elapsed() >= self.remember_for
+        {
+            return None;
+        }
+        let stat = self.proc.read(pid, "stat").ok()?;
+        if parse_start_time(&stat, pid).ok()? != known.start_time {
+            return None;
+        }
+        let executable = self.proc.exe_metadata(pid).ok()?;
+        (FileKey::of(&executable) == known.executable).then_some(known.selectors)
+    }
+
+    /// Remembers a full attestation of `pid` for [`attest_remembered`](Self::attest_remembered).
+    fn remember(&self, pid: i32, remembered: Remembered) {
+        let mut map = lock(&self.remembered);
+        if map.len() >= REMEMBERED_CAPACITY && !map.contains_key(&pid) {
+            map.retain(|_, known| known.at.elapsed() < self.remember_for);
+            if map.len() >= REMEMBERED_CAPACITY {
+                map.clear();
+            }
+        }
+        map.insert(pid, remembered);
     }
 
     /// Selectors for the peer, sorted, deduplicated.
@@ -277,11 +353,13 @@ impl WorkloadAttestor {
         if let Some(name) = self.group.name_of(peer.gid)? {
             values.push(format!("group:{name}"));
         }
+        let mut process = None;
         match peer.pid {
             // pid 0 is what the kernel reports for a peer in a pid namespace
             // the agent cannot see; negative pids are never valid.
             Some(pid) if pid > 0 => {
-                let executable = self.inspect_process(pid, peer.uid)?;
+                let (executable, start_time) = self.inspect_process(pid, peer.uid)?;
+                process = Some((pid, start_time, executable.key));
                 values.push(format!("sha256:{}", executable.sha256));
                 if let Some(path) = executable
                     .path
@@ -313,15 +391,27 @@ impl WorkloadAttestor {
             .collect();
         selectors.sort();
         selectors.dedup();
+        if let Some((pid, start_time, executable)) = process {
+            let remembered = Remembered {
+                uid: peer.uid,
+                gid: peer.gid,
+                start_time,
+                executable,
+                selectors: Arc::from(selectors.as_slice()),
+                at: Instant::now(),
+            };
+            self.remember(pid, remembered);
+        }
         Ok(selectors)
     }
 
-    /// The executable of `pid`, guarded against pid reuse (module docs).
+    /// The executable of `pid`, guarded against pid reuse (module docs), and the
+    /// process's start time.
     fn inspect_process(
         &self,
         pid: i32,
         socket_uid: u32,
-    ) -> Result<Executable, WorkloadAttestError> {
+    ) -> Result<(Executable, u64), WorkloadAttestError> {
         let before = self.process_identity(pid)?;
         check_uid(pid, socket_uid, before.effective_uid)?;
         let executable = self.executable(pid)?;
@@ -335,7 +425,7 @@ impl WorkloadAttestor {
             });
         }
         check_uid(pid, socket_uid, after.effective_uid)?;
-        Ok(executable)
+        Ok((executable, before.start_time))
     }
 
     fn process_identity(&self, pid: i32) -> Result<ProcessIdentity, WorkloadAttestError> {
@@ -399,7 +489,11 @@ impl WorkloadAttestor {
                 what: "executable",
             });
         }
-        Ok(Executable { path, sha256 })
+        Ok(Executable {
+            path,
+            sha256,
+            key: FileKey::of(&opened),
+        })
     }
 
     /// Hex SHA-256 of the opened executable, from the cache when the file's
@@ -482,6 +576,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Executable {
     path: PathBuf,
     sha256: String,
+    /// The file's version, as `stat` of `/proc/<pid>/exe` shows it.
+    key: FileKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -510,3 +510,171 @@ fn attestor_is_shareable() {
     fn assert_send_sync<T: Send + Sync + std::fmt::Debug>() {}
     assert_send_sync::<WorkloadAttestor>();
 }
+
+/// Counts what the attestor asks of `/proc`, per kind of question.
+#[derive(Debug)]
+struct Counting {
+    inner: RootedProc,
+    asked: Arc<Mutex<HashMap<&'static str, usize>>>,
+}
+
+impl Counting {
+    fn count(&self, what: &'static str) {
+        *lock(&self.asked).entry(what).or_default() += 1;
+    }
+}
+
+impl ProcSource for Counting {
+    fn read(&self, pid: i32, file: &'static str) -> io::Result<Vec<u8>> {
+        self.count(file);
+        self.inner.read(pid, file)
+    }
+
+    fn exe_link(&self, pid: i32) -> io::Result<PathBuf> {
+        self.count("readlink exe");
+        self.inner.exe_link(pid)
+    }
+
+    fn open_exe(&self, pid: i32) -> io::Result<File> {
+        self.count("open exe");
+        self.inner.open_exe(pid)
+    }
+
+    fn exe_metadata(&self, pid: i32) -> io::Result<Metadata> {
+        self.count("stat exe");
+        self.inner.exe_metadata(pid)
+    }
+}
+
+impl Fixture {
+    /// An attestor over this fixture that counts its `/proc` questions.
+    fn counting_attestor(&self) -> (WorkloadAttestor, Arc<Mutex<HashMap<&'static str, usize>>>) {
+        let asked = Arc::new(Mutex::new(HashMap::new()));
+        let proc = Counting {
+            inner: RootedProc {
+                root: self.proc_root(),
+            },
+            asked: asked.clone(),
+        };
+        let attestor = WorkloadAttestor::with_proc_source(Box::new(proc), &self.etc_root());
+        (attestor, asked)
+    }
+
+    fn set_start_time(&self, start_time: u64) {
+        let stat = self.proc_root().join(PID.to_string()).join("stat");
+        fs::write(stat, stat_line(PID, b"app", start_time)).unwrap();
+    }
+}
+
+#[test]
+fn a_second_call_is_answered_from_memory_with_one_stat_read_and_one_stat() {
+    let fixture = Fixture::plain();
+    let (attestor, asked) = fixture.counting_attestor();
+    // Nothing attested yet: nothing to remember.
+    assert!(attestor.attest_remembered(&peer()).is_none());
+
+    let full = attestor.attest(&peer()).unwrap();
+    let before = lock(&asked).clone();
+    assert_eq!(before.get("status"), Some(&2), "{before:?}");
+    for _ in 0..3 {
+        let remembered = attestor.attest_remembered(&peer()).expect("remembered");
+        assert_eq!(&*remembered, full.as_slice());
+    }
+    let after = lock(&asked).clone();
+    let added = |what| after.get(what).unwrap_or(&0) - before.get(what).unwrap_or(&0);
+    assert_eq!(added("stat"), 3);
+    assert_eq!(added("stat exe"), 3);
+    for what in ["status", "readlink exe", "open exe"] {
+        assert_eq!(added(what), 0, "{what}: {after:?}");
+    }
+    assert_eq!(attestor.files_hashed.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn another_process_an_exec_a_rewritten_executable_or_other_credentials_are_attested_again() {
+    let fixture = Fixture::plain();
+    let attestor = fixture.attestor();
+    attestor.attest(&peer()).unwrap();
+    assert!(attestor.attest_remembered(&peer()).is_some(), "control");
+
+    // The pid now names a process that started later: reused.
+    fixture.set_start_time(778);
+    assert!(attestor.attest_remembered(&peer()).is_none());
+    fixture.set_start_time(777);
+    assert!(attestor.attest_remembered(&peer()).is_some(), "control");
+
+    // Other socket credentials, or none with a pid.
+    for other in [
+        PeerCredentials { uid: 0, ..peer() },
+        PeerCredentials { gid: 0, ..peer() },
+        PeerCredentials {
+            pid: None,
+            ..peer()
+        },
+        PeerCredentials {
+            pid: Some(PID + 1),
+            ..peer()
+        },
+    ] {
+        assert!(attestor.attest_remembered(&other).is_none(), "{other:?}");
+    }
+
+    // The process executed another program.
+    let other_exe = fixture.dir.path().join("bin/other");
+    fs::write(&other_exe, b"#!/bin/true\nanother program\n").unwrap();
+    let link = fixture.proc_root().join(PID.to_string()).join("exe");
+    fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&other_exe, &link).unwrap();
+    assert!(attestor.attest_remembered(&peer()).is_none());
+    let again = attestor.attest(&peer()).unwrap();
+    let path = format!("unix:path:{}", other_exe.display());
+    assert!(selector_strings(&again).contains(&path.as_str()));
+    assert_eq!(
+        attestor.attest_remembered(&peer()).as_deref(),
+        Some(again.as_slice()),
+        "the new attestation is remembered"
+    );
+
+    // The executable's file was rewritten in place.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&other_exe)
+        .and_then(|mut file| io::Write::write_all(&mut file, b"patched\n"))
+        .unwrap();
+    assert!(attestor.attest_remembered(&peer()).is_none());
+
+    // The process is gone.
+    attestor.attest(&peer()).unwrap();
+    assert!(attestor.attest_remembered(&peer()).is_some(), "control");
+    fs::remove_file(fixture.proc_root().join(PID.to_string()).join("stat")).unwrap();
+    assert!(attestor.attest_remembered(&peer()).is_none());
+}
+
+#[test]
+fn a_memory_lasts_remember_for_and_no_longer() {
+    let fixture = Fixture::plain();
+    let mut attestor = fixture.attestor();
+    attestor.attest(&peer()).unwrap();
+    assert!(attestor.attest_remembered(&peer()).is_some(), "control");
+    attestor.remember_for = Duration::ZERO;
+    assert!(attestor.attest_remembered(&peer()).is_none());
+}
+
+#[test]
+fn the_memory_is_capped() {
+    let fixture = Fixture::plain();
+    let attestor = fixture.attestor();
+    let full = attestor.attest(&peer()).unwrap();
+    let known = lock(&attestor.remembered).get(&PID).cloned().unwrap();
+    for pid in 1..=i32::try_from(REMEMBERED_CAPACITY).unwrap() * 2 {
+        attestor.remember(pid + PID, known.clone());
+        assert!(lock(&attestor.remembered).len() <= REMEMBERED_CAPACITY);
+    }
+    // Full of live memories: they were dropped, and the newest kept.
+    assert!(lock(&attestor.remembered).len() < REMEMBERED_CAPACITY);
+    attestor.attest(&peer()).unwrap();
+    assert_eq!(
+        attestor.attest_remembered(&peer()).as_deref(),
+        Some(full.as_slice())
+    );
+}
