@@ -976,6 +976,7 @@ fn the_load_generator_drives_every_path_without_errors() {
     assert_eq!(
         names,
         [
+            "floor",
             "mint",
             "mint-cached",
             "batch",

@@ -8,6 +8,7 @@
 //!
 //! | path | what is called |
 //! |---|---|
+//! | `floor` | `Ping` over mTLS: an RPC that does nothing, the transport alone |
 //! | `mint` | `MintJwtSvid` over mTLS with a workload's X509-SVID |
 //! | `batch` | `BatchMintJwtSvids` over mTLS with an agent's X509-SVID, as agents do |
 //! | `x509` | `RenewX509Svid`: a CSR in, an X509-SVID out |
@@ -17,6 +18,8 @@
 //! Each runs closed loop (`concurrency` requests always in flight over `connections`
 //! HTTP/2 connections) for a warm-up, then a measured window, and reports throughput and
 //! p50/p99/p99.9 latency as a ratio to the raw limit (see [`report`] for the targets).
+//! When `floor` ran, every other path is also shown as a fraction of what the floor and
+//! its own signature work allow together ([`report::transport_bound`]).
 //! Mint and validate then run again open loop at half their peak, where p99 must stay
 //! under 2 ms. The broker's resident memory is read idle and, with `--memory`, after
 //! loading 100,000 entries and 1,000,000 revocations through the admin API.
@@ -356,6 +359,19 @@ impl Lab {
                 .full_load(path, options, &fixture, phases, &report)
                 .await?;
             report.paths.push(result);
+        }
+        let limits = report.raw_limits.as_ref().map(|m| &m.limits);
+        if let Some(floor) = report.paths.iter().find(|r| r.path == PathKind::Floor) {
+            let floor_per_s = floor.requests_per_s;
+            for result in &mut report.paths {
+                result.transport = report::transport_bound(
+                    result.path,
+                    result.rate_per_s,
+                    result.requests_per_s,
+                    floor_per_s,
+                    limits,
+                );
+            }
         }
         if options.half_load {
             self.half_loads(options, &fixture, phases, &mut report)
@@ -707,6 +723,7 @@ fn path_result(path: PathKind, outcome: &mut Outcome, limits: Option<&Measured>)
         server_cpu_percent: None,
         load_cpu_percent: None,
         limited_by: None,
+        transport: None,
     }
 }
 

@@ -14,6 +14,9 @@ use tonic::transport::Channel;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PathKind {
+    /// `Ping` over mTLS with the workload's X509-SVID: an RPC that does nothing, so the
+    /// transport's own cost per request (TLS, HTTP/2, gRPC framing, the broker's layers).
+    Floor,
     /// `MintJwtSvid`, unary, over mTLS with the workload's X509-SVID; its entry requires a
     /// unique `jti`, so every request is signed.
     Mint,
@@ -32,7 +35,8 @@ pub enum PathKind {
 
 impl PathKind {
     /// Every path, in the order a run measures them.
-    pub const ALL: [PathKind; 6] = [
+    pub const ALL: [PathKind; 7] = [
+        PathKind::Floor,
         PathKind::Mint,
         PathKind::MintCached,
         PathKind::Batch,
@@ -44,6 +48,7 @@ impl PathKind {
     /// The name `--paths` takes.
     pub fn name(self) -> &'static str {
         match self {
+            PathKind::Floor => "floor",
             PathKind::Mint => "mint",
             PathKind::MintCached => "mint-cached",
             PathKind::Batch => "batch",
@@ -56,6 +61,7 @@ impl PathKind {
     /// The RPC and how it is called, for the report.
     pub fn rpc(self) -> &'static str {
         match self {
+            PathKind::Floor => "Ping (mTLS, does nothing: the transport alone)",
             PathKind::Mint => "MintJwtSvid (mTLS, unary, unique jti)",
             PathKind::MintCached => "MintJwtSvid (mTLS, server-side cache)",
             PathKind::Batch => "BatchMintJwtSvids (agent, mTLS)",
@@ -78,14 +84,14 @@ impl PathKind {
                 .find(|p| p.name().eq_ignore_ascii_case(name))
                 .ok_or_else(|| {
                     format!(
-                        "unknown path {name:?}; expected some of mint,mint-cached,batch,x509,validate,workload"
+                        "unknown path {name:?}; expected some of floor,mint,mint-cached,batch,x509,validate,workload"
                     )
                 })?;
             chosen.push(path);
         }
         if chosen.is_empty() {
             return Err(
-                "no path given; expected some of mint,mint-cached,batch,x509,validate,workload"
+                "no path given; expected some of floor,mint,mint-cached,batch,x509,validate,workload"
                     .into(),
             );
         }
@@ -106,6 +112,9 @@ impl fmt::Display for PathKind {
 /// shares its connection.
 #[derive(Clone)]
 pub(crate) enum Caller {
+    Floor {
+        client: BrokerClient<Channel>,
+    },
     Mint {
         client: BrokerClient<Channel>,
         audience: String,
@@ -138,6 +147,10 @@ impl Caller {
     /// The gRPC status, or what is wrong with the answer, as text.
     pub(crate) async fn call(&mut self, sequence: usize) -> Result<u64, String> {
         match self {
+            Caller::Floor { client } => {
+                client.ping(pb::PingRequest {}).await.map_err(status)?;
+                Ok(1)
+            }
             Caller::Mint { client, audience } => {
                 let request = pb::MintJwtSvidRequest {
                     audience: audience.clone(),
@@ -247,7 +260,7 @@ mod tests {
             [PathKind::Mint, PathKind::Validate]
         );
         assert_eq!(
-            PathKind::parse_list("mint,mint-cached,batch,x509,validate,workload").unwrap(),
+            PathKind::parse_list("floor,mint,mint-cached,batch,x509,validate,workload").unwrap(),
             PathKind::ALL
         );
         for bad in ["", " , ", "mint,renew", "jwt"] {

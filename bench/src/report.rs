@@ -59,6 +59,8 @@ impl Limit {
 /// (`None`: the ratio is shown for information only).
 pub fn rate_target(path: PathKind) -> (Limit, Option<f64>) {
     match path {
+        // Does nothing: shown against the sign rate for scale, with no target.
+        PathKind::Floor => (Limit::Sign, None),
         PathKind::Mint => (Limit::Sign, Some(0.5)),
         // Reuses a signed token: shown against the sign rate, with no target.
         PathKind::MintCached => (Limit::Sign, None),
@@ -103,6 +105,65 @@ pub fn judge_rate(path: PathKind, rate: f64, limits: &RawLimits) -> Option<RateV
     })
 }
 
+/// The signature work one credential of `path` costs, if any: what, with the transport's
+/// floor, bounds the path.
+pub fn crypto_of(path: PathKind) -> Option<Limit> {
+    match path {
+        PathKind::Mint | PathKind::Batch => Some(Limit::Sign),
+        PathKind::X509 => Some(Limit::SignAndVerify),
+        PathKind::Validate => Some(Limit::Verify),
+        PathKind::Floor | PathKind::MintCached | PathKind::Workload => None,
+    }
+}
+
+/// A path's rate against the transport and its crypto together.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransportBound {
+    /// The `floor` path's rate in the same run, requests per second.
+    pub floor_per_s: f64,
+    /// What the path could reach if its only costs were the floor's request and its
+    /// signature work: `1 / (1/(floor * k) + 1/crypto)` credentials per second, `k`
+    /// credentials per request (a batch shares one request), the crypto term left out
+    /// where a credential needs no signature (caches), so that bound is the floor.
+    pub bound_per_s: f64,
+    /// The path's rate divided by the bound: what is left is the path's own work.
+    pub fraction: f64,
+}
+
+/// `path`'s rate (`rate_per_s` credentials, `requests_per_s` requests) against the
+/// floor and its crypto. `None` for the floor itself, without a usable floor, or
+/// without the raw limits a path with crypto needs.
+pub fn transport_bound(
+    path: PathKind,
+    rate_per_s: f64,
+    requests_per_s: f64,
+    floor_per_s: f64,
+    limits: Option<&RawLimits>,
+) -> Option<TransportBound> {
+    let usable = |x: f64| x.is_finite() && x > 0.0;
+    if path == PathKind::Floor || !usable(floor_per_s) || !usable(requests_per_s) {
+        return None;
+    }
+    let per_request = (rate_per_s / requests_per_s).max(1.0);
+    let transport_s = 1.0 / (floor_per_s * per_request);
+    let crypto_s = match crypto_of(path) {
+        None => 0.0,
+        Some(limit) => {
+            let rate = limit.rate(limits?);
+            if !usable(rate) {
+                return None;
+            }
+            1.0 / rate
+        }
+    };
+    let bound_per_s = 1.0 / (transport_s + crypto_s);
+    Some(TransportBound {
+        floor_per_s,
+        bound_per_s,
+        fraction: rate_per_s / bound_per_s,
+    })
+}
+
 /// Whether a p99 latency meets [`HALF_LOAD_P99_TARGET_MS`] (strictly under it).
 pub fn judge_p99(latency: Option<&Percentiles>) -> Option<bool> {
     latency.map(|l| l.p99_ms < HALF_LOAD_P99_TARGET_MS)
@@ -136,6 +197,9 @@ pub struct PathResult {
     pub load_cpu_percent: Option<f64>,
     /// Which side was the limit, when one was saturated ([`limited_by`]).
     pub limited_by: Option<LimitedBy>,
+    /// The rate against the `floor` path and the crypto together, when `floor` ran
+    /// ([`transport_bound`]).
+    pub transport: Option<TransportBound>,
 }
 
 /// One path at half its peak rate (open loop).
@@ -396,6 +460,7 @@ impl Report {
             ("ratio", Align::Right),
             ("target", Align::Left),
             ("met", Align::Left),
+            ("of bound", Align::Right),
             ("srv CPU", Align::Right),
             ("load CPU", Align::Right),
         ]);
@@ -415,6 +480,10 @@ impl Report {
                     .and_then(|v| v.target_ratio)
                     .map_or("-".into(), |t| format!(">={t:.2}")),
                 yes_no(verdict.and_then(|v| v.met)),
+                result
+                    .transport
+                    .as_ref()
+                    .map_or("-".into(), |t| format!("{:.2}", t.fraction)),
                 percent(result.server_cpu_percent),
                 percent(result.load_cpu_percent),
             ]);
@@ -430,6 +499,14 @@ impl Report {
                 let _ = write!(line, "; {per_call:.0} SVIDs per call, latency per call");
             }
             let _ = writeln!(out, "{line}");
+        }
+        if let Some(floor) = self.paths.iter().find_map(|r| r.transport.as_ref()) {
+            let _ = writeln!(
+                out,
+                "  of bound: the rate / (1 / (1/floor + 1/crypto)), floor {}/s; \
+                 the rest is the path's own work",
+                thousands(floor.floor_per_s)
+            );
         }
         for result in &self.paths {
             self.render_load_limit(out, result.path, result.limited_by, result.load_cpu_percent);
@@ -749,6 +826,49 @@ mod tests {
     }
 
     #[test]
+    fn each_path_is_bounded_by_the_floor_and_its_own_crypto() {
+        let bound = |path, rate, requests, floor, limits| {
+            transport_bound(path, rate, requests, floor, limits).map(|b| b.bound_per_s)
+        };
+        let near = |got: Option<f64>, want: f64| {
+            let got = got.expect("a bound");
+            assert!((got - want).abs() < 0.01, "{got} != {want}");
+        };
+        let limits = Some(&LIMITS);
+        // 1 / (1/50,000 + 1/40,000): one request and one signature per token.
+        near(
+            bound(PathKind::Mint, 11_111.1, 11_111.1, 50_000.0, limits),
+            22_222.22,
+        );
+        // A batch of 16 shares one request: 1 / (1/800,000 + 1/40,000) per token.
+        near(
+            bound(PathKind::Batch, 32_000.0, 2_000.0, 50_000.0, limits),
+            38_095.24,
+        );
+        // A signature and a verification: 1 / (1/50,000 + 1/8,000).
+        near(bound(PathKind::X509, 1.0, 1.0, 50_000.0, limits), 6_896.55);
+        near(
+            bound(PathKind::Validate, 1.0, 1.0, 50_000.0, limits),
+            8_333.33,
+        );
+        // Caches sign nothing per request: the floor is the bound, limits or not.
+        for path in [PathKind::MintCached, PathKind::Workload] {
+            near(bound(path, 1.0, 1.0, 50_000.0, None), 50_000.0);
+        }
+        let fraction = transport_bound(PathKind::Mint, 11_111.1, 11_111.1, 50_000.0, limits)
+            .unwrap()
+            .fraction;
+        assert!((fraction - 0.5).abs() < 1e-6, "{fraction}");
+        // No bound: for the floor itself, without a floor, or without the limits a
+        // path with crypto needs.
+        assert_eq!(bound(PathKind::Floor, 1.0, 1.0, 50_000.0, limits), None);
+        assert_eq!(bound(PathKind::Mint, 1.0, 1.0, 0.0, limits), None);
+        assert_eq!(bound(PathKind::Mint, 1.0, 1.0, f64::NAN, limits), None);
+        assert_eq!(bound(PathKind::Mint, 1.0, 0.0, 50_000.0, limits), None);
+        assert_eq!(bound(PathKind::Mint, 1.0, 1.0, 50_000.0, None), None);
+    }
+
+    #[test]
     fn the_table_shows_ratios_and_verdicts() {
         let report = Report {
             settings: Settings {
@@ -783,6 +903,13 @@ mod tests {
                 server_cpu_percent: Some(99.6),
                 load_cpu_percent: None,
                 limited_by: None,
+                transport: transport_bound(
+                    PathKind::Mint,
+                    12_345.0,
+                    12_345.0,
+                    50_000.0,
+                    Some(&LIMITS),
+                ),
             }],
             half_load: Vec::new(),
             memory: MemoryReport {
@@ -798,10 +925,12 @@ mod tests {
         );
         let mint = text.lines().find(|l| l.starts_with("mint ")).unwrap();
         for cell in [
-            "12,345", "1.00", "2.00", "sign", "0.31", ">=0.50", "NO", "100 %",
+            "12,345", "1.00", "2.00", "sign", "0.31", ">=0.50", "NO", "0.56", "100 %",
         ] {
             assert!(mint.contains(cell), "{cell} missing from {mint:?}");
         }
+        assert!(text.contains("of bound: "), "{text}");
+        assert!(text.contains("floor 50,000/s"), "{text}");
         assert!(text.contains("idle, after setup"), "{text}");
         assert!(text.contains("note: a note"));
         assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");

@@ -85,7 +85,11 @@ pub(crate) async fn prepare(
         prefix: format!("spiffe://{}/bench/{}", status.trust_domain, random_id(6)),
     };
     let needs = |path| paths.contains(&path);
-    if needs(PathKind::Mint) || needs(PathKind::X509) || needs(PathKind::Validate) {
+    if needs(PathKind::Floor)
+        || needs(PathKind::Mint)
+        || needs(PathKind::X509)
+        || needs(PathKind::Validate)
+    {
         let token = fixture.entry_with_token(admin, "client", &[], None).await?;
         fixture.client = Some(attest(broker, &token).await?);
     }
@@ -272,6 +276,17 @@ pub(crate) async fn callers(
     let missing = |what: &str| BenchError::Local(format!("{path}: no {what} was set up"));
     let audience = AUDIENCE.to_owned();
     Ok(match path {
+        PathKind::Floor => {
+            let identity = fixture
+                .client
+                .as_ref()
+                .ok_or_else(|| missing("client identity"))?;
+            broker_clients(broker, Some(identity), connections)
+                .await?
+                .into_iter()
+                .map(|client| Caller::Floor { client })
+                .collect()
+        }
         PathKind::Mint | PathKind::MintCached => {
             let identity = match path {
                 PathKind::Mint => fixture.client.as_ref(),

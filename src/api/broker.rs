@@ -237,6 +237,13 @@ impl Broker for BrokerService {
         Ok(Response::new(jwt_response(minted)))
     }
 
+    async fn ping(
+        &self,
+        _request: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
+        Ok(Response::new(pb::PingResponse {}))
+    }
+
     async fn get_bundle(
         &self,
         _request: Request<pb::GetBundleRequest>,

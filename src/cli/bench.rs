@@ -29,12 +29,14 @@ limit. Progress goes to standard error. Pinning needs `taskset` and 2+ cores.";
 /// `--data-dir` name the broker to measure.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The paths to measure, comma-separated: mint (every token signed), mint-cached (the
+    /// The paths to measure, comma-separated: floor (an RPC that does nothing: the
+    /// transport alone; with it, every path is also shown as a fraction of what the floor
+    /// and its signature work allow), mint (every token signed), mint-cached (the
     /// server-side JWT-SVID cache), batch, x509, validate, workload.
     #[arg(
         long,
         value_name = "LIST",
-        default_value = "mint,mint-cached,batch,x509,validate,workload",
+        default_value = "floor,mint,mint-cached,batch,x509,validate,workload",
         value_parser = parse_paths
     )]
     paths: PathList,

@@ -73,6 +73,7 @@ pub static BROKER_SERVICE: RpcService = RpcService {
         "BatchMintX509Svids",
         "BatchMintJwtSvids",
         "WatchRevocations",
+        "Ping",
     ],
 };
 

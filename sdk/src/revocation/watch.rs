@@ -776,6 +776,13 @@ mod tests {
             unimplemented()
         }
 
+        async fn ping(
+            &self,
+            _: Request<pb::PingRequest>,
+        ) -> Result<Response<pb::PingResponse>, Status> {
+            unimplemented()
+        }
+
         async fn watch_bundle(
             &self,
             _: Request<pb::WatchBundleRequest>,
