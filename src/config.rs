@@ -58,6 +58,7 @@
 //! segment_max_size = "64MiB"       # seal the live segment at this size…
 //! segment_max_age = "24h"          # …or when its first record is this old
 //! retention = "2190d"              # remove sealed segments older than this; default: keep all
+//! commit_linger = "1ms"            # group commit waits at most this for more records; "0s": never
 //! # An HTTP witness (docs/operations.md, "An HTTP witness"): every new
 //! # checkpoint is POSTed, and GET at start is compared with the log. Off by default.
 //! anchor_url = "https://witness.example/mayfly/replica-a"
@@ -501,6 +502,9 @@ pub struct AuditConfig {
     pub segment_max_age: Option<Duration>,
     /// Sealed segments older than this are removed; `None` keeps them all.
     pub retention: Option<Duration>,
+    /// The longest a group commit waits for more records when the load says more are
+    /// coming (`commit_linger`; `None`: [`crate::audit::DEFAULT_COMMIT_LINGER`]).
+    pub commit_linger: Option<Duration>,
 }
 
 impl AuditConfig {
@@ -703,6 +707,7 @@ struct FileAudit {
     segment_max_size: Option<String>,
     segment_max_age: Option<String>,
     retention: Option<String>,
+    commit_linger: Option<String>,
     anchor_url: Option<String>,
     anchor_url_ca: Option<PathBuf>,
     anchor_url_token_file: Option<PathBuf>,
@@ -933,6 +938,10 @@ impl Config {
         if let Some(size) = &file.audit.segment_max_size {
             self.audit.segment_max_bytes = Some(parse_size("audit.segment_max_size", size)?);
         }
+        if let Some(linger) = &file.audit.commit_linger {
+            self.audit.commit_linger =
+                Some(parse_duration("audit.commit_linger", &file_raw(linger))?);
+        }
         if let Some(age) = &file.audit.segment_max_age {
             self.audit.segment_max_age =
                 Some(parse_duration("audit.segment_max_age", &file_raw(age))?);
@@ -1110,6 +1119,19 @@ impl Config {
                 "must be between 1m and 168h (a key stolen can re-sign at most one epoch)".into(),
             ));
         }
+        if self
+            .audit
+            .commit_linger
+            .is_some_and(|linger| linger > crate::audit::MAX_COMMIT_LINGER)
+        {
+            return Err(invalid(
+                "audit.commit_linger",
+                format!(
+                    "must be at most {:?} (\"0s\" turns lingering off)",
+                    crate::audit::MAX_COMMIT_LINGER
+                ),
+            ));
+        }
         if let Some(size) = self.audit.segment_max_bytes
             && !(4 << 10..=4 << 30).contains(&size)
         {
@@ -1241,6 +1263,10 @@ impl Config {
             retention: self.audit.retention,
         };
         options.accept_divergence = self.audit.accept_divergence.clone();
+        options.commit_linger = self
+            .audit
+            .commit_linger
+            .unwrap_or(crate::audit::DEFAULT_COMMIT_LINGER);
         options.replica = replica.to_owned();
         options
     }

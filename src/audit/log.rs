@@ -91,6 +91,9 @@ pub struct AuditOptions {
     /// When the live segment is sealed and a new one started, and how long sealed segments
     /// are kept.
     pub rotation: Rotation,
+    /// The longest a group commit waits for more records when the load says more are
+    /// coming (zero: never); see `audit::pace`.
+    pub commit_linger: std::time::Duration,
 }
 
 impl AuditOptions {
@@ -104,6 +107,7 @@ impl AuditOptions {
             accept_divergence: None,
             anchored: Vec::new(),
             rotation: Rotation::default(),
+            commit_linger: super::DEFAULT_COMMIT_LINGER,
         }
     }
 }
@@ -231,6 +235,7 @@ impl AuditLog {
             frontier: scan.frontier.clone(),
             segment,
             rotation: options.rotation.clone(),
+            commit_linger: options.commit_linger,
             last_time: super::tail::tail(dir, 1)?
                 .pop()
                 .and_then(|record| writer::parse_time(&record.time)),

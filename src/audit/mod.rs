@@ -55,6 +55,7 @@ mod error;
 mod export;
 mod log;
 pub mod merkle;
+mod pace;
 mod private;
 mod proof;
 mod record;
@@ -77,6 +78,7 @@ pub use export::{
 };
 pub use log::AuditLog;
 pub use log::{AuditOptions, AuditStatus};
+pub use pace::{DEFAULT_LINGER as DEFAULT_COMMIT_LINGER, MAX_LINGER as MAX_COMMIT_LINGER};
 pub use proof::{
     ConsistencyBundle, InclusionBundle, MAX_BUNDLE_LEN, ProofBundle, ProofSummary, Proved,
     prove_consistency, prove_inclusion, verify_bundle,

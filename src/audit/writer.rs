@@ -14,6 +14,7 @@ use super::AuditError;
 use super::anchor::AnchorHealth;
 use super::checkpoint::{self, Checkpoint};
 use super::merkle::{self, Frontier};
+use super::pace::Pace;
 use super::record::{AuditEvent, AuditReceipt, canonical_bytes, line_bytes, normalize, sha256_hex};
 use super::seal::{
     AuditSigner, Handover, KEY_FILE, NEXT_KEY_FILE, SignedCheckpoint, handover_body,
@@ -67,6 +68,8 @@ pub(super) struct Writer {
     pub(super) segment: SegmentState,
     /// When segments are sealed and how long they are kept.
     pub(super) rotation: Rotation,
+    /// The group commit's longest wait for more records ([`Pace`]).
+    pub(super) commit_linger: std::time::Duration,
     /// When the last record was committed: the next batch's time is never earlier.
     pub(super) last_time: Option<OffsetDateTime>,
     /// The audit key and where checkpoints go.
@@ -243,8 +246,22 @@ pub(super) fn run(
         .ok();
     let anchors = checkpointer.as_ref().map(|_| anchors);
     let mut received = Vec::with_capacity(MAX_BATCH);
-    // Blocks for the first command, then takes whatever else is waiting: that is the group.
+    let mut pace = Pace::new(writer.commit_linger);
+    // Blocks for the first command, then takes whatever else is waiting, and lingers for
+    // more when the load says more are coming ([`pace`]): that is the group.
     while commands.blocking_recv_many(&mut received, MAX_BATCH) > 0 {
+        let began = std::time::Instant::now();
+        let closing = received.iter().any(|c| matches!(c, Command::Close));
+        if !closing && let Some(wait) = pace.linger(received.len(), began, began) {
+            std::thread::sleep(wait);
+            while received.len() < MAX_BATCH {
+                let Ok(command) = commands.try_recv() else {
+                    break;
+                };
+                received.push(command);
+            }
+        }
+        pace.observe(received.len(), began);
         let mut batch = Vec::with_capacity(received.len());
         for command in received.drain(..) {
             match command {
@@ -945,6 +962,7 @@ mod tests {
                 retry_after: None,
             },
             rotation: Rotation::default(),
+            commit_linger: crate::audit::DEFAULT_COMMIT_LINGER,
             last_time: None,
             seal: Seal {
                 signer: None,

@@ -237,6 +237,26 @@ fn prometheus_metrics_are_on_by_default_and_can_be_turned_off() {
 }
 
 #[test]
+fn the_group_commit_linger_loads_and_a_long_or_malformed_one_is_refused() {
+    let default = load_text("", HashMap::new()).unwrap().audit_options("r");
+    assert_eq!(default.commit_linger, crate::audit::DEFAULT_COMMIT_LINGER);
+    for (value, expected) in [
+        ("0s", Duration::ZERO),
+        ("500us", Duration::from_micros(500)),
+        ("10ms", Duration::from_millis(10)),
+    ] {
+        let text = format!("[audit]\ncommit_linger = \"{value}\"\n");
+        let options = load_text(&text, HashMap::new()).unwrap().audit_options("r");
+        assert_eq!(options.commit_linger, expected, "{value}");
+    }
+    for value in ["11ms", "1s", "soon", "-1ms"] {
+        let text = format!("[audit]\ncommit_linger = \"{value}\"\n");
+        let error = load_text(&text, HashMap::new()).unwrap_err().to_string();
+        assert!(error.contains("audit.commit_linger"), "{value}: {error}");
+    }
+}
+
+#[test]
 fn audit_segments_and_retention_load_and_bad_ones_are_refused_by_name() {
     // Defaults: 64 MiB or a day per segment, every segment kept.
     let config = load_text("", HashMap::new()).unwrap();
