@@ -1272,6 +1272,24 @@ impl Config {
     }
 }
 
+/// A config file's table from `text`, for the section modules' tests.
+#[cfg(test)]
+fn test_table<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: "test".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// A setting of the config file whose value is refused, and why.
+fn file_invalid(setting: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        source_name: "config file".into(),
+        reason: reason.into(),
+    }
+}
+
 fn file_raw(value: &str) -> Raw<'_> {
     Raw {
         value,

@@ -15,7 +15,11 @@ use super::output::{self, Table};
 #[derive(Debug, Subcommand)]
 pub enum BreakglassCommand {
     /// Ask for a grant: one more audience, or a disabled entry minting again.
-    #[command(after_help = REQUEST_EXAMPLES)]
+    #[command(
+        after_help = REQUEST_EXAMPLES,
+        override_usage = "mayfly breakglass request --entry <ID> <--audience <AUD>|--enable>\n       \
+                          --ttl <DURATION> --reason <REASON> --ticket <TICKET> [--json]"
+    )]
     Request(RequestArgs),
     /// Approve another operator's pending grant; it is in force at once.
     #[command(after_help = "Examples:\n  mayfly breakglass approve 3f9c2a7d51e04b86")]
@@ -117,8 +121,9 @@ pub struct ListArgs {
     /// Only this entry's grants.
     #[arg(long, value_name = "ID")]
     pub entry: Option<String>,
-    /// Only grants in this state (pending, active, expired, lapsed, revoked);
-    /// repeatable.
+    /// Only grants in this state; repeatable.
+    ///
+    /// One of pending, active, expired, lapsed, revoked.
     #[arg(long, value_name = "STATE")]
     pub state: Vec<String>,
     /// Only grants that ended without their post-incident review.

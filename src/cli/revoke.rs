@@ -77,7 +77,8 @@ pub enum RevokeSubcommand {
 const BULK_EXAMPLES: &str = "\
 Examples:
   mayfly revoke bulk leaked-tokens.txt --reason \"tokens pasted in INC-77\"
-  cut -f1 serials.tsv | sed 's/^/serial /' | mayfly revoke bulk - --reason \"batch\"
+  cut -f1 serials.tsv | sed 's/^/serial /' \\
+      | mayfly revoke bulk - --reason \"batch\"
 
 Each line is KIND VALUE (entry, spiffe-id, jti, serial or agent); blank
 lines and lines starting with # are skipped. Lines go to the broker in

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, file_raw, parse_duration};
+use super::{ConfigError, file_invalid as invalid, file_raw, parse_duration};
 
 /// The default `[breakglass] max_ttl`.
 pub const DEFAULT_GRANT_MAX_TTL: Duration = Duration::from_secs(4 * 60 * 60);
@@ -126,33 +126,19 @@ fn bounded(setting: &'static str, value: &str) -> Result<Duration, ConfigError> 
     Ok(duration)
 }
 
-fn invalid(setting: &'static str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        setting,
-        source_name: "config file".into(),
-        reason: reason.into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn admin(text: &str) -> Result<AdminConfig, ConfigError> {
-        let file: FileAdmin = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "test".into(),
-            reason: e.to_string(),
-        })?;
+        let file: FileAdmin = crate::config::test_table(text)?;
         let mut config = AdminConfig::default();
         config.apply_file(&file)?;
         Ok(config)
     }
 
     fn breakglass(text: &str) -> Result<BreakglassConfig, ConfigError> {
-        let file: FileBreakglass = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "test".into(),
-            reason: e.to_string(),
-        })?;
+        let file: FileBreakglass = crate::config::test_table(text)?;
         let mut config = BreakglassConfig::default();
         config.apply_file(&file)?;
         Ok(config)

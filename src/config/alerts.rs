@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, file_raw, parse_duration};
+use super::{ConfigError, file_invalid as invalid, file_raw, parse_duration};
 use crate::alert::{Webhook, WebhookConfig, WebhookError};
 use crate::outbound::HttpUrl;
 
@@ -150,23 +150,12 @@ impl AlertsConfig {
     }
 }
 
-fn invalid(setting: &'static str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        setting,
-        source_name: "config file".into(),
-        reason: reason.into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn apply(text: &str) -> Result<AlertsConfig, ConfigError> {
-        let file: FileAlerts = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "test".into(),
-            reason: e.to_string(),
-        })?;
+        let file: FileAlerts = crate::config::test_table(text)?;
         let mut config = AlertsConfig::default();
         config.apply_file(&file)?;
         Ok(config)

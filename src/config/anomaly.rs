@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, file_raw, parse_duration};
+use super::{ConfigError, file_invalid as invalid, file_raw, parse_duration};
 
 /// The most rules `[[anomaly.rules]]` may hold: they are tried in order on every finding.
 pub const MAX_ANOMALY_RULES: usize = 64;
@@ -329,23 +329,12 @@ fn parse_rule(number: usize, rule: &FileAnomalyRule) -> Result<AnomalyRule, Conf
     })
 }
 
-fn invalid(setting: &'static str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        setting,
-        source_name: "config file".into(),
-        reason: reason.into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn apply(text: &str) -> Result<AnomalyConfig, ConfigError> {
-        let file: FileAnomaly = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "test".into(),
-            reason: e.to_string(),
-        })?;
+        let file: FileAnomaly = crate::config::test_table(text)?;
         let mut config = AnomalyConfig::default();
         config.apply_file(&file)?;
         Ok(config)

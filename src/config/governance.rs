@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Raw, file_raw, parse_duration};
+use super::{ConfigError, Raw, file_invalid as invalid, file_raw, parse_duration};
 use crate::audience::{AudiencePolicy, DataClasses};
 use crate::policy::MAX_REVIEW_EVERY;
 
@@ -179,14 +179,6 @@ impl GovernanceConfig {
     }
 }
 
-fn invalid(setting: &'static str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        setting,
-        source_name: "config file".into(),
-        reason: reason.into(),
-    }
-}
-
 /// Reads `report` or `disable` into `target` when given.
 fn action(
     target: &mut GovernanceAction,
@@ -229,10 +221,7 @@ mod tests {
     use super::*;
 
     fn apply(text: &str) -> Result<GovernanceConfig, ConfigError> {
-        let file: FileGovernance = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "test".into(),
-            reason: e.to_string(),
-        })?;
+        let file: FileGovernance = crate::config::test_table(text)?;
         let mut config = GovernanceConfig::default();
         config.apply_file(&file)?;
         Ok(config)
