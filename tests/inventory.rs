@@ -733,9 +733,12 @@ async fn the_html_report_renders_in_chromium_escaped_and_self_contained() {
     assert_eq!(counts["revoked"], "2");
     assert_eq!(counts["active"], "2");
     assert_eq!(counts["dormant"], "1");
+    // No break-glass grant here: both of its states are counted, at zero.
+    assert_eq!(counts["breakglass"], "0");
+    assert_eq!(counts["breakglass-review-overdue"], "0");
     // Every state, and the identities with an unregistered audience (all:
     // nothing is registered here).
-    assert_eq!(counts.len(), 8, "every state counted: {counts:?}");
+    assert_eq!(counts.len(), 10, "every state counted: {counts:?}");
     assert_eq!(counts["unregistered audience"], EXPECTED.len().to_string());
 
     // A screenshot: a PNG of the window's size with something drawn on it,

@@ -94,8 +94,9 @@ impl WorkloadApi {
     }
 
     /// Attests the caller from the socket's peer credentials: from memory when the same
-    /// process was attested in full moments ago and still runs the same executable (a
-    /// `/proc` read and a `stat`, on this task), else in full on a blocking thread.
+    /// process was attested in full moments ago and still runs the same executable (one
+    /// `stat` under its held `/proc/<pid>`, on this task), else in full on a blocking
+    /// thread.
     async fn caller_selectors<T>(
         &self,
         request: &Request<T>,

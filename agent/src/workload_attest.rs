@@ -59,14 +59,16 @@
 //! # Attestations remembered
 //!
 //! Sidecars call the Workload API many times a second from one process. After a full
-//! attestation the attestor remembers the selectors it found for that pid, with the
-//! process's start time and the identity of its executable (device, inode, size,
-//! modification and change times). [`WorkloadAttestor::attest_remembered`] answers a
-//! later call from memory when the socket's uid and gid are the same, the pid's start
-//! time in `/proc/<pid>/stat` is the same (so it is the same process, not a reused
-//! pid), and `/proc/<pid>/exe` still names the same unchanged file (so the process has
-//! not executed another program): one small `/proc` read and one `stat`, no hashing,
-//! no `status`, no account files. Anything else, or a memory older than
+//! attestation the attestor opens the process's `/proc/<pid>` directory, checks through
+//! it that the start time is still the one attested, and remembers the selectors with
+//! that handle and the identity of the executable (device, inode, size, modification
+//! and change times). The handle is bound to the process, not to its number: once the
+//! process is gone, looking up anything under it fails, even after the pid has been
+//! given to another process. [`WorkloadAttestor::attest_remembered`] answers a later
+//! call from memory when the socket's uid and gid are the same and a `stat` of `exe`
+//! under the handle finds the same unchanged file (so the process lives and has not
+//! executed another program): one `stat`, no `/proc` reads, no hashing, no account
+//! files. Anything else, or a memory older than
 //! [`REMEMBER_FOR`], means a full attestation. So a change to `/etc/passwd` or
 //! `/etc/group`, or a process changing its effective uid after it connected, shows in
 //! the selectors within [`REMEMBER_FOR`]; the socket's credentials, which the kernel
@@ -79,6 +81,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,9 +110,11 @@ const HASH_BUFFER_SIZE: usize = 64 * 1024;
 /// ([`WorkloadAttestor::attest_remembered`]).
 pub const REMEMBER_FOR: Duration = Duration::from_secs(10);
 
-/// How many processes' attestations are remembered. A node serves far fewer workloads
-/// than this; when it is reached, the expired ones go, and if none has, all of them.
-const REMEMBERED_CAPACITY: usize = 4096;
+/// How many processes' attestations are remembered, each holding its `/proc/<pid>`
+/// directory open (one file descriptor). When it is reached, the expired ones go, and if
+/// none has, all of them: a node with more processes calling within [`REMEMBER_FOR`]
+/// pays full attestations for some, never more descriptors.
+const REMEMBERED_CAPACITY: usize = 256;
 
 /// `ESRCH` on Linux: reading a `/proc/<pid>` file of a process that exits
 /// mid-read fails with it rather than `ENOENT`.
@@ -248,7 +253,8 @@ pub struct WorkloadAttestor {
 struct Remembered {
     uid: u32,
     gid: u32,
-    start_time: u64,
+    /// `/proc/<pid>` opened: lookups under it fail once this process is gone.
+    process: Arc<File>,
     executable: FileKey,
     selectors: Arc<[Selector]>,
     at: Instant,
@@ -291,8 +297,8 @@ impl WorkloadAttestor {
     /// unchanged executable (see the [module docs](self#attestations-remembered)).
     /// `None`: attest in full with [`attest`](Self::attest).
     ///
-    /// It reads `/proc/<pid>/stat` and stats `/proc/<pid>/exe`, which the kernel
-    /// answers from memory, so it may be called on an async worker.
+    /// It stats `exe` under the held `/proc/<pid>` directory, which the kernel answers
+    /// from memory, so it may be called on an async worker.
     pub fn attest_remembered(&self, peer: &PeerCredentials) -> Option<Arc<[Selector]>> {
         let pid = peer.pid.filter(|pid| *pid > 0)?;
         let known = lock(&self.remembered).get(&pid).cloned()?;
@@ -300,12 +306,16 @@ impl WorkloadAttestor {
         {
             return None;
         }
-        let stat = self.proc.read(pid, "stat").ok()?;
-        if parse_start_time(&stat, pid).ok()? != known.start_time {
-            return None;
-        }
-        let executable = self.proc.exe_metadata(pid).ok()?;
+        let executable = self.proc.held_exe_metadata(&known.process).ok()?;
         (FileKey::of(&executable) == known.executable).then_some(known.selectors)
+    }
+
+    /// The handle [`Remembered`] keeps: `/proc/<pid>` opened, if the process under it
+    /// is still the one attested (its start time, read through the handle).
+    fn hold(&self, pid: i32, start_time: u64) -> Option<File> {
+        let process = self.proc.open_process(pid).ok()?;
+        let stat = self.proc.held_read(&process, "stat").ok()?;
+        (parse_start_time(&stat, pid).ok()? == start_time).then_some(process)
     }
 
     /// Remembers a full attestation of `pid` for [`attest_remembered`](Self::attest_remembered).
@@ -391,11 +401,13 @@ impl WorkloadAttestor {
             .collect();
         selectors.sort();
         selectors.dedup();
-        if let Some((pid, start_time, executable)) = process {
+        if let Some((pid, start_time, executable)) = process
+            && let Some(process) = self.hold(pid, start_time)
+        {
             let remembered = Remembered {
                 uid: peer.uid,
                 gid: peer.gid,
-                start_time,
+                process: Arc::new(process),
                 executable,
                 selectors: Arc::from(selectors.as_slice()),
                 at: Instant::now(),
@@ -599,6 +611,22 @@ trait ProcSource: std::fmt::Debug + Send + Sync {
     fn open_exe(&self, pid: i32) -> io::Result<File>;
     /// `/proc/<pid>/exe` stat'ed through the link.
     fn exe_metadata(&self, pid: i32) -> io::Result<Metadata>;
+    /// `/proc/<pid>` opened: a handle on the process rather than its number.
+    fn open_process(&self, pid: i32) -> io::Result<File>;
+    /// A file under a held `/proc/<pid>` (`stat`), through the handle.
+    fn held_read(&self, process: &File, file: &'static str) -> io::Result<Vec<u8>> {
+        fs::read(held_path(process, file))
+    }
+    /// `exe` under a held `/proc/<pid>`, stat'ed through the link.
+    fn held_exe_metadata(&self, process: &File) -> io::Result<Metadata> {
+        fs::metadata(held_path(process, "exe"))
+    }
+}
+
+/// `name` under the directory `dir` is open on, by its descriptor: the lookup starts at
+/// that very directory, whatever its path names now.
+fn held_path(dir: &File, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
 }
 
 #[derive(Debug)]
@@ -627,6 +655,10 @@ impl ProcSource for RootedProc {
 
     fn exe_metadata(&self, pid: i32) -> io::Result<Metadata> {
         fs::metadata(self.path(pid, "exe"))
+    }
+
+    fn open_process(&self, pid: i32) -> io::Result<File> {
+        File::open(self.root.join(pid.to_string()))
     }
 }
 

@@ -150,6 +150,10 @@ impl ProcSource for ChangesAfterFirstRead {
     fn exe_metadata(&self, pid: i32) -> io::Result<Metadata> {
         self.inner.exe_metadata(pid)
     }
+
+    fn open_process(&self, pid: i32) -> io::Result<File> {
+        self.inner.open_process(pid)
+    }
 }
 
 /// The test process, attested through the real `/proc`, with the digest
@@ -544,6 +548,54 @@ impl ProcSource for Counting {
         self.count("stat exe");
         self.inner.exe_metadata(pid)
     }
+
+    fn open_process(&self, pid: i32) -> io::Result<File> {
+        self.count("open process");
+        self.inner.open_process(pid)
+    }
+
+    fn held_read(&self, process: &File, file: &'static str) -> io::Result<Vec<u8>> {
+        self.count("held stat");
+        self.inner.held_read(process, file)
+    }
+
+    fn held_exe_metadata(&self, process: &File) -> io::Result<Metadata> {
+        self.count("held stat exe");
+        self.inner.held_exe_metadata(process)
+    }
+}
+
+/// A process whose pid is reused between its attestation and the handle's opening:
+/// the start time read through the handle is another.
+#[derive(Debug)]
+struct ReusedBeforeHeld {
+    inner: RootedProc,
+}
+
+impl ProcSource for ReusedBeforeHeld {
+    fn read(&self, pid: i32, file: &'static str) -> io::Result<Vec<u8>> {
+        self.inner.read(pid, file)
+    }
+
+    fn exe_link(&self, pid: i32) -> io::Result<PathBuf> {
+        self.inner.exe_link(pid)
+    }
+
+    fn open_exe(&self, pid: i32) -> io::Result<File> {
+        self.inner.open_exe(pid)
+    }
+
+    fn exe_metadata(&self, pid: i32) -> io::Result<Metadata> {
+        self.inner.exe_metadata(pid)
+    }
+
+    fn open_process(&self, pid: i32) -> io::Result<File> {
+        self.inner.open_process(pid)
+    }
+
+    fn held_read(&self, _process: &File, _file: &'static str) -> io::Result<Vec<u8>> {
+        Ok(stat_line(PID, b"newcomer", 999))
+    }
 }
 
 impl Fixture {
@@ -559,15 +611,10 @@ impl Fixture {
         let attestor = WorkloadAttestor::with_proc_source(Box::new(proc), &self.etc_root());
         (attestor, asked)
     }
-
-    fn set_start_time(&self, start_time: u64) {
-        let stat = self.proc_root().join(PID.to_string()).join("stat");
-        fs::write(stat, stat_line(PID, b"app", start_time)).unwrap();
-    }
 }
 
 #[test]
-fn a_second_call_is_answered_from_memory_with_one_stat_read_and_one_stat() {
+fn a_second_call_is_answered_from_memory_with_one_stat_under_the_held_process() {
     let fixture = Fixture::plain();
     let (attestor, asked) = fixture.counting_attestor();
     // Nothing attested yet: nothing to remember.
@@ -576,15 +623,25 @@ fn a_second_call_is_answered_from_memory_with_one_stat_read_and_one_stat() {
     let full = attestor.attest(&peer()).unwrap();
     let before = lock(&asked).clone();
     assert_eq!(before.get("status"), Some(&2), "{before:?}");
+    // The handle was opened once and its start time checked through it.
+    assert_eq!(before.get("open process"), Some(&1), "{before:?}");
+    assert_eq!(before.get("held stat"), Some(&1), "{before:?}");
     for _ in 0..3 {
         let remembered = attestor.attest_remembered(&peer()).expect("remembered");
         assert_eq!(&*remembered, full.as_slice());
     }
     let after = lock(&asked).clone();
     let added = |what| after.get(what).unwrap_or(&0) - before.get(what).unwrap_or(&0);
-    assert_eq!(added("stat"), 3);
-    assert_eq!(added("stat exe"), 3);
-    for what in ["status", "readlink exe", "open exe"] {
+    assert_eq!(added("held stat exe"), 3);
+    for what in [
+        "stat",
+        "status",
+        "readlink exe",
+        "open exe",
+        "stat exe",
+        "open process",
+        "held stat",
+    ] {
         assert_eq!(added(what), 0, "{what}: {after:?}");
     }
     assert_eq!(attestor.files_hashed.load(Ordering::SeqCst), 1);
@@ -595,12 +652,6 @@ fn another_process_an_exec_a_rewritten_executable_or_other_credentials_are_attes
     let fixture = Fixture::plain();
     let attestor = fixture.attestor();
     attestor.attest(&peer()).unwrap();
-    assert!(attestor.attest_remembered(&peer()).is_some(), "control");
-
-    // The pid now names a process that started later: reused.
-    fixture.set_start_time(778);
-    assert!(attestor.attest_remembered(&peer()).is_none());
-    fixture.set_start_time(777);
     assert!(attestor.attest_remembered(&peer()).is_some(), "control");
 
     // Other socket credentials, or none with a pid.
@@ -643,11 +694,55 @@ fn another_process_an_exec_a_rewritten_executable_or_other_credentials_are_attes
         .unwrap();
     assert!(attestor.attest_remembered(&peer()).is_none());
 
-    // The process is gone.
+    // The process is gone: nothing under its directory is found any more.
     attestor.attest(&peer()).unwrap();
     assert!(attestor.attest_remembered(&peer()).is_some(), "control");
-    fs::remove_file(fixture.proc_root().join(PID.to_string()).join("stat")).unwrap();
+    fs::remove_dir_all(fixture.proc_root().join(PID.to_string())).unwrap();
     assert!(attestor.attest_remembered(&peer()).is_none());
+}
+
+#[test]
+fn a_pid_reused_before_the_handle_is_opened_is_not_remembered() {
+    let fixture = Fixture::plain();
+    let reused = ReusedBeforeHeld {
+        inner: RootedProc {
+            root: fixture.proc_root(),
+        },
+    };
+    let attestor = WorkloadAttestor::with_proc_source(Box::new(reused), &fixture.etc_root());
+    // The attestation itself stands (it saw one process throughout) ...
+    attestor.attest(&peer()).unwrap();
+    // ... but the handle opened afterwards is another process's: not kept.
+    assert!(attestor.attest_remembered(&peer()).is_none());
+    // Control: the same fixture through a plain source is remembered.
+    let plain = fixture.attestor();
+    plain.attest(&peer()).unwrap();
+    assert!(plain.attest_remembered(&peer()).is_some());
+}
+
+/// The held handle on the real /proc: a child process is remembered while it runs,
+/// and not once it has exited, whatever its pid names next.
+#[test]
+fn a_real_process_that_exits_is_no_longer_remembered() {
+    let status = fs::read("/proc/self/status").unwrap();
+    let uid = parse_id_quad(status_value(&status, "Uid").unwrap()).unwrap()[1];
+    let gid = parse_id_quad(status_value(&status, "Gid").unwrap()).unwrap()[1];
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let peer = PeerCredentials {
+        uid,
+        gid,
+        pid: Some(i32::try_from(child.id()).unwrap()),
+    };
+    let attestor = WorkloadAttestor::new();
+    let full = attestor.attest(&peer).unwrap();
+    assert_eq!(
+        attestor.attest_remembered(&peer).as_deref(),
+        Some(full.as_slice()),
+        "control: remembered while it runs"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(attestor.attest_remembered(&peer).is_none());
 }
 
 #[test]
