@@ -515,11 +515,13 @@ fn attestor_is_shareable() {
     assert_send_sync::<WorkloadAttestor>();
 }
 
-/// Counts what the attestor asks of `/proc`, per kind of question.
+/// Counts what the attestor asks of `/proc`, per kind of question; with `held_stat`,
+/// the held handle's `stat` is that instead (a pid reused before the handle opened).
 #[derive(Debug)]
 struct Counting {
     inner: RootedProc,
     asked: Arc<Mutex<HashMap<&'static str, usize>>>,
+    held_stat: Option<Vec<u8>>,
 }
 
 impl Counting {
@@ -556,7 +558,10 @@ impl ProcSource for Counting {
 
     fn held_read(&self, process: &File, file: &'static str) -> io::Result<Vec<u8>> {
         self.count("held stat");
-        self.inner.held_read(process, file)
+        match &self.held_stat {
+            Some(stat) => Ok(stat.clone()),
+            None => self.inner.held_read(process, file),
+        }
     }
 
     fn held_exe_metadata(&self, process: &File) -> io::Result<Metadata> {
@@ -565,48 +570,24 @@ impl ProcSource for Counting {
     }
 }
 
-/// A process whose pid is reused between its attestation and the handle's opening:
-/// the start time read through the handle is another.
-#[derive(Debug)]
-struct ReusedBeforeHeld {
-    inner: RootedProc,
-}
-
-impl ProcSource for ReusedBeforeHeld {
-    fn read(&self, pid: i32, file: &'static str) -> io::Result<Vec<u8>> {
-        self.inner.read(pid, file)
-    }
-
-    fn exe_link(&self, pid: i32) -> io::Result<PathBuf> {
-        self.inner.exe_link(pid)
-    }
-
-    fn open_exe(&self, pid: i32) -> io::Result<File> {
-        self.inner.open_exe(pid)
-    }
-
-    fn exe_metadata(&self, pid: i32) -> io::Result<Metadata> {
-        self.inner.exe_metadata(pid)
-    }
-
-    fn open_process(&self, pid: i32) -> io::Result<File> {
-        self.inner.open_process(pid)
-    }
-
-    fn held_read(&self, _process: &File, _file: &'static str) -> io::Result<Vec<u8>> {
-        Ok(stat_line(PID, b"newcomer", 999))
-    }
-}
-
 impl Fixture {
     /// An attestor over this fixture that counts its `/proc` questions.
     fn counting_attestor(&self) -> (WorkloadAttestor, Arc<Mutex<HashMap<&'static str, usize>>>) {
+        self.counting_attestor_with(None)
+    }
+
+    /// [`counting_attestor`](Self::counting_attestor), its held `stat` replaced.
+    fn counting_attestor_with(
+        &self,
+        held_stat: Option<Vec<u8>>,
+    ) -> (WorkloadAttestor, Arc<Mutex<HashMap<&'static str, usize>>>) {
         let asked = Arc::new(Mutex::new(HashMap::new()));
         let proc = Counting {
             inner: RootedProc {
                 root: self.proc_root(),
             },
             asked: asked.clone(),
+            held_stat,
         };
         let attestor = WorkloadAttestor::with_proc_source(Box::new(proc), &self.etc_root());
         (attestor, asked)
@@ -704,12 +685,7 @@ fn another_process_an_exec_a_rewritten_executable_or_other_credentials_are_attes
 #[test]
 fn a_pid_reused_before_the_handle_is_opened_is_not_remembered() {
     let fixture = Fixture::plain();
-    let reused = ReusedBeforeHeld {
-        inner: RootedProc {
-            root: fixture.proc_root(),
-        },
-    };
-    let attestor = WorkloadAttestor::with_proc_source(Box::new(reused), &fixture.etc_root());
+    let (attestor, _) = fixture.counting_attestor_with(Some(stat_line(PID, b"newcomer", 999)));
     // The attestation itself stands (it saw one process throughout) ...
     attestor.attest(&peer()).unwrap();
     // ... but the handle opened afterwards is another process's: not kept.
