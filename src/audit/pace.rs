@@ -57,17 +57,14 @@ impl Pace {
         }
     }
 
-    /// How long to wait for more, for a batch of `have` records whose first arrived at
-    /// `began`, observed at `now`. `None`: sync now.
-    pub(super) fn linger(&self, have: usize, began: Instant, now: Instant) -> Option<Duration> {
+    /// How long to wait for more, for a batch of `have` records just taken. `None`: sync
+    /// now.
+    pub(super) fn linger(&self, have: usize) -> Option<Duration> {
         if have >= FILL || !(self.rate.is_finite() && self.rate > 0.0) {
             return None;
         }
-        let room = self
-            .bound
-            .saturating_sub(now.saturating_duration_since(began));
         let missing = (FILL - have) as f64;
-        let wait = room.min(Duration::from_secs_f64(missing / self.rate));
+        let wait = self.bound.min(Duration::from_secs_f64(missing / self.rate));
         (self.rate * wait.as_secs_f64() >= WORTH_WAITING).then_some(wait)
     }
 
@@ -128,48 +125,41 @@ mod tests {
 
     #[test]
     fn at_half_load_a_small_batch_waits_a_bounded_time() {
-        // 8,000 records a second, five per batch: wait the whole bound.
+        // 8,000 records a second, five per batch: 27 more take 3.4 ms, so the whole
+        // bound and never past it.
         let (pace, began) = steady(5, Duration::from_micros(625));
-        assert_eq!(pace.linger(5, began, began), Some(DEFAULT_LINGER));
-        // Part of the bound is used up already: only the rest.
-        let later = began + Duration::from_micros(400);
-        assert_eq!(
-            pace.linger(5, began, later),
-            Some(Duration::from_micros(600))
-        );
-        // Never past the bound, however slow the batch fills.
-        assert_eq!(pace.linger(5, began, began + DEFAULT_LINGER), None);
+        assert_eq!(pace.linger(5), Some(DEFAULT_LINGER));
         // A bound of zero: never.
         let mut off = Pace::new(Duration::ZERO);
         for i in 0..50 {
             off.observe(5, began + Duration::from_micros(625) * i);
         }
-        assert_eq!(off.linger(5, began, began), None);
+        assert_eq!(off.linger(5), None);
     }
 
     #[test]
     fn a_fast_stream_waits_only_until_the_batch_should_fill() {
         // 64,000 a second: 27 more records take about 422 us.
-        let (pace, began) = steady(32, Duration::from_micros(500));
-        let wait = pace.linger(5, began, began).unwrap();
+        let (pace, _) = steady(32, Duration::from_micros(500));
+        let wait = pace.linger(5).unwrap();
         assert!(
             wait > Duration::from_micros(400) && wait < Duration::from_micros(450),
             "{wait:?}"
         );
         // A full batch goes at once.
-        assert_eq!(pace.linger(FILL, began, began), None);
-        assert_eq!(pace.linger(FILL + 100, began, began), None);
+        assert_eq!(pace.linger(FILL), None);
+        assert_eq!(pace.linger(FILL + 100), None);
     }
 
     #[test]
     fn at_low_load_nothing_waits() {
         // 1,000 a second: one more record expected within the bound, not worth it.
-        let (pace, began) = steady(1, Duration::from_millis(1));
-        assert_eq!(pace.linger(1, began, began), None);
+        let (pace, _) = steady(1, Duration::from_millis(1));
+        assert_eq!(pace.linger(1), None);
         // Nothing known yet: no wait either.
-        assert_eq!(Pace::new(DEFAULT_LINGER).linger(1, began, began), None);
+        assert_eq!(Pace::new(DEFAULT_LINGER).linger(1), None);
         // Control: at 3,000 a second it is.
-        let (pace, began) = steady(3, Duration::from_millis(1));
-        assert!(pace.linger(1, began, began).is_some());
+        let (pace, _) = steady(3, Duration::from_millis(1));
+        assert!(pace.linger(1).is_some());
     }
 }

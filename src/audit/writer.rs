@@ -252,7 +252,7 @@ pub(super) fn run(
     while commands.blocking_recv_many(&mut received, MAX_BATCH) > 0 {
         let began = std::time::Instant::now();
         let closing = received.iter().any(|c| matches!(c, Command::Close));
-        if !closing && let Some(wait) = pace.linger(received.len(), began, began) {
+        if !closing && let Some(wait) = pace.linger(received.len()) {
             std::thread::sleep(wait);
             while received.len() < MAX_BATCH {
                 let Ok(command) = commands.try_recv() else {
