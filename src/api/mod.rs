@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod broker;
 pub mod bundle;
+pub mod coalesce;
 pub mod connections;
 pub mod crl;
 pub mod digests;

@@ -36,6 +36,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
+use super::coalesce::CoalescedWrites;
 use super::connections::{
     ConnectionActivity, IdleDeadline, PeerConnections, PeerSlot, deadline_after,
 };
@@ -67,7 +68,10 @@ pub type CallerOutcome = Result<Arc<crate::mint::Caller>, (tonic::Code, String)>
 /// One accepted TLS connection whose client has sent the HTTP/2 preface.
 #[derive(Debug)]
 pub struct TlsConnection {
-    stream: TlsStream<TcpStream>,
+    /// Writes held until h2's flush, and that flush one scheduler turn
+    /// later, so that the responses of a busy moment share a `writev` and
+    /// TLS records.
+    stream: CoalescedWrites<TlsStream<TcpStream>>,
     info: PeerInfo,
     /// How much of the preface, read and checked before the connection was
     /// handed on, hyper has been given back.
@@ -598,7 +602,7 @@ impl Admission {
             activity: activity.clone(),
         };
         Some(TlsConnection {
-            stream,
+            stream: CoalescedWrites::new(stream),
             info,
             preface_replayed: 0,
             idle: IdleDeadline::new(activity, self.idle_timeout),
