@@ -1001,6 +1001,78 @@ fn the_load_generator_drives_every_path_without_errors() {
 }
 
 #[test]
+fn the_load_spreads_over_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = mayfly(
+        dir.path(),
+        &[
+            "bench",
+            "--paths",
+            "floor,batch,workload",
+            "--load-processes",
+            "2",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--concurrency",
+            "4",
+            "--connections",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-half-load",
+            "--openssl-seconds",
+            "0",
+            "--json",
+        ],
+        None,
+    );
+    let report = json(&output);
+    assert_eq!(report["settings"]["load_processes"], 2);
+    let paths = report["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 3);
+    for path in paths {
+        // Both workers reported, over the broker (mTLS) and the agent (Unix socket).
+        assert_eq!(path["load_processes"], 2, "{path}");
+        assert!(path["requests"].as_u64().unwrap() > 0, "{path}");
+        assert_eq!(path["errors"].as_u64(), Some(0), "{path}");
+    }
+    // The control: one process, as before.
+    let single = json(&mayfly(
+        dir.path(),
+        &[
+            "bench",
+            "--paths",
+            "floor",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--no-half-load",
+            "--openssl-seconds",
+            "0",
+            "--json",
+        ],
+        None,
+    ));
+    assert_eq!(single["paths"][0]["load_processes"], 1);
+    // A worker without a readable plan says so and fails.
+    let refused = mayfly(
+        dir.path(),
+        &["bench", "--load-worker", "/nonexistent/plan.json"],
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("/nonexistent/plan.json"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(refused.stdout.is_empty());
+}
+
+#[test]
 fn a_broker_elsewhere_is_named_in_the_banner_and_the_token_hint() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path());

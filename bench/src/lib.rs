@@ -58,6 +58,7 @@ mod process;
 pub mod report;
 mod setup;
 mod stats;
+mod worker;
 
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
@@ -74,6 +75,7 @@ pub use paths::PathKind;
 pub use process::parse_vm_rss;
 pub use report::Report;
 pub use stats::Percentiles;
+pub use worker::load_worker;
 
 use load::{Outcome, Phases};
 use process::{AgentPlan, ChildProcess, TasksetProblem};
@@ -173,6 +175,8 @@ pub struct Options {
     pub half_load: bool,
     /// Whether, and how much, to load for the memory figure.
     pub memory: Option<MemoryLoad>,
+    /// Processes the closed-loop load is spread over (1: this one alone).
+    pub load_processes: usize,
 }
 
 impl Options {
@@ -193,6 +197,7 @@ impl Options {
             openssl_seconds: 3,
             half_load: true,
             memory: None,
+            load_processes: 1,
         }
     }
 }
@@ -401,6 +406,7 @@ impl Lab {
             server_cpus: options.server_cpus.clone(),
             load_cpus: options.load_cpus.clone(),
             load_cores: load_cores(),
+            load_processes: options.load_processes.max(1),
         }
     }
 
@@ -512,21 +518,50 @@ impl Lab {
             humantime::format_duration(phases.measure)
         ));
         let agent_socket = self.agent.as_ref().map(|_| self.agent_socket());
-        let callers = setup::callers(
-            path,
-            self.address(),
-            fixture,
-            options.connections,
-            agent_socket.as_deref(),
-        )
-        .await?;
-        let (mut outcome, cpu) = tokio::join!(
-            load::closed_loop(&callers, options.concurrency, phases),
-            cpu_during(self.server_pids(), phases),
-        );
+        let mut processes = 1;
+        let (mut outcome, cpu) = if options.load_processes > 1 {
+            let spread = worker::Spread {
+                dir: &self.dir,
+                broker: self.address(),
+                fixture,
+                agent_socket: agent_socket.as_deref(),
+            };
+            let workers = worker::Workers::start(
+                &spread,
+                path,
+                options.load_processes,
+                options.concurrency,
+                options.connections,
+                phases,
+            )
+            .await?;
+            let mut load_pids = workers.pids();
+            load_pids.push(std::process::id());
+            let (outcome, cpu) = tokio::join!(
+                workers.run(phases),
+                cpu_during(self.server_pids(), load_pids, phases),
+            );
+            let (outcome, reported) = outcome?;
+            processes = reported;
+            (outcome, cpu)
+        } else {
+            let callers = setup::callers(
+                path,
+                self.address(),
+                fixture,
+                options.connections,
+                agent_socket.as_deref(),
+            )
+            .await?;
+            tokio::join!(
+                load::closed_loop(&callers, options.concurrency, phases),
+                cpu_during(self.server_pids(), vec![std::process::id()], phases),
+            )
+        };
         let mut result = path_result(path, &mut outcome, report.raw_limits.as_ref());
         (result.server_cpu_percent, result.load_cpu_percent) = (cpu.server, cpu.load);
         result.limited_by = report::limited_by(cpu.server, cpu.load, load_cores());
+        result.load_processes = processes;
         progress(&summary(
             path,
             result.rate_per_s,
@@ -558,7 +593,7 @@ impl Lab {
             let in_flight = (options.concurrency * 4).max(256);
             let (outcome, cpu) = tokio::join!(
                 load::open_loop(&callers, rate, in_flight, phases),
-                cpu_during(self.server_pids(), phases),
+                cpu_during(self.server_pids(), vec![std::process::id()], phases),
             );
             let mut result = half_load_result(path, rate, outcome);
             (result.server_cpu_percent, result.load_cpu_percent) = (cpu.server, cpu.load);
@@ -682,21 +717,20 @@ struct CpuShare {
     load: Option<f64>,
 }
 
-/// Samples the CPU time of `server_pids` and of this process over the measured window of
-/// `phases` (started together with the load).
-async fn cpu_during(server_pids: Vec<u32>, phases: Phases) -> CpuShare {
+/// Samples the CPU time of `server_pids` and of `load_pids` (this process, and its load
+/// workers) over the measured window of `phases` (started together with the load).
+async fn cpu_during(server_pids: Vec<u32>, load_pids: Vec<u32>, phases: Phases) -> CpuShare {
     let sample = |pids: &[u32]| -> Option<Duration> {
         if pids.is_empty() {
             return None;
         }
         pids.iter().map(|&pid| process::cpu_time(pid).ok()).sum()
     };
-    let me = [std::process::id()];
     tokio::time::sleep(phases.warmup).await;
     let started = tokio::time::Instant::now();
-    let before = (sample(&server_pids), sample(&me));
+    let before = (sample(&server_pids), sample(&load_pids));
     tokio::time::sleep(phases.measure).await;
-    let after = (sample(&server_pids), sample(&me));
+    let after = (sample(&server_pids), sample(&load_pids));
     let window = started.elapsed().as_secs_f64();
     let percent = |before: Option<Duration>, after: Option<Duration>| {
         let used = after?.checked_sub(before?)?;
@@ -724,6 +758,7 @@ fn path_result(path: PathKind, outcome: &mut Outcome, limits: Option<&Measured>)
         load_cpu_percent: None,
         limited_by: None,
         transport: None,
+        load_processes: 1,
     }
 }
 

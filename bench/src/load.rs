@@ -48,10 +48,31 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    fn new(window: Duration) -> Self {
+    /// Nothing yet, for a window of `window`.
+    pub(crate) fn new(window: Duration) -> Self {
         Outcome {
             window,
             ..Outcome::default()
+        }
+    }
+
+    /// What a load worker measured in a window of `window`.
+    pub(crate) fn measured(
+        window: Duration,
+        latencies: Vec<u64>,
+        requests: u64,
+        items: u64,
+        errors: u64,
+        first_error: Option<String>,
+    ) -> Self {
+        Outcome {
+            latencies,
+            requests,
+            items,
+            errors,
+            first_error,
+            window,
+            not_sent: 0,
         }
     }
 
@@ -82,7 +103,7 @@ impl Outcome {
         }
     }
 
-    fn merge(&mut self, other: Outcome) {
+    pub(crate) fn merge(&mut self, other: Outcome) {
         self.latencies.extend(other.latencies);
         self.requests += other.requests;
         self.items += other.items;

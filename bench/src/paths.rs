@@ -7,11 +7,11 @@ use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::proto::v1::broker_client::BrokerClient;
 use mayfly_sdk::proto::workload as wl;
 use mayfly_sdk::proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 /// One request path of the broker (or the agent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PathKind {
     /// `Ping` over mTLS with the workload's X509-SVID: an RPC that does nothing, so the

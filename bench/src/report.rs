@@ -201,6 +201,9 @@ pub struct PathResult {
     /// The rate against the `floor` path and the crypto together, when `floor` ran
     /// ([`transport_bound`]).
     pub transport: Option<TransportBound>,
+    /// The processes whose measurements make up the figure (`--load-processes`).
+    #[serde(default)]
+    pub load_processes: usize,
 }
 
 /// One path at half its peak rate (open loop).
@@ -305,6 +308,9 @@ pub struct Settings {
     /// times 100 % means the load generator, not the broker, was the limit.
     #[serde(default)]
     pub load_cores: usize,
+    /// Processes the closed-loop load was spread over (the half-load runs use one).
+    #[serde(default)]
+    pub load_processes: usize,
 }
 
 /// A process at or above this share of the cores it may use is saturated, percent.
@@ -416,9 +422,13 @@ impl Report {
             .broker_pid
             .map(|p| format!(" (pid {p})"))
             .unwrap_or_default();
+        let processes = match s.load_processes {
+            0 | 1 => String::new(),
+            n => format!(", {n} processes"),
+        };
         let _ = writeln!(
             out,
-            "broker: {}{pid}, {}; load: {}",
+            "broker: {}{pid}, {}; load: {}{processes}",
             s.broker,
             pinning(s.server_cpus.as_deref()),
             pinning(s.load_cpus.as_deref())
@@ -539,7 +549,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "  {}: the load generator was the limit: it used {} of one core on {} core(s); \
-                 the broker's rate is at least this (spread the load over more --load-cpus)",
+                 the broker's rate is at least this (give it more --load-cpus and --load-processes)",
                 path.name(),
                 percent(load_cpu_percent),
                 self.settings.load_cores.max(1)
@@ -879,6 +889,7 @@ mod tests {
                 server_cpus: Some("0".into()),
                 load_cpus: Some("1".into()),
                 load_cores: 1,
+                load_processes: 2,
             },
             raw_limits: Some(Measured {
                 limits: LIMITS,
@@ -907,6 +918,7 @@ mod tests {
                     50_000.0,
                     Some(&LIMITS),
                 ),
+                load_processes: 1,
             }],
             half_load: Vec::new(),
             memory: MemoryReport {
@@ -929,6 +941,10 @@ mod tests {
         assert!(text.contains("of bound: "), "{text}");
         assert!(text.contains("floor 50,000/s"), "{text}");
         assert!(text.contains("idle, after setup"), "{text}");
+        assert!(
+            text.contains("load: CPU 1 (taskset), 2 processes"),
+            "{text}"
+        );
         assert!(text.contains("note: a note"));
         assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
         let json = serde_json::to_value(&report).unwrap();

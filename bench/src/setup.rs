@@ -31,6 +31,21 @@ pub(crate) struct Identity {
     key_pem: Zeroizing<String>,
 }
 
+impl Identity {
+    /// The chain and the key, PEM, for a load worker's plan.
+    pub(crate) fn to_pem(&self) -> (String, String) {
+        (self.chain_pem.clone(), self.key_pem.as_str().to_owned())
+    }
+
+    /// Back from [`Identity::to_pem`].
+    pub(crate) fn from_pem((chain_pem, key_pem): (String, String)) -> Self {
+        Identity {
+            chain_pem,
+            key_pem: Zeroizing::new(key_pem),
+        }
+    }
+}
+
 /// What setup made.
 pub(crate) struct Fixture {
     /// The workload identity for mint, x509 and validate (its entry requires a unique jti).
@@ -47,6 +62,26 @@ pub(crate) struct Fixture {
     pub(crate) entry_ids: Vec<String>,
     /// `spiffe://<trust domain>/bench/<run>`.
     pub(crate) prefix: String,
+}
+
+impl Fixture {
+    /// What a load worker is handed: the identities and batch items, nothing to clean up.
+    pub(crate) fn for_worker(
+        client: Option<Identity>,
+        cached_client: Option<Identity>,
+        agent: Option<Identity>,
+        batch_params: Vec<pb::JwtSvidParams>,
+    ) -> Self {
+        Fixture {
+            client,
+            cached_client,
+            agent,
+            batch_params,
+            node_token: None,
+            entry_ids: Vec::new(),
+            prefix: String::new(),
+        }
+    }
 }
 
 /// How to reach the broker under test.

@@ -16,6 +16,7 @@ Examples:
   mayfly bench --server-cpus 0 --load-cpus 1   # clean figures (2+ cores)
   mayfly bench --duration 2 --warmup 1 --paths mint,validate
   mayfly bench --memory                # + RSS, 100k entries + 1M revocations
+  mayfly bench --load-cpus 1-3 --load-processes 3   # load in 3 processes
   mayfly bench --json > bench.json
   mayfly bench --existing --server https://127.0.0.1:7443 \\
       --data-dir ./mayfly-data --server-pid \"$(pidof mayfly)\"
@@ -93,6 +94,14 @@ pub struct BenchArgs {
     /// With --existing: the broker's pid, to report its memory.
     #[arg(long, value_name = "PID", requires = "existing")]
     server_pid: Option<u32>,
+    /// Spread the peak (closed-loop) load over N processes on the --load-cpus, each with
+    /// its share of --concurrency and --connections, for when one process is the limit;
+    /// the half-load runs use one.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    load_processes: u16,
+    /// Run as one of those processes, from the plan in FILE (internal).
+    #[arg(long, value_name = "FILE", hide = true)]
+    load_worker: Option<PathBuf>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -151,6 +160,7 @@ impl BenchArgs {
             load_cpus: self.load_cpus.clone(),
             openssl_seconds: self.openssl_seconds,
             half_load: !self.no_half_load,
+            load_processes: self.load_processes.into(),
             memory: self.memory.then(|| MemoryLoad {
                 entries: self.memory_entries,
                 revocations: self.memory_revocations,
@@ -166,6 +176,18 @@ impl BenchArgs {
 /// Runs `mayfly bench`: 0 when every path answered, 1 when one never did or the run
 /// failed, 130 on Ctrl-C (after stopping the broker and removing its files).
 pub(super) async fn run(global: &GlobalArgs, args: BenchArgs) -> ExitCode {
+    if let Some(plan) = &args.load_worker {
+        return match mayfly_bench::load_worker(plan).await {
+            Ok(report) => match output::stdout(&report) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    output::stderr_line(&format!("error: {error}"));
+                    ExitCode::from(exit::FAILED)
+                }
+            },
+            Err(error) => failed(&error),
+        };
+    }
     let options = args.options(global);
     let report = tokio::select! {
         result = mayfly_bench::run(options) => result,
