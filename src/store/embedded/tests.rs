@@ -175,3 +175,65 @@ async fn pruning_forgets_expired_one_time_records_and_counts_them() {
     assert!(store.take_challenge("c3").await.unwrap().is_some());
     assert_eq!(store.prune_one_time(200).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_a_few_operations_hold_blocking_threads_at_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (_dir, store) = new_store();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (store, running, peak) = (store.clone(), running.clone(), peak.clone());
+        calls.spawn(async move {
+            store
+                .run(move |db| {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    // A real read, so the operation is one the store would run.
+                    db.begin_read().map(drop).map_err(|e| StoreError::Internal {
+                        reason: e.to_string(),
+                    })
+                })
+                .await
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.unwrap().unwrap();
+    }
+    // Bounded, and still concurrent: exactly the bound was reached.
+    assert_eq!(peak.load(Ordering::SeqCst), MAX_CONCURRENT_OPERATIONS);
+    // A caller that stops waiting keeps its slot until its operation ends.
+    let slow = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .run(|_| {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    Ok::<_, StoreError>(())
+                })
+                .await
+        })
+    };
+    let permits = |wanted: usize| {
+        let store = store.clone();
+        async move {
+            for _ in 0..500 {
+                if store.operations.available_permits() == wanted {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            false
+        }
+    };
+    assert!(permits(MAX_CONCURRENT_OPERATIONS - 1).await);
+    slow.abort();
+    assert_eq!(
+        store.operations.available_permits(),
+        MAX_CONCURRENT_OPERATIONS - 1
+    );
+    assert!(permits(MAX_CONCURRENT_OPERATIONS).await);
+}
