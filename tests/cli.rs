@@ -943,34 +943,38 @@ fn attest_a_workload(cwd: &Path, server: &str, purpose: &str) {
     ));
 }
 
+/// `mayfly bench` for a smoke run (300 ms per path, 4 in flight over 2
+/// connections, batches of 2, no half load, no openssl) plus `extra`: its
+/// JSON report.
+fn quick_bench(dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "bench",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "100ms",
+        "--concurrency",
+        "4",
+        "--connections",
+        "2",
+        "--batch-size",
+        "2",
+        "--no-half-load",
+        "--openssl-seconds",
+        "0",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json(&mayfly(dir, &args, None))
+}
+
 /// The load generator, end to end with the real binary: it starts its own
 /// broker and agent, and every path answers without an error. (A smoke run:
 /// the figures themselves are for BENCHMARKS.md, never asserted.)
 #[test]
 fn the_load_generator_drives_every_path_without_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let output = mayfly(
-        dir.path(),
-        &[
-            "bench",
-            "--duration",
-            "300ms",
-            "--warmup",
-            "100ms",
-            "--concurrency",
-            "4",
-            "--connections",
-            "2",
-            "--batch-size",
-            "2",
-            "--no-half-load",
-            "--openssl-seconds",
-            "0",
-            "--json",
-        ],
-        None,
-    );
-    let report = json(&output);
+    let report = quick_bench(dir.path(), &[]);
     let paths = report["paths"].as_array().unwrap();
     let names: Vec<&str> = paths.iter().map(|p| p["path"].as_str().unwrap()).collect();
     assert_eq!(
@@ -1003,32 +1007,10 @@ fn the_load_generator_drives_every_path_without_errors() {
 #[test]
 fn the_load_spreads_over_processes() {
     let dir = tempfile::tempdir().unwrap();
-    let output = mayfly(
+    let report = quick_bench(
         dir.path(),
-        &[
-            "bench",
-            "--paths",
-            "floor,batch,workload",
-            "--load-processes",
-            "2",
-            "--duration",
-            "300ms",
-            "--warmup",
-            "100ms",
-            "--concurrency",
-            "4",
-            "--connections",
-            "2",
-            "--batch-size",
-            "2",
-            "--no-half-load",
-            "--openssl-seconds",
-            "0",
-            "--json",
-        ],
-        None,
+        &["--paths", "floor,batch,workload", "--load-processes", "2"],
     );
-    let report = json(&output);
     assert_eq!(report["settings"]["load_processes"], 2);
     let paths = report["paths"].as_array().unwrap();
     assert_eq!(paths.len(), 3);
@@ -1039,23 +1021,7 @@ fn the_load_spreads_over_processes() {
         assert_eq!(path["errors"].as_u64(), Some(0), "{path}");
     }
     // The control: one process, as before.
-    let single = json(&mayfly(
-        dir.path(),
-        &[
-            "bench",
-            "--paths",
-            "floor",
-            "--duration",
-            "300ms",
-            "--warmup",
-            "100ms",
-            "--no-half-load",
-            "--openssl-seconds",
-            "0",
-            "--json",
-        ],
-        None,
-    ));
+    let single = quick_bench(dir.path(), &["--paths", "floor"]);
     assert_eq!(single["paths"][0]["load_processes"], 1);
     // A worker without a readable plan says so and fails.
     let refused = mayfly(
