@@ -1036,6 +1036,19 @@ fn the_load_spreads_over_processes() {
         String::from_utf8_lossy(&refused.stderr)
     );
     assert!(refused.stdout.is_empty());
+    use std::os::unix::fs::PermissionsExt as _;
+    // A plan holds keys: one others may read is refused before it is parsed; the same
+    // file at 0600 gets as far as its (here broken) contents.
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, b"{not json").unwrap();
+    let plan_arg = plan.to_str().unwrap();
+    for (mode, says) in [(0o644, "has mode 644"), (0o600, "key must be a string")] {
+        std::fs::set_permissions(&plan, std::fs::Permissions::from_mode(mode)).unwrap();
+        let refused = mayfly(dir.path(), &["bench", "--load-worker", plan_arg], None);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{mode:o}: {stderr}");
+        assert!(stderr.contains(says), "{mode:o}: {stderr}");
+    }
 }
 
 #[test]

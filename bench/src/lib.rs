@@ -518,8 +518,7 @@ impl Lab {
             humantime::format_duration(phases.measure)
         ));
         let agent_socket = self.agent.as_ref().map(|_| self.agent_socket());
-        let mut processes = 1;
-        let (mut outcome, cpu) = if options.load_processes > 1 {
+        let (mut outcome, cpu, processes) = if options.load_processes > 1 {
             let spread = worker::Spread {
                 dir: &self.dir,
                 broker: self.address(),
@@ -542,8 +541,7 @@ impl Lab {
                 cpu_during(self.server_pids(), load_pids, phases),
             );
             let (outcome, reported) = outcome?;
-            processes = reported;
-            (outcome, cpu)
+            (outcome, cpu, reported)
         } else {
             let callers = setup::callers(
                 path,
@@ -553,10 +551,11 @@ impl Lab {
                 agent_socket.as_deref(),
             )
             .await?;
-            tokio::join!(
+            let (outcome, cpu) = tokio::join!(
                 load::closed_loop(&callers, options.concurrency, phases),
                 cpu_during(self.server_pids(), vec![std::process::id()], phases),
-            )
+            );
+            (outcome, cpu, 1)
         };
         let mut result = path_result(path, &mut outcome, report.raw_limits.as_ref());
         (result.server_cpu_percent, result.load_cpu_percent) = (cpu.server, cpu.load);

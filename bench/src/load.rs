@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::task::JoinSet;
 
@@ -27,8 +28,8 @@ pub(crate) struct Phases {
     pub(crate) measure: Duration,
 }
 
-/// What one run of one path measured.
-#[derive(Debug, Default)]
+/// What one run of one path measured (a load worker's report, as JSON).
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Outcome {
     /// The latency of every request counted, nanoseconds.
     pub(crate) latencies: Vec<u64>,
@@ -53,26 +54,6 @@ impl Outcome {
         Outcome {
             window,
             ..Outcome::default()
-        }
-    }
-
-    /// What a load worker measured in a window of `window`.
-    pub(crate) fn measured(
-        window: Duration,
-        latencies: Vec<u64>,
-        requests: u64,
-        items: u64,
-        errors: u64,
-        first_error: Option<String>,
-    ) -> Self {
-        Outcome {
-            latencies,
-            requests,
-            items,
-            errors,
-            first_error,
-            window,
-            not_sent: 0,
         }
     }
 

@@ -63,13 +63,13 @@ pub(crate) async fn load_entries(
     count: usize,
 ) -> Result<Duration, BenchError> {
     let prefix = Arc::<str>::from(prefix);
-    run_pool(admins, count, 1, "entries", move |mut admin, n| {
+    run_pool(admins, count, count, "entries", move |mut admin, n| {
         let spec = entry_spec(&prefix, n);
         async move {
             admin
                 .create_entry(pb::CreateEntryRequest { spec: Some(spec) })
                 .await
-                .map(drop)
+                .map(|_| 1)
                 .map_err(|s| BenchError::setup(format!("create load entry {n}"), &s))
         }
     })
@@ -112,11 +112,10 @@ pub(crate) async fn load_revocations(
     count: usize,
 ) -> Result<Duration, BenchError> {
     let calls = count.div_ceil(REVOCATIONS_PER_CALL);
-    let per_call = REVOCATIONS_PER_CALL.min(count);
     run_pool(
         admins,
         calls,
-        per_call,
+        count,
         "revocations",
         move |mut admin, n| async move {
             let size = REVOCATIONS_PER_CALL.min(count - n * REVOCATIONS_PER_CALL);
@@ -143,25 +142,25 @@ pub(crate) async fn load_revocations(
                     reason: format!("{} of {size} revoked: {why}", answer.revoked),
                 });
             }
-            Ok(())
+            Ok(size)
         },
     )
     .await
 }
 
 /// Runs `request(admin, n)` for n in 0..count with [`LOAD_CONCURRENCY`] in flight over
-/// `admins`, printing progress (each request makes `per_request` of `what`); stops at the
-/// first failure.
+/// `admins`, printing progress (each request answers how many of the `total` `what` it
+/// made); stops at the first failure.
 async fn run_pool<F, Fut>(
     admins: &[AdminClient<Channel>],
     count: usize,
-    per_request: usize,
+    total: usize,
     what: &'static str,
     request: F,
 ) -> Result<Duration, BenchError>
 where
     F: Fn(AdminClient<Channel>, usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<(), BenchError>> + Send,
+    Fut: Future<Output = Result<usize, BenchError>> + Send,
 {
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -178,8 +177,8 @@ where
                 if n >= count {
                     return Ok(());
                 }
-                request(admin.clone(), n).await?;
-                done.fetch_add(1, Ordering::Relaxed);
+                let made = request(admin.clone(), n).await?;
+                done.fetch_add(made, Ordering::Relaxed);
             }
         });
     }
@@ -196,8 +195,7 @@ where
                 }
             },
             _ = progress.tick() => {
-                let finished = done.load(Ordering::Relaxed) * per_request;
-                let total = count * per_request;
+                let finished = done.load(Ordering::Relaxed);
                 let rate = finished as f64 / started.elapsed().as_secs_f64();
                 super::progress(&format!("memory: {finished}/{total} {what} ({rate:.0}/s)"));
             }

@@ -51,16 +51,6 @@ struct Plan {
     measure_ms: u64,
 }
 
-/// What one worker measured.
-#[derive(Serialize, Deserialize)]
-struct Measured {
-    latencies: Vec<u64>,
-    requests: u64,
-    items: u64,
-    errors: u64,
-    first_error: Option<String>,
-}
-
 /// `total` split into `parts` shares that differ by at most one, none below one.
 fn shares(total: usize, parts: usize) -> Vec<usize> {
     let parts = parts.max(1);
@@ -177,18 +167,11 @@ impl Workers {
                 .await
                 .map_err(|_| worker_failed(&worker.log, "did not report in time"))?
                 .map_err(|e| worker_failed(&worker.log, &e.to_string()))?;
-            let measured: Measured = serde_json::from_str(&report).map_err(|e| {
+            let measured: Outcome = serde_json::from_str(&report).map_err(|e| {
                 worker_failed(&worker.log, &format!("reported nothing usable: {e}"))
             })?;
             let _ = worker.child.wait().await;
-            total.merge(Outcome::measured(
-                phases.measure,
-                measured.latencies,
-                measured.requests,
-                measured.items,
-                measured.errors,
-                measured.first_error,
-            ));
+            total.merge(measured);
             reported += 1;
         }
         Ok((total, reported))
@@ -263,11 +246,10 @@ fn worker_failed(log: &Path, reason: &str) -> BenchError {
 /// [`BenchError::Local`] for an unreadable plan or a closed standard input;
 /// [`BenchError::Unreachable`] when the broker or the agent cannot be reached.
 pub async fn load_worker(plan_file: &Path) -> Result<String, BenchError> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(plan_file)
-            .map_err(|e| BenchError::Local(format!("{}: {e}", plan_file.display())))?,
-    );
-    let plan: Plan = serde_json::from_str(&text)
+    // The plan holds private keys: read as a secret (bounded, refused if others may read it).
+    let text = mayfly_sdk::files::read_secret_file(plan_file)
+        .map_err(|e| BenchError::Local(e.to_string()))?;
+    let plan: Plan = serde_json::from_slice(&text)
         .map_err(|e| BenchError::Local(format!("{}: {e}", plan_file.display())))?;
     let batch_params = plan
         .batch_params
@@ -318,14 +300,7 @@ pub async fn load_worker(plan_file: &Path) -> Result<String, BenchError> {
         measure: Duration::from_millis(plan.measure_ms),
     };
     let outcome = load::closed_loop(&callers, plan.concurrency, phases).await;
-    let measured = Measured {
-        latencies: outcome.latencies,
-        requests: outcome.requests,
-        items: outcome.items,
-        errors: outcome.errors,
-        first_error: outcome.first_error,
-    };
-    serde_json::to_string(&measured).map_err(|e| BenchError::Local(format!("the report: {e}")))
+    serde_json::to_string(&outcome).map_err(|e| BenchError::Local(format!("the report: {e}")))
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@
 //! expects more records within a short bound, waits for them before it syncs:
 //!
 //! - at most the configured bound (`[audit] commit_linger`, [`DEFAULT_LINGER`]) after the
-//!   batch's first record arrived, and never longer than
-//!   the estimate says [`FILL`] records take to come (a bound of zero turns lingering off);
+//!   writer took the batch, and never longer than the estimate says the batch takes to
+//!   reach [`FILL`] records (a bound of zero turns lingering off);
 //! - only when at least [`WORTH_WAITING`] more records are expected in that time, so a
 //!   lone request at low load is synced at once and pays nothing;
 //! - never when the batch already holds [`FILL`] records, or the log is closing.
