@@ -23,6 +23,7 @@
 //! it to [`JwtVerifier::with_revocations`](crate::workload::JwtVerifier::with_revocations)
 //! so that local JWT-SVID validation refuses revoked tokens.
 
+mod compact;
 mod set;
 mod watch;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use super::compact::{Credentials, Stamp};
 use super::{Revocation, RevocationKind};
 use crate::SpiffeId;
 
@@ -59,18 +60,8 @@ fn reason_suffix(reason: &str) -> String {
     }
 }
 
-/// A `jti` or `serial` revocation as the index keeps it, under its value:
-/// two times, 16 bytes. Its reason and actor stay in the store and the
-/// audit log; a million of them would otherwise cost hundreds of MiB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    revoked_at: i64,
-    /// `i64::MAX` for none (a credential revocation always has one in
-    /// practice: it lasts as long as the longest credential).
-    expires_at: i64,
-}
-
 impl Stamp {
+    /// Its reason and actor stay in the store and the audit log.
     fn of(revocation: &Revocation) -> Self {
         Stamp {
             revoked_at: revocation.revoked_at,
@@ -117,7 +108,6 @@ pub enum RevocationChange {
 }
 
 type Map = papaya::HashMap<Box<str>, Arc<Revocation>>;
-type Credentials = papaya::HashMap<Box<str>, Stamp>;
 type Covers = papaya::HashMap<Box<str>, Arc<[Arc<Revocation>]>>;
 
 /// `Err` when an unexpired `kind` revocation in `map` names `value`.
@@ -127,7 +117,7 @@ fn check_credential(
     value: &str,
     now: i64,
 ) -> Result<(), RevocationError> {
-    match map.pin().get(value) {
+    match map.get(value) {
         Some(stamp) if !stamp.is_expired(now) => Err(stamp.error(kind, value)),
         _ => Ok(()),
     }
@@ -135,12 +125,15 @@ fn check_credential(
 
 /// The revocation index.
 ///
-/// Lookups take no lock: each kind lives in a lock-free hash map
-/// ([`papaya`]). Writers are serialised by a mutex, so the subject index
-/// (SPIFFE ID → identity revocations covering it) stays consistent.
+/// Identity revocations and the subject index live in lock-free hash maps
+/// ([`papaya`]). `jti` and `serial` revocations, the numerous kind, are
+/// packed: 24 bytes each in one of 64 sharded tables, a lookup taking one
+/// shard's read lock (see `compact.rs`). Writers are serialised by a mutex,
+/// so the subject index (SPIFFE ID → identity revocations covering it)
+/// stays consistent.
 ///
-/// `jti` and `serial` revocations, the numerous kind, are kept compact: the
-/// value and two times. What the set gives back for them
+/// For `jti` and `serial` revocations the set keeps the value and two
+/// times only. What the set gives back for them
 /// ([`get`](Self::get), [`snapshot`](Self::snapshot), errors) carries no
 /// reason or actor; those are in the store and the audit log.
 ///
@@ -176,8 +169,8 @@ impl RevocationSet {
     fn build(bound: Option<Duration>) -> Self {
         let (changes, _) = broadcast::channel(1024);
         RevocationSet {
-            tokens: Credentials::new(),
-            serials: Credentials::new(),
+            tokens: Credentials::new(RevocationKind::Jti),
+            serials: Credentials::new(RevocationKind::Serial),
             identities: Map::new(),
             subjects: Covers::new(),
             writer: Mutex::new(()),
@@ -362,7 +355,6 @@ impl RevocationSet {
     pub fn get(&self, kind: RevocationKind, value: &str) -> Option<Arc<Revocation>> {
         match self.credentials(kind) {
             Some(map) => map
-                .pin()
                 .get(value)
                 .map(|stamp| Arc::new(stamp.revocation(kind, value))),
             None => self
@@ -398,11 +390,11 @@ impl RevocationSet {
     /// kind's map for `jti` and `serial`).
     pub fn of_kind(&self, kind: RevocationKind) -> Vec<Arc<Revocation>> {
         match self.credentials(kind) {
-            Some(map) => map
-                .pin()
-                .iter()
-                .map(|(value, stamp)| Arc::new(stamp.revocation(kind, value)))
-                .collect(),
+            Some(map) => {
+                let mut all = Vec::with_capacity(map.len());
+                map.for_each(|value, stamp| all.push(Arc::new(stamp.revocation(kind, value))));
+                all
+            }
             None => self
                 .identities
                 .pin()
@@ -451,8 +443,8 @@ impl RevocationSet {
     /// Replaces the whole set (a resync).
     pub fn replace_all(&self, revocations: impl IntoIterator<Item = Revocation>) {
         let _writer = self.lock();
-        self.tokens.pin().clear();
-        self.serials.pin().clear();
+        self.tokens.clear();
+        self.serials.clear();
         self.identities.pin().clear();
         self.subjects.pin().clear();
         let mut all = Vec::new();
@@ -469,12 +461,11 @@ impl RevocationSet {
         let mut expired: Vec<(RevocationKind, String)> = Vec::new();
         for kind in [RevocationKind::Jti, RevocationKind::Serial] {
             if let Some(map) = self.credentials(kind) {
-                expired.extend(
-                    map.pin()
-                        .iter()
-                        .filter(|(_, stamp)| stamp.is_expired(now))
-                        .map(|(value, _)| (kind, value.to_string())),
-                );
+                map.for_each(|value, stamp| {
+                    if stamp.is_expired(now) {
+                        expired.push((kind, value.to_owned()));
+                    }
+                });
             }
         }
         expired.extend(
@@ -508,8 +499,7 @@ impl RevocationSet {
 
     fn insert_locked(&self, revocation: Arc<Revocation>) {
         if let Some(map) = self.credentials(revocation.kind) {
-            map.pin()
-                .insert(revocation.value.as_str().into(), Stamp::of(&revocation));
+            map.insert(&revocation.value, Stamp::of(&revocation));
         } else {
             // Identity revocations of different kinds may share a value (an
             // agent revoked as agent and as SPIFFE ID): key by the full key.
@@ -523,7 +513,7 @@ impl RevocationSet {
 
     fn remove_locked(&self, kind: RevocationKind, value: &str) -> Option<Arc<Revocation>> {
         if let Some(map) = self.credentials(kind) {
-            let stamp = *map.pin().remove(value)?;
+            let stamp = map.remove(value)?;
             Some(Arc::new(stamp.revocation(kind, value)))
         } else {
             let key = super::key(kind, value);
