@@ -33,13 +33,13 @@ use crate::audit::{AuditError, AuditEvent, AuditLog};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreLocation};
 use crate::mint::{MintError, Minter, MinterParts, UsageTracker};
-use crate::policy::EntryIndex;
+use crate::policy::{EntryId, EntryIndex, IndexLoad};
 use crate::replica::{KeyPublishError, KeyPublisher, ReplicaIdError, Replicas};
 use crate::revoke::{RevokeError, Revoker};
 use crate::rotation::Rotation;
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, StoreEvent};
 use crate::telemetry::{ADMIN_SERVICE, BROKER_SERVICE, Telemetry};
-use mayfly_sdk::revocation::RevocationSet;
+use mayfly_sdk::revocation::{Revocation, RevocationSet};
 use mayfly_telemetry::{RpcLayer, Sampling};
 use tokio::sync::mpsc;
 
@@ -537,6 +537,43 @@ struct Parts {
     audiences: Arc<crate::audience::AudienceIndex>,
 }
 
+/// How many entries or revocations the start reads from the embedded store
+/// at a time. Reading them all at once held every one twice at the peak (a
+/// million revocations with their reasons are hundreds of MiB), and the
+/// allocator kept much of that after it was freed.
+const LOAD_PAGE: usize = 1024;
+
+/// The embedded store's entries, a page at a time, as a snapshot to publish.
+async fn load_entries(store: &dyn Store) -> Result<IndexLoad, StoreError> {
+    let mut load = IndexLoad::default();
+    let mut after: Option<EntryId> = None;
+    loop {
+        let page = store.entries_after(after.as_ref(), LOAD_PAGE).await?;
+        let done = page.len() < LOAD_PAGE;
+        after = page.last().map(|entry| entry.id.clone());
+        load.add(page);
+        if done {
+            return Ok(load);
+        }
+    }
+}
+
+/// The embedded store's revocations into `set`, a page at a time.
+async fn load_revocations(store: &dyn Store, set: &RevocationSet) -> Result<(), StoreError> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.revocations_after(after.as_deref(), LOAD_PAGE).await?;
+        let done = page.len() < LOAD_PAGE;
+        after = page.last().map(Revocation::key);
+        for revocation in page {
+            set.upsert(revocation);
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
 impl State {
     /// Opens the data directory, the CA, the store and the audit log, and
     /// fills the in-process indexes: from a shared store's feed (waiting
@@ -575,10 +612,10 @@ impl State {
             }
             // The embedded store: this process is the only writer.
             None => {
-                entries.replace_all(store.list_entries().await?);
+                entries.publish(load_entries(store.as_ref()).await?);
                 audiences.replace_all(store.list_audiences().await?);
                 let set = Arc::new(RevocationSet::authoritative());
-                set.replace_all(store.list_revocations().await?);
+                load_revocations(store.as_ref(), &set).await?;
                 (set, None)
             }
         };

@@ -65,7 +65,10 @@ pub async fn publish(
     mut ca_changes: watch::Receiver<u64>,
     cancel: CancellationToken,
 ) {
-    let (_, mut changes) = set.subscribe();
+    // Only the changes: `subscribe` would also copy out every revocation,
+    // a million `jti`s among them, which the CRL does not read. Subscribed
+    // before the first build, so a change made meanwhile still rebuilds it.
+    let mut changes = set.changes();
     loop {
         match build(&ca, &set, clock.as_ref()) {
             Ok(der) => {

@@ -18,5 +18,5 @@ pub use entry::{
     governance_text,
 };
 pub use filter::EntryFilter;
-pub use index::EntryIndex;
+pub use index::{EntryIndex, IndexLoad};
 pub use separation::SeparationError;

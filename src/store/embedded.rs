@@ -53,10 +53,12 @@ const SCHEMA_VERSION: &str = "1";
 
 /// The store holds kilobytes per entry; redb's default cache (1 GiB) is
 /// sized for far larger databases. Nothing on the hot paths reads the store
-/// (policy and revocations are in memory); 8 MiB keeps the B-trees' upper
-/// pages of a million rows, and a broker with 1M revocations holds 153 MiB
-/// instead of 219-232 MiB with 32 MiB (BENCHMARKS.md).
-const CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// (policy and revocations are in memory), and the broker reads it whole only
+/// at start. 4 MiB still keeps the B-trees' upper pages of a million rows:
+/// bulk revocations ran at 29-30k/s with it as with 8 MiB, and the broker
+/// with 100k entries and 1M revocations held 191 MiB instead of 201 MiB
+/// (BENCHMARKS.md, 2026-12-04 (fifth)).
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Store operations on Tokio's blocking pool at once. redb has one writer
 /// at a time, so more buy nothing, and each blocking thread keeps the memory
@@ -168,6 +170,24 @@ impl EmbeddedStore {
 impl Store for EmbeddedStore {
     async fn list_entries(&self) -> Result<Vec<Entry>, StoreError> {
         self.run(|db| read_all(db, ENTRIES, "entry")).await
+    }
+
+    async fn entries_after(
+        &self,
+        after: Option<&EntryId>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let after = after.cloned();
+        self.run(move |db| {
+            read_after(
+                db,
+                ENTRIES,
+                "entry",
+                after.as_ref().map(EntryId::as_str),
+                limit,
+            )
+        })
+        .await
     }
 
     async fn entry(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {

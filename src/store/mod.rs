@@ -55,6 +55,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// entry cannot be decoded.
     async fn list_entries(&self) -> Result<Vec<Entry>, StoreError>;
 
+    /// Up to `limit` entries whose id sorts after `after` (from the first
+    /// when `None`), in id order: one step of loading the entries a page at
+    /// a time, so that a broker starting with many never holds them all
+    /// twice. Fewer than `limit` only when no more follow.
+    ///
+    /// The default reads every entry ([`list_entries`](Self::list_entries))
+    /// and keeps the page; a store that can read a range overrides it.
+    ///
+    /// # Errors
+    ///
+    /// As [`list_entries`](Self::list_entries).
+    async fn entries_after(
+        &self,
+        after: Option<&EntryId>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut all = self.list_entries().await?;
+        let start = after.map_or(0, |after| all.partition_point(|entry| entry.id <= *after));
+        all.drain(..start);
+        all.truncate(limit);
+        Ok(all)
+    }
+
     /// The entry with this id, if registered.
     ///
     /// # Errors

@@ -29,6 +29,53 @@ pub async fn entry_crud_round_trip(stores: Stores) {
     assert_eq!(b.list_entries().await.unwrap(), vec![second]);
 }
 
+/// `entries_after`, the broker's paged load at start: every page in id order, resuming
+/// after the last id it saw, stored or not.
+pub async fn entries_are_read_in_id_order_after_any_id(stores: Stores) {
+    let (a, b) = (&stores.a, &stores.b);
+    let all = sorted_by_id(
+        stores
+            .register(["p/1", "p/2", "p/3", "p/4", "p/5"])
+            .await
+            .to_vec(),
+    );
+    assert_eq!(b.list_entries().await.unwrap(), all, "the control");
+    for limit in [1, 2, 5, 7] {
+        let mut read = Vec::new();
+        let mut after: Option<EntryId> = None;
+        loop {
+            let step = b.entries_after(after.as_ref(), limit).await.unwrap();
+            assert!(step.len() <= limit, "{} > {limit}", step.len());
+            let done = step.len() < limit;
+            after = step.last().map(|entry| entry.id.clone());
+            read.extend(step);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(read, all, "pages of {limit}");
+    }
+    // After an id that is not stored: from the next one that is.
+    // After an id that is not stored (the one just past the second): from the third.
+    let next = u64::from_str_radix(all[1].id.as_str(), 16).unwrap() + 1;
+    let unstored = EntryId::parse(&format!("{next:016x}")).unwrap();
+    assert_eq!(
+        a.entries_after(Some(&unstored), 1).await.unwrap(),
+        vec![all[2].clone()]
+    );
+    assert_eq!(
+        a.entries_after(Some(&all[4].id), 3).await.unwrap(),
+        Vec::new(),
+        "after the last id"
+    );
+    assert!(a.entries_after(None, 0).await.unwrap().is_empty());
+    assert_eq!(
+        a.entries_after(None, 2).await.unwrap(),
+        all[..2].to_vec(),
+        "from the first"
+    );
+}
+
 pub async fn create_refuses_a_taken_id_or_spiffe_id(stores: Stores) {
     let (a, b) = (&stores.a, &stores.b);
     let [original] = stores.register(["billing/api"]).await;

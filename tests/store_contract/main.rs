@@ -59,6 +59,7 @@ macro_rules! contract {
 
 contract! {
     entries::entry_crud_round_trip,
+    entries::entries_are_read_in_id_order_after_any_id,
     entries::create_refuses_a_taken_id_or_spiffe_id,
     entries::update_refuses_a_stale_revision,
     entries::update_must_raise_the_revision,
