@@ -1286,4 +1286,54 @@ mod tests {
             "a task outlived a failed start"
         );
     }
+
+    /// The start reads the embedded store a page at a time: with more rows than a page
+    /// (and not a multiple of it), every entry and every revocation arrives once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_start_loads_every_page_of_entries_and_revocations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("store.redb")).unwrap();
+        let trust_domain = mayfly_sdk::TrustDomain::new("example.org").unwrap();
+        let count = LOAD_PAGE * 2 + 7;
+        let mut ids = Vec::new();
+        for n in 0..count {
+            let entry = crate::policy::EntrySpec {
+                spiffe_id: Some(format!("spiffe://example.org/w/{n}")),
+                selectors: Some(vec![format!("unix:uid:{n}")]),
+                audiences: Some(vec!["db".into()]),
+                owner: Some("team@example.org".into()),
+                purpose: Some("paged start".into()),
+                ..crate::policy::EntrySpec::default()
+            }
+            .create(&trust_domain, &crate::policy::TtlPolicy::default(), 0)
+            .unwrap();
+            ids.push(entry.id.clone());
+            store.create_entry(&entry).await.unwrap();
+        }
+        let revocations: Vec<Revocation> = (0..count)
+            .map(|n| {
+                let kind = mayfly_sdk::revocation::RevocationKind::Jti;
+                Revocation::new(kind, &format!("jti-{n}"), 100, Some(i64::MAX / 2)).unwrap()
+            })
+            .collect();
+        store.put_revocations(&revocations).await.unwrap();
+
+        let entries = EntryIndex::default();
+        entries.publish(load_entries(&store).await.unwrap());
+        let set = RevocationSet::authoritative();
+        load_revocations(&store, &set).await.unwrap();
+
+        assert_eq!(entries.len(), count);
+        assert!(ids.iter().all(|id| entries.by_id(id).is_some()));
+        assert_eq!(set.len(), count);
+        assert!(
+            revocations
+                .iter()
+                .all(|r| set.get(r.kind, &r.value).is_some())
+        );
+        // The control: an id and a jti the store does not hold are not there.
+        assert!(entries.by_id(&EntryId::generate()).is_none());
+        let kind = mayfly_sdk::revocation::RevocationKind::Jti;
+        assert!(set.get(kind, "jti-never").is_none());
+    }
 }
