@@ -33,7 +33,7 @@ use crate::audit::{AuditError, AuditEvent, AuditLog};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreLocation};
 use crate::mint::{MintError, Minter, MinterParts, UsageTracker};
-use crate::policy::{EntryId, EntryIndex, IndexLoad};
+use crate::policy::{Entry, EntryId, EntryIndex, IndexLoad};
 use crate::replica::{KeyPublishError, KeyPublisher, ReplicaIdError, Replicas};
 use crate::revoke::{RevokeError, Revoker};
 use crate::rotation::Rotation;
@@ -543,35 +543,54 @@ struct Parts {
 /// allocator kept much of that after it was freed.
 const LOAD_PAGE: usize = 1024;
 
-/// The embedded store's entries, a page at a time, as a snapshot to publish.
-async fn load_entries(store: &dyn Store) -> Result<IndexLoad, StoreError> {
-    let mut load = IndexLoad::default();
-    let mut after: Option<EntryId> = None;
+/// Reads a store table [`LOAD_PAGE`] rows at a time: `read` is given the
+/// key of the last row so far (`None` for the first page), `key` names a
+/// row's key, and `take` gets each page.
+async fn read_in_pages<T, K, F>(
+    mut read: impl FnMut(Option<K>) -> F,
+    key: impl Fn(&T) -> K,
+    mut take: impl FnMut(Vec<T>),
+) -> Result<(), StoreError>
+where
+    F: std::future::Future<Output = Result<Vec<T>, StoreError>>,
+{
+    let mut after = None;
     loop {
-        let page = store.entries_after(after.as_ref(), LOAD_PAGE).await?;
+        let page = read(after.take()).await?;
         let done = page.len() < LOAD_PAGE;
-        after = page.last().map(|entry| entry.id.clone());
-        load.add(page);
-        if done {
-            return Ok(load);
-        }
-    }
-}
-
-/// The embedded store's revocations into `set`, a page at a time.
-async fn load_revocations(store: &dyn Store, set: &RevocationSet) -> Result<(), StoreError> {
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.revocations_after(after.as_deref(), LOAD_PAGE).await?;
-        let done = page.len() < LOAD_PAGE;
-        after = page.last().map(Revocation::key);
-        for revocation in page {
-            set.upsert(revocation);
-        }
+        after = page.last().map(&key);
+        take(page);
         if done {
             return Ok(());
         }
     }
+}
+
+/// The embedded store's entries, a page at a time, as a snapshot to publish.
+async fn load_entries(store: &dyn Store) -> Result<IndexLoad, StoreError> {
+    let mut load = IndexLoad::default();
+    read_in_pages(
+        |after: Option<EntryId>| async move { store.entries_after(after.as_ref(), LOAD_PAGE).await },
+        |entry: &Entry| entry.id.clone(),
+        |page| load.add(page),
+    )
+    .await?;
+    Ok(load)
+}
+
+/// The embedded store's revocations into `set`, a page at a time.
+async fn load_revocations(store: &dyn Store, set: &RevocationSet) -> Result<(), StoreError> {
+    read_in_pages(
+        |after: Option<String>| async move {
+            store.revocations_after(after.as_deref(), LOAD_PAGE).await
+        },
+        Revocation::key,
+        |page| {
+            page.into_iter()
+                .for_each(|revocation| set.upsert(revocation))
+        },
+    )
+    .await
 }
 
 impl State {

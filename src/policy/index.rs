@@ -290,16 +290,6 @@ impl IndexLoad {
             self.snapshot.upsert(Arc::new(held(entry)));
         }
     }
-
-    /// How many entries it holds.
-    pub fn len(&self) -> usize {
-        self.snapshot.by_id.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The entries the mint path reads: an immutable snapshot swapped on every
