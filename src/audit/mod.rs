@@ -53,6 +53,7 @@ mod breaks;
 mod checkpoint;
 mod error;
 mod export;
+mod handoff;
 mod log;
 pub mod merkle;
 mod pace;

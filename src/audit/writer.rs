@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::AuditError;
 use super::anchor::AnchorHealth;
 use super::checkpoint::{self, Checkpoint};
+use super::handoff::{Handoff, Producer, Waited};
 use super::merkle::{self, Frontier};
 use super::pace::Pace;
 use super::record::{AuditEvent, AuditReceipt, canonical_bytes, line_bytes, normalize, sha256_hex};
@@ -235,16 +236,20 @@ pub(super) fn run(
     mut writer: Writer,
     mut commands: mpsc::Receiver<Command>,
 ) {
-    let (anchors, heads) = std::sync::mpsc::channel::<Head>();
+    let heads = Arc::new(Handoff::new());
     let places = writer.places();
-    let checkpointer = std::thread::Builder::new()
-        .name("mayfly-audit-checkpoint".into())
-        .spawn(move || write_checkpoints(&places, &heads))
-        .inspect_err(|e| {
-            tracing::warn!(error = %e, "no checkpoint thread; the audit writer checkpoints itself");
-        })
-        .ok();
-    let anchors = checkpointer.as_ref().map(|_| anchors);
+    let checkpointer = {
+        let heads = Arc::clone(&heads);
+        std::thread::Builder::new()
+            .name("mayfly-audit-checkpoint".into())
+            .spawn(move || write_checkpoints(&places, &heads))
+    }
+    .inspect_err(|e| {
+        tracing::warn!(error = %e, "no checkpoint thread; the audit writer checkpoints itself");
+    })
+    .ok();
+    // Closes the slot when the writer stops, also when it unwinds.
+    let anchors = checkpointer.as_ref().map(|_| Producer::new(heads));
     let mut received = Vec::with_capacity(MAX_BATCH);
     let mut pace = Pace::new(writer.commit_linger);
     // Blocks for the first command, then takes whatever else is waiting, and lingers for
@@ -279,10 +284,10 @@ pub(super) fn run(
         writer.rotate_if_due();
         // Without a checkpoint thread, anchor only when the queue runs empty.
         if anchors.is_some() || commands.is_empty() {
-            writer.anchor(anchors.as_ref());
+            writer.anchor(anchors.as_deref());
         }
     }
-    writer.anchor(anchors.as_ref());
+    writer.anchor(anchors.as_deref());
     // The last head is written before the log counts as stopped.
     drop(anchors);
     if let Some(checkpointer) = checkpointer
@@ -334,12 +339,13 @@ impl Places {
     }
 }
 
-/// The checkpoint thread: writes the newest head it was sent, at most once per
+/// The checkpoint thread: writes the newest head the writer offered, at most once per
 /// [`CHECKPOINT_INTERVAL`] (a lagging one is expected after a crash), and the last one when
-/// the writer hangs up; while the anchor fails, it tries again every [`ANCHOR_RETRY`] even
-/// when no record arrives.
-fn write_checkpoints(places: &Places, heads: &std::sync::mpsc::Receiver<Head>) {
-    use std::sync::mpsc::RecvTimeoutError;
+/// the writer closes; while the anchor fails, it tries again every [`ANCHOR_RETRY`] even
+/// when no record arrives. Offers do not wake it while it waits out the interval
+/// ([`Handoff`]).
+fn write_checkpoints(places: &Places, heads: &Handoff<Head>) {
+    let _consumer = heads.consumer();
     let write = |head: &Head| {
         if let Err(e) = places.write(head) {
             // The records are durable; only the checkpoint is stale.
@@ -350,34 +356,31 @@ fn write_checkpoints(places: &Places, heads: &std::sync::mpsc::Receiver<Head>) {
     let mut last: Option<Head> = None;
     loop {
         // While the anchor fails, an idle log retries it (with the last head, signed again).
-        let received = if places.health.failing().is_some() {
-            heads.recv_timeout(ANCHOR_RETRY)
-        } else {
-            heads.recv().map_err(|_| RecvTimeoutError::Disconnected)
-        };
-        let mut head = match received {
-            Ok(head) => head,
-            Err(RecvTimeoutError::Timeout) => {
+        let retry = places
+            .health
+            .failing()
+            .map(|_| std::time::Instant::now() + ANCHOR_RETRY);
+        let head = match heads.wait_for_value(retry) {
+            Waited::Value(head, false) => head,
+            Waited::Value(head, true) => {
+                write(&head);
+                return;
+            }
+            Waited::TimedOut => {
                 if let Some(last) = &last {
                     write(last);
                 }
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            Waited::Closed => return,
         };
-        // Only the newest head matters: take what arrives until the interval is up.
-        let due = written + CHECKPOINT_INTERVAL;
-        loop {
-            match heads.recv_timeout(due.saturating_duration_since(std::time::Instant::now())) {
-                Ok(newer) => head = newer,
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    write(&head);
-                    return;
-                }
-            }
-        }
+        // Only the newest head matters: the one offered last when the interval is up.
+        let (newer, closed) = heads.newest_at(written + CHECKPOINT_INTERVAL);
+        let head = newer.unwrap_or(head);
         write(&head);
+        if closed {
+            return;
+        }
         written = std::time::Instant::now();
         last = Some(head);
     }
@@ -465,12 +468,12 @@ impl Writer {
 
     /// Hands the last durable record to the checkpoint thread, if it moved; without one,
     /// writes it here.
-    fn anchor(&mut self, checkpointer: Option<&std::sync::mpsc::Sender<Head>>) {
+    fn anchor(&mut self, checkpointer: Option<&Handoff<Head>>) {
         if !self.unanchored {
             return;
         }
         let sent = match (checkpointer, self.signed_head()) {
-            (Some(to), Some(head)) => to.send(head).is_ok(),
+            (Some(to), Some(head)) => to.offer(head),
             _ => false,
         };
         if sent {
