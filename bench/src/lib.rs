@@ -577,13 +577,21 @@ impl Lab {
         phases: Phases,
         report: &mut Report,
     ) -> Result<(), BenchError> {
-        let peaks: Vec<(PathKind, f64)> = report
+        let mut peaks: Vec<(PathKind, f64)> = report
             .paths
             .iter()
             .filter(|r| matches!(r.path, PathKind::Mint | PathKind::Validate))
             .filter(|r| r.requests_per_s > 0.0)
             .map(|r| (r.path, r.requests_per_s))
             .collect();
+        // The control: the floor at mint's half rate shows what the transport and the load
+        // add to every latency at that rate.
+        let floor_measured = report.paths.iter().any(|r| r.path == PathKind::Floor);
+        if let Some(&(_, mint)) = peaks.iter().find(|(p, _)| *p == PathKind::Mint)
+            && floor_measured
+        {
+            peaks.insert(0, (PathKind::Floor, mint));
+        }
         for (path, peak) in peaks {
             let rate = peak / 2.0;
             progress(&format!("{path}: open loop at {rate:.0}/s (half the peak)"));

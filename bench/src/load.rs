@@ -184,12 +184,16 @@ pub(crate) async fn open_loop(
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || schedule.pace(&runtime, &callers, &results))
     };
-    // Ends once the pacer and every request it started have dropped their senders.
+    // The results are read once the pacer is done, not as they come: a receiver waiting on
+    // each would be woken, on a thread of its own, once per request, and that hand-off
+    // would be the load's, on the one core it has, during the measurement.
+    let paced = pacer.await;
+    // Ends once every request the pacer started has dropped its sender.
     while let Some((due, done, result)) = completed.recv().await {
         let counted = due >= measure_from && due < schedule.until;
         outcome.record(result, done.saturating_duration_since(due), counted);
     }
-    match pacer.await {
+    match paced {
         Ok(not_sent) => outcome.not_sent = not_sent,
         Err(error) => outcome.record(Err(format!("pacer failed: {error}")), Duration::ZERO, true),
     }

@@ -394,6 +394,11 @@ impl Report {
                     result.not_sent
                 );
             }
+            if self.half_load.iter().any(|r| r.path == PathKind::Floor) {
+                out.push_str(
+                    "  floor: the control, at mint's rate: the transport's and the load's share of it\n",
+                );
+            }
             for result in &self.half_load {
                 self.render_load_limit(
                     &mut out,
@@ -966,5 +971,63 @@ mod tests {
             serde_json::to_value(&loaded).unwrap()["paths"][0]["limited_by"],
             "load"
         );
+    }
+
+    fn half_load_row(path: PathKind, p99_ms: u64) -> HalfLoadResult {
+        let latency = Percentiles::of(&mut [300_000, p99_ms * 1_000_000]);
+        HalfLoadResult {
+            path,
+            offered_per_s: 7_000.0,
+            achieved_per_s: 7_000.0,
+            errors: 0,
+            not_sent: 0,
+            met: judge_p99(latency.as_ref()),
+            latency,
+            target_p99_ms: HALF_LOAD_P99_TARGET_MS,
+            server_cpu_percent: Some(40.0),
+            load_cpu_percent: Some(60.0),
+            limited_by: None,
+        }
+    }
+
+    #[test]
+    fn the_floor_at_mints_rate_is_named_as_the_control() {
+        let mut report = Report {
+            settings: Settings {
+                duration_s: 10.0,
+                warmup_s: 2.0,
+                concurrency: 64,
+                connections: 4,
+                batch_size: 16,
+                broker: "spawned".into(),
+                broker_pid: None,
+                server_cpus: None,
+                load_cpus: None,
+                load_cores: 1,
+                load_processes: 1,
+            },
+            raw_limits: None,
+            raw_limits_error: None,
+            paths: Vec::new(),
+            half_load: vec![half_load_row(PathKind::Mint, 5)],
+            memory: MemoryReport::default(),
+            notes: Vec::new(),
+        };
+        // Control: mint alone, no floor row, no legend for one.
+        let text = report.render();
+        assert!(text.lines().any(|l| l.starts_with("mint ")), "{text}");
+        assert!(!text.contains("the control"), "{text}");
+
+        report
+            .half_load
+            .insert(0, half_load_row(PathKind::Floor, 3));
+        let text = report.render();
+        let floor = text.lines().find(|l| l.starts_with("floor ")).unwrap();
+        assert!(floor.contains("7,000") && floor.contains("NO"), "{floor:?}");
+        assert!(
+            text.contains("floor: the control, at mint's rate"),
+            "{text}"
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
     }
 }
