@@ -36,7 +36,8 @@
 //! witnesses of each other's audit logs; [`anchor`] sends the audit log's
 //! signed checkpoints to an HTTP witness and to syslog); [`rotation`] drives
 //! the CA's key rotation; [`telemetry`] counts outcomes and serves them at
-//! `/metrics`; [`config`] and [`server`] put it all together.
+//! `/metrics`; [`config`] and [`server`] put it all together; [`csv`]
+//! writes the cells of the CSV files people open in spreadsheets.
 //! The command line is a module of the `mayfly` binary, not of this
 //! library; the agent and the load generator are crates of their own.
 
@@ -52,6 +53,7 @@ pub mod audit;
 pub mod breakglass;
 pub use mayfly_sdk::clock;
 pub mod config;
+pub mod csv;
 pub mod governance;
 pub mod listing;
 pub mod mint;

@@ -34,9 +34,10 @@ const MAYFLY: &str = env!("CARGO_BIN_EXE_mayfly");
 const DAY: u64 = 86_400;
 
 /// An owner and purpose that would be markup, quotes and CSV separators if
-/// any format let them through unescaped.
+/// any format let them through unescaped; the purpose is also a spreadsheet
+/// formula.
 const HOSTILE_OWNER: &str = "<script>alert(\"owned\")</script>";
-const HOSTILE_PURPOSE: &str = "say \"hi\", then 'bye' & <b>leave</b>";
+const HOSTILE_PURPOSE: &str = "=1+1, say \"hi\", then 'bye' & <b>leave</b>";
 
 /// The fleet's entries by short name, and the states each must be in at
 /// the report's time (day 40).
@@ -352,10 +353,14 @@ async fn the_json_and_csv_reports_show_every_state_and_usage() {
     assert_eq!(active["last_minted_at"], at(35));
     assert_eq!(rows[&spiffe_id("dormant")]["last_minted_at"], "", "never");
     let hostile = &rows[&spiffe_id("hostile")];
+    // The owner starts with no formula character: it is exactly as given.
     assert_eq!(hostile["owner"], HOSTILE_OWNER);
+    // The purpose starts with `=`: a leading `'` makes a spreadsheet show it,
+    // and the quotes and commas after it survive.
     assert_eq!(
-        hostile["purpose"], HOSTILE_PURPOSE,
-        "quotes and commas survive"
+        hostile["purpose"],
+        format!("'{HOSTILE_PURPOSE}"),
+        "defused, quotes and commas intact"
     );
 
     // The table: a header and one line per identity, states included.

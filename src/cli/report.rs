@@ -336,16 +336,6 @@ const CSV_HEADER: [&str; 19] = [
     "states",
 ];
 
-/// One CSV field: quoted when it holds a comma, quote, CR or LF, with
-/// quotes doubled (RFC 4180).
-fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
-    }
-}
-
 /// Text escaped for HTML content and attribute values.
 fn html_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -448,7 +438,7 @@ impl Inventory {
                 i.review_due_at.clone().unwrap_or_default(),
                 i.states.join(";"),
             ];
-            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+            let line: Vec<String> = fields.iter().map(|f| mayfly::csv::cell(f)).collect();
             out.push_str(&line.join(","));
             out.push_str("\r\n");
         }
@@ -743,14 +733,6 @@ impl<'a> DigestView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
-    }
 
     #[test]
     fn html_escapes_markup_and_quotes() {

@@ -7,6 +7,7 @@
 use std::io::{self, BufRead};
 
 use super::super::record::{AuditRecord, Outcome};
+use crate::csv::{defused, push_cell};
 
 /// The columns, in order. `record` is last: the stored line, which verification uses.
 pub(super) const COLUMNS: [&str; 16] = [
@@ -30,10 +31,6 @@ pub(super) const COLUMNS: [&str; 16] = [
 
 /// The index of the `record` column.
 pub(super) const RECORD: usize = COLUMNS.len() - 1;
-
-/// First characters a spreadsheet may read as the start of a formula (OWASP's list for
-/// CSV injection): a cell starting with one gets a leading `'`.
-const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
 /// The header row, with its line end.
 pub(super) fn header() -> Vec<u8> {
@@ -85,34 +82,6 @@ pub(super) fn row(record: &AuditRecord, line: &[u8]) -> Vec<u8> {
     push_cell(&mut row, line);
     row.extend_from_slice(b"\r\n");
     row
-}
-
-/// `cell` with a leading `'` if a spreadsheet could take it for a formula.
-fn defused(cell: &str) -> String {
-    if cell.starts_with(FORMULA_STARTS) {
-        format!("'{cell}")
-    } else {
-        cell.to_owned()
-    }
-}
-
-/// Appends `cell`, quoted (quotes doubled) if it holds a comma, a quote or a line break.
-fn push_cell(row: &mut Vec<u8>, cell: &[u8]) {
-    if !cell
-        .iter()
-        .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
-    {
-        row.extend_from_slice(cell);
-        return;
-    }
-    row.push(b'"');
-    for &byte in cell {
-        if byte == b'"' {
-            row.push(b'"');
-        }
-        row.push(byte);
-    }
-    row.push(b'"');
 }
 
 /// Why a row is not RFC 4180 CSV.
