@@ -266,10 +266,39 @@ impl fmt::Debug for JwtSigner {
     }
 }
 
+/// Random bytes for `jti`s, drawn from the system generator [`JTI_POOL`] bytes at a time
+/// per thread. One draw per token was 1.8 % of the broker's CPU on the batch path (each
+/// call reseeds with prediction resistance); a `jti` is public in its token, so holding
+/// the next ones in memory gives nothing away.
+const JTI_POOL: usize = 4096;
+
+/// A thread's unused random bytes for `jti`s.
+struct JtiPool {
+    bytes: [u8; JTI_POOL],
+    next: usize,
+}
+
+thread_local! {
+    static JTI_BYTES: std::cell::RefCell<JtiPool> = const {
+        std::cell::RefCell::new(JtiPool { bytes: [0; JTI_POOL], next: JTI_POOL })
+    };
+}
+
 fn random_jti() -> Result<String, CaError> {
     let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| CaError::Crypto {
-        operation: "generating a jti",
+    JTI_BYTES.with_borrow_mut(|pool| {
+        if pool.next + bytes.len() > JTI_POOL {
+            aws_lc_rs::rand::fill(&mut pool.bytes).map_err(|_| CaError::Crypto {
+                operation: "generating a jti",
+            })?;
+            pool.next = 0;
+        }
+        let taken = &mut pool.bytes[pool.next..pool.next + bytes.len()];
+        bytes.copy_from_slice(taken);
+        // Never handed out twice.
+        taken.fill(0);
+        pool.next += bytes.len();
+        Ok::<(), CaError>(())
     })?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
@@ -312,6 +341,30 @@ mod tests {
     fn claims_of(token: &str) -> serde_json::Value {
         let claims = token.split('.').nth(1).unwrap();
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn jtis_are_distinct_16_random_bytes_across_pool_refills() {
+        // Five pools' worth, from this thread and another (each has its own pool).
+        let count = 5 * JTI_POOL / 16;
+        let here: Vec<String> = (0..count).map(|_| random_jti().unwrap()).collect();
+        let there = std::thread::spawn(move || {
+            (0..count)
+                .map(|_| random_jti().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for jti in here.iter().chain(&there) {
+            let bytes = URL_SAFE_NO_PAD.decode(jti).unwrap();
+            assert_eq!(bytes.len(), 16, "{jti}");
+            // A zeroed (already handed out) slice would show as all zeros.
+            assert_ne!(bytes, [0u8; 16], "{jti}");
+            assert!(seen.insert(jti.clone()), "{jti} twice");
+        }
+        // Control: the set does catch a repeat.
+        assert!(!seen.insert(here[0].clone()));
     }
 
     #[test]
