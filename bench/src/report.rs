@@ -880,21 +880,32 @@ mod tests {
         assert_eq!(bound(PathKind::Mint, 1.0, 1.0, 50_000.0, None), None);
     }
 
+    /// A spawned broker, nothing pinned, one load process: the defaults of a run.
+    fn test_settings() -> Settings {
+        Settings {
+            duration_s: 10.0,
+            warmup_s: 2.0,
+            concurrency: 64,
+            connections: 4,
+            batch_size: 16,
+            broker: "spawned".into(),
+            broker_pid: None,
+            server_cpus: None,
+            load_cpus: None,
+            load_cores: 1,
+            load_processes: 1,
+        }
+    }
+
     #[test]
     fn the_table_shows_ratios_and_verdicts() {
         let report = Report {
             settings: Settings {
-                duration_s: 10.0,
-                warmup_s: 2.0,
-                concurrency: 64,
-                connections: 4,
-                batch_size: 16,
-                broker: "spawned".into(),
                 broker_pid: Some(42),
                 server_cpus: Some("0".into()),
                 load_cpus: Some("1".into()),
-                load_cores: 1,
                 load_processes: 2,
+                ..test_settings()
             },
             raw_limits: Some(Measured {
                 limits: LIMITS,
@@ -993,19 +1004,7 @@ mod tests {
     #[test]
     fn the_floor_at_mints_rate_is_named_as_the_control() {
         let mut report = Report {
-            settings: Settings {
-                duration_s: 10.0,
-                warmup_s: 2.0,
-                concurrency: 64,
-                connections: 4,
-                batch_size: 16,
-                broker: "spawned".into(),
-                broker_pid: None,
-                server_cpus: None,
-                load_cpus: None,
-                load_cores: 1,
-                load_processes: 1,
-            },
+            settings: test_settings(),
             raw_limits: None,
             raw_limits_error: None,
             paths: Vec::new(),
