@@ -285,20 +285,18 @@ thread_local! {
 }
 
 fn random_jti() -> Result<String, CaError> {
-    let mut bytes = [0u8; 16];
-    JTI_BYTES.with_borrow_mut(|pool| {
-        if pool.next + bytes.len() > JTI_POOL {
+    let bytes = JTI_BYTES.with_borrow_mut(|pool| {
+        const LEN: usize = 16;
+        if pool.next + LEN > JTI_POOL {
             aws_lc_rs::rand::fill(&mut pool.bytes).map_err(|_| CaError::Crypto {
                 operation: "generating a jti",
             })?;
             pool.next = 0;
         }
-        let taken = &mut pool.bytes[pool.next..pool.next + bytes.len()];
-        bytes.copy_from_slice(taken);
-        // Never handed out twice.
-        taken.fill(0);
-        pool.next += bytes.len();
-        Ok::<(), CaError>(())
+        let mut bytes = [0u8; LEN];
+        bytes.copy_from_slice(&pool.bytes[pool.next..pool.next + LEN]);
+        pool.next += LEN;
+        Ok::<_, CaError>(bytes)
     })?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
@@ -359,7 +357,7 @@ mod tests {
         for jti in here.iter().chain(&there) {
             let bytes = URL_SAFE_NO_PAD.decode(jti).unwrap();
             assert_eq!(bytes.len(), 16, "{jti}");
-            // A zeroed (already handed out) slice would show as all zeros.
+            // A pool never filled would hand out its initial zeros.
             assert_ne!(bytes, [0u8; 16], "{jti}");
             assert!(seen.insert(jti.clone()), "{jti} twice");
         }

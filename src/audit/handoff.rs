@@ -4,7 +4,7 @@
 //! second under load, while the checkpoint thread writes one at most once a second. Sent
 //! through a channel, every head woke that thread only for it to keep the newer one: a
 //! context switch per batch on the core the requests are served from (about 1,000 to
-//! 2,300 a second at peak mint, a fifth of the broker's switches). Here the writer only
+//! 2,300 a second at peak mint, a sixth to a fifth of the broker's switches). Here the writer only
 //! replaces the slot's value, and wakes the thread only when it waits for a first value,
 //! or to close; while the thread waits out the interval nothing wakes it early but the
 //! close.
