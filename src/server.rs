@@ -47,6 +47,10 @@ use tokio::sync::mpsc;
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight requests before forcing.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stopping server waits for the anchors outside the host (HTTP, syslog, the
+/// Redis witness) to take the audit log's last checkpoint.
+pub const LAST_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long start waits for a shared store's first full state.
 const FIRST_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -168,6 +172,10 @@ pub struct RunningServer {
     report: StartReport,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Fired after the audit log closed: the anchor and witness tasks send its last
+    /// checkpoint and stop.
+    log_closed: CancellationToken,
+    anchors: Vec<JoinHandle<()>>,
     audit: AuditLog,
     store: Arc<dyn Store>,
     usage: Arc<UsageTracker>,
@@ -252,7 +260,8 @@ impl RunningServer {
     }
 
     /// Stops accepting, drains in-flight requests (at most 10 s), saves
-    /// usage and closes the audit log.
+    /// usage, closes the audit log and sends its last checkpoint to the
+    /// anchors outside the host (at most [`LAST_SEND_TIMEOUT`]).
     pub async fn shutdown(self) {
         self.cancel.cancel();
         let aborts: Vec<_> = self.tasks.iter().map(JoinHandle::abort_handle).collect();
@@ -273,6 +282,24 @@ impl RunningServer {
         flush_usage(self.store.as_ref(), &self.usage).await;
         if let Err(error) = self.audit.close().await {
             tracing::error!(%error, "closing the audit log");
+        }
+        // The closed log's last checkpoint: without it, a witness holds one up to a
+        // second older, and an insider could cut that second off the log unseen.
+        self.log_closed.cancel();
+        let aborts: Vec<_> = self.anchors.iter().map(JoinHandle::abort_handle).collect();
+        let sent = async {
+            for task in self.anchors {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(LAST_SEND_TIMEOUT, sent).await.is_err() {
+            tracing::warn!(
+                "the audit log's last checkpoint did not reach every anchor within \
+                 {LAST_SEND_TIMEOUT:?}; they hold an earlier one"
+            );
+            for abort in aborts {
+                abort.abort();
+            }
         }
         let _ = std::fs::remove_file(&self.admin_socket);
         // Last: the final OTLP export counts the drained requests.
@@ -451,15 +478,17 @@ pub async fn start_with_clock(
         })
         .await?;
 
-    let (cancel, tasks) = tasks.into_parts();
+    let tasks = tasks.into_parts();
     Ok(RunningServer {
         grpc_addr,
         http_addr,
         admin_socket,
         config,
         report,
-        cancel,
-        tasks,
+        cancel: tasks.cancel,
+        tasks: tasks.handles,
+        log_closed: tasks.log_closed,
+        anchors: tasks.last,
         audit: state.parts.audit,
         store: state.parts.store,
         usage: state.parts.usage,
@@ -476,6 +505,18 @@ pub async fn start_with_clock(
 struct Tasks {
     cancel: CancellationToken,
     handles: Vec<JoinHandle<()>>,
+    /// Fires once the audit log has closed: the tasks that carry its checkpoints off the
+    /// host ([`push_last`](Self::push_last)) send the last one, then stop.
+    log_closed: CancellationToken,
+    last: Vec<JoinHandle<()>>,
+}
+
+/// The tasks, handed over to the running server.
+struct Handed {
+    cancel: CancellationToken,
+    handles: Vec<JoinHandle<()>>,
+    log_closed: CancellationToken,
+    last: Vec<JoinHandle<()>>,
 }
 
 impl Tasks {
@@ -483,6 +524,8 @@ impl Tasks {
         Tasks {
             cancel: CancellationToken::new(),
             handles: Vec::new(),
+            log_closed: CancellationToken::new(),
+            last: Vec::new(),
         }
     }
 
@@ -495,19 +538,36 @@ impl Tasks {
         self.handles.push(tokio::spawn(task));
     }
 
+    /// A token that fires once the audit log has closed, after the requests drained.
+    fn log_closed_token(&self) -> CancellationToken {
+        self.log_closed.child_token()
+    }
+
+    /// A task that runs on while requests drain and stops after the audit log closed (on
+    /// [`log_closed_token`](Self::log_closed_token)), given at most [`LAST_SEND_TIMEOUT`].
+    fn push_last(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.last.push(tokio::spawn(task));
+    }
+
     /// Hands the tasks over to the running server; the guard is disarmed.
-    fn into_parts(mut self) -> (CancellationToken, Vec<JoinHandle<()>>) {
-        (self.cancel.clone(), std::mem::take(&mut self.handles))
+    fn into_parts(mut self) -> Handed {
+        Handed {
+            cancel: self.cancel.clone(),
+            handles: std::mem::take(&mut self.handles),
+            log_closed: self.log_closed.clone(),
+            last: std::mem::take(&mut self.last),
+        }
     }
 }
 
 impl Drop for Tasks {
     fn drop(&mut self) {
-        if self.handles.is_empty() {
+        if self.handles.is_empty() && self.last.is_empty() {
             return;
         }
         self.cancel.cancel();
-        for handle in &self.handles {
+        self.log_closed.cancel();
+        for handle in self.handles.iter().chain(&self.last) {
             handle.abort();
         }
     }
@@ -988,23 +1048,23 @@ fn run_background(
     witness: Option<Arc<crate::witness::WitnessView>>,
 ) {
     if let Some(view) = witness {
-        tasks.push(crate::witness::run(
+        tasks.push_last(crate::witness::run(
             parts.replicas.id().to_owned(),
             parts.store.clone(),
             parts.audit.clone(),
             core.telemetry.metrics().clone(),
             clock.clone(),
             view,
-            tasks.token(),
+            tasks.log_closed_token(),
         ));
     }
     for sink in anchors {
-        tasks.push(crate::anchor::run(
+        tasks.push_last(crate::anchor::run(
             sink,
             parts.replicas.id().to_owned(),
             parts.audit.clone(),
             core.telemetry.metrics().clone(),
-            tasks.token(),
+            tasks.log_closed_token(),
         ));
     }
     tasks.push(usage_flusher(
@@ -1274,30 +1334,50 @@ mod tests {
         Arc::strong_count(token)
     }
 
+    /// A task pushed to run until the audit log closes, holding `token` until then.
+    fn last_holder(tasks: &mut Tasks, token: &Arc<()>) {
+        let held = token.clone();
+        let closed = tasks.log_closed_token();
+        tasks.push_last(async move {
+            closed.cancelled().await;
+            drop(held);
+        });
+    }
+
     #[tokio::test]
     async fn tasks_of_a_start_that_failed_stop_and_handed_over_tasks_run_on() {
         // Positive control: tasks handed to the running server keep running.
         let kept = Arc::new(());
+        let last = Arc::new(());
         let mut tasks = Tasks::new();
         holder(&mut tasks, &kept);
-        let (cancel, handles) = tasks.into_parts();
+        last_holder(&mut tasks, &last);
+        let handed = tasks.into_parts();
         assert_eq!(
             settle(&kept, 1, 20).await,
             2,
             "a handed-over task was stopped"
         );
-        cancel.cancel();
-        for handle in handles {
+        handed.cancel.cancel();
+        for handle in handed.handles {
             handle.await.unwrap();
         }
         assert_eq!(Arc::strong_count(&kept), 1);
+        // The anchors' kind outlives the stop of the rest, and ends when the log closed.
+        assert_eq!(settle(&last, 1, 20).await, 2, "stopped with the rest");
+        handed.log_closed.cancel();
+        for handle in handed.last {
+            handle.await.unwrap();
+        }
+        assert_eq!(Arc::strong_count(&last), 1);
 
-        // A start that fails after spawning drops its tasks: they stop.
+        // A start that fails after spawning drops its tasks, of both kinds: they stop.
         let dropped = Arc::new(());
         let mut tasks = Tasks::new();
         holder(&mut tasks, &dropped);
         holder(&mut tasks, &dropped);
-        assert_eq!(Arc::strong_count(&dropped), 3);
+        last_holder(&mut tasks, &dropped);
+        assert_eq!(Arc::strong_count(&dropped), 4);
         drop(tasks);
         assert_eq!(
             settle(&dropped, 1, 500).await,

@@ -16,6 +16,9 @@
 //!    another root, a key chain that changed without a restart hand-over carrying an
 //!    operator's reason).
 //!
+//! When the server stops, the task runs on until the log has closed, then publishes the
+//! checkpoint written at the close, once.
+//!
 //! A finding is raised once: one `tracing::warn!`, one `audit.witness.alarm` record in this
 //! replica's log (actor `mayfly-audit`, naming the replica, what was seen before and what
 //! is published now), one count in `mayfly_audit_witness_findings_total{kind}`. The witness
@@ -85,7 +88,8 @@ impl Board for Arc<dyn Store> {
 }
 
 /// Publishes this replica's audit checkpoints to `store` and checks the other replicas'
-/// every [`WITNESS_INTERVAL`], until `cancel` fires. Start it only with a shared store.
+/// every [`WITNESS_INTERVAL`], until `log_closed` fires; then publishes the closed log's
+/// last checkpoint, once. Start it only with a shared store.
 pub async fn run(
     replica: String,
     store: Arc<dyn Store>,
@@ -93,7 +97,7 @@ pub async fn run(
     metrics: Arc<BrokerMetrics>,
     clock: Arc<dyn Clock>,
     view: Arc<WitnessView>,
-    cancel: CancellationToken,
+    log_closed: CancellationToken,
 ) {
     metrics.witness_started();
     let mut witness = Witness::new(replica, Box::new(store), audit, metrics, clock, view);
@@ -101,14 +105,15 @@ pub async fn run(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = log_closed.cancelled() => break,
             _ = ticks.tick() => {}
         }
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = log_closed.cancelled() => break,
             () = witness.tick() => {}
         }
     }
+    witness.publish().await;
 }
 
 /// A store outage, as far as the witness saw it.

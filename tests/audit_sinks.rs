@@ -9,7 +9,8 @@
 //!   minting, shows in `mayfly status` and in the metric, and its recovery is one
 //!   `audit.anchor.recovered` record naming `http`; a data directory rolled back behind
 //!   what the witness holds is refused at start naming `http anchor`, and starts with
-//!   `--accept-audit-rollback`.
+//!   `--accept-audit-rollback`; a stopping broker sends the witness the checkpoint its log
+//!   wrote at the close.
 //! - syslog: rsyslogd receives each checkpoint as an RFC 5424 message whose MSG verifies.
 //!   Without `rsyslogd` the test is skipped with a reason, or fails under `CI=true`.
 
@@ -370,6 +371,60 @@ async fn an_http_witness_keeps_checkpoints_that_verify_and_its_outage_never_bloc
 
     broker.stop().await;
     let kept = witness.last().unwrap();
+    let (ok, report) = audit_verify_against(&data, &kept.checkpoint);
+    assert!(ok, "{report}");
+}
+
+/// The checkpoint the log writes when it closes reaches the witness before the server
+/// stops. The control: a burst of mints just after the witness took a checkpoint is not
+/// yet covered by what it holds (it takes one a second at most), so the stop is what
+/// brings the witness up to the closed log's head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_closed_logs_last_checkpoint_reaches_the_http_witness_at_shutdown() {
+    let witness = Arc::new(Witness::default());
+    let url = witness.serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let mut broker = TestBroker::start_configured(with_http_anchor(&url)).await;
+    let data = broker.data_dir();
+    let svid = workload(&broker).await;
+    let head = {
+        mint(&broker, &svid).await;
+        head_seq(&data)
+    };
+    mint_until(&broker, &svid, || {
+        witness.last().is_some_and(|r| r.checkpoint.seq >= head)
+    })
+    .await;
+    // Just after a send: the next is a second away.
+    let taken = witness.records.lock().unwrap().len();
+    mint_until(&broker, &svid, || {
+        witness.records.lock().unwrap().len() > taken
+    })
+    .await;
+    for _ in 0..3 {
+        mint(&broker, &svid).await;
+    }
+    let head = head_seq(&data);
+    let held = witness.last().unwrap().checkpoint.seq;
+    assert!(
+        held < head,
+        "the witness holds {held} before the stop, the log {head}"
+    );
+
+    broker.stop().await;
+    let closed: SignedCheckpoint =
+        serde_json::from_slice(&std::fs::read(data.join("audit/checkpoint.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        closed.seq,
+        head_seq(&data),
+        "the close checkpoints the head"
+    );
+    let kept = witness.last().unwrap();
+    assert_eq!(
+        kept.checkpoint, closed,
+        "the witness holds the closed log's checkpoint"
+    );
+    verifies_through_the_chain(&data, &kept.checkpoint, &kept.keys);
     let (ok, report) = audit_verify_against(&data, &kept.checkpoint);
     assert!(ok, "{report}");
 }

@@ -322,6 +322,43 @@ fn restore(backup: &Path, data: &Path) {
     }
 }
 
+/// A stopping replica publishes the checkpoint its log wrote at the close. The control:
+/// two records appended back to back are not yet covered by what Redis holds (the second
+/// waits for the next checkpoint, a second later, and the witness publishes every 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_replica_publishes_its_closed_logs_last_checkpoint() {
+    let Some(url) = redis_url_or_skip() else {
+        return;
+    };
+    let keys = PrefixGuard::new(&url, "audit_last");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let a = Replica::start(data.clone(), &url, &keys.prefix, None).await;
+    let id = a.id();
+    a.audit_something("/first").await;
+    published_at_least(&keys, &id, head_seq(&data)).await;
+    a.audit_something("/second").await;
+    a.audit_something("/third").await;
+    let head = head_seq(&data);
+    let held = published_seq(&keys, &id).await.unwrap();
+    assert!(
+        held < head,
+        "Redis holds {held} before the stop, the log {head}"
+    );
+
+    a.server.shutdown().await;
+    assert_eq!(published_seq(&keys, &id).await, Some(head_seq(&data)));
+    let record: AuditAnchorRecord =
+        serde_json::from_str(&raw_record(&keys, &id).await.unwrap()).unwrap();
+    let closed = std::fs::read(data.join("audit/checkpoint.json")).unwrap();
+    assert_eq!(
+        record.checkpoint,
+        serde_json::from_slice(&closed).unwrap(),
+        "Redis holds the closed log's checkpoint"
+    );
+    assert!(openssl_verifies(&record));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_audit_directory_is_refused_at_start_naming_the_redis_witness() {
     let Some(url) = redis_url_or_skip() else {

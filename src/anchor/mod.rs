@@ -16,9 +16,10 @@
 //! file's (a rollback or fork is refused, naming `http anchor <url>`), but a witness that
 //! cannot be read is a warning, not a refusal.
 //!
-//! The tasks stop with the server's cancellation token. The last checkpoint, written when
-//! the log closes, reaches the anchor file but not these sinks: they hold one about a
-//! second older, which the next start's comparison accepts (it is a prefix).
+//! The tasks run on while a stopping server drains its requests, and stop once the log has
+//! closed: each sends the log's last checkpoint first (the one written at the close), so
+//! a witness holds the whole log, not one about a second older. The server waits for that
+//! send at most [`LAST_SEND_TIMEOUT`](crate::server::LAST_SEND_TIMEOUT).
 
 mod error;
 pub mod http;
@@ -136,6 +137,22 @@ impl Sink {
         &self.health
     }
 
+    /// One try: sends `checkpoint`, counts the outcome in `metrics` and records it in the
+    /// health; true if the sink took it.
+    async fn try_send(
+        &mut self,
+        checkpoint: &SignedCheckpoint,
+        records: &mut AnchorRecords,
+        audit: &AuditLog,
+        metrics: &BrokerMetrics,
+    ) -> bool {
+        let sent = self.send(checkpoint, records, audit).await;
+        metrics.anchored(self.kind(), sent.is_ok(), checkpoint.seq);
+        let taken = sent.is_ok();
+        self.health.record(sent.map_err(|error| error.to_string()));
+        taken
+    }
+
     async fn send(
         &mut self,
         checkpoint: &SignedCheckpoint,
@@ -158,16 +175,17 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Sends `audit`'s signed checkpoints to `sink` until `cancel` fires (or the log closes):
-/// each new one, at most once per [`SEND_INTERVAL`], and the latest again every
-/// [`RETRY_INTERVAL`] while the sink fails. Each try is counted in `metrics` and recorded
-/// in the sink's health; the end of an outage is appended to the log, once.
+/// Sends `audit`'s signed checkpoints to `sink` until `log_closed` fires: each new one, at
+/// most once per [`SEND_INTERVAL`], and the latest again every [`RETRY_INTERVAL`] while
+/// the sink fails; then the closed log's last checkpoint, once, unless the sink has it.
+/// Each try is counted in `metrics` and recorded in the sink's health; the end of an
+/// outage is appended to the log, once, while it is open.
 pub async fn run(
     mut sink: Sink,
     replica: String,
     audit: AuditLog,
     metrics: Arc<BrokerMetrics>,
-    cancel: CancellationToken,
+    log_closed: CancellationToken,
 ) {
     let mut checkpoints = audit.checkpoints();
     checkpoints.mark_changed();
@@ -176,8 +194,8 @@ pub async fn run(
     loop {
         let failing = sink.health.failing().is_some();
         tokio::select! {
-            () = cancel.cancelled() => return,
-            changed = checkpoints.changed() => if changed.is_err() { return },
+            () = log_closed.cancelled() => break,
+            changed = checkpoints.changed() => if changed.is_err() { break },
             () = tokio::time::sleep(RETRY_INTERVAL), if failing => {}
         }
         let latest = checkpoints.borrow_and_update().clone();
@@ -188,13 +206,13 @@ pub async fn run(
             continue;
         }
         let started = tokio::time::Instant::now();
-        let sent = tokio::select! {
-            () = cancel.cancelled() => return,
-            sent = sink.send(&checkpoint, &mut records, &audit) => sent,
-        };
-        metrics.anchored(sink.kind(), sent.is_ok(), checkpoint.seq);
-        let sent = sent.map(|()| taken = Some(checkpoint));
-        sink.health.record(sent.map_err(|error| error.to_string()));
+        // Not cut short when the log closes: the last checkpoint follows this send.
+        if sink
+            .try_send(&checkpoint, &mut records, &audit, &metrics)
+            .await
+        {
+            taken = Some(checkpoint);
+        }
         if let Some(outage) = sink.health.take_recovery() {
             tracing::info!(
                 sink = outage.sink,
@@ -207,9 +225,22 @@ pub async fn run(
             }
         }
         tokio::select! {
-            () = cancel.cancelled() => return,
+            () = log_closed.cancelled() => break,
             () = tokio::time::sleep_until(started + SEND_INTERVAL) => {}
         }
+    }
+    let last = checkpoints.borrow().clone();
+    if let Some(checkpoint) = last
+        && taken.as_ref() != Some(&checkpoint)
+        && !sink
+            .try_send(&checkpoint, &mut records, &audit, &metrics)
+            .await
+    {
+        tracing::warn!(
+            sink = sink.kind(),
+            seq = checkpoint.seq,
+            "the audit log's last checkpoint did not reach the anchor; it holds an earlier one"
+        );
     }
 }
 
