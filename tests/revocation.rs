@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{TRUST_DOMAIN, TestBroker};
 use mayfly_sdk::proto::v1 as pb;
+use mayfly_sdk::revocation::RevocationKind;
 use tonic::Code;
 
 async fn revoke(
@@ -354,6 +355,7 @@ async fn watch_revocations_sends_the_set_then_each_change() {
         .into_inner();
     let full = next_update(&mut stream).await;
     assert!(full.full);
+    assert!(!full.more, "a set within a page is one message");
     assert_eq!(full.upserted.len(), 1);
     assert_eq!(full.upserted[0].value, first.jti);
     assert!(full.fresh_as_of_ms > 0);
@@ -381,6 +383,98 @@ async fn watch_revocations_sends_the_set_then_each_change() {
     let mut expected = vec![format!("jti:{}", first.jti), format!("jti:{}", second.jti)];
     expected.sort();
     assert_eq!(removed, expected);
+}
+
+/// A set larger than a page (`PAGE`) comes in pages read one at a time: the first `full`,
+/// each but the last `more`, every revocation once. The SDK's watch, a client the test
+/// does not drive, holds the whole set once synced, then follows a change made after it.
+/// Packed `jti` values and ones that do not pack (`other-N`) both come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_larger_than_a_page_comes_in_pages_and_the_sdk_holds_it_whole() {
+    use base64::Engine as _;
+    use mayfly::api::revocations::PAGE;
+    let broker = TestBroker::start().await;
+    let (_, svid) = broker.enrolled("/paged", &["db"]).await;
+    let minted = broker.mint(&svid, "db", 0).await.unwrap();
+    let count = 2 * PAGE + 10;
+    let values: Vec<String> = (0..count)
+        .map(|n| {
+            if n % 100 == 0 {
+                format!("other-{n}")
+            } else {
+                let bytes = (u128::try_from(n).unwrap() * 0x9e37_79b9_7f4a_7c15).to_be_bytes();
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            }
+        })
+        .collect();
+    let mut admin = broker.admin().await;
+    for chunk in values.chunks(5_000) {
+        let items = chunk
+            .iter()
+            .map(|value| pb::RevokeRequest {
+                kind: "jti".into(),
+                value: value.clone(),
+                reason: "paged".into(),
+            })
+            .collect();
+        let answer = admin
+            .revoke_many(pb::RevokeManyRequest { items })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.refused, 0, "{:?}", answer.results.first());
+    }
+
+    let mut stream = broker
+        .broker()
+        .await
+        .watch_revocations(pb::WatchRevocationsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut pages = vec![next_update(&mut stream).await];
+    while pages.last().unwrap().more {
+        pages.push(next_update(&mut stream).await);
+    }
+    assert!(pages.len() >= 3, "{} pages", pages.len());
+    assert!(pages[0].full);
+    for page in &pages[1..] {
+        assert!(!page.full, "only the first page is full");
+    }
+    let mut sent: Vec<String> = Vec::new();
+    for page in &pages {
+        assert!(page.upserted.len() <= PAGE, "{}", page.upserted.len());
+        assert!(page.fresh_as_of_ms > 0);
+        sent.extend(page.upserted.iter().map(|r| r.value.clone()));
+    }
+    let mut expected = values.clone();
+    expected.sort();
+    sent.sort();
+    assert_eq!(sent, expected, "every revocation, once");
+
+    // The SDK's watch: the whole set once synced; the minted token is not in it (the
+    // control), until it is revoked after the sync.
+    let watch = mayfly_sdk::revocation::RevocationWatch::from_client(broker.broker().await)
+        .await
+        .unwrap();
+    let set = watch.set();
+    assert_eq!(set.len(), count);
+    for value in [&values[1], &values[count - 1], &values[100]] {
+        assert!(set.get(RevocationKind::Jti, value).is_some(), "{value}");
+    }
+    assert!(set.get(RevocationKind::Jti, &minted.jti).is_none());
+    revoke(&broker, "jti", &minted.jti, "after the sync")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while set.get(RevocationKind::Jti, &minted.jti).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the change never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(set.len(), count + 1);
 }
 
 async fn next_update(stream: &mut tonic::Streaming<pb::RevocationUpdate>) -> pb::RevocationUpdate {

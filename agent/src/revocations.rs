@@ -52,7 +52,7 @@ impl ChangeSignal {
     /// does a serial revocation that expired.
     fn note(&self, change: &RevocationChange) {
         let kind = match change {
-            RevocationChange::Full(_) => None,
+            RevocationChange::Full => None,
             RevocationChange::Upserted(revocation) => Some((revocation.kind, true)),
             RevocationChange::Removed(key) => key
                 .split_once(':')
@@ -213,7 +213,7 @@ impl Revocations {
         tokio::spawn(forward_changes(watch.set().changes(), self.signal.clone()));
         self.watch.store(Some(Arc::new(watch)));
         // A full set just arrived: what the agent holds is checked again.
-        self.signal.note(&RevocationChange::Full(Arc::default()));
+        self.signal.note(&RevocationChange::Full);
         tracing::info!("following the broker's revocations");
         Ok(())
     }
@@ -275,7 +275,7 @@ async fn forward_changes(
         match changes.recv().await {
             Ok(change) => signal.note(&change),
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                signal.note(&RevocationChange::Full(Arc::default()));
+                signal.note(&RevocationChange::Full);
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }

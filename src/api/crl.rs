@@ -85,7 +85,7 @@ pub async fn publish(
                 change = changes.recv() => match change {
                     Ok(RevocationChange::Upserted(r)) => r.kind == RevocationKind::Serial,
                     Ok(RevocationChange::Removed(key)) => key.starts_with("serial:"),
-                    Ok(RevocationChange::Full(_)) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Ok(RevocationChange::Full) | Err(broadcast::error::RecvError::Lagged(_)) => true,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             };

@@ -24,6 +24,10 @@ use super::RevocationKind;
 /// How many shards the packed table has.
 const SHARDS: usize = 64;
 
+/// How many parts [`Credentials::for_each_in`] walks: every shard, then the values that do
+/// not pack.
+pub(super) const PARTS: usize = SHARDS + 1;
+
 /// A `jti` or `serial` revocation as the index keeps it: two times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Stamp {
@@ -205,13 +209,27 @@ impl Credentials {
 
     /// Shows `visit` every value and its stamp, one shard at a time.
     pub(super) fn for_each(&self, mut visit: impl FnMut(&str, Stamp)) {
-        for shard in &self.packed {
-            for (key, packed) in read(shard).iter() {
-                visit(&value_of(self.kind, key), packed.stamp());
-            }
+        for part in 0..PARTS {
+            self.for_each_in(part, &mut visit);
         }
-        for (value, stamp) in read(&self.other).iter() {
-            visit(value, *stamp);
+    }
+
+    /// Shows `visit` every value and its stamp in one part (of [`PARTS`]), under that
+    /// part's read lock only. A value stays in its part while it is held, so walking the
+    /// parts one after another shows once every value held throughout.
+    pub(super) fn for_each_in(&self, part: usize, mut visit: impl FnMut(&str, Stamp)) {
+        match self.packed.get(part) {
+            Some(shard) => {
+                for (key, packed) in read(shard).iter() {
+                    visit(&value_of(self.kind, key), packed.stamp());
+                }
+            }
+            None if part == SHARDS => {
+                for (value, stamp) in read(&self.other).iter() {
+                    visit(value, *stamp);
+                }
+            }
+            None => {}
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::compact::{Credentials, Stamp};
+use super::compact::{Credentials, PARTS, Stamp};
 use super::{Revocation, RevocationKind};
 use crate::SpiffeId;
 
@@ -99,12 +99,53 @@ impl Stamp {
 /// One change to the set, as [`RevocationSet::subscribe`] delivers it.
 #[derive(Debug, Clone)]
 pub enum RevocationChange {
-    /// The whole set was replaced (a resync).
-    Full(Arc<Vec<Arc<Revocation>>>),
+    /// The whole set was replaced (a resync): read it from the set. It is
+    /// not carried here, where the channel would keep a copy of a million
+    /// revocations for as long as the message is retained.
+    Full,
     /// Added or replaced.
     Upserted(Arc<Revocation>),
     /// Lifted or expired, by key.
     Removed(String),
+}
+
+/// The kinds kept packed, in the order [`Pages`] reads them.
+const PACKED_KINDS: [RevocationKind; 2] = [RevocationKind::Jti, RevocationKind::Serial];
+
+/// A set's revocations, a page at a time ([`RevocationSet::subscribe_pages`]):
+/// the identity revocations (taken at the subscription; they are shared),
+/// then each part of the packed `jti` and `serial` tables, read when the
+/// page that needs it is taken.
+#[derive(Debug)]
+pub struct Pages {
+    set: Arc<RevocationSet>,
+    page: usize,
+    /// Read, not yet handed out.
+    pending: std::vec::IntoIter<Arc<Revocation>>,
+    /// The next part to read, over both packed kinds.
+    next_part: usize,
+}
+
+impl Iterator for Pages {
+    type Item = Vec<Arc<Revocation>>;
+
+    /// The next page: at most `page` revocations, never empty; `None` once
+    /// every part was read.
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.pending.len() == 0 {
+            let kind = *PACKED_KINDS.get(self.next_part / PARTS)?;
+            let part = self.next_part % PARTS;
+            self.next_part += 1;
+            let mut read = Vec::new();
+            if let Some(map) = self.set.credentials(kind) {
+                map.for_each_in(part, |value, stamp| {
+                    read.push(Arc::new(stamp.revocation(kind, value)));
+                });
+            }
+            self.pending = read.into_iter();
+        }
+        Some(self.pending.by_ref().take(self.page).collect())
+    }
 }
 
 type Map = papaya::HashMap<Box<str>, Arc<Revocation>>;
@@ -380,7 +421,7 @@ impl RevocationSet {
     pub fn snapshot(&self) -> Vec<Arc<Revocation>> {
         let mut all = Vec::with_capacity(self.len());
         all.extend(self.identities.pin().values().cloned());
-        for kind in [RevocationKind::Jti, RevocationKind::Serial] {
+        for kind in PACKED_KINDS {
             all.extend(self.of_kind(kind));
         }
         all
@@ -418,6 +459,36 @@ impl RevocationSet {
         (self.snapshot(), self.changes.subscribe())
     }
 
+    /// Like [`subscribe`](Self::subscribe), with the set read a page of at
+    /// most `page` revocations at a time, as the pages are taken: what the
+    /// set holds is never copied whole (a million `jti` revocations would be
+    /// a million objects, held for as long as a subscriber reads them).
+    ///
+    /// The receiver is taken first, so a change made while the pages are
+    /// read is in it too: the pages followed by the changes, in order, end
+    /// at the set as it is. A revocation held from the subscription to the
+    /// last page is in exactly one page; one changed meanwhile may be in a
+    /// page or not, and its change follows.
+    pub fn subscribe_pages(
+        self: &Arc<Self>,
+        page: usize,
+    ) -> (Pages, broadcast::Receiver<RevocationChange>) {
+        let _writer = self.lock();
+        (self.pages(page), self.changes.subscribe())
+    }
+
+    /// The set a page of at most `page` revocations at a time, read as the
+    /// pages are taken (see [`subscribe_pages`](Self::subscribe_pages)).
+    pub fn pages(self: &Arc<Self>, page: usize) -> Pages {
+        let identities: Vec<_> = self.identities.pin().values().cloned().collect();
+        Pages {
+            set: Arc::clone(self),
+            page: page.max(1),
+            pending: identities.into_iter(),
+            next_part: 0,
+        }
+    }
+
     /// Adds or replaces a revocation (by kind and value).
     pub fn upsert(&self, revocation: Revocation) {
         let revocation = Arc::new(revocation);
@@ -447,13 +518,10 @@ impl RevocationSet {
         self.serials.clear();
         self.identities.pin().clear();
         self.subjects.pin().clear();
-        let mut all = Vec::new();
         for revocation in revocations {
-            let revocation = Arc::new(revocation);
-            self.insert_locked(revocation.clone());
-            all.push(revocation);
+            self.insert_locked(Arc::new(revocation));
         }
-        let _ = self.changes.send(RevocationChange::Full(Arc::new(all)));
+        let _ = self.changes.send(RevocationChange::Full);
     }
 
     /// Drops every revocation that has expired at `now`; returns their keys.

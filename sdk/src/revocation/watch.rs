@@ -66,7 +66,9 @@ pub enum RevocationWatchError {
 /// Follows the broker's revocations and keeps a [`RevocationSet`] current.
 ///
 /// A background task reads the `WatchRevocations` stream: the first
-/// message of every stream is the whole set and replaces what the set held;
+/// message of every stream is the whole set and replaces what the set held
+/// (a large set comes in pages, marked `more`, each read as it arrives and
+/// applied together at the last one, so the set is never a part of one);
 /// later ones add and remove revocations, or only say the broker is still
 /// there (heartbeats). Each message moves the set's freshness to the
 /// broker's `fresh_as_of_ms` (capped at the local clock, so a broker whose
@@ -303,6 +305,9 @@ enum Interruption {
     Ended,
     Silent(Duration),
     NotFull,
+    /// A page of the full set out of place: `more` without a full set
+    /// begun, or a new full set before the last page of the one begun.
+    BrokenPages,
 }
 
 impl fmt::Display for Interruption {
@@ -321,6 +326,9 @@ impl fmt::Display for Interruption {
             Interruption::NotFull => {
                 f.write_str("the stream did not start with the full set; not trusting it")
             }
+            Interruption::BrokenPages => f.write_str(
+                "the broker's full set came in pages out of order; not trusting the stream",
+            ),
         }
     }
 }
@@ -335,6 +343,29 @@ fn worth_retrying(status: &Status) -> bool {
             | Code::Unauthenticated
             | Code::InvalidArgument
     )
+}
+
+/// What the follower applies at once: one message, or a full set's pages.
+struct Update {
+    full: bool,
+    upserted: Vec<Revocation>,
+    removed: Vec<String>,
+    crl: Vec<u8>,
+    fresh_as_of_ms: i64,
+}
+
+impl Update {
+    /// Reads `protos` into `upserted`, skipping (with a warning) one that cannot be read.
+    fn read(&mut self, protos: Vec<pb::Revocation>) {
+        self.upserted.reserve(protos.len());
+        for proto in protos {
+            match Revocation::from_proto(proto) {
+                Ok(revocation) => self.upserted.push(revocation),
+                Err(error) => tracing::warn!(%error,
+                    "skipping a revocation from the broker that cannot be read"),
+            }
+        }
+    }
 }
 
 /// The background task's side: reads streams and applies them.
@@ -363,8 +394,47 @@ impl Follower {
         if !first.full {
             return Err(Interruption::NotFull);
         }
+        let first = self.whole(&mut stream, first).await?;
         self.apply(first);
         Ok(stream)
+    }
+
+    /// `update` with the pages that follow it while it says `more`: a full
+    /// set sent in pages becomes one update, applied at once, so the set
+    /// holds either what it held before or the whole new set, never a part.
+    /// Each page's revocations are read as it arrives, and the page dropped.
+    async fn whole(
+        &self,
+        stream: &mut UpdateStream,
+        update: pb::RevocationUpdate,
+    ) -> Result<Update, Interruption> {
+        if update.more && !update.full {
+            return Err(Interruption::BrokenPages);
+        }
+        let mut more = update.more;
+        let mut whole = Update {
+            full: update.full,
+            upserted: Vec::new(),
+            removed: update.removed,
+            crl: update.crl,
+            // A set sent in pages was read from its first page on: it is as
+            // fresh as that page, not as the last.
+            fresh_as_of_ms: update.fresh_as_of_ms,
+        };
+        whole.read(update.upserted);
+        while more {
+            let page = self.next(stream).await?;
+            if page.full {
+                return Err(Interruption::BrokenPages);
+            }
+            whole.read(page.upserted);
+            whole.removed.extend(page.removed);
+            if !page.crl.is_empty() {
+                whole.crl = page.crl;
+            }
+            more = page.more;
+        }
+        Ok(whole)
     }
 
     /// The next message, or why there is none.
@@ -463,30 +533,23 @@ impl Follower {
     /// Applies messages until the stream stops.
     async fn follow(&self, stream: &mut UpdateStream) -> Interruption {
         loop {
-            match self.next(stream).await {
+            let update = match self.next(stream).await {
+                Ok(update) => self.whole(stream, update).await,
+                Err(interruption) => Err(interruption),
+            };
+            match update {
                 Ok(update) => self.apply(update),
                 Err(interruption) => return interruption,
             }
         }
     }
 
-    fn apply(&self, update: pb::RevocationUpdate) {
+    fn apply(&self, update: Update) {
         let set = &self.shared.set;
-        let revocations: Vec<Revocation> = update
-            .upserted
-            .into_iter()
-            .filter_map(|proto| {
-                Revocation::from_proto(proto)
-                    .map_err(|error| {
-                        tracing::warn!(%error, "skipping a revocation from the broker that cannot be read");
-                    })
-                    .ok()
-            })
-            .collect();
         if update.full {
-            set.replace_all(revocations);
+            set.replace_all(update.upserted);
         } else {
-            for revocation in revocations {
+            for revocation in update.upserted {
                 set.upsert(revocation);
             }
         }
@@ -557,6 +620,8 @@ mod tests {
         FirstNotFull,
         /// An older broker without the RPC.
         Unimplemented,
+        /// The first full set comes in pages of one revocation each.
+        Paged,
     }
 
     struct FakeState {
@@ -626,15 +691,38 @@ mod tests {
             self.state.streams_opened.load(Ordering::SeqCst)
         }
 
-        fn first_message(&self) -> pb::RevocationUpdate {
+        /// What a new stream starts with: the full set, in pages of one in [`Mode::Paged`].
+        fn first_messages(&self) -> Vec<pb::RevocationUpdate> {
             self.state.streams_opened.fetch_add(1, Ordering::SeqCst);
-            pb::RevocationUpdate {
+            let first = pb::RevocationUpdate {
                 full: self.state.mode != Mode::FirstNotFull,
                 upserted: self.state.revocations.lock().unwrap().clone(),
                 removed: Vec::new(),
                 fresh_as_of_ms: self.fresh_as_of_ms(),
                 crl: self.state.crl.lock().unwrap().clone(),
+                more: false,
+            };
+            if self.state.mode != Mode::Paged || first.upserted.len() < 2 {
+                return vec![first];
             }
+            let last = first.upserted.len() - 1;
+            first
+                .upserted
+                .iter()
+                .enumerate()
+                .map(|(n, revocation)| pb::RevocationUpdate {
+                    full: n == 0,
+                    upserted: vec![revocation.clone()],
+                    fresh_as_of_ms: first.fresh_as_of_ms,
+                    crl: if n == 0 {
+                        first.crl.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    more: n < last,
+                    ..Default::default()
+                })
+                .collect()
         }
 
         async fn serve(&self, listener: TcpListener) -> Running {
@@ -714,12 +802,14 @@ mod tests {
             }
             // Subscribed before the snapshot is read: nothing falls between.
             let mut updates = self.broker.state.updates.subscribe();
-            let first = self.broker.first_message();
+            let firsts = self.broker.first_messages();
             let (sender, receiver) = mpsc::channel(16);
             let (broker, stop) = (self.broker.clone(), self.stop.clone());
             tokio::spawn(async move {
-                if sender.send(Ok(first)).await.is_err() {
-                    return;
+                for first in firsts {
+                    if sender.send(Ok(first)).await.is_err() {
+                        return;
+                    }
                 }
                 let mut heartbeat = tokio::time::interval(HEARTBEAT);
                 loop {
@@ -1036,6 +1126,79 @@ mod tests {
         })
         .await;
         assert!(check(&set, OTHER, "t1").is_err());
+    }
+
+    /// A full set in pages is applied once, whole: at the stream's start and at a resync.
+    #[tokio::test]
+    async fn a_full_set_in_pages_replaces_the_set_at_its_last_page() {
+        let broker = FakeBroker::new(Mode::Paged, vec![jti("t1"), jti("t2"), jti("t3")]);
+        let server = broker.start().await;
+        let watch = RevocationWatch::builder()
+            .start(server.channel())
+            .await
+            .unwrap();
+        let set = watch.set().clone();
+        for value in ["t1", "t2", "t3"] {
+            assert!(set.get(RevocationKind::Jti, value).is_some(), "{value}");
+        }
+        assert_eq!(set.len(), 3);
+
+        // No heartbeats from here on: every apply below is one of the pages'.
+        broker.set_source_alive(false);
+        tokio::time::sleep(HEARTBEAT * 3).await;
+        let mut updated = watch.updated();
+        let before = *updated.borrow_and_update();
+        broker.send(pb::RevocationUpdate {
+            full: true,
+            more: true,
+            upserted: vec![jti("p1")],
+            ..Default::default()
+        });
+        broker.send(upserting(vec![jti("p2")]));
+        applied(&watch, "the resync", || {
+            set.get(RevocationKind::Jti, "p2").is_some()
+        })
+        .await;
+        assert_eq!(
+            *updated.borrow(),
+            before.wrapping_add(1),
+            "one apply, both pages"
+        );
+        assert!(set.get(RevocationKind::Jti, "p1").is_some());
+        assert!(set.get(RevocationKind::Jti, "t1").is_none(), "replaced");
+        assert_eq!(set.len(), 2);
+        assert_eq!(broker.streams_opened(), 1);
+        server.kill().await;
+    }
+
+    /// `more` on a message that does not continue a full set: the stream is not trusted
+    /// and is opened again; a delta after that is applied (the control).
+    #[tokio::test]
+    async fn a_page_out_of_place_is_not_trusted() {
+        let broker = FakeBroker::new(Mode::Normal, vec![jti("t1")]);
+        let server = broker.start().await;
+        let watch = RevocationWatch::builder()
+            .start(server.channel())
+            .await
+            .unwrap();
+        let set = watch.set().clone();
+        broker.send(pb::RevocationUpdate {
+            more: true,
+            upserted: vec![jti("x")],
+            ..Default::default()
+        });
+        wait_until("the stream is opened again", || {
+            broker.streams_opened() == 2
+        })
+        .await;
+        broker.send(upserting(vec![jti("y")]));
+        applied(&watch, "the delta", || {
+            set.get(RevocationKind::Jti, "y").is_some()
+        })
+        .await;
+        assert!(set.get(RevocationKind::Jti, "x").is_none());
+        assert!(set.get(RevocationKind::Jti, "t1").is_some());
+        server.kill().await;
     }
 
     #[tokio::test]

@@ -203,6 +203,93 @@ fn subscribers_see_the_set_then_every_change() {
         matches!(changes.try_recv().unwrap(), RevocationChange::Upserted(r) if r.value == "t2")
     );
     assert!(matches!(changes.try_recv().unwrap(), RevocationChange::Removed(k) if k == "jti:t1"));
-    assert!(matches!(changes.try_recv().unwrap(), RevocationChange::Full(all) if all.is_empty()));
+    assert!(matches!(
+        changes.try_recv().unwrap(),
+        RevocationChange::Full
+    ));
     assert!(set.is_empty());
+}
+
+/// A packable `jti`: 16 bytes in unpadded base64url, made from `n`.
+fn packed_jti(n: u128) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode((n * 0x9e37_79b9_7f4a_7c15).to_be_bytes())
+}
+
+#[test]
+fn pages_hold_every_revocation_once_and_with_the_changes_end_at_the_set() {
+    let set = Arc::new(RevocationSet::authoritative());
+    for n in 0..3 {
+        set.upsert(identity(
+            RevocationKind::Entry,
+            &format!("e{n}"),
+            &["spiffe://example.org/a"],
+            1,
+        ));
+    }
+    for n in 0..300 {
+        set.upsert(Revocation::new(RevocationKind::Jti, &packed_jti(n), 1, Some(10)).unwrap());
+    }
+    for n in 0..5 {
+        // Not 22 characters of base64url: kept beside the packed table.
+        set.upsert(Revocation::new(RevocationKind::Jti, &format!("t{n}"), 1, Some(10)).unwrap());
+    }
+    for n in 1..=40u32 {
+        set.upsert(
+            Revocation::new(RevocationKind::Serial, &format!("{n:x}"), 1, Some(10)).unwrap(),
+        );
+    }
+    let keys = |revocations: &mut dyn Iterator<Item = Arc<Revocation>>| -> Vec<String> {
+        let mut keys: Vec<String> = revocations.map(|r| r.key()).collect();
+        keys.sort();
+        keys
+    };
+    let whole = keys(&mut set.snapshot().into_iter());
+    assert_eq!(whole.len(), 348);
+    let pages: Vec<_> = set.pages(7).collect();
+    assert!(pages.iter().all(|page| (1..=7).contains(&page.len())));
+    let mut dup = whole.clone();
+    dup.dedup();
+    assert_eq!(keys(&mut pages.into_iter().flatten()), whole, "each once");
+    assert_eq!(dup, whole);
+
+    // Changes while the pages are read: one to a revocation already sent (the identity
+    // revocations come first), two to parts not yet read.
+    let (mut pages, mut changes) = set.subscribe_pages(7);
+    let mut held: std::collections::BTreeMap<String, Arc<Revocation>> =
+        std::collections::BTreeMap::new();
+    for revocation in pages.next().unwrap() {
+        held.insert(revocation.key(), revocation);
+    }
+    assert!(held.keys().all(|key| key.starts_with("entry:")));
+    set.remove(RevocationKind::Entry, "e0");
+    set.remove(RevocationKind::Jti, &packed_jti(7));
+    set.upsert(Revocation::new(RevocationKind::Jti, &packed_jti(1_000), 1, Some(10)).unwrap());
+    for revocation in pages.flatten() {
+        held.insert(revocation.key(), revocation);
+    }
+    let now = keys(&mut set.snapshot().into_iter());
+    // The control: the pages alone still hold the identity revocation lifted meanwhile.
+    assert_ne!(held.keys().cloned().collect::<Vec<_>>(), now);
+    while let Ok(change) = changes.try_recv() {
+        match change {
+            RevocationChange::Upserted(revocation) => {
+                held.insert(revocation.key(), revocation);
+            }
+            RevocationChange::Removed(key) => {
+                held.remove(&key);
+            }
+            RevocationChange::Full => panic!("no resync here"),
+        }
+    }
+    assert_eq!(held.keys().cloned().collect::<Vec<_>>(), now);
+
+    // An empty set has no page.
+    assert!(
+        Arc::new(RevocationSet::authoritative())
+            .pages(7)
+            .next()
+            .is_none()
+    );
 }
