@@ -968,6 +968,33 @@ fn quick_bench(dir: &Path, extra: &[&str]) -> serde_json::Value {
     json(&mayfly(dir, &args, None))
 }
 
+/// `--memory` on a small load, end to end: the entries and revocations are made, and a
+/// subscriber's first revocation sync (more than a page of them) reaches its end, with
+/// the broker's peak while it ran.
+#[test]
+fn the_memory_load_reads_the_broker_through_a_first_revocation_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = quick_bench(
+        dir.path(),
+        &[
+            "--paths",
+            "floor",
+            "--memory",
+            "--memory-entries",
+            "20",
+            "--memory-revocations",
+            "5000",
+        ],
+    );
+    let loaded = &report["memory"]["loaded"];
+    assert_eq!(loaded["revocations"], 5000, "{loaded}");
+    let sync = &loaded["first_sync"];
+    assert_eq!(sync["revocations"], 5000, "every page: {sync}");
+    let peak = sync["peak"]["rss_mib"].as_f64().unwrap();
+    let after = sync["after_mib"].as_f64().unwrap();
+    assert!(peak > 0.0 && after > 0.0 && peak >= after * 0.5, "{sync}");
+}
+
 /// The load generator, end to end with the real binary: it starts its own
 /// broker and agent, and every path answers without an error. (A smoke run:
 /// the figures themselves are for BENCHMARKS.md, never asserted.)

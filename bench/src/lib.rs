@@ -79,7 +79,7 @@ pub use worker::load_worker;
 
 use load::{Outcome, Phases};
 use process::{AgentPlan, ChildProcess, TasksetProblem};
-use report::{HalfLoadResult, LoadedMemory, MemoryFigure, PathResult, Settings};
+use report::{FirstSync, HalfLoadResult, LoadedMemory, MemoryFigure, PathResult, Settings};
 use setup::{BrokerAddress, Fixture};
 
 /// The broker a run measures.
@@ -643,13 +643,41 @@ impl Lab {
             memory::load_revocations(&self.admins(4).await?, load.revocations).await?;
         // Let the broker's background work (usage flush, CRL) settle before reading.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        Ok(self.rss("loaded")?.map(|kib| LoadedMemory {
+        let Some(kib) = self.rss("loaded")? else {
+            return Ok(None);
+        };
+        let first_sync = self.first_sync_memory().await?;
+        Ok(Some(LoadedMemory {
             entries: load.entries,
             revocations: load.revocations,
             entries_via_admin: load.entries_via_admin || load.seeder.is_none(),
             load_seconds: (entries_took + revocations_took).as_secs_f64(),
             with_entries_mib: with_entries.map(|kib| kib as f64 / 1024.0),
             rss: MemoryFigure::new(kib, report::LOADED_RSS_TARGET_MIB),
+            first_sync,
+        }))
+    }
+
+    /// The broker's peak RSS while a subscriber takes the first revocation sync (the peak
+    /// is started over just before), and its RSS after.
+    async fn first_sync_memory(&self) -> Result<Option<FirstSync>, BenchError> {
+        let Some(pid) = self.pid else {
+            return Ok(None);
+        };
+        progress("memory: a subscriber takes the first revocation sync");
+        process::reset_peak_rss(pid).map_err(BenchError::Local)?;
+        let broker = setup::broker_clients(self.address(), None, 1).await?;
+        let Some(broker) = broker.into_iter().next() else {
+            return Ok(None);
+        };
+        let (revocations, took) = memory::first_sync(broker).await?;
+        let peak = process::peak_rss_kib(pid).map_err(BenchError::Local)?;
+        let after = process::rss_kib(pid).map_err(BenchError::Local)?;
+        Ok(Some(FirstSync {
+            revocations,
+            seconds: took.as_secs_f64(),
+            peak: MemoryFigure::new(peak, report::LOADED_RSS_TARGET_MIB),
+            after_mib: after as f64 / 1024.0,
         }))
     }
 

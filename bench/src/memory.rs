@@ -1,5 +1,6 @@
 //! `--memory`: fills the broker with many entries and `jti` revocations so that its
-//! resident memory can be read under a realistic load.
+//! resident memory can be read under a realistic load, then reads the first revocation
+//! sync a subscriber (an agent) takes, for the broker's peak while it sends the set.
 //!
 //! Each entry has two Kubernetes selectors and one audience; each revocation is a random
 //! 22-character `jti` (the shape the broker mints) with a 41-byte reason, made through the
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use mayfly_sdk::proto::v1 as pb;
 use mayfly_sdk::proto::v1::admin_client::AdminClient;
+use mayfly_sdk::proto::v1::broker_client::BrokerClient;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
@@ -33,6 +35,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const REASON: &str = "token leaked in a CI build log (INC-2041)";
 /// `jti` revocations per `RevokeMany` call (the broker takes up to 10,000).
 const REVOCATIONS_PER_CALL: usize = 1_000;
+/// The largest message the first sync accepts, as the SDK's follower.
+const SYNC_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Load entry `n` under `prefix` (a SPIFFE ID of the broker's trust domain), as the
 /// admin API's wire spec: two Kubernetes selectors, one audience.
@@ -146,6 +150,46 @@ pub(crate) async fn load_revocations(
         },
     )
     .await
+}
+
+/// Opens `WatchRevocations` as a subscriber (an agent, the SDK) does and reads its first
+/// full set to the end (every page); returns how many revocations came and how long it
+/// took. The broker's memory while it sends them is the figure.
+///
+/// # Errors
+/// [`BenchError::Setup`] if the broker refuses the stream or it breaks off.
+pub(crate) async fn first_sync(
+    broker: BrokerClient<Channel>,
+) -> Result<(usize, Duration), BenchError> {
+    let step = || "the first revocation sync".to_owned();
+    let started = Instant::now();
+    let mut stream = broker
+        .max_decoding_message_size(SYNC_MESSAGE_LIMIT)
+        .watch_revocations(pb::WatchRevocationsRequest {})
+        .await
+        .map_err(|s| BenchError::setup(step(), &s))?
+        .into_inner();
+    let mut received = 0;
+    let mut begun = false;
+    loop {
+        let Some(update) = stream
+            .message()
+            .await
+            .map_err(|s| BenchError::setup(step(), &s))?
+        else {
+            return Err(BenchError::Setup {
+                step: step(),
+                reason: "the stream ended before the full set".into(),
+            });
+        };
+        begun |= update.full;
+        if begun {
+            received += update.upserted.len();
+            if !update.more {
+                return Ok((received, started.elapsed()));
+            }
+        }
+    }
 }
 
 /// Runs `request(admin, n)` for n in 0..count with [`LOAD_CONCURRENCY`] in flight over

@@ -302,12 +302,30 @@ pub(crate) fn rss_kib(pid: u32) -> Result<u64, String> {
 
 /// The `VmRSS:  12345 kB` value of a `/proc/<pid>/status` text, KiB.
 pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    status_kib(status, "VmRSS:")
+}
+
+/// The value of the `/proc/<pid>/status` line that starts with `field`, KiB.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
     let value = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .find_map(|line| line.strip_prefix(field))?
         .trim();
     let number = value.strip_suffix("kB")?.trim();
     number.parse().ok()
+}
+
+/// The process's peak RSS (VmHWM) since it started or since [`reset_peak_rss`], KiB.
+pub(crate) fn peak_rss_kib(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    status_kib(&status, "VmHWM:").ok_or_else(|| format!("{path} has no VmHWM line"))
+}
+
+/// Starts the process's peak RSS over from its RSS now (`5` to `/proc/<pid>/clear_refs`).
+pub(crate) fn reset_peak_rss(pid: u32) -> Result<(), String> {
+    let path = format!("/proc/{pid}/clear_refs");
+    std::fs::write(&path, "5").map_err(|e| format!("cannot write {path}: {e}"))
 }
 
 /// Clock ticks per second in `/proc/<pid>/stat` (`USER_HZ`): 100 on every Linux
@@ -354,6 +372,15 @@ mod tests {
         let kib = rss_kib(std::process::id()).unwrap();
         assert!(kib > 100, "{kib} KiB");
         assert!(rss_kib(u32::MAX).is_err());
+        // The peak: reset, it is at least the RSS now; then 64 MiB touched raise it.
+        reset_peak_rss(std::process::id()).unwrap();
+        let before = peak_rss_kib(std::process::id()).unwrap();
+        assert!(before >= kib / 2, "{before} KiB");
+        let touched = std::hint::black_box(vec![1u8; 64 << 20]);
+        let after = peak_rss_kib(std::process::id()).unwrap();
+        assert!(after >= before + (60 << 10), "{before} -> {after} KiB");
+        drop(touched);
+        assert!(peak_rss_kib(u32::MAX).is_err());
     }
 
     #[test]

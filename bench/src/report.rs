@@ -272,6 +272,21 @@ pub struct LoadedMemory {
     pub with_entries_mib: Option<f64>,
     /// The RSS afterwards.
     pub rss: MemoryFigure,
+    /// While a subscriber then takes the first revocation sync.
+    pub first_sync: Option<FirstSync>,
+}
+
+/// The broker while one subscriber (as an agent) takes the whole revocation set.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirstSync {
+    /// Revocations the subscriber received.
+    pub revocations: usize,
+    /// How long the sync took, seconds.
+    pub seconds: f64,
+    /// The broker's peak RSS (VmHWM) during the sync.
+    pub peak: MemoryFigure,
+    /// Its RSS right after, MiB.
+    pub after_mib: f64,
 }
 
 /// The broker's memory.
@@ -625,6 +640,20 @@ impl Report {
                 loaded.load_seconds
             );
             table.row(memory_row(state, &loaded.rss));
+            if let Some(sync) = &loaded.first_sync {
+                let state = format!(
+                    "peak while a subscriber syncs {} ({:.1} s)",
+                    thousands(sync.revocations as f64),
+                    sync.seconds
+                );
+                table.row(memory_row(state, &sync.peak));
+                table.row(vec![
+                    "after that sync".into(),
+                    format!("{:.1}", sync.after_mib),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
         }
         out.push_str(&table.render());
     }
@@ -999,6 +1028,67 @@ mod tests {
             load_cpu_percent: Some(60.0),
             limited_by: None,
         }
+    }
+
+    #[test]
+    fn the_loaded_memory_shows_the_peak_of_a_first_sync_against_its_target() {
+        let loaded = LoadedMemory {
+            entries: 100_000,
+            revocations: 1_000_000,
+            entries_via_admin: false,
+            load_seconds: 77.0,
+            with_entries_mib: Some(60.0),
+            rss: MemoryFigure::new(190 * 1024, LOADED_RSS_TARGET_MIB),
+            first_sync: None,
+        };
+        let mut report = Report {
+            settings: test_settings(),
+            raw_limits: None,
+            raw_limits_error: None,
+            paths: Vec::new(),
+            half_load: Vec::new(),
+            memory: MemoryReport {
+                idle: None,
+                loaded: Some(loaded),
+            },
+            notes: Vec::new(),
+        };
+        // Control: without a sync, no such row.
+        let text = report.render();
+        assert!(
+            text.contains("100,000 entries + 1,000,000 revocations"),
+            "{text}"
+        );
+        assert!(!text.contains("subscriber"), "{text}");
+
+        let sync = |peak_mib: u64| FirstSync {
+            revocations: 1_000_000,
+            seconds: 0.6,
+            peak: MemoryFigure::new(peak_mib * 1024, LOADED_RSS_TARGET_MIB),
+            after_mib: 150.0,
+        };
+        let row = |text: &str| {
+            text.lines()
+                .find(|l| l.starts_with("peak while a subscriber syncs 1,000,000 (0.6 s)"))
+                .unwrap_or_else(|| panic!("{text}"))
+                .to_owned()
+        };
+        report.memory.loaded.as_mut().unwrap().first_sync = Some(sync(120));
+        let text = report.render();
+        assert!(
+            row(&text).contains("120.0") && row(&text).ends_with("yes"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("after that sync") && l.contains("150.0"))
+        );
+        report.memory.loaded.as_mut().unwrap().first_sync = Some(sync(551));
+        let text = report.render();
+        assert!(row(&text).ends_with("NO"), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["memory"]["loaded"]["first_sync"]["peak"]["met"], false);
     }
 
     #[test]
