@@ -27,7 +27,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// The most revocations in one message: a larger full set goes in pages
 /// (`more`), read from the index one page at a time, so a subscriber's sync
 /// of a million revocations holds a page's worth of them, not a million.
-pub const PAGE: usize = 4096;
+pub const PAGE: usize = 1024;
 
 /// Messages queued for one subscriber.
 const STREAM_BUFFER: usize = 4;

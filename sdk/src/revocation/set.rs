@@ -120,8 +120,14 @@ const PACKED_KINDS: [RevocationKind; 2] = [RevocationKind::Jti, RevocationKind::
 pub struct Pages {
     set: Arc<RevocationSet>,
     page: usize,
-    /// Read, not yet handed out.
-    pending: std::vec::IntoIter<Arc<Revocation>>,
+    /// The identity revocations not yet handed out.
+    identities: std::vec::IntoIter<Arc<Revocation>>,
+    /// The values and stamps of the part read last, not yet handed out: a
+    /// part is kept as read (about 56 bytes a value), and only a page of it
+    /// made into revocations at a time.
+    values: std::vec::IntoIter<(Box<str>, Stamp)>,
+    /// Their kind.
+    kind: RevocationKind,
     /// The next part to read, over both packed kinds.
     next_part: usize,
 }
@@ -132,19 +138,27 @@ impl Iterator for Pages {
     /// The next page: at most `page` revocations, never empty; `None` once
     /// every part was read.
     fn next(&mut self) -> Option<Self::Item> {
-        while self.pending.len() == 0 {
-            let kind = *PACKED_KINDS.get(self.next_part / PARTS)?;
+        if self.identities.len() > 0 {
+            return Some(self.identities.by_ref().take(self.page).collect());
+        }
+        while self.values.len() == 0 {
+            self.kind = *PACKED_KINDS.get(self.next_part / PARTS)?;
             let part = self.next_part % PARTS;
             self.next_part += 1;
             let mut read = Vec::new();
-            if let Some(map) = self.set.credentials(kind) {
-                map.for_each_in(part, |value, stamp| {
-                    read.push(Arc::new(stamp.revocation(kind, value)));
-                });
+            if let Some(map) = self.set.credentials(self.kind) {
+                map.for_each_in(part, |value, stamp| read.push((Box::from(value), stamp)));
             }
-            self.pending = read.into_iter();
+            self.values = read.into_iter();
         }
-        Some(self.pending.by_ref().take(self.page).collect())
+        let kind = self.kind;
+        Some(
+            self.values
+                .by_ref()
+                .take(self.page)
+                .map(|(value, stamp)| Arc::new(stamp.revocation(kind, &value)))
+                .collect(),
+        )
     }
 }
 
@@ -484,7 +498,9 @@ impl RevocationSet {
         Pages {
             set: Arc::clone(self),
             page: page.max(1),
-            pending: identities.into_iter(),
+            identities: identities.into_iter(),
+            values: Vec::new().into_iter(),
+            kind: RevocationKind::Jti,
             next_part: 0,
         }
     }
