@@ -10,7 +10,9 @@
 //! them, unchanged: a value is in exactly one of the two, and reads back as it was given.
 //!
 //! The table is split in [`SHARDS`] shards, each behind its own lock, so that a resize moves
-//! one shard's slots, not a million, while readers of the others go on.
+//! one shard's slots, not a million, while readers of the others go on. The plain map is
+//! split the same way (by a hash of the text), so that a million values in another form
+//! (say a relying party's hex `jti`s, revoked in bulk) are read a shard at a time too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,9 +26,9 @@ use super::RevocationKind;
 /// How many shards the packed table has.
 const SHARDS: usize = 64;
 
-/// How many parts [`Credentials::for_each_in`] walks: every shard, then the values that do
-/// not pack.
-pub(super) const PARTS: usize = SHARDS + 1;
+/// How many parts [`Credentials::for_each_in`] walks: every shard of the packed table, then
+/// every shard of the values that do not pack.
+pub(super) const PARTS: usize = 2 * SHARDS;
 
 /// A `jti` or `serial` revocation as the index keeps it: two times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,14 +113,26 @@ fn shard_of(key: &Key) -> usize {
     usize::from(key[15]) % SHARDS
 }
 
+fn other_shard_of(value: &str) -> usize {
+    // FNV-1a: values in another form need not be random, and an operator who
+    // picks them all for one shard only slows their own sync.
+    let hash = value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % SHARDS as u64) as usize
+}
+
+/// One shard of the values that do not pack.
+type Others = HashMap<Box<str>, Stamp>;
+
 /// The revocations of one credential kind, by value.
 #[derive(Debug)]
 pub(super) struct Credentials {
     kind: RevocationKind,
     packed: Box<[RwLock<HashMap<Key, Packed>>]>,
-    /// Values or times that do not pack.
-    other: RwLock<HashMap<Box<str>, Stamp>>,
-    /// How many `other` holds, read without its lock on the hot path.
+    /// Values or times that do not pack, in [`SHARDS`] shards by [`other_shard_of`].
+    other: Box<[RwLock<Others>]>,
+    /// How many `other` holds, read without its locks on the hot path.
     others: AtomicUsize,
 }
 
@@ -137,7 +151,7 @@ impl Credentials {
         Credentials {
             kind,
             packed: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            other: RwLock::default(),
+            other: (0..SHARDS).map(|_| RwLock::default()).collect(),
             others: AtomicUsize::new(0),
         }
     }
@@ -151,7 +165,7 @@ impl Credentials {
         if self.others.load(Ordering::Acquire) == 0 {
             return None;
         }
-        read(&self.other).get(value).copied()
+        read(&self.other[other_shard_of(value)]).get(value).copied()
     }
 
     /// Adds or replaces `value`'s stamp. Callers serialise writes.
@@ -166,9 +180,12 @@ impl Credentials {
                 if let Some(key) = key {
                     write(&self.packed[shard_of(&key)]).remove(&key);
                 }
-                let mut other = write(&self.other);
-                other.insert(value.into(), stamp);
-                self.others.store(other.len(), Ordering::Release);
+                let added = write(&self.other[other_shard_of(value)])
+                    .insert(value.into(), stamp)
+                    .is_none();
+                if added {
+                    self.others.fetch_add(1, Ordering::AcqRel);
+                }
             }
         }
     }
@@ -187,9 +204,10 @@ impl Credentials {
         if self.others.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let mut other = write(&self.other);
-        let removed = other.remove(value);
-        self.others.store(other.len(), Ordering::Release);
+        let removed = write(&self.other[other_shard_of(value)]).remove(value);
+        if removed.is_some() {
+            self.others.fetch_sub(1, Ordering::AcqRel);
+        }
         removed
     }
 
@@ -203,7 +221,9 @@ impl Credentials {
         for shard in &self.packed {
             *write(shard) = HashMap::new();
         }
-        *write(&self.other) = HashMap::new();
+        for shard in &self.other {
+            *write(shard) = HashMap::new();
+        }
         self.others.store(0, Ordering::Release);
     }
 
@@ -224,12 +244,13 @@ impl Credentials {
                     visit(&value_of(self.kind, key), packed.stamp());
                 }
             }
-            None if part == SHARDS => {
-                for (value, stamp) in read(&self.other).iter() {
-                    visit(value, *stamp);
+            None => {
+                if let Some(shard) = part.checked_sub(SHARDS).and_then(|s| self.other.get(s)) {
+                    for (value, stamp) in read(shard).iter() {
+                        visit(value, *stamp);
+                    }
                 }
             }
-            None => {}
         }
     }
 }
@@ -313,6 +334,47 @@ mod tests {
             assert_eq!(table.get(value), None, "{value} after removal");
         }
         assert_eq!(table.len(), 0);
+    }
+
+    /// What each of the [`PARTS`] holds.
+    fn part_sizes(table: &Credentials) -> Vec<usize> {
+        (0..PARTS)
+            .map(|part| {
+                let mut n = 0;
+                table.for_each_in(part, |_, _| n += 1);
+                n
+            })
+            .collect()
+    }
+
+    #[test]
+    fn values_in_another_form_are_read_a_shard_at_a_time_like_packed_ones() {
+        const N: usize = 4_096;
+        // The control: values the broker makes fill the packed table's parts only.
+        let packed = Credentials::new(RevocationKind::Jti);
+        for n in 0..N as u128 {
+            packed.insert(&URL_SAFE_NO_PAD.encode(n.to_be_bytes()), stamp(100, 200));
+        }
+        let sizes = part_sizes(&packed);
+        assert_eq!(sizes.iter().sum::<usize>(), N);
+        assert!(sizes[SHARDS..].iter().all(|&n| n == 0), "{sizes:?}");
+        // A relying party's hex `jti`s do not pack: they spread over the other parts, so a
+        // sync reads no part much larger than a packed one (64 each on average here).
+        let hex = Credentials::new(RevocationKind::Jti);
+        for n in 0..N {
+            hex.insert(&format!("{n:032x}"), stamp(100, 200));
+        }
+        let sizes = part_sizes(&hex);
+        assert_eq!(sizes.iter().sum::<usize>(), N);
+        assert_eq!(hex.len(), N);
+        assert!(sizes[..SHARDS].iter().all(|&n| n == 0), "{sizes:?}");
+        assert!(
+            sizes[SHARDS..].iter().all(|&n| n < 4 * N / SHARDS),
+            "{sizes:?}"
+        );
+        assert_eq!(hex.get(&format!("{:032x}", 7)), Some(stamp(100, 200)));
+        assert_eq!(hex.remove(&format!("{:032x}", 7)), Some(stamp(100, 200)));
+        assert_eq!((hex.len(), hex.get(&format!("{:032x}", 7))), (N - 1, None));
     }
 
     #[test]
