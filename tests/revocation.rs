@@ -346,13 +346,7 @@ async fn watch_revocations_sends_the_set_then_each_change() {
         .await
         .unwrap();
 
-    let mut stream = broker
-        .broker()
-        .await
-        .watch_revocations(pb::WatchRevocationsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch(&broker).await;
     let full = next_update(&mut stream).await;
     assert!(full.full);
     assert!(!full.more, "a set within a page is one message");
@@ -425,13 +419,7 @@ async fn a_set_larger_than_a_page_comes_in_pages_and_the_sdk_holds_it_whole() {
         assert_eq!(answer.refused, 0, "{:?}", answer.results.first());
     }
 
-    let mut stream = broker
-        .broker()
-        .await
-        .watch_revocations(pb::WatchRevocationsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch(&broker).await;
     let mut pages = vec![next_update(&mut stream).await];
     while pages.last().unwrap().more {
         pages.push(next_update(&mut stream).await);
@@ -475,6 +463,17 @@ async fn a_set_larger_than_a_page_comes_in_pages_and_the_sdk_holds_it_whole() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(set.len(), count + 1);
+}
+
+/// A `WatchRevocations` stream from the broker.
+async fn watch(broker: &TestBroker) -> tonic::Streaming<pb::RevocationUpdate> {
+    broker
+        .broker()
+        .await
+        .watch_revocations(pb::WatchRevocationsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn next_update(stream: &mut tonic::Streaming<pb::RevocationUpdate>) -> pb::RevocationUpdate {
@@ -533,13 +532,7 @@ async fn the_crl_lists_revoked_serials_and_openssl_honours_it() {
     assert!(ok, "the other certificate passes: {text}");
 
     // The same CRL reaches WatchRevocations subscribers.
-    let mut stream = broker
-        .broker()
-        .await
-        .watch_revocations(pb::WatchRevocationsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch(&broker).await;
     let first = next_update(&mut stream).await;
     assert_eq!(first.crl, after);
 }

@@ -136,29 +136,38 @@ impl Iterator for Pages {
     type Item = Vec<Arc<Revocation>>;
 
     /// The next page: at most `page` revocations, never empty; `None` once
-    /// every part was read.
+    /// every part was read. A page of `jti`s and serials is filled from as
+    /// many parts as it takes, each read when the one before is used up.
     fn next(&mut self) -> Option<Self::Item> {
         if self.identities.len() > 0 {
             return Some(self.identities.by_ref().take(self.page).collect());
         }
-        while self.values.len() == 0 {
-            self.kind = *PACKED_KINDS.get(self.next_part / PARTS)?;
-            let part = self.next_part % PARTS;
-            self.next_part += 1;
-            let mut read = Vec::new();
-            if let Some(map) = self.set.credentials(self.kind) {
-                map.for_each_in(part, |value, stamp| read.push((Box::from(value), stamp)));
+        let mut page = Vec::new();
+        while page.len() < self.page {
+            if self.values.len() == 0 {
+                let Some(&kind) = PACKED_KINDS.get(self.next_part / PARTS) else {
+                    break;
+                };
+                let part = self.next_part % PARTS;
+                self.next_part += 1;
+                let mut read = Vec::new();
+                if let Some(map) = self.set.credentials(kind) {
+                    map.for_each_in(part, |value, stamp| read.push((Box::from(value), stamp)));
+                }
+                self.kind = kind;
+                self.values = read.into_iter();
+                continue;
             }
-            self.values = read.into_iter();
+            let kind = self.kind;
+            let room = self.page - page.len();
+            page.extend(
+                self.values
+                    .by_ref()
+                    .take(room)
+                    .map(|(value, stamp)| Arc::new(stamp.revocation(kind, &value))),
+            );
         }
-        let kind = self.kind;
-        Some(
-            self.values
-                .by_ref()
-                .take(self.page)
-                .map(|(value, stamp)| Arc::new(stamp.revocation(kind, &value)))
-                .collect(),
-        )
+        (!page.is_empty()).then_some(page)
     }
 }
 

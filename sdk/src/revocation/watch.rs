@@ -936,6 +936,20 @@ mod tests {
         unix_now_ms() / 1000
     }
 
+    /// A fake broker in `mode` holding `revocations`, and a watch of it with the defaults.
+    async fn watching(
+        mode: Mode,
+        revocations: Vec<pb::Revocation>,
+    ) -> (FakeBroker, Running, RevocationWatch) {
+        let broker = FakeBroker::new(mode, revocations);
+        let server = broker.start().await;
+        let watch = RevocationWatch::builder()
+            .start(server.channel())
+            .await
+            .unwrap();
+        (broker, server, watch)
+    }
+
     fn jti(value: &str) -> pb::Revocation {
         let now = now_secs();
         Revocation::new(RevocationKind::Jti, value, now, Some(now + 3600))
@@ -1131,12 +1145,8 @@ mod tests {
     /// A full set in pages is applied once, whole: at the stream's start and at a resync.
     #[tokio::test]
     async fn a_full_set_in_pages_replaces_the_set_at_its_last_page() {
-        let broker = FakeBroker::new(Mode::Paged, vec![jti("t1"), jti("t2"), jti("t3")]);
-        let server = broker.start().await;
-        let watch = RevocationWatch::builder()
-            .start(server.channel())
-            .await
-            .unwrap();
+        let (broker, server, watch) =
+            watching(Mode::Paged, vec![jti("t1"), jti("t2"), jti("t3")]).await;
         let set = watch.set().clone();
         for value in ["t1", "t2", "t3"] {
             assert!(set.get(RevocationKind::Jti, value).is_some(), "{value}");
@@ -1175,12 +1185,7 @@ mod tests {
     /// and is opened again; a delta after that is applied (the control).
     #[tokio::test]
     async fn a_page_out_of_place_is_not_trusted() {
-        let broker = FakeBroker::new(Mode::Normal, vec![jti("t1")]);
-        let server = broker.start().await;
-        let watch = RevocationWatch::builder()
-            .start(server.channel())
-            .await
-            .unwrap();
+        let (broker, server, watch) = watching(Mode::Normal, vec![jti("t1")]).await;
         let set = watch.set().clone();
         broker.send(pb::RevocationUpdate {
             more: true,

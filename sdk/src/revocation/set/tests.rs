@@ -249,6 +249,13 @@ fn pages_hold_every_revocation_once_and_with_the_changes_end_at_the_set() {
     assert_eq!(whole.len(), 348);
     let pages: Vec<_> = set.pages(7).collect();
     assert!(pages.iter().all(|page| (1..=7).contains(&page.len())));
+    // The identity revocations make the first page; after it, a page is filled from as
+    // many parts as it takes (the 345 `jti`s and serials lie in dozens of parts), so
+    // every page but the last is full.
+    assert_eq!(pages[0].len(), 3);
+    let rest = &pages[1..];
+    assert_eq!(rest.len(), 345usize.div_ceil(7));
+    assert!(rest[..rest.len() - 1].iter().all(|page| page.len() == 7));
     let mut dup = whole.clone();
     dup.dedup();
     assert_eq!(keys(&mut pages.into_iter().flatten()), whole, "each once");
