@@ -142,6 +142,10 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn into_inner<T>(lock: RwLock<T>) -> T {
+    lock.into_inner().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
@@ -216,15 +220,28 @@ impl Credentials {
         packed + self.others.load(Ordering::Acquire)
     }
 
-    /// Drops every value, and the tables' memory with them.
-    pub(super) fn clear(&self) {
-        for shard in &self.packed {
-            *write(shard) = HashMap::new();
+    /// Replaces every value with `staged`'s, a shard at a time (each swap under that shard's
+    /// lock), and drops the old ones. Callers serialise writes.
+    pub(super) fn take_from(&self, staged: Credentials) {
+        let Credentials {
+            packed,
+            other,
+            others,
+            ..
+        } = staged;
+        for (shard, staged) in self.packed.iter().zip(packed.into_vec()) {
+            let old = std::mem::replace(&mut *write(shard), into_inner(staged));
+            drop(old);
         }
-        for shard in &self.other {
-            *write(shard) = HashMap::new();
+        // Counted high first, so the hot path's `others == 0` shortcut never skips a value
+        // that is there.
+        let others = others.into_inner();
+        self.others.fetch_max(others, Ordering::AcqRel);
+        for (shard, staged) in self.other.iter().zip(other.into_vec()) {
+            let old = std::mem::replace(&mut *write(shard), into_inner(staged));
+            drop(old);
         }
-        self.others.store(0, Ordering::Release);
+        self.others.store(others, Ordering::Release);
     }
 
     /// Shows `visit` every value and its stamp, one shard at a time.
@@ -387,7 +404,13 @@ mod tests {
         table.insert(JTI, stamp(300, 400));
         assert_eq!(table.len(), 1);
         assert_eq!(table.get(JTI), Some(stamp(300, 400)));
-        table.clear();
+        // Replaced whole, by a table with the value in the other map: the count of other
+        // values follows (the control: the value is found), then by an empty one.
+        let staged = Credentials::new(RevocationKind::Jti);
+        staged.insert(JTI, stamp(-1, 200));
+        table.take_from(staged);
+        assert_eq!((table.len(), table.get(JTI)), (1, Some(stamp(-1, 200))));
+        table.take_from(Credentials::new(RevocationKind::Jti));
         assert_eq!((table.len(), table.get(JTI)), (0, None));
     }
 }

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::SpiffeId;
 use crate::proto::v1 as pb;
 
-pub use set::{Pages, RevocationChange, RevocationError, RevocationSet};
+pub use set::{Pages, RevocationChange, RevocationError, RevocationSet, Staged};
 pub use watch::{RevocationWatch, RevocationWatchBuilder, RevocationWatchError};
 
 /// The longest `value` a revocation may carry (a SPIFFE ID's limit).

@@ -109,6 +109,57 @@ pub enum RevocationChange {
     Removed(String),
 }
 
+/// A whole set being received, before it replaces a [`RevocationSet`]
+/// ([`RevocationSet::replace_with`]): `jti`s and serials kept as the set
+/// keeps them (24 bytes each when they pack), so a follower that takes a
+/// million in pages holds them compact, not as a million [`Revocation`]s.
+#[derive(Debug)]
+pub struct Staged {
+    tokens: Credentials,
+    serials: Credentials,
+    /// Identity revocations, as received: few, and indexed when put in place.
+    identities: Vec<Revocation>,
+}
+
+impl Staged {
+    /// Nothing staged yet.
+    pub fn new() -> Self {
+        Staged {
+            tokens: Credentials::new(RevocationKind::Jti),
+            serials: Credentials::new(RevocationKind::Serial),
+            identities: Vec::new(),
+        }
+    }
+
+    /// Adds `revocation` (a later one with the same kind and value replaces
+    /// it, as in the set).
+    pub fn push(&mut self, revocation: Revocation) {
+        let table = match revocation.kind {
+            RevocationKind::Jti => &self.tokens,
+            RevocationKind::Serial => &self.serials,
+            _ => return self.identities.push(revocation),
+        };
+        table.insert(&revocation.value, Stamp::of(&revocation));
+    }
+
+    /// How many are staged (identity revocations with the same key counted
+    /// each time).
+    pub fn len(&self) -> usize {
+        self.tokens.len() + self.serials.len() + self.identities.len()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for Staged {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The kinds kept packed, in the order [`Pages`] reads them.
 const PACKED_KINDS: [RevocationKind; 2] = [RevocationKind::Jti, RevocationKind::Serial];
 
@@ -538,12 +589,28 @@ impl RevocationSet {
 
     /// Replaces the whole set (a resync).
     pub fn replace_all(&self, revocations: impl IntoIterator<Item = Revocation>) {
+        let mut staged = Staged::new();
+        for revocation in revocations {
+            staged.push(revocation);
+        }
+        self.replace_with(staged);
+    }
+
+    /// Replaces the whole set with `staged` (a resync read a page at a time).
+    /// The new `jti`s and serials go in a shard at a time, each shard swapped
+    /// whole, so a check never finds a shard empty that is being refilled.
+    pub fn replace_with(&self, staged: Staged) {
+        let Staged {
+            tokens,
+            serials,
+            identities,
+        } = staged;
         let _writer = self.lock();
-        self.tokens.clear();
-        self.serials.clear();
+        self.tokens.take_from(tokens);
+        self.serials.take_from(serials);
         self.identities.pin().clear();
         self.subjects.pin().clear();
-        for revocation in revocations {
+        for revocation in identities {
             self.insert_locked(Arc::new(revocation));
         }
         let _ = self.changes.send(RevocationChange::Full);

@@ -20,7 +20,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
-use super::{Revocation, RevocationSet};
+use super::{Revocation, RevocationSet, Staged};
 use crate::backoff::Backoff;
 use crate::clock::now_unix_millis as unix_now_ms;
 use crate::proto::v1 as pb;
@@ -347,7 +347,10 @@ fn worth_retrying(status: &Status) -> bool {
 
 /// What the follower applies at once: one message, or a full set's pages.
 struct Update {
-    full: bool,
+    /// A full set, staged as it is read (compact: a million `jti`s in pages are not a
+    /// million [`Revocation`]s at once); `None` for a message of changes.
+    full: Option<Staged>,
+    /// The changes' revocations.
     upserted: Vec<Revocation>,
     removed: Vec<String>,
     crl: Vec<u8>,
@@ -355,12 +358,18 @@ struct Update {
 }
 
 impl Update {
-    /// Reads `protos` into `upserted`, skipping (with a warning) one that cannot be read.
+    /// Reads `protos` into the full set or the changes, skipping (with a warning) one that
+    /// cannot be read.
     fn read(&mut self, protos: Vec<pb::Revocation>) {
-        self.upserted.reserve(protos.len());
+        if self.full.is_none() {
+            self.upserted.reserve(protos.len());
+        }
         for proto in protos {
             match Revocation::from_proto(proto) {
-                Ok(revocation) => self.upserted.push(revocation),
+                Ok(revocation) => match &mut self.full {
+                    Some(staged) => staged.push(revocation),
+                    None => self.upserted.push(revocation),
+                },
                 Err(error) => tracing::warn!(%error,
                     "skipping a revocation from the broker that cannot be read"),
             }
@@ -413,7 +422,7 @@ impl Follower {
         }
         let mut more = update.more;
         let mut whole = Update {
-            full: update.full,
+            full: update.full.then(Staged::new),
             upserted: Vec::new(),
             removed: update.removed,
             crl: update.crl,
@@ -546,11 +555,12 @@ impl Follower {
 
     fn apply(&self, update: Update) {
         let set = &self.shared.set;
-        if update.full {
-            set.replace_all(update.upserted);
-        } else {
-            for revocation in update.upserted {
-                set.upsert(revocation);
+        match update.full {
+            Some(staged) => set.replace_with(staged),
+            None => {
+                for revocation in update.upserted {
+                    set.upsert(revocation);
+                }
             }
         }
         for key in &update.removed {

@@ -300,3 +300,54 @@ fn pages_hold_every_revocation_once_and_with_the_changes_end_at_the_set() {
             .is_none()
     );
 }
+
+#[test]
+fn a_staged_set_replaces_the_whole_set() {
+    let set = Arc::new(RevocationSet::authoritative());
+    let a = id("spiffe://example.org/a");
+    let b = id("spiffe://example.org/b");
+    set.upsert(Revocation::new(RevocationKind::Jti, "old", 100, Some(200)).unwrap());
+    set.upsert(identity(
+        RevocationKind::SpiffeId,
+        a.as_str(),
+        &[a.as_str()],
+        100,
+    ));
+    let (_, mut changes) = set.subscribe_pages(1);
+
+    let mut staged = Staged::new();
+    staged.push(Revocation::new(RevocationKind::Jti, &packed_jti(1), 100, Some(200)).unwrap());
+    staged.push(Revocation::new(RevocationKind::Jti, "not-packed", 100, Some(200)).unwrap());
+    staged.push(Revocation::new(RevocationKind::Serial, "0A:FF", 100, Some(200)).unwrap());
+    staged.push(identity(
+        RevocationKind::SpiffeId,
+        b.as_str(),
+        &[b.as_str()],
+        100,
+    ));
+    assert_eq!(
+        (staged.len(), set.len()),
+        (4, 2),
+        "staged apart from the set"
+    );
+    set.replace_with(staged);
+
+    assert_eq!(set.len(), 4);
+    assert!(
+        set.check_jwt(&a, Some(&packed_jti(1)), Some(50), 150)
+            .is_err()
+    );
+    assert!(
+        set.check_jwt(&a, Some("not-packed"), Some(50), 150)
+            .is_err()
+    );
+    assert!(set.check_x509(&a, "aff", 50, 150).is_err());
+    assert!(
+        set.check_jwt(&b, None, Some(50), 150).is_err(),
+        "the new identity covers b"
+    );
+    // What the staged set did not hold is gone; the control above shows the checks bite.
+    assert!(set.check_jwt(&a, Some("old"), Some(50), 150).is_ok());
+    assert!(set.get(RevocationKind::Jti, "old").is_none());
+    assert!(matches!(changes.try_recv(), Ok(RevocationChange::Full)));
+}
