@@ -598,7 +598,9 @@ impl RevocationSet {
 
     /// Replaces the whole set with `staged` (a resync read a page at a time).
     /// The new `jti`s and serials go in a shard at a time, each shard swapped
-    /// whole, so a check never finds a shard empty that is being refilled.
+    /// whole, so a check never finds a shard empty that is being refilled;
+    /// the new identity revocations go in before the ones they do not hold
+    /// are lifted, so one held in both covers its subjects throughout.
     pub fn replace_with(&self, staged: Staged) {
         let Staged {
             tokens,
@@ -608,10 +610,20 @@ impl RevocationSet {
         let _writer = self.lock();
         self.tokens.take_from(tokens);
         self.serials.take_from(serials);
-        self.identities.pin().clear();
-        self.subjects.pin().clear();
+        let kept: std::collections::HashSet<String> =
+            identities.iter().map(Revocation::key).collect();
         for revocation in identities {
             self.insert_locked(Arc::new(revocation));
+        }
+        let lifted: Vec<(RevocationKind, String)> = self
+            .identities
+            .pin()
+            .values()
+            .filter(|revocation| !kept.contains(&revocation.key()))
+            .map(|revocation| (revocation.kind, revocation.value.clone()))
+            .collect();
+        for (kind, value) in lifted {
+            self.remove_locked(kind, &value);
         }
         let _ = self.changes.send(RevocationChange::Full);
     }

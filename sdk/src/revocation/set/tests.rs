@@ -350,4 +350,32 @@ fn a_staged_set_replaces_the_whole_set() {
     assert!(set.check_jwt(&a, Some("old"), Some(50), 150).is_ok());
     assert!(set.get(RevocationKind::Jti, "old").is_none());
     assert!(matches!(changes.try_recv(), Ok(RevocationChange::Full)));
+
+    // Identity revocations: the one only in the old set was lifted above (with its
+    // subject: `a` passes); here one held in both stays and one only in the new is added,
+    // and the `jti`s and serial the new set does not hold are gone.
+    let c = id("spiffe://example.org/c");
+    let mut staged = Staged::new();
+    staged.push(identity(
+        RevocationKind::SpiffeId,
+        b.as_str(),
+        &[b.as_str()],
+        100,
+    ));
+    staged.push(identity(
+        RevocationKind::SpiffeId,
+        c.as_str(),
+        &[c.as_str()],
+        100,
+    ));
+    set.replace_with(staged);
+    assert!(set.check_jwt(&a, None, Some(50), 150).is_ok());
+    assert!(set.check_jwt(&b, None, Some(50), 150).is_err());
+    assert!(set.check_jwt(&c, None, Some(50), 150).is_err());
+    assert_eq!(set.len(), 2);
+    assert!(
+        set.snapshot()
+            .iter()
+            .all(|r| r.kind == RevocationKind::SpiffeId)
+    );
 }
