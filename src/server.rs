@@ -264,20 +264,11 @@ impl RunningServer {
     /// anchors outside the host (at most [`LAST_SEND_TIMEOUT`]).
     pub async fn shutdown(self) {
         self.cancel.cancel();
-        let aborts: Vec<_> = self.tasks.iter().map(JoinHandle::abort_handle).collect();
-        let drain = async {
-            for task in self.tasks {
-                let _ = task.await;
-            }
-        };
-        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        // What is left after the timeout lets go of the store and the listeners.
+        if !join_within(self.tasks, DRAIN_TIMEOUT).await {
             tracing::warn!(
                 "in-flight requests did not finish within {DRAIN_TIMEOUT:?}; forcing shutdown"
             );
-            // What is left lets go of the store and the listeners now.
-            for abort in aborts {
-                abort.abort();
-            }
         }
         flush_usage(self.store.as_ref(), &self.usage).await;
         if let Err(error) = self.audit.close().await {
@@ -286,25 +277,34 @@ impl RunningServer {
         // The closed log's last checkpoint: without it, a witness holds one up to a
         // second older, and an insider could cut that second off the log unseen.
         self.log_closed.cancel();
-        let aborts: Vec<_> = self.anchors.iter().map(JoinHandle::abort_handle).collect();
-        let sent = async {
-            for task in self.anchors {
-                let _ = task.await;
-            }
-        };
-        if tokio::time::timeout(LAST_SEND_TIMEOUT, sent).await.is_err() {
+        if !join_within(self.anchors, LAST_SEND_TIMEOUT).await {
             tracing::warn!(
                 "the audit log's last checkpoint did not reach every anchor within \
                  {LAST_SEND_TIMEOUT:?}; they hold an earlier one"
             );
-            for abort in aborts {
-                abort.abort();
-            }
         }
         let _ = std::fs::remove_file(&self.admin_socket);
         // Last: the final OTLP export counts the drained requests.
         self.telemetry.shutdown().await;
     }
+}
+
+/// Waits for every task in `tasks` to end, at most `limit`; aborts those still running
+/// then. True if all ended in time.
+async fn join_within(tasks: Vec<JoinHandle<()>>, limit: Duration) -> bool {
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let joined = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    let ended = tokio::time::timeout(limit, joined).await.is_ok();
+    if !ended {
+        for abort in aborts {
+            abort.abort();
+        }
+    }
+    ended
 }
 
 /// Bootstraps and starts the broker on `config`, with the system clock.
@@ -502,72 +502,60 @@ pub async fn start_with_clock(
 /// The tasks a starting server spawned, stopped (cancelled, then aborted)
 /// if it is dropped before [`into_parts`](Self::into_parts): a start that
 /// fails after spawning leaves nothing running.
-struct Tasks {
+struct Tasks(Spawned);
+
+/// Spawned tasks of two kinds, and the tokens that stop them.
+#[derive(Default)]
+struct Spawned {
     cancel: CancellationToken,
     handles: Vec<JoinHandle<()>>,
     /// Fires once the audit log has closed: the tasks that carry its checkpoints off the
-    /// host ([`push_last`](Self::push_last)) send the last one, then stop.
-    log_closed: CancellationToken,
-    last: Vec<JoinHandle<()>>,
-}
-
-/// The tasks, handed over to the running server.
-struct Handed {
-    cancel: CancellationToken,
-    handles: Vec<JoinHandle<()>>,
+    /// host ([`push_last`](Tasks::push_last)) send the last one, then stop.
     log_closed: CancellationToken,
     last: Vec<JoinHandle<()>>,
 }
 
 impl Tasks {
     fn new() -> Self {
-        Tasks {
-            cancel: CancellationToken::new(),
-            handles: Vec::new(),
-            log_closed: CancellationToken::new(),
-            last: Vec::new(),
-        }
+        Tasks(Spawned::default())
     }
 
     /// A token that fires when the server stops.
     fn token(&self) -> CancellationToken {
-        self.cancel.child_token()
+        self.0.cancel.child_token()
     }
 
     fn push(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.handles.push(tokio::spawn(task));
+        self.0.handles.push(tokio::spawn(task));
     }
 
     /// A token that fires once the audit log has closed, after the requests drained.
     fn log_closed_token(&self) -> CancellationToken {
-        self.log_closed.child_token()
+        self.0.log_closed.child_token()
     }
 
     /// A task that runs on while requests drain and stops after the audit log closed (on
     /// [`log_closed_token`](Self::log_closed_token)), given at most [`LAST_SEND_TIMEOUT`].
     fn push_last(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.last.push(tokio::spawn(task));
+        self.0.last.push(tokio::spawn(task));
     }
 
-    /// Hands the tasks over to the running server; the guard is disarmed.
-    fn into_parts(mut self) -> Handed {
-        Handed {
-            cancel: self.cancel.clone(),
-            handles: std::mem::take(&mut self.handles),
-            log_closed: self.log_closed.clone(),
-            last: std::mem::take(&mut self.last),
-        }
+    /// Hands the tasks over to the running server; the guard is disarmed (it is
+    /// left holding none).
+    fn into_parts(mut self) -> Spawned {
+        std::mem::take(&mut self.0)
     }
 }
 
 impl Drop for Tasks {
     fn drop(&mut self) {
-        if self.handles.is_empty() && self.last.is_empty() {
+        let tasks = &self.0;
+        if tasks.handles.is_empty() && tasks.last.is_empty() {
             return;
         }
-        self.cancel.cancel();
-        self.log_closed.cancel();
-        for handle in self.handles.iter().chain(&self.last) {
+        tasks.cancel.cancel();
+        tasks.log_closed.cancel();
+        for handle in tasks.handles.iter().chain(&tasks.last) {
             handle.abort();
         }
     }

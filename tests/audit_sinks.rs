@@ -105,6 +105,14 @@ fn with_http_anchor(url: &str) -> impl Fn(&mut Config) + Send + Sync + 'static {
 // ---------------------------------------------------------------------------------------
 // Helpers
 
+/// An HTTP witness on a free port, its URL, and a broker anchored to it.
+async fn http_witnessed_broker() -> (Arc<Witness>, String, TestBroker) {
+    let witness = Arc::new(Witness::default());
+    let url = witness.serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let broker = TestBroker::start_configured(with_http_anchor(&url)).await;
+    (witness, url, broker)
+}
+
 /// A workload's SVID whose every mint is a record of its own (a new `jti` each time).
 async fn workload(broker: &TestBroker) -> common::Svid {
     let mut spec = TestBroker::entry_spec("/api", &[AUDIENCE], &[]);
@@ -282,9 +290,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// stops minting, shows in status and the metric, and its recovery is recorded once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_witness_keeps_checkpoints_that_verify_and_its_outage_never_blocks_minting() {
-    let witness = Arc::new(Witness::default());
-    let url = witness.serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
-    let mut broker = TestBroker::start_configured(with_http_anchor(&url)).await;
+    let (witness, url, mut broker) = http_witnessed_broker().await;
     let data = broker.data_dir();
     let svid = workload(&broker).await;
     for _ in 0..3 {
@@ -381,9 +387,7 @@ async fn an_http_witness_keeps_checkpoints_that_verify_and_its_outage_never_bloc
 /// brings the witness up to the closed log's head.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_closed_logs_last_checkpoint_reaches_the_http_witness_at_shutdown() {
-    let witness = Arc::new(Witness::default());
-    let url = witness.serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
-    let mut broker = TestBroker::start_configured(with_http_anchor(&url)).await;
+    let (witness, _, mut broker) = http_witnessed_broker().await;
     let data = broker.data_dir();
     let svid = workload(&broker).await;
     let head = {
@@ -480,9 +484,7 @@ async fn a_witness_that_is_away_at_start_never_blocks_the_broker() {
 /// acceptance names the HTTP anchor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_behind_the_http_witness_is_refused_at_start() {
-    let witness = Arc::new(Witness::default());
-    let url = witness.serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
-    let mut broker = TestBroker::start_configured(with_http_anchor(&url)).await;
+    let (witness, url, mut broker) = http_witnessed_broker().await;
     let data = broker.data_dir();
     let svid = workload(&broker).await;
     mint(&broker, &svid).await;

@@ -295,9 +295,14 @@ pub(crate) fn spawn_agent(
 /// # Errors
 /// A message when the file cannot be read (no such process, not Linux) or has no VmRSS.
 pub(crate) fn rss_kib(pid: u32) -> Result<u64, String> {
+    status_field_kib(pid, "VmRSS")
+}
+
+/// The `field` line of `/proc/<pid>/status`, KiB.
+fn status_field_kib(pid: u32, field: &str) -> Result<u64, String> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    parse_vm_rss(&status).ok_or_else(|| format!("{path} has no VmRSS line"))
+    status_kib(&status, &format!("{field}:")).ok_or_else(|| format!("{path} has no {field} line"))
 }
 
 /// The `VmRSS:  12345 kB` value of a `/proc/<pid>/status` text, KiB.
@@ -317,9 +322,7 @@ fn status_kib(status: &str, field: &str) -> Option<u64> {
 
 /// The process's peak RSS (VmHWM) since it started or since [`reset_peak_rss`], KiB.
 pub(crate) fn peak_rss_kib(pid: u32) -> Result<u64, String> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    status_kib(&status, "VmHWM:").ok_or_else(|| format!("{path} has no VmHWM line"))
+    status_field_kib(pid, "VmHWM")
 }
 
 /// Starts the process's peak RSS over from its RSS now (`5` to `/proc/<pid>/clear_refs`).

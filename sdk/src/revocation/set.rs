@@ -96,7 +96,7 @@ impl Stamp {
     }
 }
 
-/// One change to the set, as [`RevocationSet::subscribe`] delivers it.
+/// One change to the set, as [`RevocationSet::subscribe_pages`] delivers it.
 #[derive(Debug, Clone)]
 pub enum RevocationChange {
     /// The whole set was replaced (a resync): read it from the set. It is
@@ -521,21 +521,15 @@ impl RevocationSet {
     }
 
     /// A receiver of every change from now on, without the current set
-    /// (see [`subscribe`](Self::subscribe) for both).
+    /// (see [`subscribe_pages`](Self::subscribe_pages) for both).
     pub fn changes(&self) -> broadcast::Receiver<RevocationChange> {
         self.changes.subscribe()
     }
 
     /// The current set and a receiver of every change after it, taken
-    /// together so that nothing falls between them.
-    pub fn subscribe(&self) -> (Vec<Arc<Revocation>>, broadcast::Receiver<RevocationChange>) {
-        let _writer = self.lock();
-        (self.snapshot(), self.changes.subscribe())
-    }
-
-    /// Like [`subscribe`](Self::subscribe), with the set read a page of at
-    /// most `page` revocations at a time, as the pages are taken: what the
-    /// set holds is never copied whole (a million `jti` revocations would be
+    /// together so that nothing falls between them. The set is read a page
+    /// of at most `page` revocations at a time, as the pages are taken: what
+    /// it holds is never copied whole (a million `jti` revocations would be
     /// a million objects, held for as long as a subscriber reads them).
     ///
     /// The receiver is taken first, so a change made while the pages are

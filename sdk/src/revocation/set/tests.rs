@@ -192,10 +192,10 @@ fn changes_delivers_what_happens_after_it_was_called() {
 
 #[test]
 fn subscribers_see_the_set_then_every_change() {
-    let set = RevocationSet::authoritative();
+    let set = Arc::new(RevocationSet::authoritative());
     set.upsert(Revocation::new(RevocationKind::Jti, "t1", 1, Some(10)).unwrap());
-    let (snapshot, mut changes) = set.subscribe();
-    assert_eq!(snapshot.len(), 1);
+    let (pages, mut changes) = set.subscribe_pages(16);
+    assert_eq!(pages.flatten().count(), 1);
     set.upsert(Revocation::new(RevocationKind::Jti, "t2", 1, Some(10)).unwrap());
     set.remove(RevocationKind::Jti, "t1");
     set.replace_all(Vec::new());
